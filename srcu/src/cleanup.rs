@@ -1,0 +1,106 @@
+//! Cleanup: free a domain's per-CPU state only when nothing can still use it;
+//! otherwise warn, leak, and say why.
+
+use crate::diagnostics::{self, WarningKind};
+use crate::domain::Srcu;
+use std::fmt;
+
+/// Why [`Srcu::cleanup`] refused. The per-CPU state was leaked (left
+/// allocated and attached), never freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupError {
+    /// Readers were inside a section (their count).
+    pub readers_active: usize,
+    /// Callbacks were still pending: a `barrier` was missed.
+    pub callbacks_pending: usize,
+    /// A grace period was running or requested.
+    pub grace_period_in_flight: bool,
+}
+
+impl CleanupError {
+    pub(crate) fn to_bits(self) -> u32 {
+        (self.readers_active.min(0x3ff) as u32)
+            | ((self.callbacks_pending.min(0xfffff) as u32) << 10)
+            | ((self.grace_period_in_flight as u32) << 31)
+    }
+
+    pub(crate) fn from_bits(b: u32) -> Option<CleanupError> {
+        (b != 0).then_some(CleanupError {
+            readers_active: (b & 0x3ff) as usize,
+            callbacks_pending: ((b >> 10) & 0xfffff) as usize,
+            grace_period_in_flight: b >> 31 != 0,
+        })
+    }
+}
+
+impl fmt::Display for CleanupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.readers_active > 0 {
+            parts.push(format!("{} reader(s) still inside", self.readers_active));
+        }
+        if self.callbacks_pending > 0 {
+            parts.push(format!("{} callback(s) pending (missed barrier)", self.callbacks_pending));
+        }
+        if self.grace_period_in_flight {
+            parts.push("a grace period in flight".to_owned());
+        }
+        write!(f, "cannot clean up SRCU domain: {}; its state was leaked", parts.join(", "))
+    }
+}
+
+impl std::error::Error for CleanupError {}
+
+/// The runtime side of cleanup: check, then free or warn and leak.
+/// Returns `CleanupError` bits (0: freed).
+///
+/// # Safety
+/// No new reader may enter `s` concurrently (see `Srcu::cleanup`).
+pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
+    let Some(st) = crate::runtime::attached_state(s) else { return 0 };
+    let readers = st.readers_inside();
+    let pending = st.cbs.pending();
+    let in_flight = st.gp_in_flight();
+    if readers == 0 && pending == 0 && !in_flight {
+        let pc = crate::attach::detach(s.state_word(), s.percpu_word());
+        debug_assert!(!pc.is_null());
+        let p = s.take_private();
+        // SAFETY: detached above, so the domain no longer points at the
+        // state; no reader is inside and none may enter (contract).
+        unsafe { crate::runtime::release_state(p) };
+        return 0;
+    }
+    let name = s.name();
+    if pending > 0 {
+        diagnostics::warn(
+            WarningKind::MissedBarrier,
+            name,
+            format!("usrcu: domain '{name}': {pending} callback(s) still pending at cleanup: forgot barrier(), so leaking its state"),
+        );
+    }
+    if readers != 0 {
+        diagnostics::warn(
+            WarningKind::ReadersActive,
+            name,
+            format!("usrcu: domain '{name}': {readers} reader(s) still inside at cleanup: leaking its state"),
+        );
+    }
+    if in_flight {
+        diagnostics::warn(
+            WarningKind::GracePeriodInFlight,
+            name,
+            format!("usrcu: domain '{name}': grace period in flight at cleanup: leaking its state"),
+        );
+    }
+    diagnostics::warn(
+        WarningKind::Leak,
+        name,
+        format!("usrcu: domain '{name}': per-CPU state of {} slot(s) leaked, not freed", st.possible_cpus()),
+    );
+    CleanupError {
+        readers_active: readers.unsigned_abs().max(usize::from(readers != 0)),
+        callbacks_pending: pending,
+        grace_period_in_flight: in_flight,
+    }
+    .to_bits()
+}

@@ -1,0 +1,185 @@
+//! Warnings: to the `log` crate and to captures that tests can assert on.
+//!
+//! Every warning the library emits (missed barrier, readers active at
+//! cleanup, grace period in flight at cleanup, leak, stall, illegal
+//! synchronize inside a read section, panicking callback) is a [`Warning`]
+//! with a structured [`WarningKind`]. It is logged with `log::warn!` under
+//! the target `usrcu`, and copied into every open [`Capture`].
+//!
+//! Warnings are emitted by the runtime of the process (the host's, in a
+//! plugin host): open captures in the host.
+//!
+//! ```
+//! use usrcu::{diagnostics::{Capture, WarningKind}, Srcu};
+//!
+//! let cap = Capture::start();
+//! let d = Srcu::new("doc-capture");
+//! let g = d.read_lock_raw();
+//! // SAFETY: nothing else touches `d`; cleanup refuses while a reader is inside.
+//! assert!(unsafe { d.cleanup() }.is_err());
+//! assert!(cap.for_domain("doc-capture").iter().any(|w| w.kind == WarningKind::ReadersActive));
+//! // SAFETY: `g` came from `d.read_lock_raw()` and is ended once.
+//! unsafe { d.read_unlock_raw(g) };
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// Cleanup found callbacks still pending: a `barrier` was missed
+    /// (the kernel's "Forgot srcu_barrier(), so just leak it!").
+    MissedBarrier,
+    /// Cleanup found readers inside a section.
+    ReadersActive,
+    /// Cleanup found a grace period running or requested.
+    GracePeriodInFlight,
+    /// Per-CPU state was leaked instead of freed.
+    Leak,
+    /// A grace period waited longer than the stall timeout.
+    Stall,
+    /// `synchronize` or `barrier` inside a read section of the same domain.
+    IllegalSynchronize,
+    /// A callback panicked; the runtime caught it and went on.
+    CallbackPanicked,
+    /// Anything else worth a warning.
+    Other,
+}
+
+impl WarningKind {
+    pub(crate) fn to_u32(self) -> u32 {
+        match self {
+            WarningKind::MissedBarrier => 1,
+            WarningKind::ReadersActive => 2,
+            WarningKind::GracePeriodInFlight => 3,
+            WarningKind::Leak => 4,
+            WarningKind::Stall => 5,
+            WarningKind::IllegalSynchronize => 6,
+            WarningKind::CallbackPanicked => 7,
+            WarningKind::Other => 0,
+        }
+    }
+
+    pub(crate) fn from_u32(v: u32) -> WarningKind {
+        match v {
+            1 => WarningKind::MissedBarrier,
+            2 => WarningKind::ReadersActive,
+            3 => WarningKind::GracePeriodInFlight,
+            4 => WarningKind::Leak,
+            5 => WarningKind::Stall,
+            6 => WarningKind::IllegalSynchronize,
+            7 => WarningKind::CallbackPanicked,
+            _ => WarningKind::Other,
+        }
+    }
+}
+
+/// The oldest reader of a stalled grace period (debug builds of the reader's
+/// code only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderInfo {
+    /// Kernel thread id.
+    pub tid: i64,
+    /// Thread name as the kernel knows it (15 bytes at most).
+    pub thread_name: String,
+    /// `file:line:column` of the `read_lock` call.
+    pub location: String,
+    /// How long the reader has been inside.
+    pub held_for: Duration,
+}
+
+/// One warning.
+#[derive(Clone, Debug)]
+pub struct Warning {
+    /// What kind.
+    pub kind: WarningKind,
+    /// The domain's name ("" if unknown).
+    pub domain: String,
+    /// The full message, as logged.
+    pub message: String,
+    /// For stalls: the oldest reader, where known.
+    pub oldest_reader: Option<ReaderInfo>,
+}
+
+type Sink = Arc<Mutex<Vec<Warning>>>;
+
+static SINKS: Mutex<Vec<Sink>> = Mutex::new(Vec::new());
+
+fn sinks() -> std::sync::MutexGuard<'static, Vec<Sink>> {
+    SINKS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Emit a warning: log it and copy it to every open capture.
+pub fn emit(w: Warning) {
+    log::warn!(target: "usrcu", "{}", w.message);
+    for s in sinks().iter() {
+        s.lock().unwrap_or_else(|p| p.into_inner()).push(w.clone());
+    }
+}
+
+/// Build and emit a warning.
+pub(crate) fn warn(kind: WarningKind, domain: &str, message: String) {
+    emit(Warning { kind, domain: domain.to_owned(), message, oldest_reader: None });
+}
+
+/// Collects every warning emitted while it is open, from any thread.
+///
+/// Captures are process-wide: tests running side by side see each other's
+/// warnings, so filter by domain name ([`Capture::for_domain`]).
+#[derive(Debug)]
+pub struct Capture {
+    sink: Sink,
+}
+
+impl Capture {
+    /// Start capturing.
+    pub fn start() -> Capture {
+        let sink: Sink = Arc::default();
+        sinks().push(sink.clone());
+        Capture { sink }
+    }
+
+    /// Everything captured so far.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Captured warnings about the domain named `name`.
+    pub fn for_domain(&self, name: &str) -> Vec<Warning> {
+        self.warnings().into_iter().filter(|w| w.domain == name).collect()
+    }
+
+    /// Captured warnings of `kind` about the domain named `name`.
+    pub fn find(&self, name: &str, kind: WarningKind) -> Vec<Warning> {
+        self.for_domain(name).into_iter().filter(|w| w.kind == kind).collect()
+    }
+
+    /// Wait up to `timeout` for a warning of `kind` about `name`.
+    pub fn wait_for(&self, name: &str, kind: WarningKind, timeout: Duration) -> Option<Warning> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(w) = self.find(name, kind).into_iter().next() {
+                return Some(w);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        sinks().retain(|s| !Arc::ptr_eq(s, &self.sink));
+    }
+}
+
+/// Run `f` under a capture and return its result with the warnings.
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Warning>) {
+    let cap = Capture::start();
+    let r = f();
+    (r, cap.warnings())
+}

@@ -1,0 +1,84 @@
+//! Userspace SRCU: sleepable read-copy-update with the Linux kernel's
+//! semantics, for processes that load and unload plugins.
+//!
+//! # Domains
+//!
+//! A [`Srcu`] is an independent domain. Readers enter with
+//! [`Srcu::read_lock`] and may sleep, block or do I/O inside; updaters wait
+//! for pre-existing readers with [`Srcu::synchronize`] (or
+//! [`Srcu::synchronize_expedited`]), defer work with [`Srcu::call_srcu`], and
+//! wait for deferred work with [`Srcu::barrier`]. Polled grace periods:
+//! [`Srcu::get_state`], [`Srcu::start_poll`], [`Srcu::poll_state`].
+//!
+//! # Readers
+//!
+//! Each domain keeps one cache-line slot of counters per *possible* CPU
+//! (`/sys/devices/system/cpu/possible`, or `USRCU_POSSIBLE_CPUS`, or
+//! [`SrcuConfig::possible_cpus`]). A reader adds one to a lock counter of its
+//! CPU's slot, through rseq (a plain add in a restartable sequence) where
+//! glibc registered it, otherwise a locked add; then a compiler fence. The
+//! updater pairs that with `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`.
+//! Where membarrier is missing (or `USRCU_FENCE=seqcst`), both sides use
+//! SeqCst fences. No thread registration is needed.
+//!
+//! # Grace periods
+//!
+//! As in Linux's `srcutree.c`: drain the inactive rank, flip the index,
+//! drain the previously active rank. The argument is in
+//! `docs/memory-model.md`.
+//!
+//! # The runtime
+//!
+//! Callbacks run on one runtime thread per process, behind a `#[repr(C)]`
+//! vtable ([`runtime::RuntimeVTable`]) that a plugin loader hands to each
+//! plugin's copy of this crate, so that no thread ever runs unmapped code.
+//! The crate registers no thread-local destructors.
+//!
+//! # Diagnostics
+//!
+//! Missed barriers, leaks, stalls and illegal synchronizes are warnings, sent
+//! to the `log` crate and to [`diagnostics::Capture`]s.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod sync;
+
+pub mod fault;
+pub mod fence;
+pub mod percpu;
+
+mod attach;
+mod callbacks;
+mod grace_period;
+mod reader;
+
+#[cfg(not(usrcu_loom))]
+mod cleanup;
+#[cfg(not(usrcu_loom))]
+pub mod diagnostics;
+#[cfg(not(usrcu_loom))]
+mod domain;
+#[cfg(not(usrcu_loom))]
+pub mod runtime;
+mod stats;
+
+pub use callbacks::CallbackHead;
+pub use grace_period::Cookie;
+pub use stats::SrcuStats;
+
+#[cfg(not(usrcu_loom))]
+pub use cleanup::CleanupError;
+#[cfg(not(usrcu_loom))]
+pub use domain::{Srcu, SrcuConfig, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
+#[cfg(not(usrcu_loom))]
+pub use reader::{ReadIndex, SrcuReadGuard};
+
+/// Is this thread's read side on the rseq path (plain per-CPU adds)?
+pub fn rseq_active() -> bool {
+    reader::rseq::active()
+}
+
+#[cfg(usrcu_loom)]
+#[doc(hidden)]
+pub mod __loom;

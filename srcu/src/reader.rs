@@ -1,0 +1,163 @@
+//! The read side: lock and unlock on the per-CPU counters, guards, and raw
+//! sections that cross scopes or threads.
+//!
+//! `lock` (step L in `docs/memory-model.md`): read the index, add one to
+//! `lock[idx]` of the current CPU's slot, then the reader fence (B). `unlock`:
+//! the reader fence (C), then add one to `unlock[idx]` of whatever slot the
+//! thread is on now. The add goes through rseq (a plain add) when the thread
+//! has rseq and the CPU has a slot of its own, otherwise a locked add.
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(usrcu_loom)))]
+pub(crate) mod rseq;
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(usrcu_loom))))]
+pub(crate) mod rseq {
+    //! rseq is only wired up on x86_64 Linux; elsewhere the atomic path runs.
+    use crate::sync::AtomicUsize;
+    #[inline(always)]
+    pub(crate) fn cpu_id() -> Option<usize> {
+        None
+    }
+    #[inline(always)]
+    pub(crate) fn add_on_current_cpu<'a>(_: impl FnOnce(usize) -> Option<&'a AtomicUsize>) -> bool {
+        false
+    }
+    /// Is the rseq path in use for this thread?
+    pub fn active() -> bool {
+        false
+    }
+}
+
+use crate::fence::reader_fence;
+use crate::percpu::{current_cpu, PerCpu, Slot};
+use crate::sync::{AtomicUsize, Ordering};
+
+#[inline(always)]
+fn increment(
+    pc: &PerCpu,
+    rseq_counter: impl Fn(&Slot) -> &AtomicUsize,
+    atomic_counter: impl Fn(&Slot) -> &AtomicUsize,
+) {
+    let nr = pc.nr_slots();
+    let done = rseq::add_on_current_cpu(|cpu| (cpu < nr).then(|| rseq_counter(pc.slot(cpu))));
+    if !done {
+        // Relaxed: ordered against the critical section by the reader fence
+        // that follows (lock) or precedes (unlock) this add.
+        atomic_counter(pc.slot(current_cpu())).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Enter a read-side critical section on `pc`; returns the rank to leave with.
+#[inline(always)]
+pub(crate) fn lock(pc: &PerCpu) -> usize {
+    // Relaxed: any rank is correct; a reader that read the index long before
+    // its add is the straggler the grace period's first scan waits for.
+    let idx = pc.idx.load(Ordering::Relaxed) & 1;
+    increment(pc, |s| &s.rseq_lock[idx], |s| &s.lock[idx]);
+    // B: pairs with the updater's heavy fence A.
+    reader_fence(pc.seqcst_readers != 0);
+    idx
+}
+
+/// Leave a read-side critical section entered with rank `idx`.
+#[inline(always)]
+pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
+    // C: pairs with the updater's heavy fence A.
+    reader_fence(pc.seqcst_readers != 0);
+    increment(pc, |s| &s.rseq_unlock[idx], |s| &s.unlock[idx]);
+}
+
+/// Lock on an explicit CPU's slot through the atomic path (loom models use it
+/// to put a reader's lock and unlock on different CPUs).
+#[cfg(usrcu_loom)]
+pub(crate) fn lock_on(pc: &PerCpu, cpu: usize) -> usize {
+    let idx = pc.idx.load(Ordering::Relaxed) & 1;
+    pc.slot(cpu).lock[idx].fetch_add(1, Ordering::Relaxed);
+    reader_fence(pc.seqcst_readers != 0);
+    idx
+}
+
+/// Unlock on an explicit CPU's slot through the atomic path.
+#[cfg(usrcu_loom)]
+pub(crate) fn unlock_on(pc: &PerCpu, cpu: usize, idx: usize) {
+    reader_fence(pc.seqcst_readers != 0);
+    pc.slot(cpu).unlock[idx].fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(not(usrcu_loom))]
+pub use guard::{ReadIndex, SrcuReadGuard};
+
+#[cfg(not(usrcu_loom))]
+mod guard {
+    use super::*;
+    use crate::domain::Srcu;
+    use std::marker::PhantomData;
+
+    /// An SRCU read-side critical section; it ends when the guard drops.
+    ///
+    /// Not `Send`: the section belongs to the thread that entered it (use
+    /// [`Srcu::read_lock_raw`] for a section that ends on another thread).
+    ///
+    /// ```compile_fail
+    /// fn assert_send<T: Send>(_: T) {}
+    /// static D: usrcu::Srcu = usrcu::Srcu::new_static("doc");
+    /// assert_send(D.read_lock());
+    /// ```
+    ///
+    /// ```
+    /// static D: usrcu::Srcu = usrcu::Srcu::new_static("doc");
+    /// let g = D.read_lock();
+    /// drop(g);
+    /// ```
+    ///
+    /// The guard cannot outlive its domain:
+    ///
+    /// ```compile_fail
+    /// let g;
+    /// {
+    ///     let d = usrcu::Srcu::new("short");
+    ///     g = d.read_lock();
+    /// }
+    /// drop(g);
+    /// ```
+    #[must_use = "the section ends as soon as the guard is dropped"]
+    #[derive(Debug)]
+    pub struct SrcuReadGuard<'a> {
+        pub(crate) srcu: &'a Srcu,
+        pub(crate) pc: &'a PerCpu,
+        pub(crate) idx: usize,
+        pub(crate) debug_token: u64,
+        pub(crate) _not_send: PhantomData<*const ()>,
+    }
+
+    impl SrcuReadGuard<'_> {
+        /// The rank this section counts on (0 or 1).
+        pub fn index(&self) -> usize {
+            self.idx
+        }
+    }
+
+    impl Drop for SrcuReadGuard<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            unlock(self.pc, self.idx);
+            self.srcu.debug_reader_exit(self.debug_token, true);
+        }
+    }
+
+    /// The rank of a raw section ([`Srcu::read_lock_raw`]), to be handed to
+    /// [`Srcu::read_unlock_raw`] exactly once, on any thread.
+    #[must_use = "a raw section must be ended with read_unlock_raw"]
+    #[derive(Debug)]
+    pub struct ReadIndex {
+        pub(crate) idx: usize,
+        pub(crate) debug_token: u64,
+    }
+
+    impl ReadIndex {
+        /// The rank this section counts on (0 or 1).
+        pub fn index(&self) -> usize {
+            self.idx
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Per-domain counters: grace periods, callbacks, barriers, per-CPU scans.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// A snapshot of a domain's counters ([`crate::Srcu::stats`]).
+///
+/// `#[repr(C)]`: it crosses the runtime vtable between a plugin and the host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrcuStats {
+    /// Grace periods completed (normal and expedited).
+    pub grace_periods: u64,
+    /// Of those, driven by `synchronize_expedited`.
+    pub expedited_grace_periods: u64,
+    /// Callbacks queued with `call_srcu` (markers of `barrier` excluded).
+    pub callbacks_queued: u64,
+    /// Callbacks invoked (markers of `barrier` included).
+    pub callbacks_invoked: u64,
+    /// `barrier` calls that visited the per-CPU queues.
+    pub barriers_issued: u64,
+    /// `barrier` calls that returned at once because `call_srcu_used` was false.
+    pub barriers_skipped: u64,
+    /// Per-CPU slots read: reader checks (2 per slot), barrier queue visits
+    /// (1 per slot) and cleanup checks (4 per slot).
+    pub slots_scanned: u64,
+    /// Time spent in those scans, in nanoseconds.
+    pub scan_nanos: u64,
+    /// Possible CPUs (slots) of the domain; 0 while not attached.
+    pub possible_cpus: u64,
+}
+
+/// Live counters behind [`SrcuStats`]. Relaxed everywhere: statistics, read
+/// as a snapshot that need not be consistent across fields.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) grace_periods: AtomicU64,
+    pub(crate) expedited_grace_periods: AtomicU64,
+    pub(crate) callbacks_queued: AtomicU64,
+    pub(crate) callbacks_invoked: AtomicU64,
+    pub(crate) barriers_issued: AtomicU64,
+    pub(crate) slots_scanned: AtomicU64,
+    pub(crate) scan_nanos: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, v: u64) {
+        c.fetch_add(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, possible_cpus: usize) -> SrcuStats {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SrcuStats {
+            grace_periods: l(&self.grace_periods),
+            expedited_grace_periods: l(&self.expedited_grace_periods),
+            callbacks_queued: l(&self.callbacks_queued),
+            callbacks_invoked: l(&self.callbacks_invoked),
+            barriers_issued: l(&self.barriers_issued),
+            barriers_skipped: 0,
+            slots_scanned: l(&self.slots_scanned),
+            scan_nanos: l(&self.scan_nanos),
+            possible_cpus: possible_cpus as u64,
+        }
+    }
+}

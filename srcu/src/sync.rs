@@ -1,0 +1,59 @@
+//! The one place every atomic, lock and thread primitive comes from.
+//!
+//! With `--cfg usrcu_loom` the algorithm units (`percpu`, `reader`,
+//! `grace_period`, `callbacks`, `attach`) are compiled against loom's
+//! primitives so that `loom/` can explore their interleavings; otherwise they
+//! use `std`. No other file imports `std::sync` or `loom` directly.
+
+#[cfg(not(usrcu_loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{
+        compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+    /// Give the CPU away while waiting for another thread.
+    #[inline]
+    pub(crate) fn yield_now() {
+        std::thread::yield_now();
+    }
+
+    /// One step of a busy wait.
+    #[inline]
+    pub(crate) fn spin_hint() {
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(usrcu_loom)]
+mod imp {
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    };
+    pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+    /// Loom has no compiler fence; model it as the strongest fence so that a
+    /// model never passes because of it (the light/heavy pairing is modelled
+    /// with SeqCst on both sides, see `fence.rs`).
+    pub(crate) fn compiler_fence(_: Ordering) {}
+
+    pub(crate) fn yield_now() {
+        loom::thread::yield_now();
+    }
+
+    pub(crate) fn spin_hint() {
+        loom::thread::yield_now();
+    }
+}
+
+pub(crate) use imp::*;
+
+/// Lock a mutex, ignoring poisoning: every critical section in this crate
+/// leaves its data consistent before it can panic.
+#[inline]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
