@@ -13,16 +13,25 @@ fn smoke() {
     let t = Instant::now();
     D.synchronize_expedited();
     D.synchronize();
-    eprintln!("sync {:?} rseq {} mode {:?}", t.elapsed(), usrcu::rseq_active(), D.fence_mode());
+    eprintln!(
+        "sync {:?} rseq {} mode {:?}",
+        t.elapsed(),
+        usrcu::rseq_active(),
+        D.fence_mode()
+    );
     let n = Arc::new(AtomicUsize::new(0));
     for _ in 0..10 {
         let n = n.clone();
-        D.call_srcu(move || { n.fetch_add(1, Ordering::SeqCst); });
+        D.call_srcu(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        });
     }
     D.barrier();
     assert_eq!(n.load(Ordering::SeqCst), 10);
     let c = D.start_poll();
-    while !D.poll_state(c) { std::thread::sleep(Duration::from_millis(1)); }
+    while !D.poll_state(c) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     eprintln!("{:?}", D.stats());
     unsafe { D.cleanup() }.unwrap();
 }
