@@ -20,11 +20,7 @@ pub(crate) const ATTACHED: u32 = 2;
 
 /// Return the published pointer, building it with `build` if this caller
 /// wins the race to attach. `publish` stores the pointer(s) (Release).
-pub(crate) fn attach_once<T>(
-    state: &AtomicU32,
-    ptr: &AtomicPtr<T>,
-    build: impl FnOnce() -> *mut T,
-) -> *mut T {
+pub(crate) fn attach_once<T>(state: &AtomicU32, ptr: &AtomicPtr<T>, build: impl FnOnce() -> *mut T) -> *mut T {
     loop {
         // Acquire: pairs with the Release publication below, so a non-null
         // pointer points at a fully built block.

@@ -30,7 +30,12 @@ pub struct CallbackHead {
 impl CallbackHead {
     /// An unqueued head.
     pub const fn new() -> CallbackHead {
-        CallbackHead { next: std::ptr::null_mut(), func: None, cookie: 0, stamp: 0 }
+        CallbackHead {
+            next: std::ptr::null_mut(),
+            func: None,
+            cookie: 0,
+            stamp: 0,
+        }
     }
 }
 
@@ -71,9 +76,17 @@ pub(crate) struct Callbacks {
 impl Callbacks {
     pub(crate) fn new(nr: usize) -> Callbacks {
         let queues = (0..nr)
-            .map(|_| Padded(Mutex::new(Queue { head: std::ptr::null_mut(), tail: std::ptr::null_mut() })))
+            .map(|_| {
+                Padded(Mutex::new(Queue {
+                    head: std::ptr::null_mut(),
+                    tail: std::ptr::null_mut(),
+                }))
+            })
             .collect();
-        Callbacks { queues, pending: AtomicUsize::new(0) }
+        Callbacks {
+            queues,
+            pending: AtomicUsize::new(0),
+        }
     }
 
     /// Callbacks queued and not yet finished.
@@ -258,14 +271,23 @@ impl Callbacks {
             cv: crate::sync::Condvar::new(),
         });
         let sp: *const BarrierSync = &*sync;
-        let mut markers: Box<[Marker]> =
-            targets.iter().map(|_| Marker { head: CallbackHead::new(), sync: sp }).collect();
+        let mut markers: Box<[Marker]> = targets
+            .iter()
+            .map(|_| Marker {
+                head: CallbackHead::new(),
+                sync: sp,
+            })
+            .collect();
         for (m, &q) in markers.iter_mut().zip(&targets) {
             // SAFETY: the marker lives in `markers`, which the Barrier keeps
             // (and does not move: a boxed slice) until every marker ran.
             unsafe { self.enqueue(q, &mut m.head, marker_fn, stamp, &cookie) };
         }
-        Some(Barrier { sync, markers, waited: false })
+        Some(Barrier {
+            sync,
+            markers,
+            waited: false,
+        })
     }
 }
 

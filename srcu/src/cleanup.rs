@@ -40,12 +40,19 @@ impl fmt::Display for CleanupError {
             parts.push(format!("{} reader(s) still inside", self.readers_active));
         }
         if self.callbacks_pending > 0 {
-            parts.push(format!("{} callback(s) pending (missed barrier)", self.callbacks_pending));
+            parts.push(format!(
+                "{} callback(s) pending (missed barrier)",
+                self.callbacks_pending
+            ));
         }
         if self.grace_period_in_flight {
             parts.push("a grace period in flight".to_owned());
         }
-        write!(f, "cannot clean up SRCU domain: {}; its state was leaked", parts.join(", "))
+        write!(
+            f,
+            "cannot clean up SRCU domain: {}; its state was leaked",
+            parts.join(", ")
+        )
     }
 }
 
@@ -57,7 +64,9 @@ impl std::error::Error for CleanupError {}
 /// # Safety
 /// No new reader may enter `s` concurrently (see `Srcu::cleanup`).
 pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
-    let Some(st) = crate::runtime::attached_state(s) else { return 0 };
+    let Some(st) = crate::runtime::attached_state(s) else {
+        return 0;
+    };
     let readers = st.readers_inside();
     let pending = st.cbs.pending();
     let in_flight = st.gp_in_flight();
@@ -95,7 +104,10 @@ pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
     diagnostics::warn(
         WarningKind::Leak,
         name,
-        format!("usrcu: domain '{name}': per-CPU state of {} slot(s) leaked, not freed", st.possible_cpus()),
+        format!(
+            "usrcu: domain '{name}': per-CPU state of {} slot(s) leaked, not freed",
+            st.possible_cpus()
+        ),
     );
     CleanupError {
         readers_active: readers.unsigned_abs().max(usize::from(readers != 0)),

@@ -121,7 +121,12 @@ pub fn emit(w: Warning) {
 
 /// Build and emit a warning.
 pub(crate) fn warn(kind: WarningKind, domain: &str, message: String) {
-    emit(Warning { kind, domain: domain.to_owned(), message, oldest_reader: None });
+    emit(Warning {
+        kind,
+        domain: domain.to_owned(),
+        message,
+        oldest_reader: None,
+    });
 }
 
 /// Collects every warning emitted while it is open, from any thread.

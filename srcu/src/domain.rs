@@ -43,12 +43,20 @@ impl SrcuConfig {
     /// membarrier fence pair where available, stall timeout from
     /// `USRCU_STALL_TIMEOUT_MS` or 10 s.
     pub const fn new() -> SrcuConfig {
-        SrcuConfig { possible_cpus: 0, flags: 0, stall_timeout_ms: 0, _reserved: 0 }
+        SrcuConfig {
+            possible_cpus: 0,
+            flags: 0,
+            stall_timeout_ms: 0,
+            _reserved: 0,
+        }
     }
 
     /// Simulate `n` possible CPUs (1..=65536): one slot each.
     pub const fn possible_cpus(mut self, n: u32) -> SrcuConfig {
-        assert!(n >= 1 && n as usize <= crate::percpu::MAX_CPUS, "possible_cpus out of range");
+        assert!(
+            n >= 1 && n as usize <= crate::percpu::MAX_CPUS,
+            "possible_cpus out of range"
+        );
         self.possible_cpus = n;
         self
     }
@@ -312,7 +320,13 @@ impl Srcu {
         let pc = self.percpu_or_attach();
         let idx = reader::lock(pc);
         let debug_token = self.debug_reader_enter(Location::caller(), true);
-        SrcuReadGuard { srcu: self, pc, idx, debug_token, _not_send: PhantomData }
+        SrcuReadGuard {
+            srcu: self,
+            pc,
+            idx,
+            debug_token,
+            _not_send: PhantomData,
+        }
     }
 
     /// Enter a section that may end in another scope or on another thread
@@ -445,7 +459,10 @@ impl Srcu {
                 };
             }
         }
-        let b = Box::into_raw(Box::new(Boxed { head: CallbackHead::new(), f: Some(f) }));
+        let b = Box::into_raw(Box::new(Boxed {
+            head: CallbackHead::new(),
+            f: Some(f),
+        }));
         // SAFETY: `b` is a fresh allocation whose first field is the head;
         // the trampoline takes ownership back.
         unsafe { self.call_srcu_raw(b as *mut CallbackHead, trampoline::<F>) };
@@ -570,7 +587,10 @@ impl Drop for Srcu {
         if r.is_ok() && self.dynamic {
             // SAFETY: a dynamic domain owns its leaked name string.
             drop(unsafe {
-                Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.name_ptr as *mut u8, self.name_len))
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                    self.name_ptr as *mut u8,
+                    self.name_len,
+                ))
             });
         }
         // On error the state (and the name, which warnings may still quote)

@@ -121,9 +121,7 @@ mod membarrier {
             NO => false,
             _ => {
                 let mask = sys(CMD_QUERY);
-                let ok = mask >= 0
-                    && mask & CMD_PRIVATE_EXPEDITED != 0
-                    && sys(CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+                let ok = mask >= 0 && mask & CMD_PRIVATE_EXPEDITED != 0 && sys(CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
                 STATE.store(if ok { YES } else { NO }, Ordering::Relaxed);
                 ok
             }

@@ -73,7 +73,10 @@ pub(crate) struct GpState {
 
 impl GpState {
     pub(crate) fn new() -> GpState {
-        GpState { seq: AtomicU64::new(0), driver: Mutex::new(()) }
+        GpState {
+            seq: AtomicU64::new(0),
+            driver: Mutex::new(()),
+        }
     }
 
     /// The cookie of the first grace period that starts after this call.

@@ -90,7 +90,11 @@ impl PerCpu {
     /// The slot of `cpu`, folding CPU ids beyond the slot count.
     #[inline(always)]
     pub(crate) fn slot(&self, cpu: usize) -> &Slot {
-        let i = if cpu < self.nr_slots() { cpu } else { cpu % self.nr_slots() };
+        let i = if cpu < self.nr_slots() {
+            cpu
+        } else {
+            cpu % self.nr_slots()
+        };
         // SAFETY: `i < nr_slots`, and `slots` points at `nr_slots` slots that
         // live as long as `self`.
         unsafe { &*self.slots.add(i) }

@@ -270,7 +270,10 @@ impl GpHooks for DomainState {
 fn default_stall_ms() -> u64 {
     static V: OnceLock<u64> = OnceLock::new();
     *V.get_or_init(|| {
-        std::env::var("USRCU_STALL_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+        std::env::var("USRCU_STALL_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
     })
 }
 
@@ -298,9 +301,21 @@ unsafe fn state<'a>(s: *const Srcu) -> &'a DomainState {
 /// Build the state of `s` (called once per attach, by the CAS winner).
 pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
     let cfg = s.config();
-    let nr = if cfg.possible_cpus != 0 { cfg.possible_cpus as usize } else { crate::percpu::possible_cpus() };
-    let mode = if cfg.force_seqcst_fence_set() { FenceMode::SeqCst } else { crate::fence::default_mode() };
-    let stall = if cfg.stall_timeout_ms != 0 { cfg.stall_timeout_ms as u64 } else { default_stall_ms() };
+    let nr = if cfg.possible_cpus != 0 {
+        cfg.possible_cpus as usize
+    } else {
+        crate::percpu::possible_cpus()
+    };
+    let mode = if cfg.force_seqcst_fence_set() {
+        FenceMode::SeqCst
+    } else {
+        crate::fence::default_mode()
+    };
+    let stall = if cfg.stall_timeout_ms != 0 {
+        cfg.stall_timeout_ms as u64
+    } else {
+        default_stall_ms()
+    };
     let st = Arc::new(DomainState::new(s.name().to_owned(), nr, mode, stall));
     let pc: *const PerCpu = &*st.pc;
     s.set_private(Arc::into_raw(st) as *mut DomainState);
@@ -319,11 +334,19 @@ unsafe extern "C" fn rt_attach(s: *const Srcu) -> *const PerCpu {
 unsafe extern "C" fn rt_synchronize(s: *const Srcu, expedited: u32) {
     // SAFETY: the caller passes a live domain.
     let st = unsafe { state(s) };
-    let urgency = if expedited != 0 { Urgency::Expedited } else { Urgency::Normal };
+    let urgency = if expedited != 0 {
+        Urgency::Expedited
+    } else {
+        Urgency::Normal
+    };
     st.gp.synchronize(&st.pc, st.mode, urgency, st);
 }
 
-unsafe extern "C" fn rt_call_srcu(s: *const Srcu, head: *mut CallbackHead, func: unsafe extern "C" fn(*mut CallbackHead)) {
+unsafe extern "C" fn rt_call_srcu(
+    s: *const Srcu,
+    head: *mut CallbackHead,
+    func: unsafe extern "C" fn(*mut CallbackHead),
+) {
     // SAFETY: the caller passes a live domain.
     let st = unsafe { state(s) };
     Counters::add(&st.stats.callbacks_queued, 1);
@@ -341,7 +364,10 @@ unsafe extern "C" fn rt_barrier(s: *const Srcu) {
         diagnostics::warn(
             WarningKind::IllegalSynchronize,
             &st.name,
-            format!("usrcu: barrier() on domain '{}' from inside a callback would wait for itself; skipped", st.name),
+            format!(
+                "usrcu: barrier() on domain '{}' from inside a callback would wait for itself; skipped",
+                st.name
+            ),
         );
         return;
     }
@@ -387,7 +413,11 @@ unsafe extern "C" fn rt_stats(s: *const Srcu, out: *mut SrcuStats) {
     unsafe {
         let s = &*s;
         let p = s.private_ptr();
-        let snap = if p.is_null() { SrcuStats::default() } else { (*p).stats.snapshot((*p).possible_cpus()) };
+        let snap = if p.is_null() {
+            SrcuStats::default()
+        } else {
+            (*p).stats.snapshot((*p).possible_cpus())
+        };
         *out = snap;
     }
 }
@@ -398,7 +428,15 @@ unsafe extern "C" fn rt_reader_enter(s: *const Srcu, file: *const u8, len: usize
     // Relaxed: a unique number, nothing else.
     let token = st.next_token.fetch_add(1, Ordering::Relaxed);
     let (tid, thread_name) = this_thread();
-    lock(&st.readers).push(ReaderRecord { token, tid, thread_name, file: (file, len), line, col, since: Instant::now() });
+    lock(&st.readers).push(ReaderRecord {
+        token,
+        tid,
+        thread_name,
+        file: (file, len),
+        line,
+        col,
+        since: Instant::now(),
+    });
     token
 }
 
@@ -419,7 +457,11 @@ unsafe extern "C" fn rt_report(s: *const Srcu, kind: u32, msg: *const u8, len: u
             let p = c.get();
             // SAFETY: set by the runtime thread around invocations of a live
             // domain's callbacks; this runs inside such an invocation.
-            if p.is_null() { String::new() } else { unsafe { (*p).name.clone() } }
+            if p.is_null() {
+                String::new()
+            } else {
+                unsafe { (*p).name.clone() }
+            }
         })
     } else {
         // SAFETY: non-null pointers passed here are live domains.
@@ -462,7 +504,10 @@ fn runtime() -> &'static Runtime {
             .name("usrcu-runtime".into())
             .spawn(run)
             .expect("usrcu: cannot start the runtime thread");
-        Runtime { work: Mutex::new(Vec::new()), cv: Condvar::new() }
+        Runtime {
+            work: Mutex::new(Vec::new()),
+            cv: Condvar::new(),
+        }
     })
 }
 

@@ -90,7 +90,9 @@ pub(crate) fn add_on_current_cpu<'a>(pick: impl FnOnce(usize) -> Option<&'a Atom
     if cpu < 0 {
         return false;
     }
-    let Some(counter) = pick(cpu as usize) else { return false };
+    let Some(counter) = pick(cpu as usize) else {
+        return false;
+    };
     // SAFETY: `a` is this thread's registered rseq area, `counter` a live
     // counter that only rseq sequences running on `cpu` write (see
     // `percpu.rs`), and the asm follows the rseq ABI described above.

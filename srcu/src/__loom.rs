@@ -1,0 +1,179 @@
+//! The algorithm units, exposed to the loom models in `loom/` (only with
+//! `--cfg usrcu_loom`). These are the very functions the library runs; the
+//! models drive them directly because loom cannot host the runtime thread or
+//! the process-wide statics.
+
+use crate::callbacks::{Barrier, CallbackHead, Callbacks};
+use crate::fence::FenceMode;
+use crate::grace_period::{GpState, Urgency};
+use crate::percpu::PerCpu;
+use crate::sync::{AtomicPtr, AtomicU32};
+
+pub use crate::fault::{set as set_fault, Fault};
+
+/// A domain's reader/updater core: per-CPU counters and grace-period state.
+#[derive(Debug)]
+pub struct Core {
+    pc: PerCpu,
+    gp: GpState,
+}
+
+impl Core {
+    /// `slots` possible CPUs, SeqCst fence pair (loom has no membarrier).
+    pub fn new(slots: usize) -> Core {
+        Core {
+            pc: PerCpu::new(slots, true),
+            gp: GpState::new(),
+        }
+    }
+
+    /// Reader lock on `cpu`'s slot; returns the rank.
+    pub fn lock_on(&self, cpu: usize) -> usize {
+        crate::reader::lock_on(&self.pc, cpu)
+    }
+
+    /// Reader unlock on `cpu`'s slot.
+    pub fn unlock_on(&self, cpu: usize, idx: usize) {
+        crate::reader::unlock_on(&self.pc, cpu, idx)
+    }
+
+    /// `synchronize`.
+    pub fn synchronize(&self) {
+        self.gp
+            .synchronize(&self.pc, FenceMode::SeqCst, Urgency::Expedited, &());
+    }
+
+    /// `get_state`-style cookie.
+    pub fn snap(&self) -> u64 {
+        self.gp.snap().0
+    }
+
+    /// `poll_state`.
+    pub fn done(&self, c: u64) -> bool {
+        self.gp.done(crate::grace_period::Cookie(c))
+    }
+}
+
+/// Per-CPU callback queues with the grace-period core, as the runtime uses
+/// them.
+#[derive(Debug)]
+pub struct CallbackCore {
+    core: Core,
+    cbs: Callbacks,
+}
+
+/// A pending barrier.
+#[derive(Debug)]
+pub struct PendingBarrier(Option<Barrier>);
+
+impl PendingBarrier {
+    /// Wait for every marker to run.
+    pub fn wait(self) {
+        if let Some(b) = self.0 {
+            b.wait();
+        }
+    }
+}
+
+impl CallbackCore {
+    /// `slots` queues.
+    pub fn new(slots: usize) -> CallbackCore {
+        CallbackCore {
+            core: Core::new(slots),
+            cbs: Callbacks::new(slots),
+        }
+    }
+
+    /// `call_srcu_raw` on `cpu`'s queue.
+    ///
+    /// # Safety
+    /// As `Srcu::call_srcu_raw`.
+    pub unsafe fn enqueue(&self, cpu: usize, head: *mut CallbackHead, func: unsafe extern "C" fn(*mut CallbackHead)) {
+        // SAFETY: forwarded.
+        unsafe { self.cbs.enqueue(cpu, head, func, 0, || self.core.gp.snap()) };
+    }
+
+    /// Begin a barrier (markers queued); `wait` on the result.
+    pub fn barrier_begin(&self) -> PendingBarrier {
+        PendingBarrier(self.cbs.barrier_begin(u64::MAX, || self.core.gp.snap()))
+    }
+
+    /// One pass of the runtime's service loop: drive the grace period of the
+    /// oldest callback and invoke what is ready. Returns callbacks invoked.
+    pub fn service_once(&self) -> usize {
+        if let Some(c) = self.cbs.oldest_cookie() {
+            self.core
+                .gp
+                .wait_for(c, &self.core.pc, FenceMode::SeqCst, Urgency::Normal, &());
+        }
+        let ready = self.cbs.take_ready(|c| self.core.gp.done(c));
+        self.cbs.invoke(ready)
+    }
+
+    /// Callbacks not yet finished.
+    pub fn pending(&self) -> usize {
+        self.cbs.pending()
+    }
+
+    /// The reader/updater core.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// The lazy attach cell of a static domain.
+#[derive(Debug)]
+pub struct AttachCell {
+    state: AtomicU32,
+    ptr: AtomicPtr<PerCpu>,
+}
+
+impl Default for AttachCell {
+    fn default() -> Self {
+        AttachCell {
+            state: AtomicU32::new(crate::attach::DETACHED),
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+impl AttachCell {
+    /// First use: attach (build once) and return the block, as `read_lock`'s
+    /// slow path does; `built` counts builds.
+    pub fn get(&self, built: &crate::sync::AtomicUsize) -> &PerCpuView {
+        let p = crate::attach::attach_once(&self.state, &self.ptr, || {
+            built.fetch_add(1, crate::sync::Ordering::Relaxed);
+            Box::into_raw(Box::new(PerCpu::new(2, true)))
+        });
+        // SAFETY: PerCpuView is a transparent wrapper of PerCpu; the block
+        // lives until `Drop`.
+        unsafe { &*(p as *const PerCpuView) }
+    }
+}
+
+impl Drop for AttachCell {
+    fn drop(&mut self) {
+        let p = crate::attach::detach(&self.state, &self.ptr);
+        if !p.is_null() {
+            // SAFETY: built by `get` with Box::into_raw, detached above.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+/// A view of an attached per-CPU block.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct PerCpuView(PerCpu);
+
+impl PerCpuView {
+    /// Slots of the block (reads a field the builder initialised).
+    pub fn nr_slots(&self) -> usize {
+        self.0.nr_slots()
+    }
+
+    /// Reader lock on this block.
+    pub fn lock_on(&self, cpu: usize) -> usize {
+        crate::reader::lock_on(&self.0, cpu)
+    }
+}
