@@ -70,7 +70,7 @@ unsafe impl Sync for PerCpu {}
 impl PerCpu {
     /// Allocate a block of `nr_slots` zeroed slots.
     pub(crate) fn new(nr_slots: usize, seqcst_readers: bool) -> PerCpu {
-        assert!(nr_slots >= 1 && nr_slots <= MAX_CPUS, "possible CPUs out of range");
+        assert!((1..=MAX_CPUS).contains(&nr_slots), "possible CPUs out of range");
         let v: Vec<Slot> = (0..nr_slots).map(|_| Slot::new()).collect();
         let slots = Box::into_raw(v.into_boxed_slice()) as *mut Slot;
         PerCpu {

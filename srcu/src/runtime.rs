@@ -455,11 +455,11 @@ unsafe extern "C" fn rt_report(s: *const Srcu, kind: u32, msg: *const u8, len: u
     let domain = if s.is_null() {
         CURRENT_DOMAIN.with(|c| {
             let p = c.get();
-            // SAFETY: set by the runtime thread around invocations of a live
-            // domain's callbacks; this runs inside such an invocation.
             if p.is_null() {
                 String::new()
             } else {
+                // SAFETY: set by the runtime thread around invocations of a
+                // live domain's callbacks; this runs inside such an invocation.
                 unsafe { (*p).name.clone() }
             }
         })

@@ -1,0 +1,145 @@
+//! Warnings reach the capture API with structured kinds; self-deadlocks
+//! panic in debug builds; a panicking callback does not stop the runtime.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+use usrcu::diagnostics::{Capture, WarningKind};
+use usrcu::{Srcu, SrcuConfig};
+
+#[test]
+fn stall_warning_fires_after_a_short_timeout_and_names_the_domain() {
+    let cap = Capture::start();
+    let d = Arc::new(Srcu::with_config("stalled", SrcuConfig::new().stall_timeout_ms(50)));
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let d = d.clone();
+        thread::Builder::new()
+            .name("slow-reader".into())
+            .spawn(move || {
+                let _g = d.read_lock();
+                tx.send(()).unwrap();
+                thread::sleep(Duration::from_millis(400));
+            })
+            .unwrap()
+    };
+    rx.recv().unwrap();
+    d.synchronize();
+    reader.join().unwrap();
+    let w = cap.find("stalled", WarningKind::Stall);
+    assert!(!w.is_empty(), "no stall warning captured");
+    assert!(w[0].message.contains("'stalled'"), "{}", w[0].message);
+    if cfg!(debug_assertions) {
+        let r = w[0]
+            .oldest_reader
+            .as_ref()
+            .expect("debug builds name the oldest reader");
+        assert_eq!(r.thread_name, "slow-reader");
+        assert!(r.location.contains("diagnostics.rs"), "{}", r.location);
+    }
+}
+
+#[test]
+fn no_stall_warning_for_a_grace_period_under_the_timeout() {
+    let cap = Capture::start();
+    let d = Srcu::with_config("not-stalled", SrcuConfig::new().stall_timeout_ms(5_000));
+    for _ in 0..10 {
+        let _g = d.read_lock();
+    }
+    d.synchronize();
+    assert!(cap.find("not-stalled", WarningKind::Stall).is_empty());
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "Illegal synchronize() in same-domain SRCU read-side critical section")]
+fn synchronize_inside_own_read_section_panics_in_debug_builds() {
+    static D: Srcu = Srcu::new_static("self-deadlock");
+    let _g = D.read_lock();
+    D.synchronize();
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "Illegal barrier() in same-domain SRCU read-side critical section")]
+fn barrier_inside_own_read_section_panics_in_debug_builds() {
+    static D: Srcu = Srcu::new_static("self-deadlock-barrier");
+    D.call_srcu(|| {});
+    let _g = D.read_lock();
+    D.barrier();
+}
+
+#[cfg(debug_assertions)]
+#[test]
+fn self_deadlock_is_also_reported_to_the_capture() {
+    static D: Srcu = Srcu::new_static("self-deadlock-captured");
+    let cap = Capture::start();
+    let r = std::panic::catch_unwind(|| {
+        let _g = D.read_lock();
+        D.synchronize_expedited();
+    });
+    assert!(r.is_err());
+    assert!(!cap
+        .find("self-deadlock-captured", WarningKind::IllegalSynchronize)
+        .is_empty());
+}
+
+#[test]
+fn synchronize_inside_another_domains_section_is_allowed() {
+    static A: Srcu = Srcu::new_static("outer-domain");
+    static B: Srcu = Srcu::new_static("inner-domain");
+    let _g = A.read_lock();
+    B.synchronize();
+}
+
+#[test]
+fn panicking_callback_is_reported_and_the_runtime_keeps_going() {
+    let cap = Capture::start();
+    let d = Srcu::new("panicky");
+    d.call_srcu(|| panic!("boom in callback"));
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = ran.clone();
+        d.call_srcu(move || ran.store(true, Ordering::SeqCst));
+    }
+    d.barrier();
+    assert!(
+        ran.load(Ordering::SeqCst),
+        "the callback after the panicking one did not run"
+    );
+    let w = cap.find("panicky", WarningKind::CallbackPanicked);
+    assert_eq!(w.len(), 1, "{:?}", cap.for_domain("panicky"));
+    assert!(w[0].message.contains("boom in callback"));
+}
+
+#[test]
+fn dropping_a_dynamic_domain_with_a_reader_inside_warns_and_leaks() {
+    let cap = Capture::start();
+    let d = Srcu::new("dropped-busy");
+    let idx = d.read_lock_raw();
+    let _never_ended = idx; // a raw section that never ends
+    drop(d);
+    assert!(!cap.find("dropped-busy", WarningKind::ReadersActive).is_empty());
+    assert!(!cap.find("dropped-busy", WarningKind::Leak).is_empty());
+}
+
+#[test]
+fn cleanup_of_an_idle_domain_frees_and_a_later_use_reattaches() {
+    static D: Srcu = Srcu::new_static("reattach");
+    let cap = Capture::start();
+    {
+        let _g = D.read_lock();
+    }
+    D.synchronize();
+    assert!(D.is_attached());
+    // SAFETY: no other thread uses D.
+    unsafe { D.cleanup() }.unwrap();
+    assert!(!D.is_attached());
+    {
+        let _g = D.read_lock();
+    }
+    D.synchronize_expedited();
+    assert!(D.is_attached());
+    assert!(cap.for_domain("reattach").is_empty());
+}

@@ -1,0 +1,118 @@
+//! The environment switches: `USRCU_POSSIBLE_CPUS`, `USRCU_FENCE=seqcst`,
+//! `USRCU_RSEQ=0`. Each re-runs this test binary in a child process with the
+//! variable set, so that the process-wide choice is really exercised.
+
+use std::process::Command;
+use usrcu::Srcu;
+
+fn run_child(test: &str, envs: &[(&str, &str)]) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", test, "--include-ignored", "--test-threads=1"])
+        .env("USRCU_CHILD", "1")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child {test} with {envs:?} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+}
+
+fn exercise(d: &Srcu) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    {
+        let _g = d.read_lock();
+        let _h = d.read_lock();
+    }
+    let i = d.read_lock_raw();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // SAFETY: `i` came from this domain's read_lock_raw, ended once.
+            unsafe { d.read_unlock_raw(i) };
+        });
+        d.synchronize();
+    });
+    d.synchronize_expedited();
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = ran.clone();
+        d.call_srcu(move || ran.store(true, Ordering::SeqCst));
+    }
+    d.barrier();
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[test]
+#[ignore = "run by possible_cpus_come_from_the_environment in a child process"]
+fn child_possible_cpus_64() {
+    static D: Srcu = Srcu::new_static("env-cpus");
+    assert_eq!(usrcu::percpu::possible_cpus(), 64);
+    assert_eq!(D.possible_cpus(), 64);
+    exercise(&D);
+}
+
+#[test]
+fn possible_cpus_come_from_the_environment() {
+    run_child("child_possible_cpus_64", &[("USRCU_POSSIBLE_CPUS", "64")]);
+}
+
+#[test]
+#[ignore = "run by fence_fallback_is_chosen_by_the_environment in a child process"]
+fn child_seqcst_fence() {
+    static D: Srcu = Srcu::new_static("env-fence");
+    assert_eq!(D.fence_mode(), usrcu::fence::FenceMode::SeqCst);
+    exercise(&D);
+}
+
+#[test]
+fn fence_fallback_is_chosen_by_the_environment() {
+    run_child("child_seqcst_fence", &[("USRCU_FENCE", "seqcst")]);
+}
+
+#[test]
+#[ignore = "run by atomic_read_path_works_without_rseq in a child process"]
+fn child_no_rseq() {
+    static D: Srcu = Srcu::new_static("env-no-rseq");
+    assert!(!usrcu::rseq_active());
+    exercise(&D);
+}
+
+#[test]
+fn atomic_read_path_works_without_rseq() {
+    run_child("child_no_rseq", &[("USRCU_RSEQ", "0")]);
+    // glibc's own switch, where glibc honours it.
+    run_child(
+        "child_no_rseq",
+        &[("USRCU_RSEQ", "0"), ("GLIBC_TUNABLES", "glibc.pthread.rseq=0")],
+    );
+}
+
+#[test]
+fn rseq_read_path_is_used_where_glibc_registers_rseq() {
+    // Not an assertion about this machine's glibc: when rseq is active, the
+    // suite above ran on it; say which path this run used.
+    eprintln!("rseq active: {}", usrcu::rseq_active());
+    static D: Srcu = Srcu::new_static("rseq-path");
+    exercise(&D);
+}
+
+#[test]
+fn malformed_possible_cpus_is_ignored_with_a_warning() {
+    run_child("child_default_cpus", &[("USRCU_POSSIBLE_CPUS", "lots")]);
+}
+
+#[test]
+#[ignore = "run by malformed_possible_cpus_is_ignored_with_a_warning in a child process"]
+fn child_default_cpus() {
+    assert!(usrcu::percpu::possible_cpus() >= 1);
+    let sys = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    if !sys.is_empty() {
+        assert_ne!(usrcu::percpu::possible_cpus(), 0);
+    }
+}
