@@ -1,0 +1,269 @@
+//! The `#[repr(C)]` module descriptor: what a plugin tells its host before
+//! anything else of it runs. Field by field in `docs/abi.md`.
+
+use std::fmt;
+use usrcu::percpu::{PerCpu, Slot};
+use usrcu::runtime::{RuntimeVTable, RUNTIME_ABI_VERSION};
+use usrcu::{CallbackHead, Srcu, SrcuConfig, SrcuStats, SRCU_LAYOUT_VERSION};
+
+/// First field of every descriptor: `"USRCUMOD"` as a little-endian `u64`.
+pub const MODULE_MAGIC: u64 = u64::from_le_bytes(*b"USRCUMOD");
+
+/// Version of [`ModuleDescriptor`] and of the hook calling conventions.
+/// Bumped on any change of layout or meaning; a host accepts only its own.
+pub const MODULE_ABI_VERSION: u32 = 1;
+
+/// The C symbol [`export_module!`](crate::export_module) defines: an
+/// `extern "C" fn() -> *const ModuleDescriptor`.
+pub const DESCRIPTOR_SYMBOL: &str = "usrcu_module_descriptor";
+
+/// A UTF-8 string owned by the object that built the descriptor. Valid while
+/// that object is mapped; a host copies it at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StrRef {
+    /// First byte.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl StrRef {
+    /// Borrow a `'static` string.
+    pub const fn new(s: &'static str) -> StrRef {
+        StrRef {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// Copy the string out (lossily, if a broken plugin wrote invalid UTF-8).
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must be readable (the object that owns it is mapped).
+    pub unsafe fn to_string_lossy(&self) -> String {
+        if self.ptr.is_null() || self.len == 0 {
+            return String::new();
+        }
+        // SAFETY: the caller guarantees the bytes are readable.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+/// Size and alignment of one shared struct, as the building compiler laid it out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeLayout {
+    /// `size_of`.
+    pub size: u32,
+    /// `align_of`.
+    pub align: u32,
+}
+
+impl TypeLayout {
+    /// The layout of `T` in this build.
+    pub const fn of<T>() -> TypeLayout {
+        TypeLayout {
+            size: std::mem::size_of::<T>() as u32,
+            align: std::mem::align_of::<T>() as u32,
+        }
+    }
+}
+
+impl fmt::Display for TypeLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "size {} align {}", self.size, self.align)
+    }
+}
+
+/// Layouts of every struct that a plugin's copy of `usrcu` and the host's
+/// both touch. A host compares each with its own before it trusts any.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedLayouts {
+    /// [`Srcu`]: the domain, whose header both sides read and write.
+    pub srcu: TypeLayout,
+    /// [`SrcuConfig`], embedded in `Srcu`.
+    pub srcu_config: TypeLayout,
+    /// [`PerCpu`]: the active index and the slot array pointer.
+    pub percpu: TypeLayout,
+    /// [`Slot`]: one possible CPU's counters.
+    pub slot: TypeLayout,
+    /// [`CallbackHead`]: the intrusive `call_srcu` head.
+    pub callback_head: TypeLayout,
+    /// [`SrcuStats`], filled across the runtime vtable.
+    pub stats: TypeLayout,
+    /// [`RuntimeVTable`]: the host runtime handed to the plugin.
+    pub runtime_vtable: TypeLayout,
+}
+
+impl SharedLayouts {
+    /// The layouts of this build.
+    pub const fn of_this_build() -> SharedLayouts {
+        SharedLayouts {
+            srcu: TypeLayout::of::<Srcu>(),
+            srcu_config: TypeLayout::of::<SrcuConfig>(),
+            percpu: TypeLayout::of::<PerCpu>(),
+            slot: TypeLayout::of::<Slot>(),
+            callback_head: TypeLayout::of::<CallbackHead>(),
+            stats: TypeLayout::of::<SrcuStats>(),
+            runtime_vtable: TypeLayout::of::<RuntimeVTable>(),
+        }
+    }
+
+    /// Each struct's name with its layout, in field order.
+    pub fn named(&self) -> [(&'static str, TypeLayout); 7] {
+        [
+            ("Srcu", self.srcu),
+            ("SrcuConfig", self.srcu_config),
+            ("PerCpu", self.percpu),
+            ("Slot", self.slot),
+            ("CallbackHead", self.callback_head),
+            ("SrcuStats", self.stats),
+            ("RuntimeVTable", self.runtime_vtable),
+        ]
+    }
+}
+
+/// A buffer the host lends to a hook for its error message. The hook writes
+/// at most `cap` bytes of UTF-8 at `buf` and sets `len`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HookMessage {
+    /// Host-owned bytes.
+    pub buf: *mut u8,
+    /// Their number.
+    pub cap: usize,
+    /// Bytes written by the hook.
+    pub len: usize,
+}
+
+impl HookMessage {
+    /// Copy `msg` in, truncated on a character boundary.
+    ///
+    /// # Safety
+    /// `this` is null or points at a `HookMessage` whose `buf` has `cap`
+    /// writable bytes.
+    pub unsafe fn write(this: *mut HookMessage, msg: &str) {
+        if this.is_null() {
+            return;
+        }
+        // SAFETY: non-null, and the caller guarantees it is valid.
+        let m = unsafe { &mut *this };
+        let mut n = msg.len().min(m.cap);
+        while !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        if !m.buf.is_null() {
+            // SAFETY: `n <= cap` bytes fit in the host's buffer; the source
+            // is a distinct Rust string.
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), m.buf, n) };
+            m.len = n;
+        }
+    }
+}
+
+/// What a hook returned, as a `u32` across the C boundary.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookStatus {
+    /// It succeeded.
+    Ok = 0,
+    /// It returned an error (the message says which).
+    Failed = 1,
+    /// It panicked; the wrapper caught the panic (the message has the payload).
+    Panicked = 2,
+}
+
+impl HookStatus {
+    /// Decode a status; unknown values read as `Failed`.
+    pub fn from_u32(v: u32) -> HookStatus {
+        match v {
+            0 => HookStatus::Ok,
+            2 => HookStatus::Panicked,
+            _ => HookStatus::Failed,
+        }
+    }
+}
+
+/// Hook that receives the host's runtime: it calls
+/// [`usrcu::runtime::install`] in the plugin's copy of `usrcu` and points every
+/// static domain of the object at the host's runtime.
+pub type InstallHook = unsafe extern "C" fn(*const RuntimeVTable, *mut HookMessage) -> u32;
+
+/// `init` or `exit`, wrapped so that a panic never crosses the boundary.
+pub type LifecycleHook = unsafe extern "C" fn(*mut HookMessage) -> u32;
+
+/// What [`export_module!`](crate::export_module) exports. `#[repr(C)]`;
+/// the first three fields never move, so that a host can reject any other
+/// version before it reads further.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ModuleDescriptor {
+    /// [`MODULE_MAGIC`].
+    pub magic: u64,
+    /// [`MODULE_ABI_VERSION`].
+    pub abi_version: u32,
+    /// `size_of::<ModuleDescriptor>()` in the plugin's build.
+    pub descriptor_size: u32,
+    /// `usrcu::SRCU_LAYOUT_VERSION` of the plugin's copy of `usrcu`.
+    pub srcu_layout_version: u32,
+    /// `usrcu::runtime::RUNTIME_ABI_VERSION` of the plugin's copy.
+    pub runtime_abi_version: u32,
+    /// Layouts of the shared structs in the plugin's build.
+    pub layouts: SharedLayouts,
+    /// Version of `usrcu` the plugin was built against.
+    pub usrcu_version: StrRef,
+    /// `rustc --version` of the plugin's compiler.
+    pub rustc_version: StrRef,
+    /// The module's name.
+    pub name: StrRef,
+    /// The object's static domains: `nr_domains` pointers.
+    pub domains: *const *const Srcu,
+    /// How many.
+    pub nr_domains: usize,
+    /// Receives the host's runtime; called before `init`.
+    pub install_runtime: InstallHook,
+    /// The module's `init`, panic-catching.
+    pub init: LifecycleHook,
+    /// The module's `exit`, panic-catching.
+    pub exit: LifecycleHook,
+}
+
+// SAFETY: the descriptor is immutable once built; its pointers refer to
+// `'static` data of the object that built it.
+unsafe impl Sync for ModuleDescriptor {}
+// SAFETY: as above.
+unsafe impl Send for ModuleDescriptor {}
+
+impl ModuleDescriptor {
+    /// The descriptor of the object this copy of the registry is linked
+    /// into: its static domains, this build's versions and layouts.
+    pub fn for_this_object(
+        name: &'static str,
+        install_runtime: InstallHook,
+        init: LifecycleHook,
+        exit: LifecycleHook,
+    ) -> ModuleDescriptor {
+        let domains: &'static [&'static Srcu] = &crate::SRCU_DOMAINS;
+        ModuleDescriptor {
+            magic: MODULE_MAGIC,
+            abi_version: MODULE_ABI_VERSION,
+            descriptor_size: std::mem::size_of::<ModuleDescriptor>() as u32,
+            srcu_layout_version: SRCU_LAYOUT_VERSION,
+            runtime_abi_version: RUNTIME_ABI_VERSION,
+            layouts: SharedLayouts::of_this_build(),
+            usrcu_version: StrRef::new(crate::USRCU_VERSION),
+            rustc_version: StrRef::new(crate::RUSTC_VERSION),
+            name: StrRef::new(name),
+            // `&'static Srcu` is a thin pointer: the slice is an array of
+            // `*const Srcu`.
+            domains: domains.as_ptr() as *const *const Srcu,
+            nr_domains: domains.len(),
+            install_runtime,
+            init,
+            exit,
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `export_module!` and the plugin-side hooks it wires into the descriptor.
+
+use crate::descriptor::{HookMessage, HookStatus};
+use std::fmt::Display;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use usrcu::runtime::{InstallError, RuntimeVTable};
+
+/// What a module's `init` may return: `()` or `Result<(), E: Display>`.
+pub trait IntoHookResult {
+    /// `Err(message)` on failure.
+    fn into_hook_result(self) -> Result<(), String>;
+}
+
+impl IntoHookResult for () {
+    fn into_hook_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> IntoHookResult for Result<(), E> {
+    fn into_hook_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Run a hook body: catch a panic, write the message, return the status.
+///
+/// # Safety
+/// `msg` is null or a valid [`HookMessage`] (see [`HookMessage::write`]).
+pub unsafe fn run_hook(msg: *mut HookMessage, body: impl FnOnce() -> Result<(), String>) -> u32 {
+    let status = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => HookStatus::Ok,
+        Ok(Err(e)) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { HookMessage::write(msg, &e) };
+            HookStatus::Failed
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic payload".to_owned());
+            // SAFETY: forwarded from the caller.
+            unsafe { HookMessage::write(msg, &what) };
+            HookStatus::Panicked
+        }
+    };
+    status as u32
+}
+
+/// The install hook of every descriptor: make this object's copy of `usrcu`
+/// use the host's runtime, and point each of its static domains at it, before
+/// any of them is used.
+///
+/// # Safety
+/// `vt` must be the host's `'static` runtime table, valid for as long as this
+/// object is mapped; `msg` as in [`run_hook`].
+pub unsafe extern "C" fn install_runtime(vt: *const RuntimeVTable, msg: *mut HookMessage) -> u32 {
+    let body = || {
+        // SAFETY: the caller hands us the host's 'static table.
+        unsafe { usrcu::runtime::install(vt) }.map_err(|e| match e {
+            InstallError::Null => "the host passed a null runtime table".to_owned(),
+            InstallError::Version(host, plugin) => format!("runtime ABI version: host {host}, plugin {plugin}"),
+            InstallError::Size(host, plugin) => format!("runtime table size: host {host}, plugin {plugin}"),
+        })?;
+        // SAFETY: `install` accepted `vt`, so it is non-null and of our
+        // version; the caller guarantees it outlives this object.
+        let vt: &'static RuntimeVTable = unsafe { &*vt };
+        for d in crate::domains() {
+            // SAFETY: as above, the table outlives the domain's use.
+            unsafe { d.set_runtime(vt) };
+        }
+        Ok(())
+    };
+    // SAFETY: `msg` is forwarded from our caller.
+    unsafe { run_hook(msg, body) }
+}
+
+/// Export this object's [`ModuleDescriptor`](crate::ModuleDescriptor) as
+/// the C symbol [`DESCRIPTOR_SYMBOL`](crate::DESCRIPTOR_SYMBOL). Use once,
+/// in a `cdylib`.
+///
+/// `init` is a `fn()` returning `()` or `Result<(), E: Display>`; `exit` is
+/// a `fn()`. Both run on the host thread that loads or unloads the module;
+/// a panic in either is caught and reported to the host as an error.
+///
+/// ```ignore
+/// fn init() -> Result<(), String> { Ok(()) }
+/// fn exit() {}
+/// usrcu_registry::export_module! { name: "example", init: init, exit: exit }
+/// ```
+#[macro_export]
+macro_rules! export_module {
+    { name: $name:expr, init: $init:path, exit: $exit:path $(,)? } => {
+        const _: () = {
+            unsafe extern "C" fn __usrcu_module_init(msg: *mut $crate::HookMessage) -> u32 {
+                let body = || $crate::IntoHookResult::into_hook_result($init());
+                // SAFETY: the host passes a valid message buffer.
+                unsafe { $crate::__private::run_hook(msg, body) }
+            }
+
+            unsafe extern "C" fn __usrcu_module_exit(msg: *mut $crate::HookMessage) -> u32 {
+                let body = || {
+                    $exit();
+                    ::core::result::Result::Ok(())
+                };
+                // SAFETY: the host passes a valid message buffer.
+                unsafe { $crate::__private::run_hook(msg, body) }
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn usrcu_module_descriptor() -> *const $crate::ModuleDescriptor {
+                static DESCRIPTOR: $crate::__private::OnceLock<$crate::ModuleDescriptor> =
+                    $crate::__private::OnceLock::new();
+                DESCRIPTOR.get_or_init(|| {
+                    $crate::ModuleDescriptor::for_this_object(
+                        $name,
+                        $crate::__private::install_runtime,
+                        __usrcu_module_init,
+                        __usrcu_module_exit,
+                    )
+                })
+            }
+        };
+    };
+}
