@@ -143,7 +143,11 @@ impl AttachCell {
     pub fn get(&self, built: &crate::sync::AtomicUsize) -> &PerCpuView {
         let p = crate::attach::attach_once(&self.state, &self.ptr, || {
             built.fetch_add(1, crate::sync::Ordering::Relaxed);
-            Box::into_raw(Box::new(PerCpu::new(2, true)))
+            let pc = PerCpu::new(2, true);
+            // Relaxed: made visible to other users by the attach's Release
+            // publication, which is what the model checks.
+            pc.idx.store(INITIAL_INDEX, crate::sync::Ordering::Relaxed);
+            Box::into_raw(Box::new(pc))
         });
         // SAFETY: PerCpuView is a transparent wrapper of PerCpu; the block
         // lives until `Drop`.
@@ -161,6 +165,9 @@ impl Drop for AttachCell {
     }
 }
 
+/// The index value the attach model's builder stores before publishing.
+pub const INITIAL_INDEX: usize = 7;
+
 /// A view of an attached per-CPU block.
 #[repr(transparent)]
 #[derive(Debug)]
@@ -170,6 +177,12 @@ impl PerCpuView {
     /// Slots of the block (reads a field the builder initialised).
     pub fn nr_slots(&self) -> usize {
         self.0.nr_slots()
+    }
+
+    /// The block's index (Relaxed: the model checks that the attach's
+    /// publication, not this load, orders it).
+    pub fn index(&self) -> usize {
+        self.0.idx.load(crate::sync::Ordering::Relaxed)
     }
 
     /// Reader lock on this block.

@@ -24,7 +24,7 @@ pub(crate) fn attach_once<T>(state: &AtomicU32, ptr: &AtomicPtr<T>, build: impl 
     loop {
         // Acquire: pairs with the Release publication below, so a non-null
         // pointer points at a fully built block.
-        let p = ptr.load(Ordering::Acquire);
+        let p = ptr.load(publish_order(Ordering::Acquire));
         if !p.is_null() {
             return p;
         }
@@ -34,7 +34,7 @@ pub(crate) fn attach_once<T>(state: &AtomicU32, ptr: &AtomicPtr<T>, build: impl 
             Ok(_) => {
                 let p = build();
                 // Release: publishes the block to readers' Acquire loads.
-                ptr.store(p, Ordering::Release);
+                ptr.store(p, publish_order(Ordering::Release));
                 state.store(ATTACHED, Ordering::Release);
                 // SeqCst fence: a reader that attached then reads data is
                 // ordered after a concurrent updater's SeqCst fence in `snap`
@@ -45,6 +45,16 @@ pub(crate) fn attach_once<T>(state: &AtomicU32, ptr: &AtomicPtr<T>, build: impl 
             }
             Err(_) => crate::sync::yield_now(),
         }
+    }
+}
+
+/// The publication ordering, unless the loom negative check weakens it.
+#[inline(always)]
+fn publish_order(o: Ordering) -> Ordering {
+    if crate::fault::publish_relaxed() {
+        Ordering::Relaxed
+    } else {
+        o
     }
 }
 

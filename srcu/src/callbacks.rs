@@ -176,13 +176,21 @@ impl Callbacks {
         for Ready(h) in ready {
             // SAFETY: `h` was queued with a function by `enqueue`; the head is
             // valid until this call, which hands it back to its owner.
-            unsafe {
-                let f = (*h).func.take().expect("queued callback has a function");
-                f(h);
+            let f = unsafe { (*h).func.take().expect("queued callback has a function") };
+            let marker = std::ptr::fn_addr_eq(f, marker_fn as unsafe extern "C" fn(*mut CallbackHead));
+            if marker {
+                // A barrier marker leaves the count before it wakes its
+                // waiter, so that a cleanup right after `barrier` sees 0.
+                // Release: as below.
+                self.pending.fetch_sub(1, Ordering::Release);
             }
-            // Release: pairs with the Acquire in `pending`: the callback's
-            // effects are visible to whoever sees the count drop.
-            self.pending.fetch_sub(1, Ordering::Release);
+            // SAFETY: as above.
+            unsafe { f(h) };
+            if !marker {
+                // Release: pairs with the Acquire in `pending`: the callback's
+                // effects are visible to whoever sees the count drop.
+                self.pending.fetch_sub(1, Ordering::Release);
+            }
         }
         n
     }
@@ -208,7 +216,7 @@ impl Drop for Callbacks {
         // Callbacks still queued here belong to a domain that was cleaned up
         // successfully, which requires an empty queue; a leaked domain is
         // never dropped. Nothing to free: heads are owned by their callers.
-        debug_assert_eq!(*self.pending.get_mut(), 0);
+        debug_assert_eq!(self.pending(), 0);
     }
 }
 

@@ -20,6 +20,9 @@ pub enum Fault {
     /// The reader's fence is omitted (SeqCst mode and loom only; in
     /// membarrier mode the reader fence is a compiler fence already).
     NoReaderFence = 4,
+    /// The lazy attach publishes its per-CPU block with Relaxed instead of
+    /// Release/Acquire (loom's negative check of the attach model).
+    RelaxedPublish = 8,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -53,4 +56,9 @@ pub(crate) fn heavy_fence_removed() -> bool {
 #[inline]
 pub(crate) fn second_scan_skipped() -> bool {
     is_set(Fault::SkipSecondScan)
+}
+
+#[inline]
+pub(crate) fn publish_relaxed() -> bool {
+    is_set(Fault::RelaxedPublish)
 }

@@ -26,6 +26,7 @@ mod imp {
 }
 
 #[cfg(usrcu_loom)]
+#[allow(unused_imports)] // the loom build compiles only the algorithm units
 mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
