@@ -56,6 +56,9 @@ impl Slot {
 pub struct PerCpu {
     /// Grace-period index; its low bit is the active rank.
     pub(crate) idx: AtomicUsize,
+    /// glibc's `__rseq_offset`, or 0: readers of this domain use the atomic
+    /// path only. Copied here so the read path finds it on this line.
+    pub(crate) rseq_offset: isize,
     /// Non-zero: readers use the SeqCst fence (see `fence.rs`).
     pub(crate) seqcst_readers: u32,
     pub(crate) nr_slots: u32,
@@ -75,6 +78,7 @@ impl PerCpu {
         let slots = Box::into_raw(v.into_boxed_slice()) as *mut Slot;
         PerCpu {
             idx: AtomicUsize::new(0),
+            rseq_offset: crate::reader::rseq::offset(),
             seqcst_readers: seqcst_readers as u32,
             nr_slots: nr_slots as u32,
             slots,
@@ -98,6 +102,16 @@ impl PerCpu {
         // SAFETY: `i < nr_slots`, and `slots` points at `nr_slots` slots that
         // live as long as `self`.
         unsafe { &*self.slots.add(i) }
+    }
+
+    /// The slot of `cpu` without folding.
+    ///
+    /// # Safety
+    /// `cpu < nr_slots`.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_unchecked(&self, cpu: usize) -> &Slot {
+        // SAFETY: the caller checked the bound; see `slot`.
+        unsafe { &*self.slots.add(cpu) }
     }
 
     /// All slots.

@@ -13,13 +13,19 @@ pub(crate) mod rseq;
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(usrcu_loom))))]
 pub(crate) mod rseq {
     //! rseq is only wired up on x86_64 Linux; elsewhere the atomic path runs.
-    use crate::sync::AtomicUsize;
-    #[inline(always)]
+    pub(crate) fn offset() -> isize {
+        0
+    }
     pub(crate) fn cpu_id() -> Option<usize> {
         None
     }
-    #[inline(always)]
-    pub(crate) fn add_on_current_cpu<'a>(_: impl FnOnce(usize) -> Option<&'a AtomicUsize>) -> bool {
+    pub(crate) fn area(_: isize) -> *mut u8 {
+        std::ptr::null_mut()
+    }
+    pub(crate) fn area_cpu(_: *mut u8) -> u32 {
+        u32::MAX
+    }
+    pub(crate) unsafe fn add(_: *mut u8, _: u32, _: *mut usize) -> bool {
         false
     }
     /// Is the rseq path in use for this thread?
@@ -32,19 +38,29 @@ use crate::fence::reader_fence;
 use crate::percpu::{current_cpu, PerCpu, Slot};
 use crate::sync::{AtomicUsize, Ordering};
 
+/// Add one to a counter of the current CPU's slot: the rseq counter through
+/// a restartable sequence when the domain has rseq and this CPU has a slot of
+/// its own, else the atomic counter with a locked add.
 #[inline(always)]
-fn increment(
-    pc: &PerCpu,
-    rseq_counter: impl Fn(&Slot) -> &AtomicUsize,
-    atomic_counter: impl Fn(&Slot) -> &AtomicUsize,
-) {
-    let nr = pc.nr_slots();
-    let done = rseq::add_on_current_cpu(|cpu| (cpu < nr).then(|| rseq_counter(pc.slot(cpu))));
-    if !done {
-        // Relaxed: ordered against the critical section by the reader fence
-        // that follows (lock) or precedes (unlock) this add.
-        atomic_counter(pc.slot(current_cpu())).fetch_add(1, Ordering::Relaxed);
+fn increment(pc: &PerCpu, rseq_counter: fn(&Slot) -> &AtomicUsize, atomic_counter: fn(&Slot) -> &AtomicUsize) {
+    let off = pc.rseq_offset;
+    if off != 0 {
+        let area = rseq::area(off);
+        let cpu = rseq::area_cpu(area);
+        if cpu < pc.nr_slots {
+            // SAFETY: `cpu < nr_slots`.
+            let slot = unsafe { pc.slot_unchecked(cpu as usize) };
+            // SAFETY: `area` is this thread's rseq area (`off` non-zero);
+            // rseq counters of slot `cpu` are only written by sequences bound
+            // to `cpu` (percpu.rs).
+            if unsafe { rseq::add(area, cpu, rseq_counter(slot).as_ptr()) } {
+                return;
+            }
+        }
     }
+    // Relaxed: ordered against the critical section by the reader fence
+    // that follows (lock) or precedes (unlock) this add.
+    atomic_counter(pc.slot(current_cpu())).fetch_add(1, Ordering::Relaxed);
 }
 
 /// Enter a read-side critical section on `pc`; returns the rank to leave with.
@@ -53,7 +69,11 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
     // Relaxed: any rank is correct; a reader that read the index long before
     // its add is the straggler the grace period's first scan waits for.
     let idx = pc.idx.load(Ordering::Relaxed) & 1;
-    increment(pc, |s| &s.rseq_lock[idx], |s| &s.lock[idx]);
+    if idx == 0 {
+        increment(pc, |s| &s.rseq_lock[0], |s| &s.lock[0]);
+    } else {
+        increment(pc, |s| &s.rseq_lock[1], |s| &s.lock[1]);
+    }
     // B: pairs with the updater's heavy fence A.
     reader_fence(pc.seqcst_readers != 0);
     idx
@@ -64,7 +84,11 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
 pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
     // C: pairs with the updater's heavy fence A.
     reader_fence(pc.seqcst_readers != 0);
-    increment(pc, |s| &s.rseq_unlock[idx], |s| &s.unlock[idx]);
+    if idx == 0 {
+        increment(pc, |s| &s.rseq_unlock[0], |s| &s.unlock[0]);
+    } else {
+        increment(pc, |s| &s.rseq_unlock[1], |s| &s.unlock[1]);
+    }
 }
 
 /// Lock on an explicit CPU's slot through the atomic path (loom models use it

@@ -18,13 +18,13 @@
 //! later; a stale `rseq_cs` pointing there would make the kernel fault the
 //! thread at its next preemption.
 
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 const UNKNOWN: isize = isize::MIN;
-const MISSING: isize = isize::MIN + 1;
 
-/// `__rseq_offset`, or one of the sentinels. Relaxed: every thread computes
-/// the same value from the same `dlsym` lookups.
+/// `__rseq_offset`, 0 if rseq is unavailable, or `UNKNOWN`. (The offset is
+/// never 0: the TCB header sits at the thread pointer.) Relaxed: every thread
+/// computes the same value from the same `dlsym` lookups.
 static OFFSET: AtomicIsize = AtomicIsize::new(UNKNOWN);
 
 #[cold]
@@ -36,7 +36,7 @@ fn detect() -> isize {
         let o = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
         let s = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
         if o.is_null() || s.is_null() || *(s as *const u32) < 16 || disabled_by_env() {
-            MISSING
+            0
         } else {
             *(o as *const isize)
         }
@@ -49,16 +49,21 @@ fn disabled_by_env() -> bool {
     std::env::var_os("USRCU_RSEQ").is_some_and(|v| v == "0")
 }
 
-/// This thread's `struct rseq`, if glibc registered one.
-#[inline(always)]
-fn area() -> Option<*mut u8> {
-    let mut off = OFFSET.load(Ordering::Relaxed);
+/// The offset of `struct rseq` from the thread pointer, 0 if rseq is not
+/// usable in this process. Copied into each domain's per-CPU block at attach
+/// so that the read path finds it on the line it reads anyway.
+pub(crate) fn offset() -> isize {
+    let off = OFFSET.load(Ordering::Relaxed);
     if off == UNKNOWN {
-        off = detect();
+        detect()
+    } else {
+        off
     }
-    if off == MISSING {
-        return None;
-    }
+}
+
+/// This thread's `struct rseq` for a non-zero `offset`.
+#[inline(always)]
+pub(crate) fn area(offset: isize) -> *mut u8 {
     let tp: usize;
     // SAFETY: on x86_64 Linux %fs:0 holds the thread pointer (TCB self
     // pointer); reading it has no side effects.
@@ -66,37 +71,41 @@ fn area() -> Option<*mut u8> {
         core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
             options(nostack, preserves_flags, readonly, pure));
     }
-    Some((tp as isize).wrapping_add(off) as *mut u8)
+    (tp as isize).wrapping_add(offset) as *mut u8
+}
+
+/// The CPU id in `area`, as u32 (a negative "not registered" id becomes
+/// huge, so one unsigned compare rejects it).
+#[inline(always)]
+pub(crate) fn area_cpu(area: *mut u8) -> u32 {
+    // SAFETY: `area` is this thread's registered `struct rseq` (glibc maps it
+    // for every thread when `__rseq_size` is non-zero); `cpu_id` is the u32
+    // at offset 4, updated by the kernel, so read it volatile.
+    unsafe { core::ptr::read_volatile(area.add(4) as *const u32) }
 }
 
 /// The CPU id from rseq, if registered for this thread.
-#[inline(always)]
+#[inline]
 pub(crate) fn cpu_id() -> Option<usize> {
-    let a = area()?;
-    // SAFETY: `a` is this thread's registered `struct rseq`; `cpu_id` is the
-    // u32 at offset 4, updated by the kernel, so read it volatile.
-    let cpu = unsafe { core::ptr::read_volatile(a.add(4) as *const i32) };
-    (cpu >= 0).then_some(cpu as usize)
+    let off = offset();
+    if off == 0 {
+        return None;
+    }
+    let cpu = area_cpu(area(off));
+    ((cpu as i32) >= 0).then_some(cpu as usize)
 }
 
-/// Add one to `pick(cpu)` on the current CPU without a locked instruction.
-/// `pick` returns `None` if this CPU has no slot of its own (fewer simulated
-/// slots than CPUs). Returns false if the caller must use the atomic path.
+/// Add one to `*counter` in a restartable sequence bound to `cpu`. Returns
+/// false (nothing added) if the thread is not on `cpu` or the kernel aborted
+/// the sequence; the caller then takes the atomic path.
+///
+/// # Safety
+/// `area` is this thread's rseq area; `counter` is a live counter that only
+/// rseq sequences running on `cpu` write (see `percpu.rs`).
 #[inline(always)]
-pub(crate) fn add_on_current_cpu<'a>(pick: impl FnOnce(usize) -> Option<&'a AtomicUsize>) -> bool {
-    let Some(a) = area() else { return false };
-    // SAFETY: as in `cpu_id`.
-    let cpu = unsafe { core::ptr::read_volatile(a.add(4) as *const i32) };
-    if cpu < 0 {
-        return false;
-    }
-    let Some(counter) = pick(cpu as usize) else {
-        return false;
-    };
-    // SAFETY: `a` is this thread's registered rseq area, `counter` a live
-    // counter that only rseq sequences running on `cpu` write (see
-    // `percpu.rs`), and the asm follows the rseq ABI described above.
-    unsafe { add_in_sequence(a, cpu as u32, counter.as_ptr()) }
+pub(crate) unsafe fn add(area: *mut u8, cpu: u32, counter: *mut usize) -> bool {
+    // SAFETY: forwarded.
+    unsafe { add_in_sequence(area, cpu, counter) }
 }
 
 #[inline(always)]
