@@ -9,8 +9,8 @@
 //! that no thread ever runs plugin code the host did not call, and no
 //! plugin code parks a thread or touches a thread-local with a destructor.
 //!
-//! The runtime's thread (`usrcu-runtime`) starts lazily on the first
-//! `call_srcu`, `barrier` with work, or `start_poll`.
+//! The runtime's threads (`usrcu-runtime-N`, at most four) start lazily on
+//! the first `call_srcu`, `barrier` with work, or `start_poll`.
 
 use crate::callbacks::{CallbackHead, Callbacks};
 use crate::diagnostics::{self, ReaderInfo, Warning, WarningKind};
@@ -22,7 +22,7 @@ use crate::stats::{Counters, SrcuStats};
 use crate::sync::{lock, AtomicBool, AtomicPtr, AtomicU64, Condvar, Mutex, Ordering};
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
 pub const RUNTIME_ABI_VERSION: u32 = 1;
@@ -483,35 +483,47 @@ fn this_thread() -> (i64, String) {
 }
 
 // ---------------------------------------------------------------------------
-// The runtime thread.
+// The runtime's threads.
+//
+// A small pool, grown lazily: a domain whose grace period waits for a
+// sleeping reader must not hold up the callbacks of other domains. A domain
+// is on the work list at most once (its `queued` flag), so one worker at a
+// time serves it and its callbacks keep their order.
+
+/// Most worker threads the runtime starts.
+const MAX_WORKERS: usize = 4;
+
+struct Work {
+    queue: std::collections::VecDeque<Arc<DomainState>>,
+    workers: usize,
+    idle: usize,
+}
 
 struct Runtime {
-    work: Mutex<Vec<Arc<DomainState>>>,
+    work: Mutex<Work>,
     cv: Condvar,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 thread_local! {
-    // Cell of a Copy type, const-initialised: no destructor is registered.
+    // Cells of Copy types, const-initialised: no destructor is registered.
     static IS_RUNTIME_THREAD: Cell<bool> = const { Cell::new(false) };
     static CURRENT_DOMAIN: Cell<*const DomainState> = const { Cell::new(std::ptr::null()) };
 }
 
 fn runtime() -> &'static Runtime {
-    RUNTIME.get_or_init(|| {
-        std::thread::Builder::new()
-            .name("usrcu-runtime".into())
-            .spawn(run)
-            .expect("usrcu: cannot start the runtime thread");
-        Runtime {
-            work: Mutex::new(Vec::new()),
-            cv: Condvar::new(),
-        }
+    RUNTIME.get_or_init(|| Runtime {
+        work: Mutex::new(Work {
+            queue: std::collections::VecDeque::new(),
+            workers: 0,
+            idle: 0,
+        }),
+        cv: Condvar::new(),
     })
 }
 
-/// Hand `st` to the runtime thread (no-op if it is already queued).
+/// Hand `st` to the runtime (no-op if it is already queued).
 fn kick(st: *const DomainState) {
     // SAFETY: `st` is the live Arc behind an attached domain; we take one
     // more reference for the work list.
@@ -520,32 +532,46 @@ fn kick(st: *const DomainState) {
         Arc::from_raw(st)
     };
     // SeqCst: pairs with the SeqCst store of `false` + re-check in `service`
-    // so that work queued while the runtime finishes is never stranded.
+    // so that work queued while a worker finishes is never stranded.
     if arc.queued.swap(true, Ordering::SeqCst) {
         return;
     }
     let rt = runtime();
-    lock(&rt.work).push(arc);
+    let mut w = lock(&rt.work);
+    w.queue.push_back(arc);
+    if w.idle == 0 && w.workers < MAX_WORKERS {
+        let spawned = std::thread::Builder::new()
+            .name(format!("usrcu-runtime-{}", w.workers))
+            .spawn(worker);
+        match spawned {
+            Ok(_) => w.workers += 1,
+            Err(e) if w.workers == 0 => panic!("usrcu: cannot start the runtime thread: {e}"),
+            Err(_) => {} // the running workers will get to it
+        }
+    }
+    drop(w);
     rt.cv.notify_one();
 }
 
-fn run() {
+fn worker() {
     IS_RUNTIME_THREAD.with(|c| c.set(true));
     let rt = runtime();
     loop {
-        let batch = {
+        let st = {
             let mut w = lock(&rt.work);
-            while w.is_empty() {
-                w = match rt.cv.wait_timeout(w, Duration::from_secs(1)) {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
+            loop {
+                if let Some(st) = w.queue.pop_front() {
+                    break st;
+                }
+                w.idle += 1;
+                w = match rt.cv.wait(w) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
                 };
+                w.idle -= 1;
             }
-            std::mem::take(&mut *w)
         };
-        for st in batch {
-            service(&st);
-        }
+        service(&st);
     }
 }
 

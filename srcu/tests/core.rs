@@ -322,3 +322,32 @@ both_fences! {
     readers_and_updaters_race_without_use_after_free;
     four_thousand_ninety_six_simulated_cpus_work;
 }
+
+#[test]
+fn a_domain_waiting_for_a_sleeping_reader_does_not_hold_up_other_domains_callbacks() {
+    let blocked = Arc::new(Srcu::new("blocked-domain"));
+    let free = Arc::new(Srcu::new("free-domain"));
+    let g = blocked.read_lock_raw();
+    blocked.call_srcu(|| {});
+    // Let the runtime start serving the blocked domain.
+    thread::sleep(Duration::from_millis(20));
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = ran.clone();
+        free.call_srcu(move || ran.store(true, Ordering::SeqCst));
+    }
+    let (done, h, rx) = finishes_within(HANG, {
+        let free = free.clone();
+        move || free.barrier()
+    });
+    assert!(
+        done,
+        "the other domain's barrier waited for a reader of the blocked domain"
+    );
+    assert!(ran.load(Ordering::SeqCst));
+    // SAFETY: `g` came from this domain's read_lock_raw, ended once.
+    unsafe { blocked.read_unlock_raw(g) };
+    blocked.barrier();
+    h.join().unwrap();
+    drop(rx);
+}
