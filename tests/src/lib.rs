@@ -1,1 +1,123 @@
-//! placeholder
+//! Helpers for the integration tests: the fixture plugins, built with cargo
+//! by the tests themselves, and an address-space check independent of the
+//! loader's own.
+//!
+//! # Fixture plugins
+//!
+//! `tests/fixtures/` is a cargo workspace of `cdylib` plugins (one crate per
+//! case: `callbacks`, `dynamic-domain`, `tls-destructor`, `thread-current`,
+//! `no-descriptor`, `bad-magic`, `bad-abi-version`, `bad-struct-size`,
+//! `init-panics`, `init-fails`, `exit-panics`). [`fixture_path`] builds the
+//! whole workspace once per process (release profile, into
+//! `target/plugins/` under the main workspace's target directory) and
+//! returns the path of one plugin:
+//!
+//! ```no_run
+//! let so = usrcu_tests::fixture_path("callbacks");
+//! let loader = usrcu_module_loader::ModuleLoader::new();
+//! let m = loader.load(&so).unwrap();
+//! # let _ = m;
+//! ```
+//!
+//! Several test binaries may call it at the same time: the build holds an
+//! `flock` on the target directory (see
+//! `usrcu_module_loader::plugin_build`), and cargo finds the work done for
+//! every caller but the first. A fresh clone needs nothing beforehand.
+//! [`fixture_path_with_profile`] builds one fixture with another profile of
+//! the fixture workspace (`release-lto`: fat LTO, one codegen unit).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use usrcu_module_loader::plugin_build::{workspace_target_dir, PluginBuild};
+
+/// `tests/fixtures`, the fixture workspace.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Where fixture plugins are built: `<target>/plugins`.
+pub fn plugins_target_dir() -> PathBuf {
+    workspace_target_dir(Path::new(env!("CARGO_MANIFEST_DIR"))).join("plugins")
+}
+
+fn builder(profile: &str) -> PluginBuild {
+    PluginBuild::new(fixtures_dir())
+        .target_dir(plugins_target_dir())
+        .profile(profile)
+}
+
+/// The fixture plugin `name` (its folder under `tests/fixtures`, e.g.
+/// `"callbacks"`), built in release. Panics with cargo's output if the
+/// build fails.
+pub fn fixture_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| builder("release").build().map_err(|e| e.to_string()));
+    if let Err(e) = built {
+        panic!("building the fixture plugins failed: {e}");
+    }
+    artifact(&builder("release"), name)
+}
+
+/// The fixture plugin `name` built with `profile` of the fixture workspace
+/// (only that package is built).
+pub fn fixture_path_with_profile(name: &str, profile: &str) -> PathBuf {
+    static BUILDS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let b = builder(profile).package(&format!("fixture-{name}"));
+    let mut done = BUILDS.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (name.to_owned(), profile.to_owned());
+    if !done.contains(&key) {
+        if let Err(e) = b.build() {
+            panic!("building fixture {name} with profile {profile} failed: {e}");
+        }
+        done.push(key);
+    }
+    artifact(&b, name)
+}
+
+fn artifact(b: &PluginBuild, name: &str) -> PathBuf {
+    let p = b.artifact(&format!("fixture_{}", name.replace('-', "_")));
+    assert!(p.exists(), "fixture {name}: no artifact at {}", p.display());
+    p
+}
+
+/// Is an object opened by `path` in the address space? Checked here
+/// independently of the loader: the dynamic linker's list of objects
+/// (`dl_iterate_phdr`) and, separately, whether `/proc/self/maps` maps the file.
+pub fn object_is_mapped(path: &Path) -> bool {
+    listed_by_dynamic_linker(path) || in_proc_maps(path)
+}
+
+fn listed_by_dynamic_linker(path: &Path) -> bool {
+    use std::ffi::{c_int, c_void, CStr};
+    use std::os::unix::ffi::OsStrExt;
+
+    struct Look<'a>(&'a [u8], bool);
+    unsafe extern "C" fn cb(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> c_int {
+        // SAFETY: `data` is the `Look` below; `info` is valid during the callback.
+        let (look, info) = unsafe { (&mut *(data as *mut Look<'_>), &*info) };
+        // SAFETY: the dynamic linker's names are NUL-terminated.
+        if !info.dlpi_name.is_null() && unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes() == look.0 {
+            look.1 = true;
+            return 1;
+        }
+        0
+    }
+    let mut look = Look(path.as_os_str().as_bytes(), false);
+    // SAFETY: `cb` only touches `look`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(cb), &mut look as *mut Look<'_> as *mut c_void) };
+    look.1
+}
+
+fn in_proc_maps(path: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let p = path.to_string_lossy();
+    // A deleted file shows as "<path> (deleted)".
+    maps.lines()
+        .any(|l| l.ends_with(&*p) || l.ends_with(&format!("{p} (deleted)")))
+}
+
+/// A host counter for plugins to write into, alive for the process.
+pub fn leak<T>(v: T) -> &'static T {
+    Box::leak(Box::new(v))
+}

@@ -1,0 +1,122 @@
+//! Where a loaded object lies in the address space, and whether it is still
+//! there: `dl_iterate_phdr` (the dynamic linker's own list of mapped objects)
+//! and `dlopen(RTLD_NOLOAD)` (its lookup by name, which never maps anything).
+
+use std::ffi::{c_int, c_void, CStr, CString};
+use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// `DT_FLAGS_1` and its `DF_1_NODELETE` bit: the object asked never to be
+/// unloaded (`-z nodelete`, or a C++ unique symbol).
+const DT_NULL: i64 = 0;
+const DT_FLAGS_1: i64 = 0x6fff_fffb;
+const DF_1_NODELETE: u64 = 0x8;
+
+/// An ELF dynamic-section entry (`Elf64_Dyn`).
+#[repr(C)]
+struct Dyn {
+    tag: i64,
+    val: u64,
+}
+
+/// The mapping of one loaded object, read while it is loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMapping {
+    /// Load bias (`dlpi_addr`).
+    pub base: usize,
+    /// Every `PT_LOAD` segment, as absolute address ranges.
+    pub segments: Vec<Range<usize>>,
+    /// The object carries `DF_1_NODELETE`: `dlclose` will never unmap it.
+    pub nodelete: bool,
+}
+
+impl ObjectMapping {
+    /// Does `addr` fall inside one of the object's segments?
+    pub fn contains(&self, addr: usize) -> bool {
+        self.segments.iter().any(|r| r.contains(&addr))
+    }
+}
+
+struct Search<'a> {
+    name: &'a [u8],
+    found: Option<ObjectMapping>,
+}
+
+unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+    // SAFETY: `data` is the `Search` passed by `find`, alive for the call;
+    // `info` is valid for the duration of the callback (dl_iterate_phdr's
+    // contract).
+    let (search, info) = unsafe { (&mut *(data as *mut Search<'_>), &*info) };
+    if info.dlpi_name.is_null() {
+        return 0;
+    }
+    // SAFETY: the dynamic linker's names are NUL-terminated strings.
+    let name = unsafe { CStr::from_ptr(info.dlpi_name) };
+    if name.to_bytes() != search.name {
+        return 0;
+    }
+    let base = info.dlpi_addr as usize;
+    let mut m = ObjectMapping {
+        base,
+        ..ObjectMapping::default()
+    };
+    for i in 0..info.dlpi_phnum as usize {
+        // SAFETY: `dlpi_phdr` has `dlpi_phnum` entries.
+        let ph = unsafe { &*info.dlpi_phdr.add(i) };
+        let start = base + ph.p_vaddr as usize;
+        match ph.p_type {
+            libc::PT_LOAD => m.segments.push(start..start + ph.p_memsz as usize),
+            libc::PT_DYNAMIC => {
+                let mut d = start as *const Dyn;
+                // SAFETY: the mapped dynamic section is an array of `Dyn`
+                // ending with `DT_NULL`.
+                unsafe {
+                    while (*d).tag != DT_NULL {
+                        if (*d).tag == DT_FLAGS_1 && (*d).val & DF_1_NODELETE != 0 {
+                            m.nodelete = true;
+                        }
+                        d = d.add(1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    search.found = Some(m);
+    1
+}
+
+/// The mapping of the loaded object whose name (the path it was opened by)
+/// is `path`, if the dynamic linker has it.
+pub fn find(path: &Path) -> Option<ObjectMapping> {
+    let mut search = Search {
+        name: path.as_os_str().as_bytes(),
+        found: None,
+    };
+    // SAFETY: `visit` only touches `search`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search<'_> as *mut c_void) };
+    search.found
+}
+
+/// Does the dynamic linker still know an object by this name? Asks with
+/// `RTLD_NOLOAD`, which never maps anything; a handle it returns is closed at
+/// once (it holds a reference).
+pub fn still_loaded(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string; RTLD_NOLOAD only looks the name up.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: `h` is the reference RTLD_NOLOAD just took; give it back.
+    unsafe { libc::dlclose(h) };
+    true
+}
+
+/// Is the object opened by `path` still in the address space, by either test?
+pub fn is_mapped(path: &Path) -> bool {
+    find(path).is_some() || still_loaded(path)
+}

@@ -1,0 +1,407 @@
+//! Typed errors. Every mismatch names both sides; every error leaves the
+//! host and its other modules as they were.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use usrcu_registry::TypeLayout;
+
+use crate::report::{HookFailure, UnloadReport};
+use crate::state::ModuleState;
+use crate::ModuleHandle;
+
+/// Why [`ModuleLoader::load`](crate::ModuleLoader::load) failed. Nothing of
+/// the object stays loaded (except where a rollback report says it could not
+/// be unmapped).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// No file at that path.
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Reading or copying the file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The file is not an ELF shared object.
+    NotSharedObject {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// `dlopen` refused it.
+    Dlopen {
+        /// The file.
+        path: PathBuf,
+        /// `dlerror()`.
+        message: String,
+    },
+    /// The object exports no descriptor symbol (not built with `export_module!`).
+    NoDescriptor {
+        /// The file.
+        path: PathBuf,
+        /// The symbol looked for.
+        symbol: &'static str,
+    },
+    /// The descriptor function returned null.
+    NullDescriptor {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The descriptor does not start with the magic number.
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// What the plugin has.
+        plugin: u64,
+        /// What the host expects.
+        host: u64,
+    },
+    /// A version the host does not speak.
+    VersionMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which version: `"module ABI"`, `"SRCU layout"`, `"runtime ABI"`, `"rustc"`.
+        what: &'static str,
+        /// The plugin's.
+        plugin: String,
+        /// The host's.
+        host: String,
+    },
+    /// A shared struct (or the descriptor itself) is laid out differently.
+    LayoutMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which struct.
+        structure: &'static str,
+        /// The plugin's layout.
+        plugin: TypeLayout,
+        /// The host's layout.
+        host: TypeLayout,
+    },
+    /// A static domain's header is not that of a `Srcu` of our layout.
+    BadDomainHeader {
+        /// The module.
+        module: String,
+        /// Index in the descriptor's domain list.
+        index: usize,
+        /// (magic, layout version) found.
+        plugin: (u32, u32),
+        /// (magic, layout version) expected.
+        host: (u32, u32),
+    },
+    /// The plugin refused the host's runtime.
+    RuntimeRejected {
+        /// The module.
+        module: String,
+        /// Its message.
+        message: String,
+    },
+    /// A `Coming` notifier failed; the load was rolled back.
+    NotifierFailed {
+        /// The module.
+        module: String,
+        /// The notifier's name.
+        notifier: String,
+        /// Its message.
+        message: String,
+        /// It panicked.
+        panicked: bool,
+        /// What the rollback did.
+        rollback: Box<UnloadReport>,
+    },
+    /// `init` failed or panicked; the load was rolled back.
+    InitFailed {
+        /// The module.
+        module: String,
+        /// Its message.
+        message: String,
+        /// It panicked.
+        panicked: bool,
+        /// What the rollback did.
+        rollback: Box<UnloadReport>,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = |p: &bool| if *p { "panicked" } else { "failed" };
+        match self {
+            LoadError::NotFound { path } => write!(f, "no module file at {}", path.display()),
+            LoadError::Io { path, source } => write!(f, "cannot read or copy {}: {source}", path.display()),
+            LoadError::NotSharedObject { path, reason } => {
+                write!(f, "{} is not a shared object: {reason}", path.display())
+            }
+            LoadError::Dlopen { path, message } => write!(f, "dlopen({}) failed: {message}", path.display()),
+            LoadError::NoDescriptor { path, symbol } => write!(
+                f,
+                "{} exports no module descriptor (symbol `{symbol}`; was it built with usrcu_registry::export_module!?)",
+                path.display()
+            ),
+            LoadError::NullDescriptor { path } => {
+                write!(f, "{}: the module descriptor function returned null", path.display())
+            }
+            LoadError::BadMagic { path, plugin, host } => write!(
+                f,
+                "{}: wrong descriptor magic: plugin has {plugin:#018x}, host expects {host:#018x}",
+                path.display()
+            ),
+            LoadError::VersionMismatch {
+                path,
+                what,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "{}: {what} version mismatch: plugin has {plugin}, host has {host}",
+                path.display()
+            ),
+            LoadError::LayoutMismatch {
+                path,
+                structure,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "{}: layout of `{structure}` differs: plugin has {plugin}, host has {host}",
+                path.display()
+            ),
+            LoadError::BadDomainHeader {
+                module,
+                index,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "module '{module}': static domain #{index} has header (magic {:#x}, layout {}), host expects (magic {:#x}, layout {})",
+                plugin.0, plugin.1, host.0, host.1
+            ),
+            LoadError::RuntimeRejected { module, message } => {
+                write!(f, "module '{module}' refused the host runtime: {message}")
+            }
+            LoadError::NotifierFailed {
+                module,
+                notifier,
+                message,
+                panicked,
+                ..
+            } => write!(
+                f,
+                "coming notifier '{notifier}' {} for module '{module}': {message}; load rolled back",
+                how(panicked)
+            ),
+            LoadError::InitFailed {
+                module,
+                message,
+                panicked,
+                ..
+            } => write!(f, "init of module '{module}' {}: {message}; load rolled back", how(panicked)),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`ModuleLoader::unload`](crate::ModuleLoader::unload) did not (fully) succeed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UnloadError {
+    /// This loader never loaded such a module.
+    UnknownModule {
+        /// The handle given.
+        handle: ModuleHandle,
+    },
+    /// The module is not `Live` (nor a `Zombie` to retry): already unloaded,
+    /// or being loaded or unloaded by another thread.
+    NotLive {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+        /// Its state.
+        state: ModuleState,
+    },
+    /// Called from inside a call into that same module: waiting for the
+    /// module's calls would wait for itself.
+    FromInsideCall {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+    },
+    /// Calls into the module did not return within the unload timeout. The
+    /// module is `Live` again and usable.
+    CallsInFlight {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+        /// How long the unload waited.
+        waited: Duration,
+    },
+    /// `exit` or a `Going` notifier failed. The unload went on; the report
+    /// says how it ended.
+    HookFailed {
+        /// The first failure (all are in the report).
+        failure: HookFailure,
+        /// What the unload did.
+        report: Box<UnloadReport>,
+    },
+}
+
+impl fmt::Display for UnloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnloadError::UnknownModule { handle } => write!(f, "no module {handle} in this loader"),
+            UnloadError::NotLive { handle, name, state } => {
+                write!(f, "module '{name}' ({handle}) is {state}, not live")
+            }
+            UnloadError::FromInsideCall { handle, name } => write!(
+                f,
+                "cannot unload module '{name}' ({handle}) from inside a call into it: it would wait for itself"
+            ),
+            UnloadError::CallsInFlight { handle, name, waited } => write!(
+                f,
+                "calls into module '{name}' ({handle}) did not return within {waited:?}; the module stays live"
+            ),
+            UnloadError::HookFailed { failure, report } => {
+                write!(f, "while unloading module '{}': {failure}; {report}", report.name)
+            }
+        }
+    }
+}
+
+impl std::error::Error for UnloadError {}
+
+/// Why a call through a [`Symbol`](crate::Symbol) was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The module is no longer (or not yet) `Live`.
+    NotLive {
+        /// The module's name.
+        module: String,
+        /// Its state.
+        state: ModuleState,
+    },
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::NotLive { module, state } => write!(f, "module '{module}' is {state}, not live"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Why [`ModuleLoader::symbol`](crate::ModuleLoader::symbol) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SymbolError {
+    /// See [`UnloadError::UnknownModule`].
+    UnknownModule {
+        /// The handle.
+        handle: ModuleHandle,
+    },
+    /// The module is not `Live`.
+    NotLive {
+        /// The module's name.
+        module: String,
+        /// Its state.
+        state: ModuleState,
+    },
+    /// No such symbol.
+    NotFound {
+        /// The module's name.
+        module: String,
+        /// The symbol.
+        symbol: String,
+        /// `dlerror()`.
+        message: String,
+    },
+    /// The requested type is not pointer-sized (not a function pointer).
+    NotAFunctionPointer {
+        /// The type's size.
+        size: usize,
+    },
+}
+
+impl fmt::Display for SymbolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SymbolError::UnknownModule { handle } => write!(f, "no module {handle} in this loader"),
+            SymbolError::NotLive { module, state } => write!(f, "module '{module}' is {state}, not live"),
+            SymbolError::NotFound {
+                module,
+                symbol,
+                message,
+            } => write!(f, "module '{module}' has no symbol `{symbol}`: {message}"),
+            SymbolError::NotAFunctionPointer { size } => {
+                write!(f, "a symbol type must be a function pointer; this one is {size} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SymbolError {}
+
+/// Why [`ModuleLoader::reload`](crate::ModuleLoader::reload) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// No live module of that name.
+    NoSuchModule {
+        /// The name.
+        name: String,
+    },
+    /// The new object did not load; the old one is untouched and live.
+    Load(LoadError),
+    /// The new object is live, but the old one did not unload cleanly.
+    Unload {
+        /// The new module.
+        new: ModuleHandle,
+        /// Why the old one did not unload.
+        error: UnloadError,
+    },
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::NoSuchModule { name } => write!(f, "no live module named '{name}' to reload"),
+            ReloadError::Load(e) => write!(f, "reload: the new object did not load (the old one stays live): {e}"),
+            ReloadError::Unload { new, error } => {
+                write!(
+                    f,
+                    "reload: the new module {new} is live, but the old one did not unload: {error}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Load(e) => Some(e),
+            ReloadError::Unload { error, .. } => Some(error),
+            ReloadError::NoSuchModule { .. } => None,
+        }
+    }
+}

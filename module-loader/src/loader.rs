@@ -1,0 +1,613 @@
+//! `ModuleLoader`: load, call, unload, reload; the lifecycle in the
+//! kernel's order (`docs/abi.md` walks through it step by step).
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use usrcu::diagnostics::{self, Capture, Warning, WarningKind};
+use usrcu::Srcu;
+
+use crate::address_space;
+use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
+use crate::module::{self, Module, ModuleHandle, ModuleInfo};
+use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
+use crate::pthread_keys::KeyTable;
+use crate::report::{BarrierOutcome, DomainReport, HookFailure, ResidentCause, UnloadReport, ZombieCause};
+use crate::state::ModuleState;
+use crate::symbol::{inside_call_into, Symbol};
+
+/// How a [`ModuleLoader`] behaves.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    /// Issue `barrier` at unload for every static domain that used
+    /// `call_srcu` (default). Off: the kernel's behaviour, where a module
+    /// that forgot `srcu_barrier` gets a missed-barrier warning, and here
+    /// stays mapped as a `Zombie` instead of crashing.
+    pub auto_barrier: bool,
+    /// How long unload waits for calls in flight, and for readers inside a
+    /// module's static domains, before it gives up (default 10 s).
+    pub unload_timeout: Duration,
+    /// Where the unique copies of loaded files go (default: a per-process
+    /// directory under the system temporary directory).
+    pub copy_dir: Option<PathBuf>,
+    /// Refuse a plugin built by another `rustc` (default: accept it; every
+    /// shared struct is `#[repr(C)]` and checked, every crossing `extern "C"`).
+    pub require_same_rustc: bool,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            auto_barrier: true,
+            unload_timeout: Duration::from_secs(10),
+            copy_dir: None,
+            require_same_rustc: false,
+        }
+    }
+}
+
+/// Handles are unique in the process, across loaders.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Default)]
+struct Table {
+    modules: Vec<Arc<Module>>,
+    /// Modules that are gone: name and final state, to tell "already
+    /// unloaded" from "unknown".
+    gone: HashMap<ModuleHandle, (String, ModuleState)>,
+}
+
+/// Loads `cdylib` plugins built with `usrcu_registry::export_module!`,
+/// calls into them, and unloads them safely: calls in flight drained, every
+/// static domain's callbacks drained by `barrier` (skipped where `call_srcu`
+/// was never used), the object closed and verified gone from the address
+/// space, or kept mapped as a `Zombie` when something might still run its code.
+///
+/// ```no_run
+/// use usrcu_module_loader::ModuleLoader;
+///
+/// let loader = ModuleLoader::new();
+/// let m = loader.load("target/plugins/release/libusrcu_demo_plugin.so")?;
+/// // SAFETY: the demo plugin exports `demo_compute` with this signature.
+/// let compute = unsafe { loader.symbol::<extern "C" fn(u64) -> u64>(m, "demo_compute")? };
+/// let y = compute.call(|f| f(20))?;
+/// let report = loader.unload(m)?;
+/// assert!(report.unmapped);
+/// # let _ = y;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ModuleLoader {
+    config: LoaderConfig,
+    table: Mutex<Table>,
+    notifiers: Notifiers,
+    copy_dir: PathBuf,
+}
+
+impl std::fmt::Debug for ModuleLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleLoader")
+            .field("config", &self.config)
+            .field("modules", &crate::lock(&self.table).modules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ModuleLoader {
+    fn default() -> Self {
+        ModuleLoader::new()
+    }
+}
+
+impl ModuleLoader {
+    /// A loader with the default [`LoaderConfig`].
+    pub fn new() -> ModuleLoader {
+        ModuleLoader::with_config(LoaderConfig::default())
+    }
+
+    /// A loader with `config`.
+    pub fn with_config(config: LoaderConfig) -> ModuleLoader {
+        let copy_dir = config
+            .copy_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("usrcu-modules-{}", std::process::id())));
+        ModuleLoader {
+            config,
+            table: Mutex::new(Table::default()),
+            notifiers: Notifiers::default(),
+            copy_dir,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    // --- notifiers ----------------------------------------------------------
+
+    /// Register a notifier, called for every module's `Coming`, `Live` and
+    /// `Going`. An error (or a panic) from a `Coming` notifier fails the
+    /// load; from `Live` it is reported as a warning; from `Going` it is
+    /// recorded in the unload's report and the unload goes on.
+    pub fn register_notifier<F, E>(&self, name: &str, f: F) -> NotifierId
+    where
+        F: Fn(ModuleEvent, &ModuleInfo) -> Result<(), E> + Send + Sync + 'static,
+        E: Display,
+    {
+        self.notifiers.register(name, f)
+    }
+
+    /// Unregister a notifier; false if it was not registered.
+    pub fn unregister_notifier(&self, id: NotifierId) -> bool {
+        self.notifiers.unregister(id)
+    }
+
+    // --- queries ------------------------------------------------------------
+
+    /// Every module this loader holds (`Coming`, `Live`, `Going`, `Zombie`),
+    /// oldest first.
+    pub fn list(&self) -> Vec<ModuleInfo> {
+        crate::lock(&self.table).modules.iter().map(|m| m.info()).collect()
+    }
+
+    /// The module's info, while the loader holds it.
+    pub fn info(&self, h: ModuleHandle) -> Option<ModuleInfo> {
+        self.get(h).map(|m| m.info())
+    }
+
+    /// The module's state; `Unloaded` for a module that is gone, `None` for
+    /// a handle this loader never gave out.
+    pub fn state(&self, h: ModuleHandle) -> Option<ModuleState> {
+        let t = crate::lock(&self.table);
+        if let Some(m) = t.modules.iter().find(|m| m.handle == h) {
+            return Some(m.state.get());
+        }
+        t.gone.get(&h).map(|(_, s)| *s)
+    }
+
+    /// The newest `Live` module named `name`.
+    pub fn find(&self, name: &str) -> Option<ModuleHandle> {
+        crate::lock(&self.table)
+            .modules
+            .iter()
+            .rev()
+            .find(|m| m.name == name && m.state.get() == ModuleState::Live)
+            .map(|m| m.handle)
+    }
+
+    fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
+        crate::lock(&self.table).modules.iter().find(|m| m.handle == h).cloned()
+    }
+
+    // --- load ---------------------------------------------------------------
+
+    /// Load the plugin at `path`: copy it to a unique path, `dlopen` it
+    /// (`RTLD_NOW | RTLD_LOCAL`), check its descriptor, hand it the host
+    /// runtime, attach its static domains, run the `Coming` notifiers, call
+    /// `init`, mark it `Live`, run the `Live` notifiers.
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
+        let source = path.as_ref();
+        fs::metadata(source).map_err(|e| module::io_error(source, e))?;
+        module::check_elf(source)?;
+        // Relaxed: a unique number, nothing else.
+        let handle = ModuleHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
+        fs::create_dir_all(&self.copy_dir).map_err(|e| module::io_error(&self.copy_dir, e))?;
+        let loaded = self.copy_dir.join(module::copy_name(source, handle));
+        // A fresh path for every load: dlopen of a path that is still mapped
+        // returns the old image.
+        fs::copy(source, &loaded).map_err(|e| LoadError::Io {
+            path: source.to_owned(),
+            source: e,
+        })?;
+        let opened = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = fs::remove_file(&loaded);
+                return Err(e);
+            }
+        };
+        let m = Arc::new(opened.module);
+        crate::lock(&self.table).modules.push(m.clone());
+
+        // Coming notifiers, in order; on failure, Going to those already told, in reverse.
+        let chain = self.notifiers.snapshot();
+        for (i, n) in chain.iter().enumerate() {
+            if let Err((message, panicked)) = n.call(ModuleEvent::Coming, &m.info()) {
+                let capture = Capture::start();
+                m.state.set(ModuleState::Going);
+                let mut report = self.empty_report(&m);
+                for earlier in chain[..i].iter().rev() {
+                    if let Err((msg, p)) = earlier.call(ModuleEvent::Going, &m.info()) {
+                        report.hook_failures.push(HookFailure::Notifier {
+                            notifier: earlier.name.clone(),
+                            message: msg,
+                            panicked: p,
+                        });
+                    }
+                }
+                let rollback = Box::new(self.teardown(&m, report, &capture));
+                return Err(LoadError::NotifierFailed {
+                    module: m.name.clone(),
+                    notifier: n.name.clone(),
+                    message,
+                    panicked,
+                    rollback,
+                });
+            }
+        }
+
+        let capture = Capture::start();
+        if let Err((message, panicked)) = m.run_hook(m.init) {
+            m.state.set(ModuleState::Going);
+            let mut report = self.empty_report(&m);
+            self.going_notifiers(&m, &mut report);
+            let rollback = Box::new(self.teardown(&m, report, &capture));
+            return Err(LoadError::InitFailed {
+                module: m.name.clone(),
+                message,
+                panicked,
+                rollback,
+            });
+        }
+        drop(capture);
+        m.state.set(ModuleState::Live);
+        for n in self.notifiers.snapshot() {
+            if let Err((message, panicked)) = n.call(ModuleEvent::Live, &m.info()) {
+                diagnostics::emit(Warning {
+                    kind: WarningKind::Other,
+                    domain: m.name.clone(),
+                    message: format!(
+                        "usrcu-module-loader: live notifier '{}' {} for module '{}': {message}",
+                        n.name,
+                        if panicked { "panicked" } else { "failed" },
+                        m.name
+                    ),
+                    oldest_reader: None,
+                });
+            }
+        }
+        Ok(handle)
+    }
+
+    // --- symbols ------------------------------------------------------------
+
+    /// A typed function of a `Live` module.
+    ///
+    /// # Safety
+    /// `F` must be the function pointer type the module really exports under
+    /// `name`, and the pointer handed to [`Symbol::call`]'s closure must not
+    /// be kept or called outside that closure (the module may be unmapped
+    /// as soon as the call returns).
+    pub unsafe fn symbol<F: Copy>(&self, h: ModuleHandle, name: &str) -> Result<Symbol<F>, SymbolError> {
+        if std::mem::size_of::<F>() != std::mem::size_of::<*const ()>() {
+            return Err(SymbolError::NotAFunctionPointer {
+                size: std::mem::size_of::<F>(),
+            });
+        }
+        let m = self.get(h).ok_or(SymbolError::UnknownModule { handle: h })?;
+        let state = m.state.get();
+        if state != ModuleState::Live {
+            return Err(SymbolError::NotLive {
+                module: m.name.clone(),
+                state,
+            });
+        }
+        let f = {
+            let lib = crate::lock(&m.lib);
+            let Some(lib) = lib.as_ref() else {
+                return Err(SymbolError::NotLive {
+                    module: m.name.clone(),
+                    state: m.state.get(),
+                });
+            };
+            // SAFETY: the caller vouches for the type; the library is open.
+            let sym = unsafe { lib.get::<F>(name.as_bytes()) }.map_err(|e| SymbolError::NotFound {
+                module: m.name.clone(),
+                symbol: name.to_owned(),
+                message: e.to_string(),
+            })?;
+            *sym
+        };
+        Ok(Symbol { module: m, f })
+    }
+
+    // --- unload -------------------------------------------------------------
+
+    /// Unload a module, in this order: `Going` (new calls fail); a grace
+    /// period of its liveness domain (calls in flight return; bounded by
+    /// the unload timeout, after which the module is `Live` again and the
+    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in SRCU
+    /// notifier (per static domain: `barrier` if `call_srcu` was used, else
+    /// skipped; then `cleanup`); pthread keys with plugin destructors
+    /// deleted; `dlclose`; the address-space check.
+    ///
+    /// Anything that might still run the module's code (readers inside,
+    /// callbacks pending) keeps it mapped as a `Zombie`, with a warning; the
+    /// report says why. Unloading a `Zombie` again retries from the SRCU
+    /// notifier on.
+    pub fn unload(&self, h: ModuleHandle) -> Result<UnloadReport, UnloadError> {
+        let m = match self.get(h) {
+            Some(m) => m,
+            None => {
+                let t = crate::lock(&self.table);
+                return Err(match t.gone.get(&h) {
+                    Some((name, state)) => UnloadError::NotLive {
+                        handle: h,
+                        name: name.clone(),
+                        state: *state,
+                    },
+                    None => UnloadError::UnknownModule { handle: h },
+                });
+            }
+        };
+        if inside_call_into(h) {
+            return Err(UnloadError::FromInsideCall {
+                handle: h,
+                name: m.name.clone(),
+            });
+        }
+        let t0 = Instant::now();
+        let retry = match m.state.transition(ModuleState::Live, ModuleState::Going) {
+            Ok(()) => false,
+            Err(ModuleState::Zombie) => match m.state.transition(ModuleState::Zombie, ModuleState::Going) {
+                Ok(()) => true,
+                Err(state) => return Err(self.not_live(&m, state)),
+            },
+            Err(state) => return Err(self.not_live(&m, state)),
+        };
+        let mut report = self.empty_report(&m);
+        let capture = Capture::start();
+        if !retry {
+            match wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
+                Ok(waited) => report.calls_drained_in = waited,
+                Err(waited) => {
+                    m.state.set(ModuleState::Live);
+                    return Err(UnloadError::CallsInFlight {
+                        handle: h,
+                        name: m.name.clone(),
+                        waited,
+                    });
+                }
+            }
+            if let Err((message, panicked)) = m.run_hook(m.exit) {
+                report.hook_failures.push(HookFailure::Exit { message, panicked });
+            }
+            self.going_notifiers(&m, &mut report);
+        }
+        let mut report = self.teardown(&m, report, &capture);
+        report.elapsed = t0.elapsed();
+        match report.hook_failures.first() {
+            Some(f) => Err(UnloadError::HookFailed {
+                failure: f.clone(),
+                report: Box::new(report),
+            }),
+            None => Ok(report),
+        }
+    }
+
+    /// Load `path` as the new version of the live module `name`, then unload
+    /// the old one. Calls switch over without a gap: both are live for a
+    /// moment (each copy sees only its own static domains). If the new one
+    /// does not load, the old one stays live.
+    pub fn reload(&self, name: &str, path: impl AsRef<Path>) -> Result<(ModuleHandle, UnloadReport), ReloadError> {
+        let old = self
+            .find(name)
+            .ok_or_else(|| ReloadError::NoSuchModule { name: name.to_owned() })?;
+        let new = self.load(path).map_err(ReloadError::Load)?;
+        match self.unload(old) {
+            Ok(r) => Ok((new, r)),
+            Err(error) => Err(ReloadError::Unload { new, error }),
+        }
+    }
+
+    /// Unload every module, newest first; returns each outcome.
+    pub fn unload_all(&self) -> Vec<(ModuleHandle, Result<UnloadReport, UnloadError>)> {
+        let handles: Vec<ModuleHandle> = crate::lock(&self.table)
+            .modules
+            .iter()
+            .rev()
+            .filter(|m| m.state.get() == ModuleState::Live)
+            .map(|m| m.handle)
+            .collect();
+        handles.into_iter().map(|h| (h, self.unload(h))).collect()
+    }
+
+    fn not_live(&self, m: &Module, state: ModuleState) -> UnloadError {
+        UnloadError::NotLive {
+            handle: m.handle,
+            name: m.name.clone(),
+            state,
+        }
+    }
+
+    fn empty_report(&self, m: &Module) -> UnloadReport {
+        UnloadReport {
+            handle: m.handle,
+            name: m.name.clone(),
+            loaded_path: m.loaded_path.clone(),
+            state: ModuleState::Going,
+            domains: Vec::new(),
+            hook_failures: Vec::new(),
+            pthread_keys_deleted: 0,
+            dlclosed: false,
+            unmapped: false,
+            resident_cause: None,
+            zombie_cause: None,
+            calls_drained_in: Duration::ZERO,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// `Going` notifiers, in reverse registration order.
+    fn going_notifiers(&self, m: &Module, report: &mut UnloadReport) {
+        for n in self.notifiers.snapshot().iter().rev() {
+            if let Err((message, panicked)) = n.call(ModuleEvent::Going, &m.info()) {
+                report.hook_failures.push(HookFailure::Notifier {
+                    notifier: n.name.clone(),
+                    message,
+                    panicked,
+                });
+            }
+        }
+    }
+
+    /// From the built-in SRCU notifier to the address-space check. `capture`
+    /// was opened before the module's last code ran (`exit` or `init`): a
+    /// missed barrier it saw on a domain the loader cannot see (a dynamic
+    /// domain of the plugin) keeps the object mapped.
+    fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, capture: &Capture) -> UnloadReport {
+        let t0 = Instant::now();
+        let mut zombie: Option<ZombieCause> = crate::lock(&m.zombie_cause).clone().filter(|c| {
+            // A dynamic domain's callbacks cannot be seen to have drained:
+            // that cause stays. Busy static domains are checked again below.
+            matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. })
+        });
+        for dp in &m.domains {
+            // SAFETY: the object is mapped until the end of this function.
+            let d = unsafe { dp.get() };
+            let r = self.srcu_notifier(d);
+            if zombie.is_none() {
+                if let Err(error) = r.cleanup {
+                    zombie = Some(ZombieCause::DomainBusy {
+                        domain: r.name.clone(),
+                        error,
+                    });
+                }
+            }
+            report.domains.push(r);
+        }
+        if zombie.is_none() {
+            let ours: Vec<&str> = m.domain_names.iter().map(String::as_str).collect();
+            zombie = capture
+                .warnings()
+                .into_iter()
+                .find(|w| w.kind == WarningKind::MissedBarrier && !ours.contains(&w.domain.as_str()))
+                .map(|w| ZombieCause::DynamicDomainMissedBarrier { domain: w.domain });
+        }
+        if zombie.is_none() {
+            match KeyTable::open() {
+                // SAFETY: every path into the module is closed: it is
+                // `Going`, calls have drained, `exit` ran, its callbacks
+                // are drained and its domains cleaned up.
+                Some(keys) => report.pthread_keys_deleted = unsafe { keys.delete_keys_of(&m.mapping) },
+                None => zombie = Some(ZombieCause::PthreadKeysUnverifiable),
+            }
+        }
+        if let Some(cause) = zombie {
+            diagnostics::emit(Warning {
+                kind: WarningKind::Other,
+                domain: m.name.clone(),
+                message: format!(
+                    "usrcu-module-loader: module '{}' ({}) kept mapped as a zombie: {cause}",
+                    m.name, m.handle
+                ),
+                oldest_reader: None,
+            });
+            *crate::lock(&m.zombie_cause) = Some(cause.clone());
+            report.zombie_cause = Some(cause);
+            report.state = ModuleState::Zombie;
+            m.state.set(ModuleState::Zombie);
+            report.elapsed += t0.elapsed();
+            return report;
+        }
+        // Drop every handle into the object, then close it.
+        let lib = crate::lock(&m.lib).take();
+        if let Some(lib) = lib {
+            report.dlclosed = lib.close().is_ok();
+        }
+        report.unmapped = !address_space::is_mapped(&m.loaded_path);
+        if !report.unmapped {
+            report.resident_cause = Some(if m.mapping.nodelete {
+                ResidentCause::NoDelete
+            } else {
+                ResidentCause::ThreadLocalDestructor
+            });
+        }
+        let _ = fs::remove_file(&m.loaded_path);
+        report.state = ModuleState::Unloaded;
+        m.state.set(ModuleState::Unloaded);
+        let mut t = crate::lock(&self.table);
+        t.modules.retain(|x| !Arc::ptr_eq(x, m));
+        t.gone.insert(m.handle, (m.name.clone(), ModuleState::Unloaded));
+        report.elapsed += t0.elapsed();
+        report
+    }
+
+    /// The built-in SRCU notifier for one static domain (the kernel's
+    /// `srcu_module_going`, plus the barrier the kernel never adopted).
+    fn srcu_notifier(&self, d: &Srcu) -> DomainReport {
+        let t0 = Instant::now();
+        let before = d.stats();
+        let used = d.call_srcu_used();
+        let barrier = if !self.config.auto_barrier {
+            BarrierOutcome::Disabled
+        } else if !used {
+            // Returns at once and counts the skip in the domain's stats.
+            d.barrier();
+            BarrierOutcome::Skipped
+        } else if wait_for_grace_period(d, self.config.unload_timeout).is_err() {
+            // A barrier would wait for those readers forever.
+            BarrierOutcome::ReadersStuck
+        } else {
+            d.barrier();
+            BarrierOutcome::Issued
+        };
+        let after = d.stats();
+        // SAFETY: no new reader can enter: the module's code cannot be
+        // called any more (it is `Going` and calls have drained), and the
+        // host holds no reference to its domains beyond this loader.
+        let cleanup = unsafe { d.cleanup() };
+        DomainReport {
+            name: d.name().to_owned(),
+            possible_cpus: after.possible_cpus,
+            call_srcu_used: used,
+            barrier,
+            slots_scanned: after.slots_scanned.saturating_sub(before.slots_scanned),
+            callbacks_queued: after.callbacks_queued,
+            callbacks_invoked: after.callbacks_invoked,
+            cleanup,
+            elapsed: t0.elapsed(),
+        }
+    }
+}
+
+impl Drop for ModuleLoader {
+    /// Unloads every live module (best effort: a module whose calls do not
+    /// drain in time, or that becomes a zombie, stays mapped, leaked).
+    fn drop(&mut self) {
+        let _ = self.unload_all();
+        // Zombies and modules that stay loaded keep their libraries open for
+        // the rest of the process: never unmap code that may still run.
+        let t = crate::lock(&self.table);
+        for m in &t.modules {
+            if let Some(lib) = crate::lock(&m.lib).take() {
+                std::mem::forget(lib);
+            }
+        }
+    }
+}
+
+/// Wait, up to `timeout`, for a grace period of `d` that starts now: every
+/// reader inside `d` at the call has left. Polled, so that a reader that
+/// never leaves costs a bounded wait and no stuck thread.
+fn wait_for_grace_period(d: &Srcu, timeout: Duration) -> Result<Duration, Duration> {
+    let t0 = Instant::now();
+    let cookie = d.start_poll();
+    let mut nap = Duration::from_micros(10);
+    loop {
+        if d.poll_state(cookie) {
+            return Ok(t0.elapsed());
+        }
+        let waited = t0.elapsed();
+        if waited >= timeout {
+            return Err(waited);
+        }
+        std::thread::sleep(nap.min(timeout - waited));
+        nap = (nap * 2).min(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,224 @@
+//! What an unload did: per domain, the barrier and the cleanup; for the
+//! object, whether it left the address space and, if not, why.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use usrcu::CleanupError;
+
+use crate::state::ModuleState;
+use crate::ModuleHandle;
+
+/// What the built-in SRCU notifier did about one domain's callbacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierOutcome {
+    /// `call_srcu` had been used: `barrier` ran and drained every callback.
+    Issued,
+    /// `call_srcu` was never used: no barrier, no scan of the queues.
+    Skipped,
+    /// The automatic barrier is switched off (the kernel's behaviour).
+    Disabled,
+    /// Readers stayed inside the domain past the unload timeout, so a barrier
+    /// (which waits for them) was not attempted.
+    ReadersStuck,
+}
+
+/// The built-in SRCU notifier's work on one static domain.
+#[derive(Clone, Debug)]
+pub struct DomainReport {
+    /// The domain's name.
+    pub name: String,
+    /// Its possible CPUs (per-CPU slots).
+    pub possible_cpus: u64,
+    /// Had `call_srcu` ever been used on it?
+    pub call_srcu_used: bool,
+    /// Barrier issued or skipped.
+    pub barrier: BarrierOutcome,
+    /// Per-CPU slots read during the barrier step (the barrier's visit of
+    /// every slot's queue and the grace periods it waited for); 0 when skipped.
+    pub slots_scanned: u64,
+    /// Callbacks queued over the domain's life, and invoked, as of just
+    /// before `dlclose`.
+    pub callbacks_queued: u64,
+    /// See `callbacks_queued`.
+    pub callbacks_invoked: u64,
+    /// The result of `cleanup`.
+    pub cleanup: Result<(), CleanupError>,
+    /// Time spent on this domain (barrier and cleanup).
+    pub elapsed: Duration,
+}
+
+/// Why an object was kept mapped on purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ZombieCause {
+    /// A static domain could not be cleaned up (readers inside, callbacks
+    /// pending, a grace period in flight).
+    DomainBusy {
+        /// The domain.
+        domain: String,
+        /// What cleanup found.
+        error: CleanupError,
+    },
+    /// A domain the loader cannot see (a dynamic domain of the plugin)
+    /// reported a missed barrier while the module was going: its callbacks
+    /// would run plugin code.
+    DynamicDomainMissedBarrier {
+        /// The domain named in the warning.
+        domain: String,
+    },
+    /// glibc's pthread-key table could not be read, so a key whose
+    /// destructor is plugin code might survive the unmap.
+    PthreadKeysUnverifiable,
+}
+
+impl fmt::Display for ZombieCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ZombieCause::DomainBusy { domain, error } => write!(f, "domain '{domain}': {error}"),
+            ZombieCause::DynamicDomainMissedBarrier { domain } => write!(
+                f,
+                "dynamic domain '{domain}' was dropped with callbacks pending (missed barrier in exit)"
+            ),
+            ZombieCause::PthreadKeysUnverifiable => {
+                f.write_str("cannot read glibc's pthread-key table to remove keys with plugin destructors")
+            }
+        }
+    }
+}
+
+/// Why an object that was closed is still mapped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResidentCause {
+    /// Likely a thread-local destructor registered by plugin code on a
+    /// thread that is still alive: glibc keeps such an object until that
+    /// thread exits (the usual case for a Rust `thread_local!` with `Drop`).
+    ThreadLocalDestructor,
+    /// The object is marked `DF_1_NODELETE`.
+    NoDelete,
+}
+
+impl fmt::Display for ResidentCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResidentCause::ThreadLocalDestructor => f.write_str(
+                "likely a thread-local destructor registered by plugin code on a live thread (glibc keeps the object until that thread exits)",
+            ),
+            ResidentCause::NoDelete => f.write_str("the object is marked NODELETE"),
+        }
+    }
+}
+
+/// Which hook failed during an unload (the unload went on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookFailure {
+    /// The module's `exit`.
+    Exit {
+        /// Its message.
+        message: String,
+        /// It panicked (rather than reporting an error).
+        panicked: bool,
+    },
+    /// A `Going` notifier.
+    Notifier {
+        /// The notifier's name.
+        notifier: String,
+        /// Its message.
+        message: String,
+        /// It panicked.
+        panicked: bool,
+    },
+}
+
+impl fmt::Display for HookFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = |p: bool| if p { "panicked" } else { "failed" };
+        match self {
+            HookFailure::Exit { message, panicked } => write!(f, "exit {}: {message}", how(*panicked)),
+            HookFailure::Notifier {
+                notifier,
+                message,
+                panicked,
+            } => write!(f, "going notifier '{notifier}' {}: {message}", how(*panicked)),
+        }
+    }
+}
+
+/// What [`ModuleLoader::unload`](crate::ModuleLoader::unload) did.
+#[derive(Clone, Debug)]
+pub struct UnloadReport {
+    /// The module.
+    pub handle: ModuleHandle,
+    /// Its name.
+    pub name: String,
+    /// The unique copy that was opened.
+    pub loaded_path: PathBuf,
+    /// `Unloaded` or `Zombie`.
+    pub state: ModuleState,
+    /// One entry per static domain, in the object's slice order.
+    pub domains: Vec<DomainReport>,
+    /// Hooks that failed (the unload went on without them).
+    pub hook_failures: Vec<HookFailure>,
+    /// pthread keys whose destructor was plugin code, deleted before `dlclose`.
+    pub pthread_keys_deleted: usize,
+    /// `dlclose` was called.
+    pub dlclosed: bool,
+    /// The object verifiably left the address space (`dl_iterate_phdr` no
+    /// longer lists it and `dlopen(RTLD_NOLOAD)` does not find it).
+    pub unmapped: bool,
+    /// Closed but still mapped: the likely cause.
+    pub resident_cause: Option<ResidentCause>,
+    /// Kept mapped on purpose: the cause.
+    pub zombie_cause: Option<ZombieCause>,
+    /// Time spent waiting for calls in flight (the liveness grace period).
+    pub calls_drained_in: Duration,
+    /// Whole unload, from `Going` to the address-space check.
+    pub elapsed: Duration,
+}
+
+impl UnloadReport {
+    /// Barriers issued (domains that had used `call_srcu`).
+    pub fn barriers_issued(&self) -> usize {
+        self.count(BarrierOutcome::Issued)
+    }
+
+    /// Barriers skipped by the `call_srcu_used` gate.
+    pub fn barriers_skipped(&self) -> usize {
+        self.count(BarrierOutcome::Skipped)
+    }
+
+    /// Slots scanned by all barrier steps.
+    pub fn slots_scanned(&self) -> u64 {
+        self.domains.iter().map(|d| d.slots_scanned).sum()
+    }
+
+    /// The domain named `name`.
+    pub fn domain(&self, name: &str) -> Option<&DomainReport> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+
+    fn count(&self, o: BarrierOutcome) -> usize {
+        self.domains.iter().filter(|d| d.barrier == o).count()
+    }
+}
+
+impl fmt::Display for UnloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "module '{}' ({}): {}", self.name, self.handle, self.state)?;
+        for d in &self.domains {
+            write!(
+                f,
+                "; domain '{}': barrier {:?}, {} slots scanned",
+                d.name, d.barrier, d.slots_scanned
+            )?;
+        }
+        if self.unmapped {
+            write!(f, "; unmapped")?;
+        } else if let Some(c) = &self.resident_cause {
+            write!(f, "; still mapped: {c}")?;
+        } else if let Some(c) = &self.zombie_cause {
+            write!(f, "; kept mapped: {c}")?;
+        }
+        Ok(())
+    }
+}

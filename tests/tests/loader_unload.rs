@@ -1,0 +1,187 @@
+//! Unload of the three-domain fixture: the barrier runs for exactly the
+//! domain with callbacks, every callback runs before `dlclose`, the object
+//! leaves the address space; calls in flight delay the unload.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use usrcu_module_loader::{BarrierOutcome, CallError, ModuleLoader, ModuleState};
+use usrcu_tests::{fixture_path, leak, object_is_mapped};
+
+type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
+type ReadFn = extern "C" fn(u64) -> u64;
+type AddFn = extern "C" fn(u64, u64) -> u64;
+type BlockFn = unsafe extern "C" fn(*const AtomicBool, *const AtomicBool, *const AtomicU64, *const AtomicU64);
+type ProbeFn = unsafe extern "C" fn(*const AtomicU64, *const AtomicU64);
+
+const QUEUED: usize = 6;
+
+#[test]
+fn unload_barriers_only_the_domain_with_callbacks() {
+    let loader = ModuleLoader::new();
+    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let ran = leak(AtomicUsize::new(0));
+    // SAFETY: the fixture exports these with these signatures.
+    let (queue, read) = unsafe {
+        (
+            loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap(),
+            loader.symbol::<ReadFn>(m, "fx_read").unwrap(),
+        )
+    };
+    // SAFETY: `ran` lives for the process.
+    queue.call(|f| unsafe { f(QUEUED, 30, ran) }).unwrap();
+    assert_eq!(read.call(|f| f(10)).unwrap(), 45);
+
+    let report = loader.unload(m).unwrap();
+
+    let queue_d = report.domain("callbacks.queue").unwrap();
+    let readers = report.domain("callbacks.readers").unwrap();
+    let idle = report.domain("callbacks.idle").unwrap();
+    assert_eq!(report.domains.len(), 3);
+    assert_eq!(queue_d.barrier, BarrierOutcome::Issued);
+    assert_eq!(readers.barrier, BarrierOutcome::Skipped);
+    assert_eq!(idle.barrier, BarrierOutcome::Skipped);
+    assert_eq!((report.barriers_issued(), report.barriers_skipped()), (1, 2));
+    // The barrier visits each of the domain's 8 slots at least once; the
+    // skipped domains are not scanned at all.
+    assert_eq!(
+        (queue_d.possible_cpus, readers.possible_cpus, idle.possible_cpus),
+        (8, 16, 32)
+    );
+    assert!(queue_d.slots_scanned >= 8, "{queue_d:?}");
+    assert_eq!((readers.slots_scanned, idle.slots_scanned), (0, 0));
+    assert_eq!(report.slots_scanned(), queue_d.slots_scanned);
+    for d in &report.domains {
+        assert_eq!(d.cleanup, Ok(()), "{d:?}");
+    }
+    assert!(report.unmapped && report.dlclosed, "{report}");
+    assert_eq!(report.state, ModuleState::Unloaded);
+}
+
+#[test]
+fn every_pending_callback_runs_before_dlclose() {
+    let loader = ModuleLoader::new();
+    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let ran = leak(AtomicUsize::new(0));
+    // SAFETY: the fixture exports it with this signature.
+    let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
+    // Callbacks that sleep: still pending when unload begins.
+    // SAFETY: `ran` lives for the process.
+    queue.call(|f| unsafe { f(QUEUED, 40, ran) }).unwrap();
+    assert!(ran.load(Ordering::SeqCst) < QUEUED);
+
+    let report = loader.unload(m).unwrap();
+
+    // Counted as invoked by the runtime before the loader closed the object,
+    // and the host's counter agrees once unload returns.
+    let d = report.domain("callbacks.queue").unwrap();
+    assert_eq!(d.callbacks_queued, QUEUED as u64);
+    assert!(d.callbacks_invoked >= QUEUED as u64, "{d:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), QUEUED);
+    assert!(report.unmapped);
+}
+
+#[test]
+fn unloaded_object_leaves_the_address_space() {
+    let loader = ModuleLoader::new();
+    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let path = loader.info(m).unwrap().loaded_path;
+    assert!(object_is_mapped(&path));
+    let report = loader.unload(m).unwrap();
+    assert!(report.unmapped);
+    assert!(!object_is_mapped(&path), "{} is still mapped", path.display());
+    assert!(!path.exists(), "the unique copy is removed");
+    assert_eq!(loader.state(m), Some(ModuleState::Unloaded));
+}
+
+#[test]
+fn calls_in_flight_delay_unload_until_they_return() {
+    let loader = ModuleLoader::new();
+    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let seq = leak(AtomicU64::new(1));
+    let (call_ended_at, exit_at) = (leak(AtomicU64::new(0)), leak(AtomicU64::new(0)));
+    let (entered, release) = (leak(AtomicBool::new(false)), leak(AtomicBool::new(false)));
+    // SAFETY: the fixture exports these with these signatures.
+    let (block, probe, add) = unsafe {
+        (
+            loader.symbol::<BlockFn>(m, "fx_block").unwrap(),
+            loader.symbol::<ProbeFn>(m, "fx_probe_exit").unwrap(),
+            loader.symbol::<AddFn>(m, "fx_add").unwrap(),
+        )
+    };
+    // SAFETY: the counters live for the process.
+    probe.call(|f| unsafe { f(seq, exit_at) }).unwrap();
+
+    thread::scope(|s| {
+        let caller = s.spawn(|| {
+            // SAFETY: the atomics live for the process.
+            block.call(|f| unsafe { f(entered, release, seq, call_ended_at) })
+        });
+        while !entered.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let unloader = s.spawn(|| loader.unload(m));
+        // Once the module is going, new calls are refused...
+        while loader.state(m) == Some(ModuleState::Live) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(matches!(
+            add.call(|f| f(1, 2)),
+            Err(CallError::NotLive {
+                state: ModuleState::Going,
+                ..
+            }) | Err(CallError::NotLive {
+                state: ModuleState::Unloaded,
+                ..
+            })
+        ));
+        // ...while the one in flight still runs: exit has not been called.
+        assert_eq!(exit_at.load(Ordering::SeqCst), 0);
+        release.store(true, Ordering::SeqCst);
+        caller.join().unwrap().unwrap();
+        let report = unloader.join().unwrap().unwrap();
+        assert!(report.unmapped);
+    });
+    let (ended, exited) = (call_ended_at.load(Ordering::SeqCst), exit_at.load(Ordering::SeqCst));
+    assert!(
+        ended > 0 && exited > ended,
+        "call ended at {ended}, exit ran at {exited}"
+    );
+}
+
+#[test]
+fn unload_gives_up_on_a_call_that_never_returns_and_module_stays_usable() {
+    let loader = ModuleLoader::with_config(usrcu_module_loader::LoaderConfig {
+        unload_timeout: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let (entered, release) = (leak(AtomicBool::new(false)), leak(AtomicBool::new(false)));
+    // SAFETY: the fixture exports these with these signatures.
+    let (block, add) = unsafe {
+        (
+            loader.symbol::<BlockFn>(m, "fx_block").unwrap(),
+            loader.symbol::<AddFn>(m, "fx_add").unwrap(),
+        )
+    };
+    thread::scope(|s| {
+        let caller = s.spawn(|| {
+            // SAFETY: the atomics live for the process; null probes are allowed.
+            block.call(|f| unsafe { f(entered, release, std::ptr::null(), std::ptr::null()) })
+        });
+        while !entered.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let err = loader.unload(m).unwrap_err();
+        assert!(
+            matches!(err, usrcu_module_loader::UnloadError::CallsInFlight { .. }),
+            "{err}"
+        );
+        assert_eq!(loader.state(m), Some(ModuleState::Live));
+        assert_eq!(add.call(|f| f(2, 3)), Ok(5));
+        release.store(true, Ordering::SeqCst);
+        caller.join().unwrap().unwrap();
+    });
+    assert!(loader.unload(m).unwrap().unmapped);
+}
