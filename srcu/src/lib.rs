@@ -84,3 +84,8 @@ pub fn rseq_active() -> bool {
 #[cfg(usrcu_loom)]
 #[doc(hidden)]
 pub mod __loom;
+
+/// The README's example is compiled and run as a doctest.
+#[cfg(all(doctest, not(usrcu_loom)))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
