@@ -5,11 +5,25 @@
 use std::path::{Path, PathBuf};
 
 /// Where Debian and other distributions put liburcu's headers and libraries.
-const INCLUDE_DIRS: &[&str] = &["/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include", "/usr/local/include"];
-const LIB_DIRS: &[&str] = &["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
+const INCLUDE_DIRS: &[&str] = &[
+    "/usr/include/x86_64-linux-gnu",
+    "/usr/include/aarch64-linux-gnu",
+    "/usr/include",
+    "/usr/local/include",
+];
+const LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+];
 
 fn find(dirs: &[&str], rel: &str) -> Option<PathBuf> {
-    dirs.iter().map(Path::new).find(|d| d.join(rel).exists()).map(Path::to_path_buf)
+    dirs.iter()
+        .map(Path::new)
+        .find(|d| d.join(rel).exists())
+        .map(Path::to_path_buf)
 }
 
 fn main() {
@@ -22,9 +36,10 @@ fn main() {
         .ok()
         .map(PathBuf::from)
         .or_else(|| find(INCLUDE_DIRS, "urcu/urcu-memb.h"));
-    let lib = std::env::var("URCU_LIB_DIR").ok().map(PathBuf::from).or_else(|| {
-        find(LIB_DIRS, "liburcu-memb.so").or_else(|| find(LIB_DIRS, "liburcu-memb.a"))
-    });
+    let lib = std::env::var("URCU_LIB_DIR")
+        .ok()
+        .map(PathBuf::from)
+        .or_else(|| find(LIB_DIRS, "liburcu-memb.so").or_else(|| find(LIB_DIRS, "liburcu-memb.a")));
     let (Some(include), Some(lib)) = (include, lib) else {
         panic!(
             "\n\nusrcu-benches: liburcu (the memb flavor) was not found.\n\

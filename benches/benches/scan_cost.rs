@@ -1,2 +1,204 @@
-//! stub
-fn main() {}
+//! Question: what does scanning every possible CPU cost — a reader check, a grace period, a `barrier` and a `cleanup` as possible CPUs go 1 to 4096 — and what does the `call_srcu_used` gate save the unload-time SRCU notifier of a module with 1 to 1000 domains?
+//!
+//! Possible CPUs are simulated per domain (`SrcuConfig::possible_cpus`).
+//! All domains are idle (no reader inside), so every number is pure scan and
+//! fence cost:
+//!
+//! * `reader_check`: one check of one rank (sum the unlock counters of every
+//!   slot, heavy fence, sum the lock counters), timed by the library itself
+//!   (`stats().scan_nanos`) during expedited grace periods, each of which
+//!   makes exactly two checks on an idle domain;
+//! * `grace_period`: `synchronize_expedited`;
+//! * `barrier`: `barrier` on a domain whose `call_srcu_used` is set and whose
+//!   queues are empty (it visits every CPU's queue);
+//! * `cleanup`: `cleanup` of an attached domain (checks every slot, frees
+//!   the state); re-attaching between iterations is not timed.
+//!
+//! The notifier (`usrcu_benches::unload_notifier`): for each domain,
+//! `barrier` — gated: only if `call_srcu_used`; ungated: always — then
+//! `cleanup`. The gated module's domains never queued a callback; the
+//! ungated module's domains each queued and drained one in setup, so that
+//! their `barrier` does what an ungated notifier's would: visit every queue.
+//! (`Srcu::barrier` itself skips domains whose flag is clear, so setting the
+//! flag is the only way to make it visit them.) Measured twice: the barrier
+//! phase alone, and the whole notifier with `cleanup`. The modules' domains
+//! are dynamic `Srcu`s with the per-CPU state a loader attaches to a
+//! plugin's static domains; re-attaching them between iterations is not
+//! timed.
+
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
+use usrcu::{Srcu, SrcuConfig};
+use usrcu_benches::{mark_call_srcu_used, notifier_barrier_phase, unload_notifier};
+
+const CPUS: &[u32] = &[1, 16, 64, 256, 1024, 4096];
+const DOMAINS: &[usize] = &[1, 10, 100, 1000];
+/// Domains of the module in the notifier-against-CPUs benches.
+const MODULE_DOMAINS: usize = 100;
+/// Possible CPUs in the notifier-against-domains benches.
+const MODULE_CPUS: u32 = 4096;
+
+fn domain(name: &str, cpus: u32) -> Srcu {
+    let d = Srcu::with_config(name, SrcuConfig::new().possible_cpus(cpus));
+    d.attach();
+    d
+}
+
+/// A module of `n` attached domains with `cpus` possible CPUs; `used`:
+/// each has queued (and drained) one callback.
+fn module(n: usize, cpus: u32, used: bool) -> Vec<Srcu> {
+    let v: Vec<Srcu> = (0..n).map(|i| domain(&format!("bench-module-{i}"), cpus)).collect();
+    if used {
+        for d in &v {
+            mark_call_srcu_used(d);
+        }
+    }
+    v
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    // Each iteration may take milliseconds (4096 CPUs x 1000 domains):
+    // few, flat samples keep the whole bench within a few minutes.
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(200));
+    g.measurement_time(Duration::from_secs(1));
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    g
+}
+
+fn per_cpu_scans(c: &mut Criterion) {
+    let mut g = group(c, "scan_cost/reader_check");
+    for &cpus in CPUS {
+        let d = domain("bench-scan-check", cpus);
+        g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| {
+            b.iter_custom(|iters| {
+                let before = d.stats();
+                for _ in 0..iters {
+                    d.synchronize_expedited();
+                }
+                let after = d.stats();
+                let checks = (after.slots_scanned - before.slots_scanned) / (2 * cpus as u64);
+                assert_eq!(checks, 2 * iters, "an idle grace period makes two checks");
+                // Time of `iters` checks: half the scan time of 2 x iters.
+                Duration::from_nanos((after.scan_nanos - before.scan_nanos) / 2)
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = group(c, "scan_cost/grace_period");
+    for &cpus in CPUS {
+        let d = domain("bench-scan-gp", cpus);
+        g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| {
+            b.iter(|| d.synchronize_expedited())
+        });
+    }
+    g.finish();
+
+    let mut g = group(c, "scan_cost/barrier");
+    for &cpus in CPUS {
+        let d = domain("bench-scan-barrier", cpus);
+        mark_call_srcu_used(&d);
+        g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| b.iter(|| d.barrier()));
+    }
+    g.finish();
+
+    let mut g = group(c, "scan_cost/cleanup");
+    for &cpus in CPUS {
+        let d = domain("bench-scan-cleanup", cpus);
+        g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| {
+            b.iter_custom(|iters| {
+                let mut t = Duration::ZERO;
+                for _ in 0..iters {
+                    d.attach();
+                    let t0 = Instant::now();
+                    // SAFETY: no thread enters this domain's read sections.
+                    let r = unsafe { d.cleanup() };
+                    t += t0.elapsed();
+                    assert!(r.is_ok());
+                }
+                t
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Time `iters` runs of the whole notifier over `m`, re-attaching (untimed)
+/// before each.
+fn time_notifier(m: &[Srcu], gated: bool, iters: u64) -> Duration {
+    let mut t = Duration::ZERO;
+    for _ in 0..iters {
+        for d in m {
+            d.attach();
+        }
+        let t0 = Instant::now();
+        // SAFETY: no thread enters these domains' read sections.
+        unsafe { unload_notifier(m, gated) };
+        t += t0.elapsed();
+    }
+    t
+}
+
+fn notifier(c: &mut Criterion) {
+    // Barrier phase against possible CPUs, 100 domains.
+    for gated in [true, false] {
+        let name = if gated { "gated" } else { "ungated" };
+        let mut g = group(
+            c,
+            &format!("scan_cost/notifier_barrier_phase_{MODULE_DOMAINS}_domains/{name}"),
+        );
+        for &cpus in CPUS {
+            let m = module(MODULE_DOMAINS, cpus, !gated);
+            g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| {
+                b.iter(|| notifier_barrier_phase(&m, gated))
+            });
+        }
+        g.finish();
+    }
+    // Whole notifier (barrier phase + cleanup) against possible CPUs, 100 domains.
+    for gated in [true, false] {
+        let name = if gated { "gated" } else { "ungated" };
+        let mut g = group(c, &format!("scan_cost/notifier_{MODULE_DOMAINS}_domains/{name}"));
+        for &cpus in CPUS {
+            let m = module(MODULE_DOMAINS, cpus, !gated);
+            g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| {
+                b.iter_custom(|iters| time_notifier(&m, gated, iters))
+            });
+        }
+        g.finish();
+    }
+    // Barrier phase and whole notifier against domains, 4096 CPUs.
+    for gated in [true, false] {
+        let name = if gated { "gated" } else { "ungated" };
+        let mut phase = group(
+            c,
+            &format!("scan_cost/notifier_barrier_phase_{MODULE_CPUS}_cpus/{name}"),
+        );
+        for &n in DOMAINS {
+            let m = module(n, MODULE_CPUS, !gated);
+            phase.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter(|| notifier_barrier_phase(&m, gated))
+            });
+        }
+        phase.finish();
+        let mut whole = group(c, &format!("scan_cost/notifier_{MODULE_CPUS}_cpus/{name}"));
+        for &n in DOMAINS {
+            let m = module(n, MODULE_CPUS, !gated);
+            whole.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter_custom(|iters| time_notifier(&m, gated, iters))
+            });
+        }
+        whole.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = usrcu_benches::criterion();
+    targets = per_cpu_scans, notifier
+}
+criterion_main!(benches);

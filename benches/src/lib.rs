@@ -138,7 +138,9 @@ pub fn online_cpus() -> Vec<usize> {
         return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
     }
     // SAFETY: `set` was filled in by sched_getaffinity.
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
 /// Pin the calling thread to `cpu`. Failures (a restricted container) are
