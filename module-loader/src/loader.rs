@@ -204,21 +204,21 @@ impl ModuleLoader {
             path: source.to_owned(),
             source: e,
         })?;
-        let opened = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
+        let module = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
             Ok(o) => o,
             Err(e) => {
                 let _ = fs::remove_file(&loaded);
                 return Err(e);
             }
         };
-        let m = Arc::new(opened.module);
+        let m = Arc::new(module);
+        note_static_domains(&m.domain_names);
         crate::lock(&self.table).modules.push(m.clone());
 
         // Coming notifiers, in order; on failure, Going to those already told, in reverse.
         let chain = self.notifiers.snapshot();
         for (i, n) in chain.iter().enumerate() {
             if let Err((message, panicked)) = n.call(ModuleEvent::Coming, &m.info()) {
-                let capture = Capture::start();
                 m.state.set(ModuleState::Going);
                 let mut report = self.empty_report(&m);
                 for earlier in chain[..i].iter().rev() {
@@ -230,7 +230,7 @@ impl ModuleLoader {
                         });
                     }
                 }
-                let rollback = Box::new(self.teardown(&m, report, &capture));
+                let rollback = Box::new(self.teardown(&m, report, Vec::new()));
                 return Err(LoadError::NotifierFailed {
                     module: m.name.clone(),
                     notifier: n.name.clone(),
@@ -241,12 +241,12 @@ impl ModuleLoader {
             }
         }
 
-        let capture = Capture::start();
-        if let Err((message, panicked)) = m.run_hook(m.init) {
+        let (init, suspects) = run_watching_missed_barriers(|| m.run_hook(m.init));
+        if let Err((message, panicked)) = init {
             m.state.set(ModuleState::Going);
             let mut report = self.empty_report(&m);
             self.going_notifiers(&m, &mut report);
-            let rollback = Box::new(self.teardown(&m, report, &capture));
+            let rollback = Box::new(self.teardown(&m, report, suspects));
             return Err(LoadError::InitFailed {
                 module: m.name.clone(),
                 message,
@@ -254,7 +254,6 @@ impl ModuleLoader {
                 rollback,
             });
         }
-        drop(capture);
         m.state.set(ModuleState::Live);
         for n in self.notifiers.snapshot() {
             if let Err((message, panicked)) = n.call(ModuleEvent::Live, &m.info()) {
@@ -361,7 +360,7 @@ impl ModuleLoader {
             Err(state) => return Err(self.not_live(&m, state)),
         };
         let mut report = self.empty_report(&m);
-        let capture = Capture::start();
+        let mut suspects = Vec::new();
         if !retry {
             match wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
                 Ok(waited) => report.calls_drained_in = waited,
@@ -374,12 +373,14 @@ impl ModuleLoader {
                     });
                 }
             }
-            if let Err((message, panicked)) = m.run_hook(m.exit) {
+            let (exit, missed) = run_watching_missed_barriers(|| m.run_hook(m.exit));
+            suspects = missed;
+            if let Err((message, panicked)) = exit {
                 report.hook_failures.push(HookFailure::Exit { message, panicked });
             }
             self.going_notifiers(&m, &mut report);
         }
-        let mut report = self.teardown(&m, report, &capture);
+        let mut report = self.teardown(&m, report, suspects);
         report.elapsed = t0.elapsed();
         match report.hook_failures.first() {
             Some(f) => Err(UnloadError::HookFailed {
@@ -456,11 +457,12 @@ impl ModuleLoader {
         }
     }
 
-    /// From the built-in SRCU notifier to the address-space check. `capture`
-    /// was opened before the module's last code ran (`exit` or `init`): a
-    /// missed barrier it saw on a domain the loader cannot see (a dynamic
-    /// domain of the plugin) keeps the object mapped.
-    fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, capture: &Capture) -> UnloadReport {
+    /// From the built-in SRCU notifier to the address-space check.
+    /// `suspects` are the missed-barrier warnings emitted while the module's
+    /// last hook (`exit`, or a failing `init`) ran: one about a domain the
+    /// loader cannot see (a dynamic domain of the plugin) keeps the object
+    /// mapped.
+    fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, suspects: Vec<Warning>) -> UnloadReport {
         let t0 = Instant::now();
         let mut zombie: Option<ZombieCause> = crate::lock(&m.zombie_cause).clone().filter(|c| {
             // A dynamic domain's callbacks cannot be seen to have drained:
@@ -482,11 +484,9 @@ impl ModuleLoader {
             report.domains.push(r);
         }
         if zombie.is_none() {
-            let ours: Vec<&str> = m.domain_names.iter().map(String::as_str).collect();
-            zombie = capture
-                .warnings()
+            zombie = suspects
                 .into_iter()
-                .find(|w| w.kind == WarningKind::MissedBarrier && !ours.contains(&w.domain.as_str()))
+                .next()
                 .map(|w| ZombieCause::DynamicDomainMissedBarrier { domain: w.domain });
         }
         if zombie.is_none() {
@@ -590,6 +590,38 @@ impl Drop for ModuleLoader {
             }
         }
     }
+}
+
+/// Names of every static domain of every module loaded in this process
+/// (never shrinks: a warning about one may arrive after its module is gone).
+static STATIC_DOMAIN_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Remember a module's static domain names (see `run_watching_missed_barriers`).
+pub(crate) fn note_static_domains(names: &[String]) {
+    let mut known = crate::lock(&STATIC_DOMAIN_NAMES);
+    for n in names {
+        if !known.contains(n) {
+            known.push(n.clone());
+        }
+    }
+}
+
+/// Run a module hook and collect the missed-barrier warnings emitted
+/// meanwhile about domains that are no module's static domain: those of
+/// dynamic domains, which a plugin drops in its `exit`. Warnings carry no
+/// thread, so one from another thread in the same window is counted too
+/// (the loader then keeps a module mapped that it could have unmapped:
+/// the safe side).
+fn run_watching_missed_barriers<R>(hook: impl FnOnce() -> R) -> (R, Vec<Warning>) {
+    let capture = Capture::start();
+    let r = hook();
+    let known = crate::lock(&STATIC_DOMAIN_NAMES);
+    let missed = capture
+        .warnings()
+        .into_iter()
+        .filter(|w| w.kind == WarningKind::MissedBarrier && !known.contains(&w.domain))
+        .collect();
+    (r, missed)
 }
 
 /// Wait, up to `timeout`, for a grace period of `d` that starts now: every

@@ -161,6 +161,11 @@ pub(crate) fn check_elf(path: &Path) -> Result<(), LoadError> {
         u16::from_le_bytes([head[16], head[17]])
     };
     const ET_DYN: u16 = 3;
+    if e_type == ET_DYN && is_pie_executable(path).unwrap_or(false) {
+        return Err(not(
+            "a position-independent executable (DF_1_PIE), not a library".to_owned()
+        ));
+    }
     if e_type != ET_DYN {
         let kind = match e_type {
             1 => "a relocatable object (ET_REL)".to_owned(),
@@ -171,6 +176,38 @@ pub(crate) fn check_elf(path: &Path) -> Result<(), LoadError> {
         return Err(not(kind));
     }
     Ok(())
+}
+
+/// Does this 64-bit little-endian ELF file carry `DF_1_PIE` (an executable
+/// that glibc refuses to `dlopen`)? `None` where the file is of another class.
+fn is_pie_executable(path: &Path) -> Option<bool> {
+    const DT_FLAGS_1: u64 = 0x6fff_fffb;
+    const DF_1_PIE: u64 = 0x0800_0000;
+    const PT_DYNAMIC: u32 = 2;
+    let data = fs::read(path).ok()?;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
+    // ELFCLASS64, ELFDATA2LSB.
+    if data.get(4..6)? != [2, 1] {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)? as usize);
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(ph)? != PT_DYNAMIC {
+            continue;
+        }
+        let (off, size) = (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize);
+        for e in (off..off + size).step_by(16) {
+            match u64_at(e)? {
+                0 => break,
+                DT_FLAGS_1 => return Some(u64_at(e + 8)? & DF_1_PIE != 0),
+                _ => {}
+            }
+        }
+    }
+    Some(false)
 }
 
 fn read_up_to(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
@@ -201,20 +238,15 @@ pub(crate) fn copy_name(src: &Path, id: ModuleHandle) -> PathBuf {
     PathBuf::from(format!("{stem}.{}.{}.so", std::process::id(), id.0))
 }
 
-/// An object opened and checked, runtime installed, domains attached; not
-/// yet announced to notifiers nor initialised.
-pub(crate) struct Opened {
-    pub(crate) module: Module,
-}
-
 /// Open the copy at `loaded`, check the descriptor, hand over the runtime,
-/// attach the static domains. On error, the object is closed again.
+/// attach the static domains: a module not yet announced to notifiers nor
+/// initialised. On error, the object is closed again.
 pub(crate) fn open(
     handle: ModuleHandle,
     source: &Path,
     loaded: &Path,
     require_same_rustc: bool,
-) -> Result<Opened, LoadError> {
+) -> Result<Module, LoadError> {
     // SAFETY: loading runs the object's initialisers. A plugin is trusted
     // code of the host; RTLD_NOW resolves everything up front, RTLD_LOCAL
     // keeps its symbols out of the global scope.
@@ -232,7 +264,6 @@ pub(crate) fn open(
             symbol: DESCRIPTOR_SYMBOL,
         })?;
     let desc = get();
-    drop(get);
     if desc.is_null() {
         return Err(LoadError::NullDescriptor {
             path: source.to_owned(),
@@ -349,7 +380,7 @@ pub(crate) fn open(
         s.attach();
         domain_names.push(s.name().to_owned());
     }
-    let module = Module {
+    Ok(Module {
         handle,
         liveness: Srcu::new(&format!("usrcu-loader:{name}{handle}")),
         name,
@@ -365,6 +396,5 @@ pub(crate) fn open(
         lib: Mutex::new(Some(lib)),
         mapping,
         zombie_cause: Mutex::new(None),
-    };
-    Ok(Opened { module })
+    })
 }

@@ -185,3 +185,27 @@ fn unload_gives_up_on_a_call_that_never_returns_and_module_stays_usable() {
     });
     assert!(loader.unload(m).unwrap().unmapped);
 }
+
+type DynQueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize, *const AtomicUsize);
+
+#[test]
+fn dynamic_domain_of_a_plugin_runs_callbacks_on_the_host_runtime_and_drains_at_exit() {
+    let loader = ModuleLoader::new();
+    let m = loader.load(fixture_path("dynamic-domain")).unwrap();
+    let (ran, on_runtime) = (leak(AtomicUsize::new(0)), leak(AtomicUsize::new(0)));
+    // SAFETY: the fixture exports it with this signature.
+    let queue = unsafe { loader.symbol::<DynQueueFn>(m, "fx_dyn_queue").unwrap() };
+    // SAFETY: the counters live for the process.
+    queue.call(|f| unsafe { f(4, 30, ran, on_runtime) }).unwrap();
+
+    let report = loader.unload(m).unwrap();
+
+    // `exit` issued the dynamic domain's barrier before dropping it.
+    assert_eq!(ran.load(Ordering::SeqCst), 4);
+    // Every callback ran on a thread of the host's runtime: the plugin's
+    // copy of usrcu started none of its own.
+    assert_eq!(on_runtime.load(Ordering::SeqCst), 4);
+    assert!(report.domains.is_empty());
+    assert_eq!(report.zombie_cause, None);
+    assert!(report.unmapped, "{report}");
+}
