@@ -267,3 +267,87 @@ impl ModuleDescriptor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn ok(_: *mut HookMessage) -> u32 {
+        0
+    }
+
+    #[test]
+    fn descriptor_starts_with_magic_version_and_size() {
+        let d = ModuleDescriptor::for_this_object("t", crate::__private::install_runtime, ok, ok);
+        let p = &d as *const ModuleDescriptor as *const u8;
+        // SAFETY: reading the first 16 bytes of a live descriptor.
+        let (magic, abi, size) = unsafe {
+            (
+                std::ptr::read(p as *const u64),
+                std::ptr::read(p.add(8) as *const u32),
+                std::ptr::read(p.add(12) as *const u32),
+            )
+        };
+        assert_eq!(magic, MODULE_MAGIC);
+        assert_eq!(abi, MODULE_ABI_VERSION);
+        assert_eq!(size as usize, std::mem::size_of::<ModuleDescriptor>());
+        assert_eq!(d.layouts, SharedLayouts::of_this_build());
+        // This unit-test binary declares no static domain.
+        assert_eq!(d.nr_domains, 0);
+    }
+
+    /// The offsets docs/abi.md lists (64-bit targets).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn descriptor_layout_matches_the_documented_offsets() {
+        use std::mem::offset_of;
+        assert_eq!(offset_of!(ModuleDescriptor, magic), 0);
+        assert_eq!(offset_of!(ModuleDescriptor, abi_version), 8);
+        assert_eq!(offset_of!(ModuleDescriptor, descriptor_size), 12);
+        assert_eq!(offset_of!(ModuleDescriptor, srcu_layout_version), 16);
+        assert_eq!(offset_of!(ModuleDescriptor, runtime_abi_version), 20);
+        assert_eq!(offset_of!(ModuleDescriptor, layouts), 24);
+        assert_eq!(offset_of!(ModuleDescriptor, usrcu_version), 80);
+        assert_eq!(offset_of!(ModuleDescriptor, rustc_version), 96);
+        assert_eq!(offset_of!(ModuleDescriptor, name), 112);
+        assert_eq!(offset_of!(ModuleDescriptor, domains), 128);
+        assert_eq!(offset_of!(ModuleDescriptor, nr_domains), 136);
+        assert_eq!(offset_of!(ModuleDescriptor, install_runtime), 144);
+        assert_eq!(offset_of!(ModuleDescriptor, init), 152);
+        assert_eq!(offset_of!(ModuleDescriptor, exit), 160);
+        assert_eq!(std::mem::size_of::<ModuleDescriptor>(), 168);
+    }
+
+    #[test]
+    fn hook_message_truncates_on_a_character_boundary() {
+        let mut buf = [0u8; 5];
+        let mut m = HookMessage {
+            buf: buf.as_mut_ptr(),
+            cap: buf.len(),
+            len: 0,
+        };
+        // "aaaa" then a two-byte character that does not fit whole.
+        // SAFETY: `m` lends 5 writable bytes.
+        unsafe { HookMessage::write(&mut m, "aaaaé") };
+        assert_eq!(m.len, 4);
+        assert_eq!(&buf[..4], b"aaaa");
+    }
+
+    #[test]
+    fn run_hook_reports_errors_and_catches_panics() {
+        let mut buf = [0u8; 64];
+        let mut m = HookMessage {
+            buf: buf.as_mut_ptr(),
+            cap: buf.len(),
+            len: 0,
+        };
+        // SAFETY: `m` lends 64 writable bytes.
+        let st = unsafe { crate::__private::run_hook(&mut m, || Err("no".to_owned())) };
+        assert_eq!((HookStatus::from_u32(st), m.len), (HookStatus::Failed, 2));
+        m.len = 0;
+        // SAFETY: as above.
+        let st = unsafe { crate::__private::run_hook(&mut m, || panic!("boom")) };
+        assert_eq!(HookStatus::from_u32(st), HookStatus::Panicked);
+        assert_eq!(&buf[..m.len], b"boom");
+    }
+}

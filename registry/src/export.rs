@@ -85,7 +85,7 @@ pub unsafe extern "C" fn install_runtime(vt: *const RuntimeVTable, msg: *mut Hoo
 /// a `fn()`. Both run on the host thread that loads or unloads the module;
 /// a panic in either is caught and reported to the host as an error.
 ///
-/// ```ignore
+/// ```no_run
 /// fn init() -> Result<(), String> { Ok(()) }
 /// fn exit() {}
 /// usrcu_registry::export_module! { name: "example", init: init, exit: exit }

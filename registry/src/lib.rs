@@ -30,7 +30,7 @@
 //! and checks it before it runs anything else of the plugin. The layout and
 //! the lifecycle are written down in `docs/abi.md`.
 //!
-//! ```ignore
+//! ```no_run
 //! usrcu_registry::define_static_srcu!(static CACHE);
 //!
 //! fn init() -> Result<(), String> { Ok(()) }
