@@ -35,6 +35,7 @@ fn init() -> Result<(), String> {
 fn exit() {
     // Calls have drained (the loader waited for them) and none can start:
     // no reader can still see the config.
+    // AcqRel: takes the last config published with Release by `demo_update`.
     let c = CONFIG.swap(std::ptr::null_mut(), Ordering::AcqRel);
     if !c.is_null() {
         // SAFETY: made by Box::into_raw, and no reader is left.

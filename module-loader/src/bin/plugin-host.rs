@@ -87,6 +87,7 @@ fn resolve(loader: &ModuleLoader) -> Option<Calls> {
 fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused: &AtomicU64, seed: u64) {
     let mut calls = resolve(loader);
     let mut i = seed;
+    // Relaxed: `stop` only ends the loop; the join in `main` orders the rest.
     while !stop.load(Ordering::Relaxed) {
         let Some(c) = &calls else {
             thread::yield_now();
@@ -163,12 +164,14 @@ fn main() {
         eprint!(
             "\r  cycle {cycle:>5}/{}  calls {:>10}  last unload {:>10}  unmapped {unmapped}/{}   ",
             args.cycles,
+            // Relaxed: a statistic for the progress line.
             served.load(Ordering::Relaxed),
             ms(last),
             reports.len()
         );
     }
     eprintln!();
+    // Relaxed: see `reader`; the joins below synchronise with the readers.
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.join().expect("reader thread");
@@ -195,6 +198,7 @@ fn main() {
         .flat_map(|r| &r.domains)
         .map(|d| d.callbacks_invoked)
         .sum();
+    // Relaxed loads below: the readers were joined, which orders their counts.
     let rows: Vec<(&str, String)> = vec![
         ("reload cycles", args.cycles.to_string()),
         ("reader threads", args.threads.to_string()),
