@@ -160,10 +160,11 @@ impl PluginBuild {
         ] {
             cmd.env_remove(var);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        if self.quiet {
-            cmd.stderr(Stdio::piped());
-        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(if self.quiet {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        });
         let command = format!("{cmd:?}");
         let out = cmd.output().map_err(io(format!("running {command}")))?;
         if !out.status.success() {

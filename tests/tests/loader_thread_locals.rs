@@ -5,18 +5,27 @@
 //! crashing, and reloads leak no keys).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread;
 
 use usrcu_module_loader::pthread_keys::keys_in_use;
 use usrcu_module_loader::{ModuleLoader, ModuleState, ResidentCause};
 use usrcu_tests::{fixture_path, leak, object_is_mapped};
 
+/// The tests of this file run one at a time: the key-leak check counts the
+/// process's pthread keys, which another test's plugin would change.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 type TouchFn = unsafe extern "C" fn(*const AtomicUsize);
 type NameFn = unsafe extern "C" fn(*mut u8, usize) -> usize;
 
 #[test]
 fn thread_local_destructor_plugin_is_reported_resident_and_nothing_crashes() {
+    let _serial = serial();
     let loader = ModuleLoader::new();
     let m = loader.load(fixture_path("tls-destructor")).unwrap();
     let path = loader.info(m).unwrap().loaded_path;
@@ -59,6 +68,7 @@ fn name_from_plugin(loader: &ModuleLoader, m: usrcu_module_loader::ModuleHandle)
 
 #[test]
 fn thread_current_plugin_key_is_deleted_and_thread_exit_does_not_crash() {
+    let _serial = serial();
     let loader = ModuleLoader::new();
     let m = loader.load(fixture_path("thread-current")).unwrap();
     let path = loader.info(m).unwrap().loaded_path;
@@ -92,6 +102,7 @@ fn thread_current_plugin_key_is_deleted_and_thread_exit_does_not_crash() {
 
 #[test]
 fn reloading_a_thread_current_plugin_leaks_no_pthread_keys() {
+    let _serial = serial();
     let loader = ModuleLoader::new();
     let path = fixture_path("thread-current");
     // Warm up whatever this thread's own std lazily creates.

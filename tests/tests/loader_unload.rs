@@ -10,6 +10,7 @@ use usrcu_module_loader::{BarrierOutcome, CallError, ModuleLoader, ModuleState};
 use usrcu_tests::{fixture_path, leak, object_is_mapped};
 
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
+type GatedFn = unsafe extern "C" fn(usize, *const AtomicBool, *const AtomicUsize);
 type ReadFn = extern "C" fn(u64) -> u64;
 type AddFn = extern "C" fn(u64, u64) -> u64;
 type BlockFn = unsafe extern "C" fn(*const AtomicBool, *const AtomicBool, *const AtomicU64, *const AtomicU64);
@@ -63,19 +64,28 @@ fn unload_barriers_only_the_domain_with_callbacks() {
 fn every_pending_callback_runs_before_dlclose() {
     let loader = ModuleLoader::new();
     let m = loader.load(fixture_path("callbacks")).unwrap();
-    let ran = leak(AtomicUsize::new(0));
+    let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
-    let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
-    // Callbacks that sleep: still pending when unload begins.
-    // SAFETY: `ran` lives for the process.
-    queue.call(|f| unsafe { f(QUEUED, 40, ran) }).unwrap();
-    assert!(ran.load(Ordering::SeqCst) < QUEUED);
+    let queue = unsafe { loader.symbol::<GatedFn>(m, "fx_queue_gated").unwrap() };
+    // SAFETY: the atomics live for the process.
+    queue.call(|f| unsafe { f(QUEUED, gate, ran) }).unwrap();
 
-    let report = loader.unload(m).unwrap();
+    let report = thread::scope(|s| {
+        let unloader = s.spawn(|| loader.unload(m));
+        // The callbacks cannot run before the gate opens, and it opens only
+        // once the unload has begun: all of them are pending at unload.
+        while loader.state(m) == Some(ModuleState::Live) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        gate.store(true, Ordering::SeqCst);
+        unloader.join().unwrap().unwrap()
+    });
 
     // Counted as invoked by the runtime before the loader closed the object,
     // and the host's counter agrees once unload returns.
     let d = report.domain("callbacks.queue").unwrap();
+    assert_eq!(d.barrier, BarrierOutcome::Issued);
     assert_eq!(d.callbacks_queued, QUEUED as u64);
     assert!(d.callbacks_invoked >= QUEUED as u64, "{d:?}");
     assert_eq!(ran.load(Ordering::SeqCst), QUEUED);
