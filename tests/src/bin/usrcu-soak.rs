@@ -1,0 +1,572 @@
+//! `usrcu-soak`: the reload soak.
+//!
+//! Loads, calls and unloads three fixture plugins in a loop while reader
+//! threads call into them without pause, and checks every cycle:
+//!
+//! - `callbacks`: static domains; the readers run read sections and a
+//!   `synchronize` inside it (`fx_read`) and queue callbacks, some of which
+//!   sleep, so that they are still pending when the unload begins;
+//! - `dynamic-domain`: a dynamic domain created by `init`, dropped after a
+//!   `barrier` by `exit`; its callbacks must run on the host's runtime threads;
+//! - `thread-current`: plugin code that calls `std::thread::current()` on the
+//!   readers' threads, which creates a pthread key whose destructor is plugin
+//!   code (the loader must delete it before `dlclose`, or a reader thread
+//!   exiting later would crash in unmapped code).
+//!
+//! Per cycle: every unload reports `Unloaded` and unmapped, with no hook
+//! failure, and the object is absent from the dynamic linker's list and from
+//! `/proc/self/maps` (checked independently of the loader); every callback
+//! whose queueing call returned had run by the time its module's unload
+//! returned. Reader threads are retired and replaced every few cycles (a
+//! thread exit after its plugin is gone is where a leftover key destructor
+//! would crash). After a warm-up, the count of `/proc/self/maps` lines,
+//! resident memory and pthread keys in use must not grow.
+//!
+//! Prints a line every `--report-every` cycles and a final `usrcu-soak:
+//! SUCCESS` or `usrcu-soak: FAILURE (...)`; exit status 0, 1, or 2 on a usage
+//! error.
+
+#[path = "usrcu-torture/rng.rs"]
+mod rng;
+
+use rng::Rng;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use usrcu_module_loader::pthread_keys::keys_in_use;
+use usrcu_module_loader::{CallError, ModuleHandle, ModuleLoader, ModuleState, Symbol, UnloadReport};
+use usrcu_tests::{fixture_path, object_is_mapped};
+
+const USAGE: &str = "\
+usage: usrcu-soak [options]
+
+  --cycles <n>               load/call/unload cycles (default 1000)
+  --warmup <n>               cycles before the baseline of maps, RSS and keys is taken
+                             (default: min(50, cycles/5))
+  --readers <n>              reader threads calling into the plugins (default 3)
+  --churn <n>                retire and replace one reader thread every n cycles (default 10; 0: never)
+  --max-rss-growth-kib <n>   allowed growth of resident memory after the warm-up (default 1024)
+  --max-maps-growth <n>      allowed growth of /proc/self/maps lines after the warm-up (default 8:
+                             the runtime's worker pool may start a thread or two late; a leak
+                             of one mapping per cycle goes far beyond)
+  --report-every <n>         cycles between progress lines (default 100)
+  --seed <n>
+  --help";
+
+#[derive(Clone, Debug)]
+struct Args {
+    cycles: usize,
+    warmup: usize,
+    readers: usize,
+    churn: usize,
+    max_rss_growth_kib: u64,
+    max_maps_growth: usize,
+    report_every: usize,
+    seed: u64,
+}
+
+fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut a = Args {
+        cycles: 1000,
+        warmup: usize::MAX,
+        readers: 3,
+        churn: 10,
+        max_rss_growth_kib: 1024,
+        max_maps_growth: 8,
+        report_every: 100,
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    };
+    let mut it = argv.into_iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        if flag == "--help" || flag == "-h" {
+            return Ok(None);
+        }
+        let v = match inline {
+            Some(v) => v,
+            None => it.next().ok_or_else(|| format!("{flag}: missing value"))?,
+        };
+        let n = v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v:?}"))?;
+        match flag.as_str() {
+            "--cycles" => a.cycles = n as usize,
+            "--warmup" => a.warmup = n as usize,
+            "--readers" => a.readers = n as usize,
+            "--churn" => a.churn = n as usize,
+            "--max-rss-growth-kib" => a.max_rss_growth_kib = n,
+            "--max-maps-growth" => a.max_maps_growth = n as usize,
+            "--report-every" => a.report_every = n.max(1) as usize,
+            "--seed" => a.seed = n,
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    if a.warmup == usize::MAX {
+        a.warmup = (a.cycles / 5).min(50);
+    }
+    if a.cycles == 0 || a.warmup >= a.cycles {
+        return Err("--cycles must be positive and larger than --warmup".into());
+    }
+    if a.readers == 0 {
+        return Err("--readers: at least one reader is needed".into());
+    }
+    Ok(Some(a))
+}
+
+type AddFn = extern "C" fn(u64, u64) -> u64;
+type ReadFn = extern "C" fn(u64) -> u64;
+type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
+type DynQueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize, *const AtomicUsize);
+type NameFn = unsafe extern "C" fn(*mut u8, usize) -> usize;
+
+/// The three plugins, in the order they are loaded and unloaded.
+const PLUGINS: [&str; 3] = ["callbacks", "dynamic-domain", "thread-current"];
+
+/// Counters of one cycle. Allocated for every cycle before the run starts,
+/// so that they do not show up as growth. Relaxed everywhere: the plugin's
+/// callbacks and the readers count, and the main thread compares after
+/// unloads (ordered by the unload's barrier and liveness grace period) and
+/// after joins.
+#[derive(Debug, Default)]
+struct CycleCounters {
+    /// Successful calls into each plugin of this cycle.
+    calls: [AtomicU64; 3],
+    /// Callbacks queued into `callbacks` by calls that returned.
+    cb_queued: AtomicUsize,
+    /// Callbacks of `callbacks` that ran (the plugin adds to it).
+    cb_ran: AtomicUsize,
+    /// Same for `dynamic-domain`, and those that ran on a runtime thread.
+    dyn_queued: AtomicUsize,
+    dyn_ran: AtomicUsize,
+    dyn_on_runtime: AtomicUsize,
+    /// `cb_ran` and `dyn_ran` read right after each unload returned.
+    cb_ran_at_unload: AtomicUsize,
+    dyn_ran_at_unload: AtomicUsize,
+}
+
+/// What the readers call in the cycle's plugins.
+struct Live {
+    cycle: usize,
+    add: Symbol<AddFn>,
+    read: Symbol<ReadFn>,
+    queue: Symbol<QueueFn>,
+    dyn_queue: Symbol<DynQueueFn>,
+    name: Symbol<NameFn>,
+}
+
+struct Soak {
+    args: Args,
+    counters: Vec<CycleCounters>,
+    live: RwLock<Option<Arc<Live>>>,
+    /// Errors found by any thread.
+    errors: Mutex<Vec<String>>,
+    stop_all: AtomicBool,
+}
+
+impl Soak {
+    fn fail(&self, msg: String) {
+        println!("usrcu-soak: !!! {msg}");
+        self.errors.lock().unwrap().push(msg);
+    }
+
+    fn failed(&self) -> bool {
+        !self.errors.lock().unwrap().is_empty()
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    // Relaxed: see `CycleCounters`.
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A reader thread: calls into whatever plugins are live, until told to stop.
+fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
+    let mut rng = Rng::new(s.args.seed, id);
+    let mut live: Option<Arc<Live>> = None;
+    let mut i = 0u64;
+    // Relaxed: stop flags, nothing is published through them.
+    while !stop.load(Ordering::Relaxed) && !s.stop_all.load(Ordering::Relaxed) {
+        let Some(l) = live.clone() else {
+            live = s.live.read().unwrap().clone();
+            if live.is_none() {
+                std::thread::yield_now();
+            }
+            continue;
+        };
+        let c = &s.counters[l.cycle];
+        i += 1;
+        let r: Result<(), CallError> = match rng.below(8) {
+            0..=2 => l.add.call(|f| f(i, 1)).map(|v| {
+                if v != i + 1 {
+                    s.fail(format!("fx_add({i}, 1) returned {v}"));
+                }
+                bump(&c.calls[0]);
+            }),
+            3 => {
+                let n = 1 + rng.below(64);
+                l.read.call(|f| f(n)).map(|v| {
+                    if v != n * (n - 1) / 2 {
+                        s.fail(format!("fx_read({n}) returned {v}"));
+                    }
+                    bump(&c.calls[0]);
+                })
+            }
+            4 => {
+                let n = 1 + rng.below(4) as usize;
+                let sleep_ms = u64::from(rng.one_in(8));
+                // SAFETY: the counter lives for the process (leaked `Soak`).
+                l.queue.call(|f| unsafe { f(n, sleep_ms, &c.cb_ran) }).map(|()| {
+                    c.cb_queued.fetch_add(n, Ordering::Relaxed);
+                    bump(&c.calls[0]);
+                })
+            }
+            5 => {
+                let n = 1 + rng.below(4) as usize;
+                let sleep_ms = u64::from(rng.one_in(8));
+                // SAFETY: both counters live for the process (leaked `Soak`).
+                l.dyn_queue
+                    .call(|f| unsafe { f(n, sleep_ms, &c.dyn_ran, &c.dyn_on_runtime) })
+                    .map(|()| {
+                        c.dyn_queued.fetch_add(n, Ordering::Relaxed);
+                        bump(&c.calls[1]);
+                    })
+            }
+            _ => {
+                let mut buf = [0u8; 64];
+                // SAFETY: `buf` has 64 writable bytes.
+                l.name.call(|f| unsafe { f(buf.as_mut_ptr(), buf.len()) }).map(|n| {
+                    if n == 0 {
+                        s.fail("fx_thread_name returned an empty name".into());
+                    }
+                    bump(&c.calls[2]);
+                })
+            }
+        };
+        if r.is_err() {
+            // The cycle's plugins are going: look for the next cycle's.
+            live = None;
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn resolve(loader: &ModuleLoader, cycle: usize, h: [ModuleHandle; 3]) -> Result<Live, String> {
+    // SAFETY: the fixtures export these names with these signatures.
+    unsafe {
+        Ok(Live {
+            cycle,
+            add: loader.symbol(h[0], "fx_add").map_err(|e| e.to_string())?,
+            read: loader.symbol(h[0], "fx_read").map_err(|e| e.to_string())?,
+            queue: loader.symbol(h[0], "fx_queue_callbacks").map_err(|e| e.to_string())?,
+            dyn_queue: loader.symbol(h[1], "fx_dyn_queue").map_err(|e| e.to_string())?,
+            name: loader.symbol(h[2], "fx_thread_name").map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+/// Lines of `/proc/self/maps`.
+fn maps_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
+}
+
+/// Resident memory in KiB (`/proc/self/statm`).
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    pages * page / 1024
+}
+
+/// Check one unload's report.
+fn check_report(s: &Soak, cycle: usize, r: &UnloadReport, calls: u64) {
+    let mut bad = Vec::new();
+    if r.state != ModuleState::Unloaded {
+        bad.push(format!("state {}", r.state));
+    }
+    if !r.dlclosed || !r.unmapped {
+        bad.push("not unmapped".into());
+    }
+    if !r.hook_failures.is_empty() {
+        bad.push(format!("{} hook failure(s)", r.hook_failures.len()));
+    }
+    if object_is_mapped(&r.loaded_path) {
+        bad.push("still listed by the dynamic linker or /proc/self/maps".into());
+    }
+    if r.name == "thread-current" && calls > 0 && r.pthread_keys_deleted == 0 {
+        bad.push("no pthread key deleted although plugin code called std::thread::current()".into());
+    }
+    if !bad.is_empty() {
+        s.fail(format!(
+            "cycle {cycle}: unload of '{}': {}: {r}",
+            r.name,
+            bad.join(", ")
+        ));
+    }
+}
+
+fn main() {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("usrcu-soak: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let paths: Vec<PathBuf> = PLUGINS.iter().map(|p| fixture_path(p)).collect();
+    let s: &'static Soak = Box::leak(Box::new(Soak {
+        counters: (0..args.cycles).map(|_| CycleCounters::default()).collect(),
+        live: RwLock::new(None),
+        errors: Mutex::new(Vec::new()),
+        stop_all: AtomicBool::new(false),
+        args,
+    }));
+    println!(
+        "usrcu-soak: start: cycles={} warmup={} readers={} churn={} plugins={} seed={}",
+        s.args.cycles,
+        s.args.warmup,
+        s.args.readers,
+        s.args.churn,
+        PLUGINS.join(","),
+        s.args.seed
+    );
+    let loader = ModuleLoader::new();
+    let mut next_reader_id = 1u64;
+    let mut spawn_reader = || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let id = next_reader_id;
+        next_reader_id += 1;
+        let st = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("soak-reader-{id}"))
+            .spawn(move || reader(s, id, st))
+            .expect("cannot spawn a reader");
+        (h, stop)
+    };
+    let mut readers: Vec<(JoinHandle<()>, Arc<AtomicBool>)> = (0..s.args.readers).map(|_| spawn_reader()).collect();
+
+    let t0 = Instant::now();
+    let mut base: Option<(usize, u64, Option<usize>)> = None;
+    let (mut max_maps, mut max_rss) = (0usize, 0u64);
+    let mut last = (0usize, 0u64, None);
+    let mut unload_time = Duration::ZERO;
+    let mut retired_threads = 0usize;
+    let mut cycles_done = 0usize;
+    let mut unmapped = 0usize;
+    let mut next_report = s.args.report_every;
+    for cycle in 0..s.args.cycles {
+        let c = &s.counters[cycle];
+        // Load and publish.
+        let mut handles = Vec::with_capacity(3);
+        for p in &paths {
+            match loader.load(p) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    s.fail(format!("cycle {cycle}: load of {} failed: {e}", p.display()));
+                    break;
+                }
+            }
+        }
+        if handles.len() != 3 {
+            break;
+        }
+        let h = [handles[0], handles[1], handles[2]];
+        match resolve(&loader, cycle, h) {
+            Ok(l) => *s.live.write().unwrap() = Some(Arc::new(l)),
+            Err(e) => {
+                s.fail(format!("cycle {cycle}: symbol lookup failed: {e}"));
+                break;
+            }
+        }
+        // Let every plugin serve calls before it goes.
+        let wait0 = Instant::now();
+        // Relaxed: see `CycleCounters`.
+        while c.calls.iter().any(|n| n.load(Ordering::Relaxed) < 4) {
+            if wait0.elapsed() > Duration::from_secs(30) {
+                s.fail(format!("cycle {cycle}: the readers made no calls for 30 s"));
+                break;
+            }
+            std::thread::yield_now();
+        }
+        // Unload under the readers, which keep calling (and fail NotLive).
+        let u0 = Instant::now();
+        for (k, &m) in h.iter().enumerate() {
+            match loader.unload(m) {
+                Ok(r) => {
+                    // Relaxed: after the unload's barrier (see `CycleCounters`).
+                    if k == 0 {
+                        c.cb_ran_at_unload
+                            .store(c.cb_ran.load(Ordering::Relaxed), Ordering::Relaxed);
+                    } else if k == 1 {
+                        c.dyn_ran_at_unload
+                            .store(c.dyn_ran.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                    unmapped += usize::from(r.unmapped);
+                    check_report(s, cycle, &r, c.calls[k].load(Ordering::Relaxed));
+                }
+                Err(e) => s.fail(format!("cycle {cycle}: unload of {} failed: {e}", PLUGINS[k])),
+            }
+        }
+        unload_time += u0.elapsed();
+        // Every callback whose queueing call had returned has run. (Calls that
+        // returned just before the unload may count themselves after it; the
+        // exact check runs at the end.)
+        // Relaxed: see `CycleCounters`.
+        let (q, r) = (
+            c.cb_queued.load(Ordering::Relaxed),
+            c.cb_ran_at_unload.load(Ordering::Relaxed),
+        );
+        let (dq, dr) = (
+            c.dyn_queued.load(Ordering::Relaxed),
+            c.dyn_ran_at_unload.load(Ordering::Relaxed),
+        );
+        if r < q || dr < dq {
+            s.fail(format!(
+                "cycle {cycle}: callbacks ran before unmap: callbacks {r} of {q}, dynamic-domain {dr} of {dq}"
+            ));
+        }
+        // Thread churn: a reader thread exits after its plugins are gone.
+        if s.args.churn > 0 && cycle % s.args.churn == s.args.churn - 1 {
+            let (h, stop) = readers.remove(0);
+            // Relaxed: a stop flag.
+            stop.store(true, Ordering::Relaxed);
+            if h.join().is_err() {
+                s.fail(format!("cycle {cycle}: a reader thread panicked"));
+            }
+            retired_threads += 1;
+            readers.push(spawn_reader());
+        }
+        let (maps, rss, keys) = (maps_count(), rss_kib(), keys_in_use());
+        last = (maps, rss, keys);
+        if cycle + 1 == s.args.warmup {
+            base = Some((maps, rss, keys));
+            println!(
+                "usrcu-soak: baseline after {} warm-up cycles: maps={maps} rss={rss} KiB pthread_keys={keys:?}",
+                cycle + 1
+            );
+        }
+        if base.is_some() {
+            max_maps = max_maps.max(maps);
+            max_rss = max_rss.max(rss);
+        }
+        cycles_done = cycle + 1;
+        if cycles_done == next_report {
+            next_report += s.args.report_every;
+            println!(
+                "usrcu-soak: cycle={cycles_done} t={:.1}s maps={maps} rss={rss} KiB pthread_keys={keys:?} \
+                 unload_avg={:.2} ms threads_retired={retired_threads} errors={}",
+                t0.elapsed().as_secs_f64(),
+                unload_time.as_secs_f64() * 1000.0 / (3 * cycles_done) as f64,
+                s.errors.lock().unwrap().len(),
+            );
+        }
+        if s.failed() {
+            break;
+        }
+    }
+
+    // Stop and join the readers (each exit is one more chance for a
+    // leftover key destructor to run unmapped code).
+    // Relaxed: a stop flag; the joins order everything after.
+    s.stop_all.store(true, Ordering::Relaxed);
+    for (h, _) in readers {
+        if h.join().is_err() {
+            s.fail("a reader thread panicked".into());
+        }
+    }
+    // Compared with the baseline: the last cycle's figures (same threads
+    // alive); after the joins, for the record.
+    let (maps, rss, keys) = last;
+    let (maps_joined, rss_joined) = (maps_count(), rss_kib());
+
+    // Exact callback accounting, now that no call is in flight.
+    let mut totals = [0u64; 3];
+    let (mut cbs, mut dyns) = (0usize, 0usize);
+    for (k, c) in s.counters.iter().enumerate().take(cycles_done) {
+        // Relaxed: after the joins.
+        let l = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        for (t, n) in totals.iter_mut().zip(&c.calls) {
+            *t += n.load(Ordering::Relaxed);
+        }
+        cbs += l(&c.cb_queued);
+        dyns += l(&c.dyn_queued);
+        if l(&c.cb_ran_at_unload) != l(&c.cb_queued) || l(&c.cb_ran) != l(&c.cb_queued) {
+            s.fail(format!(
+                "cycle {k}: callbacks queued {}, ran before unload returned {}, ran in all {}",
+                l(&c.cb_queued),
+                l(&c.cb_ran_at_unload),
+                l(&c.cb_ran)
+            ));
+        }
+        if l(&c.dyn_ran_at_unload) != l(&c.dyn_queued)
+            || l(&c.dyn_ran) != l(&c.dyn_queued)
+            || l(&c.dyn_on_runtime) != l(&c.dyn_ran)
+        {
+            s.fail(format!(
+                "cycle {k}: dynamic-domain callbacks queued {}, ran before unload returned {}, ran in all {}, on a runtime thread {}",
+                l(&c.dyn_queued),
+                l(&c.dyn_ran_at_unload),
+                l(&c.dyn_ran),
+                l(&c.dyn_on_runtime)
+            ));
+        }
+    }
+    if let Some((bmaps, brss, bkeys)) = base {
+        let growth = rss.saturating_sub(brss);
+        println!(
+            "usrcu-soak: memory: maps {bmaps} -> {maps} (max {max_maps}), rss {brss} -> {rss} KiB (max {max_rss}, growth {growth} KiB), pthread_keys {bkeys:?} -> {keys:?}; after the readers exited: maps {maps_joined}, rss {rss_joined} KiB"
+        );
+        if cycles_done == s.args.cycles {
+            if maps > bmaps + s.args.max_maps_growth {
+                s.fail(format!("/proc/self/maps grew from {bmaps} to {maps} lines"));
+            }
+            if growth > s.args.max_rss_growth_kib {
+                s.fail(format!(
+                    "resident memory grew {growth} KiB (limit {} KiB)",
+                    s.args.max_rss_growth_kib
+                ));
+            }
+            if keys != bkeys {
+                s.fail(format!("pthread keys in use went from {bkeys:?} to {keys:?}"));
+            }
+        }
+    }
+    println!(
+        "usrcu-soak: cycles={cycles_done} loads={} unloads_unmapped={} calls={} (callbacks={} dynamic-domain={} thread-current={}) \
+         callbacks_run={} threads_retired={retired_threads} unload_avg={:.2} ms elapsed={:.1}s",
+        3 * cycles_done,
+        unmapped,
+        totals.iter().sum::<u64>(),
+        totals[0],
+        totals[1],
+        totals[2],
+        cbs + dyns,
+        unload_time.as_secs_f64() * 1000.0 / (3 * cycles_done.max(1)) as f64,
+        t0.elapsed().as_secs_f64(),
+    );
+    let errors = s.errors.lock().unwrap();
+    if errors.is_empty() && cycles_done == s.args.cycles {
+        println!("usrcu-soak: SUCCESS");
+    } else {
+        println!(
+            "usrcu-soak: FAILURE ({} error(s); {cycles_done} of {} cycles)",
+            errors.len(),
+            s.args.cycles
+        );
+        std::process::exit(1);
+    }
+}
