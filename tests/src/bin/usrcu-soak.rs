@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use usrcu_module_loader::pthread_keys::keys_in_use;
-use usrcu_module_loader::{CallError, ModuleHandle, ModuleLoader, ModuleState, Symbol, UnloadReport};
+use usrcu_module_loader::{CallError, LoaderConfig, ModuleHandle, ModuleLoader, ModuleState, Symbol, UnloadReport};
 use usrcu_tests::{fixture_path, object_is_mapped};
 
 const USAGE: &str = "\
@@ -53,7 +53,19 @@ usage: usrcu-soak [options]
                              of one mapping per cycle goes far beyond)
   --report-every <n>         cycles between progress lines (default 100)
   --seed <n>
+  --broken <what>            prove the checks can fail (the run must end in FAILURE):
+                             no-auto-barrier  the loader skips the barrier at unload
+                             leak-memory      leak 256 KiB of touched heap per cycle
+                             leak-mapping     leak one file mapping per cycle
   --help";
+
+/// Deliberate faults of `--broken`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Broken {
+    NoAutoBarrier,
+    LeakMemory,
+    LeakMapping,
+}
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -65,6 +77,7 @@ struct Args {
     max_maps_growth: usize,
     report_every: usize,
     seed: u64,
+    broken: Option<Broken>,
 }
 
 fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -80,6 +93,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
+        broken: None,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -94,6 +108,19 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             Some(v) => v,
             None => it.next().ok_or_else(|| format!("{flag}: missing value"))?,
         };
+        if flag == "--broken" {
+            a.broken = Some(match v.as_str() {
+                "no-auto-barrier" => Broken::NoAutoBarrier,
+                "leak-memory" => Broken::LeakMemory,
+                "leak-mapping" => Broken::LeakMapping,
+                _ => {
+                    return Err(format!(
+                        "--broken: expected no-auto-barrier, leak-memory or leak-mapping, got {v:?}"
+                    ))
+                }
+            });
+            continue;
+        }
         let n = v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v:?}"))?;
         match flag.as_str() {
             "--cycles" => a.cycles = n as usize,
@@ -288,6 +315,41 @@ fn rss_kib() -> u64 {
     pages * page / 1024
 }
 
+/// `--broken leak-memory` and `leak-mapping`: what a leaking plugin cycle
+/// would look like to the growth checks.
+fn leak(broken: Option<Broken>) {
+    match broken {
+        Some(Broken::LeakMemory) => {
+            let v: &'static mut [u8] = Box::leak(vec![0u8; 256 << 10].into_boxed_slice());
+            // Touch every page so that it is resident.
+            for p in v.chunks_mut(4096) {
+                p[0] = 1;
+            }
+            std::hint::black_box(v);
+        }
+        Some(Broken::LeakMapping) => {
+            // A private mapping of one page of our own executable at offset 0:
+            // never merged with its neighbours, one more line in the maps.
+            if let Ok(f) = std::fs::File::open("/proc/self/exe") {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a fresh read-only private mapping of an open file;
+                // the result is deliberately never unmapped.
+                unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ,
+                        libc::MAP_PRIVATE,
+                        f.as_raw_fd(),
+                        0,
+                    )
+                };
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Check one unload's report.
 fn check_report(s: &Soak, cycle: usize, r: &UnloadReport, calls: u64) {
     let mut bad = Vec::new();
@@ -336,15 +398,19 @@ fn main() {
         args,
     }));
     println!(
-        "usrcu-soak: start: cycles={} warmup={} readers={} churn={} plugins={} seed={}",
+        "usrcu-soak: start: cycles={} warmup={} readers={} churn={} plugins={} seed={} broken={:?}",
         s.args.cycles,
         s.args.warmup,
         s.args.readers,
         s.args.churn,
         PLUGINS.join(","),
-        s.args.seed
+        s.args.seed,
+        s.args.broken,
     );
-    let loader = ModuleLoader::new();
+    let loader = ModuleLoader::with_config(LoaderConfig {
+        auto_barrier: s.args.broken != Some(Broken::NoAutoBarrier),
+        ..LoaderConfig::default()
+    });
     let mut next_reader_id = 1u64;
     let mut spawn_reader = || {
         let stop = Arc::new(AtomicBool::new(false));
@@ -450,6 +516,7 @@ fn main() {
             retired_threads += 1;
             readers.push(spawn_reader());
         }
+        leak(s.args.broken);
         let (maps, rss, keys) = (maps_count(), rss_kib(), keys_in_use());
         last = (maps, rss, keys);
         if cycle + 1 == s.args.warmup {
