@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use std::{env, process, thread};
 
 use usrcu_module_loader::plugin_build::{workspace_target_dir, PluginBuild};
-use usrcu_module_loader::{CallError, ModuleLoader, Symbol, UnloadReport};
+use usrcu_module_loader::{CallError, ModuleHandle, ModuleLoader, Symbol, UnloadReport};
 
 type Compute = extern "C" fn(u64) -> u64;
 type Update = extern "C" fn(u64);
@@ -84,6 +84,16 @@ fn resolve(loader: &ModuleLoader) -> Option<Calls> {
     }
 }
 
+/// Hand a freshly loaded copy its configuration (which frees the initial
+/// one with `call_srcu`, so that every copy has callbacks to drain).
+fn push_config(loader: &ModuleLoader, h: ModuleHandle) {
+    // SAFETY: the demo plugin exports it with this signature; the pointer is
+    // used only inside `call`.
+    if let Ok(update) = unsafe { loader.symbol::<Update>(h, "demo_update") } {
+        let _ = update.call(|f| f(5));
+    }
+}
+
 fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused: &AtomicU64, seed: u64) {
     let mut calls = resolve(loader);
     let mut i = seed;
@@ -129,9 +139,12 @@ fn main() {
     let args = parse_args();
     let plugin = args.plugin.clone().unwrap_or_else(build_demo_plugin);
     let loader = Arc::new(ModuleLoader::new());
-    if let Err(e) = loader.load(&plugin) {
-        eprintln!("plugin-host: {e}");
-        process::exit(1);
+    match loader.load(&plugin) {
+        Ok(h) => push_config(&loader, h),
+        Err(e) => {
+            eprintln!("plugin-host: {e}");
+            process::exit(1);
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
@@ -153,7 +166,10 @@ fn main() {
         // Let the readers work on this copy for a moment.
         thread::sleep(Duration::from_millis(2));
         match loader.reload(MODULE, &plugin) {
-            Ok((_, r)) => reports.push(r),
+            Ok((h, r)) => {
+                push_config(&loader, h);
+                reports.push(r);
+            }
             Err(e) => {
                 failures += 1;
                 eprintln!("\nplugin-host: cycle {cycle}: {e}");
