@@ -163,8 +163,14 @@ fn main() {
     let mut reports: Vec<UnloadReport> = Vec::with_capacity(args.cycles + 1);
     let mut failures = 0usize;
     for cycle in 1..=args.cycles {
-        // Let the readers work on this copy for a moment.
+        // Let the readers work on this copy for a moment, and at least
+        // until one call into it was served.
+        // Relaxed: a statistic; only progress matters here.
+        let before = served.load(Ordering::Relaxed);
         thread::sleep(Duration::from_millis(2));
+        while args.threads > 0 && served.load(Ordering::Relaxed) == before {
+            thread::sleep(Duration::from_micros(100));
+        }
         match loader.reload(MODULE, &plugin) {
             Ok((h, r)) => {
                 push_config(&loader, h);
