@@ -146,6 +146,11 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
     Ok(Some(a))
 }
 
+/// Callbacks the readers queue into each plugin per cycle, at most (about):
+/// enough to keep callbacks pending at every unload, bounded so that a
+/// cycle's barrier does not grow with the readers' speed.
+const MAX_CALLBACKS_PER_CYCLE: usize = 2000;
+
 type AddFn = extern "C" fn(u64, u64) -> u64;
 type ReadFn = extern "C" fn(u64) -> u64;
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
@@ -222,7 +227,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
         let Some(l) = live.clone() else {
             live = s.live.read().unwrap().clone();
             if live.is_none() {
-                std::thread::yield_now();
+                std::thread::sleep(Duration::from_micros(20));
             }
             continue;
         };
@@ -244,18 +249,20 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                     bump(&c.calls[0]);
                 })
             }
-            4 => {
+            // Relaxed: a soft cap, see `MAX_CALLBACKS_PER_CYCLE`.
+            4 if c.cb_queued.load(Ordering::Relaxed) < MAX_CALLBACKS_PER_CYCLE => {
                 let n = 1 + rng.below(4) as usize;
-                let sleep_ms = u64::from(rng.one_in(8));
+                let sleep_ms = u64::from(rng.one_in(64));
                 // SAFETY: the counter lives for the process (leaked `Soak`).
                 l.queue.call(|f| unsafe { f(n, sleep_ms, &c.cb_ran) }).map(|()| {
                     c.cb_queued.fetch_add(n, Ordering::Relaxed);
                     bump(&c.calls[0]);
                 })
             }
-            5 => {
+            // Relaxed: as above.
+            5 if c.dyn_queued.load(Ordering::Relaxed) < MAX_CALLBACKS_PER_CYCLE => {
                 let n = 1 + rng.below(4) as usize;
-                let sleep_ms = u64::from(rng.one_in(8));
+                let sleep_ms = u64::from(rng.one_in(64));
                 // SAFETY: both counters live for the process (leaked `Soak`).
                 l.dyn_queue
                     .call(|f| unsafe { f(n, sleep_ms, &c.dyn_ran, &c.dyn_on_runtime) })
@@ -264,7 +271,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                         bump(&c.calls[1]);
                     })
             }
-            _ => {
+            6 | 7 => {
                 let mut buf = [0u8; 64];
                 // SAFETY: `buf` has 64 writable bytes.
                 l.name.call(|f| unsafe { f(buf.as_mut_ptr(), buf.len()) }).map(|n| {
@@ -274,11 +281,14 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                     bump(&c.calls[2]);
                 })
             }
+            // A queueing call over the cap: a plain call instead.
+            _ => l.add.call(|f| f(i, 1)).map(|_| bump(&c.calls[0])),
         };
         if r.is_err() {
-            // The cycle's plugins are going: look for the next cycle's.
+            // The cycle's plugins are going: look for the next cycle's,
+            // without taking the CPU from the unload.
             live = None;
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(20));
         }
     }
 }
@@ -458,15 +468,19 @@ fn main() {
                 break;
             }
         }
-        // Let every plugin serve calls before it goes.
+        // Let every plugin serve calls, and both callback plugins get
+        // callbacks queued, before it goes.
         let wait0 = Instant::now();
         // Relaxed: see `CycleCounters`.
-        while c.calls.iter().any(|n| n.load(Ordering::Relaxed) < 4) {
+        while c.calls.iter().any(|n| n.load(Ordering::Relaxed) < 4)
+            || c.cb_queued.load(Ordering::Relaxed) == 0
+            || c.dyn_queued.load(Ordering::Relaxed) == 0
+        {
             if wait0.elapsed() > Duration::from_secs(30) {
                 s.fail(format!("cycle {cycle}: the readers made no calls for 30 s"));
                 break;
             }
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(50));
         }
         // Unload under the readers, which keep calling (and fail NotLive).
         let u0 = Instant::now();
