@@ -136,3 +136,35 @@ impl KeyTable {
 pub fn keys_in_use() -> Option<usize> {
     KeyTable::open().map(|t| t.in_use().len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn dtor(_: *mut c_void) {}
+
+    #[test]
+    fn finds_and_deletes_only_keys_whose_destructor_lies_in_the_object() {
+        let table = KeyTable::open().expect("glibc's key table is readable");
+        let mut ours: libc::pthread_key_t = 0;
+        let mut other: libc::pthread_key_t = 0;
+        // SAFETY: plain key creation.
+        unsafe {
+            assert_eq!(libc::pthread_key_create(&mut ours, Some(dtor)), 0);
+            assert_eq!(libc::pthread_key_create(&mut other, None), 0);
+        }
+        let addr = dtor as usize;
+        assert!(table.in_use().contains(&(ours, addr)));
+        let object = ObjectMapping {
+            base: addr,
+            segments: vec![addr..addr + 1],
+            nodelete: false,
+        };
+        // SAFETY: nothing uses `ours` afterwards.
+        assert_eq!(unsafe { table.delete_keys_of(&object) }, 1);
+        assert!(!table.in_use().iter().any(|&(k, _)| k == ours));
+        assert!(table.in_use().iter().any(|&(k, _)| k == other));
+        // SAFETY: `other` is ours to delete.
+        assert_eq!(unsafe { libc::pthread_key_delete(other) }, 0);
+    }
+}
