@@ -153,11 +153,11 @@ mod tests {
             assert_eq!(libc::pthread_key_create(&mut ours, Some(dtor)), 0);
             assert_eq!(libc::pthread_key_create(&mut other, None), 0);
         }
-        let addr = dtor as usize;
+        let addr = dtor as unsafe extern "C" fn(*mut c_void) as usize;
         assert!(table.in_use().contains(&(ours, addr)));
         let object = ObjectMapping {
             base: addr,
-            segments: vec![addr..addr + 1],
+            segments: [addr..addr + 1].to_vec(),
             nodelete: false,
         };
         // SAFETY: nothing uses `ours` afterwards.
