@@ -157,7 +157,7 @@ mod tests {
         assert!(table.in_use().contains(&(ours, addr)));
         let object = ObjectMapping {
             base: addr,
-            segments: [addr..addr + 1].to_vec(),
+            segments: std::iter::once(addr..addr + 1).collect(),
             nodelete: false,
         };
         // SAFETY: nothing uses `ours` afterwards.
