@@ -212,7 +212,6 @@ impl ModuleLoader {
             }
         };
         let m = Arc::new(module);
-        note_static_domains(&m.domain_names);
         crate::lock(&self.table).modules.push(m.clone());
 
         // Coming notifiers, in order; on failure, Going to those already told, in reverse.
@@ -257,17 +256,16 @@ impl ModuleLoader {
         m.state.set(ModuleState::Live);
         for n in self.notifiers.snapshot() {
             if let Err((message, panicked)) = n.call(ModuleEvent::Live, &m.info()) {
-                diagnostics::emit(Warning {
-                    kind: WarningKind::Other,
-                    domain: m.name.clone(),
-                    message: format!(
+                diagnostics::emit(Warning::new(
+                    WarningKind::Other,
+                    m.name.clone(),
+                    format!(
                         "usrcu-module-loader: live notifier '{}' {} for module '{}': {message}",
                         n.name,
                         if panicked { "panicked" } else { "failed" },
                         m.name
                     ),
-                    oldest_reader: None,
-                });
+                ));
             }
         }
         Ok(handle)
@@ -499,15 +497,14 @@ impl ModuleLoader {
             }
         }
         if let Some(cause) = zombie {
-            diagnostics::emit(Warning {
-                kind: WarningKind::Other,
-                domain: m.name.clone(),
-                message: format!(
+            diagnostics::emit(Warning::new(
+                WarningKind::Other,
+                m.name.clone(),
+                format!(
                     "usrcu-module-loader: module '{}' ({}) kept mapped as a zombie: {cause}",
                     m.name, m.handle
                 ),
-                oldest_reader: None,
-            });
+            ));
             *crate::lock(&m.zombie_cause) = Some(cause.clone());
             report.zombie_cause = Some(cause);
             report.state = ModuleState::Zombie;
@@ -592,34 +589,18 @@ impl Drop for ModuleLoader {
     }
 }
 
-/// Names of every static domain of every module loaded in this process
-/// (never shrinks: a warning about one may arrive after its module is gone).
-static STATIC_DOMAIN_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Remember a module's static domain names (see `run_watching_missed_barriers`).
-pub(crate) fn note_static_domains(names: &[String]) {
-    let mut known = crate::lock(&STATIC_DOMAIN_NAMES);
-    for n in names {
-        if !known.contains(n) {
-            known.push(n.clone());
-        }
-    }
-}
-
-/// Run a module hook and collect the missed-barrier warnings emitted
-/// meanwhile about domains that are no module's static domain: those of
-/// dynamic domains, which a plugin drops in its `exit`. Warnings carry no
-/// thread, so one from another thread in the same window is counted too
-/// (the loader then keeps a module mapped that it could have unmapped:
-/// the safe side).
+/// Run a module hook and collect the missed-barrier warnings that this
+/// thread emitted meanwhile: those of dynamic domains the plugin dropped in
+/// its hook without a barrier. Warnings carry the emitting thread's id, so
+/// warnings from other threads in the same window are not counted.
 fn run_watching_missed_barriers<R>(hook: impl FnOnce() -> R) -> (R, Vec<Warning>) {
     let capture = Capture::start();
+    let me = diagnostics::current_tid();
     let r = hook();
-    let known = crate::lock(&STATIC_DOMAIN_NAMES);
     let missed = capture
         .warnings()
         .into_iter()
-        .filter(|w| w.kind == WarningKind::MissedBarrier && !known.contains(&w.domain))
+        .filter(|w| w.kind == WarningKind::MissedBarrier && w.tid == me)
         .collect();
     (r, missed)
 }

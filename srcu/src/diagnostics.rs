@@ -101,6 +101,29 @@ pub struct Warning {
     pub message: String,
     /// For stalls: the oldest reader, where known.
     pub oldest_reader: Option<ReaderInfo>,
+    /// Kernel thread id of the thread that emitted the warning (for
+    /// attributing it, e.g. to a plugin's `exit` running on that thread).
+    pub tid: i64,
+}
+
+impl Warning {
+    /// A warning emitted by the calling thread.
+    pub fn new(kind: WarningKind, domain: impl Into<String>, message: impl Into<String>) -> Warning {
+        Warning {
+            kind,
+            domain: domain.into(),
+            message: message.into(),
+            oldest_reader: None,
+            tid: current_tid(),
+        }
+    }
+}
+
+/// Kernel thread id of the calling thread (no `std::thread::current()`,
+/// which plugin code must not touch).
+pub fn current_tid() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i64 }
 }
 
 type Sink = Arc<Mutex<Vec<Warning>>>;
@@ -121,12 +144,7 @@ pub fn emit(w: Warning) {
 
 /// Build and emit a warning.
 pub(crate) fn warn(kind: WarningKind, domain: &str, message: String) {
-    emit(Warning {
-        kind,
-        domain: domain.to_owned(),
-        message,
-        oldest_reader: None,
-    });
+    emit(Warning::new(kind, domain, message));
 }
 
 /// Collects every warning emitted while it is open, from any thread.

@@ -252,6 +252,13 @@ impl Srcu {
         }
     }
 
+    /// The runtime this domain dispatches to, null until first use (a
+    /// loader checks that a plugin's domains use the host's).
+    pub fn runtime_ptr(&self) -> *const RuntimeVTable {
+        // Acquire: pairs with the Release in `set_runtime_if_unset`.
+        self.runtime.load(Ordering::Acquire)
+    }
+
     /// Use `vt` for this domain (a loader attaching a plugin's static domain
     /// to the host's runtime). No effect if a runtime is already set.
     ///

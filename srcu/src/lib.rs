@@ -76,6 +76,9 @@ pub use domain::{Srcu, SrcuConfig, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
 #[cfg(not(usrcu_loom))]
 pub use reader::{ReadIndex, SrcuReadGuard};
 
+/// This crate's version (a loader compares a plugin's against its own).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Is this thread's read side on the rseq path (plain per-CPU adds)?
 pub fn rseq_active() -> bool {
     reader::rseq::active()

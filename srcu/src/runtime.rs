@@ -254,6 +254,7 @@ impl GpHooks for DomainState {
                 self.name, waited_ms, who
             ),
             oldest_reader: oldest,
+            tid: diagnostics::current_tid(),
         });
     }
 
@@ -473,8 +474,7 @@ unsafe extern "C" fn rt_report(s: *const Srcu, kind: u32, msg: *const u8, len: u
 /// Kernel thread id and name of the calling thread, without touching
 /// `std::thread::current()` (which a plugin must never do).
 fn this_thread() -> (i64, String) {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i64;
+    let tid = diagnostics::current_tid();
     let mut buf = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into `buf`.
     unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr() as libc::c_ulong, 0, 0, 0) };
