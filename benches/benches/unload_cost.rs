@@ -63,7 +63,11 @@ fn unload_cost(c: &mut Criterion) {
             drop(queue);
             let r = loader.unload(h).expect("unload the fixture");
             assert!(r.unmapped && r.state == ModuleState::Unloaded, "{r}");
-            assert_eq!(r.domain("callbacks.queue").map(|d| d.barrier), Some(BarrierOutcome::Issued), "{r}");
+            assert_eq!(
+                r.domain("callbacks.queue").map(|d| d.barrier),
+                Some(BarrierOutcome::Issued),
+                "{r}"
+            );
         })
     });
     g.finish();
