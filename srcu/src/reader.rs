@@ -38,11 +38,29 @@ use crate::fence::reader_fence;
 use crate::percpu::{current_cpu, PerCpu, Slot};
 use crate::sync::{AtomicUsize, Ordering};
 
-/// Add one to a counter of the current CPU's slot: the rseq counter through
-/// a restartable sequence when the domain has rseq and this CPU has a slot of
-/// its own, else the atomic counter with a locked add.
+/// Byte offsets of the counters within a `Slot` (rank 0; rank 1 is 8 bytes
+/// further).
+const LOCK: usize = std::mem::offset_of!(Slot, lock);
+const UNLOCK: usize = std::mem::offset_of!(Slot, unlock);
+const RSEQ_LOCK: usize = std::mem::offset_of!(Slot, rseq_lock);
+const RSEQ_UNLOCK: usize = std::mem::offset_of!(Slot, rseq_unlock);
+
+/// The counter at byte offset `field` (one of the constants above) plus rank
+/// `idx` in `slot`.
 #[inline(always)]
-fn increment(pc: &PerCpu, rseq_counter: fn(&Slot) -> &AtomicUsize, atomic_counter: fn(&Slot) -> &AtomicUsize) {
+fn counter(slot: &Slot, field: usize, idx: usize) -> &AtomicUsize {
+    debug_assert!(idx < 2 && field + 16 <= std::mem::size_of::<Slot>());
+    // SAFETY: `Slot` is repr(C) with four `[AtomicUsize; 2]` fields; `field`
+    // is one of their offsets and `idx < 2`, so this is one of its counters.
+    unsafe { &*((slot as *const Slot as *const u8).add(field + idx * 8) as *const AtomicUsize) }
+}
+
+/// Add one to a counter of the current CPU's slot: the rseq counter
+/// (`rseq_field`) through a restartable sequence when the domain has rseq and
+/// this CPU has a slot of its own, else the atomic counter (`atomic_field`)
+/// with a locked add.
+#[inline(always)]
+fn increment(pc: &PerCpu, idx: usize, rseq_field: usize, atomic_field: usize) {
     let off = pc.rseq_offset;
     if off != 0 {
         let area = rseq::area(off);
@@ -53,14 +71,14 @@ fn increment(pc: &PerCpu, rseq_counter: fn(&Slot) -> &AtomicUsize, atomic_counte
             // SAFETY: `area` is this thread's rseq area (`off` non-zero);
             // rseq counters of slot `cpu` are only written by sequences bound
             // to `cpu` (percpu.rs).
-            if unsafe { rseq::add(area, cpu, rseq_counter(slot).as_ptr()) } {
+            if unsafe { rseq::add(area, cpu, counter(slot, rseq_field, idx).as_ptr()) } {
                 return;
             }
         }
     }
     // Relaxed: ordered against the critical section by the reader fence
     // that follows (lock) or precedes (unlock) this add.
-    atomic_counter(pc.slot(current_cpu())).fetch_add(1, Ordering::Relaxed);
+    counter(pc.slot(current_cpu()), atomic_field, idx).fetch_add(1, Ordering::Relaxed);
 }
 
 /// Enter a read-side critical section on `pc`; returns the rank to leave with.
@@ -69,11 +87,7 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
     // Relaxed: any rank is correct; a reader that read the index long before
     // its add is the straggler the grace period's first scan waits for.
     let idx = pc.idx.load(Ordering::Relaxed) & 1;
-    if idx == 0 {
-        increment(pc, |s| &s.rseq_lock[0], |s| &s.lock[0]);
-    } else {
-        increment(pc, |s| &s.rseq_lock[1], |s| &s.lock[1]);
-    }
+    increment(pc, idx, RSEQ_LOCK, LOCK);
     // B: pairs with the updater's heavy fence A.
     reader_fence(pc.seqcst_readers != 0);
     idx
@@ -84,11 +98,7 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
 pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
     // C: pairs with the updater's heavy fence A.
     reader_fence(pc.seqcst_readers != 0);
-    if idx == 0 {
-        increment(pc, |s| &s.rseq_unlock[0], |s| &s.unlock[0]);
-    } else {
-        increment(pc, |s| &s.rseq_unlock[1], |s| &s.unlock[1]);
-    }
+    increment(pc, idx, RSEQ_UNLOCK, UNLOCK);
 }
 
 /// Lock on an explicit CPU's slot through the atomic path (loom models use it
