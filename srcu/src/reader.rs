@@ -38,8 +38,8 @@ use crate::fence::reader_fence;
 use crate::percpu::{current_cpu, PerCpu, Slot};
 use crate::sync::{AtomicUsize, Ordering};
 
-/// Byte offsets of the counters within a `Slot` (rank 0; rank 1 is 8 bytes
-/// further).
+/// Byte offsets of the counters within a `Slot` (rank 0; rank 1 is one
+/// counter further).
 const LOCK: usize = std::mem::offset_of!(Slot, lock);
 const UNLOCK: usize = std::mem::offset_of!(Slot, unlock);
 const RSEQ_LOCK: usize = std::mem::offset_of!(Slot, rseq_lock);
@@ -49,10 +49,11 @@ const RSEQ_UNLOCK: usize = std::mem::offset_of!(Slot, rseq_unlock);
 /// `idx` in `slot`.
 #[inline(always)]
 fn counter(slot: &Slot, field: usize, idx: usize) -> &AtomicUsize {
-    debug_assert!(idx < 2 && field + 16 <= std::mem::size_of::<Slot>());
+    const STRIDE: usize = std::mem::size_of::<AtomicUsize>();
+    debug_assert!(idx < 2 && field + 2 * STRIDE <= std::mem::size_of::<Slot>());
     // SAFETY: `Slot` is repr(C) with four `[AtomicUsize; 2]` fields; `field`
     // is one of their offsets and `idx < 2`, so this is one of its counters.
-    unsafe { &*((slot as *const Slot as *const u8).add(field + idx * 8) as *const AtomicUsize) }
+    unsafe { &*((slot as *const Slot as *const u8).add(field + idx * STRIDE) as *const AtomicUsize) }
 }
 
 /// Add one to a counter of the current CPU's slot: the rseq counter
@@ -62,6 +63,7 @@ fn counter(slot: &Slot, field: usize, idx: usize) -> &AtomicUsize {
 #[inline(always)]
 fn increment(pc: &PerCpu, idx: usize, rseq_field: usize, atomic_field: usize) {
     let off = pc.rseq_offset;
+    #[cfg(not(usrcu_loom))]
     if off != 0 {
         let area = rseq::area(off);
         let cpu = rseq::area_cpu(area);
@@ -76,6 +78,7 @@ fn increment(pc: &PerCpu, idx: usize, rseq_field: usize, atomic_field: usize) {
             }
         }
     }
+    let _ = (off, rseq_field);
     // Relaxed: ordered against the critical section by the reader fence
     // that follows (lock) or precedes (unlock) this add.
     counter(pc.slot(current_cpu()), atomic_field, idx).fetch_add(1, Ordering::Relaxed);
