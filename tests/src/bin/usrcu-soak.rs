@@ -52,6 +52,8 @@ usage: usrcu-soak [options]
                              the runtime's worker pool may start a thread or two late; a leak
                              of one mapping per cycle goes far beyond)
   --report-every <n>         cycles between progress lines (default 100)
+  --loader-per-cycle <0|1>   a fresh ModuleLoader every cycle (default 0: one for the run); separates
+                             the loader's own per-unload bookkeeping from everything else
   --seed <n>
   --broken <what>            prove the checks can fail (the run must end in FAILURE):
                              no-auto-barrier  the loader skips the barrier at unload
@@ -78,6 +80,7 @@ struct Args {
     report_every: usize,
     seed: u64,
     broken: Option<Broken>,
+    loader_per_cycle: bool,
 }
 
 fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -94,6 +97,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1),
         broken: None,
+        loader_per_cycle: false,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -131,6 +135,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             "--max-maps-growth" => a.max_maps_growth = n as usize,
             "--report-every" => a.report_every = n.max(1) as usize,
             "--seed" => a.seed = n,
+            "--loader-per-cycle" => a.loader_per_cycle = n != 0,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -360,6 +365,15 @@ fn leak(broken: Option<Broken>) {
     }
 }
 
+/// Bytes of heap in use (glibc's `mallinfo2`: small blocks plus mmapped
+/// ones), in KiB: growth here is a leak, where RSS growth may also be
+/// fragmentation.
+fn heap_kib() -> u64 {
+    // SAFETY: mallinfo2 has no preconditions; it only reads allocator state.
+    let m = unsafe { libc::mallinfo2() };
+    ((m.uordblks + m.hblkhd) / 1024) as u64
+}
+
 /// Check one unload's report.
 fn check_report(s: &Soak, cycle: usize, r: &UnloadReport, calls: u64) {
     let mut bad = Vec::new();
@@ -408,7 +422,7 @@ fn main() {
         args,
     }));
     println!(
-        "usrcu-soak: start: cycles={} warmup={} readers={} churn={} plugins={} seed={} broken={:?}",
+        "usrcu-soak: start: cycles={} warmup={} readers={} churn={} plugins={} seed={} broken={:?} loader_per_cycle={}",
         s.args.cycles,
         s.args.warmup,
         s.args.readers,
@@ -416,11 +430,19 @@ fn main() {
         PLUGINS.join(","),
         s.args.seed,
         s.args.broken,
+        s.args.loader_per_cycle,
     );
-    let loader = ModuleLoader::with_config(LoaderConfig {
-        auto_barrier: s.args.broken != Some(Broken::NoAutoBarrier),
-        ..LoaderConfig::default()
-    });
+    // Every warning of usrcu (leaked state, missed barrier, stall) from the
+    // host or any plugin copy: a clean cycle emits none.
+    let warnings = usrcu::diagnostics::Capture::start();
+    let mut warnings_seen = 0usize;
+    let new_loader = || {
+        ModuleLoader::with_config(LoaderConfig {
+            auto_barrier: s.args.broken != Some(Broken::NoAutoBarrier),
+            ..LoaderConfig::default()
+        })
+    };
+    let mut loader = new_loader();
     let mut next_reader_id = 1u64;
     let mut spawn_reader = || {
         let stop = Arc::new(AtomicBool::new(false));
@@ -446,6 +468,9 @@ fn main() {
     let mut next_report = s.args.report_every;
     for cycle in 0..s.args.cycles {
         let c = &s.counters[cycle];
+        if s.args.loader_per_cycle {
+            loader = new_loader();
+        }
         // Load and publish.
         let mut handles = Vec::with_capacity(3);
         for p in &paths {
@@ -519,6 +544,14 @@ fn main() {
                 "cycle {cycle}: callbacks ran before unmap: callbacks {r} of {q}, dynamic-domain {dr} of {dq}"
             ));
         }
+        let w = warnings.warnings();
+        for w in &w[warnings_seen..] {
+            s.fail(format!(
+                "cycle {cycle}: usrcu warning ({:?}, domain '{}'): {}",
+                w.kind, w.domain, w.message
+            ));
+        }
+        warnings_seen = w.len();
         // Thread churn: a reader thread exits after its plugins are gone.
         if s.args.churn > 0 && cycle % s.args.churn == s.args.churn - 1 {
             let (h, stop) = readers.remove(0);
@@ -548,9 +581,10 @@ fn main() {
         if cycles_done == next_report {
             next_report += s.args.report_every;
             println!(
-                "usrcu-soak: cycle={cycles_done} t={:.1}s maps={maps} rss={rss} KiB pthread_keys={keys:?} \
+                "usrcu-soak: cycle={cycles_done} t={:.1}s maps={maps} rss={rss} KiB heap={} KiB pthread_keys={keys:?} \
                  unload_avg={:.2} ms threads_retired={retired_threads} errors={}",
                 t0.elapsed().as_secs_f64(),
+                heap_kib(),
                 unload_time.as_secs_f64() * 1000.0 / (3 * cycles_done) as f64,
                 s.errors.lock().unwrap().len(),
             );
