@@ -58,14 +58,14 @@ pub(crate) fn reader_fence(seqcst: bool) {
 /// Pairs with [`reader_fence`] on every reader.
 #[inline]
 pub(crate) fn heavy_fence(mode: FenceMode) {
+    if crate::fault::heavy_fence_removed() {
+        return;
+    }
     #[cfg(not(usrcu_loom))]
     if mode == FenceMode::Membarrier && membarrier::expedited() {
         return;
     }
     let _ = mode;
-    if crate::fault::heavy_fence_removed() {
-        return;
-    }
     // SeqCst: pairs with the SeqCst reader fence (fallback mode), and in
     // membarrier mode it is only reached if membarrier failed at run time, in
     // which case `detect` has already switched new domains to SeqCst.
