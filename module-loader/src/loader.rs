@@ -1,7 +1,7 @@
 //! `ModuleLoader`: load, call, unload, reload; the lifecycle in the
 //! kernel's order (`docs/abi.md` walks through it step by step).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt::Display;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -57,9 +57,29 @@ static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 #[derive(Default)]
 struct Table {
     modules: Vec<Arc<Module>>,
-    /// Modules that are gone: name and final state, to tell "already
-    /// unloaded" from "unknown".
-    gone: HashMap<ModuleHandle, (String, ModuleState)>,
+    /// The most recent modules that are gone (name and final state), to
+    /// tell "already unloaded" from "unknown". Bounded, so that a host that
+    /// reloads forever does not grow: an older handle reads as unknown.
+    gone: VecDeque<(ModuleHandle, String, ModuleState)>,
+}
+
+/// How many gone modules a loader remembers.
+const GONE_REMEMBERED: usize = 1024;
+
+impl Table {
+    fn gone(&self, h: ModuleHandle) -> Option<(&str, ModuleState)> {
+        self.gone
+            .iter()
+            .find(|(g, _, _)| *g == h)
+            .map(|(_, n, s)| (n.as_str(), *s))
+    }
+
+    fn remember_gone(&mut self, h: ModuleHandle, name: String, state: ModuleState) {
+        if self.gone.len() == GONE_REMEMBERED {
+            self.gone.pop_front();
+        }
+        self.gone.push_back((h, name, state));
+    }
 }
 
 /// Loads `cdylib` plugins built with `usrcu_registry::export_module!`,
@@ -167,7 +187,7 @@ impl ModuleLoader {
         if let Some(m) = t.modules.iter().find(|m| m.handle == h) {
             return Some(m.state.get());
         }
-        t.gone.get(&h).map(|(_, s)| *s)
+        t.gone(h).map(|(_, s)| s)
     }
 
     /// The newest `Live` module named `name`.
@@ -332,11 +352,11 @@ impl ModuleLoader {
             Some(m) => m,
             None => {
                 let t = crate::lock(&self.table);
-                return Err(match t.gone.get(&h) {
+                return Err(match t.gone(h) {
                     Some((name, state)) => UnloadError::NotLive {
                         handle: h,
-                        name: name.clone(),
-                        state: *state,
+                        name: name.to_owned(),
+                        state,
                     },
                     None => UnloadError::UnknownModule { handle: h },
                 });
@@ -530,7 +550,7 @@ impl ModuleLoader {
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);
         t.modules.retain(|x| !Arc::ptr_eq(x, m));
-        t.gone.insert(m.handle, (m.name.clone(), ModuleState::Unloaded));
+        t.remember_gone(m.handle, m.name.clone(), ModuleState::Unloaded);
         report.elapsed += t0.elapsed();
         report
     }
