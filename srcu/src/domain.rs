@@ -321,17 +321,16 @@ impl Srcu {
 
     /// Enter a read-side critical section; it ends when the guard drops.
     /// Sections nest, and may sleep, block or do I/O.
-    #[inline]
-    #[track_caller]
+    #[inline(always)]
+    #[cfg_attr(debug_assertions, track_caller)]
     pub fn read_lock(&self) -> SrcuReadGuard<'_> {
         let pc = self.percpu_or_attach();
         let idx = reader::lock(pc);
-        let debug_token = self.debug_reader_enter(Location::caller(), true);
         SrcuReadGuard {
-            srcu: self,
             pc,
             idx,
-            debug_token,
+            #[cfg(debug_assertions)]
+            debug: (self, self.debug_reader_enter(Location::caller(), true)),
             _not_send: PhantomData,
         }
     }
@@ -349,8 +348,8 @@ impl Srcu {
     /// .join()
     /// .unwrap();
     /// ```
-    #[inline]
-    #[track_caller]
+    #[inline(always)]
+    #[cfg_attr(debug_assertions, track_caller)]
     pub fn read_lock_raw(&self) -> ReadIndex {
         let pc = self.percpu_or_attach();
         let idx = reader::lock(pc);
@@ -363,7 +362,7 @@ impl Srcu {
     /// # Safety
     /// `idx` must come from `read_lock_raw` on this same domain, and each
     /// index is ended exactly once.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn read_unlock_raw(&self, idx: ReadIndex) {
         let pc = self.percpu_or_attach();
         reader::unlock(pc, idx.idx);

@@ -4,8 +4,8 @@
 //! # Semantics
 //!
 //! A reader orders its counter increment against its critical section with
-//! [`reader_fence`]; an updater orders its counter sums against everything
-//! else with [`heavy_fence`]. The pair is only correct as a pair:
+//! `reader_fence`; an updater orders its counter sums against everything
+//! else with `heavy_fence`. The pair is only correct as a pair:
 //!
 //! * [`FenceMode::Membarrier`]: the reader's fence is a compiler fence and the
 //!   updater's is `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes

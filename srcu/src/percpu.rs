@@ -57,7 +57,8 @@ pub struct PerCpu {
     /// Grace-period index; its low bit is the active rank.
     pub(crate) idx: AtomicUsize,
     /// glibc's `__rseq_offset`, or 0: readers of this domain use the atomic
-    /// path only. Copied here so the read path finds it on this line.
+    /// path only (always so for SeqCst-fence domains). Copied here so the
+    /// read path finds it on this line.
     pub(crate) rseq_offset: isize,
     /// Non-zero: readers use the SeqCst fence (see `fence.rs`).
     pub(crate) seqcst_readers: u32,
@@ -78,7 +79,13 @@ impl PerCpu {
         let slots = Box::into_raw(v.into_boxed_slice()) as *mut Slot;
         PerCpu {
             idx: AtomicUsize::new(0),
-            rseq_offset: crate::reader::rseq::offset(),
+            // SeqCst domains take the atomic path only, so that the rseq
+            // path implies the membarrier pair (reader.rs).
+            rseq_offset: if seqcst_readers {
+                0
+            } else {
+                crate::reader::rseq::offset()
+            },
             seqcst_readers: seqcst_readers as u32,
             nr_slots: nr_slots as u32,
             slots,

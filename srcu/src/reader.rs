@@ -36,7 +36,7 @@ pub(crate) mod rseq {
 
 use crate::fence::reader_fence;
 use crate::percpu::{current_cpu, PerCpu, Slot};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{compiler_fence, AtomicUsize, Ordering};
 
 /// Byte offsets of the counters within a `Slot` (rank 0; rank 1 is one
 /// counter further).
@@ -56,32 +56,51 @@ fn counter(slot: &Slot, field: usize, idx: usize) -> &AtomicUsize {
     unsafe { &*((slot as *const Slot as *const u8).add(field + idx * STRIDE) as *const AtomicUsize) }
 }
 
-/// Add one to a counter of the current CPU's slot: the rseq counter
-/// (`rseq_field`) through a restartable sequence when the domain has rseq and
-/// this CPU has a slot of its own, else the atomic counter (`atomic_field`)
-/// with a locked add.
+/// Add one to the rseq counter (`field`, rank `idx`) of the current CPU's
+/// slot in a restartable sequence. False if the domain has no rseq path, this
+/// CPU has no slot of its own, or the kernel aborted the sequence.
+///
+/// A non-zero `rseq_offset` implies the membarrier fence pair (`PerCpu::new`
+/// gives SeqCst domains no rseq path), so callers that took this path need
+/// only a compiler fence.
 #[inline(always)]
-fn increment(pc: &PerCpu, idx: usize, rseq_field: usize, atomic_field: usize) {
+fn rseq_increment(pc: &PerCpu, idx: usize, field: usize) -> bool {
     let off = pc.rseq_offset;
-    #[cfg(not(usrcu_loom))]
-    if off != 0 {
-        let area = rseq::area(off);
-        let cpu = rseq::area_cpu(area);
-        if cpu < pc.nr_slots {
-            // SAFETY: `cpu < nr_slots`.
-            let slot = unsafe { pc.slot_unchecked(cpu as usize) };
-            // SAFETY: `area` is this thread's rseq area (`off` non-zero);
-            // rseq counters of slot `cpu` are only written by sequences bound
-            // to `cpu` (percpu.rs).
-            if unsafe { rseq::add(area, cpu, counter(slot, rseq_field, idx).as_ptr()) } {
-                return;
-            }
-        }
+    if off == 0 {
+        return false;
     }
-    let _ = (off, rseq_field);
+    let area = rseq::area(off);
+    let cpu = rseq::area_cpu(area);
+    if cpu >= pc.nr_slots {
+        return false;
+    }
+    // SAFETY: `cpu < nr_slots`.
+    let slot = unsafe { pc.slot_unchecked(cpu as usize) };
+    // SAFETY: `area` is this thread's rseq area (`off` non-zero); rseq
+    // counters of slot `cpu` are only written by sequences bound to `cpu`
+    // (percpu.rs).
+    unsafe { rseq::add(area, cpu, counter_ptr(slot, field, idx)) }
+}
+
+#[cfg(not(usrcu_loom))]
+#[inline(always)]
+fn counter_ptr(slot: &Slot, field: usize, idx: usize) -> *mut usize {
+    counter(slot, field, idx).as_ptr()
+}
+
+#[cfg(usrcu_loom)]
+#[inline(always)]
+fn counter_ptr(_: &Slot, _: usize, _: usize) -> *mut usize {
+    unreachable!("no rseq path under loom")
+}
+
+/// Add one to the atomic counter (`field`, rank `idx`) of the current CPU's
+/// slot with a locked add.
+#[inline(always)]
+fn atomic_increment(pc: &PerCpu, idx: usize, field: usize) {
     // Relaxed: ordered against the critical section by the reader fence
     // that follows (lock) or precedes (unlock) this add.
-    counter(pc.slot(current_cpu()), atomic_field, idx).fetch_add(1, Ordering::Relaxed);
+    counter(pc.slot(current_cpu()), field, idx).fetch_add(1, Ordering::Relaxed);
 }
 
 /// Enter a read-side critical section on `pc`; returns the rank to leave with.
@@ -90,18 +109,33 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
     // Relaxed: any rank is correct; a reader that read the index long before
     // its add is the straggler the grace period's first scan waits for.
     let idx = pc.idx.load(Ordering::Relaxed) & 1;
-    increment(pc, idx, RSEQ_LOCK, LOCK);
-    // B: pairs with the updater's heavy fence A.
-    reader_fence(pc.seqcst_readers != 0);
+    if rseq_increment(pc, idx, RSEQ_LOCK) {
+        // B (membarrier mode, implied by the rseq path): pairs with the
+        // updater's heavy fence A.
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        atomic_increment(pc, idx, LOCK);
+        // B: pairs with the updater's heavy fence A.
+        reader_fence(pc.seqcst_readers != 0);
+    }
     idx
 }
 
 /// Leave a read-side critical section entered with rank `idx`.
 #[inline(always)]
 pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
-    // C: pairs with the updater's heavy fence A.
-    reader_fence(pc.seqcst_readers != 0);
-    increment(pc, idx, RSEQ_UNLOCK, UNLOCK);
+    if pc.rseq_offset != 0 {
+        // C (membarrier mode, implied by a non-zero rseq offset): pairs with
+        // the updater's heavy fence A.
+        compiler_fence(Ordering::SeqCst);
+        if !rseq_increment(pc, idx, RSEQ_UNLOCK) {
+            atomic_increment(pc, idx, UNLOCK);
+        }
+    } else {
+        // C: pairs with the updater's heavy fence A.
+        reader_fence(pc.seqcst_readers != 0);
+        atomic_increment(pc, idx, UNLOCK);
+    }
 }
 
 /// Lock on an explicit CPU's slot through the atomic path (loom models use it
@@ -160,11 +194,12 @@ mod guard {
     #[must_use = "the section ends as soon as the guard is dropped"]
     #[derive(Debug)]
     pub struct SrcuReadGuard<'a> {
-        pub(crate) srcu: &'a Srcu,
         pub(crate) pc: &'a PerCpu,
         pub(crate) idx: usize,
-        pub(crate) debug_token: u64,
-        pub(crate) _not_send: PhantomData<*const ()>,
+        /// Debug builds: the domain and the runtime's reader record.
+        #[cfg(debug_assertions)]
+        pub(crate) debug: (&'a Srcu, u64),
+        pub(crate) _not_send: PhantomData<(*const (), &'a Srcu)>,
     }
 
     impl SrcuReadGuard<'_> {
@@ -175,10 +210,11 @@ mod guard {
     }
 
     impl Drop for SrcuReadGuard<'_> {
-        #[inline]
+        #[inline(always)]
         fn drop(&mut self) {
             unlock(self.pc, self.idx);
-            self.srcu.debug_reader_exit(self.debug_token, true);
+            #[cfg(debug_assertions)]
+            self.debug.0.debug_reader_exit(self.debug.1, true);
         }
     }
 
