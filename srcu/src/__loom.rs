@@ -90,12 +90,12 @@ impl CallbackCore {
     /// As `Srcu::call_srcu_raw`.
     pub unsafe fn enqueue(&self, cpu: usize, head: *mut CallbackHead, func: unsafe extern "C" fn(*mut CallbackHead)) {
         // SAFETY: forwarded.
-        unsafe { self.cbs.enqueue(cpu, head, func, 0, || self.core.gp.snap()) };
+        unsafe { self.cbs.enqueue(cpu, head, func, || self.core.gp.snap()) };
     }
 
     /// Begin a barrier (markers queued); `wait` on the result.
     pub fn barrier_begin(&self) -> PendingBarrier {
-        PendingBarrier(self.cbs.barrier_begin(u64::MAX, || self.core.gp.snap()))
+        PendingBarrier(self.cbs.barrier_begin(|| self.core.gp.snap()))
     }
 
     /// One pass of the runtime's service loop: drive the grace period of the

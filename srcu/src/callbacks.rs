@@ -5,15 +5,16 @@
 //! cookies never decrease along a queue and the ready callbacks of a queue
 //! are a prefix. The runtime takes the ready prefixes of all queues, merges
 //! them by (cookie, enqueue time) and invokes them in that order: grace-period
-//! order, and FIFO for callbacks that one thread queued, even if it migrated
-//! between CPUs in between.
+//! order, and in enqueue order (a per-domain ticket taken under the queue
+//! lock) within a grace period, so FIFO for callbacks that one thread queued
+//! even if it migrated between CPUs in between.
 //!
 //! `barrier` puts a marker callback behind the callbacks of every non-empty
 //! queue and waits for all markers to run; a marker runs only after every
 //! callback queued before it on its queue.
 
 use crate::grace_period::Cookie;
-use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// An intrusive callback head (the kernel's `rcu_head`): embed it in your own
 /// `#[repr(C)]` object and pass it to [`crate::Srcu::call_srcu_raw`]; the
@@ -69,6 +70,10 @@ unsafe impl Send for Ready {}
 #[derive(Debug)]
 pub(crate) struct Callbacks {
     queues: Box<[Padded<Mutex<Queue>>]>,
+    /// Enqueue order across all queues, taken under the queue's lock so that
+    /// it grows along every queue (a barrier marker never sorts before a
+    /// callback queued ahead of it).
+    next_stamp: AtomicU64,
     /// Queued and not yet finished (including the one running).
     pending: AtomicUsize,
 }
@@ -85,6 +90,7 @@ impl Callbacks {
             .collect();
         Callbacks {
             queues,
+            next_stamp: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
         }
     }
@@ -106,7 +112,6 @@ impl Callbacks {
         cpu: usize,
         head: *mut CallbackHead,
         func: unsafe extern "C" fn(*mut CallbackHead),
-        stamp: u64,
         cookie: impl FnOnce() -> Cookie,
     ) -> Cookie {
         let q = &self.queues[cpu % self.queues.len()].0;
@@ -114,6 +119,9 @@ impl Callbacks {
         self.pending.fetch_add(1, Ordering::Relaxed);
         let mut q = lock(q);
         let c = cookie();
+        // Relaxed: a ticket; the queue lock orders it with this queue's
+        // other entries, and every queue's lock is taken after its ticket.
+        let stamp = self.next_stamp.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller hands `head` over to us.
         unsafe {
             (*head).next = std::ptr::null_mut();
@@ -263,7 +271,7 @@ unsafe impl Send for Barrier {}
 impl Callbacks {
     /// Start a barrier: visit every queue and put a marker behind the
     /// callbacks of each non-empty one. `None` if nothing is pending at all.
-    pub(crate) fn barrier_begin(&self, stamp: u64, cookie: impl Fn() -> Cookie) -> Option<Barrier> {
+    pub(crate) fn barrier_begin(&self, cookie: impl Fn() -> Cookie) -> Option<Barrier> {
         let mut targets = self.non_empty();
         if targets.is_empty() {
             if self.pending() == 0 {
@@ -289,7 +297,7 @@ impl Callbacks {
         for (m, &q) in markers.iter_mut().zip(&targets) {
             // SAFETY: the marker lives in `markers`, which the Barrier keeps
             // (and does not move: a boxed slice) until every marker ran.
-            unsafe { self.enqueue(q, &mut m.head, marker_fn, stamp, &cookie) };
+            unsafe { self.enqueue(q, &mut m.head, marker_fn, &cookie) };
         }
         Some(Barrier {
             sync,

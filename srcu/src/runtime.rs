@@ -278,12 +278,6 @@ fn default_stall_ms() -> u64 {
     })
 }
 
-/// Nanoseconds on a process-wide monotonic clock (callback order stamps).
-fn now_stamp() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
 /// The domain's runtime state, attaching it if needed.
 ///
 /// # Safety
@@ -353,7 +347,7 @@ unsafe extern "C" fn rt_call_srcu(
     Counters::add(&st.stats.callbacks_queued, 1);
     let cpu = crate::percpu::current_cpu();
     // SAFETY: `call_srcu_raw`'s contract hands `head` to us.
-    unsafe { st.cbs.enqueue(cpu, head, func, now_stamp(), || st.gp.snap()) };
+    unsafe { st.cbs.enqueue(cpu, head, func, || st.gp.snap()) };
     // SAFETY: `s` is live (caller); its private pointer is the Arc we kick.
     kick(unsafe { (*s).private_ptr() });
 }
@@ -374,7 +368,7 @@ unsafe extern "C" fn rt_barrier(s: *const Srcu) {
     }
     Counters::add(&st.stats.barriers_issued, 1);
     let t0 = Instant::now();
-    let b = st.cbs.barrier_begin(now_stamp(), || st.gp.snap());
+    let b = st.cbs.barrier_begin(|| st.gp.snap());
     Counters::add(&st.stats.slots_scanned, st.cbs.nr_queues() as u64);
     Counters::add(&st.stats.scan_nanos, t0.elapsed().as_nanos() as u64);
     if let Some(b) = b {
@@ -525,6 +519,12 @@ fn runtime() -> &'static Runtime {
 
 /// Hand `st` to the runtime (no-op if it is already queued).
 fn kick(st: *const DomainState) {
+    // SeqCst: as the swap below; a domain already queued needs nothing more
+    // (the common case under a stream of call_srcu), so skip the Arc work.
+    // SAFETY: `st` is the live state of an attached domain.
+    if unsafe { (*st).queued.load(Ordering::SeqCst) } {
+        return;
+    }
     // SAFETY: `st` is the live Arc behind an attached domain; we take one
     // more reference for the work list.
     let arc = unsafe {
