@@ -74,6 +74,8 @@ pub(crate) struct Callbacks {
     /// it grows along every queue (a barrier marker never sorts before a
     /// callback queued ahead of it).
     next_stamp: AtomicU64,
+    /// Barrier markers ever queued (to tell callbacks from markers in stats).
+    markers: AtomicU64,
     /// Queued and not yet finished (including the one running).
     pending: AtomicUsize,
 }
@@ -91,8 +93,15 @@ impl Callbacks {
         Callbacks {
             queues,
             next_stamp: AtomicU64::new(0),
+            markers: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
         }
+    }
+
+    /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
+    pub(crate) fn queued_callbacks(&self) -> u64 {
+        // Relaxed: statistics.
+        self.next_stamp.load(Ordering::Relaxed) - self.markers.load(Ordering::Relaxed)
     }
 
     /// Callbacks queued and not yet finished.
@@ -287,6 +296,9 @@ impl Callbacks {
             cv: crate::sync::Condvar::new(),
         });
         let sp: *const BarrierSync = &*sync;
+        // Relaxed: statistics; counted before the tickets so that the
+        // difference never underflows.
+        self.markers.fetch_add(targets.len() as u64, Ordering::Relaxed);
         let mut markers: Box<[Marker]> = targets
             .iter()
             .map(|_| Marker {

@@ -344,7 +344,6 @@ unsafe extern "C" fn rt_call_srcu(
 ) {
     // SAFETY: the caller passes a live domain.
     let st = unsafe { state(s) };
-    Counters::add(&st.stats.callbacks_queued, 1);
     let cpu = crate::percpu::current_cpu();
     // SAFETY: `call_srcu_raw`'s contract hands `head` to us.
     unsafe { st.cbs.enqueue(cpu, head, func, || st.gp.snap()) };
@@ -411,7 +410,9 @@ unsafe extern "C" fn rt_stats(s: *const Srcu, out: *mut SrcuStats) {
         let snap = if p.is_null() {
             SrcuStats::default()
         } else {
-            (*p).stats.snapshot((*p).possible_cpus())
+            let mut x = (*p).stats.snapshot((*p).possible_cpus());
+            x.callbacks_queued = (*p).cbs.queued_callbacks();
+            x
         };
         *out = snap;
     }

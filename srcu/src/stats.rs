@@ -35,7 +35,6 @@ pub struct SrcuStats {
 pub(crate) struct Counters {
     pub(crate) grace_periods: AtomicU64,
     pub(crate) expedited_grace_periods: AtomicU64,
-    pub(crate) callbacks_queued: AtomicU64,
     pub(crate) callbacks_invoked: AtomicU64,
     pub(crate) barriers_issued: AtomicU64,
     pub(crate) slots_scanned: AtomicU64,
@@ -52,7 +51,7 @@ impl Counters {
         SrcuStats {
             grace_periods: l(&self.grace_periods),
             expedited_grace_periods: l(&self.expedited_grace_periods),
-            callbacks_queued: l(&self.callbacks_queued),
+            callbacks_queued: 0, // filled in from the callback queues' tickets
             callbacks_invoked: l(&self.callbacks_invoked),
             barriers_issued: l(&self.barriers_issued),
             barriers_skipped: 0,
