@@ -100,8 +100,10 @@ impl Callbacks {
 
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
     pub(crate) fn queued_callbacks(&self) -> u64 {
-        // Relaxed: statistics.
-        self.next_stamp.load(Ordering::Relaxed) - self.markers.load(Ordering::Relaxed)
+        // Relaxed: statistics. Markers are counted before their tickets are
+        // taken, so read them first; saturate against a racing barrier.
+        let markers = self.markers.load(Ordering::Relaxed);
+        self.next_stamp.load(Ordering::Relaxed).saturating_sub(markers)
     }
 
     /// Callbacks queued and not yet finished.
@@ -269,7 +271,8 @@ unsafe extern "C" fn marker_fn(h: *mut CallbackHead) {
 #[derive(Debug)]
 pub(crate) struct Barrier {
     sync: crate::sync::Arc<BarrierSync>,
-    markers: Box<[Marker]>,
+    /// Owned here, never read: the queues point into it until each marker ran.
+    _markers: Box<[Marker]>,
     waited: bool,
 }
 
@@ -313,7 +316,7 @@ impl Callbacks {
         }
         Some(Barrier {
             sync,
-            markers,
+            _markers: markers,
             waited: false,
         })
     }
@@ -337,7 +340,6 @@ impl Barrier {
             };
         }
         drop(d);
-        let _ = self.markers.len();
         self.waited = true;
     }
 }

@@ -432,7 +432,7 @@ impl Srcu {
         unsafe { (self.rt().synchronize)(self, 1) };
     }
 
-    /// Run `f` on the runtime's thread after a grace period. Callbacks run in
+    /// Run `f` on a runtime thread after a grace period. Callbacks run in
     /// grace-period order; a panicking callback is reported
     /// ([`WarningKind::CallbackPanicked`]) and the runtime goes on.
     pub fn call_srcu<F: FnOnce() + Send + 'static>(&self, f: F) {
@@ -500,7 +500,7 @@ impl Srcu {
     /// # Safety
     /// `head` must be valid, not queued elsewhere, and stay valid (and not
     /// be moved) until `func` is called with it; `func` must not unwind and
-    /// must be safe to call on the runtime's thread.
+    /// must be safe to call on a runtime thread.
     pub unsafe fn call_srcu_raw(&self, head: *mut CallbackHead, func: unsafe extern "C" fn(*mut CallbackHead)) {
         // Relaxed load: only avoids a redundant write. Release store: pairs
         // with the Acquire in `call_srcu_used`.

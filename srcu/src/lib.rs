@@ -29,7 +29,8 @@
 //!
 //! # The runtime
 //!
-//! Callbacks run on one runtime thread per process, behind a `#[repr(C)]`
+//! Callbacks run on the runtime of the process (one small pool of worker
+//! threads, started lazily), behind a `#[repr(C)]`
 //! vtable ([`runtime::RuntimeVTable`]) that a plugin loader hands to each
 //! plugin's copy of this crate, so that no thread ever runs unmapped code.
 //! The crate registers no thread-local destructors.

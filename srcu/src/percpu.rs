@@ -17,7 +17,8 @@
 //! that CPU, inside a restartable sequence that the kernel aborts on
 //! preemption, migration or signal, so a plain add cannot lose an update. The
 //! atomic counters take the rest (no rseq, a migration between reading the CPU
-//! id and the add, or fewer slots than CPUs). Keeping the two apart is what
+//! id and the add, fewer slots than CPUs, or a domain on the SeqCst fence
+//! pair, whose readers always take the atomic path). Keeping the two apart is what
 //! makes mixing plain and locked adds sound. Only the sums over all slots and
 //! both paths mean anything: a reader may lock on one CPU and unlock on
 //! another.

@@ -347,8 +347,7 @@ unsafe extern "C" fn rt_call_srcu(
     let cpu = crate::percpu::current_cpu();
     // SAFETY: `call_srcu_raw`'s contract hands `head` to us.
     unsafe { st.cbs.enqueue(cpu, head, func, || st.gp.snap()) };
-    // SAFETY: `s` is live (caller); its private pointer is the Arc we kick.
-    kick(unsafe { (*s).private_ptr() });
+    kick(st);
 }
 
 unsafe extern "C" fn rt_barrier(s: *const Srcu) {
@@ -371,8 +370,7 @@ unsafe extern "C" fn rt_barrier(s: *const Srcu) {
     Counters::add(&st.stats.slots_scanned, st.cbs.nr_queues() as u64);
     Counters::add(&st.stats.scan_nanos, t0.elapsed().as_nanos() as u64);
     if let Some(b) = b {
-        // SAFETY: `s` is live.
-        kick(unsafe { (*s).private_ptr() });
+        kick(st);
         b.wait();
     }
 }
@@ -384,8 +382,7 @@ unsafe extern "C" fn rt_get_state(s: *const Srcu, start: u32) -> u64 {
     if start != 0 && !st.gp.done(c) {
         // AcqRel: the runtime's Acquire load of the target sees this request.
         st.poll_target.fetch_max(c.0, Ordering::AcqRel);
-        // SAFETY: `s` is live.
-        kick(unsafe { (*s).private_ptr() });
+        kick(st);
     }
     c.0
 }
@@ -519,15 +516,15 @@ fn runtime() -> &'static Runtime {
 }
 
 /// Hand `st` to the runtime (no-op if it is already queued).
-fn kick(st: *const DomainState) {
+fn kick(st: &DomainState) {
     // SeqCst: as the swap below; a domain already queued needs nothing more
     // (the common case under a stream of call_srcu), so skip the Arc work.
-    // SAFETY: `st` is the live state of an attached domain.
-    if unsafe { (*st).queued.load(Ordering::SeqCst) } {
+    if st.queued.load(Ordering::SeqCst) {
         return;
     }
-    // SAFETY: `st` is the live Arc behind an attached domain; we take one
-    // more reference for the work list.
+    let st: *const DomainState = st;
+    // SAFETY: every `DomainState` a domain points at lives in the Arc that
+    // `build_state` made; we take one more reference for the work list.
     let arc = unsafe {
         Arc::increment_strong_count(st);
         Arc::from_raw(st)
