@@ -233,7 +233,7 @@ fn call_srcu_then_barrier_waits_for_the_callback() {
     }));
     // SAFETY: `f` is a fresh allocation, handed over until `free_object`.
     unsafe { cc.enqueue(0, f as *mut CallbackHead, free_object) };
-    cc.barrier_begin().wait();
+    cc.barrier_begin(0).wait();
     // Relaxed: ordered by the barrier (see `free_object`).
     assert_eq!(
         ran.load(Ordering::Relaxed),

@@ -23,6 +23,13 @@ pub enum Fault {
     /// The lazy attach publishes its per-CPU block with Relaxed instead of
     /// Release/Acquire (loom's negative check of the attach model).
     RelaxedPublish = 8,
+    /// The runtime's side of the wake-up handshake (`wake.rs`) omits its
+    /// SeqCst fence (loom's negative check of the handshake model).
+    RelaxedWake = 16,
+    /// The runtime takes ready callbacks past a ticket gap, as if a callback
+    /// still being pushed did not exist (loom's negative check of the
+    /// take-ready model).
+    TakePastGap = 32,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -61,4 +68,9 @@ pub(crate) fn second_scan_skipped() -> bool {
 #[inline]
 pub(crate) fn publish_relaxed() -> bool {
     is_set(Fault::RelaxedPublish)
+}
+
+#[inline]
+pub(crate) fn take_past_gap() -> bool {
+    is_set(Fault::TakePastGap)
 }
