@@ -1,7 +1,7 @@
 //! Question: how long does a grace period take — usrcu `synchronize` and `synchronize_expedited` against liburcu's `synchronize_rcu`, on an idle domain and with readers present — and how many grace periods do 8 concurrent callers need?
 //!
 //! "Readers present": one background thread runs back-to-back short read
-//! sections for the whole measurement. "Batching": 8 pinned threads are
+//! sections for the whole measurement. "Batching": 8 threads (unpinned) are
 //! released together and each calls `synchronize` once; the time is per
 //! round (8 concurrent calls, from the release until the last returns), and
 //! the grace periods the round needed are read from

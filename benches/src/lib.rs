@@ -180,8 +180,9 @@ struct PoolShared {
 }
 
 /// Worker threads that run one job together, round after round, so that
-/// thread start-up is never inside a measurement. Worker `i` is pinned to
-/// the `i`-th online CPU (modulo their number).
+/// thread start-up is never inside a measurement. Workers are unpinned, as
+/// users run threads; with `USRCU_BENCH_PIN=1`, worker `i` is pinned to the
+/// `i`-th online CPU (modulo their number).
 pub struct Pool {
     shared: Arc<PoolShared>,
     handles: Vec<JoinHandle<()>>,
@@ -191,6 +192,11 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").field("threads", &self.handles.len()).finish()
     }
+}
+
+/// Should pool workers be pinned (`USRCU_BENCH_PIN=1`)?
+pub fn pin_workers() -> bool {
+    std::env::var_os("USRCU_BENCH_PIN").is_some_and(|v| v == "1")
 }
 
 impl Pool {
@@ -219,7 +225,9 @@ impl Pool {
                 std::thread::Builder::new()
                     .name(format!("bench-worker-{i}"))
                     .spawn(move || {
-                        pin_to_cpu(cpu);
+                        if pin_workers() {
+                            pin_to_cpu(cpu);
+                        }
                         let mut job = make(i);
                         loop {
                             shared.start.wait();
