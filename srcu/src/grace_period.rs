@@ -150,7 +150,25 @@ impl GpState {
                     // the previous value (see `snap`) and before this grace
                     // period's scans.
                     self.seq.fetch_add(1, Ordering::SeqCst);
-                    *phase = Phase::Scan1;
+                    // Relaxed: only the driver (us, under `driver`) writes it.
+                    let idx = pc.idx.load(Ordering::Relaxed);
+                    // Scan 1, checking the active rank under the same heavy
+                    // fence: if neither rank had a reader inside, no reader
+                    // that began before this grace period is still inside,
+                    // and every later one sees the updater's stores (step A),
+                    // so the grace period is complete without a flip
+                    // (docs/memory-model.md, "the idle fast path").
+                    let gone = check_ranks(pc, &[0, 1], mode, hooks);
+                    if gone[idx & 1] && gone[(idx & 1) ^ 1] && !crate::fault::second_scan_skipped() {
+                        self.end(phase, hooks);
+                        continue;
+                    }
+                    if !gone[(idx & 1) ^ 1] {
+                        *phase = Phase::Scan1;
+                        continue;
+                    }
+                    self.flip(pc, idx);
+                    *phase = Phase::Scan2;
                 }
                 Phase::Scan1 => {
                     // Relaxed: only the driver (us, under `driver`) writes it.
@@ -159,13 +177,7 @@ impl GpState {
                     if !readers_gone(pc, (idx & 1) ^ 1, mode, hooks) {
                         return false;
                     }
-                    // Flip. SeqCst fence before (E): scan 1's sums are ordered
-                    // before the flip; SeqCst store and fence after (D):
-                    // readers that see the new index are ordered after it, and
-                    // scan 2's sums after it.
-                    fence(Ordering::SeqCst);
-                    pc.idx.store(idx.wrapping_add(1), Ordering::SeqCst);
-                    fence(Ordering::SeqCst);
+                    self.flip(pc, idx);
                     *phase = Phase::Scan2;
                 }
                 Phase::Scan2 => {
@@ -175,14 +187,29 @@ impl GpState {
                     if !crate::fault::second_scan_skipped() && !readers_gone(pc, (idx & 1) ^ 1, mode, hooks) {
                         return false;
                     }
-                    // SeqCst (release): ends the grace period; pairs with the
-                    // Acquire load in `done`.
-                    self.seq.fetch_add(1, Ordering::SeqCst);
-                    *phase = Phase::Idle;
-                    hooks.completed();
+                    self.end(phase, hooks);
                 }
             }
         }
+    }
+
+    /// Flip the index from `idx`. Caller holds the driver lock.
+    fn flip(&self, pc: &PerCpu, idx: usize) {
+        // SeqCst fence before (E): scan 1's sums are ordered before the flip;
+        // SeqCst store and fence after (D): readers that see the new index
+        // are ordered after it, and scan 2's sums after it.
+        fence(Ordering::SeqCst);
+        pc.idx.store(idx.wrapping_add(1), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// End the grace period in progress. Caller holds the driver lock.
+    fn end(&self, phase: &mut Phase, hooks: &dyn GpHooks) {
+        // SeqCst (release): ends the grace period; pairs with the Acquire
+        // load in `done`.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        *phase = Phase::Idle;
+        hooks.completed();
     }
 
     /// One non-blocking attempt by the runtime's driver: `Some(true)` once
@@ -257,20 +284,33 @@ pub(crate) type Deadline = ();
 
 /// One check of rank `r`: are its readers gone? (Step A.)
 pub(crate) fn readers_gone(pc: &PerCpu, r: usize, mode: FenceMode, hooks: &dyn GpHooks) -> bool {
+    check_ranks(pc, &[r], mode, hooks)[r]
+}
+
+/// One check (step A) of each rank in `ranks`, under one heavy fence:
+/// `gone[r]` is true if rank `r` had no reader inside when its unlock sum
+/// began. Ranks not asked about read false.
+pub(crate) fn check_ranks(pc: &PerCpu, ranks: &[usize], mode: FenceMode, hooks: &dyn GpHooks) -> [bool; 2] {
     #[cfg(not(usrcu_loom))]
     let t0 = std::time::Instant::now();
-    let unlocks = pc.sum_unlocks(r);
+    let mut unlocks = [0usize; 2];
+    for &r in ranks {
+        unlocks[r] = pc.sum_unlocks(r);
+    }
     // A: pairs with the reader fences B (after the lock add) and C (before
-    // the unlock add). If a lock add is missed by the sum below, that
+    // the unlock add). If a lock add is missed by the sums below, that
     // reader's critical section begins after this fence and sees everything
     // the updater stored before it.
     heavy_fence(mode);
-    let locks = pc.sum_locks(r);
+    let mut gone = [false; 2];
+    for &r in ranks {
+        gone[r] = pc.sum_locks(r) == unlocks[r];
+    }
     #[cfg(not(usrcu_loom))]
-    hooks.scanned(2 * pc.nr_slots(), t0.elapsed().as_nanos() as u64);
+    hooks.scanned(2 * ranks.len() * pc.nr_slots(), t0.elapsed().as_nanos() as u64);
     #[cfg(usrcu_loom)]
-    hooks.scanned(2 * pc.nr_slots(), 0);
-    locks == unlocks
+    hooks.scanned(2 * ranks.len() * pc.nr_slots(), 0);
+    gone
 }
 
 /// Spin briefly, then sleep with exponential backoff.
