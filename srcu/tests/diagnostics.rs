@@ -43,11 +43,34 @@ fn stall_warning_fires_after_a_short_timeout_and_names_the_domain() {
 #[test]
 fn no_stall_warning_for_a_grace_period_under_the_timeout() {
     let cap = Capture::start();
-    let d = Srcu::with_config("not-stalled", SrcuConfig::new().stall_timeout_ms(5_000));
-    for _ in 0..10 {
-        let _g = d.read_lock();
+    let d = Arc::new(Srcu::with_config(
+        "not-stalled",
+        SrcuConfig::new().stall_timeout_ms(60_000),
+    ));
+    let g = d.read_lock_raw();
+    let left = Arc::new(AtomicBool::new(false));
+    let syncer = {
+        let (d, left) = (d.clone(), left.clone());
+        thread::spawn(move || {
+            d.synchronize();
+            assert!(
+                left.load(Ordering::SeqCst),
+                "synchronize returned while the reader was inside"
+            );
+        })
+    };
+    // Hold the reader until the grace period has checked it many times, so
+    // that it is past its spinning steps and into the sleeps that report
+    // stalls, yet far below the 60 s timeout.
+    let per_check = 2 * d.possible_cpus() as u64;
+    let start = d.stats().slots_scanned;
+    while d.stats().slots_scanned < start + 20 * per_check {
+        thread::yield_now();
     }
-    d.synchronize();
+    left.store(true, Ordering::SeqCst);
+    // SAFETY: `g` came from this domain's read_lock_raw, ended once.
+    unsafe { d.read_unlock_raw(g) };
+    syncer.join().unwrap();
     assert!(cap.find("not-stalled", WarningKind::Stall).is_empty());
 }
 
