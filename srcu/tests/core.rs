@@ -67,13 +67,14 @@ fn synchronize_waits_for_preexisting_reader_that_sleeps_200ms(seqcst: bool) {
         })
     };
     entered_rx.recv().unwrap();
-    let t = Instant::now();
     d.synchronize();
+    // The flag is set inside the section, just before it ends: seeing it set
+    // is the ordering claim (no elapsed-time check, which would depend on the
+    // scheduler).
     assert!(
         left.load(Ordering::SeqCst),
         "synchronize returned while a pre-existing reader was inside"
     );
-    assert!(t.elapsed() >= Duration::from_millis(100));
     reader.join().unwrap();
 }
 

@@ -4,23 +4,31 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A generous bound for "this must happen": reaching it means a hang.
+const HANG: Duration = Duration::from_secs(60);
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::{Srcu, SrcuConfig};
 
 #[test]
 fn stall_warning_fires_after_a_short_timeout_and_names_the_domain() {
-    let cap = Capture::start();
+    let cap = Arc::new(Capture::start());
     let d = Arc::new(Srcu::with_config("stalled", SrcuConfig::new().stall_timeout_ms(50)));
     let (tx, rx) = mpsc::channel();
     let reader = {
-        let d = d.clone();
+        let (d, cap) = (d.clone(), cap.clone());
         thread::Builder::new()
             .name("slow-reader".into())
             .spawn(move || {
                 let _g = d.read_lock();
                 tx.send(()).unwrap();
-                thread::sleep(Duration::from_millis(400));
+                // Stay inside until the stall warning has been captured (or
+                // give up after HANG, and let the assertion below fail).
+                let end = Instant::now() + HANG;
+                while cap.find("stalled", WarningKind::Stall).is_empty() && Instant::now() < end {
+                    thread::sleep(Duration::from_millis(1));
+                }
             })
             .unwrap()
     };
