@@ -25,7 +25,11 @@ fn must_fail(fault: Fault, expected: &str, model: fn()) {
 /// As `must_fail`, exploring up to `preemptions` preemptions (the failing
 /// schedule may need more than `LOOM_MAX_PREEMPTIONS`).
 fn must_fail_within(fault: Fault, preemptions: Option<usize>, expected: &str, model: fn()) {
-    set_fault(fault, true);
+    // SAFETY: the models free nothing on the strength of a grace period
+    // (their objects are atomics the model checks), loom is the only place
+    // RelaxedPublish may be on, and `SERIAL` keeps every other model from
+    // running while the fault is on.
+    unsafe { set_fault(fault, true) };
     let r = std::panic::catch_unwind(|| {
         let mut b = loom::model::Builder::new();
         if preemptions.is_some() {
@@ -33,7 +37,8 @@ fn must_fail_within(fault: Fault, preemptions: Option<usize>, expected: &str, mo
         }
         b.check(model)
     });
-    set_fault(fault, false);
+    // SAFETY: switching a fault off is always sound.
+    unsafe { set_fault(fault, false) };
     let payload = match r {
         Ok(()) => panic!("loom found no failure with {fault:?}: the model cannot see that bug"),
         Err(p) => p,

@@ -26,7 +26,9 @@ fn sightings_with(fault: Fault, seqcst: bool, tries: usize) -> u64 {
         "broken",
         SrcuConfig::new().force_seqcst_fence(seqcst),
     ));
-    usrcu::fault::set(fault, true);
+    // SAFETY: this binary runs nothing else, and the race keeps every
+    // retired object allocated until its readers are joined (race.rs).
+    unsafe { usrcu::fault::set(fault, true) };
     let mut seen = 0;
     for _ in 0..tries {
         seen = race::stale_sightings(&d, 3, 300);
@@ -34,7 +36,8 @@ fn sightings_with(fault: Fault, seqcst: bool, tries: usize) -> u64 {
             break;
         }
     }
-    usrcu::fault::set(fault, false);
+    // SAFETY: switching a fault off is always sound.
+    unsafe { usrcu::fault::set(fault, false) };
     seen
 }
 

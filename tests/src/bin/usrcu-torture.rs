@@ -242,7 +242,11 @@ fn main() {
         std::process::exit(2);
     }
     if let Some(f) = args.broken {
-        usrcu::fault::set(f, true);
+        // SAFETY: the torture frees nothing on the strength of a grace
+        // period: its pool poisons retired objects and never deallocates
+        // them (pool.rs), and it loads no module. `args` accepts only the
+        // grace-period and fence faults, never RelaxedPublish.
+        unsafe { usrcu::fault::set(f, true) };
     }
     println!(
         "usrcu-torture: start: domain={} ({}) fence={:?} possible_cpus={}{} readers={} fake_writers={} pool={} \
