@@ -362,6 +362,12 @@ fn main() {
     }
 
     println!("{final_stats}");
+    // Whether the heavy fences of a membarrier-mode run fell back to
+    // MEMBARRIER_CMD_GLOBAL (USRCU_FAULT_MEMBARRIER_FAILS=1 forces it).
+    println!(
+        "usrcu-torture: membarrier_failed_at_run_time={}",
+        usrcu::fence::membarrier_failed_at_run_time()
+    );
     println!("usrcu-torture: Errors: {}", t.errs);
     if t.errs.total() > 0 {
         let kinds: Vec<&str> = ErrorKind::ALL
