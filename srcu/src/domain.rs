@@ -514,6 +514,13 @@ impl Srcu {
     /// Wait until every callback queued before this call has run. Returns at
     /// once, without visiting the per-CPU queues, if `call_srcu` was never
     /// used on this domain.
+    ///
+    /// Called on a runtime thread (from inside a `call_srcu` callback, of any
+    /// domain), it cannot wait, because the callbacks it would wait for may
+    /// be queued behind the one running: it then returns at once **without
+    /// waiting**, emits a [`WarningKind::IllegalSynchronize`] warning, and
+    /// does not count in [`SrcuStats::barriers_issued`],
+    /// which is how a caller can tell.
     #[track_caller]
     pub fn barrier(&self) {
         self.assert_not_in_own_section("barrier");

@@ -174,3 +174,24 @@ fn cleanup_of_an_idle_domain_frees_and_a_later_use_reattaches() {
     assert!(D.is_attached());
     assert!(cap.for_domain("reattach").is_empty());
 }
+
+#[test]
+fn barrier_inside_a_callback_returns_at_once_warns_and_is_not_counted_as_issued() {
+    let cap = Capture::start();
+    let d = Arc::new(Srcu::new("barrier-in-callback"));
+    let (tx, rx) = mpsc::channel();
+    {
+        let d2 = d.clone();
+        d.call_srcu(move || {
+            let before = d2.stats().barriers_issued;
+            d2.barrier();
+            let _ = tx.send(d2.stats().barriers_issued - before);
+        });
+    }
+    let issued_inside = rx.recv_timeout(HANG).expect("the callback never ran");
+    assert_eq!(issued_inside, 0, "a barrier on a runtime thread counted as issued");
+    let w = cap.find("barrier-in-callback", WarningKind::IllegalSynchronize);
+    assert_eq!(w.len(), 1, "{:?}", cap.for_domain("barrier-in-callback"));
+    d.barrier();
+    assert_eq!(d.stats().barriers_issued, 1);
+}
