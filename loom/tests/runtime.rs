@@ -23,12 +23,15 @@ const STRANDED: &str = "a queued callback was stranded: not run, no kick, runtim
 /// model's own assertion, not any panic such as loom's branch limit).
 fn must_fail_with(fault: Fault, expected: &str, model: fn()) {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    set_fault(fault, true);
+    // SAFETY: models run one at a time (SERIAL) and no other thread of
+    // this process uses usrcu while the fault is on.
+    unsafe { set_fault(fault, true) };
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(|| loom::model(model));
     std::panic::set_hook(prev);
-    set_fault(fault, false);
+    // SAFETY: as above.
+    unsafe { set_fault(fault, false) };
     let err = r.expect_err(&format!("loom found no failure with {fault:?}"));
     let msg = err
         .downcast_ref::<String>()

@@ -572,7 +572,13 @@ impl ModuleLoader {
             BarrierOutcome::ReadersStuck
         } else {
             d.barrier();
-            BarrierOutcome::Issued
+            // On a runtime thread `barrier` returns at once without counting
+            // itself as issued (see `Srcu::barrier`); report that, not Issued.
+            if d.stats().barriers_issued > before.barriers_issued {
+                BarrierOutcome::Issued
+            } else {
+                BarrierOutcome::ReturnedEarly
+            }
         };
         let after = d.stats();
         // SAFETY: no new reader can enter: the module's code cannot be

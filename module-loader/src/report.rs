@@ -22,6 +22,10 @@ pub enum BarrierOutcome {
     /// Readers stayed inside the domain past the unload timeout, so a barrier
     /// (which waits for them) was not attempted.
     ReadersStuck,
+    /// The unload ran on a runtime thread (inside a `call_srcu` callback),
+    /// where `barrier` cannot wait and returns at once (see `Srcu::barrier`):
+    /// callbacks may still be pending, and the cleanup that follows says so.
+    ReturnedEarly,
 }
 
 /// The built-in SRCU notifier's work on one static domain.

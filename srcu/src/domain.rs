@@ -562,8 +562,11 @@ impl Srcu {
     /// Called from inside one of this domain's own callbacks it would wait
     /// for itself: it reports an [`IllegalSynchronize`](WarningKind::IllegalSynchronize)
     /// warning and returns at once, without waiting
-    /// ([`Srcu::barrier_timeout`] returns false there). Debug builds panic
-    /// if called inside a read section of this domain.
+    /// ([`Srcu::barrier_timeout`] returns false there), and does not count
+    /// in [`SrcuStats::barriers_issued`]. From a callback of *another*
+    /// domain it waits as usual (callbacks of different domains run on
+    /// different invokers). Debug builds panic if called inside a read
+    /// section of this domain.
     #[track_caller]
     pub fn barrier(&self) {
         let _ = self.barrier_inner(crate::runtime::vtable_forever());

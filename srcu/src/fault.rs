@@ -36,7 +36,24 @@ pub enum Fault {
 static FAULTS: AtomicU32 = AtomicU32::new(0);
 
 /// Switch a fault on or off. Only for torture tests and models.
-pub fn set(fault: Fault, on: bool) {
+///
+/// # Safety
+///
+/// A fault switches off part of the algorithm, process-wide: while one is
+/// on, a grace period of *any* domain may end before its pre-existing
+/// readers have left, and (with [`Fault::RelaxedPublish`]) a first user of a
+/// domain may read its per-CPU block before it is built.
+///
+/// Switching a fault on is sound only if, for as long as it is on, nothing
+/// in the process frees or reuses memory on the strength of a usrcu grace
+/// period (no `call_srcu` callback frees, no object freed after
+/// `synchronize`, no module unloaded); checkers that poison retired objects
+/// and deallocate them only after joining every reader satisfy this, as
+/// `usrcu-torture`'s pool, the core's `broken_grace_period` test and the loom
+/// models do. [`Fault::RelaxedPublish`] may be switched on only under loom
+/// (`--cfg usrcu_loom`): outside it, two threads attaching a domain at once
+/// would race on plain memory. Switching a fault off is always sound.
+pub unsafe fn set(fault: Fault, on: bool) {
     if on {
         FAULTS.fetch_or(fault as u32, Ordering::Relaxed);
     } else {

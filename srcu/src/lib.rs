@@ -93,6 +93,11 @@ pub fn rseq_active() -> bool {
 #[doc(hidden)]
 pub mod __loom;
 
+#[cfg(not(usrcu_loom))]
+#[doc(hidden)]
+#[path = "testing.rs"]
+pub mod __testing;
+
 /// The README's example is compiled and run as a doctest.
 #[cfg(all(doctest, not(usrcu_loom)))]
 #[doc = include_str!("../../README.md")]

@@ -219,3 +219,36 @@ fn dynamic_domain_of_a_plugin_runs_callbacks_on_the_host_runtime_and_drains_at_e
     assert_eq!(report.zombie_cause, None);
     assert!(report.unmapped, "{report}");
 }
+
+/// An unload that runs inside a `call_srcu` callback (on a runtime thread)
+/// cannot wait in `barrier`, which returns at once there: the report must say
+/// so instead of claiming the barrier was issued.
+#[test]
+fn unload_inside_a_callback_reports_that_the_barrier_returned_early() {
+    use std::sync::mpsc;
+    use usrcu::Srcu;
+    let loader: &'static ModuleLoader = leak(ModuleLoader::new());
+    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let ran = leak(AtomicUsize::new(0));
+    // SAFETY: the fixture exports it with this signature.
+    let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
+    // SAFETY: `ran` lives for the process.
+    queue.call(|f| unsafe { f(1, 0, ran) }).unwrap();
+    // Let the module's callback run first, so that only the barrier's
+    // classification is in question.
+    while ran.load(Ordering::SeqCst) < 1 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let host = leak(Srcu::new("host-unloads-inside-a-callback"));
+    let (tx, rx) = mpsc::channel();
+    host.call_srcu(move || {
+        let _ = tx.send(loader.unload(m));
+    });
+    let report = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the unload inside a callback did not finish")
+        .unwrap();
+    let d = report.domain("callbacks.queue").unwrap();
+    assert_eq!(d.barrier, BarrierOutcome::ReturnedEarly, "{report}");
+    assert_eq!(report.barriers_issued(), 0, "{report}");
+}

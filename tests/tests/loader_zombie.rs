@@ -5,18 +5,19 @@
 //!
 //! A test binary of its own: missed-barrier warnings are process-wide.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu_module_loader::{BarrierOutcome, LoaderConfig, ModuleLoader, ModuleState, ZombieCause};
 use usrcu_tests::{fixture_path, leak, object_is_mapped};
 
-type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
+type GatedQueueFn = unsafe extern "C" fn(usize, *const AtomicBool, *const AtomicUsize);
 type DynQueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize, *const AtomicUsize);
 type VoidFn = extern "C" fn();
 
-/// Wait (bounded, generously) until `c` reaches `n`.
+/// Wait until `c` reaches `n` (bounded only so that a bug fails instead of
+/// hanging; the sleep is a polling interval, nothing waits on time).
 fn wait_until(c: &AtomicUsize, n: usize) -> bool {
     let end = Instant::now() + Duration::from_secs(60);
     while c.load(Ordering::SeqCst) < n {
@@ -37,11 +38,12 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
     });
     let m = loader.load(fixture_path("callbacks")).unwrap();
     let path = loader.info(m).unwrap().loaded_path;
-    let ran = leak(AtomicUsize::new(0));
+    let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
-    let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
-    // SAFETY: `ran` lives for the process.
-    queue.call(|f| unsafe { f(4, 50, ran) }).unwrap();
+    let queue = unsafe { loader.symbol::<GatedQueueFn>(m, "fx_queue_gated").unwrap() };
+    // The callbacks wait for `gate`, so they are certainly pending at unload.
+    // SAFETY: `gate` and `ran` live for the process.
+    queue.call(|f| unsafe { f(4, gate, ran) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 
@@ -64,6 +66,12 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
     assert_eq!(loader.state(m), Some(ModuleState::Zombie));
 
     // The callbacks run later, in code that is still mapped: no crash.
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "a gated callback ran before the gate opened"
+    );
+    gate.store(true, Ordering::SeqCst);
     assert!(wait_until(ran, 4));
     // Unloading the zombie again, once nothing is pending, unmaps it.
     let retry = loader.unload(m).unwrap();
@@ -85,9 +93,12 @@ fn dynamic_domain_dropped_without_barrier_keeps_module_as_zombie() {
             loader.symbol::<VoidFn>(m, "fx_dyn_forget_barrier").unwrap(),
         )
     };
+    // With the barrier forgotten, the callbacks wait until `exit` has dropped
+    // the domain (the fixture's own flag), so they are certainly pending at
+    // the drop; no sleep is needed.
     forget.call(|f| f()).unwrap();
     // SAFETY: the counters live for the process.
-    queue.call(|f| unsafe { f(3, 50, ran, on_runtime) }).unwrap();
+    queue.call(|f| unsafe { f(3, 0, ran, on_runtime) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 

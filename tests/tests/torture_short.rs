@@ -55,6 +55,33 @@ fn survives(domain: &str, fence: &str, cpus: &str) {
         "torture failed:\n{text}"
     );
     assert!(text.contains("usrcu-torture: Reader Pipe:"), "no reader pipe:\n{text}");
+    // A SUCCESS that exercised nothing proves nothing: readers read, grace
+    // periods completed, and the writer used every primitive it chooses from
+    // (`Op::ALL` in `usrcu-torture/writer.rs`).
+    for counter in [
+        "reads", "gps", "writes", "sync", "exp", "call", "poll", "getstate", "barrier",
+    ] {
+        assert!(
+            final_stat(&out, counter) > 0,
+            "{counter}=0: the run did not exercise it:\n{text}"
+        );
+    }
+}
+
+/// The value of `name=N` on the last statistics line (`usrcu-torture: t=...`).
+fn final_stat(out: &Output, name: &str) -> u64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("usrcu-torture: t="))
+        .expect("no statistics line");
+    line.split_whitespace()
+        .map(|w| w.trim_matches(|c| c == '(' || c == ')'))
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} missing from the statistics line: {line}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} is not a number ({e}): {line}"))
 }
 
 macro_rules! matrix {

@@ -242,7 +242,11 @@ fn main() {
         std::process::exit(2);
     }
     if let Some(f) = args.broken {
-        usrcu::fault::set(f, true);
+        // SAFETY: the torture frees nothing on the strength of a grace
+        // period: its pool poisons retired objects and never deallocates
+        // them (pool.rs), and it loads no module. `args` accepts only the
+        // grace-period and fence faults, never RelaxedPublish.
+        unsafe { usrcu::fault::set(f, true) };
     }
     println!(
         "usrcu-torture: start: domain={} ({}) fence={:?} possible_cpus={}{} readers={} fake_writers={} pool={} \
@@ -358,6 +362,12 @@ fn main() {
     }
 
     println!("{final_stats}");
+    // Whether the heavy fences of a membarrier-mode run fell back to
+    // MEMBARRIER_CMD_GLOBAL (USRCU_FAULT_MEMBARRIER_FAILS=1 forces it).
+    println!(
+        "usrcu-torture: membarrier_failed_at_run_time={}",
+        usrcu::fence::membarrier_failed_at_run_time()
+    );
     println!("usrcu-torture: Errors: {}", t.errs);
     if t.errs.total() > 0 {
         let kinds: Vec<&str> = ErrorKind::ALL
