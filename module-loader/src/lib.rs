@@ -44,6 +44,8 @@
 
 pub mod address_space;
 mod error;
+mod host_context;
+mod interface;
 mod loader;
 mod module;
 mod notifier;
@@ -54,6 +56,7 @@ mod state;
 mod symbol;
 
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
+pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};
 pub use notifier::{ModuleEvent, NotifierId};

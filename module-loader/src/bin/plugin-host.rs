@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use std::{env, process, thread};
 
 use usrcu_module_loader::plugin_build::{workspace_target_dir, PluginBuild};
-use usrcu_module_loader::{CallError, ModuleHandle, ModuleLoader, Symbol, UnloadReport};
+use usrcu_module_loader::{ModuleHandle, ModuleLoader, Symbol, UnloadReport};
 
 type Compute = extern "C" fn(u64) -> u64;
 type Update = extern "C" fn(u64);
@@ -115,7 +115,7 @@ fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused:
         match r {
             // Relaxed: statistics.
             Ok(()) => served.fetch_add(1, Ordering::Relaxed),
-            Err(CallError::NotLive { .. }) => {
+            Err(_) => {
                 calls = resolve(loader);
                 refused.fetch_add(1, Ordering::Relaxed)
             }
