@@ -17,6 +17,7 @@
 //! - Ctrl-C (SIGINT, through the `ctrlc` crate) unloads everything and
 //!   prints the session's table.
 
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{self, Command};
@@ -110,10 +111,11 @@ fn is_source(path: &Path, crate_dir: &Path, target_dir: &Path) -> bool {
     name.ends_with(".rs") || name == "Cargo.toml"
 }
 
-/// A hash of every source of the crate (paths and contents): notify also
-/// reports reads (cargo and rustc open the sources while they build), so a
-/// change is acted on only when this moves.
-fn sources_digest(crate_dir: &Path) -> u64 {
+/// Every source of the crate (`Cargo.toml`, `build.rs`, `src/**.rs`) with
+/// a hash of its contents: notify also reports reads (cargo and rustc open
+/// the sources while they build), so a change is acted on only when some
+/// file's contents moved.
+fn sources(crate_dir: &Path) -> BTreeMap<PathBuf, u64> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else { return };
         for e in rd.flatten() {
@@ -127,13 +129,24 @@ fn sources_digest(crate_dir: &Path) -> u64 {
     }
     let mut files = vec![crate_dir.join("Cargo.toml"), crate_dir.join("build.rs")];
     walk(&crate_dir.join("src"), &mut files);
-    files.sort();
-    let mut h = std::hash::DefaultHasher::new();
-    for f in files {
-        f.hash(&mut h);
-        std::fs::read(&f).ok().hash(&mut h);
-    }
-    h.finish()
+    files
+        .into_iter()
+        .filter_map(|f| {
+            let bytes = std::fs::read(&f).ok()?;
+            let mut h = std::hash::DefaultHasher::new();
+            bytes.hash(&mut h);
+            Some((f, h.finish()))
+        })
+        .collect()
+}
+
+/// The files whose contents differ between two snapshots, relative to `base`.
+fn changed(before: &BTreeMap<PathBuf, u64>, after: &BTreeMap<PathBuf, u64>, base: &Path) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| k.strip_prefix(base).unwrap_or(k).display().to_string())
+        .collect()
 }
 
 fn ms(d: Duration) -> String {
@@ -185,7 +198,7 @@ pub fn main(args: &[String]) {
         .profile(&args.profile);
     let artifact = build.artifact(&lib_name);
 
-    let mut digest = sources_digest(&crate_dir);
+    let mut snapshot = sources(&crate_dir);
     println!("plugin-host: building {}", crate_dir.display());
     if let Err(e) = build.build() {
         println!("plugin-host: build failed, nothing to run:\n{e}");
@@ -289,12 +302,23 @@ pub fn main(args: &[String]) {
             if !changes.iter().any(|e| is_source(&e.path, &crate_dir, &target_dir)) {
                 continue;
             }
-            let now = sources_digest(&crate_dir);
-            if now == digest {
+            // Read until two reads agree: a file being written (truncated,
+            // then filled) is read once it is whole.
+            let mut now = sources(&crate_dir);
+            loop {
+                thread::sleep(Duration::from_millis(100));
+                let again = sources(&crate_dir);
+                if again == now {
+                    break;
+                }
+                now = again;
+            }
+            let files = changed(&snapshot, &now, &crate_dir);
+            if files.is_empty() {
                 continue;
             }
-            digest = now;
-            println!("plugin-host: change detected, rebuilding");
+            snapshot = now;
+            println!("plugin-host: {} changed, rebuilding", files.join(", "));
             let started = Instant::now();
             if let Err(e) = build.build() {
                 session.builds_failed += 1;
