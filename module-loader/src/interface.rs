@@ -297,3 +297,9 @@ impl<'l, I: Interface + ?Sized> Deref for Plugin<'l, I> {
         &self.client
     }
 }
+
+/// The plugin tutorial, `docs/plugins.md`: its Rust snippets are compiled
+/// as doc tests (and built and loaded for real by `tests/plugins_doc.rs`).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/plugins.md")]
+struct PluginsTutorial;
