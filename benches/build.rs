@@ -55,6 +55,13 @@ fn main() {
     let include = search("URCU_INCLUDE_DIR", INCLUDE_DIRS, &["urcu/urcu-memb.h"]);
     let lib = search("URCU_LIB_DIR", LIB_DIRS, &["liburcu-memb.so", "liburcu-memb.a"]);
     let (Some(include), Some(lib)) = (include, lib) else {
+        // Run again once liburcu appears (cargo scans these folders for
+        // changes; an install adds files to them).
+        for d in INCLUDE_DIRS.iter().chain(LIB_DIRS) {
+            if Path::new(d).is_dir() {
+                println!("cargo:rerun-if-changed={d}");
+            }
+        }
         println!(
             "cargo:warning=liburcu (memb flavor) not found: the liburcu peer benches will be skipped \
              (apt-get install -y liburcu-dev, or set URCU_INCLUDE_DIR and URCU_LIB_DIR)"
@@ -73,6 +80,7 @@ fn main() {
         .warnings(true)
         .compile("usrcu_urcu_shim");
 
+    println!("cargo:rerun-if-changed={}", include.join("urcu/urcu-memb.h").display());
     println!("cargo:rustc-cfg=usrcu_have_liburcu");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=urcu-memb");
