@@ -106,6 +106,9 @@ fn call_srcu_throughput(c: &mut Criterion) {
         g.finish();
     }
 
+    if !urcu::available("call_srcu_throughput/liburcu_call_rcu") {
+        return;
+    }
     let mut g = group(c, "call_srcu_throughput/liburcu_call_rcu");
     for &t in &threads {
         let pool = Pool::new(t, |_| {

@@ -67,6 +67,9 @@ const PEERS: &[Peer] = &[
 fn read_scaling(c: &mut Criterion) {
     DOMAIN.attach();
     for &(name, job) in PEERS {
+        if name == "liburcu_memb" && !urcu::available("read_scaling/liburcu_memb") {
+            continue;
+        }
         let mut g = c.benchmark_group(format!("read_scaling/{name}"));
         for threads in thread_counts() {
             let pool = Pool::new(threads, job);

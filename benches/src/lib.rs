@@ -19,6 +19,63 @@ use criterion::Criterion;
 pub mod urcu {
     use std::ffi::c_int;
 
+    /// Was liburcu found when the benches were built? (`build.rs` sets the
+    /// cfg `usrcu_have_liburcu` when it compiled the shim.)
+    pub const AVAILABLE: bool = cfg!(usrcu_have_liburcu);
+
+    /// What to do about a missing liburcu.
+    pub const INSTALL_HINT: &str = "apt-get install -y liburcu-dev (Debian/Ubuntu), then rebuild the benches";
+
+    /// Should the liburcu peer `bench` run? When liburcu was not found at
+    /// build time, prints a one-line note saying it is skipped, and why.
+    pub fn available(bench: &str) -> bool {
+        if !AVAILABLE {
+            eprintln!("{bench}: skipped, liburcu was not found when the benches were built ({INSTALL_HINT})");
+        }
+        AVAILABLE
+    }
+
+    /// Without liburcu: registration is a no-op (so that a bench may hold a
+    /// registration while it runs its other peers), and anything that would
+    /// reach liburcu fails with the install hint. Benches check
+    /// [`available`] first, so these only fire on a bench that forgot to.
+    #[cfg(not(usrcu_have_liburcu))]
+    #[allow(clippy::missing_safety_doc)]
+    mod ffi {
+        use std::ffi::c_int;
+
+        fn missing() -> ! {
+            panic!(
+                "usrcu-benches: this bench needs liburcu, which was not found at build time: {}",
+                super::INSTALL_HINT
+            )
+        }
+        pub unsafe fn ub_urcu_register() {}
+        pub unsafe fn ub_urcu_unregister() {}
+        pub unsafe fn ub_urcu_read_loop(_: u64) {
+            missing()
+        }
+        pub unsafe fn ub_urcu_read_nested_loop(_: u64) {
+            missing()
+        }
+        pub unsafe fn ub_urcu_read_until(_: *const c_int) -> u64 {
+            missing()
+        }
+        pub unsafe fn ub_urcu_synchronize() {
+            missing()
+        }
+        pub unsafe fn ub_urcu_call_rcu_n(_: u64) {
+            missing()
+        }
+        pub unsafe fn ub_urcu_barrier() {
+            missing()
+        }
+        pub unsafe fn ub_urcu_invoked() -> u64 {
+            missing()
+        }
+    }
+
+    #[cfg(usrcu_have_liburcu)]
     mod ffi {
         use std::ffi::c_int;
         extern "C" {
@@ -113,7 +170,7 @@ pub mod urcu {
         unsafe { ffi::ub_urcu_invoked() }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, usrcu_have_liburcu))]
     mod tests {
         use super::*;
 

@@ -288,8 +288,10 @@ impl fmt::Display for UnloadError {
 
 impl std::error::Error for UnloadError {}
 
-/// Why a call through a [`Symbol`](crate::Symbol) was refused.
+/// Why a call through a [`Symbol`](crate::Symbol) or a typed
+/// [`Plugin`](crate::Plugin) was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallError {
     /// The module is no longer (or not yet) `Live`.
     NotLive {
@@ -298,12 +300,41 @@ pub enum CallError {
         /// Its state.
         state: ModuleState,
     },
+    /// The plugin's function panicked; its shim caught the panic at the
+    /// boundary. The module stays live.
+    Panicked {
+        /// The module's name.
+        module: String,
+        /// The interface function.
+        function: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// No `Live` module of that name (a typed handle looks one up per reload).
+    NoLiveModule {
+        /// The module name the handle was made for.
+        name: String,
+    },
+    /// The live module does not export the interface as the host declares it.
+    Interface {
+        /// The module's name.
+        module: String,
+        /// What differs.
+        error: usrcu_registry::interface::InterfaceError,
+    },
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::NotLive { module, state } => write!(f, "module '{module}' is {state}, not live"),
+            CallError::Panicked {
+                module,
+                function,
+                message,
+            } => write!(f, "module '{module}': `{function}` panicked: {message}"),
+            CallError::NoLiveModule { name } => write!(f, "no live module named '{name}'"),
+            CallError::Interface { module, error } => write!(f, "module '{module}': {error}"),
         }
     }
 }

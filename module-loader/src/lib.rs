@@ -27,6 +27,13 @@
 //! module is `Going`, so unload waits for calls in flight and never unmaps
 //! code a thread is running.
 //!
+//! Typed interfaces (`usrcu_registry::plugin_interface!`) need no `unsafe`:
+//! [`ModuleLoader::require_interface`] refuses, at load, a module whose
+//! interface differs (naming the function), and [`ModuleLoader::interface`]
+//! gives a [`Plugin`] handle whose calls go to the newest live copy of a
+//! module, through the same liveness section; a panic in the plugin comes
+//! back as [`CallError::Panicked`]. `docs/plugins.md` is the tutorial.
+//!
 //! # What the loader refuses to do
 //!
 //! Unmap an object whose static domain still has readers inside, callbacks
@@ -44,6 +51,8 @@
 
 pub mod address_space;
 mod error;
+mod host_context;
+mod interface;
 mod loader;
 mod module;
 mod notifier;
@@ -54,6 +63,7 @@ mod state;
 mod symbol;
 
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
+pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};
 pub use notifier::{ModuleEvent, NotifierId};

@@ -233,6 +233,8 @@ impl ModuleLoader {
         };
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
+        // The host context (logger bridge), before notifiers and init.
+        crate::host_context::deliver(&m);
 
         // Coming notifiers, in order; on failure, Going to those already told, in reverse.
         let chain = self.notifiers.snapshot();

@@ -49,7 +49,10 @@
 
 mod descriptor;
 mod domains;
+pub mod example;
 mod export;
+mod host_context;
+pub mod interface;
 
 pub use descriptor::{
     HookMessage, HookStatus, ModuleDescriptor, SharedLayouts, StrRef, TypeLayout, DESCRIPTOR_SYMBOL,
@@ -57,6 +60,7 @@ pub use descriptor::{
 };
 pub use domains::{domains, SRCU_DOMAINS};
 pub use export::IntoHookResult;
+pub use host_context::{HostContext, HostLogFn, HOST_CONTEXT_SYMBOL, HOST_CONTEXT_VERSION};
 pub use usrcu;
 
 /// The version of `usrcu` this object was built against (the registry and
@@ -71,6 +75,7 @@ pub const RUSTC_VERSION: &str = env!("USRCU_REGISTRY_RUSTC_VERSION");
 pub mod __private {
     pub use crate::domains::SRCU_DOMAINS;
     pub use crate::export::{install_runtime, run_hook};
+    pub use crate::host_context::receive as receive_host_context;
     pub use linkme;
     pub use linkme::distributed_slice;
     pub use std::sync::OnceLock;

@@ -60,6 +60,7 @@ fn two_hundred_reloads_under_two_calling_threads_all_unmap() {
                             served.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(CallError::NotLive { .. }) => syms = resolve(loader),
+                        Err(e) => panic!("unexpected call error: {e}"),
                     }
                 }
             });
