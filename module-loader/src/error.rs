@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use usrcu_registry::TypeLayout;
 
+use crate::elf_check::ElfDefect;
 use crate::report::{HookFailure, UnloadReport};
 use crate::state::ModuleState;
 use crate::ModuleHandle;
@@ -129,6 +130,41 @@ pub enum LoadError {
         /// What the rollback did.
         rollback: Box<UnloadReport>,
     },
+    /// The path names a directory, a FIFO, a socket or a device.
+    NotARegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// An ELF object built for another host: another class (32/64-bit),
+    /// byte order or machine.
+    ForeignObject {
+        /// The file.
+        path: PathBuf,
+        /// What differs: `"ELF class"`, `"byte order"`, `"machine (e_machine)"`.
+        what: &'static str,
+        /// The file's.
+        plugin: String,
+        /// The host's.
+        host: String,
+    },
+    /// The copy's ELF structure is inconsistent or truncated: `dlopen` would
+    /// map bytes the file does not have or follow addresses it does not map.
+    MalformedElf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        defect: ElfDefect,
+    },
+    /// [`LoaderConfig::copy_dir`](crate::LoaderConfig::copy_dir) is not a
+    /// private directory (owned by this user, mode 0700, not a symlink).
+    UnsafeCopyDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -204,6 +240,25 @@ impl fmt::Display for LoadError {
                 panicked,
                 ..
             } => write!(f, "init of module '{module}' {}: {message}; load rolled back", how(panicked)),
+            LoadError::NotARegularFile { path, kind } => {
+                write!(f, "{} is {kind}, not a shared object file", path.display())
+            }
+            LoadError::ForeignObject {
+                path,
+                what,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "{} is built for another host: {what} is {plugin}, the host's is {host}",
+                path.display()
+            ),
+            LoadError::MalformedElf { path, defect } => {
+                write!(f, "{} is a malformed ELF object: {defect}", path.display())
+            }
+            LoadError::UnsafeCopyDir { path, reason } => {
+                write!(f, "copy directory {} is not private: {reason}", path.display())
+            }
         }
     }
 }

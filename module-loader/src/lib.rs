@@ -6,7 +6,10 @@
 //!
 //! `Coming -> Live -> Going -> Unloaded`, plus `Zombie` for an object kept
 //! mapped because something might still run its code. [`ModuleLoader::load`]
-//! copies the file to a unique path, opens it with `RTLD_NOW | RTLD_LOCAL`,
+//! copies the file into private storage (a sealed memfd by default),
+//! validates the copy's ELF structure (a truncated, foreign or inconsistent
+//! file is a typed error before `dlopen` sees it), opens it with
+//! `RTLD_NOW | RTLD_LOCAL`,
 //! checks the `#[repr(C)]` descriptor that `usrcu_registry::export_module!`
 //! exported (every mismatch an error naming both sides), hands the plugin
 //! the host's SRCU runtime (so that no thread ever runs plugin code the host
@@ -43,7 +46,9 @@
 #![warn(missing_docs)]
 
 pub mod address_space;
+mod elf_check;
 mod error;
+mod intake;
 mod loader;
 mod module;
 mod notifier;
@@ -53,6 +58,7 @@ mod report;
 mod state;
 mod symbol;
 
+pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};

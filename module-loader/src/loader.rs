@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +13,7 @@ use usrcu::Srcu;
 
 use crate::address_space;
 use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
+use crate::intake::Intake;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
 use crate::pthread_keys::KeyTable;
@@ -32,8 +32,11 @@ pub struct LoaderConfig {
     /// How long unload waits for calls in flight, and for readers inside a
     /// module's static domains, before it gives up (default 10 s).
     pub unload_timeout: Duration,
-    /// Where the unique copies of loaded files go (default: a per-process
-    /// directory under the system temporary directory).
+    /// Where the private copies of loaded files go. `None` (default): a
+    /// sealed anonymous `memfd` per load, opened as `/proc/self/fd/N`.
+    /// `Some(dir)`: a new file per load in `dir`, which must be (or is
+    /// created as) a directory owned by this user with mode 0700; use it for
+    /// plugins that find libraries next to them through `$ORIGIN`.
     pub copy_dir: Option<PathBuf>,
     /// Refuse a plugin built by another `rustc` (default: accept it; every
     /// shared struct is `#[repr(C)]` and checked, every crossing `extern "C"`).
@@ -105,7 +108,6 @@ pub struct ModuleLoader {
     config: LoaderConfig,
     table: Mutex<Table>,
     notifiers: Notifiers,
-    copy_dir: PathBuf,
 }
 
 impl std::fmt::Debug for ModuleLoader {
@@ -131,15 +133,10 @@ impl ModuleLoader {
 
     /// A loader with `config`.
     pub fn with_config(config: LoaderConfig) -> ModuleLoader {
-        let copy_dir = config
-            .copy_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("usrcu-modules-{}", std::process::id())));
         ModuleLoader {
             config,
             table: Mutex::new(Table::default()),
             notifiers: Notifiers::default(),
-            copy_dir,
         }
     }
 
@@ -212,25 +209,17 @@ impl ModuleLoader {
     /// `init`, mark it `Live`, run the `Live` notifiers.
     pub fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
         let source = path.as_ref();
-        fs::metadata(source).map_err(|e| module::io_error(source, e))?;
-        module::check_elf(source)?;
         // Relaxed: a unique number, nothing else.
         let handle = ModuleHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
-        fs::create_dir_all(&self.copy_dir).map_err(|e| module::io_error(&self.copy_dir, e))?;
-        let loaded = self.copy_dir.join(module::copy_name(source, handle));
-        // A fresh path for every load: dlopen of a path that is still mapped
-        // returns the old image.
-        fs::copy(source, &loaded).map_err(|e| LoadError::Io {
-            path: source.to_owned(),
-            source: e,
-        })?;
-        let module = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = fs::remove_file(&loaded);
-                return Err(e);
-            }
-        };
+        // A fresh, private, validated copy for every load: dlopen of a path
+        // that is still mapped returns the old image (see intake.rs).
+        let intake = Intake::take(
+            source,
+            self.config.copy_dir.as_deref(),
+            &module::copy_name(source, handle),
+        )?;
+        // SAFETY: forwarded from the caller (this fn's contract).
+        let module = unsafe { module::open(handle, source, intake, self.config.require_same_rustc) }?;
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
 
@@ -545,7 +534,9 @@ impl ModuleLoader {
                 ResidentCause::ThreadLocalDestructor
             });
         }
-        let _ = fs::remove_file(&m.loaded_path);
+        if let Some(copy) = &m.intake {
+            copy.release(report.unmapped);
+        }
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);

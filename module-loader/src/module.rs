@@ -3,8 +3,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -18,6 +17,7 @@ use usrcu_registry::{
 
 use crate::address_space::{self, ObjectMapping};
 use crate::error::LoadError;
+use crate::intake::Intake;
 use crate::report::ZombieCause;
 use crate::state::{ModuleState, StateWord};
 
@@ -93,6 +93,8 @@ pub(crate) struct Module {
     pub(crate) lib: Mutex<Option<Library>>,
     pub(crate) mapping: ObjectMapping,
     pub(crate) zombie_cause: Mutex<Option<ZombieCause>>,
+    /// The private copy `loaded_path` names, kept while the object may be mapped.
+    pub(crate) intake: Option<Intake>,
 }
 
 impl fmt::Debug for Module {
@@ -139,88 +141,6 @@ impl Module {
     }
 }
 
-/// Check that `path` is an ELF shared object before handing it to `dlopen`.
-pub(crate) fn check_elf(path: &Path) -> Result<(), LoadError> {
-    let mut head = [0u8; 18];
-    let mut f = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let n = read_up_to(&mut f, &mut head).map_err(|e| io_error(path, e))?;
-    let not = |reason: String| LoadError::NotSharedObject {
-        path: path.to_owned(),
-        reason,
-    };
-    if n < 4 || head[..4] != *b"\x7fELF" {
-        return Err(not(format!("no ELF magic (first bytes {:02x?})", &head[..n.min(4)])));
-    }
-    if n < head.len() {
-        return Err(not(format!("truncated ELF header ({n} bytes)")));
-    }
-    // e_type at offset 16, in the file's byte order (EI_DATA at offset 5).
-    let e_type = if head[5] == 2 {
-        u16::from_be_bytes([head[16], head[17]])
-    } else {
-        u16::from_le_bytes([head[16], head[17]])
-    };
-    const ET_DYN: u16 = 3;
-    if e_type == ET_DYN && is_pie_executable(path).unwrap_or(false) {
-        return Err(not(
-            "a position-independent executable (DF_1_PIE), not a library".to_owned()
-        ));
-    }
-    if e_type != ET_DYN {
-        let kind = match e_type {
-            1 => "a relocatable object (ET_REL)".to_owned(),
-            2 => "an executable (ET_EXEC)".to_owned(),
-            4 => "a core dump (ET_CORE)".to_owned(),
-            t => format!("ELF type {t}"),
-        };
-        return Err(not(kind));
-    }
-    Ok(())
-}
-
-/// Does this 64-bit little-endian ELF file carry `DF_1_PIE` (an executable
-/// that glibc refuses to `dlopen`)? `None` where the file is of another class.
-fn is_pie_executable(path: &Path) -> Option<bool> {
-    const DT_FLAGS_1: u64 = 0x6fff_fffb;
-    const DF_1_PIE: u64 = 0x0800_0000;
-    const PT_DYNAMIC: u32 = 2;
-    let data = fs::read(path).ok()?;
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
-    // ELFCLASS64, ELFDATA2LSB.
-    if data.get(4..6)? != [2, 1] {
-        return None;
-    }
-    let (phoff, phentsize, phnum) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)? as usize);
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(ph)? != PT_DYNAMIC {
-            continue;
-        }
-        let (off, size) = (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize);
-        for e in (off..off + size).step_by(16) {
-            match u64_at(e)? {
-                0 => break,
-                DT_FLAGS_1 => return Some(u64_at(e + 8)? & DF_1_PIE != 0),
-                _ => {}
-            }
-        }
-    }
-    Some(false)
-}
-
-fn read_up_to(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 pub(crate) fn io_error(path: &Path, e: io::Error) -> LoadError {
     if e.kind() == io::ErrorKind::NotFound {
         LoadError::NotFound { path: path.to_owned() }
@@ -233,27 +153,61 @@ pub(crate) fn io_error(path: &Path, e: io::Error) -> LoadError {
 }
 
 /// The unique name of the copy of `src` opened as module `id`.
-pub(crate) fn copy_name(src: &Path, id: ModuleHandle) -> PathBuf {
+pub(crate) fn copy_name(src: &Path, id: ModuleHandle) -> String {
     let stem = src.file_stem().unwrap_or(OsStr::new("module")).to_string_lossy();
-    PathBuf::from(format!("{stem}.{}.{}.so", std::process::id(), id.0))
+    format!("{stem}.{}.{}.so", std::process::id(), id.0)
 }
 
-/// Open the copy at `loaded`, check the descriptor, hand over the runtime,
+/// Open the validated copy, check the descriptor, hand over the runtime,
 /// attach the static domains: a module not yet announced to notifiers nor
-/// initialised. On error, the object is closed again.
-pub(crate) fn open(
+/// initialised. On error, the object is closed again and the copy released.
+///
+/// # Safety
+/// Loading runs the object's initialisers: the caller upholds the contract
+/// of [`ModuleLoader::load`](crate::ModuleLoader::load).
+pub(crate) unsafe fn open(
+    handle: ModuleHandle,
+    source: &Path,
+    intake: Intake,
+    require_same_rustc: bool,
+) -> Result<Module, LoadError> {
+    let loaded = intake.path.clone();
+    // SAFETY: forwarded from the caller. RTLD_NOW resolves everything up
+    // front, RTLD_LOCAL keeps its symbols out of the global scope.
+    let lib = match unsafe { Library::open(Some(&loaded), RTLD_NOW | RTLD_LOCAL) } {
+        Ok(lib) => lib,
+        Err(e) => {
+            intake.release(!address_space::is_mapped(&loaded));
+            return Err(LoadError::Dlopen {
+                path: source.to_owned(),
+                message: e.to_string(),
+            });
+        }
+    };
+    match check_and_attach(handle, source, &loaded, &lib, require_same_rustc) {
+        Ok(mut m) => {
+            m.lib = Mutex::new(Some(lib));
+            m.intake = Some(intake);
+            Ok(m)
+        }
+        Err(e) => {
+            drop(lib);
+            intake.release(!address_space::is_mapped(&loaded));
+            Err(e)
+        }
+    }
+}
+
+/// The descriptor checks, the runtime hand-over and the domains' attach,
+/// over an open library: the module's record, without the library and the
+/// copy (which the caller adds).
+fn check_and_attach(
     handle: ModuleHandle,
     source: &Path,
     loaded: &Path,
+    lib: &Library,
     require_same_rustc: bool,
 ) -> Result<Module, LoadError> {
-    // SAFETY: loading runs the object's initialisers. A plugin is trusted
-    // code of the host; RTLD_NOW resolves everything up front, RTLD_LOCAL
-    // keeps its symbols out of the global scope.
-    let lib = unsafe { Library::open(Some(loaded), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError::Dlopen {
-        path: source.to_owned(),
-        message: e.to_string(),
-    })?;
     let mapping = address_space::find(loaded).unwrap_or_default();
     // SAFETY: the descriptor symbol is an `extern "C" fn() -> *const
     // ModuleDescriptor` by the registry's ABI; its type is checked below
@@ -393,8 +347,9 @@ pub(crate) fn open(
         state: StateWord::new(ModuleState::Coming),
         init: d.init,
         exit: d.exit,
-        lib: Mutex::new(Some(lib)),
+        lib: Mutex::new(None),
         mapping,
         zombie_cause: Mutex::new(None),
+        intake: None,
     })
 }

@@ -121,3 +121,22 @@ fn in_proc_maps(path: &Path) -> bool {
 pub fn leak<T>(v: T) -> &'static T {
     Box::leak(Box::new(v))
 }
+
+/// Run the test named `test` of the current test binary again, alone, in a
+/// child process with `env` set, and return how it ended. A test that must
+/// see a signal (which would kill the test harness with it) checks one of
+/// `env`'s variables and, when it is set, does the dangerous part only.
+pub fn rerun_test_in_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("cannot re-run the test binary")
+}
+
+/// The signal that ended a child, if one did.
+pub fn killed_by(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
