@@ -18,7 +18,7 @@
 //! | every `PT_LOAD`: `p_offset + p_filesz` inside the file, `p_filesz <= p_memsz`, `p_vaddr ≡ p_offset` modulo the page and `p_align`, in address order without overlap | malformed |
 //! | `PT_DYNAMIC` (exactly one), `PT_PHDR`, `PT_NOTE`, `PT_GNU_PROPERTY`, `PT_GNU_EH_FRAME`, `PT_TLS`, `PT_GNU_RELRO`: inside one `PT_LOAD`, in memory and (where file-backed) at the matching file offset; `PT_GNU_RELRO` inside a writable one | malformed |
 //! | the dynamic section ends with `DT_NULL`; every `DT_*` address (and address + size) inside a `PT_LOAD`; every `DT_*` string offset inside `DT_STRSZ` | malformed |
-//! | section headers present; every allocated section inside a `PT_LOAD` at the matching offset, with the permissions its flags need (`PF_R`, plus `PF_X` for `SHF_EXECINSTR`, `PF_W` for `SHF_WRITE`); `PT_GNU_RELRO` (page-rounded as `ld.so` does) covers no `.data`/`.bss` | malformed |
+//! | section headers present; every allocated section inside a `PT_LOAD` at the matching offset (a `NOBITS` one past its `p_filesz`, so that `.bss` is zero), with the permissions its flags need (`PF_R`, plus `PF_X` for `SHF_EXECINSTR`, `PF_W` for `SHF_WRITE`); `PT_GNU_RELRO` (page-rounded as `ld.so` does) covers no `.data`/`.bss` | malformed |
 //!
 //! Every sum is computed with `checked_add`: an overflow is a defect, never
 //! a wrap. The section cross-check is what catches a flipped byte in a
@@ -576,6 +576,15 @@ fn check_sections<Elf: FileHeader<Endian = Endianness>>(
         let Some(load) = load_holding(loads, addr, size) else {
             return Err(bad(format!("[{addr:#x}, +{size:#x}) lies outside every PT_LOAD")));
         };
+        // A NOBITS section (`.bss`) is zero-filled only past `p_filesz`: a
+        // segment that maps file bytes over it hands the plugin non-zero
+        // "zeroed" statics.
+        if nobits && addr < load.vaddr.saturating_add(load.filesz) {
+            return Err(bad(format!(
+                "NOBITS at {addr:#x} lies inside the file image of PT_LOAD #{} (p_filesz {:#x} too large)",
+                load.index, load.filesz
+            )));
+        }
         if !nobits && !file_backed_in(load, addr, offset, size) {
             return Err(bad(format!(
                 "file offset {offset:#x} is not where PT_LOAD #{} maps address {addr:#x} from",
