@@ -16,7 +16,7 @@ use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
 use crate::intake::Intake;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
-use crate::pthread_keys::KeyTable;
+use crate::policy::{self, PlatformSupport, UnmapPolicy};
 use crate::report::{BarrierOutcome, DomainReport, HookFailure, ResidentCause, UnloadReport, ZombieCause};
 use crate::state::ModuleState;
 use crate::symbol::{inside_call_into, Symbol};
@@ -41,6 +41,11 @@ pub struct LoaderConfig {
     /// Refuse a plugin built by another `rustc` (default: accept it; every
     /// shared struct is `#[repr(C)]` and checked, every crossing `extern "C"`).
     pub require_same_rustc: bool,
+    /// When unload may unmap an object (default:
+    /// [`UnmapPolicy::WhenProvablyIdle`]). A loader on a platform where
+    /// idleness cannot be proven runs as [`UnmapPolicy::Never`] whatever
+    /// this says, and says so when it is built (see [`ModuleLoader::platform`]).
+    pub unmap_policy: UnmapPolicy,
 }
 
 impl Default for LoaderConfig {
@@ -50,6 +55,7 @@ impl Default for LoaderConfig {
             unload_timeout: Duration::from_secs(10),
             copy_dir: None,
             require_same_rustc: false,
+            unmap_policy: UnmapPolicy::default(),
         }
     }
 }
@@ -108,6 +114,7 @@ pub struct ModuleLoader {
     config: LoaderConfig,
     table: Mutex<Table>,
     notifiers: Notifiers,
+    platform: PlatformSupport,
 }
 
 impl std::fmt::Debug for ModuleLoader {
@@ -131,9 +138,13 @@ impl ModuleLoader {
         ModuleLoader::with_config(LoaderConfig::default())
     }
 
-    /// A loader with `config`.
+    /// A loader with `config`. Checks once whether this process can prove a
+    /// module idle (see [`ModuleLoader::platform`]); where it cannot, warns
+    /// (through `usrcu::diagnostics` and `log`) and runs as
+    /// [`UnmapPolicy::Never`].
     pub fn with_config(config: LoaderConfig) -> ModuleLoader {
         ModuleLoader {
+            platform: policy::check(config.unmap_policy),
             config,
             table: Mutex::new(Table::default()),
             notifiers: Notifiers::default(),
@@ -143,6 +154,18 @@ impl ModuleLoader {
     /// The configuration.
     pub fn config(&self) -> &LoaderConfig {
         &self.config
+    }
+
+    /// What the platform check at construction found: whether this process
+    /// can prove a module idle, and the policy the loader runs as.
+    pub fn platform(&self) -> &PlatformSupport {
+        &self.platform
+    }
+
+    /// The policy unloads follow: the configured one, or
+    /// [`UnmapPolicy::Never`] where the platform cannot prove idleness.
+    pub fn unmap_policy(&self) -> UnmapPolicy {
+        self.platform.effective
     }
 
     // --- notifiers ----------------------------------------------------------
@@ -490,6 +513,9 @@ impl ModuleLoader {
             }
             report.domains.push(r);
         }
+        if self.platform.effective == UnmapPolicy::Never {
+            return self.keep_mapped_by_policy(m, report, t0);
+        }
         if zombie.is_none() {
             zombie = suspects
                 .into_iter()
@@ -497,7 +523,7 @@ impl ModuleLoader {
                 .map(|w| ZombieCause::DynamicDomainMissedBarrier { domain: w.domain });
         }
         if zombie.is_none() {
-            match KeyTable::open() {
+            match self.platform.key_table {
                 // SAFETY: every path into the module is closed: it is
                 // `Going`, calls have drained, `exit` ran, its callbacks
                 // are drained and its domains cleaned up.
@@ -537,6 +563,25 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(report.unmapped);
         }
+        report.state = ModuleState::Unloaded;
+        m.state.set(ModuleState::Unloaded);
+        let mut t = crate::lock(&self.table);
+        t.modules.retain(|x| !Arc::ptr_eq(x, m));
+        t.remember_gone(m.handle, m.name.clone(), ModuleState::Unloaded);
+        report.elapsed += t0.elapsed();
+        report
+    }
+
+    /// [`UnmapPolicy::Never`]: the object stays mapped (its library handle
+    /// and its copy are leaked on purpose); the module is gone from the loader.
+    fn keep_mapped_by_policy(&self, m: &Arc<Module>, mut report: UnloadReport, t0: Instant) -> UnloadReport {
+        if let Some(lib) = crate::lock(&m.lib).take() {
+            std::mem::forget(lib);
+        }
+        if let Some(copy) = &m.intake {
+            copy.release(false);
+        }
+        report.resident_cause = Some(ResidentCause::KeptMappedByPolicy);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);
