@@ -70,7 +70,8 @@ pub enum LoadError {
     VersionMismatch {
         /// The file.
         path: PathBuf,
-        /// Which version: `"module ABI"`, `"SRCU layout"`, `"runtime ABI"`, `"rustc"`.
+        /// Which version: `"module ABI"`, `"SRCU layout"`, `"runtime ABI"`,
+        /// `"reader protocol"`, `"usrcu"`, `"rustc"`.
         what: &'static str,
         /// The plugin's.
         plugin: String,
@@ -156,6 +157,40 @@ pub enum LoadError {
         path: PathBuf,
         /// What is wrong.
         defect: ElfDefect,
+    },
+    /// A shared struct has the same size and alignment but its fields lie
+    /// elsewhere (its field-offset fingerprint differs).
+    FieldOffsetsMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which struct.
+        structure: &'static str,
+        /// The plugin's fingerprint.
+        plugin: u64,
+        /// The host's.
+        host: u64,
+    },
+    /// After the runtime was handed over, a static domain of the plugin
+    /// still dispatches to another runtime table than the host's.
+    RuntimeMismatch {
+        /// The module.
+        module: String,
+        /// The domain.
+        domain: String,
+        /// The table its runtime pointer names.
+        plugin: usize,
+        /// The host's table.
+        host: usize,
+    },
+    /// The plugin was built with `panic = "abort"` and the host unwinds
+    /// (see [`LoaderConfig::allow_panic_abort`](crate::LoaderConfig::allow_panic_abort)).
+    PanicStrategyMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's panic strategy.
+        plugin: &'static str,
+        /// The host's.
+        host: &'static str,
     },
     /// [`LoaderConfig::copy_dir`](crate::LoaderConfig::copy_dir) is not a
     /// private directory (owned by this user, mode 0700, not a symlink).
@@ -256,6 +291,30 @@ impl fmt::Display for LoadError {
             LoadError::MalformedElf { path, defect } => {
                 write!(f, "{} is a malformed ELF object: {defect}", path.display())
             }
+            LoadError::FieldOffsetsMismatch {
+                path,
+                structure,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "{}: field offsets of `{structure}` differ: plugin fingerprint {plugin:#018x}, host {host:#018x}",
+                path.display()
+            ),
+            LoadError::RuntimeMismatch {
+                module,
+                domain,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "module '{module}': static domain '{domain}' uses the runtime table at {plugin:#x}, not the host's at {host:#x}"
+            ),
+            LoadError::PanicStrategyMismatch { path, plugin, host } => write!(
+                f,
+                "{}: built with panic = \"{plugin}\", the host with panic = \"{host}\" (a panic in the plugin would end the process)",
+                path.display()
+            ),
             LoadError::UnsafeCopyDir { path, reason } => {
                 write!(f, "copy directory {} is not private: {reason}", path.display())
             }

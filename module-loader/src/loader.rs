@@ -46,6 +46,11 @@ pub struct LoaderConfig {
     /// idleness cannot be proven runs as [`UnmapPolicy::Never`] whatever
     /// this says, and says so when it is built (see [`ModuleLoader::platform`]).
     pub unmap_policy: UnmapPolicy,
+    /// Accept a plugin built with `panic = "abort"` in a host that unwinds
+    /// (default: refuse it, [`LoadError::PanicStrategyMismatch`]): any panic
+    /// in its code, even one its `init` wrapper or the runtime would catch,
+    /// ends the whole process.
+    pub allow_panic_abort: bool,
 }
 
 impl Default for LoaderConfig {
@@ -56,6 +61,7 @@ impl Default for LoaderConfig {
             copy_dir: None,
             require_same_rustc: false,
             unmap_policy: UnmapPolicy::default(),
+            allow_panic_abort: false,
         }
     }
 }
@@ -242,7 +248,7 @@ impl ModuleLoader {
             &module::copy_name(source, handle),
         )?;
         // SAFETY: forwarded from the caller (this fn's contract).
-        let module = unsafe { module::open(handle, source, intake, self.config.require_same_rustc) }?;
+        let module = unsafe { module::open(handle, source, intake, &self.config) }?;
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
 

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-use usrcu::runtime::{host_vtable, RUNTIME_ABI_VERSION};
+use usrcu::abi::{field_fingerprints, READER_PROTOCOL_VERSION, SHARED_STRUCTS};
+use usrcu::runtime::{host_vtable, RuntimeVTable, RUNTIME_ABI_VERSION};
 use usrcu::{Srcu, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
 use usrcu_registry::{
     HookMessage, HookStatus, ModuleDescriptor, SharedLayouts, TypeLayout, DESCRIPTOR_SYMBOL, MODULE_ABI_VERSION,
@@ -20,6 +21,7 @@ use crate::error::LoadError;
 use crate::intake::Intake;
 use crate::report::ZombieCause;
 use crate::state::{ModuleState, StateWord};
+use crate::LoaderConfig;
 
 /// Names a module of one loader. Handles are never reused in a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -169,7 +171,7 @@ pub(crate) unsafe fn open(
     handle: ModuleHandle,
     source: &Path,
     intake: Intake,
-    require_same_rustc: bool,
+    config: &LoaderConfig,
 ) -> Result<Module, LoadError> {
     let loaded = intake.path.clone();
     // SAFETY: forwarded from the caller. RTLD_NOW resolves everything up
@@ -184,7 +186,7 @@ pub(crate) unsafe fn open(
             });
         }
     };
-    match check_and_attach(handle, source, &loaded, &lib, require_same_rustc) {
+    match check_and_attach(handle, source, &loaded, &lib, config) {
         Ok(mut m) => {
             m.lib = Mutex::new(Some(lib));
             m.intake = Some(intake);
@@ -206,7 +208,7 @@ fn check_and_attach(
     source: &Path,
     loaded: &Path,
     lib: &Library,
-    require_same_rustc: bool,
+    config: &LoaderConfig,
 ) -> Result<Module, LoadError> {
     let mapping = address_space::find(loaded).unwrap_or_default();
     // SAFETY: the descriptor symbol is an `extern "C" fn() -> *const
@@ -270,12 +272,30 @@ fn check_and_attach(
     if d.runtime_abi_version != RUNTIME_ABI_VERSION {
         return Err(version("runtime ABI", &d.runtime_abi_version, &RUNTIME_ABI_VERSION));
     }
+    if d.reader_protocol_version != READER_PROTOCOL_VERSION {
+        return Err(version(
+            "reader protocol",
+            &d.reader_protocol_version,
+            &READER_PROTOCOL_VERSION,
+        ));
+    }
     let host_layouts = SharedLayouts::of_this_build();
     for ((structure, plugin), (_, host)) in d.layouts.named().into_iter().zip(host_layouts.named()) {
         if plugin != host {
             return Err(LoadError::LayoutMismatch {
                 path: path(),
                 structure,
+                plugin,
+                host,
+            });
+        }
+    }
+    let host_fingerprints = field_fingerprints();
+    for (i, (&plugin, host)) in d.field_fingerprints.iter().zip(host_fingerprints).enumerate() {
+        if plugin != host {
+            return Err(LoadError::FieldOffsetsMismatch {
+                path: path(),
+                structure: SHARED_STRUCTS[i],
                 plugin,
                 host,
             });
@@ -289,8 +309,22 @@ fn check_and_attach(
             d.rustc_version.to_string_lossy(),
         )
     };
-    if require_same_rustc && rustc_version != usrcu_registry::RUSTC_VERSION {
+    if !same_release_line(&usrcu_version, usrcu::VERSION) {
+        return Err(version("usrcu", &usrcu_version, &usrcu::VERSION));
+    }
+    if config.require_same_rustc && rustc_version != usrcu_registry::RUSTC_VERSION {
         return Err(version("rustc", &rustc_version, &usrcu_registry::RUSTC_VERSION));
+    }
+    // A panic in a `panic = "abort"` plugin ends the process wherever the
+    // host meant to catch it (init, exit, callbacks, calls): refused in an
+    // unwinding host unless the host opts in.
+    let host_aborts = cfg!(panic = "abort");
+    if d.panic_abort != 0 && !host_aborts && !config.allow_panic_abort {
+        return Err(LoadError::PanicStrategyMismatch {
+            path: path(),
+            plugin: "abort",
+            host: "unwind",
+        });
     }
     let domains: Vec<DomainPtr> = (0..d.nr_domains)
         // SAFETY: the descriptor lists `nr_domains` pointers.
@@ -323,13 +357,28 @@ fn check_and_attach(
             message: String::from_utf8_lossy(&buf[..msg.len.min(buf.len())]).into_owned(),
         });
     }
-    let mut domain_names = Vec::with_capacity(domains.len());
+    let host = host_vtable() as *const RuntimeVTable;
     for dp in &domains {
         // SAFETY: mapped, checked above.
         let s = unsafe { dp.get() };
         // SAFETY: the host's table is 'static (a no-op when the install hook
         // already set it, which it does).
         unsafe { s.set_runtime(host_vtable()) };
+        // Every static domain must dispatch to the host's runtime: one that
+        // kept the plugin's own would run the plugin's runtime threads.
+        if s.runtime_ptr() != host {
+            return Err(LoadError::RuntimeMismatch {
+                module: name,
+                domain: s.name().to_owned(),
+                plugin: s.runtime_ptr() as usize,
+                host: host as usize,
+            });
+        }
+    }
+    let mut domain_names = Vec::with_capacity(domains.len());
+    for dp in &domains {
+        // SAFETY: mapped, checked above.
+        let s = unsafe { dp.get() };
         // The kernel's srcu_module_coming: per-CPU state, in the host runtime.
         s.attach();
         domain_names.push(s.name().to_owned());
@@ -352,4 +401,33 @@ fn check_and_attach(
         zombie_cause: Mutex::new(None),
         intake: None,
     })
+}
+
+/// Do two `usrcu` versions promise the same ABI? Semver: the same major
+/// version, and for `0.x` the same minor one; pre-release tags must match.
+pub(crate) fn same_release_line(plugin: &str, host: &str) -> bool {
+    fn parse(v: &str) -> Option<(u64, u64, &str)> {
+        let (core, pre) = v.split_once('-').unwrap_or((v, ""));
+        let mut it = core.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, pre))
+    }
+    match (parse(plugin), parse(host)) {
+        (Some((pm, pn, pp)), Some((hm, hn, hp))) => pm == hm && (hm > 0 || pn == hn) && pp == hp,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_release_line;
+
+    #[test]
+    fn usrcu_versions_match_by_semver_release_line() {
+        assert!(same_release_line("0.1.0", "0.1.7"));
+        assert!(!same_release_line("0.2.0", "0.1.0"));
+        assert!(same_release_line("1.2.0", "1.9.3"));
+        assert!(!same_release_line("2.0.0", "1.0.0"));
+        assert!(!same_release_line("0.1.0-alpha", "0.1.0"));
+        assert!(!same_release_line("garbage", "0.1.0"));
+    }
 }

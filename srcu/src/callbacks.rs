@@ -350,3 +350,14 @@ impl Drop for Barrier {
         self.wait_inner();
     }
 }
+
+// Field offsets for the ABI fingerprint (`abi.rs`): every field, in
+// declaration order.
+impl CallbackHead {
+    pub(crate) const FIELD_OFFSETS: [usize; 4] = [
+        std::mem::offset_of!(CallbackHead, next),
+        std::mem::offset_of!(CallbackHead, func),
+        std::mem::offset_of!(CallbackHead, cookie),
+        std::mem::offset_of!(CallbackHead, stamp),
+    ];
+}

@@ -57,6 +57,8 @@ mod grace_period;
 mod reader;
 
 #[cfg(not(usrcu_loom))]
+pub mod abi;
+#[cfg(not(usrcu_loom))]
 mod cleanup;
 #[cfg(not(usrcu_loom))]
 pub mod diagnostics;

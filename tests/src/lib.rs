@@ -7,7 +7,9 @@
 //! `tests/fixtures/` is a cargo workspace of `cdylib` plugins (one crate per
 //! case: `callbacks`, `dynamic-domain`, `tls-destructor`, `thread-current`,
 //! `no-descriptor`, `bad-magic`, `bad-abi-version`, `bad-struct-size`,
-//! `init-panics`, `init-fails`, `exit-panics`). [`fixture_path`] builds the
+//! `init-panics`, `init-fails`, `exit-panics`, and the ABI mismatches
+//! `bad-reader-protocol`, `bad-field-offsets`, `bad-usrcu-version`,
+//! `bad-panic-strategy`, `bad-runtime-pointer`). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:
@@ -24,7 +26,8 @@
 //! `usrcu_module_loader::plugin_build`), and cargo finds the work done for
 //! every caller but the first. A fresh clone needs nothing beforehand.
 //! [`fixture_path_with_profile`] builds one fixture with another profile of
-//! the fixture workspace (`release-lto`: fat LTO, one codegen unit).
+//! the fixture workspace (`release-lto`: fat LTO, one codegen unit;
+//! `release-abort`: `panic = "abort"`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
