@@ -107,10 +107,12 @@ impl Table {
 /// use usrcu_module_loader::ModuleLoader;
 ///
 /// let loader = ModuleLoader::new();
-/// let m = loader.load("target/plugins/release/libusrcu_demo_plugin.so")?;
+/// // SAFETY: the demo plugin upholds the plugin author's contract (see
+/// // `ModuleLoader::load` and docs/abi.md).
+/// let m = unsafe { loader.load("target/plugins/release/libusrcu_demo_plugin.so")? };
 /// // SAFETY: the demo plugin exports `demo_compute` with this signature.
 /// let compute = unsafe { loader.symbol::<extern "C" fn(u64) -> u64>(m, "demo_compute")? };
-/// let y = compute.call(|f| f(20))?;
+/// let y = compute.call(|f| f.call(20))?;
 /// let report = loader.unload(m)?;
 /// assert!(report.unmapped);
 /// # let _ = y;
@@ -232,11 +234,37 @@ impl ModuleLoader {
 
     // --- load ---------------------------------------------------------------
 
-    /// Load the plugin at `path`: copy it to a unique path, `dlopen` it
-    /// (`RTLD_NOW | RTLD_LOCAL`), check its descriptor, hand it the host
-    /// runtime, attach its static domains, run the `Coming` notifiers, call
-    /// `init`, mark it `Live`, run the `Live` notifiers.
-    pub fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
+    /// Load the plugin at `path`: copy it into private storage and check the
+    /// copy's ELF structure, `dlopen` it (`RTLD_NOW | RTLD_LOCAL`), check its
+    /// descriptor, hand it the host runtime, check that its static domains
+    /// use it, attach them, run the `Coming` notifiers, call `init`, mark it
+    /// `Live`, run the `Live` notifiers.
+    ///
+    /// # Safety
+    ///
+    /// Loading runs the plugin's code (its ELF initialisers, the install
+    /// hook, `init`), and unloading unmaps it on the strength of what the
+    /// loader can see. The loader checks the file's structure and the
+    /// descriptor's ABI, but it cannot check the code. The caller vouches
+    /// that the plugin, as its author's contract (`docs/abi.md`, "The plugin
+    /// author's contract"):
+    ///
+    /// - is a `cdylib` built with `usrcu_registry::export_module!` against a
+    ///   `usrcu` of the host's release line, whose initialisers and hooks are
+    ///   sound (no undefined behaviour, no unwinding across `extern "C"`);
+    /// - exports every symbol the host asks for with the type the host names
+    ///   ([`ModuleLoader::symbol`] is `unsafe` for that part too);
+    /// - leaves nothing that runs its code or reads its memory after `exit`
+    ///   returns, other than what the loader finds and waits for: callbacks
+    ///   on its static domains, readers inside them, pthread-key destructors
+    ///   (the loader's unload inventory, `docs/abi.md`); in particular it joins
+    ///   the threads it started, and does not register its code with other
+    ///   libraries (`atexit`, signal handlers, C callbacks) without removing
+    ///   it in `exit`;
+    /// - does not replace the global allocator for memory it hands the host,
+    ///   and hands the host no value that borrows its memory except through
+    ///   raw pointers the host dereferences under its own `unsafe`.
+    pub unsafe fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
         let source = path.as_ref();
         // Relaxed: a unique number, nothing else.
         let handle = ModuleHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
@@ -431,11 +459,19 @@ impl ModuleLoader {
     /// the old one. Calls switch over without a gap: both are live for a
     /// moment (each copy sees only its own static domains). If the new one
     /// does not load, the old one stays live.
-    pub fn reload(&self, name: &str, path: impl AsRef<Path>) -> Result<(ModuleHandle, UnloadReport), ReloadError> {
+    ///
+    /// # Safety
+    /// As for [`ModuleLoader::load`], for the plugin at `path`.
+    pub unsafe fn reload(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<(ModuleHandle, UnloadReport), ReloadError> {
         let old = self
             .find(name)
             .ok_or_else(|| ReloadError::NoSuchModule { name: name.to_owned() })?;
-        let new = self.load(path).map_err(ReloadError::Load)?;
+        // SAFETY: forwarded from the caller.
+        let new = unsafe { self.load(path) }.map_err(ReloadError::Load)?;
         match self.unload(old) {
             Ok(r) => Ok((new, r)),
             Err(error) => Err(ReloadError::Unload { new, error }),

@@ -297,4 +297,3 @@ mod tests {
         assert_eq!(pc.active_readers(), 1);
     }
 }
-

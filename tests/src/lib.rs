@@ -17,7 +17,8 @@
 //! ```no_run
 //! let so = usrcu_tests::fixture_path("callbacks");
 //! let loader = usrcu_module_loader::ModuleLoader::new();
-//! let m = loader.load(&so).unwrap();
+//! // SAFETY: the fixtures uphold the plugin contract (docs/abi.md).
+//! let m = unsafe { loader.load(&so) }.unwrap();
 //! # let _ = m;
 //! ```
 //!

@@ -13,7 +13,7 @@ fn refused(fixture: &str) -> LoadError {
     let loader = ModuleLoader::new();
     // SAFETY: the fixtures uphold the plugin contract; each is refused
     // before its `init` runs.
-    let err = loader.load(fixture_path(fixture)).unwrap_err();
+    let err = unsafe { loader.load(fixture_path(fixture)) }.unwrap_err();
     assert!(loader.list().is_empty(), "{fixture}: nothing stays loaded");
     err
 }
@@ -109,7 +109,7 @@ fn a_real_panic_abort_build_is_recorded_refused_by_default_and_accepted_when_all
     let so = fixture_path_with_profile("init-fails", "release-abort");
     let loader = ModuleLoader::new();
     // SAFETY: the fixture upholds the plugin contract.
-    let err = loader.load(&so).unwrap_err();
+    let err = unsafe { loader.load(&so) }.unwrap_err();
     assert!(
         matches!(err, LoadError::PanicStrategyMismatch { plugin: "abort", .. }),
         "{err}"
@@ -119,7 +119,7 @@ fn a_real_panic_abort_build_is_recorded_refused_by_default_and_accepted_when_all
         ..Default::default()
     });
     // SAFETY: as above.
-    let err = allowing.load(&so).unwrap_err();
+    let err = unsafe { allowing.load(&so) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::InitFailed { message, panicked: false, .. } if message == "fixture init refuses to start"),
         "{err}"

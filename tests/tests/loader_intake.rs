@@ -25,10 +25,10 @@ fn write(name: &str, bytes: &[u8]) -> PathBuf {
 /// The loader still loads, calls and unloads a good plugin.
 fn good_plugin_still_works(loader: &ModuleLoader) {
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     // SAFETY: the fixture exports it with this signature.
     let add = unsafe { loader.symbol::<AddFn>(m, "fx_add") }.unwrap();
-    assert_eq!(add.call(|f| f(40, 2)), Ok(42));
+    assert_eq!(add.call(|f| f.call(40, 2)), Ok(42));
     assert!(loader.unload(m).unwrap().unmapped);
 }
 
@@ -62,7 +62,7 @@ fn truncated_plugin_kills_a_bare_dlopen_but_is_a_typed_error_through_the_loader(
 
     let loader = ModuleLoader::new();
     // SAFETY: a truncated copy of a fixture that upholds the contract.
-    let err = loader.load(&truncated).unwrap_err();
+    let err = unsafe { loader.load(&truncated) }.unwrap_err();
     match &err {
         LoadError::MalformedElf {
             path,
@@ -84,7 +84,7 @@ fn a_directory_is_not_a_regular_file() {
     let dir = scratch("a-directory.so");
     std::fs::create_dir_all(&dir).unwrap();
     // SAFETY: nothing is loaded.
-    let err = loader.load(&dir).unwrap_err();
+    let err = unsafe { loader.load(&dir) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::NotARegularFile { kind, .. } if *kind == "a directory"),
         "{err}"
@@ -110,7 +110,7 @@ fn a_plugin_for_another_machine_or_class_names_both_sides() {
     let other: u16 = if host_machine == 183 { 62 } else { 183 };
     let arm = patched("other-machine.so", |b| b[18..20].copy_from_slice(&other.to_le_bytes()));
     // SAFETY: refused before dlopen.
-    let err = loader.load(&arm).unwrap_err();
+    let err = unsafe { loader.load(&arm) }.unwrap_err();
     match &err {
         LoadError::ForeignObject { what, plugin, host, .. } => {
             assert!(what.contains("machine"), "{err}");
@@ -121,7 +121,7 @@ fn a_plugin_for_another_machine_or_class_names_both_sides() {
     }
     let class32 = patched("other-class.so", |b| b[4] = 1);
     // SAFETY: refused before dlopen.
-    let err = loader.load(&class32).unwrap_err();
+    let err = unsafe { loader.load(&class32) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::ForeignObject { what: "ELF class", plugin, host, .. }
             if plugin.contains("32") && host.contains("64")),
@@ -129,7 +129,7 @@ fn a_plugin_for_another_machine_or_class_names_both_sides() {
     );
     let big_endian = patched("other-endian.so", |b| b[5] = 2);
     // SAFETY: refused before dlopen.
-    let err = loader.load(&big_endian).unwrap_err();
+    let err = unsafe { loader.load(&big_endian) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::ForeignObject { what: "byte order", .. }),
         "{err}"
@@ -141,7 +141,7 @@ fn a_plugin_for_another_machine_or_class_names_both_sides() {
 fn the_default_copy_is_a_sealed_memfd_closed_after_unmap_and_no_temp_dir_is_made() {
     let loader = ModuleLoader::new();
     // SAFETY: the fixture upholds the plugin contract.
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let loaded = loader.info(m).unwrap().loaded_path;
     let fd: i32 = loaded
         .strip_prefix("/proc/self/fd")
@@ -187,7 +187,7 @@ fn a_copy_dir_that_is_a_symlink_or_shared_is_refused() {
             ..Default::default()
         });
         // SAFETY: refused before dlopen.
-        let err = loader.load(fixture_path("callbacks")).unwrap_err();
+        let err = unsafe { loader.load(fixture_path("callbacks")) }.unwrap_err();
         assert!(
             matches!(&err, LoadError::UnsafeCopyDir { .. }),
             "{}: {err}",
@@ -206,7 +206,7 @@ fn a_copy_dir_is_created_private_and_a_planted_file_is_never_followed() {
         ..Default::default()
     });
     // SAFETY: the fixture upholds the plugin contract.
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     let loaded = loader.info(m).unwrap().loaded_path;
@@ -233,7 +233,7 @@ fn a_copy_dir_is_created_private_and_a_planted_file_is_never_followed() {
         })
         .collect();
     // SAFETY: refused before dlopen.
-    let err = loader.load(fixture_path("callbacks")).unwrap_err();
+    let err = unsafe { loader.load(fixture_path("callbacks")) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
         "{err}"

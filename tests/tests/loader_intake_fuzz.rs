@@ -14,8 +14,6 @@
 //! parent reads which one a signal interrupted, records it, and starts a
 //! new child after it.
 
-#![allow(unused_unsafe)] // until `load` is `unsafe` (next commit)
-
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::fs::FileTypeExt;

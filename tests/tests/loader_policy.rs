@@ -33,13 +33,13 @@ fn wait_until(c: &AtomicUsize, n: usize) -> bool {
 /// must then run in the object that stayed mapped.
 fn unload_keeps_mapped_by_policy(loader: &ModuleLoader) {
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let ran = leak(AtomicUsize::new(0));
     // SAFETY: the fixture exports it with this signature.
     let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks") }.unwrap();
     // SAFETY: `ran` lives for the process.
-    queue.call(|f| unsafe { f(4, 30, ran) }).unwrap();
+    queue.call(|f| unsafe { f.call(4, 30, ran) }).unwrap();
 
     let report = loader.unload(m).unwrap();
     assert_eq!(report.state, ModuleState::Unloaded, "{report}");
