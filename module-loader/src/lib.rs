@@ -35,8 +35,18 @@
 //! Unmap an object whose static domain still has readers inside, callbacks
 //! pending, or a grace period in flight; or one of whose dynamic domains was
 //! dropped with callbacks pending (a missed-barrier warning while the module
-//! was going); or on a libc whose pthread-key table it cannot check. Such a
-//! module becomes a `Zombie`, with a warning, and can be unloaded again later.
+//! was going). Such a module becomes a `Zombie`, with a warning, and can be
+//! unloaded again later. On a platform where it cannot prove a module idle
+//! at all (musl, glibc before 2.34, 32-bit), the loader says so when it is
+//! built and runs as [`UnmapPolicy::Never`]: unloaded modules stay mapped,
+//! reported as such, never as surprise zombies.
+//!
+//! Load a file that is truncated, built for another machine, or
+//! inconsistent: every such file is a typed [`LoadError`] before `dlopen`
+//! sees it. And let safe code keep anything of a module past a call:
+//! [`ModuleLoader::load`] is `unsafe` (the plugin author's contract), and
+//! [`Symbol::call`] lends the function only for the call and returns only
+//! [`PluginValue`]s.
 //!
 //! An object that glibc itself keeps mapped after `dlclose` (a plugin that
 //! registered a thread-local destructor on a thread that is still alive) is

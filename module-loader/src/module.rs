@@ -42,7 +42,9 @@ pub struct ModuleInfo {
     pub name: String,
     /// The file it was loaded from.
     pub source_path: PathBuf,
-    /// The unique copy that was opened.
+    /// The private copy that was opened: a file in the copy directory, or
+    /// `/proc/self/fd/N` for a memfd (which names the copy only while the
+    /// object is loaded).
     pub loaded_path: PathBuf,
     /// Its state when the snapshot was taken.
     pub state: ModuleState,

@@ -156,7 +156,9 @@ pub struct UnloadReport {
     pub handle: ModuleHandle,
     /// Its name.
     pub name: String,
-    /// The unique copy that was opened.
+    /// The private copy that was opened: a file in the copy directory, or
+    /// `/proc/self/fd/N` for a memfd (which names the copy only while the
+    /// object is loaded).
     pub loaded_path: PathBuf,
     /// `Unloaded` or `Zombie`.
     pub state: ModuleState,
