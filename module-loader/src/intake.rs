@@ -11,7 +11,10 @@
 //! 1. The source is opened **once**; everything after reads that one open
 //!    file (`fstat`: a regular file, not a directory or a FIFO; then its
 //!    bytes). Swapping the path for a symlink or another file after that
-//!    changes nothing of what is loaded.
+//!    changes nothing of what is loaded. A symlink *at* the source path is
+//!    followed when it is opened (the host named that path; a hot-reload
+//!    setup often points a link at the current build): what matters is that
+//!    the file is read through one descriptor, not which name it had.
 //! 2. The bytes go into storage nobody else can write. By default an
 //!    anonymous `memfd_create` object, sealed (`F_SEAL_WRITE | SHRINK |
 //!    GROW | SEAL`) once written: not even this process can change it
