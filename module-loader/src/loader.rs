@@ -343,9 +343,9 @@ impl ModuleLoader {
     ///
     /// # Safety
     /// `F` must be the function pointer type the module really exports under
-    /// `name`, and the pointer handed to [`Symbol::call`]'s closure must not
-    /// be kept or called outside that closure (the module may be unmapped
-    /// as soon as the call returns).
+    /// `name`. (That the function cannot be kept or called outside
+    /// [`Symbol::call`]'s closure, and that nothing it returns borrows the
+    /// module, the types enforce: see [`PluginFn`](crate::PluginFn).)
     pub unsafe fn symbol<F: Copy>(&self, h: ModuleHandle, name: &str) -> Result<Symbol<F>, SymbolError> {
         if std::mem::size_of::<F>() != std::mem::size_of::<*const ()>() {
             return Err(SymbolError::NotAFunctionPointer {
