@@ -186,7 +186,7 @@ impl<I: Interface + ?Sized> LiveGate<'_, I> {
         let mut found = None;
         symbol.call(|list| {
             // SAFETY: inside the call the object is mapped.
-            found = Some(unsafe { iface::find::<I>(list()) }.map(|t| t as usize));
+            found = Some(unsafe { iface::find::<I>((list.raw())()) }.map(|t| t as usize));
         })?;
         let table = match found {
             Some(Ok(t)) => t,

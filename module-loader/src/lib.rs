@@ -6,7 +6,10 @@
 //!
 //! `Coming -> Live -> Going -> Unloaded`, plus `Zombie` for an object kept
 //! mapped because something might still run its code. [`ModuleLoader::load`]
-//! copies the file to a unique path, opens it with `RTLD_NOW | RTLD_LOCAL`,
+//! copies the file into private storage (a sealed memfd by default),
+//! validates the copy's ELF structure (a truncated, foreign or inconsistent
+//! file is a typed error before `dlopen` sees it), opens it with
+//! `RTLD_NOW | RTLD_LOCAL`,
 //! checks the `#[repr(C)]` descriptor that `usrcu_registry::export_module!`
 //! exported (every mismatch an error naming both sides), hands the plugin
 //! the host's SRCU runtime (so that no thread ever runs plugin code the host
@@ -39,8 +42,18 @@
 //! Unmap an object whose static domain still has readers inside, callbacks
 //! pending, or a grace period in flight; or one of whose dynamic domains was
 //! dropped with callbacks pending (a missed-barrier warning while the module
-//! was going); or on a libc whose pthread-key table it cannot check. Such a
-//! module becomes a `Zombie`, with a warning, and can be unloaded again later.
+//! was going). Such a module becomes a `Zombie`, with a warning, and can be
+//! unloaded again later. On a platform where it cannot prove a module idle
+//! at all (musl, glibc before 2.34, 32-bit), the loader says so when it is
+//! built and runs as [`UnmapPolicy::Never`]: unloaded modules stay mapped,
+//! reported as such, never as surprise zombies.
+//!
+//! Load a file that is truncated, built for another machine, or
+//! inconsistent: every such file is a typed [`LoadError`] before `dlopen`
+//! sees it. And let safe code keep anything of a module past a call:
+//! [`ModuleLoader::load`] is `unsafe` (the plugin author's contract), and
+//! [`Symbol::call`] lends the function only for the call and returns only
+//! [`PluginValue`]s.
 //!
 //! An object that glibc itself keeps mapped after `dlclose` (a plugin that
 //! registered a thread-local destructor on a thread that is still alive) is
@@ -50,23 +63,30 @@
 #![warn(missing_docs)]
 
 pub mod address_space;
+mod elf_check;
 mod error;
 mod host_context;
+mod intake;
 mod interface;
 mod loader;
 mod module;
 mod notifier;
 pub mod plugin_build;
+mod plugin_value;
+pub mod policy;
 pub mod pthread_keys;
 mod report;
 mod state;
 mod symbol;
 
+pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
 pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};
 pub use notifier::{ModuleEvent, NotifierId};
+pub use plugin_value::{FfiArg, FfiValue, PluginFn, PluginValue};
+pub use policy::{PlatformSupport, UnmapPolicy};
 pub use report::{BarrierOutcome, DomainReport, HookFailure, ResidentCause, UnloadReport, ZombieCause};
 pub use state::ModuleState;
 pub use symbol::Symbol;

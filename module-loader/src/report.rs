@@ -91,7 +91,7 @@ impl fmt::Display for ZombieCause {
     }
 }
 
-/// Why an object that was closed is still mapped.
+/// Why an object is still mapped after an unload that was not a `Zombie`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResidentCause {
     /// Likely a thread-local destructor registered by plugin code on a
@@ -100,6 +100,10 @@ pub enum ResidentCause {
     ThreadLocalDestructor,
     /// The object is marked `DF_1_NODELETE`.
     NoDelete,
+    /// The loader runs as [`UnmapPolicy::Never`](crate::UnmapPolicy::Never)
+    /// (configured, or because this platform cannot prove a module idle):
+    /// the object was not closed and stays mapped for the life of the process.
+    KeptMappedByPolicy,
 }
 
 impl fmt::Display for ResidentCause {
@@ -109,6 +113,7 @@ impl fmt::Display for ResidentCause {
                 "likely a thread-local destructor registered by plugin code on a live thread (glibc keeps the object until that thread exits)",
             ),
             ResidentCause::NoDelete => f.write_str("the object is marked NODELETE"),
+            ResidentCause::KeptMappedByPolicy => f.write_str("kept mapped by policy (UnmapPolicy::Never)"),
         }
     }
 }
@@ -155,7 +160,9 @@ pub struct UnloadReport {
     pub handle: ModuleHandle,
     /// Its name.
     pub name: String,
-    /// The unique copy that was opened.
+    /// The private copy that was opened: a file in the copy directory, or
+    /// `/proc/self/fd/N` for a memfd (which names the copy only while the
+    /// object is loaded).
     pub loaded_path: PathBuf,
     /// `Unloaded` or `Zombie`.
     pub state: ModuleState,

@@ -34,7 +34,8 @@ fn typed_handle_calls_the_live_copy_and_follows_reloads() {
     assert_eq!(demo.version(), Ok(1));
 
     // The same handle reaches the new copy (fresh config) after a reload.
-    let (_, report) = loader.reload("demo", &plugin).unwrap();
+    // SAFETY: the demo plugin upholds the plugin contract (docs/abi.md).
+    let (_, report) = unsafe { loader.reload("demo", &plugin) }.unwrap();
     assert!(report.unmapped, "{report}");
     assert_eq!(demo.compute(2), Ok(6));
     assert_eq!(admin.calls(), Ok(1));

@@ -65,7 +65,7 @@ pub use usrcu;
 
 /// The version of `usrcu` this object was built against (the registry and
 /// the core are released together, with one workspace version).
-pub const USRCU_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const USRCU_VERSION: &str = usrcu::VERSION;
 
 /// `rustc --version` of the compiler that built this object.
 pub const RUSTC_VERSION: &str = env!("USRCU_REGISTRY_RUSTC_VERSION");

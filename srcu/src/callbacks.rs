@@ -438,3 +438,14 @@ impl Barrier {
         true
     }
 }
+
+// Field offsets for the ABI fingerprint (`abi.rs`): every field, in
+// declaration order.
+impl CallbackHead {
+    pub(crate) const FIELD_OFFSETS: [usize; 4] = [
+        std::mem::offset_of!(CallbackHead, next),
+        std::mem::offset_of!(CallbackHead, func),
+        std::mem::offset_of!(CallbackHead, cookie),
+        std::mem::offset_of!(CallbackHead, ticket),
+    ];
+}

@@ -728,3 +728,32 @@ mod held {
         HELD.with(|h| (0..d).any(|i| h[i].get() == me))
     }
 }
+
+// Field offsets of the shared structs defined here, for the ABI fingerprint
+// (`abi.rs`). Every field, in declaration order: a field added, removed,
+// moved or resized changes the fingerprint a loader compares.
+impl Srcu {
+    pub(crate) const FIELD_OFFSETS: [usize; 12] = [
+        std::mem::offset_of!(Srcu, magic),
+        std::mem::offset_of!(Srcu, layout_version),
+        std::mem::offset_of!(Srcu, name_ptr),
+        std::mem::offset_of!(Srcu, name_len),
+        std::mem::offset_of!(Srcu, config),
+        std::mem::offset_of!(Srcu, state),
+        std::mem::offset_of!(Srcu, call_srcu_used),
+        std::mem::offset_of!(Srcu, dynamic),
+        std::mem::offset_of!(Srcu, percpu),
+        std::mem::offset_of!(Srcu, runtime),
+        std::mem::offset_of!(Srcu, private),
+        std::mem::offset_of!(Srcu, barriers_skipped),
+    ];
+}
+
+impl SrcuConfig {
+    pub(crate) const FIELD_OFFSETS: [usize; 4] = [
+        std::mem::offset_of!(SrcuConfig, possible_cpus),
+        std::mem::offset_of!(SrcuConfig, flags),
+        std::mem::offset_of!(SrcuConfig, stall_timeout_ms),
+        std::mem::offset_of!(SrcuConfig, _reserved),
+    ];
+}

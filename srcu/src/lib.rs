@@ -61,6 +61,8 @@ mod reader;
 mod wake;
 
 #[cfg(not(usrcu_loom))]
+pub mod abi;
+#[cfg(not(usrcu_loom))]
 mod cleanup;
 #[cfg(not(usrcu_loom))]
 pub mod diagnostics;

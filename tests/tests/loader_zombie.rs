@@ -36,14 +36,15 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
         auto_barrier: false,
         ..Default::default()
     });
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
     let queue = unsafe { loader.symbol::<GatedQueueFn>(m, "fx_queue_gated").unwrap() };
     // The callbacks wait for `gate`, so they are certainly pending at unload.
     // SAFETY: `gate` and `ran` live for the process.
-    queue.call(|f| unsafe { f(4, gate, ran) }).unwrap();
+    queue.call(|f| unsafe { f.call(4, gate, ran) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 
@@ -83,7 +84,8 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
 fn dynamic_domain_dropped_without_barrier_keeps_module_as_zombie() {
     let capture = Capture::start();
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("dynamic-domain")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("dynamic-domain")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (ran, on_runtime) = (leak(AtomicUsize::new(0)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports these with these signatures.
@@ -96,9 +98,9 @@ fn dynamic_domain_dropped_without_barrier_keeps_module_as_zombie() {
     // With the barrier forgotten, the callbacks wait until `exit` has dropped
     // the domain (the fixture's own flag), so they are certainly pending at
     // the drop; no sleep is needed.
-    forget.call(|f| f()).unwrap();
+    forget.call(|f| f.call()).unwrap();
     // SAFETY: the counters live for the process.
-    queue.call(|f| unsafe { f(3, 0, ran, on_runtime) }).unwrap();
+    queue.call(|f| unsafe { f.call(3, 0, ran, on_runtime) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 
@@ -130,11 +132,12 @@ fn reader_that_never_leaves_a_static_domain_keeps_module_as_zombie() {
         unload_timeout: Duration::from_millis(100),
         ..Default::default()
     });
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     // SAFETY: the fixture exports it with this signature.
     let hold = unsafe { loader.symbol::<VoidFn>(m, "fx_hold_reader").unwrap() };
-    hold.call(|f| f()).unwrap();
+    hold.call(|f| f.call()).unwrap();
 
     let report = loader.unload(m).unwrap();
 

@@ -103,7 +103,7 @@ fn push_config(loader: &ModuleLoader, h: ModuleHandle) {
     // SAFETY: the demo plugin exports it with this signature; the pointer is
     // used only inside `call`.
     if let Ok(update) = unsafe { loader.symbol::<Update>(h, "demo_update") } {
-        let _ = update.call(|f| f(5));
+        let _ = update.call(|f| f.call(5));
     }
 }
 
@@ -118,9 +118,9 @@ fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused:
             continue;
         };
         i = i.wrapping_add(1);
-        let r = c.compute.call(|f| f(i)).and_then(|_| {
+        let r = c.compute.call(|f| f.call(i)).and_then(|_| {
             if i % 64 == 0 {
-                c.update.call(|f| f(i % 7 + 1))
+                c.update.call(|f| f.call(i % 7 + 1))
             } else {
                 Ok(())
             }
@@ -158,7 +158,8 @@ fn main() {
     let args = parse_args(args);
     let plugin = args.plugin.clone().unwrap_or_else(build_demo_plugin);
     let loader = Arc::new(ModuleLoader::new());
-    match loader.load(&plugin) {
+    // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
+    match unsafe { loader.load(&plugin) } {
         Ok(h) => push_config(&loader, h),
         Err(e) => {
             eprintln!("plugin-host: {e}");
@@ -190,7 +191,8 @@ fn main() {
         while args.threads > 0 && served.load(Ordering::Relaxed) == before {
             thread::sleep(Duration::from_micros(100));
         }
-        match loader.reload(MODULE, &plugin) {
+        // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
+        match unsafe { loader.reload(MODULE, &plugin) } {
             Ok((h, r)) => {
                 push_config(&loader, h);
                 reports.push(r);

@@ -66,8 +66,5 @@ pub fn edit(path: &Path, from: &str, to: &str) {
 pub fn load(loader: &ModuleLoader, path: &Path) -> Result<ModuleHandle, LoadError> {
     // SAFETY: the plugins these tests load are built from this workspace
     // against the same registry, and do nothing unsound in init or exit.
-    #[allow(unused_unsafe)]
-    unsafe {
-        loader.load(path)
-    }
+    unsafe { loader.load(path) }
 }

@@ -239,7 +239,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
         let c = &s.counters[l.cycle];
         i += 1;
         let r: Result<(), CallError> = match rng.below(8) {
-            0..=2 => l.add.call(|f| f(i, 1)).map(|v| {
+            0..=2 => l.add.call(|f| f.call(i, 1)).map(|v| {
                 if v != i + 1 {
                     s.fail(format!("fx_add({i}, 1) returned {v}"));
                 }
@@ -247,7 +247,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
             }),
             3 => {
                 let n = 1 + rng.below(64);
-                l.read.call(|f| f(n)).map(|v| {
+                l.read.call(|f| f.call(n)).map(|v| {
                     if v != n * (n - 1) / 2 {
                         s.fail(format!("fx_read({n}) returned {v}"));
                     }
@@ -259,7 +259,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                 let n = 1 + rng.below(4) as usize;
                 let sleep_ms = u64::from(rng.one_in(64));
                 // SAFETY: the counter lives for the process (leaked `Soak`).
-                l.queue.call(|f| unsafe { f(n, sleep_ms, &c.cb_ran) }).map(|()| {
+                l.queue.call(|f| unsafe { f.call(n, sleep_ms, &c.cb_ran) }).map(|()| {
                     c.cb_queued.fetch_add(n, Ordering::Relaxed);
                     bump(&c.calls[0]);
                 })
@@ -270,7 +270,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                 let sleep_ms = u64::from(rng.one_in(64));
                 // SAFETY: both counters live for the process (leaked `Soak`).
                 l.dyn_queue
-                    .call(|f| unsafe { f(n, sleep_ms, &c.dyn_ran, &c.dyn_on_runtime) })
+                    .call(|f| unsafe { f.call(n, sleep_ms, &c.dyn_ran, &c.dyn_on_runtime) })
                     .map(|()| {
                         c.dyn_queued.fetch_add(n, Ordering::Relaxed);
                         bump(&c.calls[1]);
@@ -279,15 +279,17 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
             6 | 7 => {
                 let mut buf = [0u8; 64];
                 // SAFETY: `buf` has 64 writable bytes.
-                l.name.call(|f| unsafe { f(buf.as_mut_ptr(), buf.len()) }).map(|n| {
-                    if n == 0 {
-                        s.fail("fx_thread_name returned an empty name".into());
-                    }
-                    bump(&c.calls[2]);
-                })
+                l.name
+                    .call(|f| unsafe { f.call(buf.as_mut_ptr(), buf.len()) })
+                    .map(|n| {
+                        if n == 0 {
+                            s.fail("fx_thread_name returned an empty name".into());
+                        }
+                        bump(&c.calls[2]);
+                    })
             }
             // A queueing call over the cap: a plain call instead.
-            _ => l.add.call(|f| f(i, 1)).map(|_| bump(&c.calls[0])),
+            _ => l.add.call(|f| f.call(i, 1)).map(|_| bump(&c.calls[0])),
         };
         if r.is_err() {
             // The cycle's plugins are going: look for the next cycle's,
@@ -474,7 +476,8 @@ fn main() {
         // Load and publish.
         let mut handles = Vec::with_capacity(3);
         for p in &paths {
-            match loader.load(p) {
+            // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+            match unsafe { loader.load(p) } {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     s.fail(format!("cycle {cycle}: load of {} failed: {e}", p.display()));

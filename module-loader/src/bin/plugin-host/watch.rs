@@ -329,7 +329,10 @@ pub fn main(args: &[String]) {
                 println!("plugin-host: still serving version {}", show(calc.version()));
                 continue;
             }
-            match loader.reload(&name, &artifact) {
+            // SAFETY: the user points `watch` at their own plugin crate, built
+            // with `export_module!`; its author upholds the plugin contract
+            // (docs/abi.md), as for every load.
+            match unsafe { loader.reload(&name, &artifact) } {
                 Ok((new, report)) => {
                     session.reloads += 1;
                     let old = report.handle;
@@ -387,10 +390,7 @@ pub fn main(args: &[String]) {
 fn load(loader: &ModuleLoader, path: &Path) -> Result<ModuleHandle, usrcu_module_loader::LoadError> {
     // SAFETY: the user asked this host to run this plugin; its code runs in
     // the process like any library's.
-    #[allow(unused_unsafe)]
-    unsafe {
-        loader.load(path)
-    }
+    unsafe { loader.load(path) }
 }
 
 fn show<E: std::fmt::Display>(r: Result<u64, E>) -> String {
