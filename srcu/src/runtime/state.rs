@@ -41,15 +41,15 @@ pub(crate) struct DomainState {
 }
 
 impl DomainState {
-    /// Ask for the grace period named by `c` to be driven.
+    /// Ask for the grace period named by `c` to be driven; true if this
+    /// call raised the request (the caller then makes sure the driver looks
+    /// soon, not at its next poll).
     #[inline]
-    pub(crate) fn request_gp(&self, c: Cookie) {
+    pub(crate) fn request_gp(&self, c: Cookie) -> bool {
         // Relaxed pre-check: a burst of callbacks shares one cookie, so most
         // calls skip the RMW. SeqCst RMW: the producer's side of the wake-up
         // handshake (`wake.rs`); the driver re-reads it with SeqCst.
-        if self.gp_needed.load(Ordering::Relaxed) < c.0 {
-            self.gp_needed.fetch_max(c.0, Ordering::SeqCst);
-        }
+        self.gp_needed.load(Ordering::Relaxed) < c.0 && self.gp_needed.fetch_max(c.0, Ordering::SeqCst) < c.0
     }
 
     /// Is a grace period running or requested and not complete?

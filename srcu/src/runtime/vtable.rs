@@ -180,7 +180,7 @@ unsafe extern "C" fn rt_synchronize(s: *const Srcu, expedited: u32, timeout_ns: 
     } else {
         // Leave no half-done grace period behind: the driver finishes it.
         st.request_gp(c);
-        driver::kick_fenced(st);
+        driver::schedule_at(st.arc(), Instant::now());
     }
     done as u32
 }
@@ -201,9 +201,15 @@ unsafe extern "C" fn rt_call_srcu(
             c
         })
     };
-    st.request_gp(ticket_cookie.get());
-    // The snap inside `enqueue` was the handshake's producer fence.
-    driver::kick(st);
+    if st.request_gp(ticket_cookie.get()) {
+        // A new grace period is needed (once per grace period, not per
+        // callback): have the driver look now, even if it is scheduled for
+        // later.
+        driver::schedule_at(st.arc(), std::time::Instant::now());
+    } else {
+        // The snap inside `enqueue` was the handshake's producer fence.
+        driver::kick(st);
+    }
 }
 
 unsafe extern "C" fn rt_barrier(s: *const Srcu, timeout_ns: u64) -> u32 {
@@ -239,9 +245,8 @@ unsafe extern "C" fn rt_get_state(s: *const Srcu, start: u32) -> u64 {
     // SAFETY: the caller passes a live domain.
     let st = unsafe { state(s) };
     let c = st.gp.snap();
-    if start != 0 && !st.gp.done(c) {
-        st.request_gp(c);
-        driver::kick_fenced(st);
+    if start != 0 && !st.gp.done(c) && st.request_gp(c) {
+        driver::schedule_at(st.arc(), Instant::now());
     }
     c.0
 }
