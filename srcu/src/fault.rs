@@ -23,6 +23,12 @@ pub enum Fault {
     /// The lazy attach publishes its per-CPU block with Relaxed instead of
     /// Release/Acquire (loom's negative check of the attach model).
     RelaxedPublish = 8,
+    /// Tasks Trace readers omit their fences B and C (SeqCst mode and loom
+    /// only; in membarrier mode they are compiler fences already).
+    TraceNoReaderFence = 16,
+    /// A Tasks Trace grace period ends after its first scan without
+    /// re-checking the holdouts it found.
+    TraceSkipHoldoutRecheck = 32,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.

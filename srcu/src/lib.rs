@@ -65,6 +65,7 @@ mod domain;
 #[cfg(not(usrcu_loom))]
 pub mod runtime;
 mod stats;
+pub mod trace;
 
 pub use callbacks::CallbackHead;
 pub use grace_period::Cookie;
