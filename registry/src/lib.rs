@@ -50,6 +50,7 @@
 mod descriptor;
 mod domains;
 mod export;
+pub mod tracepoint;
 
 pub use descriptor::{
     HookMessage, HookStatus, ModuleDescriptor, SharedLayouts, StrRef, TypeLayout, DESCRIPTOR_SYMBOL,
