@@ -48,6 +48,7 @@ mod loader;
 mod module;
 mod notifier;
 pub mod plugin_build;
+mod probes;
 pub mod pthread_keys;
 mod report;
 mod state;

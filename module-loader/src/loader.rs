@@ -38,6 +38,10 @@ pub struct LoaderConfig {
     /// Refuse a plugin built by another `rustc` (default: accept it; every
     /// shared struct is `#[repr(C)]` and checked, every crossing `extern "C"`).
     pub require_same_rustc: bool,
+    /// Before closing an object, detach every tracepoint probe whose code or
+    /// data lies in it and wait for its grace period (default). Off only to
+    /// show what it prevents: a later fire calls unmapped code.
+    pub remove_probes: bool,
 }
 
 impl Default for LoaderConfig {
@@ -47,6 +51,7 @@ impl Default for LoaderConfig {
             unload_timeout: Duration::from_secs(10),
             copy_dir: None,
             require_same_rustc: false,
+            remove_probes: true,
         }
     }
 }
@@ -459,6 +464,7 @@ impl ModuleLoader {
             zombie_cause: None,
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
+            probes_removed: Vec::new(),
         }
     }
 
@@ -482,6 +488,9 @@ impl ModuleLoader {
     /// mapped.
     fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, suspects: Vec<Warning>) -> UnloadReport {
         let t0 = Instant::now();
+        if self.config.remove_probes {
+            report.probes_removed.extend(crate::probes::going(&m.mapping));
+        }
         let mut zombie: Option<ZombieCause> = crate::lock(&m.zombie_cause).clone().filter(|c| {
             // A dynamic domain's callbacks cannot be seen to have drained:
             // that cause stays. Busy static domains are checked again below.

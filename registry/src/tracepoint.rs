@@ -144,7 +144,9 @@ impl fmt::Display for TracepointError {
 
 impl std::error::Error for TracepointError {}
 
-/// One attached probe.
+/// One attached probe. `#[repr(C)]`: a plugin's copy of this crate builds
+/// probes that the host's copy calls.
+#[repr(C)]
 struct Probe<A> {
     id: u64,
     call: unsafe fn(*const (), *const (), &A),
@@ -188,6 +190,11 @@ pub struct RemovedProbe {
 
 /// A typed event with probes; declare it with
 /// [`define_tracepoint!`](crate::define_tracepoint).
+///
+/// `#[repr(C)]`: a host hands `&'static Tracepoint<A>` to plugins, whose own
+/// copy of this crate (the same version, as the loader checks) attaches
+/// probes to it.
+#[repr(C)]
 pub struct Tracepoint<A: 'static> {
     name: &'static str,
     kind: TracepointKind,
