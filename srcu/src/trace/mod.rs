@@ -326,6 +326,12 @@ mod api {
         super::engine::set_stall_timeout(d)
     }
 
+    /// The fence pair of this copy's engine (the host's): chosen once, at
+    /// first use, from membarrier's availability and `USRCU_FENCE`.
+    pub fn fence_mode() -> crate::fence::FenceMode {
+        super::threads::mode()
+    }
+
     /// Is the calling thread the `usrcu-trace` callback thread?
     pub fn on_callback_thread() -> bool {
         super::engine::on_trace_thread()
