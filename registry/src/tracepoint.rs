@@ -193,8 +193,9 @@ pub struct RemovedProbe {
 ///
 /// `#[repr(C)]`: a host hands `&'static Tracepoint<A>` to plugins, whose own
 /// copy of this crate (the same version, as the loader checks) attaches
-/// probes to it.
-#[repr(C)]
+/// probes to it. One cache line of its own: firers read `probes` and share
+/// the line with nothing that is written while probes stay put.
+#[repr(C, align(64))]
 pub struct Tracepoint<A: 'static> {
     name: &'static str,
     kind: TracepointKind,
