@@ -77,3 +77,9 @@ pub mod __private {
     pub use std::sync::OnceLock;
     pub use usrcu::Srcu;
 }
+
+/// The README's examples (SRCU, and a plugin probe on a host tracepoint) are
+/// compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

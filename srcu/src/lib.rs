@@ -90,7 +90,5 @@ pub fn rseq_active() -> bool {
 #[doc(hidden)]
 pub mod __loom;
 
-/// The README's example is compiled and run as a doctest.
-#[cfg(all(doctest, not(usrcu_loom)))]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
+// The README's examples are compiled and run as doctests of
+// `usrcu-registry`, which can also build its tracepoint example.
