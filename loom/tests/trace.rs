@@ -54,22 +54,37 @@ fn model_trace_reader_vs_synchronize() {
     loom::model(trace_reader_never_sees_an_object_freed_after_synchronize);
 }
 
-#[test]
-fn model_trace_reader_vs_synchronize_fails_without_reader_fence() {
-    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// Run the model with `fault` on and require loom to find a failure by the
+/// model's own assertion (not any panic).
+fn must_fail_by_own_assertion(fault: Fault) {
     static SEEN: StdMutex<Vec<String>> = StdMutex::new(Vec::new());
+    SEEN.lock().unwrap_or_else(|p| p.into_inner()).clear();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
         SEEN.lock().unwrap_or_else(|p| p.into_inner()).push(info.to_string());
     }));
-    set_fault(Fault::TraceNoReaderFence, true);
+    set_fault(fault, true);
     let r = std::panic::catch_unwind(|| loom::model(trace_reader_never_sees_an_object_freed_after_synchronize));
-    set_fault(Fault::TraceNoReaderFence, false);
+    set_fault(fault, false);
     std::panic::set_hook(hook);
-    assert!(r.is_err(), "loom found no failure without the trace reader fence");
+    assert!(r.is_err(), "loom found no failure with {fault:?}");
     let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     assert!(
         seen.iter().any(|m| m.contains(TOO_SHORT)),
-        "the model failed, but not by its own assertion: {seen:?}"
+        "the model failed with {fault:?}, but not by its own assertion: {seen:?}"
     );
+}
+
+#[test]
+fn model_trace_reader_vs_synchronize_fails_without_reader_fence() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail_by_own_assertion(Fault::TraceNoReaderFence);
+}
+
+/// The model reaches the holdout path: a grace period that does not
+/// re-check its holdouts is caught too.
+#[test]
+fn model_trace_reader_vs_synchronize_fails_without_holdout_recheck() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail_by_own_assertion(Fault::TraceSkipHoldoutRecheck);
 }
