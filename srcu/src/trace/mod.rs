@@ -195,11 +195,11 @@ mod api {
         record().exit();
     }
 
-    /// Is the calling thread inside a Tasks Trace read section?
+    /// Is the calling thread inside a Tasks Trace read section (entered
+    /// through any object's copy of `usrcu`)? Registers the thread with the
+    /// host on first use in this copy: another copy may have entered.
     pub fn in_read_section() -> bool {
-        let p = RECORD.with(|c| c.get());
-        // SAFETY: as in `record`.
-        !p.is_null() && unsafe { &*p }.nesting() != 0
+        record().nesting() != 0
     }
 
     fn refuse_inside_section(what: &str) {
