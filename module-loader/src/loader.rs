@@ -343,7 +343,9 @@ impl ModuleLoader {
     /// Unload a module, in this order: `Going` (new calls fail); a grace
     /// period of its liveness domain (calls in flight return; bounded by
     /// the unload timeout, after which the module is `Live` again and the
-    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in SRCU
+    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in
+    /// probe notifier (tracepoint probes whose code or data lies in the
+    /// object detached, their grace period waited for); the built-in SRCU
     /// notifier (per static domain: `barrier` if `call_srcu` was used, else
     /// skipped; then `cleanup`); pthread keys with plugin destructors
     /// deleted; `dlclose`; the address-space check.
