@@ -1,4 +1,5 @@
-//! Loom models of usrcu's algorithms: the reader/grace-period protocol,
+//! Loom models of usrcu's algorithms: the reader/grace-period protocol
+//! (SRCU, and the Tasks Trace flavor in `tests/trace.rs`),
 //! `call_srcu` + `barrier`, and the lazy attach of a static domain.
 //!
 //! The models live in `tests/` and only exist with `--cfg usrcu_loom`:

@@ -15,7 +15,9 @@
 //! the host's SRCU runtime (so that no thread ever runs plugin code the host
 //! did not call), attaches its static domains, runs the `Coming` notifiers
 //! and `init`. [`ModuleLoader::unload`] runs the same steps down: `Going`,
-//! calls in flight drained, `exit`, `Going` notifiers, and the built-in SRCU
+//! calls in flight drained, `exit`, `Going` notifiers, the built-in probe
+//! notifier (every tracepoint probe whose code or data lies in the object
+//! detached and its grace period waited for), and the built-in SRCU
 //! notifier, which issues `barrier` for every static domain that ever saw
 //! `call_srcu`, skips it for the others, and cleans each up. Then pthread
 //! keys with destructors in the plugin are deleted, the object is closed, and
@@ -74,6 +76,7 @@ mod notifier;
 pub mod plugin_build;
 mod plugin_value;
 pub mod policy;
+mod probes;
 pub mod pthread_keys;
 mod report;
 mod state;

@@ -51,6 +51,10 @@ pub struct LoaderConfig {
     /// in its code, even one its `init` wrapper or the runtime would catch,
     /// ends the whole process.
     pub allow_panic_abort: bool,
+    /// Before closing an object, detach every tracepoint probe whose code or
+    /// data lies in it and wait for its grace period (default). Off only to
+    /// show what it prevents: a later fire calls unmapped code.
+    pub remove_probes: bool,
 }
 
 impl Default for LoaderConfig {
@@ -62,6 +66,7 @@ impl Default for LoaderConfig {
             require_same_rustc: false,
             unmap_policy: UnmapPolicy::default(),
             allow_panic_abort: false,
+            remove_probes: true,
         }
     }
 }
@@ -386,7 +391,9 @@ impl ModuleLoader {
     /// Unload a module, in this order: `Going` (new calls fail); a grace
     /// period of its liveness domain (calls in flight return; bounded by
     /// the unload timeout, after which the module is `Live` again and the
-    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in SRCU
+    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in
+    /// probe notifier (tracepoint probes whose code or data lies in the
+    /// object detached, their grace period waited for); the built-in SRCU
     /// notifier (per static domain: `barrier` if `call_srcu` was used, else
     /// skipped; then `cleanup`); pthread keys with plugin destructors
     /// deleted; `dlclose`; the address-space check.
@@ -515,6 +522,7 @@ impl ModuleLoader {
             zombie_cause: None,
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
+            probes_removed: Vec::new(),
         }
     }
 
@@ -538,6 +546,9 @@ impl ModuleLoader {
     /// mapped.
     fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, suspects: Vec<Warning>) -> UnloadReport {
         let t0 = Instant::now();
+        if self.config.remove_probes {
+            report.probes_removed.extend(crate::probes::going(&m.mapping));
+        }
         let mut zombie: Option<ZombieCause> = crate::lock(&m.zombie_cause).clone().filter(|c| {
             // A dynamic domain's callbacks cannot be seen to have drained:
             // that cause stays. Busy static domains are checked again below.

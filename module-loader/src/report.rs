@@ -185,6 +185,9 @@ pub struct UnloadReport {
     pub calls_drained_in: Duration,
     /// Whole unload, from `Going` to the address-space check.
     pub elapsed: Duration,
+    /// Tracepoint probes whose code or data lay in the object, detached by
+    /// the built-in probe notifier (after their grace period) before `dlclose`.
+    pub probes_removed: Vec<usrcu_registry::tracepoint::RemovedProbe>,
 }
 
 impl UnloadReport {

@@ -53,6 +53,7 @@ pub mod example;
 mod export;
 mod host_context;
 pub mod interface;
+pub mod tracepoint;
 
 pub use descriptor::{
     HookMessage, HookStatus, ModuleDescriptor, SharedLayouts, StrRef, TypeLayout, DESCRIPTOR_SYMBOL,
@@ -81,3 +82,9 @@ pub mod __private {
     pub use std::sync::OnceLock;
     pub use usrcu::Srcu;
 }
+
+/// The README's examples (SRCU, and a plugin probe on a host tracepoint) are
+/// compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -239,3 +239,42 @@ impl PerCpuView {
         crate::reader::lock_on(&self.0, cpu)
     }
 }
+
+/// The Tasks Trace flavor's read side and grace-period scan, over records
+/// the model owns (the host's allocator, pthread key and threads are not
+/// modelled).
+#[derive(Debug)]
+pub struct TraceCore {
+    records: Vec<crate::trace::ThreadRecord>,
+}
+
+impl AsRef<crate::trace::ThreadRecord> for &crate::trace::ThreadRecord {
+    fn as_ref(&self) -> &crate::trace::ThreadRecord {
+        self
+    }
+}
+
+impl TraceCore {
+    /// `threads` records (SeqCst fence pair: loom has no membarrier).
+    pub fn new(threads: usize) -> TraceCore {
+        TraceCore {
+            records: (0..threads).map(|_| crate::trace::ThreadRecord::new(true)).collect(),
+        }
+    }
+
+    /// `read_lock` by the owner of record `t`.
+    pub fn enter(&self, t: usize) {
+        self.records[t].enter();
+    }
+
+    /// The guard's drop by the owner of record `t`.
+    pub fn exit(&self, t: usize) {
+        self.records[t].exit();
+    }
+
+    /// `synchronize`: fence A, scans, holdout re-samples (yielding), fence E.
+    pub fn synchronize(&self) {
+        let recs: Vec<&crate::trace::ThreadRecord> = self.records.iter().collect();
+        crate::trace::wait_for_readers(&recs, FenceMode::SeqCst, |_, _| crate::sync::yield_now());
+    }
+}

@@ -30,6 +30,12 @@ pub enum Fault {
     /// still being pushed did not exist (loom's negative check of the
     /// take-ready model).
     TakePastGap = 32,
+    /// Tasks Trace readers omit their fences B and C (SeqCst mode and loom
+    /// only; in membarrier mode they are compiler fences already).
+    TraceNoReaderFence = 64,
+    /// A Tasks Trace grace period ends after its first scan without
+    /// re-checking the holdouts it found.
+    TraceSkipHoldoutRecheck = 128,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.

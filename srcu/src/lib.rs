@@ -71,6 +71,7 @@ mod domain;
 #[cfg(not(usrcu_loom))]
 pub mod runtime;
 mod stats;
+pub mod trace;
 
 pub use callbacks::CallbackHead;
 pub use grace_period::Cookie;
@@ -100,7 +101,5 @@ pub mod __loom;
 #[path = "testing.rs"]
 pub mod __testing;
 
-/// The README's example is compiled and run as a doctest.
-#[cfg(all(doctest, not(usrcu_loom)))]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
+// The README's examples are compiled and run as doctests of
+// `usrcu-registry`, which can also build its tracepoint example.

@@ -9,7 +9,7 @@
 //! `no-descriptor`, `bad-magic`, `bad-abi-version`, `bad-struct-size`,
 //! `init-panics`, `init-fails`, `exit-panics`, and the ABI mismatches
 //! `bad-reader-protocol`, `bad-field-offsets`, `bad-usrcu-version`,
-//! `bad-panic-strategy`, `bad-runtime-pointer`). [`fixture_path`] builds the
+//! `bad-panic-strategy`, `bad-runtime-pointer`, and `probes`). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:

@@ -157,3 +157,42 @@ fn unknown_flag_is_a_usage_error() {
     let (out, text) = torture(&["--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{text}");
 }
+
+#[test]
+fn trace_flavor_membarrier_survives_torture() {
+    let (out, text) = torture(&["--short", "--flavor", "trace", "--fence", "membarrier"]);
+    assert!(
+        out.status.success() && last_line(&out).starts_with("usrcu-torture: SUCCESS"),
+        "torture failed:\n{text}"
+    );
+}
+
+#[test]
+fn trace_flavor_seqcst_survives_torture() {
+    let (out, text) = torture(&["--short", "--flavor", "trace", "--fence", "seqcst"]);
+    assert!(
+        out.status.success() && last_line(&out).starts_with("usrcu-torture: SUCCESS"),
+        "torture failed:\n{text}"
+    );
+}
+
+/// A Tasks Trace grace period that does not re-check its holdouts ends while
+/// readers are inside: the run must end in FAILURE with too-old reads.
+#[test]
+fn broken_trace_flavor_without_holdout_recheck_is_reported_as_failure() {
+    let (out, text) = torture(&[
+        "--short",
+        "--duration",
+        "2",
+        "--flavor",
+        "trace",
+        "--broken",
+        "trace-skip-holdout-recheck",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(last_line(&out).starts_with("usrcu-torture: FAILURE"), "{text}");
+    assert!(
+        error_count(&out, "too_old") > 0,
+        "no too-short grace period seen:\n{text}"
+    );
+}

@@ -13,7 +13,7 @@ use crate::sync::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 /// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
-pub const RUNTIME_ABI_VERSION: u32 = 2;
+pub const RUNTIME_ABI_VERSION: u32 = 3;
 
 /// A timeout argument meaning "no timeout".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -60,6 +60,8 @@ pub struct RuntimeVTable {
     pub reader_exit: unsafe extern "C" fn(*const Srcu, u64),
     /// Emit a warning of kind `kind` (see `WarningKind`) with a UTF-8 message.
     pub report: unsafe extern "C" fn(*const Srcu, u32, *const u8, usize),
+    /// The Tasks Trace flavor's operations (`usrcu::trace`).
+    pub trace: &'static crate::trace::TraceVTable,
 }
 
 static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
@@ -76,6 +78,7 @@ static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
     reader_enter: rt_reader_enter,
     reader_exit: rt_reader_exit,
     report: rt_report,
+    trace: &crate::trace::HOST_TRACE_VTABLE,
 };
 
 /// The runtime installed by a loader, if any. Acquire/Release: the table is
