@@ -23,6 +23,12 @@ pub enum Fault {
     /// The lazy attach publishes its per-CPU block with Relaxed instead of
     /// Release/Acquire (loom's negative check of the attach model).
     RelaxedPublish = 8,
+    /// Tasks grace periods trust a thread's voluntary-switch count even when
+    /// a stop may have intervened (the stop canary is ignored).
+    TasksTrustCounterAcrossStop = 16,
+    /// Tasks grace periods skip threads that are running (`R`) at the first
+    /// sample, as if running code could not be inside a hook.
+    TasksSkipRunning = 32,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.

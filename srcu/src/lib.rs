@@ -65,6 +65,8 @@ mod domain;
 #[cfg(not(usrcu_loom))]
 pub mod runtime;
 mod stats;
+#[cfg(not(usrcu_loom))]
+pub mod tasks;
 
 pub use callbacks::CallbackHead;
 pub use grace_period::Cookie;

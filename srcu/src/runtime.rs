@@ -58,6 +58,8 @@ pub struct RuntimeVTable {
     pub reader_exit: unsafe extern "C" fn(*const Srcu, u64),
     /// Emit a warning of kind `kind` (see `WarningKind`) with a UTF-8 message.
     pub report: unsafe extern "C" fn(*const Srcu, u32, *const u8, usize),
+    /// The host's Tasks RCU operations (`usrcu::tasks`).
+    pub tasks: &'static crate::tasks::TasksVTable,
 }
 
 static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
@@ -74,6 +76,7 @@ static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
     reader_enter: rt_reader_enter,
     reader_exit: rt_reader_exit,
     report: rt_report,
+    tasks: &crate::tasks::HOST_TASKS_VTABLE,
 };
 
 /// The runtime installed by a loader, if any. Acquire/Release: the table is
