@@ -22,6 +22,8 @@ mod pool;
 mod reader;
 #[path = "usrcu-torture/rng.rs"]
 mod rng;
+#[path = "usrcu-torture/tasks.rs"]
+mod tasks;
 #[path = "usrcu-torture/writer.rs"]
 mod writer;
 
@@ -211,6 +213,10 @@ fn stats_lines(t: &Torture, elapsed: Duration) -> String {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == "--stopper" {
+        tasks::stopper(argv[2].parse().expect("--stopper <pid>"));
+    }
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -222,6 +228,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.flavor == args::Flavor::Tasks {
+        tasks::main(&args);
+        return;
+    }
     let srcu = match domain(&args) {
         Ok(d) => d,
         Err(e) => {

@@ -19,6 +19,9 @@ usage: usrcu-torture [options]
   --stat-interval <secs>  seconds between stats lines (default 10)
   --seed <n>              seed of the operation mix (default: from the clock)
   --broken <fault>        inject a bug: skip-second-scan | no-heavy-fence | no-reader-fence
+                          (flavor tasks: tasks-trust-counter | tasks-skip-running)
+  --flavor srcu|tasks     what to torture (default srcu); tasks: hooks called through a HookSlot
+                          under Tasks RCU, with the process stopped and continued meanwhile
   --stop-on-failure       end the run at the first error found
   --help
 
@@ -52,13 +55,22 @@ pub struct Args {
     pub seed: u64,
     pub broken: Option<Fault>,
     pub stop_on_failure: bool,
+    pub flavor: Flavor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Srcu,
+    Tasks,
 }
 
 /// The faults `--broken` takes, by name.
-const FAULTS: [(&str, Fault); 3] = [
+const FAULTS: [(&str, Fault); 5] = [
     ("skip-second-scan", Fault::SkipSecondScan),
     ("no-heavy-fence", Fault::NoHeavyFence),
     ("no-reader-fence", Fault::NoReaderFence),
+    ("tasks-trust-counter", Fault::TasksTrustCounterAcrossStop),
+    ("tasks-skip-running", Fault::TasksSkipRunning),
 ];
 
 pub fn fault_name(f: Option<Fault>) -> &'static str {
@@ -94,6 +106,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             .unwrap_or(1),
         broken: None,
         stop_on_failure: false,
+        flavor: Flavor::Srcu,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -147,10 +160,20 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
                     },
                 }
             }
+            "--flavor" => {
+                a.flavor = match value()?.as_str() {
+                    "srcu" => Flavor::Srcu,
+                    "tasks" => Flavor::Tasks,
+                    v => return Err(format!("--flavor: expected srcu or tasks, got {v:?}")),
+                }
+            }
             "--broken" => {
                 let v = value()?;
                 a.broken = Some(FAULTS.iter().find(|(n, _)| *n == v).map(|(_, f)| *f).ok_or_else(|| {
-                    format!("--broken: expected skip-second-scan, no-heavy-fence or no-reader-fence, got {v:?}")
+                    format!(
+                        "--broken: expected skip-second-scan, no-heavy-fence, no-reader-fence, \
+                         tasks-trust-counter or tasks-skip-running, got {v:?}"
+                    )
                 })?)
             }
             _ => return Err(format!("unknown argument {arg:?}")),
