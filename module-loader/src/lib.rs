@@ -44,6 +44,7 @@
 
 pub mod address_space;
 mod error;
+mod hook_slots;
 mod loader;
 mod module;
 mod notifier;
@@ -54,6 +55,7 @@ mod state;
 mod symbol;
 
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
+pub use hook_slots::{__set_skip_hook_clearing, HookError, HookSlotsReport};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};
 pub use notifier::{ModuleEvent, NotifierId};

@@ -200,7 +200,7 @@ impl ModuleLoader {
             .map(|m| m.handle)
     }
 
-    fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
+    pub(crate) fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
         crate::lock(&self.table).modules.iter().find(|m| m.handle == h).cloned()
     }
 
@@ -391,6 +391,7 @@ impl ModuleLoader {
                     });
                 }
             }
+            crate::hook_slots::going(&m, self.config.unload_timeout, &mut report);
             let (exit, missed) = run_watching_missed_barriers(|| m.run_hook(m.exit));
             suspects = missed;
             if let Err((message, panicked)) = exit {
@@ -459,6 +460,7 @@ impl ModuleLoader {
             zombie_cause: None,
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
+            hook_slots: Default::default(),
         }
     }
 
@@ -487,6 +489,10 @@ impl ModuleLoader {
             // that cause stays. Busy static domains are checked again below.
             matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. })
         });
+        crate::hook_slots::going(m, self.config.unload_timeout, &mut report);
+        if zombie.is_none() && report.hook_slots.timed_out {
+            zombie = Some(ZombieCause::HooksBusy);
+        }
         for dp in &m.domains {
             // SAFETY: the object is mapped until the end of this function.
             let d = unsafe { dp.get() };
@@ -546,6 +552,7 @@ impl ModuleLoader {
             });
         }
         let _ = fs::remove_file(&m.loaded_path);
+        crate::hook_slots::forget(m);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);

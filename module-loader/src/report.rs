@@ -70,6 +70,9 @@ pub enum ZombieCause {
     /// glibc's pthread-key table could not be read, so a key whose
     /// destructor is plugin code might survive the unmap.
     PthreadKeysUnverifiable,
+    /// A Tasks grace period (a thread still inside a hook) or Tasks
+    /// callbacks did not complete within the unload timeout.
+    HooksBusy,
 }
 
 impl fmt::Display for ZombieCause {
@@ -83,6 +86,7 @@ impl fmt::Display for ZombieCause {
             ZombieCause::PthreadKeysUnverifiable => {
                 f.write_str("cannot read glibc's pthread-key table to remove keys with plugin destructors")
             }
+            ZombieCause::HooksBusy => f.write_str("a Tasks grace period or Tasks callbacks did not complete in time"),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct UnloadReport {
     pub calls_drained_in: Duration,
     /// Whole unload, from `Going` to the address-space check.
     pub elapsed: Duration,
+    /// Hook slots emptied and the Tasks grace period waited for.
+    pub hook_slots: crate::hook_slots::HookSlotsReport,
 }
 
 impl UnloadReport {
