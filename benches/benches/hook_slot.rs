@@ -113,7 +113,9 @@ fn grace_period(c: &mut Criterion) {
             .collect();
         std::thread::sleep(Duration::from_millis(50));
         tasks::synchronize();
-        g.bench_with_input(BenchmarkId::new("idle_threads", n), &n, |b, _| b.iter(tasks::synchronize));
+        g.bench_with_input(BenchmarkId::new("idle_threads", n), &n, |b, _| {
+            b.iter(tasks::synchronize)
+        });
         drop(tx);
         for t in idle {
             let _ = t.join();

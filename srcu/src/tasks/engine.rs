@@ -47,7 +47,9 @@ struct State {
     queue: VecDeque<Callback>,
     queued: u64,
     invoked: u64,
-    thread: bool,
+    /// Pid whose `usrcu-tasks` thread runs (0: none; a forked child, whose
+    /// pid differs, starts its own).
+    thread_pid: i32,
     last: GpOutcome,
 }
 
@@ -102,14 +104,15 @@ impl Engine {
 
     /// Make sure the `usrcu-tasks` thread runs (under the lock).
     fn kick(&self, st: &mut State) {
-        if !st.thread {
-            st.thread = true;
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        if st.thread_pid != pid {
             let spawned = std::thread::Builder::new()
                 .name("usrcu-tasks".into())
                 .spawn(|| engine().serve());
-            if let Err(e) = spawned {
-                st.thread = false;
-                panic!("usrcu::tasks: cannot start the usrcu-tasks thread: {e}");
+            match spawned {
+                Ok(_) => st.thread_pid = pid,
+                Err(e) => panic!("usrcu::tasks: cannot start the usrcu-tasks thread: {e}"),
             }
         }
         self.work.notify_one();

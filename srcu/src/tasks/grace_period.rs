@@ -42,7 +42,7 @@ use super::proc::{gettid, thread_name, Sample, SchedState, StatusFile, TaskDir};
 use super::record;
 use crate::diagnostics::{self, ReaderInfo, Warning, WarningKind};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What one grace period did.
@@ -56,42 +56,56 @@ pub(crate) struct GpOutcome {
     pub(crate) restarts: u32,
 }
 
-/// Tid of the canary; 0 until it runs.
+/// Tid of the canary; 0 until it runs. Relaxed: published by `CANARY_PID`.
 static CANARY: AtomicI32 = AtomicI32::new(0);
 
-/// Start the canary thread once; returns its tid.
+/// Pid that started the canary (a forked child starts its own).
+static CANARY_PID: AtomicI32 = AtomicI32::new(0);
+static CANARY_START: Mutex<()> = Mutex::new(());
+
+/// Start the canary thread once per process; returns its tid (0 if it
+/// could not be started: counter evidence is then never used).
 fn canary() -> i32 {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("usrcu-stopwatch".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                // SAFETY: a zeroed sigset is filled; blocking every signal
-                // on this thread only is sound (SIGKILL/SIGSTOP stay).
-                unsafe {
-                    let mut all: libc::sigset_t = std::mem::zeroed();
-                    libc::sigfillset(&mut all);
-                    libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-                }
-                let _ = tx.send(gettid());
-                loop {
-                    // SAFETY: pause has no preconditions; with every signal
-                    // blocked it only returns... never; job control makes it
-                    // switch out and restarts it.
-                    unsafe { libc::pause() };
-                }
-            });
-        if spawned.is_ok() {
-            if let Ok(t) = rx.recv() {
-                // Relaxed: read only by grace periods, which re-check its
-                // state anyway; a 0 disables counter evidence.
-                CANARY.store(t, Ordering::Relaxed);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // Acquire: pairs with the Release store of `CANARY_PID` below, which
+    // follows the store of `CANARY`.
+    if CANARY_PID.load(Ordering::Acquire) == pid {
+        return CANARY.load(Ordering::Relaxed);
+    }
+    let _g = CANARY_START.lock().unwrap_or_else(|p| p.into_inner());
+    // Relaxed: under `CANARY_START`, which orders it after the store.
+    if CANARY_PID.load(Ordering::Relaxed) == pid {
+        return CANARY.load(Ordering::Relaxed);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("usrcu-stopwatch".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            // SAFETY: a zeroed sigset is filled; blocking every signal on
+            // this thread only is sound (SIGKILL and SIGSTOP stay).
+            unsafe {
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
             }
-        }
-    });
-    CANARY.load(Ordering::Relaxed)
+            let _ = tx.send(gettid());
+            loop {
+                // SAFETY: pause has no preconditions; with every signal
+                // blocked it never returns; job control switches the
+                // thread out and restarts it.
+                unsafe { libc::pause() };
+            }
+        });
+    let tid = match spawned {
+        Ok(_) => rx.recv().unwrap_or(0),
+        Err(_) => 0,
+    };
+    CANARY.store(tid, Ordering::Relaxed);
+    // Release: publishes `CANARY` to the Acquire load above.
+    CANARY_PID.store(pid, Ordering::Release);
+    tid
 }
 
 /// The tids a grace period never waits for: the engine's own threads.
@@ -132,7 +146,7 @@ impl Driver {
             self.dir = Some(TaskDir::open().unwrap_or_else(|e| {
                 // Without /proc there is no evidence at all: refuse loudly
                 // rather than end a grace period unproven.
-                panic!("usrcu::tasks: cannot open /proc/self/task: {e}")
+                fatal(&format!("cannot open /proc/self/task: {e}"))
             }));
         }
         self.dir.as_mut().expect("opened above")
@@ -155,7 +169,7 @@ impl Driver {
         // T2.
         let mut tids = std::mem::take(&mut self.tids);
         if let Err(e) = self.dir().list(&mut tids) {
-            panic!("usrcu::tasks: cannot list /proc/self/task: {e}");
+            fatal(&format!("cannot list /proc/self/task: {e}"));
         }
         let me = gettid();
         tids.retain(|t| *t != me && *t != canary_tid && !exclude.contains(t));
@@ -277,6 +291,13 @@ impl Driver {
         self.qs = qs;
         out
     }
+}
+
+/// No evidence can be read: end the process rather than end a grace period
+/// unproven (or strand every waiter behind a dead engine thread).
+fn fatal(msg: &str) -> ! {
+    eprintln!("usrcu::tasks: {msg}; a Tasks grace period cannot be proven, aborting");
+    std::process::abort()
 }
 
 /// The canary's count if it read `S` with the same count on both sides.

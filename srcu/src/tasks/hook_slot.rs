@@ -197,7 +197,12 @@ impl<F: HookFn> fmt::Debug for HookSlot<F> {
 
 impl<F: HookFn> Drop for HookSlot<F> {
     fn drop(&mut self) {
-        if !self.ptr.get_mut().is_null() {
+        // An atomic load, not `get_mut`: a loader's clearing may store null
+        // into a registered slot concurrently (under the registry's lock,
+        // which `hook_forget` takes).
+        // Relaxed: only null-ness is used, and `hook_forget` synchronises
+        // with the registry.
+        if !self.ptr.load(Ordering::Relaxed).is_null() {
             // SAFETY: the slot is live until the end of this call.
             unsafe { (vtable::current().hook_forget)(&self.ptr) };
         }
