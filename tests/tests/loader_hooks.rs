@@ -118,3 +118,47 @@ fn install_hook_refuses_a_symbol_the_module_does_not_export() {
     assert!(!OTHER.is_set());
     loader.unload(h).unwrap();
 }
+
+#[test]
+fn a_plugins_copy_of_usrcu_uses_the_hosts_tasks_engine_and_records() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let loader = ModuleLoader::new();
+    let h = loader.load(fixture_path("hook")).unwrap();
+    // A callback queued by the plugin's copy runs on the host's engine: the
+    // host's barrier waits for it.
+    let ran = usrcu_tests::leak(AtomicU64::new(0));
+    // SAFETY: the fixture exports these with these types.
+    let (queue, qs) = unsafe {
+        (
+            loader
+                .symbol::<unsafe extern "C" fn(*const AtomicU64)>(h, "fx_tasks_call")
+                .unwrap(),
+            loader.symbol::<extern "C" fn()>(h, "fx_quiescent").unwrap(),
+        )
+    };
+    // SAFETY: `ran` is leaked.
+    queue.call(|f| unsafe { f(ran) }).unwrap();
+    tasks::barrier();
+    assert_eq!(
+        ran.load(SeqCst),
+        1,
+        "the host's barrier did not wait for the plugin's callback"
+    );
+    // A thread that never blocks and passes quiescent points only through
+    // the plugin's copy: a host grace period must see them.
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(SeqCst) {
+                qs.call(|f| f()).unwrap();
+            }
+        });
+        let ended = (0..3).all(|_| tasks::start_poll().wait_timeout(std::time::Duration::from_secs(30)));
+        stop.store(true, SeqCst);
+        assert!(ended, "the plugin's quiescent points did not reach the host's records");
+    });
+    drop((queue, qs));
+    assert!(loader.unload(h).unwrap().unmapped);
+}
