@@ -218,6 +218,18 @@ impl fmt::Display for UnloadReport {
                 d.name, d.barrier, d.slots_scanned
             )?;
         }
+        if self.hook_slots.cleared > 0 || self.hook_slots.waited_grace_period {
+            write!(
+                f,
+                "; hook slots: {} cleared, Tasks grace period {}",
+                self.hook_slots.cleared,
+                if self.hook_slots.timed_out {
+                    "timed out"
+                } else {
+                    "passed"
+                }
+            )?;
+        }
         if self.unmapped {
             write!(f, "; unmapped")?;
         } else if let Some(c) = &self.resident_cause {
