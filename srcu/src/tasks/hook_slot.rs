@@ -43,6 +43,16 @@ pub unsafe trait HookFn: sealed::Sealed + Copy + 'static {
 
 /// Values a hook may return: integers, floats, `bool`, `()`, raw pointers.
 /// A reference or an owning type could outlive the plugin that made it.
+///
+/// ```compile_fail
+/// // A `&'static str` from a plugin would dangle once it is unmapped.
+/// static S: usrcu::tasks::HookSlot<extern "C" fn() -> &'static str> = usrcu::tasks::HookSlot::new();
+/// ```
+///
+/// ```
+/// // A raw pointer is fine: dereferencing it is the caller's `unsafe`.
+/// static S: usrcu::tasks::HookSlot<extern "C" fn() -> *const u8> = usrcu::tasks::HookSlot::new();
+/// ```
 pub trait HookValue: value_sealed::Sealed {}
 
 mod value_sealed {
