@@ -67,6 +67,7 @@
 pub mod address_space;
 mod elf_check;
 mod error;
+mod hook_slots;
 mod host_context;
 mod intake;
 mod interface;
@@ -84,6 +85,7 @@ mod symbol;
 
 pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
+pub use hook_slots::{__set_skip_hook_clearing, HookError, HookSlotsReport};
 pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};

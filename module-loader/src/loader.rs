@@ -233,7 +233,7 @@ impl ModuleLoader {
             .map(|m| m.handle)
     }
 
-    fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
+    pub(crate) fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
         crate::lock(&self.table).modules.iter().find(|m| m.handle == h).cloned()
     }
 
@@ -446,6 +446,7 @@ impl ModuleLoader {
                     });
                 }
             }
+            crate::hook_slots::going(&m, self.config.unload_timeout, &mut report);
             let (exit, missed) = run_watching_missed_barriers(|| m.run_hook(m.exit));
             suspects = missed;
             if let Err((message, panicked)) = exit {
@@ -523,6 +524,7 @@ impl ModuleLoader {
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
             probes_removed: Vec::new(),
+            hook_slots: Default::default(),
         }
     }
 
@@ -554,6 +556,10 @@ impl ModuleLoader {
             // that cause stays. Busy static domains are checked again below.
             matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. })
         });
+        crate::hook_slots::going(m, self.config.unload_timeout, &mut report);
+        if zombie.is_none() && report.hook_slots.timed_out {
+            zombie = Some(ZombieCause::HooksBusy);
+        }
         for dp in &m.domains {
             // SAFETY: the object is mapped until the end of this function.
             let d = unsafe { dp.get() };
@@ -618,6 +624,7 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(report.unmapped);
         }
+        crate::hook_slots::forget(m);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);
@@ -636,6 +643,7 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(false);
         }
+        crate::hook_slots::forget(m);
         report.resident_cause = Some(ResidentCause::KeptMappedByPolicy);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
