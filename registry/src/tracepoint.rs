@@ -6,13 +6,21 @@
 //! and lists it in this object's [`TRACEPOINTS`] slice.
 //!
 //! * **Firing** ([`Tracepoint::fire`]) with no probe attached is one load and
-//!   a branch. Otherwise the probes run inside a read section of the
-//!   tracepoint's flavor: Tasks Trace RCU (`usrcu::trace`) for faultable
-//!   tracepoints, whose probes may sleep, fault and take locks; Tasks RCU
-//!   for normal ones, whose probes must not block.
+//!   a branch. Otherwise the probes run under the tracepoint's flavor:
+//!   - faultable tracepoints: inside a Tasks Trace read section
+//!     (`usrcu::trace`); probes may sleep, fault and take locks;
+//!   - normal tracepoints: Tasks RCU (`usrcu::tasks`), with no read-side
+//!     marker at all; probes must not block, must not fault on
+//!     non-resident memory and must not keep the pointers they are given.
+//!     A thread holds every Tasks grace period that began before it fired
+//!     until it blocks or passes `usrcu::tasks::quiescent()`: a thread that
+//!     fires normal tracepoints in a loop without ever blocking must call
+//!     `quiescent()` between fires, or unregistering (and unloading a
+//!     plugin with probes) waits for it, with a stall warning naming it.
 //! * **Registering** a probe (a function and its `'static` data) gives a
 //!   [`ProbeHandle`]. A probe marked as possibly blocking is refused on a
-//!   normal tracepoint ([`TracepointError::MayBlockOnNormal`]).
+//!   normal tracepoint ([`TracepointError::MayBlockOnNormal`]), and so is a
+//!   probe past [`MAX_NORMAL_PROBES`] ([`TracepointError::TooManyProbes`]).
 //! * **Updates** replace the probe array copy-on-update; the old array is
 //!   freed after a grace period of the flavor (deferred with `call`).
 //!   [`ProbeHandle::unregister`] waits for the grace period, so the probe's
@@ -56,22 +64,24 @@ pub enum TracepointKind {
 }
 
 // ---------------------------------------------------------------------------
-// The flavor seam: the one place that changes when `usrcu::tasks` lands.
+// The flavor seam: which RCU flavor protects which tracepoint's probes.
 
 /// The RCU flavor that protects a tracepoint's probes.
 ///
-/// `Tasks` is meant to be `usrcu::tasks` (no read-side marker at all;
-/// `tasks::synchronize`, `tasks::call`, `tasks::barrier`). Until that flavor
-/// is in this workspace it is served by Tasks Trace, which is correct for
-/// non-blocking probes too (only costlier to read); switching is a change to
-/// this type's four methods.
+/// `Tasks` is `usrcu::tasks`: no read-side marker at all; a grace period
+/// ends when every thread that existed at its start has blocked, switched
+/// voluntarily or passed `tasks::quiescent()`, so a thread inside a probe
+/// (which never blocks) holds it. `TasksTrace` is `usrcu::trace`: a
+/// per-thread nesting count, and a grace period that waits for sections that
+/// sleep or fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavor {
     Tasks,
     TasksTrace,
 }
 
-/// A read section of a [`Flavor`].
+/// A read section of a [`Flavor`]: a Tasks Trace guard, or nothing at all
+/// (Tasks readers have no marker).
 struct Section {
     _trace: Option<usrcu::trace::TraceGuard>,
 }
@@ -87,8 +97,8 @@ impl Flavor {
     #[inline]
     fn read_section(self) -> Section {
         match self {
-            // Seam: with usrcu::tasks, `Section { _trace: None }`.
-            Flavor::Tasks | Flavor::TasksTrace => Section {
+            Flavor::Tasks => Section { _trace: None },
+            Flavor::TasksTrace => Section {
                 _trace: Some(usrcu::trace::read_lock()),
             },
         }
@@ -96,27 +106,31 @@ impl Flavor {
 
     fn synchronize(self) {
         match self {
-            // Seam: with usrcu::tasks, `usrcu::tasks::synchronize()`.
-            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::synchronize(),
+            Flavor::Tasks => usrcu::tasks::synchronize(),
+            Flavor::TasksTrace => usrcu::trace::synchronize(),
         }
     }
 
     fn call(self, f: impl FnOnce() + Send + 'static) {
         match self {
-            // Seam: with usrcu::tasks, `usrcu::tasks::call(f)`.
-            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::call(f),
+            Flavor::Tasks => usrcu::tasks::call(f),
+            Flavor::TasksTrace => usrcu::trace::call(f),
         }
     }
 
     fn barrier(self) {
         match self {
-            // Seam: with usrcu::tasks, `usrcu::tasks::barrier()`.
-            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::barrier(),
+            Flavor::Tasks => usrcu::tasks::barrier(),
+            Flavor::TasksTrace => usrcu::trace::barrier(),
         }
     }
 
     const ALL: [Flavor; 2] = [Flavor::Tasks, Flavor::TasksTrace];
 }
+
+/// Most probes a normal tracepoint holds: firing copies its probe array to
+/// the stack before calling the first probe (see `fire_probes`).
+pub const MAX_NORMAL_PROBES: usize = 32;
 
 // ---------------------------------------------------------------------------
 
@@ -129,6 +143,11 @@ pub enum TracepointError {
         /// The tracepoint.
         tracepoint: &'static str,
     },
+    /// A normal tracepoint already holds [`MAX_NORMAL_PROBES`] probes.
+    TooManyProbes {
+        /// The tracepoint.
+        tracepoint: &'static str,
+    },
 }
 
 impl fmt::Display for TracepointError {
@@ -137,6 +156,10 @@ impl fmt::Display for TracepointError {
             TracepointError::MayBlockOnNormal { tracepoint } => write!(
                 f,
                 "tracepoint '{tracepoint}' is not faultable: a probe that may block cannot be attached to it"
+            ),
+            TracepointError::TooManyProbes { tracepoint } => write!(
+                f,
+                "normal tracepoint '{tracepoint}' already holds {MAX_NORMAL_PROBES} probes"
             ),
         }
     }
@@ -268,16 +291,58 @@ impl<A: 'static> Tracepoint<A> {
     #[cold]
     #[inline(never)]
     fn fire_probes(&self, args: &A) {
-        let _section = Flavor::of(self.kind).read_section();
+        match Flavor::of(self.kind) {
+            Flavor::TasksTrace => {
+                let _section = Flavor::TasksTrace.read_section();
+                // Acquire: pairs with the Release publication in `publish`,
+                // so the array's contents are visible.
+                let p = self.probes.load(Ordering::Acquire);
+                if p.is_null() {
+                    return;
+                }
+                // SAFETY: a published array is freed only after a Tasks
+                // Trace grace period, and we are inside a read section.
+                for probe in unsafe { &*p }.iter() {
+                    // SAFETY: built by `attach` from a matching (fn, data) pair.
+                    unsafe { (probe.call)(probe.func, probe.data, args) };
+                }
+            }
+            Flavor::Tasks => self.fire_tasks(args),
+        }
+    }
+
+    /// Fire a normal tracepoint. No read-side marker: the thread holds any
+    /// Tasks grace period that began before it loaded the array until it
+    /// blocks or passes `tasks::quiescent()`, which a probe must not do
+    /// (docs/memory-model.md, "Tasks RCU", evidence T3).
+    ///
+    /// The array is copied to the stack before the first probe runs, and
+    /// not read again: a safe probe that breaks the contract and blocks ends
+    /// the thread's part of the grace period, after which the old array may
+    /// be freed. It then still runs the probes of its copy (their functions
+    /// and data are `'static`), which is wrong but never reads freed memory.
+    fn fire_tasks(&self, args: &A) {
         // Acquire: pairs with the Release publication in `publish`, so the
-        // array's contents are visible.
+        // array's contents are visible. An updater that unpublished this
+        // array before its grace period's T1 `membarrier` is not seen here
+        // only if this load preceded T1; the reads of the copy below then
+        // precede this thread's next blocking or quiescent point, which T5
+        // orders before the free.
         let p = self.probes.load(Ordering::Acquire);
         if p.is_null() {
             return;
         }
-        // SAFETY: a published array is freed only after a grace period of
-        // this flavor, and we are inside a read section of it.
-        for probe in unsafe { &*p }.iter() {
+        let mut copy = [const { std::mem::MaybeUninit::<Probe<A>>::uninit() }; MAX_NORMAL_PROBES];
+        // SAFETY: a published array is freed only after a Tasks grace
+        // period, and this thread has not blocked since it loaded `p`.
+        let probes = unsafe { &*p };
+        let n = probes.len().min(MAX_NORMAL_PROBES);
+        for (slot, probe) in copy.iter_mut().zip(&probes[..n]) {
+            slot.write(*probe);
+        }
+        for slot in &copy[..n] {
+            // SAFETY: the first `n` slots were written above.
+            let probe = unsafe { slot.assume_init_ref() };
             // SAFETY: built by `attach` from a matching (fn, data) pair.
             unsafe { (probe.call)(probe.func, probe.data, args) };
         }
@@ -285,7 +350,12 @@ impl<A: 'static> Tracepoint<A> {
 
     /// Attach `probe` with its `data`. It must not block: on a faultable
     /// tracepoint use [`register_may_block`](Self::register_may_block) for
-    /// probes that may.
+    /// probes that may. On a normal tracepoint it runs under Tasks RCU: it
+    /// must also not fault on non-resident memory (a fault that waits for
+    /// I/O is a voluntary switch, which ends the thread's part of a grace
+    /// period while it is still inside), so a plugin's probe code must be
+    /// resident. A probe that breaks this is not unsound from safe code
+    /// (see `fire_tasks`), but it may run after `unregister` returned.
     pub fn register<D: Sync + 'static>(
         &'static self,
         probe: fn(&D, &A),
@@ -314,6 +384,9 @@ impl<A: 'static> Tracepoint<A> {
             return Err(TracepointError::MayBlockOnNormal { tracepoint: self.name });
         }
         let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        if self.kind == TracepointKind::Normal && self.current().len() >= MAX_NORMAL_PROBES {
+            return Err(TracepointError::TooManyProbes { tracepoint: self.name });
+        }
         // Relaxed: a unique number, under the update lock.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut v = self.current().to_vec();

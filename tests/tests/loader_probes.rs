@@ -52,6 +52,11 @@ fn forgetful_plugin_unloads(config: LoaderConfig) -> usrcu_module_loader::Unload
                 while !stop.load(Ordering::Relaxed) {
                     HOST_FAULTABLE.fire(&i);
                     HOST_NORMAL.fire(&i);
+                    // The normal tracepoint's Tasks contract: a thread
+                    // that fires in a loop and never blocks passes a
+                    // quiescent point between fires, or the unload's
+                    // Tasks grace period waits for it.
+                    usrcu_registry::usrcu::tasks::quiescent();
                     i += 1;
                     // Relaxed: a count.
                     fired.fetch_add(1, Ordering::Relaxed);
