@@ -508,6 +508,8 @@ pub trait TracepointOps: Sync {
     /// Detach every probe whose function or data address satisfies
     /// `inside`, without waiting; return them.
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe>;
+    /// [`args_fingerprint`] of its argument type.
+    fn args_fingerprint(&self) -> u64;
 }
 
 impl<A: 'static> TracepointOps for Tracepoint<A> {
@@ -517,6 +519,10 @@ impl<A: 'static> TracepointOps for Tracepoint<A> {
 
     fn kind(&self) -> TracepointKind {
         self.kind
+    }
+
+    fn args_fingerprint(&self) -> u64 {
+        args_fingerprint::<A>()
     }
 
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
@@ -564,6 +570,71 @@ pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
         }
     }
     removed
+}
+
+/// A fingerprint of a tracepoint's argument type `A`: its name as the
+/// compiler spells it (`std::any::type_name`), its size and its alignment.
+/// Host and plugin are built by the same compiler (the loader checks it), so
+/// the same type gives the same fingerprint on both sides.
+pub fn args_fingerprint<A: 'static>() -> u64 {
+    use crate::interface::fnv;
+    let h = fnv(0xcbf2_9ce4_8422_2325, std::any::type_name::<A>().as_bytes());
+    let h = fnv(h, &std::mem::size_of::<A>().to_le_bytes());
+    fnv(h, &std::mem::align_of::<A>().to_le_bytes())
+}
+
+/// This object's tracepoint named `name` whose argument type has
+/// fingerprint `args`.
+fn find(name: &str, args: u64) -> Option<&'static dyn TracepointOps> {
+    tracepoints().find(|t| t.name() == name && t.args_fingerprint() == args)
+}
+
+/// The host's tracepoint directory (`HostContext::tracepoint`): this
+/// object's tracepoint of that name and argument fingerprint, or null.
+///
+/// # Safety
+/// `name` points to `name_len` readable bytes, for the call.
+#[doc(hidden)]
+pub unsafe extern "C" fn __find_tracepoint(name: *const u8, name_len: usize, args: u64) -> *const std::ffi::c_void {
+    if name.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: the caller lends `name_len` readable bytes.
+    let name = unsafe { std::slice::from_raw_parts(name, name_len) };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return std::ptr::null();
+    };
+    match find(name, args) {
+        Some(t) => t as *const dyn TracepointOps as *const std::ffi::c_void,
+        None => std::ptr::null(),
+    }
+}
+
+/// The host's tracepoint `name` with argument type `A`, for a plugin to
+/// attach probes to (typically in `init`). In a plugin, the host's
+/// directory is asked (the host context, handed over before `init`); where
+/// no host context was received (in the host itself), this object's own
+/// tracepoints are searched. `None` if there is no such tracepoint, or its
+/// argument type's fingerprint ([`args_fingerprint`]) differs.
+///
+/// # Safety
+/// A tracepoint found is a `Tracepoint<A>`: the host's argument type of that
+/// name, size and alignment is `A` itself (the same type from the same
+/// crate version, as the host's and the plugin's shared API crate provide;
+/// two versions of one crate may spell a type the same way).
+pub unsafe fn host_tracepoint<A: 'static>(name: &str) -> Option<&'static Tracepoint<A>> {
+    let args = args_fingerprint::<A>();
+    let p = match crate::host_context::host_tracepoint_fn() {
+        // SAFETY: the host's directory borrows the name for the call.
+        Some(dir) => (unsafe { dir(name.as_ptr(), name.len(), args) }) as *const Tracepoint<A>,
+        None => match find(name, args) {
+            Some(t) => t as *const dyn TracepointOps as *const Tracepoint<A>,
+            None => std::ptr::null(),
+        },
+    };
+    // SAFETY: non-null pointers are `'static` tracepoints (the host's, or
+    // this object's), and the caller vouches that their argument type is `A`.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// Declare a `static` [`Tracepoint`] and list it in this object's

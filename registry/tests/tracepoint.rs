@@ -218,3 +218,15 @@ fn remove_probes_in_detaches_probes_by_code_or_data_address() {
     assert_eq!(RANGE_EVENT.probe_count(), 1);
     assert!(usrcu_registry::tracepoint::tracepoints().any(|t| t.name() == "RANGE_EVENT"));
 }
+
+#[test]
+fn host_tracepoint_finds_a_tracepoint_by_name_only_with_the_same_argument_type() {
+    define_tracepoint!(static LOOKED_UP: Tracepoint<u64> = faultable "lookup.event");
+    // SAFETY: a tracepoint found is this test's own, whose argument is `u64`.
+    let found = unsafe { usrcu_registry::tracepoint::host_tracepoint::<u64>("lookup.event") };
+    assert!(found.is_some_and(|t| std::ptr::eq(t, &LOOKED_UP)));
+    // SAFETY: nothing can be found: the argument type differs.
+    assert!(unsafe { usrcu_registry::tracepoint::host_tracepoint::<u32>("lookup.event") }.is_none());
+    // SAFETY: nothing can be found: no such name.
+    assert!(unsafe { usrcu_registry::tracepoint::host_tracepoint::<u64>("lookup.none") }.is_none());
+}
