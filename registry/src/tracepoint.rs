@@ -321,6 +321,7 @@ impl<A: 'static> Tracepoint<A> {
     /// the thread's part of the grace period, after which the old array may
     /// be freed. It then still runs the probes of its copy (their functions
     /// and data are `'static`), which is wrong but never reads freed memory.
+    #[inline(always)]
     fn fire_tasks(&self, args: &A) {
         // Acquire: pairs with the Release publication in `publish`, so the
         // array's contents are visible. An updater that unpublished this
@@ -332,19 +333,20 @@ impl<A: 'static> Tracepoint<A> {
         if p.is_null() {
             return;
         }
-        let mut copy = [const { std::mem::MaybeUninit::<Probe<A>>::uninit() }; MAX_NORMAL_PROBES];
+        type Call<A> = (unsafe fn(*const (), *const (), &A), *const (), *const ());
+        let mut copy = [const { std::mem::MaybeUninit::<Call<A>>::uninit() }; MAX_NORMAL_PROBES];
         // SAFETY: a published array is freed only after a Tasks grace
         // period, and this thread has not blocked since it loaded `p`.
         let probes = unsafe { &*p };
         let n = probes.len().min(MAX_NORMAL_PROBES);
         for (slot, probe) in copy.iter_mut().zip(&probes[..n]) {
-            slot.write(*probe);
+            slot.write((probe.call, probe.func, probe.data));
         }
         for slot in &copy[..n] {
             // SAFETY: the first `n` slots were written above.
-            let probe = unsafe { slot.assume_init_ref() };
+            let (call, func, data) = unsafe { slot.assume_init() };
             // SAFETY: built by `attach` from a matching (fn, data) pair.
-            unsafe { (probe.call)(probe.func, probe.data, args) };
+            unsafe { call(func, data, args) };
         }
     }
 
