@@ -275,6 +275,10 @@ fn main() {
             push_config(&loader, h);
             match install_hook(&loader, h) {
                 Ok(set) => hook_installed = set,
+                // A low RLIMIT_MEMLOCK: run without the hot hook.
+                Err(e @ HookError::Mlock { .. }) => {
+                    eprintln!("plugin-host: {e}; running without the hot hook (raise `ulimit -l`)")
+                }
                 Err(e) => {
                     failures += 1;
                     eprintln!("plugin-host: {e}");
