@@ -1,6 +1,8 @@
 //! The host side of the host context (`usrcu_registry::HostContext`): the
-//! logger bridge that a plugin's `log` records come through, and its
-//! delivery to each module before `init`.
+//! logger bridge that a plugin's `log` records come through, the directory
+//! of the host's tracepoints (those declared with `define_tracepoint!` in
+//! the object this loader is linked into), and the context's delivery to
+//! each module before `init`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -57,6 +59,7 @@ static CONTEXT: HostContext = HostContext {
     size: std::mem::size_of::<HostContext>() as u32,
     max_level: host_max_level,
     log: host_log,
+    tracepoint: usrcu_registry::tracepoint::__find_tracepoint,
 };
 
 type ContextHook = unsafe extern "C" fn(*const HostContext, *mut HookMessage) -> u32;

@@ -7,17 +7,22 @@
 //! `usrcu_registry::define_tracepoint!` in the object this loader is linked
 //! into (its `TRACEPOINTS` slice). The range is the unloading object's
 //! `PT_LOAD` segments, read by `dl_iterate_phdr` when it was loaded
-//! ([`ObjectMapping`]). After the probes' grace periods, a Tasks Trace
-//! `barrier` drains callbacks the plugin's copy queued on that flavor (the
-//! deferred frees of probe arrays it replaced run its code).
+//! ([`ObjectMapping`]). Each flavor that had such probes gets its grace
+//! period and barrier: Tasks RCU (`usrcu::tasks`) for normal tracepoints,
+//! Tasks Trace (`usrcu::trace`) for faultable ones. Then a `barrier` of
+//! both flavors drains callbacks the plugin's copy queued on them (the
+//! deferred frees of probe arrays it replaced, for example with
+//! `unregister_deferred`, run its code); a barrier with nothing queued
+//! returns at once.
 
 use crate::address_space::ObjectMapping;
 use usrcu_registry::tracepoint::{remove_probes_in, RemovedProbe};
 
 /// Detach the object's probes, wait for their grace periods and for every
-/// Tasks Trace callback queued so far; returns the probes removed.
+/// Tasks and Tasks Trace callback queued so far; returns the probes removed.
 pub(crate) fn going(mapping: &ObjectMapping) -> Vec<RemovedProbe> {
     let removed = remove_probes_in(&|addr| mapping.contains(addr));
     usrcu_registry::usrcu::trace::barrier();
+    usrcu_registry::usrcu::tasks::barrier();
     removed
 }

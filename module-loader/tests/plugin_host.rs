@@ -1,5 +1,6 @@
 //! The demo runs end to end: `plugin-host` builds the example plugin,
-//! reloads it under reader threads, and reports every object unmapped.
+//! reloads it under reader threads, and reports every object unmapped, each
+//! unload with the plugin's forgotten probe removed and its hook cleared.
 
 use std::process::Command;
 
@@ -30,4 +31,25 @@ fn plugin_host_reloads_the_example_plugin_and_verifies_every_unmap() {
     assert_eq!(row("failures"), "0");
     assert!(row("calls served").parse::<u64>().unwrap() > 0);
     assert!(row("unload latency median").ends_with("ms"));
+    // Every copy attached one probe in `init` and had its hook installed.
+    assert_eq!(row("probes removed"), "9");
+    assert_eq!(row("hook slots cleared"), "9");
+    assert!(row("guarded call rate / thread").ends_with("M/s"), "{stdout}");
+    assert!(row("hook call rate / thread").ends_with("M/s"), "{stdout}");
+    assert!(row("events fired").parse::<u64>().unwrap() > 0);
+
+    // The per-unload table: unload, module, time (2 words), barriers,
+    // callbacks, probes removed, hooks cleared, unmapped.
+    let unloads: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 9 && w[0].parse::<usize>().is_ok() && w[1].starts_with('#'))
+        .collect();
+    assert_eq!(unloads.len(), 9, "per-unload rows in:\n{stdout}");
+    for w in &unloads {
+        let probes: usize = w[6].parse().unwrap();
+        assert!(probes > 0, "unload {} removed no probe:\n{stdout}", w[0]);
+        assert_eq!(w[7], "1", "unload {} cleared no hook slot:\n{stdout}", w[0]);
+        assert_eq!(w[8], "yes", "unload {} did not unmap:\n{stdout}", w[0]);
+    }
 }

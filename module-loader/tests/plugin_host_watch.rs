@@ -101,6 +101,10 @@ fn watch_reloads_on_edit_keeps_old_copy_on_compile_error_and_unloads_all_on_sigi
     assert!(line.contains("now serving version 2"), "{line}");
     assert!(line.contains("unmapped"), "{line}");
     assert!(line.contains("barriers 1 issued / 2 skipped"), "{line}");
+    // The old copy's probe on the host's event, and its hook in the host's
+    // slot, went with it.
+    assert!(line.contains("probes removed 1,"), "{line}");
+    assert!(line.contains("hook slots cleared 1,"), "{line}");
 
     // 2. A compile error: the old copy keeps serving, the error is shown.
     edit(&lib, "const VERSION: u64 = 2;", "const VERSION: u64 = 2 +;");
@@ -117,6 +121,8 @@ fn watch_reloads_on_edit_keeps_old_copy_on_compile_error_and_unloads_all_on_sigi
     let line = host.wait_for("'reload 2'", |l| l.starts_with("plugin-host: reload 2:"));
     assert!(line.contains("now serving version 3"), "{line}");
     assert!(line.contains("unmapped"), "{line}");
+    assert!(line.contains("probes removed 1,"), "{line}");
+    assert!(line.contains("hook slots cleared 1,"), "{line}");
 
     // 4. SIGINT: everything is unloaded, the table is printed.
     // SAFETY: kill(2) on our own child's pid.
@@ -129,6 +135,8 @@ fn watch_reloads_on_edit_keeps_old_copy_on_compile_error_and_unloads_all_on_sigi
     assert_eq!(row(&mut host, "reloads"), "2", "{}", host.seen.join("\n"));
     assert_eq!(row(&mut host, "builds failed (old copy kept)"), "1");
     assert_eq!(row(&mut host, "unloads"), "3");
+    assert_eq!(row(&mut host, "probes removed"), "3");
+    assert_eq!(row(&mut host, "hook slots cleared"), "3");
     assert_eq!(row(&mut host, "objects verified unmapped"), "3 / 3");
     assert_eq!(row(&mut host, "modules still loaded"), "0");
     assert_eq!(row(&mut host, "failures"), "0");

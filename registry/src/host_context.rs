@@ -1,6 +1,8 @@
 //! The host context: what a host hands a plugin before `init`, beside the
-//! runtime. Today a logger bridge, so that a plugin's `log` records reach
-//! the host's logger.
+//! runtime: a logger bridge, so that a plugin's `log` records reach the
+//! host's logger, and a directory of the host's tracepoints, so that a
+//! plugin can attach probes to them in `init`
+//! ([`host_tracepoint`](crate::tracepoint::host_tracepoint)).
 //!
 //! `export_module!` exports [`HOST_CONTEXT_SYMBOL`] (the module descriptor
 //! is unchanged; a host that does not know the hook never calls it, and a
@@ -28,6 +30,11 @@ pub const HOST_CONTEXT_VERSION: u32 = 1;
 /// borrowed for the call only.
 pub type HostLogFn = unsafe extern "C" fn(u32, *const u8, usize, *const u8, usize);
 
+/// The host's tracepoint directory: `(name, name_len, args_fingerprint)`
+/// to the host's `&'static Tracepoint<A>` of that name whose argument type
+/// has that fingerprint, or null. The name is borrowed for the call only.
+pub type HostTracepointFn = unsafe extern "C" fn(*const u8, usize, u64) -> *const std::ffi::c_void;
+
 /// What a host lends a plugin. `#[repr(C)]`, `'static` in the host; fields
 /// are only appended, and `size` says how many the host filled in.
 #[repr(C)]
@@ -41,7 +48,14 @@ pub struct HostContext {
     pub max_level: extern "C" fn() -> u32,
     /// The host's log sink.
     pub log: HostLogFn,
+    /// The host's tracepoint directory (appended after version 1's first
+    /// layout: read only when `size` covers it).
+    pub tracepoint: HostTracepointFn,
 }
+
+/// The size of the context before `tracepoint` was appended: what a host
+/// must fill in at least.
+const MIN_SIZE: usize = std::mem::offset_of!(HostContext, tracepoint);
 
 /// The context the hook received (null before, or in an object no host
 /// has handed one).
@@ -53,6 +67,13 @@ fn context() -> Option<&'static HostContext> {
     let p = CONTEXT.load(Ordering::Acquire);
     // SAFETY: non-null only once `receive` stored the host's 'static table.
     (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// The host's tracepoint directory, if the host filled it in.
+pub(crate) fn host_tracepoint_fn() -> Option<HostTracepointFn> {
+    context()
+        .filter(|c| c.size as usize >= std::mem::size_of::<HostContext>())
+        .map(|c| c.tracepoint)
 }
 
 fn level_from(v: u32) -> log::LevelFilter {
@@ -119,12 +140,10 @@ pub unsafe fn receive(ctx: *const HostContext, msg: *mut HookMessage) -> u32 {
         }
         // SAFETY: non-null, and the caller guarantees it is the host's table.
         let c = unsafe { &*ctx };
-        if c.version != HOST_CONTEXT_VERSION || (c.size as usize) < std::mem::size_of::<HostContext>() {
+        if c.version != HOST_CONTEXT_VERSION || (c.size as usize) < MIN_SIZE {
             return Err(format!(
-                "host context version {} size {}, plugin expects version {HOST_CONTEXT_VERSION} size {}",
-                c.version,
-                c.size,
-                std::mem::size_of::<HostContext>()
+                "host context version {} size {}, plugin expects version {HOST_CONTEXT_VERSION} size {MIN_SIZE} or more",
+                c.version, c.size,
             ));
         }
         // Release: pairs with the Acquire in `context`.

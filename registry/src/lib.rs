@@ -61,7 +61,7 @@ pub use descriptor::{
 };
 pub use domains::{domains, SRCU_DOMAINS};
 pub use export::IntoHookResult;
-pub use host_context::{HostContext, HostLogFn, HOST_CONTEXT_SYMBOL, HOST_CONTEXT_VERSION};
+pub use host_context::{HostContext, HostLogFn, HostTracepointFn, HOST_CONTEXT_SYMBOL, HOST_CONTEXT_VERSION};
 pub use usrcu;
 
 /// The version of `usrcu` this object was built against (the registry and

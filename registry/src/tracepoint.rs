@@ -6,13 +6,21 @@
 //! and lists it in this object's [`TRACEPOINTS`] slice.
 //!
 //! * **Firing** ([`Tracepoint::fire`]) with no probe attached is one load and
-//!   a branch. Otherwise the probes run inside a read section of the
-//!   tracepoint's flavor: Tasks Trace RCU (`usrcu::trace`) for faultable
-//!   tracepoints, whose probes may sleep, fault and take locks; Tasks RCU
-//!   for normal ones, whose probes must not block.
+//!   a branch. Otherwise the probes run under the tracepoint's flavor:
+//!   - faultable tracepoints: inside a Tasks Trace read section
+//!     (`usrcu::trace`); probes may sleep, fault and take locks;
+//!   - normal tracepoints: Tasks RCU (`usrcu::tasks`), with no read-side
+//!     marker at all; probes must not block, must not fault on
+//!     non-resident memory and must not keep the pointers they are given.
+//!     A thread holds every Tasks grace period that began before it fired
+//!     until it blocks or passes `usrcu::tasks::quiescent()`: a thread that
+//!     fires normal tracepoints in a loop without ever blocking must call
+//!     `quiescent()` between fires, or unregistering (and unloading a
+//!     plugin with probes) waits for it, with a stall warning naming it.
 //! * **Registering** a probe (a function and its `'static` data) gives a
 //!   [`ProbeHandle`]. A probe marked as possibly blocking is refused on a
-//!   normal tracepoint ([`TracepointError::MayBlockOnNormal`]).
+//!   normal tracepoint ([`TracepointError::MayBlockOnNormal`]), and so is a
+//!   probe past [`MAX_NORMAL_PROBES`] ([`TracepointError::TooManyProbes`]).
 //! * **Updates** replace the probe array copy-on-update; the old array is
 //!   freed after a grace period of the flavor (deferred with `call`).
 //!   [`ProbeHandle::unregister`] waits for the grace period, so the probe's
@@ -56,22 +64,24 @@ pub enum TracepointKind {
 }
 
 // ---------------------------------------------------------------------------
-// The flavor seam: the one place that changes when `usrcu::tasks` lands.
+// The flavor seam: which RCU flavor protects which tracepoint's probes.
 
 /// The RCU flavor that protects a tracepoint's probes.
 ///
-/// `Tasks` is meant to be `usrcu::tasks` (no read-side marker at all;
-/// `tasks::synchronize`, `tasks::call`, `tasks::barrier`). Until that flavor
-/// is in this workspace it is served by Tasks Trace, which is correct for
-/// non-blocking probes too (only costlier to read); switching is a change to
-/// this type's four methods.
+/// `Tasks` is `usrcu::tasks`: no read-side marker at all; a grace period
+/// ends when every thread that existed at its start has blocked, switched
+/// voluntarily or passed `tasks::quiescent()`, so a thread inside a probe
+/// (which never blocks) holds it. `TasksTrace` is `usrcu::trace`: a
+/// per-thread nesting count, and a grace period that waits for sections that
+/// sleep or fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flavor {
     Tasks,
     TasksTrace,
 }
 
-/// A read section of a [`Flavor`].
+/// A read section of a [`Flavor`]: a Tasks Trace guard, or nothing at all
+/// (Tasks readers have no marker).
 struct Section {
     _trace: Option<usrcu::trace::TraceGuard>,
 }
@@ -87,8 +97,8 @@ impl Flavor {
     #[inline]
     fn read_section(self) -> Section {
         match self {
-            // Seam: with usrcu::tasks, `Section { _trace: None }`.
-            Flavor::Tasks | Flavor::TasksTrace => Section {
+            Flavor::Tasks => Section { _trace: None },
+            Flavor::TasksTrace => Section {
                 _trace: Some(usrcu::trace::read_lock()),
             },
         }
@@ -96,27 +106,31 @@ impl Flavor {
 
     fn synchronize(self) {
         match self {
-            // Seam: with usrcu::tasks, `usrcu::tasks::synchronize()`.
-            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::synchronize(),
+            Flavor::Tasks => usrcu::tasks::synchronize(),
+            Flavor::TasksTrace => usrcu::trace::synchronize(),
         }
     }
 
     fn call(self, f: impl FnOnce() + Send + 'static) {
         match self {
-            // Seam: with usrcu::tasks, `usrcu::tasks::call(f)`.
-            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::call(f),
+            Flavor::Tasks => usrcu::tasks::call(f),
+            Flavor::TasksTrace => usrcu::trace::call(f),
         }
     }
 
     fn barrier(self) {
         match self {
-            // Seam: with usrcu::tasks, `usrcu::tasks::barrier()`.
-            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::barrier(),
+            Flavor::Tasks => usrcu::tasks::barrier(),
+            Flavor::TasksTrace => usrcu::trace::barrier(),
         }
     }
 
     const ALL: [Flavor; 2] = [Flavor::Tasks, Flavor::TasksTrace];
 }
+
+/// Most probes a normal tracepoint holds: firing copies its probe array to
+/// the stack before calling the first probe (see `fire_probes`).
+pub const MAX_NORMAL_PROBES: usize = 32;
 
 // ---------------------------------------------------------------------------
 
@@ -129,6 +143,11 @@ pub enum TracepointError {
         /// The tracepoint.
         tracepoint: &'static str,
     },
+    /// A normal tracepoint already holds [`MAX_NORMAL_PROBES`] probes.
+    TooManyProbes {
+        /// The tracepoint.
+        tracepoint: &'static str,
+    },
 }
 
 impl fmt::Display for TracepointError {
@@ -137,6 +156,10 @@ impl fmt::Display for TracepointError {
             TracepointError::MayBlockOnNormal { tracepoint } => write!(
                 f,
                 "tracepoint '{tracepoint}' is not faultable: a probe that may block cannot be attached to it"
+            ),
+            TracepointError::TooManyProbes { tracepoint } => write!(
+                f,
+                "normal tracepoint '{tracepoint}' already holds {MAX_NORMAL_PROBES} probes"
             ),
         }
     }
@@ -268,24 +291,73 @@ impl<A: 'static> Tracepoint<A> {
     #[cold]
     #[inline(never)]
     fn fire_probes(&self, args: &A) {
-        let _section = Flavor::of(self.kind).read_section();
+        match Flavor::of(self.kind) {
+            Flavor::TasksTrace => {
+                let _section = Flavor::TasksTrace.read_section();
+                // Acquire: pairs with the Release publication in `publish`,
+                // so the array's contents are visible.
+                let p = self.probes.load(Ordering::Acquire);
+                if p.is_null() {
+                    return;
+                }
+                // SAFETY: a published array is freed only after a Tasks
+                // Trace grace period, and we are inside a read section.
+                for probe in unsafe { &*p }.iter() {
+                    // SAFETY: built by `attach` from a matching (fn, data) pair.
+                    unsafe { (probe.call)(probe.func, probe.data, args) };
+                }
+            }
+            Flavor::Tasks => self.fire_tasks(args),
+        }
+    }
+
+    /// Fire a normal tracepoint. No read-side marker: the thread holds any
+    /// Tasks grace period that began before it loaded the array until it
+    /// blocks or passes `tasks::quiescent()`, which a probe must not do
+    /// (docs/memory-model.md, "Tasks RCU", evidence T3).
+    ///
+    /// The array is copied to the stack before the first probe runs, and
+    /// not read again: a safe probe that breaks the contract and blocks ends
+    /// the thread's part of the grace period, after which the old array may
+    /// be freed. It then still runs the probes of its copy (their functions
+    /// and data are `'static`), which is wrong but never reads freed memory.
+    #[inline(always)]
+    fn fire_tasks(&self, args: &A) {
         // Acquire: pairs with the Release publication in `publish`, so the
-        // array's contents are visible.
+        // array's contents are visible. An updater that unpublished this
+        // array before its grace period's T1 `membarrier` is not seen here
+        // only if this load preceded T1; the reads of the copy below then
+        // precede this thread's next blocking or quiescent point, which T5
+        // orders before the free.
         let p = self.probes.load(Ordering::Acquire);
         if p.is_null() {
             return;
         }
-        // SAFETY: a published array is freed only after a grace period of
-        // this flavor, and we are inside a read section of it.
-        for probe in unsafe { &*p }.iter() {
+        type Call<A> = (unsafe fn(*const (), *const (), &A), *const (), *const ());
+        let mut copy = [const { std::mem::MaybeUninit::<Call<A>>::uninit() }; MAX_NORMAL_PROBES];
+        // SAFETY: a published array is freed only after a Tasks grace
+        // period, and this thread has not blocked since it loaded `p`.
+        let probes = unsafe { &*p };
+        let n = probes.len().min(MAX_NORMAL_PROBES);
+        for (slot, probe) in copy.iter_mut().zip(&probes[..n]) {
+            slot.write((probe.call, probe.func, probe.data));
+        }
+        for slot in &copy[..n] {
+            // SAFETY: the first `n` slots were written above.
+            let (call, func, data) = unsafe { slot.assume_init() };
             // SAFETY: built by `attach` from a matching (fn, data) pair.
-            unsafe { (probe.call)(probe.func, probe.data, args) };
+            unsafe { call(func, data, args) };
         }
     }
 
     /// Attach `probe` with its `data`. It must not block: on a faultable
     /// tracepoint use [`register_may_block`](Self::register_may_block) for
-    /// probes that may.
+    /// probes that may. On a normal tracepoint it runs under Tasks RCU: it
+    /// must also not fault on non-resident memory (a fault that waits for
+    /// I/O is a voluntary switch, which ends the thread's part of a grace
+    /// period while it is still inside), so a plugin's probe code must be
+    /// resident. A probe that breaks this is not unsound from safe code
+    /// (see `fire_tasks`), but it may run after `unregister` returned.
     pub fn register<D: Sync + 'static>(
         &'static self,
         probe: fn(&D, &A),
@@ -314,6 +386,9 @@ impl<A: 'static> Tracepoint<A> {
             return Err(TracepointError::MayBlockOnNormal { tracepoint: self.name });
         }
         let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        if self.kind == TracepointKind::Normal && self.current().len() >= MAX_NORMAL_PROBES {
+            return Err(TracepointError::TooManyProbes { tracepoint: self.name });
+        }
         // Relaxed: a unique number, under the update lock.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut v = self.current().to_vec();
@@ -435,6 +510,8 @@ pub trait TracepointOps: Sync {
     /// Detach every probe whose function or data address satisfies
     /// `inside`, without waiting; return them.
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe>;
+    /// [`args_fingerprint`] of its argument type.
+    fn args_fingerprint(&self) -> u64;
 }
 
 impl<A: 'static> TracepointOps for Tracepoint<A> {
@@ -444,6 +521,10 @@ impl<A: 'static> TracepointOps for Tracepoint<A> {
 
     fn kind(&self) -> TracepointKind {
         self.kind
+    }
+
+    fn args_fingerprint(&self) -> u64 {
+        args_fingerprint::<A>()
     }
 
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
@@ -491,6 +572,71 @@ pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
         }
     }
     removed
+}
+
+/// A fingerprint of a tracepoint's argument type `A`: its name as the
+/// compiler spells it (`std::any::type_name`), its size and its alignment.
+/// Host and plugin are built by the same compiler (the loader checks it), so
+/// the same type gives the same fingerprint on both sides.
+pub fn args_fingerprint<A: 'static>() -> u64 {
+    use crate::interface::fnv;
+    let h = fnv(0xcbf2_9ce4_8422_2325, std::any::type_name::<A>().as_bytes());
+    let h = fnv(h, &std::mem::size_of::<A>().to_le_bytes());
+    fnv(h, &std::mem::align_of::<A>().to_le_bytes())
+}
+
+/// This object's tracepoint named `name` whose argument type has
+/// fingerprint `args`.
+fn find(name: &str, args: u64) -> Option<&'static dyn TracepointOps> {
+    tracepoints().find(|t| t.name() == name && t.args_fingerprint() == args)
+}
+
+/// The host's tracepoint directory (`HostContext::tracepoint`): this
+/// object's tracepoint of that name and argument fingerprint, or null.
+///
+/// # Safety
+/// `name` points to `name_len` readable bytes, for the call.
+#[doc(hidden)]
+pub unsafe extern "C" fn __find_tracepoint(name: *const u8, name_len: usize, args: u64) -> *const std::ffi::c_void {
+    if name.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: the caller lends `name_len` readable bytes.
+    let name = unsafe { std::slice::from_raw_parts(name, name_len) };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return std::ptr::null();
+    };
+    match find(name, args) {
+        Some(t) => t as *const dyn TracepointOps as *const std::ffi::c_void,
+        None => std::ptr::null(),
+    }
+}
+
+/// The host's tracepoint `name` with argument type `A`, for a plugin to
+/// attach probes to (typically in `init`). In a plugin, the host's
+/// directory is asked (the host context, handed over before `init`); where
+/// no host context was received (in the host itself), this object's own
+/// tracepoints are searched. `None` if there is no such tracepoint, or its
+/// argument type's fingerprint ([`args_fingerprint`]) differs.
+///
+/// # Safety
+/// A tracepoint found is a `Tracepoint<A>`: the host's argument type of that
+/// name, size and alignment is `A` itself (the same type from the same
+/// crate version, as the host's and the plugin's shared API crate provide;
+/// two versions of one crate may spell a type the same way).
+pub unsafe fn host_tracepoint<A: 'static>(name: &str) -> Option<&'static Tracepoint<A>> {
+    let args = args_fingerprint::<A>();
+    let p = match crate::host_context::host_tracepoint_fn() {
+        // SAFETY: the host's directory borrows the name for the call.
+        Some(dir) => (unsafe { dir(name.as_ptr(), name.len(), args) }) as *const Tracepoint<A>,
+        None => match find(name, args) {
+            Some(t) => t as *const dyn TracepointOps as *const Tracepoint<A>,
+            None => std::ptr::null(),
+        },
+    };
+    // SAFETY: non-null pointers are `'static` tracepoints (the host's, or
+    // this object's), and the caller vouches that their argument type is `A`.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// Declare a `static` [`Tracepoint`] and list it in this object's

@@ -1,5 +1,5 @@
 //! Tracepoints: probes attached, fired, detached under Tasks Trace (faultable)
-//! and the Tasks seam (normal), with threads really racing.
+//! and Tasks RCU (normal), with threads really racing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -68,6 +68,54 @@ fn a_probe_unregistered_while_a_thread_is_inside_it_is_not_released_until_that_t
     assert!(!SLOW_EVENT.enabled());
 }
 
+define_tracepoint!(static SPIN_EVENT: Tracepoint<u64> = normal);
+
+static SPIN_GATE: Gate = Gate {
+    inside: AtomicBool::new(false),
+    unregister_returned: AtomicBool::new(false),
+    seen_unregistered_while_inside: AtomicBool::new(false),
+    left: AtomicBool::new(false),
+};
+
+/// A normal probe may not block, so it spins: the thread stays in state R,
+/// with no voluntary switch and no quiescent point, for 300 ms of its own
+/// clock (`Instant::now` reads the vDSO clock: no system call). It watches
+/// the unregistering thread's flag the whole time.
+fn spinning_probe(g: &Gate, _: &u64) {
+    // Release: pairs with the test's wait.
+    g.inside.store(true, Ordering::Release);
+    let t0 = Instant::now();
+    let mut early = false;
+    while t0.elapsed() < Duration::from_millis(300) {
+        // Acquire: pairs with the unregistering thread's Release store.
+        early |= g.unregister_returned.load(Ordering::Acquire);
+        std::hint::spin_loop();
+    }
+    // Relaxed: read after join.
+    g.seen_unregistered_while_inside.store(early, Ordering::Relaxed);
+    // Release: read by the test after unregister returns.
+    g.left.store(true, Ordering::Release);
+}
+
+#[test]
+fn a_normal_probe_unregistered_while_a_thread_spins_inside_it_is_not_released_until_that_thread_leaves() {
+    let h = SPIN_EVENT.register(spinning_probe, &SPIN_GATE).unwrap();
+    let firer = thread::spawn(|| SPIN_EVENT.fire(&7));
+    wait_flag(&SPIN_GATE.inside);
+    assert!(h.unregister(), "the probe was not attached");
+    // Release: pairs with the probe's Acquire load.
+    SPIN_GATE.unregister_returned.store(true, Ordering::Release);
+    // Acquire: pairs with the probe's Release store.
+    assert!(
+        SPIN_GATE.left.load(Ordering::Acquire),
+        "unregister returned while a thread was spinning inside the normal probe"
+    );
+    firer.join().unwrap();
+    // Relaxed: joined.
+    assert!(!SPIN_GATE.seen_unregistered_while_inside.load(Ordering::Relaxed));
+    assert!(!SPIN_EVENT.enabled());
+}
+
 define_tracepoint!(static HOT_EVENT: Tracepoint<u64> = normal "hot_event");
 
 fn blocking_probe(_: &(), _: &u64) {}
@@ -111,6 +159,10 @@ fn firing_with_zero_one_and_many_probes_while_probes_are_added_and_removed() {
                 // Relaxed: a stop flag.
                 while !stop.load(Ordering::Relaxed) {
                     CHURN_EVENT.fire(&n);
+                    // The Tasks contract: a thread that fires a normal
+                    // tracepoint in a loop and never blocks passes a
+                    // quiescent point between fires.
+                    usrcu_registry::usrcu::tasks::quiescent();
                     n += 1;
                 }
                 // Relaxed: read after join.
@@ -165,4 +217,16 @@ fn remove_probes_in_detaches_probes_by_code_or_data_address() {
     assert_eq!((removed[0].tracepoint, removed[0].data), ("RANGE_EVENT", at));
     assert_eq!(RANGE_EVENT.probe_count(), 1);
     assert!(usrcu_registry::tracepoint::tracepoints().any(|t| t.name() == "RANGE_EVENT"));
+}
+
+#[test]
+fn host_tracepoint_finds_a_tracepoint_by_name_only_with_the_same_argument_type() {
+    define_tracepoint!(static LOOKED_UP: Tracepoint<u64> = faultable "lookup.event");
+    // SAFETY: a tracepoint found is this test's own, whose argument is `u64`.
+    let found = unsafe { usrcu_registry::tracepoint::host_tracepoint::<u64>("lookup.event") };
+    assert!(found.is_some_and(|t| std::ptr::eq(t, &LOOKED_UP)));
+    // SAFETY: nothing can be found: the argument type differs.
+    assert!(unsafe { usrcu_registry::tracepoint::host_tracepoint::<u32>("lookup.event") }.is_none());
+    // SAFETY: nothing can be found: no such name.
+    assert!(unsafe { usrcu_registry::tracepoint::host_tracepoint::<u64>("lookup.none") }.is_none());
 }

@@ -14,3 +14,17 @@ usrcu_registry::plugin_interface! {
         fn check(code: u32) -> u32;
     }
 }
+
+/// The host's event the plugin attaches a probe to in `init` (a faultable
+/// `Tracepoint<u64>`, fired by `plugin-host` on every guarded call).
+#[allow(dead_code)]
+pub const CALL_EVENT: &str = "plugin_host.call";
+
+/// The plugin's hot hook, which `plugin-host` installs into a `HookSlot`:
+/// its symbol and its type.
+#[allow(dead_code)]
+pub const HOOK_SYMBOL: &str = "demo_hook";
+
+/// The hot hook's type.
+#[allow(dead_code)]
+pub type Hook = extern "C" fn(u64) -> u64;

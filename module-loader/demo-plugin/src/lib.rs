@@ -1,5 +1,8 @@
 //! The example plugin: a configuration read under SRCU and replaced with
-//! `call_srcu` freeing the old one.
+//! `call_srcu` freeing the old one; a probe on the host's `plugin_host.call`
+//! tracepoint (faultable: it takes a lock and sleeps now and then), attached
+//! in `init` and never detached (the loader's probe notifier removes it at
+//! unload); a hot hook (`demo_hook`, never blocks) for a host `HookSlot`.
 //!
 //! Three static domains: `demo.config` (readers and `call_srcu`: the loader
 //! issues a barrier for it at unload), `demo.stats` (readers only: barrier
@@ -11,8 +14,11 @@
 //! by name.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use usrcu_registry::example::Calc;
+use usrcu_registry::tracepoint::host_tracepoint;
 use usrcu_registry::usrcu::Srcu;
 use usrcu_registry::{define_static_srcu, export_interface, export_module};
 
@@ -33,8 +39,31 @@ struct Config {
 static CONFIG: AtomicPtr<Config> = AtomicPtr::new(std::ptr::null_mut());
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
+/// Events the probe saw, under a lock (plugin data: lies in the object).
+static EVENTS: Mutex<u64> = Mutex::new(0);
+
+/// The probe on the host's `plugin_host.call` event: takes a lock, and
+/// every 1000th event sleeps 1 ms (a faultable probe may).
+fn on_call(events: &Mutex<u64>, _x: &u64) {
+    let n = {
+        let mut n = events.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    };
+    if n % 1000 == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn init() -> Result<(), String> {
     log::info!("demo plugin version {VERSION} initialised");
+    // SAFETY: the host's `plugin_host.call` carries a `u64` (`api.rs`, shared
+    // with the host); a host without it gives `None`.
+    if let Some(tp) = unsafe { host_tracepoint::<u64>(api::CALL_EVENT) } {
+        // The handle is dropped, the probe stays: the loader's probe notifier
+        // removes it when this copy unloads, and lists it in the report.
+        let _attached = tp.register_may_block(on_call, &EVENTS).map_err(|e| e.to_string())?;
+    }
     let c = Box::into_raw(Box::new(Config {
         factor: 3,
         generation: 0,
@@ -138,4 +167,12 @@ pub extern "C" fn demo_calls() -> u64 {
 #[no_mangle]
 pub extern "C" fn demo_audit_domain() -> *const Srcu {
     &AUDIT_SRCU
+}
+
+/// The hot hook the host installs into a `HookSlot` and calls with no
+/// read-side marker: it never blocks, faults or keeps a pointer (the
+/// `HookSlot` contract), so it only mixes its argument.
+#[no_mangle]
+pub extern "C" fn demo_hook(x: u64) -> u64 {
+    (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17)
 }

@@ -12,8 +12,23 @@
 //!
 //! With no `--plugin`, it builds the example plugin (`module-loader/demo-plugin`)
 //! with cargo into `target/plugins/` first. Reader threads call the plugin
-//! continuously (and replace its configuration now and then, which queues
-//! `call_srcu` callbacks) while the main thread reloads it `N` times.
+//! continuously while the main thread reloads it `N` times:
+//!
+//! - guarded calls (`Symbol::call`, through the module's liveness gate),
+//!   which replace its configuration now and then (queueing `call_srcu`
+//!   callbacks);
+//! - the host's faultable tracepoint `plugin_host.call`, fired once per
+//!   guarded call; each copy of the plugin attaches a probe to it in `init`
+//!   (it takes a lock, and sleeps now and then) and never detaches it: the
+//!   loader's probe notifier removes it at unload;
+//! - the plugin's hot hook `demo_hook`, installed into the host's
+//!   [`HookSlot`] with `ModuleLoader::install_hook` after each load and
+//!   called with no read-side marker; the unload clears the slot and waits
+//!   for a Tasks grace period (readers pass `tasks::quiescent()` between
+//!   batches).
+//!
+//! The table gives both call rates, and each unload's row the probes it
+//! removed and the hook slots it cleared.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +37,9 @@ use std::time::{Duration, Instant};
 use std::{env, process, thread};
 
 use usrcu_module_loader::plugin_build::{workspace_target_dir, PluginBuild};
-use usrcu_module_loader::{ModuleHandle, ModuleLoader, Symbol, UnloadReport};
+use usrcu_module_loader::usrcu_registry::define_tracepoint;
+use usrcu_module_loader::usrcu_registry::usrcu::tasks::{self, HookSlot};
+use usrcu_module_loader::{HookError, ModuleHandle, ModuleLoader, Symbol, UnloadReport};
 
 type Compute = extern "C" fn(u64) -> u64;
 type Update = extern "C" fn(u64);
@@ -33,6 +50,25 @@ const MODULE: &str = "demo";
 mod api;
 #[path = "plugin-host/watch.rs"]
 mod watch;
+
+// The host's event, fired on every guarded call (`api::CALL_EVENT`).
+define_tracepoint!(static CALL_EVENT: Tracepoint<u64> = faultable "plugin_host.call");
+
+/// The host's slot for the plugin's hot hook (`api::HOOK_SYMBOL`).
+static HOOK: HookSlot<api::Hook> = HookSlot::new();
+
+/// Install the module's hot hook into [`HOOK`]. A plugin without one (given
+/// with `--plugin`) runs without it: `Ok(false)`.
+fn install_hook(loader: &ModuleLoader, h: ModuleHandle) -> Result<bool, HookError> {
+    // SAFETY: the example plugin exports `demo_hook` as an
+    // `extern "C" fn(u64) -> u64` that never blocks, never faults on
+    // non-resident memory (it touches no memory) and keeps no pointer.
+    match unsafe { loader.install_hook(h, &HOOK, api::HOOK_SYMBOL) } {
+        Ok(()) => Ok(true),
+        Err(HookError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 
 struct Args {
     cycles: usize,
@@ -50,7 +86,7 @@ fn usage() -> ! {
 
 fn parse_args(args: Vec<String>) -> Args {
     let mut a = Args {
-        cycles: 100,
+        cycles: 20,
         threads: 2,
         plugin: None,
     };
@@ -107,33 +143,106 @@ fn push_config(loader: &ModuleLoader, h: ModuleHandle) {
     }
 }
 
-fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused: &AtomicU64, seed: u64) {
+/// What the readers count; read after they were joined.
+#[derive(Default)]
+struct Stats {
+    /// Guarded calls served.
+    served: AtomicU64,
+    /// Guarded calls refused (the copy was going).
+    refused: AtomicU64,
+    /// Guarded calls in batches that all succeeded, and their time.
+    guarded_timed: AtomicU64,
+    guarded_ns: AtomicU64,
+    /// Hook calls in batches that found the slot set every time, and their
+    /// time.
+    hook_timed: AtomicU64,
+    hook_ns: AtomicU64,
+    /// Hook calls that found the slot empty (between an unload's clearing
+    /// and the next install).
+    hook_empty: AtomicU64,
+    /// Events fired.
+    fired: AtomicU64,
+}
+
+/// Calls per batch; time is read once per batch.
+const BATCH: u64 = 64;
+
+fn reader(loader: &ModuleLoader, stop: &AtomicBool, st: &Stats, seed: u64) {
     let mut calls = resolve(loader);
     let mut i = seed;
+    let mut sink = 0u64;
     // Relaxed: `stop` only ends the loop; the join in `main` orders the rest.
     while !stop.load(Ordering::Relaxed) {
+        // Tasks RCU: a quiescent point between batches of hook calls, so
+        // that the grace periods of unloads and installs end (this thread
+        // never blocks otherwise, except in the plugin's probe).
+        tasks::quiescent();
         let Some(c) = &calls else {
             thread::yield_now();
             calls = resolve(loader);
             continue;
         };
-        i = i.wrapping_add(1);
-        let r = c.compute.call(|f| f.call(i)).and_then(|_| {
-            if i % 64 == 0 {
-                c.update.call(|f| f.call(i % 7 + 1))
-            } else {
-                Ok(())
+        // Guarded calls, through the module's liveness gate.
+        let t = Instant::now();
+        let mut ok = 0u64;
+        let mut refused = false;
+        for _ in 0..BATCH {
+            i = i.wrapping_add(1);
+            match c.compute.call(|f| f.call(i)) {
+                Ok(v) => {
+                    sink ^= v;
+                    ok += 1;
+                }
+                Err(_) => {
+                    refused = true;
+                    break;
+                }
             }
-        });
-        match r {
-            // Relaxed: statistics.
-            Ok(()) => served.fetch_add(1, Ordering::Relaxed),
-            Err(_) => {
-                calls = resolve(loader);
-                refused.fetch_add(1, Ordering::Relaxed)
+        }
+        let dt = t.elapsed().as_nanos() as u64;
+        // Relaxed (every counter below): statistics, read after the join.
+        if !refused {
+            st.guarded_timed.fetch_add(ok, Ordering::Relaxed);
+            st.guarded_ns.fetch_add(dt, Ordering::Relaxed);
+            refused = c.update.call(|f| f.call(i % 7 + 1)).is_err();
+        }
+        st.served.fetch_add(ok, Ordering::Relaxed);
+        // The host's event, once per guarded call served.
+        for k in 0..ok {
+            CALL_EVENT.fire(&i.wrapping_sub(k));
+        }
+        st.fired.fetch_add(ok, Ordering::Relaxed);
+        // The hot hook: one load and an indirect call each.
+        let t = Instant::now();
+        let mut empty = 0u64;
+        for _ in 0..BATCH {
+            i = i.wrapping_add(1);
+            match HOOK.call(i) {
+                Some(v) => sink ^= v,
+                None => empty += 1,
             }
-        };
+        }
+        let dt = t.elapsed().as_nanos() as u64;
+        if empty == 0 {
+            st.hook_timed.fetch_add(BATCH, Ordering::Relaxed);
+            st.hook_ns.fetch_add(dt, Ordering::Relaxed);
+        } else {
+            st.hook_empty.fetch_add(empty, Ordering::Relaxed);
+        }
+        if refused {
+            st.refused.fetch_add(1, Ordering::Relaxed);
+            calls = resolve(loader);
+        }
     }
+    std::hint::black_box(sink);
+}
+
+/// Calls per second of one thread, from calls and the nanoseconds they took.
+fn rate(calls: u64, ns: u64) -> String {
+    if ns == 0 {
+        return "-".to_owned();
+    }
+    format!("{:.1} M/s", calls as f64 / ns as f64 * 1e3)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -158,43 +267,64 @@ fn main() {
     let args = parse_args(args);
     let plugin = args.plugin.clone().unwrap_or_else(build_demo_plugin);
     let loader = Arc::new(ModuleLoader::new());
+    let mut failures = 0usize;
+    let mut hook_installed = false;
     // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
     match unsafe { loader.load(&plugin) } {
-        Ok(h) => push_config(&loader, h),
+        Ok(h) => {
+            push_config(&loader, h);
+            match install_hook(&loader, h) {
+                Ok(set) => hook_installed = set,
+                // A low RLIMIT_MEMLOCK: run without the hot hook.
+                Err(e @ HookError::Mlock { .. }) => {
+                    eprintln!("plugin-host: {e}; running without the hot hook (raise `ulimit -l`)")
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("plugin-host: {e}");
+                }
+            }
+        }
         Err(e) => {
             eprintln!("plugin-host: {e}");
             process::exit(1);
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(Stats::default());
     let readers: Vec<_> = (0..args.threads)
         .map(|t| {
-            let (loader, stop, served, refused) = (loader.clone(), stop.clone(), served.clone(), refused.clone());
+            let (loader, stop, stats) = (loader.clone(), stop.clone(), stats.clone());
             thread::Builder::new()
                 .name(format!("reader-{t}"))
-                .spawn(move || reader(&loader, &stop, &served, &refused, t as u64 * 1_000_003))
+                .spawn(move || reader(&loader, &stop, &stats, t as u64 * 1_000_003))
                 .expect("spawn a reader thread")
         })
         .collect();
 
     let t0 = Instant::now();
     let mut reports: Vec<UnloadReport> = Vec::with_capacity(args.cycles + 1);
-    let mut failures = 0usize;
     for cycle in 1..=args.cycles {
         // Let the readers work on this copy for a moment, and at least
         // until one call into it was served.
         // Relaxed: a statistic; only progress matters here.
-        let before = served.load(Ordering::Relaxed);
+        let before = stats.served.load(Ordering::Relaxed);
         thread::sleep(Duration::from_millis(2));
-        while args.threads > 0 && served.load(Ordering::Relaxed) == before {
+        while args.threads > 0 && stats.served.load(Ordering::Relaxed) == before {
             thread::sleep(Duration::from_micros(100));
         }
         // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
         match unsafe { loader.reload(MODULE, &plugin) } {
             Ok((h, r)) => {
                 push_config(&loader, h);
+                // The old copy's unload cleared the slot; the new copy's
+                // hook goes in now.
+                if hook_installed {
+                    if let Err(e) = install_hook(&loader, h) {
+                        failures += 1;
+                        eprintln!("\nplugin-host: cycle {cycle}: {e}");
+                    }
+                }
                 reports.push(r);
             }
             Err(e) => {
@@ -208,7 +338,7 @@ fn main() {
             "\r  cycle {cycle:>5}/{}  calls {:>10}  last unload {:>10}  unmapped {unmapped}/{}   ",
             args.cycles,
             // Relaxed: a statistic for the progress line.
-            served.load(Ordering::Relaxed),
+            stats.served.load(Ordering::Relaxed),
             ms(last),
             reports.len()
         );
@@ -241,12 +371,25 @@ fn main() {
         .flat_map(|r| &r.domains)
         .map(|d| d.callbacks_invoked)
         .sum();
+    let probes: usize = reports.iter().map(|r| r.probes_removed.len()).sum();
+    let cleared: usize = reports.iter().map(|r| r.hook_slots.cleared).sum();
     // Relaxed loads below: the readers were joined, which orders their counts.
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let rows: Vec<(&str, String)> = vec![
         ("reload cycles", args.cycles.to_string()),
         ("reader threads", args.threads.to_string()),
-        ("calls served", served.load(Ordering::Relaxed).to_string()),
-        ("calls refused while going", refused.load(Ordering::Relaxed).to_string()),
+        ("calls served", load(&stats.served).to_string()),
+        ("calls refused while going", load(&stats.refused).to_string()),
+        (
+            "guarded call rate / thread",
+            rate(load(&stats.guarded_timed), load(&stats.guarded_ns)),
+        ),
+        (
+            "hook call rate / thread",
+            rate(load(&stats.hook_timed), load(&stats.hook_ns)),
+        ),
+        ("hook calls on empty slot", load(&stats.hook_empty).to_string()),
+        ("events fired", load(&stats.fired).to_string()),
         ("unloads", reports.len().to_string()),
         ("unload latency median", ms(percentile(&lat, 0.5))),
         ("unload latency p99", ms(percentile(&lat, 0.99))),
@@ -254,6 +397,8 @@ fn main() {
         ("barriers skipped", skipped.to_string()),
         ("slots scanned by barriers", slots.to_string()),
         ("callbacks invoked", callbacks.to_string()),
+        ("probes removed", probes.to_string()),
+        ("hook slots cleared", cleared.to_string()),
         ("objects verified unmapped", format!("{unmapped} / {}", reports.len())),
         ("failures", failures.to_string()),
         ("wall time", format!("{:.2} s", wall.as_secs_f64())),
@@ -264,7 +409,34 @@ fn main() {
     for (k, v) in rows {
         println!("  {k:<28} {v:>16}");
     }
+    print_unloads(&reports);
     if failures > 0 || unmapped != reports.len() {
         process::exit(1);
+    }
+}
+
+/// One row per unload: what it waited for, drained and removed.
+fn print_unloads(reports: &[UnloadReport]) {
+    println!(
+        "\n  {:>6} {:>8} {:>11} {:>9} {:>9} {:>7} {:>7} {:>9}",
+        "unload", "module", "time", "barriers", "callbacks", "probes", "hooks", "unmapped"
+    );
+    println!(
+        "  {:>6} {:>8} {:>11} {:>9} {:>9} {:>7} {:>7} {:>9}",
+        "", "", "", "issued", "drained", "removed", "cleared", ""
+    );
+    for (n, r) in reports.iter().enumerate() {
+        let callbacks: u64 = r.domains.iter().map(|d| d.callbacks_invoked).sum();
+        println!(
+            "  {:>6} {:>8} {:>11} {:>9} {:>9} {:>7} {:>7} {:>9}",
+            n + 1,
+            r.handle.to_string(),
+            ms(r.elapsed),
+            r.barriers_issued(),
+            callbacks,
+            r.probes_removed.len(),
+            r.hook_slots.cleared,
+            if r.unmapped { "yes" } else { "NO" }
+        );
     }
 }

@@ -5,15 +5,19 @@
 //! - The plugin implements `usrcu_registry::example::Calc`; readers call
 //!   `compute` through a typed handle that always reaches the live copy
 //!   (and `DemoAdmin::update` now and then, when the plugin has it, which
-//!   queues `call_srcu` callbacks for the unload to drain).
+//!   queues `call_srcu` callbacks for the unload to drain). As in `demo`,
+//!   each served call fires the host's `plugin_host.call` tracepoint (a
+//!   plugin may attach probes to it), and readers call the plugin's hot
+//!   hook (`demo_hook`, when it has one) through the host's `HookSlot`,
+//!   installed after each load.
 //! - Sources (`src/**.rs`, `Cargo.toml`, `build.rs`) are watched with
 //!   `notify` through `notify-debouncer-mini` (a burst of saves is one
 //!   change); each change rebuilds with cargo and reloads.
 //! - A failed build or a failed load keeps the old copy live and prints the
 //!   compiler's (or the loader's) error.
 //! - Each reload prints one line: the new copy's version, and what the old
-//!   copy's unload did (barriers issued/skipped, callbacks drained,
-//!   unmapped or Zombie with its cause, time).
+//!   copy's unload did (barriers issued/skipped, callbacks drained, probes
+//!   removed, hook slots cleared, unmapped or Zombie with its cause, time).
 //! - Ctrl-C (SIGINT, through the `ctrlc` crate) unloads everything and
 //!   prints the session's table.
 
@@ -30,6 +34,7 @@ use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 use usrcu_module_loader::plugin_build::PluginBuild;
 use usrcu_module_loader::usrcu_registry::example::Calc;
+use usrcu_module_loader::usrcu_registry::usrcu::tasks;
 use usrcu_module_loader::{ModuleHandle, ModuleLoader, ReloadError, UnloadReport};
 
 use crate::api::DemoAdmin;
@@ -166,9 +171,11 @@ fn unload_line(r: &UnloadReport) -> String {
         "still mapped".to_owned()
     };
     format!(
-        "barriers {} issued / {} skipped, {callbacks} callbacks drained, {fate}, {}",
+        "barriers {} issued / {} skipped, {callbacks} callbacks drained, probes removed {}, hook slots cleared {}, {fate}, {}",
         r.barriers_issued(),
         r.barriers_skipped(),
+        r.probes_removed.len(),
+        r.hook_slots.cleared,
         ms(r.elapsed)
     )
 }
@@ -224,6 +231,7 @@ pub fn main(args: &[String]) {
     };
     // From now on, a copy whose `calc` interface differs is refused at load.
     loader.require_interface::<dyn Calc>(&name);
+    install_hook_of(&loader, first);
 
     let (tx, rx) = mpsc::channel::<Event>();
     let stop_tx = tx.clone();
@@ -269,10 +277,18 @@ pub fn main(args: &[String]) {
                     while !stop.load(Ordering::Relaxed) {
                         i = i.wrapping_add(1);
                         let ok = calc.compute(i).is_ok();
+                        if ok {
+                            crate::CALL_EVENT.fire(&i);
+                        }
                         if ok && i % 64 == 0 {
                             // Plugins without this interface just skip it.
                             let _ = admin.update(i % 7 + 1);
                         }
+                        // The hot hook, if the plugin has one; then a
+                        // quiescent point (Tasks RCU: this loop never
+                        // blocks otherwise, and unloads wait for it).
+                        std::hint::black_box(crate::HOOK.call(i));
+                        tasks::quiescent();
                         // Relaxed: statistics.
                         if ok {
                             served.fetch_add(1, Ordering::Relaxed);
@@ -335,6 +351,7 @@ pub fn main(args: &[String]) {
             match unsafe { loader.reload(&name, &artifact) } {
                 Ok((new, report)) => {
                     session.reloads += 1;
+                    install_hook_of(&loader, new);
                     let old = report.handle;
                     println!(
                         "plugin-host: reload {}: {old} -> {new}, now serving version {} | old copy: {} | build+reload {}",
@@ -353,6 +370,7 @@ pub fn main(args: &[String]) {
                 Err(ReloadError::Unload { new, error }) => {
                     session.failures += 1;
                     println!("plugin-host: {new} is live, but the old copy did not unload: {error}");
+                    install_hook_of(&loader, new);
                     live = new;
                 }
                 Err(e) => {
@@ -384,6 +402,14 @@ pub fn main(args: &[String]) {
     let unmapped = session.reports.iter().filter(|r| r.unmapped).count();
     if session.failures > 0 || still_loaded > 0 || unmapped != session.reports.len() {
         process::exit(1);
+    }
+}
+
+/// Install the copy's hot hook into the host's slot, if it has one (a
+/// failure is printed; the copy is served without it).
+fn install_hook_of(loader: &ModuleLoader, h: ModuleHandle) {
+    if let Err(e) = crate::install_hook(loader, h) {
+        println!("plugin-host: hook not installed: {e}");
     }
 }
 
@@ -428,6 +454,22 @@ fn print_table(
         ("barriers issued", issued.to_string()),
         ("barriers skipped", skipped.to_string()),
         ("callbacks invoked", callbacks.to_string()),
+        (
+            "probes removed",
+            s.reports
+                .iter()
+                .map(|r| r.probes_removed.len())
+                .sum::<usize>()
+                .to_string(),
+        ),
+        (
+            "hook slots cleared",
+            s.reports
+                .iter()
+                .map(|r| r.hook_slots.cleared)
+                .sum::<usize>()
+                .to_string(),
+        ),
         ("objects verified unmapped", format!("{unmapped} / {}", s.reports.len())),
         ("modules still loaded", still_loaded.to_string()),
         ("failures", s.failures.to_string()),
