@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use usrcu::diagnostics::{self, Capture, Warning, WarningKind};
-use usrcu::Srcu;
 
 use crate::address_space;
 use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
-use crate::pthread_keys::KeyTable;
-use crate::report::{BarrierOutcome, DomainReport, HookFailure, ResidentCause, UnloadReport, ZombieCause};
+use crate::proofs::{self, UnloadCx};
+use crate::report::{HookFailure, ResidentCause, UnloadReport};
 use crate::state::ModuleState;
 use crate::symbol::{inside_call_into, Symbol};
 
@@ -380,7 +379,7 @@ impl ModuleLoader {
         let mut report = self.empty_report(&m);
         let mut suspects = Vec::new();
         if !retry {
-            match wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
+            match proofs::readers::wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
                 Ok(waited) => report.calls_drained_in = waited,
                 Err(waited) => {
                     m.state.set(ModuleState::Live);
@@ -475,48 +474,23 @@ impl ModuleLoader {
         }
     }
 
-    /// From the built-in SRCU notifier to the address-space check.
+    /// From the proofs of idleness to the address-space check.
     /// `suspects` are the missed-barrier warnings emitted while the module's
     /// last hook (`exit`, or a failing `init`) ran: one about a domain the
     /// loader cannot see (a dynamic domain of the plugin) keeps the object
     /// mapped.
     fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, suspects: Vec<Warning>) -> UnloadReport {
         let t0 = Instant::now();
-        let mut zombie: Option<ZombieCause> = crate::lock(&m.zombie_cause).clone().filter(|c| {
-            // A dynamic domain's callbacks cannot be seen to have drained:
-            // that cause stays. Busy static domains are checked again below.
-            matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. })
-        });
-        for dp in &m.domains {
-            // SAFETY: the object is mapped until the end of this function.
-            let d = unsafe { dp.get() };
-            let r = self.srcu_notifier(d);
-            if zombie.is_none() {
-                if let Err(error) = r.cleanup {
-                    zombie = Some(ZombieCause::DomainBusy {
-                        domain: r.name.clone(),
-                        error,
-                    });
-                }
-            }
-            report.domains.push(r);
-        }
-        if zombie.is_none() {
-            zombie = suspects
-                .into_iter()
-                .next()
-                .map(|w| ZombieCause::DynamicDomainMissedBarrier { domain: w.domain });
-        }
-        if zombie.is_none() {
-            match KeyTable::open() {
-                // SAFETY: every path into the module is closed: it is
-                // `Going`, calls have drained, `exit` ran, its callbacks
-                // are drained and its domains cleaned up.
-                Some(keys) => report.pthread_keys_deleted = unsafe { keys.delete_keys_of(&m.mapping) },
-                None => zombie = Some(ZombieCause::PthreadKeysUnverifiable),
-            }
-        }
-        if let Some(cause) = zombie {
+        let mut cx = UnloadCx {
+            module: m,
+            config: &self.config,
+            objects: vec![m.mapping.clone()],
+            report: &mut report,
+            suspects,
+            readers_stuck: Vec::new(),
+            deadline: t0 + self.config.unload_timeout,
+        };
+        if let Err(cause) = proofs::prove_idle(&mut cx) {
             diagnostics::emit(Warning::new(
                 WarningKind::Other,
                 m.name.clone(),
@@ -554,43 +528,6 @@ impl ModuleLoader {
         report.elapsed += t0.elapsed();
         report
     }
-
-    /// The built-in SRCU notifier for one static domain (the kernel's
-    /// `srcu_module_going`, plus the barrier the kernel never adopted).
-    fn srcu_notifier(&self, d: &Srcu) -> DomainReport {
-        let t0 = Instant::now();
-        let before = d.stats();
-        let used = d.call_srcu_used();
-        let barrier = if !self.config.auto_barrier {
-            BarrierOutcome::Disabled
-        } else if !used {
-            // Returns at once and counts the skip in the domain's stats.
-            d.barrier();
-            BarrierOutcome::Skipped
-        } else if wait_for_grace_period(d, self.config.unload_timeout).is_err() {
-            // A barrier would wait for those readers forever.
-            BarrierOutcome::ReadersStuck
-        } else {
-            d.barrier();
-            BarrierOutcome::Issued
-        };
-        let after = d.stats();
-        // SAFETY: no new reader can enter: the module's code cannot be
-        // called any more (it is `Going` and calls have drained), and the
-        // host holds no reference to its domains beyond this loader.
-        let cleanup = unsafe { d.cleanup() };
-        DomainReport {
-            name: d.name().to_owned(),
-            possible_cpus: after.possible_cpus,
-            call_srcu_used: used,
-            barrier,
-            slots_scanned: after.slots_scanned.saturating_sub(before.slots_scanned),
-            callbacks_queued: after.callbacks_queued,
-            callbacks_invoked: after.callbacks_invoked,
-            cleanup,
-            elapsed: t0.elapsed(),
-        }
-    }
 }
 
 impl Drop for ModuleLoader {
@@ -623,24 +560,4 @@ fn run_watching_missed_barriers<R>(hook: impl FnOnce() -> R) -> (R, Vec<Warning>
         .filter(|w| w.kind == WarningKind::MissedBarrier && w.tid == me)
         .collect();
     (r, missed)
-}
-
-/// Wait, up to `timeout`, for a grace period of `d` that starts now: every
-/// reader inside `d` at the call has left. Polled, so that a reader that
-/// never leaves costs a bounded wait and no stuck thread.
-fn wait_for_grace_period(d: &Srcu, timeout: Duration) -> Result<Duration, Duration> {
-    let t0 = Instant::now();
-    let cookie = d.start_poll();
-    let mut nap = Duration::from_micros(10);
-    loop {
-        if d.poll_state(cookie) {
-            return Ok(t0.elapsed());
-        }
-        let waited = t0.elapsed();
-        if waited >= timeout {
-            return Err(waited);
-        }
-        std::thread::sleep(nap.min(timeout - waited));
-        nap = (nap * 2).min(Duration::from_millis(2));
-    }
 }

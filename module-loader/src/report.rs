@@ -70,6 +70,52 @@ pub enum ZombieCause {
     /// glibc's pthread-key table could not be read, so a key whose
     /// destructor is plugin code might survive the unmap.
     PthreadKeysUnverifiable,
+    /// The runtime still holds callbacks (or a domain with readers or
+    /// callbacks) whose code or data lies in the object, past the unload's
+    /// time budget.
+    CallbacksInObject {
+        /// The domain concerned (empty when the runtime named none).
+        domain: String,
+        /// Callbacks still queued or running.
+        callbacks: usize,
+        /// Readers still inside that domain.
+        readers: isize,
+    },
+    /// Threads started with a start routine in the object are still alive.
+    ThreadsInObject {
+        /// Each such thread.
+        threads: Vec<PluginThread>,
+    },
+    /// glibc's thread list could not be read, so a thread running the
+    /// object's code might survive the unmap.
+    ThreadsUnverifiable,
+    /// A thread was still running a pthread-key destructor of the object
+    /// past the unload's time budget.
+    KeyDestructorRunning {
+        /// The key.
+        key: u32,
+    },
+}
+
+/// A live thread that runs code of a departing object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginThread {
+    /// Its kernel thread id.
+    pub tid: i32,
+    /// Its name (`/proc/self/task/<tid>/comm`).
+    pub name: String,
+    /// The address of its start routine.
+    pub start_routine: usize,
+}
+
+impl fmt::Display for PluginThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tid {} '{}' (start routine {:#x})",
+            self.tid, self.name, self.start_routine
+        )
+    }
 }
 
 impl fmt::Display for ZombieCause {
@@ -82,6 +128,27 @@ impl fmt::Display for ZombieCause {
             ),
             ZombieCause::PthreadKeysUnverifiable => {
                 f.write_str("cannot read glibc's pthread-key table to remove keys with plugin destructors")
+            }
+            ZombieCause::CallbacksInObject {
+                domain,
+                callbacks,
+                readers,
+            } => write!(
+                f,
+                "the runtime still holds {callbacks} callback(s) and {readers} reader(s) in the object (domain '{domain}')"
+            ),
+            ZombieCause::ThreadsInObject { threads } => {
+                f.write_str("threads started in the object are still alive:")?;
+                for t in threads {
+                    write!(f, " {t};")?;
+                }
+                Ok(())
+            }
+            ZombieCause::ThreadsUnverifiable => {
+                f.write_str("cannot read glibc's thread list to check for threads running the object's code")
+            }
+            ZombieCause::KeyDestructorRunning { key } => {
+                write!(f, "a thread is still running the destructor of pthread key {key}")
             }
         }
     }
