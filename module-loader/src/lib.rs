@@ -53,6 +53,7 @@ pub mod pthread_keys;
 mod report;
 mod state;
 mod symbol;
+pub mod thread_list;
 
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
 pub use loader::{LoaderConfig, ModuleLoader};

@@ -121,3 +121,24 @@ fn in_proc_maps(path: &Path) -> bool {
 pub fn leak<T>(v: T) -> &'static T {
     Box::leak(Box::new(v))
 }
+
+/// Run the test `name` of the running test binary again, alone, in a child
+/// process with `env` set (and `USRCU_TEST_CHILD=1`, which the test reads
+/// to take its child branch); returns how the child ended. Used to watch a
+/// defense switched off crash a host without crashing the test.
+pub fn rerun_in_child(name: &str, env: &[(&str, &str)]) -> std::process::ExitStatus {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("USRCU_TEST_CHILD", "1")
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.status().expect("run the child")
+}
+
+/// Is this the child branch of a test run by [`rerun_in_child`]?
+pub fn in_child() -> bool {
+    std::env::var_os("USRCU_TEST_CHILD").is_some()
+}

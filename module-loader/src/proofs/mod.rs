@@ -28,6 +28,7 @@ use crate::report::{UnloadReport, ZombieCause};
 pub(crate) mod callbacks;
 pub(crate) mod keys;
 pub(crate) mod readers;
+pub(crate) mod threads;
 
 /// What a proof works with: the module, everything it mapped, the report
 /// being written, and the deadline of the whole unload.
@@ -49,6 +50,11 @@ pub(crate) struct UnloadCx<'a> {
 }
 
 impl UnloadCx<'_> {
+    /// Does `addr` lie in the module or in a library loaded with it?
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        self.objects.iter().any(|o| o.contains(addr))
+    }
+
     /// What is left of the unload's time budget.
     pub(crate) fn time_left(&self) -> std::time::Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -63,14 +69,42 @@ pub(crate) trait Proof: Sync {
 }
 
 /// The unload sequence: each proof in turn.
-pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 3] = [&readers::Readers, &callbacks::Callbacks, &keys::Keys];
+pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 4] =
+    [&readers::Readers, &callbacks::Callbacks, &threads::Threads, &keys::Keys];
 
 /// Run every proof in order; the first cause found wins. Every proof runs
 /// up to the first failure (later ones may act on the object, e.g. delete
 /// its keys, which only an idle object allows).
 pub(crate) fn prove_idle(cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
-    for proof in UNLOAD_PROOFS {
+    for (proof, name) in UNLOAD_PROOFS.iter().zip(PROOF_NAMES) {
+        if test_switch::skipped(name) {
+            continue;
+        }
         proof.prove(cx)?;
     }
     Ok(())
+}
+
+/// The proofs' names, for the test switch, in [`UNLOAD_PROOFS`] order.
+const PROOF_NAMES: [&str; 4] = ["readers", "callbacks", "threads", "keys"];
+
+/// A switch for tests that show what each proof prevents: the environment
+/// variable `USRCU_LOADER_TEST_SKIP_PROOFS` (read once per process), a
+/// comma-separated list of proof names, turns those proofs off. A host that
+/// sets it gets crashes; it exists so that a test can see one, in a child
+/// process.
+#[doc(hidden)]
+pub(crate) mod test_switch {
+    use std::sync::OnceLock;
+
+    pub(crate) fn skipped(name: &str) -> bool {
+        static SKIP: OnceLock<Vec<String>> = OnceLock::new();
+        SKIP.get_or_init(|| {
+            std::env::var("USRCU_LOADER_TEST_SKIP_PROOFS")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+                .unwrap_or_default()
+        })
+        .iter()
+        .any(|s| s == name)
+    }
 }
