@@ -29,6 +29,8 @@ pub struct ObjectMapping {
     pub segments: Vec<Range<usize>>,
     /// The object carries `DF_1_NODELETE`: `dlclose` will never unmap it.
     pub nodelete: bool,
+    /// Its `PT_GNU_RELRO` range, read-only once relocated.
+    pub relro: Option<Range<usize>>,
 }
 
 impl ObjectMapping {
@@ -39,8 +41,9 @@ impl ObjectMapping {
 }
 
 struct Search<'a> {
-    name: &'a [u8],
-    found: Option<ObjectMapping>,
+    /// One object by name, or (`None`) every object.
+    name: Option<&'a [u8]>,
+    found: Vec<(Vec<u8>, ObjectMapping)>,
 }
 
 unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
@@ -53,7 +56,7 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
     }
     // SAFETY: the dynamic linker's names are NUL-terminated strings.
     let name = unsafe { CStr::from_ptr(info.dlpi_name) };
-    if name.to_bytes() != search.name {
+    if search.name.is_some_and(|n| n != name.to_bytes()) {
         return 0;
     }
     let base = info.dlpi_addr as usize;
@@ -67,6 +70,7 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
         let start = base + ph.p_vaddr as usize;
         match ph.p_type {
             libc::PT_LOAD => m.segments.push(start..start + ph.p_memsz as usize),
+            libc::PT_GNU_RELRO => m.relro = Some(start..start + ph.p_memsz as usize),
             libc::PT_DYNAMIC => {
                 let mut d = start as *const Dyn;
                 // SAFETY: the mapped dynamic section is an array of `Dyn`
@@ -83,16 +87,27 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
             _ => {}
         }
     }
-    search.found = Some(m);
-    1
+    search.found.push((name.to_bytes().to_vec(), m));
+    // Stop at the object searched for; go on when listing every object.
+    c_int::from(search.name.is_some())
 }
 
 /// The mapping of the loaded object whose name (the path it was opened by)
 /// is `path`, if the dynamic linker has it.
 pub fn find(path: &Path) -> Option<ObjectMapping> {
+    iterate(Some(path.as_os_str().as_bytes())).pop().map(|(_, m)| m)
+}
+
+/// Every object the dynamic linker has loaded, by name (the main program's
+/// name is empty), in its order.
+pub fn loaded_objects() -> Vec<(Vec<u8>, ObjectMapping)> {
+    iterate(None)
+}
+
+fn iterate(name: Option<&[u8]>) -> Vec<(Vec<u8>, ObjectMapping)> {
     let mut search = Search {
-        name: path.as_os_str().as_bytes(),
-        found: None,
+        name,
+        found: Vec::new(),
     };
     // SAFETY: `visit` only touches `search`, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search<'_> as *mut c_void) };

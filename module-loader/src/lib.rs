@@ -44,6 +44,7 @@
 
 pub mod address_space;
 mod error;
+mod key_interposer;
 mod loader;
 mod module;
 mod notifier;

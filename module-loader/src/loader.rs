@@ -13,6 +13,7 @@ use usrcu::diagnostics::{self, Capture, Warning, WarningKind};
 
 use crate::address_space;
 use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
+use crate::key_interposer;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
 use crate::proofs::{self, UnloadCx};
@@ -230,6 +231,11 @@ impl ModuleLoader {
                 return Err(e);
             }
         };
+        if !proofs::test_switch::skipped("key-interposer") {
+            // SAFETY: the object is loaded at its mapping and only its
+            // constructors have run; `init` has not.
+            unsafe { key_interposer::interpose(&loaded, &module.mapping) };
+        }
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
 

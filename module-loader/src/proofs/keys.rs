@@ -1,14 +1,21 @@
 //! pthread-key destructors in the object: glibc calls a key's destructor on
 //! every thread that exits holding a value under it, wherever that thread
-//! is, long after the plugin's calls have returned.
+//! is, long after the plugin's calls have returned, and a thread may be
+//! exiting *while* the object is unloaded.
 //!
-//! Known from glibc's key table (`crate::pthread_keys`): every key in use
-//! whose destructor lies in the object (or a library loaded with it) is
-//! deleted once everything else is proven idle, so that no exiting thread
-//! calls it after the unmap. Where the table cannot be read the object stays
-//! mapped.
+//! Keys the plugin created through the loader's interposer
+//! (`crate::key_interposer`): their slots are cleared and their keys deleted,
+//! then a grace period of the key-destructor domain (bounded by the
+//! unload's budget) proves that no thread is still inside one of the
+//! object's destructors; if one is, the object stays a Zombie naming the
+//! key. Keys created another way (ELF constructors run inside `dlopen`,
+//! before the interposer is in place): deleted from glibc's key table
+//! (`crate::pthread_keys`), which narrows that race but cannot close it.
+//! Where the table cannot be read the object stays mapped.
 
+use super::readers::wait_for_grace_period;
 use super::{Proof, UnloadCx};
+use crate::key_interposer;
 use crate::pthread_keys::KeyTable;
 use crate::report::ZombieCause;
 
@@ -18,10 +25,20 @@ pub(crate) struct Keys;
 impl Proof for Keys {
     fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
         let keys = KeyTable::open().ok_or(ZombieCause::PthreadKeysUnverifiable)?;
+        // SAFETY: every path into the module is closed: it is `Going`, calls
+        // have drained, `exit` ran, its callbacks are drained, its domains
+        // cleaned up and none of its threads lives (the proofs before this
+        // one), so none of its code creates or deletes keys.
+        let retired = unsafe { key_interposer::retire(|a| cx.contains(a)) };
+        cx.report.pthread_keys_deleted += retired.deleted;
+        if let Some(&key) = retired.pending.first() {
+            if wait_for_grace_period(key_interposer::domain(), cx.time_left()).is_err() {
+                return Err(ZombieCause::KeyDestructorRunning { key });
+            }
+            key_interposer::release(|a| cx.contains(a));
+        }
         for object in &cx.objects {
-            // SAFETY: every path into the module is closed: it is `Going`,
-            // calls have drained, `exit` ran, its callbacks are drained and
-            // its domains cleaned up (the proofs before this one).
+            // SAFETY: as above.
             cx.report.pthread_keys_deleted += unsafe { keys.delete_keys_of(object) };
         }
         Ok(())

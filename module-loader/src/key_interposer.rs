@@ -1,0 +1,307 @@
+//! pthread-key creation interposed for plugins, so that a key's destructor
+//! is never called into an unmapped object: not by a thread that exits
+//! *during* an unload either.
+//!
+//! # The race this closes
+//!
+//! When a thread exits, glibc walks its key values; for each non-null value
+//! it clears the value, then reads the key's sequence number and
+//! destructor, and calls the destructor. A loader that deletes a plugin's
+//! keys before `dlclose` narrows the window but cannot close it: a thread
+//! that read the destructor just before the delete calls it just after, and
+//! if the object is unmapped meanwhile, the host dies. Nothing in glibc's
+//! table tells that such a thread exists (its value is already cleared).
+//!
+//! # How
+//!
+//! Right after `dlopen`, before the plugin's `init`, the loader rewrites the
+//! plugin's GOT entries for `pthread_key_create` and `pthread_key_delete`
+//! (found in its dynamic relocations with the `object` crate) to point here.
+//! A key the plugin creates with a destructor is created in glibc with a
+//! *host* trampoline instead, one of [`SLOTS`] functions, each bound to a
+//! slot that holds the plugin's destructor. The trampoline enters a read
+//! section of the host domain `usrcu-loader:key-destructors`, loads the
+//! slot's destructor and calls it if it is still there. At unload the
+//! loader clears the slots of the object, deletes their keys, and waits
+//! for a grace period of that domain: every thread that had entered a
+//! trampoline has left the plugin's destructor, and every later one finds
+//! the slot empty. The wait is bounded by the unload's budget; a thread
+//! still inside a destructor then keeps the object mapped as a Zombie
+//! naming the key, and a later unload waits again.
+//!
+//! A slot is never given to another destructor: a thread may have read
+//! the trampoline's address from glibc's table before the key was deleted
+//! and call it arbitrarily late, with a value of the old key, so a reused
+//! slot could pass that value to the wrong destructor. When the slots run
+//! out (after [`SLOTS`] plugin keys with destructors in one process), keys
+//! are created directly and the key proof falls back to deleting them from
+//! glibc's table, where the race above is narrowed, not closed; a warning
+//! says so once.
+//!
+//! Keys created before the GOT is rewritten (by ELF constructors, which run
+//! inside `dlopen`) and keys created through another path (`dlsym`, an
+//! inline syscall-free copy) are not interposed: the fallback covers them.
+
+use std::ffi::{c_int, c_void};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use usrcu::diagnostics::{self, Warning, WarningKind};
+use usrcu::Srcu;
+
+use crate::address_space::ObjectMapping;
+
+/// A key destructor.
+type Dtor = unsafe extern "C" fn(*mut c_void);
+
+/// How many plugin key destructors one process can interpose.
+pub const SLOTS: usize = 64 * 64;
+
+/// No key.
+const NO_KEY: u32 = u32::MAX;
+
+struct Slot {
+    /// The plugin's destructor while it may be called; 0 once retired.
+    destr: AtomicUsize,
+    /// The plugin's destructor as created (kept after retirement until the
+    /// grace period that follows it, so that unload knows to wait).
+    owner: AtomicUsize,
+    /// The glibc key bound to this slot (kept after retirement, to name it),
+    /// or `NO_KEY`.
+    key: AtomicU32,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // one fresh slot per array element
+const EMPTY: Slot = Slot {
+    destr: AtomicUsize::new(0),
+    owner: AtomicUsize::new(0),
+    key: AtomicU32::new(NO_KEY),
+};
+
+static SLOT: [Slot; SLOTS] = [EMPTY; SLOTS];
+/// Slots handed out so far (never reused).
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Readers: threads inside a trampoline. The loader's grace period on it
+/// proves that no thread still runs a retired destructor.
+static KEY_DTORS: Srcu = Srcu::new_static("usrcu-loader:key-destructors");
+
+fn run(i: usize, data: *mut c_void) {
+    let _inside = KEY_DTORS.read_lock();
+    // Acquire: pairs with the Release store in `create`; a retiring store
+    // of 0 is ordered against this load by the grace period that follows it
+    // (its heavy fence pairs with this read section's light fence).
+    let d = SLOT[i].destr.load(Ordering::Acquire);
+    if d != 0 {
+        // SAFETY: a non-zero slot holds the destructor the plugin passed to
+        // `pthread_key_create`, and the object stays mapped until a grace
+        // period of `KEY_DTORS` after the slot is cleared.
+        unsafe { std::mem::transmute::<usize, Dtor>(d)(data) };
+    }
+}
+
+unsafe extern "C" fn trampoline<const R: usize, const C: usize>(data: *mut c_void) {
+    run(R * 64 + C, data);
+}
+
+macro_rules! row {
+    ($r:literal; $($c:literal)*) => { [$(trampoline::<$r, $c> as Dtor),*] };
+}
+macro_rules! table {
+    ($($r:literal)*) => { [$(row!($r; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63)),*] };
+}
+static TRAMPOLINES: [[Dtor; 64]; 64] = table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63);
+
+/// `pthread_key_create` as the plugin sees it.
+unsafe extern "C" fn create(key: *mut libc::pthread_key_t, destr: Option<Dtor>) -> c_int {
+    let Some(d) = destr else {
+        // SAFETY: the plugin's own call, passed on unchanged.
+        return unsafe { libc::pthread_key_create(key, None) };
+    };
+    // Relaxed: a unique index, nothing else.
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    if i >= SLOTS {
+        warn_out_of_slots();
+        // SAFETY: as above.
+        return unsafe { libc::pthread_key_create(key, destr) };
+    }
+    let slot = &SLOT[i];
+    slot.owner.store(d as usize, Ordering::Relaxed);
+    // Release: pairs with the Acquire load in `run`.
+    slot.destr.store(d as usize, Ordering::Release);
+    // SAFETY: the plugin's call, with the host trampoline of slot `i`.
+    let rc = unsafe { libc::pthread_key_create(key, Some(TRAMPOLINES[i / 64][i % 64])) };
+    if rc == 0 {
+        // SAFETY: glibc wrote the key.
+        slot.key.store(unsafe { *key }, Ordering::Release);
+    } else {
+        slot.destr.store(0, Ordering::Relaxed);
+        slot.owner.store(0, Ordering::Relaxed);
+    }
+    rc
+}
+
+/// `pthread_key_delete` as the plugin sees it: the slot is retired first.
+unsafe extern "C" fn delete(key: libc::pthread_key_t) -> c_int {
+    for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
+        // Acquire: pairs with the Release store of the key in `create`.
+        if slot.key.load(Ordering::Acquire) == key && slot.destr.load(Ordering::Relaxed) != 0 {
+            // Release: see `run`; the owner stays for unload's grace period.
+            slot.destr.store(0, Ordering::Release);
+        }
+    }
+    // SAFETY: the plugin's own call, passed on.
+    unsafe { libc::pthread_key_delete(key) }
+}
+
+fn warn_out_of_slots() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        diagnostics::emit(Warning::new(
+            WarningKind::Other,
+            "usrcu-loader:key-destructors".to_owned(),
+            format!(
+                "usrcu-module-loader: {SLOTS} plugin key destructors interposed; later keys are created \
+                 directly and deleted from glibc's table at unload (a thread exiting during such an unload \
+                 is no longer covered)"
+            ),
+        ))
+    });
+}
+
+/// Rewrite the GOT entries of `pthread_key_create` and `pthread_key_delete`
+/// of the object loaded from `path` (mapped at `mapping`) to the
+/// interposers; returns how many entries were rewritten.
+///
+/// # Safety
+/// The object must be loaded at `mapping`, and none of its code may run
+/// concurrently (it is being loaded: only its constructors ran).
+pub(crate) unsafe fn interpose(path: &Path, mapping: &ObjectMapping) -> usize {
+    use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget};
+
+    let Ok(data) = std::fs::read(path) else { return 0 };
+    let Ok(file) = object::File::parse(&*data) else {
+        return 0;
+    };
+    let (Some(relocs), Some(symbols)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) else {
+        return 0;
+    };
+    let real_create = real(c"pthread_key_create");
+    let real_delete = real(c"pthread_key_delete");
+    let mut n = 0;
+    for (offset, reloc) in relocs {
+        let RelocationTarget::Symbol(index) = reloc.target() else {
+            continue;
+        };
+        let Ok(name) = symbols.symbol_by_index(index).and_then(|s| s.name()) else {
+            continue;
+        };
+        let (real, ours) = match name {
+            "pthread_key_create" => (real_create, create as *const () as usize),
+            "pthread_key_delete" => (real_delete, delete as *const () as usize),
+            _ => continue,
+        };
+        let Some(addr) = mapping.base.checked_add(offset as usize) else {
+            continue;
+        };
+        // Only a word that holds the resolved function is a GOT entry of it.
+        if !mapping.contains(addr) || real == 0 || crate::thread_list::peek::<usize>(addr) != Some(real) {
+            continue;
+        }
+        // SAFETY: `addr` is a word of the object's relocated data (checked
+        // above), holding the resolved function; no code of the object runs.
+        if unsafe { write_word(addr, ours, mapping.relro.as_ref()) } {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn real(name: &std::ffi::CStr) -> usize {
+    // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
+/// Store `value` at `addr`, lifting the RELRO protection for the page if the
+/// dynamic linker applied it (`[relro.start, relro.end)` rounded down to
+/// pages, as `_dl_protect_relro` does) and putting it back.
+///
+/// # Safety
+/// `addr` is an aligned, mapped word that nothing else writes.
+unsafe fn write_word(addr: usize, value: usize, relro: Option<&std::ops::Range<usize>>) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let page = addr & !(page_size - 1);
+    let protected = relro.is_some_and(|r| page >= r.start & !(page_size - 1) && page < r.end & !(page_size - 1));
+    let word = addr as *const AtomicUsize;
+    if !protected {
+        // SAFETY: caller's contract; the page is writable (not RELRO).
+        unsafe { (*word).store(value, Ordering::SeqCst) };
+        return true;
+    }
+    // SAFETY: the page belongs to the object's RELRO segment, made read-only
+    // by the dynamic linker; it is made writable for this one store.
+    if unsafe { libc::mprotect(page as *mut c_void, page_size, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+        return false;
+    }
+    // SAFETY: caller's contract; the page is writable now.
+    unsafe { (*word).store(value, Ordering::SeqCst) };
+    // SAFETY: as above, back to what the dynamic linker left.
+    unsafe { libc::mprotect(page as *mut c_void, page_size, libc::PROT_READ) };
+    true
+}
+
+/// What [`retire`] did.
+pub(crate) struct Retired {
+    /// Keys deleted now.
+    pub(crate) deleted: usize,
+    /// Keys of the object's slots not yet released: a grace period of
+    /// [`domain`] must pass before the object may go.
+    pub(crate) pending: Vec<u32>,
+}
+
+/// Retire every slot whose destructor lies in the object (`contains`):
+/// clear it and delete its glibc key.
+///
+/// # Safety
+/// No code of the object may create or delete keys concurrently.
+pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
+    let mut r = Retired {
+        deleted: 0,
+        pending: Vec::new(),
+    };
+    for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
+        let owner = slot.owner.load(Ordering::Relaxed);
+        if owner == 0 || !contains(owner) {
+            continue;
+        }
+        let key = slot.key.load(Ordering::Relaxed);
+        r.pending.push(key);
+        // Release: see `run`.
+        if slot.destr.swap(0, Ordering::Release) != 0 {
+            // SAFETY: the key is the one glibc gave for this slot, still in
+            // use (its slot was live), and no code of the object deletes it
+            // concurrently (caller's contract).
+            if key != NO_KEY && unsafe { libc::pthread_key_delete(key) } == 0 {
+                r.deleted += 1;
+            }
+        }
+    }
+    r
+}
+
+/// After a grace period of the key-destructor domain: forget the object's
+/// retired slots (their owners will never be called again).
+pub(crate) fn release(contains: impl Fn(usize) -> bool) {
+    for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
+        let owner = slot.owner.load(Ordering::Relaxed);
+        if owner != 0 && contains(owner) && slot.destr.load(Ordering::Relaxed) == 0 {
+            slot.owner.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The domain whose grace period proves no thread runs a retired destructor.
+pub(crate) fn domain() -> &'static Srcu {
+    &KEY_DTORS
+}
