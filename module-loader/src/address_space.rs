@@ -10,6 +10,9 @@ use std::path::Path;
 /// `DT_FLAGS_1` and its `DF_1_NODELETE` bit: the object asked never to be
 /// unloaded (`-z nodelete`, or a C++ unique symbol).
 const DT_NULL: i64 = 0;
+const DT_NEEDED: i64 = 1;
+const DT_STRTAB: i64 = 5;
+const DT_SONAME: i64 = 14;
 const DT_FLAGS_1: i64 = 0x6fff_fffb;
 const DF_1_NODELETE: u64 = 0x8;
 
@@ -31,6 +34,10 @@ pub struct ObjectMapping {
     pub nodelete: bool,
     /// Its `PT_GNU_RELRO` range, read-only once relocated.
     pub relro: Option<Range<usize>>,
+    /// Its `DT_NEEDED` names.
+    pub needed: Vec<Vec<u8>>,
+    /// Its `DT_SONAME`, if it has one.
+    pub soname: Option<Vec<u8>>,
 }
 
 impl ObjectMapping {
@@ -64,6 +71,7 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
         base,
         ..ObjectMapping::default()
     };
+    let (mut strtab, mut needed, mut soname) = (None, Vec::new(), None);
     for i in 0..info.dlpi_phnum as usize {
         // SAFETY: `dlpi_phdr` has `dlpi_phnum` entries.
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
@@ -77,8 +85,12 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
                 // ending with `DT_NULL`.
                 unsafe {
                     while (*d).tag != DT_NULL {
-                        if (*d).tag == DT_FLAGS_1 && (*d).val & DF_1_NODELETE != 0 {
-                            m.nodelete = true;
+                        match (*d).tag {
+                            DT_FLAGS_1 if (*d).val & DF_1_NODELETE != 0 => m.nodelete = true,
+                            DT_STRTAB => strtab = Some((*d).val as usize),
+                            DT_NEEDED => needed.push((*d).val as usize),
+                            DT_SONAME => soname = Some((*d).val as usize),
+                            _ => {}
                         }
                         d = d.add(1);
                     }
@@ -86,6 +98,26 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
             }
             _ => {}
         }
+    }
+    // The dynamic linker rewrites DT_STRTAB to an absolute address where the
+    // dynamic section is writable, and leaves it relative where it is not:
+    // take whichever reading lies inside the object.
+    let strtab = strtab.and_then(|t| [t, base.wrapping_add(t)].into_iter().find(|a| m.contains(*a)));
+    if let Some(strtab) = strtab {
+        let segments = m.segments.clone();
+        let string = |off: usize| {
+            let p = strtab
+                .checked_add(off)
+                .filter(|p| segments.iter().any(|r| r.contains(p)))?;
+            // SAFETY: inside the object's mapped string table, NUL-terminated.
+            Some(
+                unsafe { CStr::from_ptr(p as *const std::ffi::c_char) }
+                    .to_bytes()
+                    .to_vec(),
+            )
+        };
+        m.needed = needed.into_iter().filter_map(string).collect();
+        m.soname = soname.and_then(string);
     }
     search.found.push((name.to_bytes().to_vec(), m));
     // Stop at the object searched for; go on when listing every object.

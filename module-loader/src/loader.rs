@@ -224,17 +224,27 @@ impl ModuleLoader {
             path: source.to_owned(),
             source: e,
         })?;
-        let module = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
+        let before = proofs::needed::snapshot();
+        let mut module = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
             Ok(o) => o,
             Err(e) => {
                 let _ = fs::remove_file(&loaded);
                 return Err(e);
             }
         };
+        if !proofs::test_switch::skipped("needed") {
+            module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
+        }
         if !proofs::test_switch::skipped("key-interposer") {
-            // SAFETY: the object is loaded at its mapping and only its
-            // constructors have run; `init` has not.
-            unsafe { key_interposer::interpose(&loaded, &module.mapping) };
+            // SAFETY: the object and the libraries it brought in are loaded
+            // at their mappings and only their constructors have run; `init`
+            // has not.
+            unsafe {
+                key_interposer::interpose(&loaded, &module.mapping);
+                for (path, mapping) in &module.needed {
+                    key_interposer::interpose(path, mapping);
+                }
+            }
         }
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
@@ -464,6 +474,7 @@ impl ModuleLoader {
             zombie_cause: None,
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
+            libraries_still_mapped: Vec::new(),
         }
     }
 
@@ -490,7 +501,9 @@ impl ModuleLoader {
         let mut cx = UnloadCx {
             module: m,
             config: &self.config,
-            objects: vec![m.mapping.clone()],
+            objects: std::iter::once(m.mapping.clone())
+                .chain(m.needed.iter().map(|(_, o)| o.clone()))
+                .collect(),
             report: &mut report,
             suspects,
             readers_stuck: Vec::new(),
@@ -518,6 +531,16 @@ impl ModuleLoader {
             report.dlclosed = lib.close().is_ok();
         }
         report.unmapped = !address_space::is_mapped(&m.loaded_path);
+        // The libraries it brought in must have left too. One that another
+        // module loaded later also uses stays, and is listed (that module
+        // found it already loaded, so it is not in its own list).
+        report.libraries_still_mapped = m
+            .needed
+            .iter()
+            .filter(|(p, _)| address_space::is_mapped(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        report.unmapped &= report.libraries_still_mapped.is_empty();
         if !report.unmapped {
             report.resident_cause = Some(if m.mapping.nodelete {
                 ResidentCause::NoDelete

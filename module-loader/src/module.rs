@@ -93,6 +93,9 @@ pub(crate) struct Module {
     pub(crate) lib: Mutex<Option<Library>>,
     pub(crate) mapping: ObjectMapping,
     pub(crate) zombie_cause: Mutex<Option<ZombieCause>>,
+    /// Libraries `dlopen` mapped together with the object (its `DT_NEEDED`
+    /// closure not already loaded): (the dynamic linker's name, mapping).
+    pub(crate) needed: Vec<(PathBuf, ObjectMapping)>,
 }
 
 impl fmt::Debug for Module {
@@ -396,5 +399,6 @@ pub(crate) fn open(
         lib: Mutex::new(Some(lib)),
         mapping,
         zombie_cause: Mutex::new(None),
+        needed: Vec::new(),
     })
 }

@@ -159,7 +159,7 @@ mod tests {
             base: addr,
             segments: std::iter::once(addr..addr + 1).collect(),
             nodelete: false,
-            relro: None,
+            ..ObjectMapping::default()
         };
         // SAFETY: nothing uses `ours` afterwards.
         assert_eq!(unsafe { table.delete_keys_of(&object) }, 1);

@@ -241,6 +241,9 @@ pub struct UnloadReport {
     pub calls_drained_in: Duration,
     /// Whole unload, from `Going` to the address-space check.
     pub elapsed: Duration,
+    /// Libraries loaded together with the module (its `DT_NEEDED` closure)
+    /// that are still mapped after `dlclose` (then `unmapped` is false).
+    pub libraries_still_mapped: Vec<PathBuf>,
 }
 
 impl UnloadReport {

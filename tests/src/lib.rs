@@ -7,7 +7,8 @@
 //! `tests/fixtures/` is a cargo workspace of `cdylib` plugins (one crate per
 //! case: `callbacks`, `dynamic-domain`, `tls-destructor`, `thread-current`,
 //! `no-descriptor`, `bad-magic`, `bad-abi-version`, `bad-struct-size`,
-//! `init-panics`, `init-fails`, `exit-panics`). [`fixture_path`] builds the
+//! `init-panics`, `init-fails`, `exit-panics`, `plugin-thread`, `key-destructor`,
+//! `needed-lib`). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:

@@ -27,6 +27,7 @@ use crate::report::{UnloadReport, ZombieCause};
 
 pub(crate) mod callbacks;
 pub(crate) mod keys;
+pub(crate) mod needed;
 pub(crate) mod readers;
 pub(crate) mod threads;
 
