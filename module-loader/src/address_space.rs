@@ -34,6 +34,8 @@ pub struct ObjectMapping {
     pub nodelete: bool,
     /// Its `PT_GNU_RELRO` range, read-only once relocated.
     pub relro: Option<Range<usize>>,
+    /// Its writable `PT_LOAD` segments (data and bss).
+    pub data_segments: Vec<Range<usize>>,
     /// Its `DT_NEEDED` names.
     pub needed: Vec<Vec<u8>>,
     /// Its `DT_SONAME`, if it has one.
@@ -77,7 +79,12 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
         let start = base + ph.p_vaddr as usize;
         match ph.p_type {
-            libc::PT_LOAD => m.segments.push(start..start + ph.p_memsz as usize),
+            libc::PT_LOAD => {
+                m.segments.push(start..start + ph.p_memsz as usize);
+                if ph.p_flags & libc::PF_W != 0 {
+                    m.data_segments.push(start..start + ph.p_memsz as usize);
+                }
+            }
             libc::PT_GNU_RELRO => m.relro = Some(start..start + ph.p_memsz as usize),
             libc::PT_DYNAMIC => {
                 let mut d = start as *const Dyn;

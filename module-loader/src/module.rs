@@ -96,6 +96,9 @@ pub(crate) struct Module {
     /// Libraries `dlopen` mapped together with the object (its `DT_NEEDED`
     /// closure not already loaded): (the dynamic linker's name, mapping).
     pub(crate) needed: Vec<(PathBuf, ObjectMapping)>,
+    /// Barriers on the object's domains still running on a helper thread
+    /// after a bounded drain gave up: the object stays mapped while any is.
+    pub(crate) barriers_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl fmt::Debug for Module {
@@ -400,5 +403,6 @@ pub(crate) fn open(
         mapping,
         zombie_cause: Mutex::new(None),
         needed: Vec::new(),
+        barriers_in_flight: Default::default(),
     })
 }

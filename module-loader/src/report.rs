@@ -22,6 +22,9 @@ pub enum BarrierOutcome {
     /// Readers stayed inside the domain past the unload timeout, so a barrier
     /// (which waits for them) was not attempted.
     ReadersStuck,
+    /// `barrier` did not return within the unload's budget (callbacks that
+    /// block); it goes on in the background and the object stays mapped.
+    TimedOut,
 }
 
 /// The built-in SRCU notifier's work on one static domain.
@@ -222,7 +225,9 @@ pub struct UnloadReport {
     pub loaded_path: PathBuf,
     /// `Unloaded` or `Zombie`.
     pub state: ModuleState,
-    /// One entry per static domain, in the object's slice order.
+    /// One entry per domain of the object: its static domains in slice
+    /// order, then the domains found in its memory that it does not list
+    /// (a plain `static` domain, a dynamic one kept in a `static`).
     pub domains: Vec<DomainReport>,
     /// Hooks that failed (the unload went on without them).
     pub hook_failures: Vec<HookFailure>,

@@ -3,32 +3,42 @@
 //!
 //! # What is proven today
 //!
-//! For every static domain the object lists (its `define_static_srcu!`
-//! slice), the built-in SRCU notifier: `barrier` if `call_srcu` was used
-//! (skipped otherwise: the `call_srcu_used` gate), then `cleanup`, which
-//! refuses while callbacks are pending, readers are inside or a grace period
-//! is in flight. A dynamic domain of the plugin that was dropped without its
-//! barrier while the module was going leaves a missed-barrier warning, which
-//! keeps the object mapped.
+//! For every domain *of the object*: the static domains it lists (its
+//! `define_static_srcu!` slice) and every other domain whose struct lies in
+//! its writable segments — a plain `static X: Srcu = Srcu::new_static(..)`
+//! that the slice does not list, a dynamic domain kept in a
+//! `static LazyLock<Srcu>` — found by their `#[repr(C)]` header (magic and
+//! layout version, 64 bits) and their runtime pointer (the host's, exactly):
+//! `barrier` if `call_srcu` was used (skipped otherwise: the `call_srcu_used`
+//! gate), then `cleanup`, which refuses while callbacks are pending, readers
+//! are inside or a grace period is in flight. The barrier is bounded by the
+//! unload's budget: it runs on a helper thread, and if it does not return in
+//! time the object stays a Zombie naming the domain, and stays mapped at
+//! least until that barrier has returned. A dynamic domain of the plugin
+//! that was dropped without its barrier while the module was going leaves a
+//! missed-barrier warning, which keeps the object mapped.
 //!
 //! # What the runtime's inventory adds
 //!
-//! Callbacks on domains the object does *not* list (a plain
-//! `static X: Srcu = Srcu::new_static(..)`, a dynamic domain kept in a
-//! `static`, a host domain given a plugin closure) are invisible above. The
-//! runtime owns every queued callback and every domain state, so it can
-//! answer by address: [`Inventory`] is that answer, and [`inventory`] is the
-//! adapter to it. Until the runtime exports its query
-//! (`usrcu::runtime::inventory`), the adapter reports that it cannot see
-//! beyond the listed domains ([`Inventory::unavailable`]) and the proof rests
-//! on the notifier above; the switch is this one function.
+//! Callbacks whose domain does not lie in the object (a host domain given a
+//! plugin closure, a plugin domain on the heap behind a `static` pointer)
+//! are invisible above. The runtime owns every queued callback and every
+//! domain state, so it can answer by address: [`Inventory`] is that answer,
+//! and [`inventory`] is the adapter to it. Until the runtime exports its
+//! query (`usrcu::runtime::inventory`), the adapter says it cannot answer
+//! ([`Inventory::unavailable`]) and the proof rests on the above; the switch
+//! is that one module.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use usrcu::Srcu;
+use usrcu::{CleanupError, Srcu, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
 
-use super::{Proof, UnloadCx};
+use super::{test_switch, Proof, UnloadCx};
+use crate::address_space::ObjectMapping;
+use crate::module::DomainPtr;
 use crate::report::{BarrierOutcome, DomainReport, ZombieCause};
 
 /// See the module documentation.
@@ -37,23 +47,46 @@ pub(crate) struct Callbacks;
 impl Proof for Callbacks {
     fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
         // A dynamic domain's callbacks cannot be seen to have drained: a cause
-        // of that kind from an earlier attempt stays. Busy static domains are
+        // of that kind from an earlier attempt stays. Busy domains are
         // checked again below.
-        let mut cause: Option<ZombieCause> = crate::lock(&cx.module.zombie_cause)
+        let previous = crate::lock(&cx.module.zombie_cause).clone();
+        let mut cause = previous
             .clone()
             .filter(|c| matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. }));
-        for (i, dp) in cx.module.domains.iter().enumerate() {
-            // SAFETY: the object is mapped for the whole unload.
+        // A barrier that gave up earlier may still run on its helper thread,
+        // inside a domain of the object: nothing else may touch them yet.
+        if cause.is_none() && cx.module.barriers_in_flight.load(Ordering::SeqCst) > 0 {
+            return Err(previous.unwrap_or(ZombieCause::CallbacksInObject {
+                domain: String::new(),
+                callbacks: 0,
+                readers: 0,
+            }));
+        }
+        let unlisted = if test_switch::skipped("unlisted-domains") {
+            Vec::new()
+        } else {
+            domains_in(&cx.objects, &cx.module.domains)
+        };
+        let listed = cx.module.domains.len();
+        for (i, dp) in cx.module.domains.iter().chain(&unlisted).enumerate() {
+            // SAFETY: the object is mapped for the whole unload, and listed
+            // or found domains lie in it.
             let d = unsafe { dp.get() };
-            let stuck = cx.readers_stuck.contains(&i);
-            let r = srcu_notifier(d, cx.config.auto_barrier, stuck);
+            let stuck = i < listed && cx.readers_stuck.contains(&i);
+            let r = srcu_notifier(d, cx, stuck);
             if cause.is_none() {
-                if let Err(error) = r.cleanup {
-                    cause = Some(ZombieCause::DomainBusy {
+                cause = match (r.barrier, r.cleanup) {
+                    (BarrierOutcome::TimedOut, Err(e)) => Some(ZombieCause::CallbacksInObject {
+                        domain: r.name.clone(),
+                        callbacks: e.callbacks_pending,
+                        readers: 0,
+                    }),
+                    (_, Err(error)) => Some(ZombieCause::DomainBusy {
                         domain: r.name.clone(),
                         error,
-                    });
-                }
+                    }),
+                    _ => None,
+                };
             }
             cx.report.domains.push(r);
         }
@@ -76,13 +109,48 @@ impl Proof for Callbacks {
     }
 }
 
-/// The built-in SRCU notifier for one static domain (the kernel's
-/// `srcu_module_going`, plus the barrier the kernel never adopted).
-fn srcu_notifier(d: &Srcu, auto_barrier: bool, readers_stuck: bool) -> DomainReport {
+/// Every domain whose struct lies in a writable segment of `objects`, is
+/// not among `listed`, and runs on the host's runtime (a domain never used
+/// has no runtime pointer, and no callbacks).
+fn domains_in(objects: &[ObjectMapping], listed: &[DomainPtr]) -> Vec<DomainPtr> {
+    let mut header = [0u8; 8];
+    header[..4].copy_from_slice(&SRCU_MAGIC.to_ne_bytes());
+    header[4..].copy_from_slice(&SRCU_LAYOUT_VERSION.to_ne_bytes());
+    let header = u64::from_ne_bytes(header);
+    let host = usrcu::runtime::host_vtable() as *const _;
+    let size = std::mem::size_of::<Srcu>();
+    let align = std::mem::align_of::<Srcu>().max(8);
+    let mut found = Vec::new();
+    for r in objects.iter().flat_map(|o| &o.data_segments) {
+        let mut a = r.start.next_multiple_of(align);
+        while a.checked_add(size).is_some_and(|end| end <= r.end) {
+            // SAFETY: an aligned word inside a mapped writable segment of the
+            // object; read atomically since other threads may write it.
+            // Relaxed: a candidate only; what it is is checked below.
+            let w = unsafe { (*(a as *const AtomicU64)).load(Ordering::Relaxed) };
+            if w == header && !listed.iter().any(|d| d.0 as usize == a) {
+                let dp = DomainPtr(a as *const Srcu);
+                // SAFETY: 64 bits of header of a `Srcu` of our layout, inside
+                // the mapped object: a domain (a false match would also need
+                // the host's exact runtime pointer, checked next).
+                if unsafe { dp.get() }.runtime_ptr() == host {
+                    found.push(dp);
+                }
+            }
+            a += align;
+        }
+    }
+    found
+}
+
+/// The built-in SRCU notifier for one domain of the object (the kernel's
+/// `srcu_module_going`, plus the barrier the kernel never adopted), bounded
+/// by the unload's budget.
+fn srcu_notifier(d: &Srcu, cx: &UnloadCx<'_>, readers_stuck: bool) -> DomainReport {
     let t0 = Instant::now();
     let before = d.stats();
     let used = d.call_srcu_used();
-    let barrier = if !auto_barrier {
+    let barrier = if !cx.config.auto_barrier {
         BarrierOutcome::Disabled
     } else if !used {
         // Returns at once and counts the skip in the domain's stats.
@@ -91,15 +159,25 @@ fn srcu_notifier(d: &Srcu, auto_barrier: bool, readers_stuck: bool) -> DomainRep
     } else if readers_stuck {
         // A barrier would wait for those readers forever.
         BarrierOutcome::ReadersStuck
-    } else {
-        d.barrier();
+    } else if bounded_barrier(d, cx.time_left(), &cx.module.barriers_in_flight) {
         BarrierOutcome::Issued
+    } else {
+        BarrierOutcome::TimedOut
     };
     let after = d.stats();
-    // SAFETY: no new reader can enter: the module's code cannot be called any
-    // more (it is `Going` and calls have drained), and the host holds no
-    // reference to its domains beyond this loader.
-    let cleanup = unsafe { d.cleanup() };
+    let cleanup = if barrier == BarrierOutcome::TimedOut {
+        // The barrier still runs on its helper thread: cleanup would race it.
+        Err(CleanupError {
+            readers_active: 0,
+            callbacks_pending: after.callbacks_queued.saturating_sub(after.callbacks_invoked) as usize,
+            grace_period_in_flight: false,
+        })
+    } else {
+        // SAFETY: no new reader can enter: the module's code cannot be called
+        // any more (it is `Going` and calls have drained), and the host
+        // holds no reference to its domains beyond this loader.
+        unsafe { d.cleanup() }
+    };
     DomainReport {
         name: d.name().to_owned(),
         possible_cpus: after.possible_cpus,
@@ -111,6 +189,35 @@ fn srcu_notifier(d: &Srcu, auto_barrier: bool, readers_stuck: bool) -> DomainRep
         cleanup,
         elapsed: t0.elapsed(),
     }
+}
+
+/// `barrier` on `d`, given up after `timeout`. With nothing pending it runs
+/// here; otherwise on a helper thread, counted in `in_flight` until it
+/// returns (the object must stay mapped until then). True if it returned.
+fn bounded_barrier(d: &Srcu, timeout: Duration, in_flight: &Arc<AtomicUsize>) -> bool {
+    let s = d.stats();
+    if s.callbacks_queued == s.callbacks_invoked {
+        d.barrier();
+        return true;
+    }
+    let (tx, rx) = mpsc::channel();
+    let p = d as *const Srcu as usize;
+    in_flight.fetch_add(1, Ordering::SeqCst);
+    let count = in_flight.clone();
+    let spawned = std::thread::Builder::new()
+        .name("usrcu-unload-barrier".into())
+        .spawn(move || {
+            // SAFETY: the object stays mapped while `in_flight` counts this
+            // barrier (the callbacks proof refuses to pass until it is 0).
+            unsafe { &*(p as *const Srcu) }.barrier();
+            count.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(());
+        });
+    if spawned.is_err() {
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    rx.recv_timeout(timeout).is_ok()
 }
 
 /// What the runtime holds that lies in a set of address ranges, as its
