@@ -43,7 +43,6 @@
 //! inline syscall-free copy) are not interposed: the fallback covers them.
 
 use std::ffi::{c_int, c_void};
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use usrcu::diagnostics::{self, Warning, WarningKind};
@@ -170,39 +169,23 @@ fn warn_out_of_slots() {
 }
 
 /// Rewrite the GOT entries of `pthread_key_create` and `pthread_key_delete`
-/// of the object loaded from `path` (mapped at `mapping`) to the
-/// interposers; returns how many entries were rewritten.
+/// of an object (the addresses in `slots`, read from its dynamic
+/// relocations by `crate::elf_facts`) to the interposers; returns how many
+/// entries were rewritten.
 ///
 /// # Safety
 /// The object must be loaded at `mapping`, and none of its code may run
 /// concurrently (it is being loaded: only its constructors ran).
-pub(crate) unsafe fn interpose(path: &Path, mapping: &ObjectMapping) -> usize {
-    use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget};
+pub(crate) unsafe fn interpose(slots: &[(usize, crate::elf_facts::KeyFn)], mapping: &ObjectMapping) -> usize {
+    use crate::elf_facts::KeyFn;
 
-    let Ok(data) = std::fs::read(path) else { return 0 };
-    let Ok(file) = object::File::parse(&*data) else {
-        return 0;
-    };
-    let (Some(relocs), Some(symbols)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) else {
-        return 0;
-    };
     let real_create = real(c"pthread_key_create");
     let real_delete = real(c"pthread_key_delete");
     let mut n = 0;
-    for (offset, reloc) in relocs {
-        let RelocationTarget::Symbol(index) = reloc.target() else {
-            continue;
-        };
-        let Ok(name) = symbols.symbol_by_index(index).and_then(|s| s.name()) else {
-            continue;
-        };
-        let (real, ours) = match name {
-            "pthread_key_create" => (real_create, create as *const () as usize),
-            "pthread_key_delete" => (real_delete, delete as *const () as usize),
-            _ => continue,
-        };
-        let Some(addr) = mapping.base.checked_add(offset as usize) else {
-            continue;
+    for &(addr, which) in slots {
+        let (real, ours) = match which {
+            KeyFn::Create => (real_create, create as *const () as usize),
+            KeyFn::Delete => (real_delete, delete as *const () as usize),
         };
         // Only a word that holds the resolved function is a GOT entry of it.
         if !mapping.contains(addr) || real == 0 || crate::thread_list::peek::<usize>(addr) != Some(real) {

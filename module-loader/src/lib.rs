@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod address_space;
+mod elf_facts;
 mod error;
 mod key_interposer;
 mod loader;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use usrcu::diagnostics::{self, Capture, Warning, WarningKind};
 
 use crate::address_space;
+use crate::elf_facts;
 use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
 use crate::key_interposer;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
@@ -232,6 +233,7 @@ impl ModuleLoader {
                 return Err(e);
             }
         };
+        let facts = elf_facts::read(&loaded, &module.mapping);
         if !proofs::test_switch::skipped("needed") {
             module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
         }
@@ -240,12 +242,13 @@ impl ModuleLoader {
             // at their mappings and only their constructors have run; `init`
             // has not.
             unsafe {
-                key_interposer::interpose(&loaded, &module.mapping);
+                key_interposer::interpose(&facts.key_slots, &module.mapping);
                 for (path, mapping) in &module.needed {
-                    key_interposer::interpose(path, mapping);
+                    key_interposer::interpose(&elf_facts::read(path, mapping).key_slots, mapping);
                 }
             }
         }
+        module.srcu_statics = facts.srcu_statics;
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
 

@@ -99,6 +99,9 @@ pub(crate) struct Module {
     /// Barriers on the object's domains still running on a helper thread
     /// after a bounded drain gave up: the object stays mapped while any is.
     pub(crate) barriers_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Addresses of the object's data symbols the size of a `Srcu`: its
+    /// `static` domains, listed in its slice or not (`crate::elf_facts`).
+    pub(crate) srcu_statics: Vec<usize>,
 }
 
 impl fmt::Debug for Module {
@@ -404,5 +407,6 @@ pub(crate) fn open(
         zombie_cause: Mutex::new(None),
         needed: Vec::new(),
         barriers_in_flight: Default::default(),
+        srcu_statics: Vec::new(),
     })
 }

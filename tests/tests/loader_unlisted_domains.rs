@@ -1,5 +1,8 @@
 //! Callbacks on domains the plugin does not list: drained before the
 //! object goes (bounded), or the object stays a Zombie naming the domain.
+//! (A dynamic domain kept in a `static LazyLock` and a host domain given
+//! plugin closures need the runtime's inventory: their tests are ignored
+//! until it lands.)
 //! Without the loader's search of the object for its domains (a test
 //! switch), a plain `static` domain with slow callbacks pending kills the
 //! host with SIGSEGV when the runtime runs one in the unmapped object (seen
@@ -56,7 +59,10 @@ fn unlisted_plain_static_domain_is_drained_before_unmap() {
     drained_and_unmapped("fx_plain_queue", "unlisted.plain");
 }
 
+/// Needs the runtime's inventory (issue 8): a dynamic domain's bytes in the
+/// object cannot be told from those of one moved away and dropped.
 #[test]
+#[ignore = "pending: needs usrcu::runtime::inventory (the runtime engine, issue 8)"]
 fn dynamic_domain_kept_in_a_static_lazylock_is_drained_before_unmap() {
     drained_and_unmapped("fx_lazy_queue", "unlisted.lazy");
 }

@@ -3,12 +3,12 @@
 //!
 //! # What is proven today
 //!
-//! For every domain *of the object*: the static domains it lists (its
-//! `define_static_srcu!` slice) and every other domain whose struct lies in
-//! its writable segments — a plain `static X: Srcu = Srcu::new_static(..)`
-//! that the slice does not list, a dynamic domain kept in a
-//! `static LazyLock<Srcu>` — found by their `#[repr(C)]` header (magic and
-//! layout version, 64 bits) and their runtime pointer (the host's, exactly):
+//! For every `static` domain *of the object*: those it lists (its
+//! `define_static_srcu!` slice) and every other one — a plain
+//! `static X: Srcu = Srcu::new_static(..)` that the slice does not list —
+//! found among its symbols (`crate::elf_facts`: data symbols the size of a
+//! `Srcu`) by their `#[repr(C)]` header (magic and layout version, 64 bits)
+//! and their runtime pointer (the host's, exactly):
 //! `barrier` if `call_srcu` was used (skipped otherwise: the `call_srcu_used`
 //! gate), then `cleanup`, which refuses while callbacks are pending, readers
 //! are inside or a grace period is in flight. The barrier is bounded by the
@@ -18,11 +18,18 @@
 //! that was dropped without its barrier while the module was going leaves a
 //! missed-barrier warning, which keeps the object mapped.
 //!
+//! Domains inside other statics are *not* taken from a search of memory:
+//! a `Srcu` is a value that moves, and the bytes it leaves behind (an
+//! `Option<Srcu>` taken out of a `static`) still look like a domain whose
+//! state is freed; using one would be a use-after-free. Only the runtime can
+//! tell a live domain from its ghost.
+//!
 //! # What the runtime's inventory adds
 //!
 //! Callbacks whose domain does not lie in the object (a host domain given a
 //! plugin closure, a plugin domain on the heap behind a `static` pointer)
-//! are invisible above. The runtime owns every queued callback and every
+//! and dynamic domains in the object (one kept in a `static LazyLock`) are
+//! invisible above. The runtime owns every queued callback and every
 //! domain state, so it can answer by address: [`Inventory`] is that answer,
 //! and [`inventory`] is the adapter to it. Until the runtime exports its
 //! query (`usrcu::runtime::inventory`), the adapter says it cannot answer
@@ -37,7 +44,6 @@ use std::time::{Duration, Instant};
 use usrcu::{CleanupError, Srcu, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
 
 use super::{test_switch, Proof, UnloadCx};
-use crate::address_space::ObjectMapping;
 use crate::module::DomainPtr;
 use crate::report::{BarrierOutcome, DomainReport, ZombieCause};
 
@@ -65,7 +71,7 @@ impl Proof for Callbacks {
         let unlisted = if test_switch::skipped("unlisted-domains") {
             Vec::new()
         } else {
-            domains_in(&cx.objects, &cx.module.domains)
+            unlisted_statics(&cx.module.srcu_statics, &cx.module.domains)
         };
         let listed = cx.module.domains.len();
         for (i, dp) in cx.module.domains.iter().chain(&unlisted).enumerate() {
@@ -109,38 +115,39 @@ impl Proof for Callbacks {
     }
 }
 
-/// Every domain whose struct lies in a writable segment of `objects`, is
-/// not among `listed`, and runs on the host's runtime (a domain never used
-/// has no runtime pointer, and no callbacks).
-fn domains_in(objects: &[ObjectMapping], listed: &[DomainPtr]) -> Vec<DomainPtr> {
-    let mut header = [0u8; 8];
-    header[..4].copy_from_slice(&SRCU_MAGIC.to_ne_bytes());
-    header[4..].copy_from_slice(&SRCU_LAYOUT_VERSION.to_ne_bytes());
-    let header = u64::from_ne_bytes(header);
+/// The object's `static` domains (data symbols the size of a `Srcu`, see
+/// `crate::elf_facts`) that it does not list and that run on the host's
+/// runtime (a domain never used has no runtime pointer, and no callbacks).
+fn unlisted_statics(statics: &[usize], listed: &[DomainPtr]) -> Vec<DomainPtr> {
     let host = usrcu::runtime::host_vtable() as *const _;
-    let size = std::mem::size_of::<Srcu>();
-    let align = std::mem::align_of::<Srcu>().max(8);
     let mut found = Vec::new();
-    for r in objects.iter().flat_map(|o| &o.data_segments) {
-        let mut a = r.start.next_multiple_of(align);
-        while a.checked_add(size).is_some_and(|end| end <= r.end) {
-            // SAFETY: an aligned word inside a mapped writable segment of the
-            // object; read atomically since other threads may write it.
-            // Relaxed: a candidate only; what it is is checked below.
-            let w = unsafe { (*(a as *const AtomicU64)).load(Ordering::Relaxed) };
-            if w == header && !listed.iter().any(|d| d.0 as usize == a) {
-                let dp = DomainPtr(a as *const Srcu);
-                // SAFETY: 64 bits of header of a `Srcu` of our layout, inside
-                // the mapped object: a domain (a false match would also need
-                // the host's exact runtime pointer, checked next).
-                if unsafe { dp.get() }.runtime_ptr() == host {
-                    found.push(dp);
-                }
-            }
-            a += align;
+    for &a in statics {
+        if a % std::mem::align_of::<Srcu>() != 0 || listed.iter().any(|d| d.0 as usize == a) {
+            continue;
+        }
+        // SAFETY: an aligned word of a mapped writable segment of the object
+        // (a symbol of it); read atomically since other threads may write
+        // it. Relaxed: a candidate only; what it is is checked below.
+        let w = unsafe { (*(a as *const AtomicU64)).load(Ordering::Relaxed) };
+        if w != srcu_header() {
+            continue;
+        }
+        let dp = DomainPtr(a as *const Srcu);
+        // SAFETY: a `static` of the object of `Srcu`'s size that starts with
+        // the 64-bit header of a `Srcu` of our layout: one of its domains.
+        if unsafe { dp.get() }.runtime_ptr() == host {
+            found.push(dp);
         }
     }
     found
+}
+
+/// The first 8 bytes of every `Srcu` of this layout.
+fn srcu_header() -> u64 {
+    let mut header = [0u8; 8];
+    header[..4].copy_from_slice(&SRCU_MAGIC.to_ne_bytes());
+    header[4..].copy_from_slice(&SRCU_LAYOUT_VERSION.to_ne_bytes());
+    u64::from_ne_bytes(header)
 }
 
 /// The built-in SRCU notifier for one domain of the object (the kernel's
