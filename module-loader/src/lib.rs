@@ -56,6 +56,7 @@ mod report;
 mod state;
 mod symbol;
 pub mod thread_list;
+mod watchdog;
 
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
 pub use loader::{LoaderConfig, ModuleLoader};

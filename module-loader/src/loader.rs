@@ -18,9 +18,10 @@ use crate::key_interposer;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
 use crate::proofs::{self, UnloadCx};
-use crate::report::{HookFailure, ResidentCause, UnloadReport};
+use crate::report::{HookFailure, ResidentCause, UnloadReport, ZombieCause};
 use crate::state::ModuleState;
 use crate::symbol::{inside_call_into, Symbol};
+use crate::watchdog;
 
 /// How a [`ModuleLoader`] behaves.
 #[derive(Clone, Debug)]
@@ -267,7 +268,10 @@ impl ModuleLoader {
                         });
                     }
                 }
-                let rollback = Box::new(self.teardown(&m, report, Vec::new()));
+                // No `exit` for a module that never ran `init`.
+                m.hooks_done.store(true, Ordering::Relaxed);
+                let deadline = Instant::now() + self.config.unload_timeout;
+                let rollback = Box::new(self.teardown(&m, report, Vec::new(), deadline));
                 return Err(LoadError::NotifierFailed {
                     module: m.name.clone(),
                     notifier: n.name.clone(),
@@ -282,8 +286,12 @@ impl ModuleLoader {
         if let Err((message, panicked)) = init {
             m.state.set(ModuleState::Going);
             let mut report = self.empty_report(&m);
-            self.going_notifiers(&m, &mut report);
-            let rollback = Box::new(self.teardown(&m, report, suspects));
+            m.hooks_done.store(true, Ordering::Relaxed);
+            let deadline = Instant::now() + self.config.unload_timeout;
+            let overruns = Arc::new(Mutex::new(Vec::new()));
+            self.going_notifiers(&m, &mut report, deadline, &overruns);
+            report.overruns = std::mem::take(&mut *crate::lock(&overruns));
+            let rollback = Box::new(self.teardown(&m, report, suspects, deadline));
             return Err(LoadError::InitFailed {
                 module: m.name.clone(),
                 message,
@@ -395,6 +403,7 @@ impl ModuleLoader {
             },
             Err(state) => return Err(self.not_live(&m, state)),
         };
+        let deadline = t0 + self.config.unload_timeout;
         let mut report = self.empty_report(&m);
         let mut suspects = Vec::new();
         if !retry {
@@ -409,14 +418,31 @@ impl ModuleLoader {
                     });
                 }
             }
-            let (exit, missed) = run_watching_missed_barriers(|| m.run_hook(m.exit));
+        }
+        // Relaxed: `hooks_done` is read and written only by the one unloader
+        // that won the transition to `Going` (or by `load` before the module
+        // is published); that transition's AcqRel orders it between them.
+        if !m.hooks_done.load(Ordering::Relaxed) {
+            // Callbacks queued before `exit` run before it (bounded): `exit`
+            // may tear down what they use.
+            if let Err(cause) = proofs::callbacks::drain_before_exit(&m, self.config.auto_barrier, deadline) {
+                let mut report = self.zombie(&m, report, cause);
+                report.elapsed = t0.elapsed();
+                return Ok(report);
+            }
+            let overruns = Arc::new(Mutex::new(Vec::new()));
+            let (exit, missed) = watchdog::watch(&m.name, "exit", deadline, &overruns, || {
+                run_watching_missed_barriers(|| m.run_hook(m.exit))
+            });
             suspects = missed;
             if let Err((message, panicked)) = exit {
                 report.hook_failures.push(HookFailure::Exit { message, panicked });
             }
-            self.going_notifiers(&m, &mut report);
+            self.going_notifiers(&m, &mut report, deadline, &overruns);
+            report.overruns = std::mem::take(&mut *crate::lock(&overruns));
+            m.hooks_done.store(true, Ordering::Relaxed);
         }
-        let mut report = self.teardown(&m, report, suspects);
+        let mut report = self.teardown(&m, report, suspects, deadline);
         report.elapsed = t0.elapsed();
         match report.hook_failures.first() {
             Some(f) => Err(UnloadError::HookFailed {
@@ -478,13 +504,25 @@ impl ModuleLoader {
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
             libraries_still_mapped: Vec::new(),
+            overruns: Vec::new(),
         }
     }
 
-    /// `Going` notifiers, in reverse registration order.
-    fn going_notifiers(&self, m: &Module, report: &mut UnloadReport) {
+    /// `Going` notifiers, in reverse registration order, each watched
+    /// against `deadline`.
+    fn going_notifiers(
+        &self,
+        m: &Module,
+        report: &mut UnloadReport,
+        deadline: Instant,
+        overruns: &Arc<Mutex<Vec<String>>>,
+    ) {
         for n in self.notifiers.snapshot().iter().rev() {
-            if let Err((message, panicked)) = n.call(ModuleEvent::Going, &m.info()) {
+            let step = format!("going notifier '{}'", n.name);
+            let r = watchdog::watch(&m.name, &step, deadline, overruns, || {
+                n.call(ModuleEvent::Going, &m.info())
+            });
+            if let Err((message, panicked)) = r {
                 report.hook_failures.push(HookFailure::Notifier {
                     notifier: n.name.clone(),
                     message,
@@ -494,12 +532,35 @@ impl ModuleLoader {
         }
     }
 
+    /// Keep the module mapped as a `Zombie` for `cause`, with a warning.
+    fn zombie(&self, m: &Module, mut report: UnloadReport, cause: ZombieCause) -> UnloadReport {
+        diagnostics::emit(Warning::new(
+            WarningKind::Other,
+            m.name.clone(),
+            format!(
+                "usrcu-module-loader: module '{}' ({}) kept mapped as a zombie: {cause}",
+                m.name, m.handle
+            ),
+        ));
+        *crate::lock(&m.zombie_cause) = Some(cause.clone());
+        report.zombie_cause = Some(cause);
+        report.state = ModuleState::Zombie;
+        m.state.set(ModuleState::Zombie);
+        report
+    }
+
     /// From the proofs of idleness to the address-space check.
     /// `suspects` are the missed-barrier warnings emitted while the module's
     /// last hook (`exit`, or a failing `init`) ran: one about a domain the
     /// loader cannot see (a dynamic domain of the plugin) keeps the object
     /// mapped.
-    fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, suspects: Vec<Warning>) -> UnloadReport {
+    fn teardown(
+        &self,
+        m: &Arc<Module>,
+        mut report: UnloadReport,
+        suspects: Vec<Warning>,
+        deadline: Instant,
+    ) -> UnloadReport {
         let t0 = Instant::now();
         let mut cx = UnloadCx {
             module: m,
@@ -510,21 +571,10 @@ impl ModuleLoader {
             report: &mut report,
             suspects,
             readers_stuck: Vec::new(),
-            deadline: t0 + self.config.unload_timeout,
+            deadline,
         };
         if let Err(cause) = proofs::prove_idle(&mut cx) {
-            diagnostics::emit(Warning::new(
-                WarningKind::Other,
-                m.name.clone(),
-                format!(
-                    "usrcu-module-loader: module '{}' ({}) kept mapped as a zombie: {cause}",
-                    m.name, m.handle
-                ),
-            ));
-            *crate::lock(&m.zombie_cause) = Some(cause.clone());
-            report.zombie_cause = Some(cause);
-            report.state = ModuleState::Zombie;
-            m.state.set(ModuleState::Zombie);
+            let mut report = self.zombie(m, report, cause);
             report.elapsed += t0.elapsed();
             return report;
         }

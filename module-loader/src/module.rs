@@ -102,6 +102,9 @@ pub(crate) struct Module {
     /// Addresses of the object's data symbols the size of a `Srcu`: its
     /// `static` domains, listed in its slice or not (`crate::elf_facts`).
     pub(crate) srcu_statics: Vec<usize>,
+    /// `exit` and the `Going` notifiers have run (a zombie made before them,
+    /// by a drain that timed out, runs them when it is unloaded again).
+    pub(crate) hooks_done: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Module {
@@ -408,5 +411,6 @@ pub(crate) fn open(
         needed: Vec::new(),
         barriers_in_flight: Default::default(),
         srcu_statics: Vec::new(),
+        hooks_done: Default::default(),
     })
 }

@@ -249,6 +249,9 @@ pub struct UnloadReport {
     /// Libraries loaded together with the module (its `DT_NEEDED` closure)
     /// that are still mapped after `dlclose` (then `unmapped` is false).
     pub libraries_still_mapped: Vec<PathBuf>,
+    /// Steps that ran past the unload timeout (`exit`, a `Going` notifier),
+    /// as the watchdog saw them: the unload could not return before they did.
+    pub overruns: Vec<String>,
 }
 
 impl UnloadReport {

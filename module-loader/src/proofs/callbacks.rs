@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use usrcu::{CleanupError, Srcu, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
 
 use super::{test_switch, Proof, UnloadCx};
-use crate::module::DomainPtr;
+use crate::module::{DomainPtr, Module};
 use crate::report::{BarrierOutcome, DomainReport, ZombieCause};
 
 /// See the module documentation.
@@ -113,6 +113,50 @@ impl Proof for Callbacks {
             Err(inv) => Err(inv.cause()),
         }
     }
+}
+
+/// Before `exit`: a bounded barrier on every domain of the object that used
+/// `call_srcu`, so that callbacks queued before `exit` have run before it
+/// tears down what they use. A barrier that does not return by `deadline`
+/// (or readers that keep it waiting) keeps the module a Zombie naming the
+/// domain, with `exit` not yet run.
+pub(crate) fn drain_before_exit(m: &Module, auto_barrier: bool, deadline: Instant) -> Result<(), ZombieCause> {
+    if !auto_barrier {
+        return Ok(());
+    }
+    let unlisted = if test_switch::skipped("unlisted-domains") {
+        Vec::new()
+    } else {
+        unlisted_statics(&m.srcu_statics, &m.domains)
+    };
+    if m.barriers_in_flight.load(Ordering::SeqCst) > 0 {
+        return Err(crate::lock(&m.zombie_cause)
+            .clone()
+            .unwrap_or(ZombieCause::CallbacksInObject {
+                domain: String::new(),
+                callbacks: 0,
+                readers: 0,
+            }));
+    }
+    for dp in m.domains.iter().chain(&unlisted) {
+        // SAFETY: the object is mapped for the whole unload.
+        let d = unsafe { dp.get() };
+        if d.call_srcu_used()
+            && !bounded_barrier(
+                d,
+                deadline.saturating_duration_since(Instant::now()),
+                &m.barriers_in_flight,
+            )
+        {
+            let s = d.stats();
+            return Err(ZombieCause::CallbacksInObject {
+                domain: d.name().to_owned(),
+                callbacks: s.callbacks_queued.saturating_sub(s.callbacks_invoked) as usize,
+                readers: 0,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The object's `static` domains (data symbols the size of a `Srcu`, see
