@@ -41,8 +41,8 @@ pub(crate) fn read(path: &Path, mapping: &ObjectMapping) -> ElfFacts {
     use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SymbolKind};
 
     let mut facts = ElfFacts::default();
-    let Ok(data) = std::fs::read(path) else { return facts };
-    let Ok(file) = object::File::parse(&*data) else {
+    let Some(map) = FileMap::open(path) else { return facts };
+    let Ok(file) = object::File::parse(map.bytes()) else {
         return facts;
     };
     let at = |offset: u64| mapping.base.checked_add(usize::try_from(offset).ok()?);
@@ -72,4 +72,46 @@ pub(crate) fn read(path: &Path, mapping: &ObjectMapping) -> ElfFacts {
         }
     }
     facts
+}
+
+/// A read-only private mapping of a whole file: the parser reads the pages
+/// it needs from the page cache, no copy of the rest (a plugin is hundreds
+/// of kilobytes; its dynamic relocations and symbols a small part).
+struct FileMap {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+impl FileMap {
+    fn open(path: &Path) -> Option<FileMap> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(path).ok()?;
+        let len = usize::try_from(f.metadata().ok()?.len()).ok().filter(|&l| l > 0)?;
+        // SAFETY: a fresh read-only private mapping of an open file. The
+        // file is the loader's own copy, which nothing writes while the
+        // module is loaded (dlopen has mapped the same file already).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(FileMap { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes, mapped until `self` drops.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`, no longer borrowed.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }

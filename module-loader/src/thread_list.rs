@@ -72,6 +72,12 @@ fn descriptor(name: &CStr) -> Option<[u32; 3]> {
 /// Read a `T` at `addr` of our own address space without faulting: `None`
 /// if any byte of it is not mapped (now).
 pub(crate) fn peek<T: Copy + Default>(addr: usize) -> Option<T> {
+    // SAFETY: getpid has no preconditions.
+    peek_in(unsafe { libc::getpid() }, addr)
+}
+
+/// [`peek`] with our pid already known (one `getpid` per walk, not per word).
+fn peek_in<T: Copy + Default>(pid: libc::pid_t, addr: usize) -> Option<T> {
     let mut v = T::default();
     let size = std::mem::size_of::<T>();
     let local = libc::iovec {
@@ -84,7 +90,7 @@ pub(crate) fn peek<T: Copy + Default>(addr: usize) -> Option<T> {
     };
     // SAFETY: `local` is our own `v`, `size` bytes; the kernel checks
     // `remote` and fails (EFAULT) rather than fault on it.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     (n == size as isize).then_some(v)
 }
 
@@ -152,6 +158,9 @@ impl ThreadList {
 
     /// One walk of both lists: every descriptor with a non-zero tid.
     fn walk(&self) -> Option<Vec<ThreadRecord>> {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let peek = |a: usize| peek_in::<usize>(pid, a);
         let mut out = Vec::new();
         for &head in &self.heads {
             let mut p: usize = peek(head + self.next_off)?;
@@ -162,7 +171,7 @@ impl ThreadList {
                     return None;
                 }
                 let pd = p.checked_sub(self.list_off)?;
-                let tid: i32 = peek(pd + self.tid_off)?;
+                let tid: i32 = peek_in(pid, pd + self.tid_off)?;
                 if tid > 0 {
                     out.push(ThreadRecord {
                         tid,
@@ -178,17 +187,31 @@ impl ThreadList {
 
     /// Every live thread of the process: a walk that saw every task listed
     /// before it began and still alive after it ended (see the module
-    /// documentation); `None` if four walks in a row were torn.
+    /// documentation); `None` if walks stayed torn for about 50 ms.
+    ///
+    /// A task can be listed while its descriptor says nothing yet or any
+    /// more: a thread being born is in `/proc` before `clone` writes its tid
+    /// into the descriptor, and an exiting one stays there a moment after
+    /// the kernel cleared it. Both pass in microseconds, so a torn walk is
+    /// retried, with a growing pause, rather than given up.
     pub fn live_threads(&self) -> Option<Vec<ThreadRecord>> {
-        for _ in 0..4 {
+        let mut nap = std::time::Duration::from_micros(20);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
             let before = tasks()?;
-            let Some(seen) = self.walk() else { continue };
-            let seen_tids: BTreeSet<i32> = seen.iter().map(|t| t.tid).collect();
-            if before.iter().all(|t| seen_tids.contains(t) || !task_exists(*t)) {
-                return Some(seen);
+            if let Some(seen) = self.walk() {
+                let seen_tids: BTreeSet<i32> = seen.iter().map(|t| t.tid).collect();
+                if before.iter().all(|t| seen_tids.contains(t) || !task_exists(*t)) {
+                    return Some(seen);
+                }
             }
+            if waited > std::time::Duration::from_millis(50) {
+                return None;
+            }
+            std::thread::sleep(nap);
+            waited += nap;
+            nap = (nap * 2).min(std::time::Duration::from_millis(5));
         }
-        None
     }
 }
 

@@ -255,20 +255,69 @@ fn bounded_barrier(d: &Srcu, timeout: Duration, in_flight: &Arc<AtomicUsize>) ->
     let p = d as *const Srcu as usize;
     in_flight.fetch_add(1, Ordering::SeqCst);
     let count = in_flight.clone();
-    let spawned = std::thread::Builder::new()
-        .name("usrcu-unload-barrier".into())
-        .spawn(move || {
-            // SAFETY: the object stays mapped while `in_flight` counts this
-            // barrier (the callbacks proof refuses to pass until it is 0).
-            unsafe { &*(p as *const Srcu) }.barrier();
-            count.fetch_sub(1, Ordering::SeqCst);
-            let _ = tx.send(());
-        });
-    if spawned.is_err() {
+    let job: Job = Box::new(move || {
+        // SAFETY: the object stays mapped while `in_flight` counts this
+        // barrier (the callbacks proof refuses to pass until it is 0).
+        unsafe { &*(p as *const Srcu) }.barrier();
+        count.fetch_sub(1, Ordering::SeqCst);
+    });
+    if let Err(job) = helpers::run(job, tx) {
+        // No helper thread could be started: undo the count and report the
+        // drain as not done (the object stays mapped).
+        drop(job);
         in_flight.fetch_sub(1, Ordering::SeqCst);
         return false;
     }
     rx.recv_timeout(timeout).is_ok()
+}
+
+/// A barrier to run on a helper thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that run bounded barriers: an idle one takes the job, or a
+/// new one starts (a barrier that never returns keeps its thread, and only
+/// it). Kept for the process, so that an unload with callbacks pending does
+/// not start and end a thread each time.
+mod helpers {
+    use std::sync::{mpsc, Mutex};
+
+    use super::Job;
+
+    /// A job and where to say it is done.
+    type Work = (Job, mpsc::Sender<()>);
+
+    static IDLE: Mutex<Vec<mpsc::Sender<Work>>> = Mutex::new(Vec::new());
+
+    /// Run `job` on a helper thread, then send on `done` (after the thread
+    /// is idle again, so that the next barrier finds it); gives the job back
+    /// if no thread could be started.
+    pub(super) fn run(job: Job, done: mpsc::Sender<()>) -> Result<(), Job> {
+        let idle = crate::lock(&IDLE).pop();
+        let work = match idle {
+            Some(tx) => match tx.send((job, done)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::SendError(work)) => work,
+            },
+            None => (job, done),
+        };
+        let (tx, rx) = mpsc::channel::<Work>();
+        let first = Mutex::new(Some(work));
+        std::thread::Builder::new()
+            .name("usrcu-unload-barrier".into())
+            .spawn(move || {
+                let mut next = crate::lock(&first).take();
+                while let Some((job, done)) = next {
+                    job();
+                    crate::lock(&IDLE).push(tx.clone());
+                    let _ = done.send(());
+                    next = rx.recv().ok();
+                }
+            })
+            .map(|_| ())
+            // The job went with the failed spawn; the caller only needs to
+            // know it did not run.
+            .map_err(|_| Box::new(|| {}) as Job)
+    }
 }
 
 /// What the runtime holds that lies in a set of address ranges, as its
