@@ -35,6 +35,16 @@
 //! was going); or on a libc whose pthread-key table it cannot check. Such a
 //! module becomes a `Zombie`, with a warning, and can be unloaded again later.
 //!
+//! Since issue 9 the refusals come from proofs of idleness over what the
+//! process holds, not over what the plugin declared (`docs/abi.md`, "What
+//! the loader proves before it unmaps"): callbacks of every static domain of
+//! the object, listed or not, drained with a bounded barrier before and after
+//! `exit`; threads whose start routine lies in the object (named in the
+//! Zombie's cause); pthread-key destructors of the object, interposed at load
+//! so that a thread exiting during the unload is waited for; and the
+//! libraries loaded together with the plugin, in every check. The whole
+//! unload is bounded by `unload_timeout`.
+//!
 //! An object that glibc itself keeps mapped after `dlclose` (a plugin that
 //! registered a thread-local destructor on a thread that is still alive) is
 //! reported as resident, with that likely cause.
