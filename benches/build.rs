@@ -1,6 +1,12 @@
 //! Builds the liburcu shim (`csrc/urcu_shim.c`): liburcu's memb flavor, with
 //! its inline (LGPL) read side, looped inside C so that one FFI call covers
-//! many read sections. Fails with a clear message if liburcu is missing.
+//! many read sections.
+//!
+//! liburcu is a peer of the benches, not a dependency of the workspace: when
+//! its headers or libraries are not found, nothing is compiled or linked,
+//! the cfg `usrcu_have_liburcu` stays unset, and each liburcu bench is
+//! skipped at run time with a one-line note naming the package to install.
+//! `cargo build` and `cargo test` work on a machine without it.
 
 use std::path::{Path, PathBuf};
 
@@ -32,22 +38,35 @@ fn main() {
     println!("cargo:rerun-if-env-changed=URCU_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=URCU_LIB_DIR");
 
-    let include = std::env::var("URCU_INCLUDE_DIR")
-        .ok()
-        .map(PathBuf::from)
-        .or_else(|| find(INCLUDE_DIRS, "urcu/urcu-memb.h"));
-    let lib = std::env::var("URCU_LIB_DIR")
-        .ok()
-        .map(PathBuf::from)
-        .or_else(|| find(LIB_DIRS, "liburcu-memb.so").or_else(|| find(LIB_DIRS, "liburcu-memb.a")));
+    println!("cargo::rustc-check-cfg=cfg(usrcu_have_liburcu)");
+
+    // An explicit URCU_INCLUDE_DIR / URCU_LIB_DIR replaces the default
+    // search, and must itself hold the files (pointing it at an empty
+    // folder is how CI proves the build without liburcu).
+    let search = |var: &str, dirs: &[&str], files: &[&str]| -> Option<PathBuf> {
+        match std::env::var_os(var) {
+            Some(d) => {
+                let d = PathBuf::from(d);
+                files.iter().any(|f| d.join(f).exists()).then_some(d)
+            }
+            None => files.iter().find_map(|f| find(dirs, f)),
+        }
+    };
+    let include = search("URCU_INCLUDE_DIR", INCLUDE_DIRS, &["urcu/urcu-memb.h"]);
+    let lib = search("URCU_LIB_DIR", LIB_DIRS, &["liburcu-memb.so", "liburcu-memb.a"]);
     let (Some(include), Some(lib)) = (include, lib) else {
-        panic!(
-            "\n\nusrcu-benches: liburcu (the memb flavor) was not found.\n\
-             The benches compare usrcu against liburcu and need its headers and libraries:\n\
-             \n    apt-get install -y liburcu-dev\n\n\
-             (or set URCU_INCLUDE_DIR to the folder holding urcu/urcu-memb.h and\n\
-             URCU_LIB_DIR to the folder holding liburcu-memb.so)\n\n"
+        // Run again once liburcu appears (cargo scans these folders for
+        // changes; an install adds files to them).
+        for d in INCLUDE_DIRS.iter().chain(LIB_DIRS) {
+            if Path::new(d).is_dir() {
+                println!("cargo:rerun-if-changed={d}");
+            }
+        }
+        println!(
+            "cargo:warning=liburcu (memb flavor) not found: the liburcu peer benches will be skipped \
+             (apt-get install -y liburcu-dev, or set URCU_INCLUDE_DIR and URCU_LIB_DIR)"
         );
+        return;
     };
 
     cc::Build::new()
@@ -61,6 +80,8 @@ fn main() {
         .warnings(true)
         .compile("usrcu_urcu_shim");
 
+    println!("cargo:rerun-if-changed={}", include.join("urcu/urcu-memb.h").display());
+    println!("cargo:rustc-cfg=usrcu_have_liburcu");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-lib=dylib=urcu-memb");
     println!("cargo:rustc-link-lib=dylib=urcu-common");

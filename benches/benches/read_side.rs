@@ -37,13 +37,15 @@ fn lock_unlock(c: &mut Criterion) {
         })
     });
     g.bench_function("usrcu_seqcst_fence", |b| b.iter(|| drop(SEQCST.read_lock())));
-    g.bench_function("liburcu_memb", |b| {
-        b.iter_custom(|iters| {
-            let t0 = Instant::now();
-            reg.read_loop(iters);
-            t0.elapsed()
-        })
-    });
+    if urcu::available("read_side/lock_unlock/liburcu_memb") {
+        g.bench_function("liburcu_memb", |b| {
+            b.iter_custom(|iters| {
+                let t0 = Instant::now();
+                reg.read_loop(iters);
+                t0.elapsed()
+            })
+        });
+    }
     g.bench_function("crossbeam_epoch_pin", |b| b.iter(|| drop(crossbeam_epoch::pin())));
     g.bench_function("parking_lot_rwlock_read", |b| b.iter(|| drop(PL_LOCK.read())));
     g.bench_function("std_rwlock_read", |b| b.iter(|| drop(STD_LOCK.read())));
@@ -57,13 +59,15 @@ fn lock_unlock(c: &mut Criterion) {
             drop(outer);
         })
     });
-    g.bench_function("liburcu_memb", |b| {
-        b.iter_custom(|iters| {
-            let t0 = Instant::now();
-            reg.read_nested_loop(iters);
-            t0.elapsed()
-        })
-    });
+    if urcu::available("read_side/nested/liburcu_memb") {
+        g.bench_function("liburcu_memb", |b| {
+            b.iter_custom(|iters| {
+                let t0 = Instant::now();
+                reg.read_nested_loop(iters);
+                t0.elapsed()
+            })
+        });
+    }
     g.bench_function("crossbeam_epoch_pin", |b| {
         b.iter(|| {
             let outer = crossbeam_epoch::pin();

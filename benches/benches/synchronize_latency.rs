@@ -1,7 +1,7 @@
 //! Question: how long does a grace period take — usrcu `synchronize` and `synchronize_expedited` against liburcu's `synchronize_rcu`, on an idle domain and with readers present — and how many grace periods do 8 concurrent callers need?
 //!
 //! "Readers present": one background thread runs back-to-back short read
-//! sections for the whole measurement. "Batching": 8 pinned threads are
+//! sections for the whole measurement. "Batching": 8 threads (unpinned) are
 //! released together and each calls `synchronize` once; the time is per
 //! round (8 concurrent calls, from the release until the last returns), and
 //! the grace periods the round needed are read from
@@ -31,7 +31,9 @@ fn idle(c: &mut Criterion) {
     g.bench_function("usrcu_synchronize_expedited", |b| {
         b.iter(|| IDLE.synchronize_expedited())
     });
-    g.bench_function("liburcu_synchronize_rcu", |b| b.iter(urcu::synchronize));
+    if urcu::available("synchronize_latency/idle/liburcu_synchronize_rcu") {
+        g.bench_function("liburcu_synchronize_rcu", |b| b.iter(urcu::synchronize));
+    }
     g.finish();
 }
 
@@ -57,17 +59,19 @@ fn with_readers(c: &mut Criterion) {
     let sections = readers.finish();
     eprintln!("synchronize_latency/readers: usrcu background reader ran {sections} sections");
 
-    let stop = Arc::new(AtomicI32::new(0));
-    let s = Arc::clone(&stop);
-    let readers = Background::start(move |_: &AtomicBool| {
-        let reg = urcu::Registered::new();
-        reg.read_until(&s)
-    });
-    g.bench_function("liburcu_synchronize_rcu", |b| b.iter(urcu::synchronize));
-    // Relaxed: a stop flag polled by the C loop.
-    stop.store(1, Ordering::Relaxed);
-    let sections = readers.finish();
-    eprintln!("synchronize_latency/readers: liburcu background reader ran {sections} sections");
+    if urcu::available("synchronize_latency/readers/liburcu_synchronize_rcu") {
+        let stop = Arc::new(AtomicI32::new(0));
+        let s = Arc::clone(&stop);
+        let readers = Background::start(move |_: &AtomicBool| {
+            let reg = urcu::Registered::new();
+            reg.read_until(&s)
+        });
+        g.bench_function("liburcu_synchronize_rcu", |b| b.iter(urcu::synchronize));
+        // Relaxed: a stop flag polled by the C loop.
+        stop.store(1, Ordering::Relaxed);
+        let sections = readers.finish();
+        eprintln!("synchronize_latency/readers: liburcu background reader ran {sections} sections");
+    }
     g.finish();
 }
 
@@ -106,11 +110,13 @@ fn batching(c: &mut Criterion) {
     }
 
     // synchronize_rcu needs no registration (only readers do).
-    let pool = Pool::new(CALLERS, |_| |_: u64| urcu::synchronize());
-    g.bench_function("liburcu_synchronize_rcu", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| pool.run(1)).sum())
-    });
-    drop(pool);
+    if urcu::available("synchronize_latency/batching_8_callers/liburcu_synchronize_rcu") {
+        let pool = Pool::new(CALLERS, |_| |_: u64| urcu::synchronize());
+        g.bench_function("liburcu_synchronize_rcu", |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| pool.run(1)).sum())
+        });
+        drop(pool);
+    }
     g.finish();
 }
 

@@ -46,7 +46,8 @@ fn unload_cost(c: &mut Criterion) {
 
     g.bench_function("module_loader", |b| {
         b.iter(|| {
-            let h = loader.load(&so).expect("load the fixture");
+            // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+            let h = unsafe { loader.load(&so) }.expect("load the fixture");
             let r = loader.unload(h).expect("unload the fixture");
             assert!(r.unmapped && r.state == ModuleState::Unloaded, "{r}");
             assert_eq!(r.barriers_skipped(), 3, "{r}");
@@ -55,11 +56,14 @@ fn unload_cost(c: &mut Criterion) {
 
     g.bench_function("module_loader_with_callbacks", |b| {
         b.iter(|| {
-            let h = loader.load(&so).expect("load the fixture");
+            // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+            let h = unsafe { loader.load(&so) }.expect("load the fixture");
             // SAFETY: the fixture exports `fx_queue_callbacks` with this type.
             let queue = unsafe { loader.symbol::<QueueFn>(h, "fx_queue_callbacks") }.expect("symbol");
             // SAFETY: `ran` lives for the process.
-            queue.call(|f| unsafe { f(4, 0, ran) }).expect("call into the fixture");
+            queue
+                .call(|f| unsafe { f.call(4, 0, ran) })
+                .expect("call into the fixture");
             drop(queue);
             let r = loader.unload(h).expect("unload the fixture");
             assert!(r.unmapped && r.state == ModuleState::Unloaded, "{r}");

@@ -19,6 +19,63 @@ use criterion::Criterion;
 pub mod urcu {
     use std::ffi::c_int;
 
+    /// Was liburcu found when the benches were built? (`build.rs` sets the
+    /// cfg `usrcu_have_liburcu` when it compiled the shim.)
+    pub const AVAILABLE: bool = cfg!(usrcu_have_liburcu);
+
+    /// What to do about a missing liburcu.
+    pub const INSTALL_HINT: &str = "apt-get install -y liburcu-dev (Debian/Ubuntu), then rebuild the benches";
+
+    /// Should the liburcu peer `bench` run? When liburcu was not found at
+    /// build time, prints a one-line note saying it is skipped, and why.
+    pub fn available(bench: &str) -> bool {
+        if !AVAILABLE {
+            eprintln!("{bench}: skipped, liburcu was not found when the benches were built ({INSTALL_HINT})");
+        }
+        AVAILABLE
+    }
+
+    /// Without liburcu: registration is a no-op (so that a bench may hold a
+    /// registration while it runs its other peers), and anything that would
+    /// reach liburcu fails with the install hint. Benches check
+    /// [`available`] first, so these only fire on a bench that forgot to.
+    #[cfg(not(usrcu_have_liburcu))]
+    #[allow(clippy::missing_safety_doc)]
+    mod ffi {
+        use std::ffi::c_int;
+
+        fn missing() -> ! {
+            panic!(
+                "usrcu-benches: this bench needs liburcu, which was not found at build time: {}",
+                super::INSTALL_HINT
+            )
+        }
+        pub unsafe fn ub_urcu_register() {}
+        pub unsafe fn ub_urcu_unregister() {}
+        pub unsafe fn ub_urcu_read_loop(_: u64) {
+            missing()
+        }
+        pub unsafe fn ub_urcu_read_nested_loop(_: u64) {
+            missing()
+        }
+        pub unsafe fn ub_urcu_read_until(_: *const c_int) -> u64 {
+            missing()
+        }
+        pub unsafe fn ub_urcu_synchronize() {
+            missing()
+        }
+        pub unsafe fn ub_urcu_call_rcu_n(_: u64) {
+            missing()
+        }
+        pub unsafe fn ub_urcu_barrier() {
+            missing()
+        }
+        pub unsafe fn ub_urcu_invoked() -> u64 {
+            missing()
+        }
+    }
+
+    #[cfg(usrcu_have_liburcu)]
     mod ffi {
         use std::ffi::c_int;
         extern "C" {
@@ -113,7 +170,7 @@ pub mod urcu {
         unsafe { ffi::ub_urcu_invoked() }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, usrcu_have_liburcu))]
     mod tests {
         use super::*;
 
@@ -180,8 +237,9 @@ struct PoolShared {
 }
 
 /// Worker threads that run one job together, round after round, so that
-/// thread start-up is never inside a measurement. Worker `i` is pinned to
-/// the `i`-th online CPU (modulo their number).
+/// thread start-up is never inside a measurement. Workers are unpinned, as
+/// users run threads; with `USRCU_BENCH_PIN=1`, worker `i` is pinned to the
+/// `i`-th online CPU (modulo their number).
 pub struct Pool {
     shared: Arc<PoolShared>,
     handles: Vec<JoinHandle<()>>,
@@ -191,6 +249,11 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").field("threads", &self.handles.len()).finish()
     }
+}
+
+/// Should pool workers be pinned (`USRCU_BENCH_PIN=1`)?
+pub fn pin_workers() -> bool {
+    std::env::var_os("USRCU_BENCH_PIN").is_some_and(|v| v == "1")
 }
 
 impl Pool {
@@ -219,7 +282,9 @@ impl Pool {
                 std::thread::Builder::new()
                     .name(format!("bench-worker-{i}"))
                     .spawn(move || {
-                        pin_to_cpu(cpu);
+                        if pin_workers() {
+                            pin_to_cpu(cpu);
+                        }
                         let mut job = make(i);
                         loop {
                             shared.start.wait();

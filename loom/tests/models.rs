@@ -14,15 +14,22 @@ static SERIAL: StdMutex<()> = StdMutex::new(());
 const LIVE: usize = 1;
 const FREED: usize = 0xdead;
 
-/// Run `model` with `fault` switched on and require loom to find a failure.
-fn must_fail(fault: Fault, model: fn()) {
-    must_fail_within(fault, None, model)
+/// Run `model` with `fault` switched on and require loom to find a failure,
+/// and the failure to be the model's own assertion (`expected` is a part of
+/// its message): a panic of another kind, such as loom's branch limit, proves
+/// nothing about the model.
+fn must_fail(fault: Fault, expected: &str, model: fn()) {
+    must_fail_within(fault, None, expected, model)
 }
 
 /// As `must_fail`, exploring up to `preemptions` preemptions (the failing
 /// schedule may need more than `LOOM_MAX_PREEMPTIONS`).
-fn must_fail_within(fault: Fault, preemptions: Option<usize>, model: fn()) {
-    set_fault(fault, true);
+fn must_fail_within(fault: Fault, preemptions: Option<usize>, expected: &str, model: fn()) {
+    // SAFETY: the models free nothing on the strength of a grace period
+    // (their objects are atomics the model checks), loom is the only place
+    // RelaxedPublish may be on, and `SERIAL` keeps every other model from
+    // running while the fault is on.
+    unsafe { set_fault(fault, true) };
     let r = std::panic::catch_unwind(|| {
         let mut b = loom::model::Builder::new();
         if preemptions.is_some() {
@@ -30,12 +37,24 @@ fn must_fail_within(fault: Fault, preemptions: Option<usize>, model: fn()) {
         }
         b.check(model)
     });
-    set_fault(fault, false);
+    // SAFETY: switching a fault off is always sound.
+    unsafe { set_fault(fault, false) };
+    let payload = match r {
+        Ok(()) => panic!("loom found no failure with {fault:?}: the model cannot see that bug"),
+        Err(p) => p,
+    };
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("<a panic without a message>");
     assert!(
-        r.is_err(),
-        "loom found no failure with {fault:?}: the model cannot see that bug"
+        msg.contains(expected),
+        "loom failed with {fault:?}, but not on the model's assertion {expected:?}: {msg}"
     );
 }
+
+const SYNC_MODEL_FAILS: &str = "reader saw a freed object: grace period too short";
 
 /// A reader that began before `synchronize` returned is over before it
 /// returns: it never sees the object the updater frees after synchronize.
@@ -54,7 +73,7 @@ fn reader_never_sees_an_object_freed_after_synchronize() {
             // heavy fence (A); that pairing is what the model checks.
             let which = published.load(Ordering::Relaxed);
             let state = objects[which].load(Ordering::Relaxed);
-            assert_eq!(state, LIVE, "reader saw a freed object: grace period too short");
+            assert_eq!(state, LIVE, "{SYNC_MODEL_FAILS}");
             core.unlock_on(1, idx);
         })
     };
@@ -77,9 +96,22 @@ fn model_reader_vs_synchronize_fails_without_reader_fence() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     must_fail(
         Fault::NoReaderFence,
+        SYNC_MODEL_FAILS,
         reader_never_sees_an_object_freed_after_synchronize,
     );
 }
+
+#[test]
+fn model_reader_vs_synchronize_fails_without_second_scan() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(
+        Fault::SkipSecondScan,
+        SYNC_MODEL_FAILS,
+        reader_never_sees_an_object_freed_after_synchronize,
+    );
+}
+
+const CANCEL_MODEL_FAILS: &str = "reader Z saw a freed object: readers cancelled out";
 
 /// Two readers cannot cancel out in a check: the grace period must not end
 /// while reader Z is inside just because the unlock sum saw reader Y leave
@@ -96,11 +128,7 @@ fn readers_cannot_cancel_out_in_a_check() {
             let idx = core.lock_on(0);
             // Relaxed: see `reader_never_sees_an_object_freed_after_synchronize`.
             let which = published.load(Ordering::Relaxed);
-            assert_eq!(
-                objects[which].load(Ordering::Relaxed),
-                LIVE,
-                "reader saw a freed object"
-            );
+            assert_eq!(objects[which].load(Ordering::Relaxed), LIVE, "{CANCEL_MODEL_FAILS}");
             core.unlock_on(0, idx);
         })
     };
@@ -135,7 +163,12 @@ fn model_readers_cannot_cancel_out_fails_without_heavy_fence() {
     // Loom orders all SeqCst fences globally (stronger than C++), so the
     // failing schedule must put reader Y entirely between the updater's
     // flip fence D and its check: three preemptions.
-    must_fail_within(Fault::NoHeavyFence, Some(3), readers_cannot_cancel_out_in_a_check);
+    must_fail_within(
+        Fault::NoHeavyFence,
+        Some(3),
+        CANCEL_MODEL_FAILS,
+        readers_cannot_cancel_out_in_a_check,
+    );
 }
 
 // No heavy-fence twin for this model: when the updater drives its own grace
@@ -143,9 +176,12 @@ fn model_readers_cannot_cancel_out_fails_without_heavy_fence() {
 // orders the update before the lock sums, so under loom (where every fence is
 // SeqCst) removing A cannot be seen here. With the membarrier pair the reader
 // side is only a compiler fence and A is the one fence that pairs with it;
-// loom cannot model membarrier. A's necessity is shown by
-// `model_call_srcu_and_barrier_fails_without_heavy_fence`, where the grace
-// period runs on the runtime's thread.
+// loom cannot model membarrier. A's necessity is shown only by
+// `model_readers_cannot_cancel_out_fails_without_heavy_fence`. (The
+// `call_srcu` model, where the grace period runs on another thread, does not
+// fail without A either: loom found no failure there with `NoHeavyFence`.)
+
+const COOKIE_MODEL_FAILS: &str = "cookie completed with its reader still inside";
 
 /// A polled cookie taken while a reader is inside is not complete before
 /// the reader ends.
@@ -157,7 +193,11 @@ fn cookie_is_not_complete_while_a_preexisting_reader_is_inside() {
         let core = core.clone();
         thread::spawn(move || core.synchronize())
     };
-    assert!(!core.done(c), "cookie completed with its reader still inside");
+    // Let the updater get ahead: without this yield loom explored a single
+    // schedule of this model (the check first), so its negative twin could
+    // not fail.
+    thread::yield_now();
+    assert!(!core.done(c), "{COOKIE_MODEL_FAILS}");
     core.unlock_on(0, idx);
     updater.join().unwrap();
     assert!(core.done(c), "cookie not complete after a full synchronize");
@@ -167,6 +207,16 @@ fn cookie_is_not_complete_while_a_preexisting_reader_is_inside() {
 fn model_polled_cookie() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     loom::model(cookie_is_not_complete_while_a_preexisting_reader_is_inside);
+}
+
+#[test]
+fn model_polled_cookie_fails_without_second_scan() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(
+        Fault::SkipSecondScan,
+        COOKIE_MODEL_FAILS,
+        cookie_is_not_complete_while_a_preexisting_reader_is_inside,
+    );
 }
 
 #[repr(C)]
@@ -189,6 +239,8 @@ unsafe extern "C" fn free_object(h: *mut CallbackHead) {
     }
 }
 
+const CALLBACK_MODEL_FAILS: &str = "callback freed an object too early";
+
 /// `call_srcu` frees an object after a grace period; a reader that saw it
 /// never sees it freed; `barrier` returns only after the callback ran.
 fn call_srcu_then_barrier_waits_for_the_callback() {
@@ -204,11 +256,7 @@ fn call_srcu_then_barrier_waits_for_the_callback() {
             let idx = cc.core().lock_on(1);
             // Relaxed: see `reader_never_sees_an_object_freed_after_synchronize`.
             let which = published.load(Ordering::Relaxed);
-            assert_eq!(
-                objects[which].load(Ordering::Relaxed),
-                LIVE,
-                "callback freed an object too early"
-            );
+            assert_eq!(objects[which].load(Ordering::Relaxed), LIVE, "{CALLBACK_MODEL_FAILS}");
             cc.core().unlock_on(1, idx);
         })
     };
@@ -233,7 +281,7 @@ fn call_srcu_then_barrier_waits_for_the_callback() {
     }));
     // SAFETY: `f` is a fresh allocation, handed over until `free_object`.
     unsafe { cc.enqueue(0, f as *mut CallbackHead, free_object) };
-    cc.barrier_begin().wait();
+    cc.barrier_begin(0).wait();
     // Relaxed: ordered by the barrier (see `free_object`).
     assert_eq!(
         ran.load(Ordering::Relaxed),
@@ -256,8 +304,16 @@ fn model_call_srcu_and_barrier() {
 #[test]
 fn model_call_srcu_and_barrier_fails_without_reader_fence() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    must_fail(Fault::NoReaderFence, call_srcu_then_barrier_waits_for_the_callback);
+    must_fail(
+        Fault::NoReaderFence,
+        CALLBACK_MODEL_FAILS,
+        call_srcu_then_barrier_waits_for_the_callback,
+    );
 }
+
+const ATTACH_MODEL_FAILS: &str = "saw a block before it was fully built";
+/// Loom's report of a load that is not ordered after the object's creation.
+const ATTACH_RACE_DETECTED: &str = "Causality violation: Concurrent load and mut accesses";
 
 /// Two first users race to attach a static domain: exactly one block is
 /// built, both get it, and both see it fully built.
@@ -268,12 +324,12 @@ fn two_first_users_attach_once() {
         let (cell, built) = (cell.clone(), built.clone());
         thread::spawn(move || {
             let v = cell.get(&built);
-            assert_eq!(v.index(), INITIAL_INDEX, "saw a block before it was fully built");
+            assert_eq!(v.index(), INITIAL_INDEX, "{ATTACH_MODEL_FAILS}");
             v as *const _ as usize
         })
     };
     let mine = cell.get(&built);
-    assert_eq!(mine.index(), INITIAL_INDEX, "saw a block before it was fully built");
+    assert_eq!(mine.index(), INITIAL_INDEX, "{ATTACH_MODEL_FAILS}");
     let _ = mine.lock_on(0);
     let theirs = other.join().unwrap();
     assert_eq!(mine as *const _ as usize, theirs, "two blocks were attached");
@@ -290,5 +346,9 @@ fn model_lazy_attach() {
 #[test]
 fn model_lazy_attach_fails_with_relaxed_publication() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    must_fail(Fault::RelaxedPublish, two_first_users_attach_once);
+    // Loom's own race detector fires first: a user loads the block's
+    // atomics, whose construction is not ordered before the load without the
+    // Release/Acquire publication. That is the bug itself, so its message is
+    // the one required (the model's assertion is a second line of defence).
+    must_fail(Fault::RelaxedPublish, ATTACH_RACE_DETECTED, two_first_users_attach_once);
 }

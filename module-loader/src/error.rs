@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use usrcu_registry::TypeLayout;
 
+use crate::elf_check::ElfDefect;
 use crate::report::{HookFailure, UnloadReport};
 use crate::state::ModuleState;
 use crate::ModuleHandle;
@@ -69,7 +70,8 @@ pub enum LoadError {
     VersionMismatch {
         /// The file.
         path: PathBuf,
-        /// Which version: `"module ABI"`, `"SRCU layout"`, `"runtime ABI"`, `"rustc"`.
+        /// Which version: `"module ABI"`, `"SRCU layout"`, `"runtime ABI"`,
+        /// `"reader protocol"`, `"usrcu"`, `"rustc"`.
         what: &'static str,
         /// The plugin's.
         plugin: String,
@@ -128,6 +130,75 @@ pub enum LoadError {
         panicked: bool,
         /// What the rollback did.
         rollback: Box<UnloadReport>,
+    },
+    /// The path names a directory, a FIFO, a socket or a device.
+    NotARegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// An ELF object built for another host: another class (32/64-bit),
+    /// byte order or machine.
+    ForeignObject {
+        /// The file.
+        path: PathBuf,
+        /// What differs: `"ELF class"`, `"byte order"`, `"machine (e_machine)"`.
+        what: &'static str,
+        /// The file's.
+        plugin: String,
+        /// The host's.
+        host: String,
+    },
+    /// The copy's ELF structure is inconsistent or truncated: `dlopen` would
+    /// map bytes the file does not have or follow addresses it does not map.
+    MalformedElf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        defect: ElfDefect,
+    },
+    /// A shared struct has the same size and alignment but its fields lie
+    /// elsewhere (its field-offset fingerprint differs).
+    FieldOffsetsMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which struct.
+        structure: &'static str,
+        /// The plugin's fingerprint.
+        plugin: u64,
+        /// The host's.
+        host: u64,
+    },
+    /// After the runtime was handed over, a static domain of the plugin
+    /// still dispatches to another runtime table than the host's.
+    RuntimeMismatch {
+        /// The module.
+        module: String,
+        /// The domain.
+        domain: String,
+        /// The table its runtime pointer names.
+        plugin: usize,
+        /// The host's table.
+        host: usize,
+    },
+    /// The plugin was built with `panic = "abort"` and the host unwinds
+    /// (see [`LoaderConfig::allow_panic_abort`](crate::LoaderConfig::allow_panic_abort)).
+    PanicStrategyMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's panic strategy.
+        plugin: &'static str,
+        /// The host's.
+        host: &'static str,
+    },
+    /// [`LoaderConfig::copy_dir`](crate::LoaderConfig::copy_dir) is not a
+    /// private directory (owned by this user, mode 0700, not a symlink).
+    UnsafeCopyDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
 }
 
@@ -204,6 +275,49 @@ impl fmt::Display for LoadError {
                 panicked,
                 ..
             } => write!(f, "init of module '{module}' {}: {message}; load rolled back", how(panicked)),
+            LoadError::NotARegularFile { path, kind } => {
+                write!(f, "{} is {kind}, not a shared object file", path.display())
+            }
+            LoadError::ForeignObject {
+                path,
+                what,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "{} is built for another host: {what} is {plugin}, the host's is {host}",
+                path.display()
+            ),
+            LoadError::MalformedElf { path, defect } => {
+                write!(f, "{} is a malformed ELF object: {defect}", path.display())
+            }
+            LoadError::FieldOffsetsMismatch {
+                path,
+                structure,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "{}: field offsets of `{structure}` differ: plugin fingerprint {plugin:#018x}, host {host:#018x}",
+                path.display()
+            ),
+            LoadError::RuntimeMismatch {
+                module,
+                domain,
+                plugin,
+                host,
+            } => write!(
+                f,
+                "module '{module}': static domain '{domain}' uses the runtime table at {plugin:#x}, not the host's at {host:#x}"
+            ),
+            LoadError::PanicStrategyMismatch { path, plugin, host } => write!(
+                f,
+                "{}: built with panic = \"{plugin}\", the host with panic = \"{host}\" (a panic in the plugin would end the process)",
+                path.display()
+            ),
+            LoadError::UnsafeCopyDir { path, reason } => {
+                write!(f, "copy directory {} is not private: {reason}", path.display())
+            }
         }
     }
 }
@@ -288,8 +402,10 @@ impl fmt::Display for UnloadError {
 
 impl std::error::Error for UnloadError {}
 
-/// Why a call through a [`Symbol`](crate::Symbol) was refused.
+/// Why a call through a [`Symbol`](crate::Symbol) or a typed
+/// [`Plugin`](crate::Plugin) was refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallError {
     /// The module is no longer (or not yet) `Live`.
     NotLive {
@@ -298,12 +414,41 @@ pub enum CallError {
         /// Its state.
         state: ModuleState,
     },
+    /// The plugin's function panicked; its shim caught the panic at the
+    /// boundary. The module stays live.
+    Panicked {
+        /// The module's name.
+        module: String,
+        /// The interface function.
+        function: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// No `Live` module of that name (a typed handle looks one up per reload).
+    NoLiveModule {
+        /// The module name the handle was made for.
+        name: String,
+    },
+    /// The live module does not export the interface as the host declares it.
+    Interface {
+        /// The module's name.
+        module: String,
+        /// What differs.
+        error: usrcu_registry::interface::InterfaceError,
+    },
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::NotLive { module, state } => write!(f, "module '{module}' is {state}, not live"),
+            CallError::Panicked {
+                module,
+                function,
+                message,
+            } => write!(f, "module '{module}': `{function}` panicked: {message}"),
+            CallError::NoLiveModule { name } => write!(f, "no live module named '{name}'"),
+            CallError::Interface { module, error } => write!(f, "module '{module}': {error}"),
         }
     }
 }

@@ -6,13 +6,18 @@
 //!
 //! `Coming -> Live -> Going -> Unloaded`, plus `Zombie` for an object kept
 //! mapped because something might still run its code. [`ModuleLoader::load`]
-//! copies the file to a unique path, opens it with `RTLD_NOW | RTLD_LOCAL`,
+//! copies the file into private storage (a sealed memfd by default),
+//! validates the copy's ELF structure (a truncated, foreign or inconsistent
+//! file is a typed error before `dlopen` sees it), opens it with
+//! `RTLD_NOW | RTLD_LOCAL`,
 //! checks the `#[repr(C)]` descriptor that `usrcu_registry::export_module!`
 //! exported (every mismatch an error naming both sides), hands the plugin
 //! the host's SRCU runtime (so that no thread ever runs plugin code the host
 //! did not call), attaches its static domains, runs the `Coming` notifiers
 //! and `init`. [`ModuleLoader::unload`] runs the same steps down: `Going`,
-//! calls in flight drained, `exit`, `Going` notifiers, and the built-in SRCU
+//! calls in flight drained, `exit`, `Going` notifiers, the built-in probe
+//! notifier (every tracepoint probe whose code or data lies in the object
+//! detached and its grace period waited for), and the built-in SRCU
 //! notifier, which issues `barrier` for every static domain that ever saw
 //! `call_srcu`, skips it for the others, and cleans each up. Then pthread
 //! keys with destructors in the plugin are deleted, the object is closed, and
@@ -27,13 +32,30 @@
 //! module is `Going`, so unload waits for calls in flight and never unmaps
 //! code a thread is running.
 //!
+//! Typed interfaces (`usrcu_registry::plugin_interface!`) need no `unsafe`:
+//! [`ModuleLoader::require_interface`] refuses, at load, a module whose
+//! interface differs (naming the function), and [`ModuleLoader::interface`]
+//! gives a [`Plugin`] handle whose calls go to the newest live copy of a
+//! module, through the same liveness section; a panic in the plugin comes
+//! back as [`CallError::Panicked`]. `docs/plugins.md` is the tutorial.
+//!
 //! # What the loader refuses to do
 //!
 //! Unmap an object whose static domain still has readers inside, callbacks
 //! pending, or a grace period in flight; or one of whose dynamic domains was
 //! dropped with callbacks pending (a missed-barrier warning while the module
-//! was going); or on a libc whose pthread-key table it cannot check. Such a
-//! module becomes a `Zombie`, with a warning, and can be unloaded again later.
+//! was going). Such a module becomes a `Zombie`, with a warning, and can be
+//! unloaded again later. On a platform where it cannot prove a module idle
+//! at all (musl, glibc before 2.34, 32-bit), the loader says so when it is
+//! built and runs as [`UnmapPolicy::Never`]: unloaded modules stay mapped,
+//! reported as such, never as surprise zombies.
+//!
+//! Load a file that is truncated, built for another machine, or
+//! inconsistent: every such file is a typed [`LoadError`] before `dlopen`
+//! sees it. And let safe code keep anything of a module past a call:
+//! [`ModuleLoader::load`] is `unsafe` (the plugin author's contract), and
+//! [`Symbol::call`] lends the function only for the call and returns only
+//! [`PluginValue`]s.
 //!
 //! Since issue 9 the refusals come from proofs of idleness over what the
 //! process holds, not over what the plugin declared (`docs/abi.md`, "What
@@ -53,13 +75,20 @@
 #![warn(missing_docs)]
 
 pub mod address_space;
+mod elf_check;
 mod elf_facts;
 mod error;
+mod host_context;
+mod intake;
+mod interface;
 mod key_interposer;
 mod loader;
 mod module;
 mod notifier;
 pub mod plugin_build;
+mod plugin_value;
+pub mod policy;
+mod probes;
 mod proofs;
 pub mod pthread_keys;
 mod report;
@@ -68,10 +97,14 @@ mod symbol;
 pub mod thread_list;
 mod watchdog;
 
+pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
+pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};
 pub use notifier::{ModuleEvent, NotifierId};
+pub use plugin_value::{FfiArg, FfiValue, PluginFn, PluginValue};
+pub use policy::{PlatformSupport, UnmapPolicy};
 pub use report::{BarrierOutcome, DomainReport, HookFailure, PluginThread, ResidentCause, UnloadReport, ZombieCause};
 pub use state::ModuleState;
 pub use symbol::Symbol;

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,9 +13,11 @@ use usrcu::diagnostics::{self, Capture, Warning, WarningKind};
 use crate::address_space;
 use crate::elf_facts;
 use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
+use crate::intake::Intake;
 use crate::key_interposer;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
+use crate::policy::{self, PlatformSupport, UnmapPolicy};
 use crate::proofs::{self, UnloadCx};
 use crate::report::{HookFailure, ResidentCause, UnloadReport, ZombieCause};
 use crate::state::ModuleState;
@@ -34,12 +35,29 @@ pub struct LoaderConfig {
     /// How long unload waits for calls in flight, and for readers inside a
     /// module's static domains, before it gives up (default 10 s).
     pub unload_timeout: Duration,
-    /// Where the unique copies of loaded files go (default: a per-process
-    /// directory under the system temporary directory).
+    /// Where the private copies of loaded files go. `None` (default): a
+    /// sealed anonymous `memfd` per load, opened as `/proc/self/fd/N`.
+    /// `Some(dir)`: a new file per load in `dir`, which must be (or is
+    /// created as) a directory owned by this user with mode 0700; use it for
+    /// plugins that find libraries next to them through `$ORIGIN`.
     pub copy_dir: Option<PathBuf>,
     /// Refuse a plugin built by another `rustc` (default: accept it; every
     /// shared struct is `#[repr(C)]` and checked, every crossing `extern "C"`).
     pub require_same_rustc: bool,
+    /// When unload may unmap an object (default:
+    /// [`UnmapPolicy::WhenProvablyIdle`]). A loader on a platform where
+    /// idleness cannot be proven runs as [`UnmapPolicy::Never`] whatever
+    /// this says, and says so when it is built (see [`ModuleLoader::platform`]).
+    pub unmap_policy: UnmapPolicy,
+    /// Accept a plugin built with `panic = "abort"` in a host that unwinds
+    /// (default: refuse it, [`LoadError::PanicStrategyMismatch`]): any panic
+    /// in its code, even one its `init` wrapper or the runtime would catch,
+    /// ends the whole process.
+    pub allow_panic_abort: bool,
+    /// Before closing an object, detach every tracepoint probe whose code or
+    /// data lies in it and wait for its grace period (default). Off only to
+    /// show what it prevents: a later fire calls unmapped code.
+    pub remove_probes: bool,
 }
 
 impl Default for LoaderConfig {
@@ -49,6 +67,9 @@ impl Default for LoaderConfig {
             unload_timeout: Duration::from_secs(10),
             copy_dir: None,
             require_same_rustc: false,
+            unmap_policy: UnmapPolicy::default(),
+            allow_panic_abort: false,
+            remove_probes: true,
         }
     }
 }
@@ -94,10 +115,12 @@ impl Table {
 /// use usrcu_module_loader::ModuleLoader;
 ///
 /// let loader = ModuleLoader::new();
-/// let m = loader.load("target/plugins/release/libusrcu_demo_plugin.so")?;
+/// // SAFETY: the demo plugin upholds the plugin author's contract (see
+/// // `ModuleLoader::load` and docs/abi.md).
+/// let m = unsafe { loader.load("target/plugins/release/libusrcu_demo_plugin.so")? };
 /// // SAFETY: the demo plugin exports `demo_compute` with this signature.
 /// let compute = unsafe { loader.symbol::<extern "C" fn(u64) -> u64>(m, "demo_compute")? };
-/// let y = compute.call(|f| f(20))?;
+/// let y = compute.call(|f| f.call(20))?;
 /// let report = loader.unload(m)?;
 /// assert!(report.unmapped);
 /// # let _ = y;
@@ -107,7 +130,7 @@ pub struct ModuleLoader {
     config: LoaderConfig,
     table: Mutex<Table>,
     notifiers: Notifiers,
-    copy_dir: PathBuf,
+    platform: PlatformSupport,
 }
 
 impl std::fmt::Debug for ModuleLoader {
@@ -131,23 +154,34 @@ impl ModuleLoader {
         ModuleLoader::with_config(LoaderConfig::default())
     }
 
-    /// A loader with `config`.
+    /// A loader with `config`. Checks once whether this process can prove a
+    /// module idle (see [`ModuleLoader::platform`]); where it cannot, warns
+    /// (through `usrcu::diagnostics` and `log`) and runs as
+    /// [`UnmapPolicy::Never`].
     pub fn with_config(config: LoaderConfig) -> ModuleLoader {
-        let copy_dir = config
-            .copy_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("usrcu-modules-{}", std::process::id())));
         ModuleLoader {
+            platform: policy::check(config.unmap_policy),
             config,
             table: Mutex::new(Table::default()),
             notifiers: Notifiers::default(),
-            copy_dir,
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &LoaderConfig {
         &self.config
+    }
+
+    /// What the platform check at construction found: whether this process
+    /// can prove a module idle, and the policy the loader runs as.
+    pub fn platform(&self) -> &PlatformSupport {
+        &self.platform
+    }
+
+    /// The policy unloads follow: the configured one, or
+    /// [`UnmapPolicy::Never`] where the platform cannot prove idleness.
+    pub fn unmap_policy(&self) -> UnmapPolicy {
+        self.platform.effective
     }
 
     // --- notifiers ----------------------------------------------------------
@@ -208,32 +242,51 @@ impl ModuleLoader {
 
     // --- load ---------------------------------------------------------------
 
-    /// Load the plugin at `path`: copy it to a unique path, `dlopen` it
-    /// (`RTLD_NOW | RTLD_LOCAL`), check its descriptor, hand it the host
-    /// runtime, attach its static domains, run the `Coming` notifiers, call
-    /// `init`, mark it `Live`, run the `Live` notifiers.
-    pub fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
+    /// Load the plugin at `path`: copy it into private storage and check the
+    /// copy's ELF structure, `dlopen` it (`RTLD_NOW | RTLD_LOCAL`), check its
+    /// descriptor, hand it the host runtime, check that its static domains
+    /// use it, attach them, run the `Coming` notifiers, call `init`, mark it
+    /// `Live`, run the `Live` notifiers.
+    ///
+    /// # Safety
+    ///
+    /// Loading runs the plugin's code (its ELF initialisers, the install
+    /// hook, `init`), and unloading unmaps it on the strength of what the
+    /// loader can see. The loader checks the file's structure and the
+    /// descriptor's ABI, but it cannot check the code. The caller vouches
+    /// that the plugin, as its author's contract (`docs/abi.md`, "The plugin
+    /// author's contract"):
+    ///
+    /// - is a `cdylib` built with `usrcu_registry::export_module!` against a
+    ///   `usrcu` of the host's release line, whose initialisers and hooks are
+    ///   sound (no undefined behaviour, no unwinding across `extern "C"`);
+    /// - exports every symbol the host asks for with the type the host names
+    ///   ([`ModuleLoader::symbol`] is `unsafe` for that part too);
+    /// - leaves nothing that runs its code or reads its memory after `exit`
+    ///   returns, other than what the loader finds and waits for: callbacks
+    ///   on its static domains, readers inside them, pthread-key destructors
+    ///   (the loader's unload inventory, `docs/abi.md`); in particular it joins
+    ///   the threads it started, and does not register its code with other
+    ///   libraries (`atexit`, signal handlers, C callbacks) without removing
+    ///   it in `exit`;
+    /// - does not replace the global allocator for memory it hands the host,
+    ///   and hands the host no value that borrows its memory except through
+    ///   raw pointers the host dereferences under its own `unsafe`.
+    pub unsafe fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
         let source = path.as_ref();
-        fs::metadata(source).map_err(|e| module::io_error(source, e))?;
-        module::check_elf(source)?;
         // Relaxed: a unique number, nothing else.
         let handle = ModuleHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
-        fs::create_dir_all(&self.copy_dir).map_err(|e| module::io_error(&self.copy_dir, e))?;
-        let loaded = self.copy_dir.join(module::copy_name(source, handle));
-        // A fresh path for every load: dlopen of a path that is still mapped
-        // returns the old image.
-        fs::copy(source, &loaded).map_err(|e| LoadError::Io {
-            path: source.to_owned(),
-            source: e,
-        })?;
+        // A fresh, private, validated copy for every load: dlopen of a path
+        // that is still mapped returns the old image (see intake.rs).
+        let intake = Intake::take(
+            source,
+            self.config.copy_dir.as_deref(),
+            &module::copy_name(source, handle),
+        )?;
         let before = proofs::needed::snapshot();
-        let mut module = match module::open(handle, source, &loaded, self.config.require_same_rustc) {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = fs::remove_file(&loaded);
-                return Err(e);
-            }
-        };
+        // SAFETY: forwarded from the caller (this fn's contract).
+        let mut module = unsafe { module::open(handle, source, intake, &self.config) }?;
+        let loaded = module.loaded_path.clone();
         let facts = elf_facts::read(&loaded, &module.mapping);
         if !proofs::test_switch::skipped("needed") {
             module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
@@ -252,6 +305,8 @@ impl ModuleLoader {
         module.srcu_statics = facts.srcu_statics;
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
+        // The host context (logger bridge), before notifiers and init.
+        crate::host_context::deliver(&m);
 
         // Coming notifiers, in order; on failure, Going to those already told, in reverse.
         let chain = self.notifiers.snapshot();
@@ -323,9 +378,9 @@ impl ModuleLoader {
     ///
     /// # Safety
     /// `F` must be the function pointer type the module really exports under
-    /// `name`, and the pointer handed to [`Symbol::call`]'s closure must not
-    /// be kept or called outside that closure (the module may be unmapped
-    /// as soon as the call returns).
+    /// `name`. (That the function cannot be kept or called outside
+    /// [`Symbol::call`]'s closure, and that nothing it returns borrows the
+    /// module, the types enforce: see [`PluginFn`](crate::PluginFn).)
     pub unsafe fn symbol<F: Copy>(&self, h: ModuleHandle, name: &str) -> Result<Symbol<F>, SymbolError> {
         if std::mem::size_of::<F>() != std::mem::size_of::<*const ()>() {
             return Err(SymbolError::NotAFunctionPointer {
@@ -364,7 +419,9 @@ impl ModuleLoader {
     /// Unload a module, in this order: `Going` (new calls fail); a grace
     /// period of its liveness domain (calls in flight return; bounded by
     /// the unload timeout, after which the module is `Live` again and the
-    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in SRCU
+    /// unload fails); `exit`; `Going` notifiers in reverse; the built-in
+    /// probe notifier (tracepoint probes whose code or data lies in the
+    /// object detached, their grace period waited for); the built-in SRCU
     /// notifier (per static domain: `barrier` if `call_srcu` was used, else
     /// skipped; then `cleanup`); pthread keys with plugin destructors
     /// deleted; `dlclose`; the address-space check.
@@ -457,11 +514,19 @@ impl ModuleLoader {
     /// the old one. Calls switch over without a gap: both are live for a
     /// moment (each copy sees only its own static domains). If the new one
     /// does not load, the old one stays live.
-    pub fn reload(&self, name: &str, path: impl AsRef<Path>) -> Result<(ModuleHandle, UnloadReport), ReloadError> {
+    ///
+    /// # Safety
+    /// As for [`ModuleLoader::load`], for the plugin at `path`.
+    pub unsafe fn reload(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<(ModuleHandle, UnloadReport), ReloadError> {
         let old = self
             .find(name)
             .ok_or_else(|| ReloadError::NoSuchModule { name: name.to_owned() })?;
-        let new = self.load(path).map_err(ReloadError::Load)?;
+        // SAFETY: forwarded from the caller.
+        let new = unsafe { self.load(path) }.map_err(ReloadError::Load)?;
         match self.unload(old) {
             Ok(r) => Ok((new, r)),
             Err(error) => Err(ReloadError::Unload { new, error }),
@@ -503,6 +568,7 @@ impl ModuleLoader {
             zombie_cause: None,
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
+            probes_removed: Vec::new(),
             libraries_still_mapped: Vec::new(),
             overruns: Vec::new(),
         }
@@ -562,6 +628,10 @@ impl ModuleLoader {
         deadline: Instant,
     ) -> UnloadReport {
         let t0 = Instant::now();
+        if self.config.remove_probes {
+            report.probes_removed.extend(crate::probes::going(&m.mapping));
+        }
+        let never = self.platform.effective == UnmapPolicy::Never;
         let mut cx = UnloadCx {
             module: m,
             config: &self.config,
@@ -572,8 +642,14 @@ impl ModuleLoader {
             suspects,
             readers_stuck: Vec::new(),
             deadline,
+            key_table: self.platform.key_table,
         };
-        if let Err(cause) = proofs::prove_idle(&mut cx) {
+        let proven = proofs::prove_idle(&mut cx, never);
+        if never {
+            // The barriers ran (the first proofs); nothing is unmapped.
+            return self.keep_mapped_by_policy(m, report, t0);
+        }
+        if let Err(cause) = proven {
             let mut report = self.zombie(m, report, cause);
             report.elapsed += t0.elapsed();
             return report;
@@ -601,7 +677,28 @@ impl ModuleLoader {
                 ResidentCause::ThreadLocalDestructor
             });
         }
-        let _ = fs::remove_file(&m.loaded_path);
+        if let Some(copy) = &m.intake {
+            copy.release(report.unmapped);
+        }
+        report.state = ModuleState::Unloaded;
+        m.state.set(ModuleState::Unloaded);
+        let mut t = crate::lock(&self.table);
+        t.modules.retain(|x| !Arc::ptr_eq(x, m));
+        t.remember_gone(m.handle, m.name.clone(), ModuleState::Unloaded);
+        report.elapsed += t0.elapsed();
+        report
+    }
+
+    /// [`UnmapPolicy::Never`]: the object stays mapped (its library handle
+    /// and its copy are leaked on purpose); the module is gone from the loader.
+    fn keep_mapped_by_policy(&self, m: &Arc<Module>, mut report: UnloadReport, t0: Instant) -> UnloadReport {
+        if let Some(lib) = crate::lock(&m.lib).take() {
+            std::mem::forget(lib);
+        }
+        if let Some(copy) = &m.intake {
+            copy.release(false);
+        }
+        report.resident_cause = Some(ResidentCause::KeptMappedByPolicy);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);

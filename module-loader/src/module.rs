@@ -3,13 +3,13 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-use usrcu::runtime::{host_vtable, RUNTIME_ABI_VERSION};
+use usrcu::abi::{field_fingerprints, READER_PROTOCOL_VERSION, SHARED_STRUCTS};
+use usrcu::runtime::{host_vtable, RuntimeVTable, RUNTIME_ABI_VERSION};
 use usrcu::{Srcu, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
 use usrcu_registry::{
     HookMessage, HookStatus, ModuleDescriptor, SharedLayouts, TypeLayout, DESCRIPTOR_SYMBOL, MODULE_ABI_VERSION,
@@ -18,8 +18,10 @@ use usrcu_registry::{
 
 use crate::address_space::{self, ObjectMapping};
 use crate::error::LoadError;
+use crate::intake::Intake;
 use crate::report::ZombieCause;
 use crate::state::{ModuleState, StateWord};
+use crate::LoaderConfig;
 
 /// Names a module of one loader. Handles are never reused in a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,7 +42,9 @@ pub struct ModuleInfo {
     pub name: String,
     /// The file it was loaded from.
     pub source_path: PathBuf,
-    /// The unique copy that was opened.
+    /// The private copy that was opened: a file in the copy directory, or
+    /// `/proc/self/fd/N` for a memfd (which names the copy only while the
+    /// object is loaded).
     pub loaded_path: PathBuf,
     /// Its state when the snapshot was taken.
     pub state: ModuleState,
@@ -93,6 +97,8 @@ pub(crate) struct Module {
     pub(crate) lib: Mutex<Option<Library>>,
     pub(crate) mapping: ObjectMapping,
     pub(crate) zombie_cause: Mutex<Option<ZombieCause>>,
+    /// The private copy `loaded_path` names, kept while the object may be mapped.
+    pub(crate) intake: Option<Intake>,
     /// Libraries `dlopen` mapped together with the object (its `DT_NEEDED`
     /// closure not already loaded): (the dynamic linker's name, mapping).
     pub(crate) needed: Vec<(PathBuf, ObjectMapping)>,
@@ -105,6 +111,9 @@ pub(crate) struct Module {
     /// `exit` and the `Going` notifiers have run (a zombie made before them,
     /// by a drain that timed out, runs them when it is unloaded again).
     pub(crate) hooks_done: std::sync::atomic::AtomicBool,
+    /// Per domain (by address), its `slots_scanned` before the barrier that
+    /// precedes `exit`, so that the report counts both barriers' scans.
+    pub(crate) scan_base: Mutex<Vec<(usize, u64)>>,
 }
 
 impl fmt::Debug for Module {
@@ -151,88 +160,6 @@ impl Module {
     }
 }
 
-/// Check that `path` is an ELF shared object before handing it to `dlopen`.
-pub(crate) fn check_elf(path: &Path) -> Result<(), LoadError> {
-    let mut head = [0u8; 18];
-    let mut f = fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let n = read_up_to(&mut f, &mut head).map_err(|e| io_error(path, e))?;
-    let not = |reason: String| LoadError::NotSharedObject {
-        path: path.to_owned(),
-        reason,
-    };
-    if n < 4 || head[..4] != *b"\x7fELF" {
-        return Err(not(format!("no ELF magic (first bytes {:02x?})", &head[..n.min(4)])));
-    }
-    if n < head.len() {
-        return Err(not(format!("truncated ELF header ({n} bytes)")));
-    }
-    // e_type at offset 16, in the file's byte order (EI_DATA at offset 5).
-    let e_type = if head[5] == 2 {
-        u16::from_be_bytes([head[16], head[17]])
-    } else {
-        u16::from_le_bytes([head[16], head[17]])
-    };
-    const ET_DYN: u16 = 3;
-    if e_type == ET_DYN && is_pie_executable(path).unwrap_or(false) {
-        return Err(not(
-            "a position-independent executable (DF_1_PIE), not a library".to_owned()
-        ));
-    }
-    if e_type != ET_DYN {
-        let kind = match e_type {
-            1 => "a relocatable object (ET_REL)".to_owned(),
-            2 => "an executable (ET_EXEC)".to_owned(),
-            4 => "a core dump (ET_CORE)".to_owned(),
-            t => format!("ELF type {t}"),
-        };
-        return Err(not(kind));
-    }
-    Ok(())
-}
-
-/// Does this 64-bit little-endian ELF file carry `DF_1_PIE` (an executable
-/// that glibc refuses to `dlopen`)? `None` where the file is of another class.
-fn is_pie_executable(path: &Path) -> Option<bool> {
-    const DT_FLAGS_1: u64 = 0x6fff_fffb;
-    const DF_1_PIE: u64 = 0x0800_0000;
-    const PT_DYNAMIC: u32 = 2;
-    let data = fs::read(path).ok()?;
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
-    // ELFCLASS64, ELFDATA2LSB.
-    if data.get(4..6)? != [2, 1] {
-        return None;
-    }
-    let (phoff, phentsize, phnum) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)? as usize);
-    for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        if u32_at(ph)? != PT_DYNAMIC {
-            continue;
-        }
-        let (off, size) = (u64_at(ph + 8)? as usize, u64_at(ph + 32)? as usize);
-        for e in (off..off + size).step_by(16) {
-            match u64_at(e)? {
-                0 => break,
-                DT_FLAGS_1 => return Some(u64_at(e + 8)? & DF_1_PIE != 0),
-                _ => {}
-            }
-        }
-    }
-    Some(false)
-}
-
-fn read_up_to(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 pub(crate) fn io_error(path: &Path, e: io::Error) -> LoadError {
     if e.kind() == io::ErrorKind::NotFound {
         LoadError::NotFound { path: path.to_owned() }
@@ -245,27 +172,61 @@ pub(crate) fn io_error(path: &Path, e: io::Error) -> LoadError {
 }
 
 /// The unique name of the copy of `src` opened as module `id`.
-pub(crate) fn copy_name(src: &Path, id: ModuleHandle) -> PathBuf {
+pub(crate) fn copy_name(src: &Path, id: ModuleHandle) -> String {
     let stem = src.file_stem().unwrap_or(OsStr::new("module")).to_string_lossy();
-    PathBuf::from(format!("{stem}.{}.{}.so", std::process::id(), id.0))
+    format!("{stem}.{}.{}.so", std::process::id(), id.0)
 }
 
-/// Open the copy at `loaded`, check the descriptor, hand over the runtime,
+/// Open the validated copy, check the descriptor, hand over the runtime,
 /// attach the static domains: a module not yet announced to notifiers nor
-/// initialised. On error, the object is closed again.
-pub(crate) fn open(
+/// initialised. On error, the object is closed again and the copy released.
+///
+/// # Safety
+/// Loading runs the object's initialisers: the caller upholds the contract
+/// of [`ModuleLoader::load`](crate::ModuleLoader::load).
+pub(crate) unsafe fn open(
+    handle: ModuleHandle,
+    source: &Path,
+    intake: Intake,
+    config: &LoaderConfig,
+) -> Result<Module, LoadError> {
+    let loaded = intake.path.clone();
+    // SAFETY: forwarded from the caller. RTLD_NOW resolves everything up
+    // front, RTLD_LOCAL keeps its symbols out of the global scope.
+    let lib = match unsafe { Library::open(Some(&loaded), RTLD_NOW | RTLD_LOCAL) } {
+        Ok(lib) => lib,
+        Err(e) => {
+            intake.release(!address_space::is_mapped(&loaded));
+            return Err(LoadError::Dlopen {
+                path: source.to_owned(),
+                message: e.to_string(),
+            });
+        }
+    };
+    match check_and_attach(handle, source, &loaded, &lib, config) {
+        Ok(mut m) => {
+            m.lib = Mutex::new(Some(lib));
+            m.intake = Some(intake);
+            Ok(m)
+        }
+        Err(e) => {
+            drop(lib);
+            intake.release(!address_space::is_mapped(&loaded));
+            Err(e)
+        }
+    }
+}
+
+/// The descriptor checks, the runtime hand-over and the domains' attach,
+/// over an open library: the module's record, without the library and the
+/// copy (which the caller adds).
+fn check_and_attach(
     handle: ModuleHandle,
     source: &Path,
     loaded: &Path,
-    require_same_rustc: bool,
+    lib: &Library,
+    config: &LoaderConfig,
 ) -> Result<Module, LoadError> {
-    // SAFETY: loading runs the object's initialisers. A plugin is trusted
-    // code of the host; RTLD_NOW resolves everything up front, RTLD_LOCAL
-    // keeps its symbols out of the global scope.
-    let lib = unsafe { Library::open(Some(loaded), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError::Dlopen {
-        path: source.to_owned(),
-        message: e.to_string(),
-    })?;
     let mapping = address_space::find(loaded).unwrap_or_default();
     // SAFETY: the descriptor symbol is an `extern "C" fn() -> *const
     // ModuleDescriptor` by the registry's ABI; its type is checked below
@@ -328,12 +289,30 @@ pub(crate) fn open(
     if d.runtime_abi_version != RUNTIME_ABI_VERSION {
         return Err(version("runtime ABI", &d.runtime_abi_version, &RUNTIME_ABI_VERSION));
     }
+    if d.reader_protocol_version != READER_PROTOCOL_VERSION {
+        return Err(version(
+            "reader protocol",
+            &d.reader_protocol_version,
+            &READER_PROTOCOL_VERSION,
+        ));
+    }
     let host_layouts = SharedLayouts::of_this_build();
     for ((structure, plugin), (_, host)) in d.layouts.named().into_iter().zip(host_layouts.named()) {
         if plugin != host {
             return Err(LoadError::LayoutMismatch {
                 path: path(),
                 structure,
+                plugin,
+                host,
+            });
+        }
+    }
+    let host_fingerprints = field_fingerprints();
+    for (i, (&plugin, host)) in d.field_fingerprints.iter().zip(host_fingerprints).enumerate() {
+        if plugin != host {
+            return Err(LoadError::FieldOffsetsMismatch {
+                path: path(),
+                structure: SHARED_STRUCTS[i],
                 plugin,
                 host,
             });
@@ -347,8 +326,22 @@ pub(crate) fn open(
             d.rustc_version.to_string_lossy(),
         )
     };
-    if require_same_rustc && rustc_version != usrcu_registry::RUSTC_VERSION {
+    if !same_release_line(&usrcu_version, usrcu::VERSION) {
+        return Err(version("usrcu", &usrcu_version, &usrcu::VERSION));
+    }
+    if config.require_same_rustc && rustc_version != usrcu_registry::RUSTC_VERSION {
         return Err(version("rustc", &rustc_version, &usrcu_registry::RUSTC_VERSION));
+    }
+    // A panic in a `panic = "abort"` plugin ends the process wherever the
+    // host meant to catch it (init, exit, callbacks, calls): refused in an
+    // unwinding host unless the host opts in.
+    let host_aborts = cfg!(panic = "abort");
+    if d.panic_abort != 0 && !host_aborts && !config.allow_panic_abort {
+        return Err(LoadError::PanicStrategyMismatch {
+            path: path(),
+            plugin: "abort",
+            host: "unwind",
+        });
     }
     let domains: Vec<DomainPtr> = (0..d.nr_domains)
         // SAFETY: the descriptor lists `nr_domains` pointers.
@@ -381,13 +374,28 @@ pub(crate) fn open(
             message: String::from_utf8_lossy(&buf[..msg.len.min(buf.len())]).into_owned(),
         });
     }
-    let mut domain_names = Vec::with_capacity(domains.len());
+    let host = host_vtable() as *const RuntimeVTable;
     for dp in &domains {
         // SAFETY: mapped, checked above.
         let s = unsafe { dp.get() };
         // SAFETY: the host's table is 'static (a no-op when the install hook
         // already set it, which it does).
         unsafe { s.set_runtime(host_vtable()) };
+        // Every static domain must dispatch to the host's runtime: one that
+        // kept the plugin's own would run the plugin's runtime threads.
+        if s.runtime_ptr() != host {
+            return Err(LoadError::RuntimeMismatch {
+                module: name,
+                domain: s.name().to_owned(),
+                plugin: s.runtime_ptr() as usize,
+                host: host as usize,
+            });
+        }
+    }
+    let mut domain_names = Vec::with_capacity(domains.len());
+    for dp in &domains {
+        // SAFETY: mapped, checked above.
+        let s = unsafe { dp.get() };
         // The kernel's srcu_module_coming: per-CPU state, in the host runtime.
         s.attach();
         domain_names.push(s.name().to_owned());
@@ -405,12 +413,43 @@ pub(crate) fn open(
         state: StateWord::new(ModuleState::Coming),
         init: d.init,
         exit: d.exit,
-        lib: Mutex::new(Some(lib)),
+        lib: Mutex::new(None),
         mapping,
         zombie_cause: Mutex::new(None),
+        intake: None,
         needed: Vec::new(),
         barriers_in_flight: Default::default(),
         srcu_statics: Vec::new(),
         hooks_done: Default::default(),
+        scan_base: Mutex::new(Vec::new()),
     })
+}
+
+/// Do two `usrcu` versions promise the same ABI? Semver: the same major
+/// version, and for `0.x` the same minor one; pre-release tags must match.
+pub(crate) fn same_release_line(plugin: &str, host: &str) -> bool {
+    fn parse(v: &str) -> Option<(u64, u64, &str)> {
+        let (core, pre) = v.split_once('-').unwrap_or((v, ""));
+        let mut it = core.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, pre))
+    }
+    match (parse(plugin), parse(host)) {
+        (Some((pm, pn, pp)), Some((hm, hn, hp))) => pm == hm && (hm > 0 || pn == hn) && pp == hp,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_release_line;
+
+    #[test]
+    fn usrcu_versions_match_by_semver_release_line() {
+        assert!(same_release_line("0.1.0", "0.1.7"));
+        assert!(!same_release_line("0.2.0", "0.1.0"));
+        assert!(same_release_line("1.2.0", "1.9.3"));
+        assert!(!same_release_line("2.0.0", "1.0.0"));
+        assert!(!same_release_line("0.1.0-alpha", "0.1.0"));
+        assert!(!same_release_line("garbage", "0.1.0"));
+    }
 }

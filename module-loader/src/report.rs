@@ -22,6 +22,10 @@ pub enum BarrierOutcome {
     /// Readers stayed inside the domain past the unload timeout, so a barrier
     /// (which waits for them) was not attempted.
     ReadersStuck,
+    /// The unload ran on a runtime thread (inside a `call_srcu` callback),
+    /// where `barrier` cannot wait and returns at once (see `Srcu::barrier`):
+    /// callbacks may still be pending, and the cleanup that follows says so.
+    ReturnedEarly,
     /// `barrier` did not return within the unload's budget (callbacks that
     /// block); it goes on in the background and the object stays mapped.
     TimedOut,
@@ -157,7 +161,7 @@ impl fmt::Display for ZombieCause {
     }
 }
 
-/// Why an object that was closed is still mapped.
+/// Why an object is still mapped after an unload that was not a `Zombie`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResidentCause {
     /// Likely a thread-local destructor registered by plugin code on a
@@ -166,6 +170,10 @@ pub enum ResidentCause {
     ThreadLocalDestructor,
     /// The object is marked `DF_1_NODELETE`.
     NoDelete,
+    /// The loader runs as [`UnmapPolicy::Never`](crate::UnmapPolicy::Never)
+    /// (configured, or because this platform cannot prove a module idle):
+    /// the object was not closed and stays mapped for the life of the process.
+    KeptMappedByPolicy,
 }
 
 impl fmt::Display for ResidentCause {
@@ -175,6 +183,7 @@ impl fmt::Display for ResidentCause {
                 "likely a thread-local destructor registered by plugin code on a live thread (glibc keeps the object until that thread exits)",
             ),
             ResidentCause::NoDelete => f.write_str("the object is marked NODELETE"),
+            ResidentCause::KeptMappedByPolicy => f.write_str("kept mapped by policy (UnmapPolicy::Never)"),
         }
     }
 }
@@ -221,7 +230,9 @@ pub struct UnloadReport {
     pub handle: ModuleHandle,
     /// Its name.
     pub name: String,
-    /// The unique copy that was opened.
+    /// The private copy that was opened: a file in the copy directory, or
+    /// `/proc/self/fd/N` for a memfd (which names the copy only while the
+    /// object is loaded).
     pub loaded_path: PathBuf,
     /// `Unloaded` or `Zombie`.
     pub state: ModuleState,
@@ -246,6 +257,9 @@ pub struct UnloadReport {
     pub calls_drained_in: Duration,
     /// Whole unload, from `Going` to the address-space check.
     pub elapsed: Duration,
+    /// Tracepoint probes whose code or data lay in the object, detached by
+    /// the built-in probe notifier (after their grace period) before `dlclose`.
+    pub probes_removed: Vec<usrcu_registry::tracepoint::RemovedProbe>,
     /// Libraries loaded together with the module (its `DT_NEEDED` closure)
     /// that are still mapped after `dlclose` (then `unmapped` is false).
     pub libraries_still_mapped: Vec<PathBuf>,

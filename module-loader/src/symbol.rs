@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::error::CallError;
 use crate::module::Module;
+use crate::plugin_value::{PluginFn, PluginValue};
 use crate::state::ModuleState;
 use crate::ModuleHandle;
 
@@ -42,14 +43,110 @@ impl<F: Copy> fmt::Debug for Symbol<F> {
 }
 
 impl<F: Copy> Symbol<F> {
-    /// Call into the module: `body` receives the function pointer and runs
-    /// inside the module's liveness read section. The pointer must not
-    /// escape `body` (the contract of [`ModuleLoader::symbol`](crate::ModuleLoader::symbol)).
+    /// Call into the module: `body` receives the plugin's function as a
+    /// [`PluginFn`] and runs inside the module's liveness read section.
+    ///
+    /// What `body` returns is a [`PluginValue`]: owned by the host and
+    /// borrowing nothing of the module, so it may outlive the module. The
+    /// [`PluginFn`] is callable ([`PluginFn::call`], for `extern "C"`
+    /// function types of plain arguments and results) but cannot be kept:
+    /// it is branded with a lifetime that ends with the call. Safe code has
+    /// no way to use the module's code or memory after it is unloaded.
     ///
     /// `body` may block or sleep; `unload` waits for it (up to the loader's
     /// unload timeout, after which the unload gives up and the module stays live).
+    ///
+    /// ```no_run
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// // SAFETY: the plugin exports `fx_add` with this type.
+    /// let add = unsafe { loader.symbol::<extern "C" fn(u64, u64) -> u64>(m, "fx_add")? };
+    /// let sum = add.call(|f| f.call(40, 2))?;
+    /// assert_eq!(sum, 42);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The function cannot be returned from the call ...
+    ///
+    /// ```compile_fail,E0277
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a doc example.
+    /// let add = unsafe { loader.symbol::<extern "C" fn(u64, u64) -> u64>(m, "fx_add")? };
+    /// let kept = add.call(|f| f)?; // error: `PluginFn<'call, _>` is not a `PluginValue`
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ... nor kept outside the closure (its twin, which keeps the result, compiles):
+    ///
+    /// ```compile_fail,E0521
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a doc example.
+    /// let add = unsafe { loader.symbol::<extern "C" fn(u64, u64) -> u64>(m, "fx_add")? };
+    /// let mut kept = None;
+    /// add.call(|f| kept = Some(f))?; // error: borrowed data escapes the closure
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ```no_run
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a doc example.
+    /// let add = unsafe { loader.symbol::<extern "C" fn(u64, u64) -> u64>(m, "fx_add")? };
+    /// let mut kept = None;
+    /// add.call(|f| kept = Some(f.call(1, 2)))?;
+    /// # let _ = kept;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A value borrowed from the plugin (here its name, a `&'static str`
+    /// in its read-only data) cannot be returned ...
+    ///
+    /// ```compile_fail,E0277
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a doc example.
+    /// let name = unsafe { loader.symbol::<extern "C" fn(*mut usize) -> *const u8>(m, "fx_name")? };
+    /// let s: &'static str = name.call(|f| {
+    ///     let mut len = 0;
+    ///     let p = f.call(&mut len);
+    ///     // SAFETY: the plugin returns `len` bytes of UTF-8 in its rodata.
+    ///     unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(p, len)) }
+    /// })?; // error: `&'static str` is not a `PluginValue`
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// ... but a copy of it can:
+    ///
+    /// ```no_run
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a doc example.
+    /// let name = unsafe { loader.symbol::<extern "C" fn(*mut usize) -> *const u8>(m, "fx_name")? };
+    /// let s: String = name.call(|f| {
+    ///     let mut len = 0;
+    ///     let p = f.call(&mut len);
+    ///     // SAFETY: the plugin returns `len` bytes of UTF-8 in its rodata.
+    ///     unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(p, len)) }.to_owned()
+    /// })?;
+    /// # let _ = s;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// And a plugin function that returns a borrowed value or a function
+    /// pointer directly has no `call` at all:
+    ///
+    /// ```compile_fail,E0599
+    /// # use usrcu_module_loader::{ModuleHandle, ModuleLoader};
+    /// # fn demo(loader: &ModuleLoader, m: ModuleHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// # // SAFETY: a doc example.
+    /// let get = unsafe { loader.symbol::<extern "C" fn() -> extern "C" fn() -> u64>(m, "fx_getter")? };
+    /// let inner = get.call(|f| f.call())?; // error: no `call` for a function returning a fn pointer
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
-    pub fn call<R>(&self, body: impl FnOnce(F) -> R) -> Result<R, CallError> {
+    pub fn call<R: PluginValue>(&self, body: impl for<'call> FnOnce(PluginFn<'call, F>) -> R) -> Result<R, CallError> {
         let _section = self.module.liveness.read_lock();
         let state = self.module.state.get();
         if state != ModuleState::Live {
@@ -59,7 +156,7 @@ impl<F: Copy> Symbol<F> {
             });
         }
         let _frame = CallFrame::enter(self.module.handle);
-        Ok(body(self.f))
+        Ok(body(PluginFn::new(self.f)))
     }
 
     /// The module this symbol belongs to.

@@ -6,7 +6,7 @@ use std::process::Command;
 #[test]
 fn plugin_host_reloads_the_example_plugin_and_verifies_every_unmap() {
     let out = Command::new(env!("CARGO_BIN_EXE_plugin-host"))
-        .args(["--cycles", "8", "--threads", "2"])
+        .args(["demo", "--cycles", "8", "--threads", "2"])
         .output()
         .expect("run plugin-host");
     let stdout = String::from_utf8_lossy(&out.stdout);

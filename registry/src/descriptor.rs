@@ -11,7 +11,10 @@ pub const MODULE_MAGIC: u64 = u64::from_le_bytes(*b"USRCUMOD");
 
 /// Version of [`ModuleDescriptor`] and of the hook calling conventions.
 /// Bumped on any change of layout or meaning; a host accepts only its own.
-pub const MODULE_ABI_VERSION: u32 = 1;
+///
+/// 2: appended `reader_protocol_version`, `panic_abort` and
+/// `field_fingerprints`.
+pub const MODULE_ABI_VERSION: u32 = 2;
 
 /// The C symbol [`export_module!`](crate::export_module) defines: an
 /// `extern "C" fn() -> *const ModuleDescriptor`.
@@ -112,7 +115,9 @@ impl SharedLayouts {
         }
     }
 
-    /// Each struct's name with its layout, in field order.
+    /// Each struct's name with its layout, in field order (the order of
+    /// `usrcu::abi::SHARED_STRUCTS` and of the descriptor's
+    /// `field_fingerprints`).
     pub fn named(&self) -> [(&'static str, TypeLayout); 7] {
         [
             ("Srcu", self.srcu),
@@ -229,6 +234,16 @@ pub struct ModuleDescriptor {
     pub init: LifecycleHook,
     /// The module's `exit`, panic-catching.
     pub exit: LifecycleHook,
+    // --- appended in ABI version 2 ---
+    /// `usrcu::abi::READER_PROTOCOL_VERSION` of the plugin's copy.
+    pub reader_protocol_version: u32,
+    /// 1 if the plugin was built with `panic = "abort"` (a panic in its
+    /// code then ends the process, wherever it is caught), else 0.
+    pub panic_abort: u32,
+    /// `usrcu::abi::field_fingerprints()` of the plugin's copy: a hash of
+    /// every field offset of each shared struct, in the order of
+    /// [`SharedLayouts::named`].
+    pub field_fingerprints: [u64; 7],
 }
 
 // SAFETY: the descriptor is immutable once built; its pointers refer to
@@ -264,6 +279,9 @@ impl ModuleDescriptor {
             install_runtime,
             init,
             exit,
+            reader_protocol_version: usrcu::abi::READER_PROTOCOL_VERSION,
+            panic_abort: cfg!(panic = "abort") as u32,
+            field_fingerprints: usrcu::abi::field_fingerprints(),
         }
     }
 }
@@ -292,6 +310,8 @@ mod tests {
         assert_eq!(abi, MODULE_ABI_VERSION);
         assert_eq!(size as usize, std::mem::size_of::<ModuleDescriptor>());
         assert_eq!(d.layouts, SharedLayouts::of_this_build());
+        assert_eq!(d.field_fingerprints, usrcu::abi::field_fingerprints());
+        assert_eq!(d.panic_abort, cfg!(panic = "abort") as u32);
         // This unit-test binary declares no static domain.
         assert_eq!(d.nr_domains, 0);
     }
@@ -315,7 +335,16 @@ mod tests {
         assert_eq!(offset_of!(ModuleDescriptor, install_runtime), 144);
         assert_eq!(offset_of!(ModuleDescriptor, init), 152);
         assert_eq!(offset_of!(ModuleDescriptor, exit), 160);
-        assert_eq!(std::mem::size_of::<ModuleDescriptor>(), 168);
+        assert_eq!(offset_of!(ModuleDescriptor, reader_protocol_version), 168);
+        assert_eq!(offset_of!(ModuleDescriptor, panic_abort), 172);
+        assert_eq!(offset_of!(ModuleDescriptor, field_fingerprints), 176);
+        assert_eq!(std::mem::size_of::<ModuleDescriptor>(), 232);
+    }
+
+    #[test]
+    fn layout_names_follow_the_order_of_the_field_fingerprints() {
+        let names: Vec<&str> = SharedLayouts::of_this_build().named().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, usrcu::abi::SHARED_STRUCTS);
     }
 
     #[test]

@@ -122,6 +122,8 @@ macro_rules! export_module {
                     )
                 })
             }
+
+            $crate::__export_host_context!();
         };
     };
 }

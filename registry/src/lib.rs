@@ -49,7 +49,11 @@
 
 mod descriptor;
 mod domains;
+pub mod example;
 mod export;
+mod host_context;
+pub mod interface;
+pub mod tracepoint;
 
 pub use descriptor::{
     HookMessage, HookStatus, ModuleDescriptor, SharedLayouts, StrRef, TypeLayout, DESCRIPTOR_SYMBOL,
@@ -57,11 +61,12 @@ pub use descriptor::{
 };
 pub use domains::{domains, SRCU_DOMAINS};
 pub use export::IntoHookResult;
+pub use host_context::{HostContext, HostLogFn, HOST_CONTEXT_SYMBOL, HOST_CONTEXT_VERSION};
 pub use usrcu;
 
 /// The version of `usrcu` this object was built against (the registry and
 /// the core are released together, with one workspace version).
-pub const USRCU_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const USRCU_VERSION: &str = usrcu::VERSION;
 
 /// `rustc --version` of the compiler that built this object.
 pub const RUSTC_VERSION: &str = env!("USRCU_REGISTRY_RUSTC_VERSION");
@@ -71,8 +76,15 @@ pub const RUSTC_VERSION: &str = env!("USRCU_REGISTRY_RUSTC_VERSION");
 pub mod __private {
     pub use crate::domains::SRCU_DOMAINS;
     pub use crate::export::{install_runtime, run_hook};
+    pub use crate::host_context::receive as receive_host_context;
     pub use linkme;
     pub use linkme::distributed_slice;
     pub use std::sync::OnceLock;
     pub use usrcu::Srcu;
 }
+
+/// The README's examples (SRCU, and a plugin probe on a host tracepoint) are
+/// compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -54,12 +54,12 @@ impl Core {
     }
 }
 
-/// Per-CPU callback queues with the grace-period core, as the runtime uses
-/// them.
+/// The callback queue with the grace-period core, as the runtime uses them.
 #[derive(Debug)]
 pub struct CallbackCore {
     core: Core,
     cbs: Callbacks,
+    wake: crate::wake::Wake,
 }
 
 /// A pending barrier.
@@ -67,7 +67,7 @@ pub struct CallbackCore {
 pub struct PendingBarrier(Option<Barrier>);
 
 impl PendingBarrier {
-    /// Wait for every marker to run.
+    /// Wait for the marker to run.
     pub fn wait(self) {
         if let Some(b) = self.0 {
             b.wait();
@@ -76,15 +76,16 @@ impl PendingBarrier {
 }
 
 impl CallbackCore {
-    /// `slots` queues.
+    /// `slots` reader slots, `slots` intake stacks.
     pub fn new(slots: usize) -> CallbackCore {
         CallbackCore {
             core: Core::new(slots),
             cbs: Callbacks::new(slots),
+            wake: crate::wake::Wake::default(),
         }
     }
 
-    /// `call_srcu_raw` on `cpu`'s queue.
+    /// `call_srcu_raw` on `cpu`'s intake stack, with a fresh cookie.
     ///
     /// # Safety
     /// As `Srcu::call_srcu_raw`.
@@ -93,26 +94,74 @@ impl CallbackCore {
         unsafe { self.cbs.enqueue(cpu, head, func, || self.core.gp.snap()) };
     }
 
-    /// Begin a barrier (markers queued); `wait` on the result.
-    pub fn barrier_begin(&self) -> PendingBarrier {
-        PendingBarrier(self.cbs.barrier_begin(|| self.core.gp.snap()))
+    /// `call_srcu_raw` on `cpu`'s intake stack with a cookie taken earlier
+    /// (a model may complete grace periods between the snap and the push).
+    ///
+    /// # Safety
+    /// As `Srcu::call_srcu_raw`.
+    pub unsafe fn enqueue_with_cookie(
+        &self,
+        cpu: usize,
+        head: *mut CallbackHead,
+        func: unsafe extern "C" fn(*mut CallbackHead),
+        cookie: u64,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.cbs.enqueue(cpu, head, func, || {
+                crate::sync::fence(crate::sync::Ordering::SeqCst);
+                crate::grace_period::Cookie(cookie)
+            })
+        };
     }
 
-    /// One pass of the runtime's service loop: drive the grace period of the
-    /// oldest callback and invoke what is ready. Returns callbacks invoked.
+    /// The producer's side of the wake-up handshake, after an enqueue: true
+    /// if it would kick the runtime.
+    pub fn needs_kick(&self) -> bool {
+        self.wake.needs_kick()
+    }
+
+    /// The runtime marks itself scheduled (it is about to look).
+    pub fn runtime_scheduled(&self) {
+        self.wake.set();
+    }
+
+    /// The runtime goes idle: true if the re-check found work (it stays).
+    pub fn runtime_idle(&self) -> bool {
+        self.wake.idle(|| self.cbs.pending() > 0)
+    }
+
+    /// Begin a barrier (a marker queued); `wait` on the result.
+    pub fn barrier_begin(&self, cpu: usize) -> PendingBarrier {
+        PendingBarrier(self.cbs.barrier_begin(cpu))
+    }
+
+    /// One pass of the runtime: complete a grace period if callbacks wait
+    /// for one, take what is ready against one snapshot, and run it.
+    /// Returns callbacks invoked (markers included).
     pub fn service_once(&self) -> usize {
-        if let Some(c) = self.cbs.oldest_cookie() {
+        let c = self.core.gp.snap();
+        if self.cbs.pending() > 0 {
             self.core
                 .gp
-                .wait_for(c, &self.core.pc, FenceMode::SeqCst, Urgency::Normal, &());
+                .wait_for(c, &self.core.pc, FenceMode::SeqCst, Urgency::Normal, &(), None);
         }
-        let ready = self.cbs.take_ready(|c| self.core.gp.done(c));
-        self.cbs.invoke(ready)
+        self.take_and_run()
+    }
+
+    /// Take what is ready against one snapshot of the completed sequence
+    /// and run it, without driving grace periods.
+    pub fn take_and_run(&self) -> usize {
+        let t = self.cbs.take_ready(self.core.gp.completed());
+        if t.ready == 0 {
+            return 0;
+        }
+        self.cbs.run_batch()
     }
 
     /// Callbacks not yet finished.
     pub fn pending(&self) -> usize {
-        self.cbs.pending()
+        self.cbs.pending() as usize
     }
 
     /// The reader/updater core.
@@ -188,5 +237,44 @@ impl PerCpuView {
     /// Reader lock on this block.
     pub fn lock_on(&self, cpu: usize) -> usize {
         crate::reader::lock_on(&self.0, cpu)
+    }
+}
+
+/// The Tasks Trace flavor's read side and grace-period scan, over records
+/// the model owns (the host's allocator, pthread key and threads are not
+/// modelled).
+#[derive(Debug)]
+pub struct TraceCore {
+    records: Vec<crate::trace::ThreadRecord>,
+}
+
+impl AsRef<crate::trace::ThreadRecord> for &crate::trace::ThreadRecord {
+    fn as_ref(&self) -> &crate::trace::ThreadRecord {
+        self
+    }
+}
+
+impl TraceCore {
+    /// `threads` records (SeqCst fence pair: loom has no membarrier).
+    pub fn new(threads: usize) -> TraceCore {
+        TraceCore {
+            records: (0..threads).map(|_| crate::trace::ThreadRecord::new(true)).collect(),
+        }
+    }
+
+    /// `read_lock` by the owner of record `t`.
+    pub fn enter(&self, t: usize) {
+        self.records[t].enter();
+    }
+
+    /// The guard's drop by the owner of record `t`.
+    pub fn exit(&self, t: usize) {
+        self.records[t].exit();
+    }
+
+    /// `synchronize`: fence A, scans, holdout re-samples (yielding), fence E.
+    pub fn synchronize(&self) {
+        let recs: Vec<&crate::trace::ThreadRecord> = self.records.iter().collect();
+        crate::trace::wait_for_readers(&recs, FenceMode::SeqCst, |_, _| crate::sync::yield_now());
     }
 }

@@ -1,20 +1,49 @@
-//! Callbacks: the intrusive head, per-CPU queues, ready batches, `barrier`.
+//! Callbacks: the intrusive head, lock-free per-CPU intake, the ordered
+//! list the runtime runs from, and `barrier`.
 //!
-//! Each possible CPU has a FIFO queue of [`CallbackHead`]s behind its own
-//! lock. `call_srcu` takes the grace-period cookie *under* the queue lock, so
-//! cookies never decrease along a queue and the ready callbacks of a queue
-//! are a prefix. The runtime takes the ready prefixes of all queues, merges
-//! them by (cookie, enqueue time) and invokes them in that order: grace-period
-//! order, and in enqueue order (a per-domain ticket taken under the queue
-//! lock) within a grace period, so FIFO for callbacks that one thread queued
-//! even if it migrated between CPUs in between.
+//! # Order
 //!
-//! `barrier` puts a marker callback behind the callbacks of every non-empty
-//! queue and waits for all markers to run; a marker runs only after every
-//! callback queued before it on its queue.
+//! Every callback (and every barrier marker) takes a *ticket* from one
+//! per-domain counter after its cookie. Callbacks run in ticket order, each
+//! after its own grace period: the runtime runs the longest prefix of
+//! tickets whose cookies are complete against **one snapshot** of the
+//! completed sequence per pass. So:
+//!
+//! - a thread's callbacks run in the order it queued them, on whatever CPUs
+//!   it queued them (its tickets grow);
+//! - a callback whose `call_srcu` returned before another's began runs first
+//!   (real-time order, across threads);
+//! - grace-period order holds for every pair so ordered, and a callback never
+//!   runs before its own grace period, even when another thread completes
+//!   grace periods while the runtime takes a batch.
+//!
+//! # Intake
+//!
+//! `call_srcu` pushes its head on one of a few per-CPU stacks with a CAS
+//! (the enqueuing thread is the only writer of its head; the runtime detaches
+//! whole stacks with a swap), so the enqueue path takes no lock. A ticket
+//! taken but not yet visible in a stack is a *gap*; the runtime stops at a
+//! gap and retries it shortly: the push it waits for is a few instructions
+//! away.
+//!
+//! | counter        | written by                        | meaning                          |
+//! |----------------|-----------------------------------|----------------------------------|
+//! | `next_ticket`  | every enqueue (SeqCst `fetch_add`)| tickets handed out               |
+//! | `done_tickets` | the one invoker of the domain     | every ticket below it has run    |
+//!
+//! `pending = next_ticket - done_tickets`: incremented before the push, so it
+//! never runs behind a queued callback, and the runtime keeps the domain
+//! scheduled until it is zero (the wake-up handshake in `runtime/driver.rs`).
+//!
+//! # Barrier
+//!
+//! `barrier` queues one marker, with a ticket like any callback and no
+//! grace period of its own, and waits until it runs: every callback queued
+//! before the `barrier` call has a smaller ticket and runs before it. A
+//! timed-out barrier drops its handle; the marker is reclaimed when it runs.
 
 use crate::grace_period::Cookie;
-use crate::sync::{lock, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, AtomicPtr, AtomicU64, Mutex, Ordering};
 
 /// An intrusive callback head (the kernel's `rcu_head`): embed it in your own
 /// `#[repr(C)]` object and pass it to [`crate::Srcu::call_srcu_raw`]; the
@@ -25,7 +54,7 @@ pub struct CallbackHead {
     next: *mut CallbackHead,
     func: Option<unsafe extern "C" fn(*mut CallbackHead)>,
     cookie: u64,
-    stamp: u64,
+    ticket: u64,
 }
 
 impl CallbackHead {
@@ -35,7 +64,7 @@ impl CallbackHead {
             next: std::ptr::null_mut(),
             func: None,
             cookie: 0,
-            stamp: 0,
+            ticket: 0,
         }
     }
 }
@@ -46,56 +75,84 @@ impl Default for CallbackHead {
     }
 }
 
-#[derive(Debug)]
-struct Queue {
-    head: *mut CallbackHead,
-    tail: *mut CallbackHead,
-}
-
-// SAFETY: the queue only links heads that callers handed over with
-// `call_srcu_raw`, whose contract makes them ours (and Send) until invoked.
-unsafe impl Send for Queue {}
-
 #[repr(align(64))]
 #[derive(Debug)]
 struct Padded<T>(T);
 
-/// A ready callback, detached from its queue.
-pub(crate) struct Ready(*mut CallbackHead);
+/// Most intake stacks per domain: enough to keep enqueuers on different
+/// CPUs off each other's cache lines, and few enough that a collection (and
+/// the memory of a domain) does not grow with the possible CPUs.
+pub(crate) const MAX_STACKS: usize = 32;
 
-// SAFETY: see `Queue`.
-unsafe impl Send for Ready {}
+/// A queued callback as the runtime keeps it, copied out of its head so that
+/// ordering and the inventory never dereference a head that may be running.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Item {
+    pub(crate) ticket: u64,
+    pub(crate) cookie: u64,
+    pub(crate) head: *mut CallbackHead,
+    pub(crate) func: unsafe extern "C" fn(*mut CallbackHead),
+}
 
-/// The per-CPU callback queues of one domain.
+// SAFETY: an item only refers to a head that `call_srcu_raw`'s contract
+// hands to the runtime (Send, valid until its function is called).
+unsafe impl Send for Item {}
+
+/// The runtime's side of the queue: collected callbacks in ticket order, and
+/// the batch being invoked. Only touched under `Callbacks::ordered`.
+#[derive(Debug, Default)]
+pub(crate) struct Ordered {
+    /// Collected, not yet taken; sorted by ticket.
+    held: std::collections::VecDeque<Item>,
+    /// The next ticket to run.
+    next_run: u64,
+    /// The batch the invoker is running; `batch[batch_pos..]` have not
+    /// finished (read by the inventory under the lock, by the invoker
+    /// without it; only replaced under the lock).
+    batch: Vec<Item>,
+}
+
+/// The callback queue of one domain.
 #[derive(Debug)]
 pub(crate) struct Callbacks {
-    queues: Box<[Padded<Mutex<Queue>>]>,
-    /// Enqueue order across all queues, taken under the queue's lock so that
-    /// it grows along every queue (a barrier marker never sorts before a
-    /// callback queued ahead of it).
-    next_stamp: AtomicU64,
+    stacks: Box<[Padded<AtomicPtr<CallbackHead>>]>,
+    next_ticket: AtomicU64,
+    done_tickets: AtomicU64,
     /// Barrier markers ever queued (to tell callbacks from markers in stats).
     markers: AtomicU64,
-    /// Queued and not yet finished (including the one running).
-    pending: AtomicUsize,
+    ordered: Mutex<Ordered>,
+    /// Index in `Ordered::batch` of the item running now.
+    batch_pos: AtomicU64,
+}
+
+/// What one pass of [`Callbacks::take_ready`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Take {
+    /// The callbacks to run now, in order (also left in `Ordered::batch`).
+    pub(crate) ready: usize,
+    /// A ticket was handed out whose head is not visible yet: retry soon.
+    pub(crate) gap: bool,
+    /// The smallest cookie the first callback left behind waits for.
+    pub(crate) waiting_for: Option<Cookie>,
 }
 
 impl Callbacks {
-    pub(crate) fn new(nr: usize) -> Callbacks {
-        let queues = (0..nr)
-            .map(|_| {
-                Padded(Mutex::new(Queue {
-                    head: std::ptr::null_mut(),
-                    tail: std::ptr::null_mut(),
-                }))
-            })
-            .collect();
+    /// A queue with `stacks` intake stacks (rounded to 1..=MAX_STACKS).
+    pub(crate) fn new(stacks: usize) -> Callbacks {
+        let n = stacks.clamp(1, MAX_STACKS);
         Callbacks {
-            queues,
-            next_stamp: AtomicU64::new(0),
+            stacks: (0..n).map(|_| Padded(AtomicPtr::new(std::ptr::null_mut()))).collect(),
+            next_ticket: AtomicU64::new(0),
+            done_tickets: AtomicU64::new(0),
             markers: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            ordered: Mutex::new(Ordered::default()),
+            batch_pos: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes this queue holds while idle.
+    pub(crate) fn footprint(&self) -> usize {
+        std::mem::size_of::<Callbacks>() + self.stacks.len() * std::mem::size_of::<Padded<AtomicPtr<CallbackHead>>>()
     }
 
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
@@ -103,17 +160,30 @@ impl Callbacks {
         // Relaxed: statistics. Markers are counted before their tickets are
         // taken, so read them first; saturate against a racing barrier.
         let markers = self.markers.load(Ordering::Relaxed);
-        self.next_stamp.load(Ordering::Relaxed).saturating_sub(markers)
+        self.next_ticket.load(Ordering::Relaxed).saturating_sub(markers)
     }
 
-    /// Callbacks queued and not yet finished.
-    pub(crate) fn pending(&self) -> usize {
-        // Acquire: pairs with the Release decrement after a callback ran, so
-        // a caller that sees 0 sees the callbacks' effects.
-        self.pending.load(Ordering::Acquire)
+    /// Tickets handed out (callbacks and markers).
+    pub(crate) fn tickets(&self) -> u64 {
+        // SeqCst: read after the driver's handshake fence (`wake.rs`), and
+        // ordered with the enqueuers' SeqCst ticket RMWs.
+        self.next_ticket.load(Ordering::SeqCst)
     }
 
-    /// Queue `head` on `cpu`'s queue with a cookie taken under the lock.
+    /// Callbacks (and markers) queued and not yet finished.
+    pub(crate) fn pending(&self) -> u64 {
+        // Acquire: pairs with the Release store in `finished`, so a caller
+        // that sees a ticket done sees the callback's effects. `done` first:
+        // it never passes `next`, so the difference cannot underflow.
+        let done = self.done_tickets.load(Ordering::Acquire);
+        self.tickets() - done
+    }
+
+    /// Queue `head` on `cpu`'s intake stack; returns its ticket. The cookie
+    /// comes from `cookie`, called after the ticket is taken; it must begin
+    /// with a SeqCst fence (`GpState::snap` does), which is the producer's
+    /// fence of the wake-up handshake (`wake.rs`): after `enqueue` returns,
+    /// the caller may check `Wake::needs_kick` directly.
     ///
     /// # Safety
     /// `head` is valid, not queued elsewhere, and stays valid until `func`
@@ -124,109 +194,148 @@ impl Callbacks {
         head: *mut CallbackHead,
         func: unsafe extern "C" fn(*mut CallbackHead),
         cookie: impl FnOnce() -> Cookie,
-    ) -> Cookie {
-        let q = &self.queues[cpu % self.queues.len()].0;
-        // Relaxed: pending is only a count; the queue lock orders the data.
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        let mut q = lock(q);
-        let c = cookie();
-        // Relaxed: a ticket; the queue lock orders it with this queue's
-        // other entries, and every queue's lock is taken after its ticket.
-        let stamp = self.next_stamp.fetch_add(1, Ordering::Relaxed);
+    ) -> u64 {
+        // The ticket is counted before the push, so `pending` never runs
+        // behind the link; this RMW is the work the wake-up handshake
+        // publishes (`wake.rs`). SeqCst: also totally orders tickets with the
+        // cookies' sequence reads.
+        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        let cookie = cookie();
         // SAFETY: the caller hands `head` over to us.
         unsafe {
-            (*head).next = std::ptr::null_mut();
             (*head).func = Some(func);
-            (*head).cookie = c.0;
-            (*head).stamp = stamp;
+            (*head).cookie = cookie.0;
+            (*head).ticket = ticket;
         }
-        if q.tail.is_null() {
-            q.head = head;
-        } else {
-            // SAFETY: `tail` is a queued head, owned by this queue.
-            unsafe { (*q.tail).next = head };
-        }
-        q.tail = head;
-        c
-    }
-
-    /// The smallest cookie of any queued callback.
-    pub(crate) fn oldest_cookie(&self) -> Option<Cookie> {
-        let mut min: Option<u64> = None;
-        for q in self.queues.iter() {
-            let q = lock(&q.0);
-            if !q.head.is_null() {
-                // SAFETY: `head` is a queued head owned by this queue.
-                let c = unsafe { (*q.head).cookie };
-                min = Some(min.map_or(c, |m| m.min(c)));
+        let top = &self.stacks[cpu % self.stacks.len()].0;
+        // Relaxed: the CAS below re-checks the value.
+        let mut cur = top.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: as above; not yet visible to anyone else.
+            unsafe { (*head).next = cur };
+            // Release: publishes the head's fields to the runtime's Acquire
+            // swap in `collect`.
+            match top.compare_exchange_weak(cur, head, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return ticket,
+                Err(now) => cur = now,
             }
         }
-        min.map(Cookie)
     }
 
-    /// Detach every callback whose grace period is complete, in invocation
-    /// order.
-    pub(crate) fn take_ready(&self, done: impl Fn(Cookie) -> bool) -> Vec<Ready> {
-        let mut out = Vec::new();
-        for q in self.queues.iter() {
-            let mut q = lock(&q.0);
-            // SAFETY: every head reachable from `q.head` is owned by the queue.
-            unsafe {
-                while !q.head.is_null() && done(Cookie((*q.head).cookie)) {
-                    let h = q.head;
-                    q.head = (*h).next;
-                    if q.head.is_null() {
-                        q.tail = std::ptr::null_mut();
-                    }
-                    out.push(Ready(h));
+    /// Move everything from the intake stacks into `o.held`, in ticket order.
+    fn collect(&self, o: &mut Ordered) {
+        let mut fresh: Vec<Item> = Vec::new();
+        for s in self.stacks.iter() {
+            // Relaxed pre-check: an empty stack costs one load, no RMW.
+            if s.0.load(Ordering::Relaxed).is_null() {
+                continue;
+            }
+            // Acquire: pairs with the Release CAS in `enqueue`.
+            let mut p = s.0.swap(std::ptr::null_mut(), Ordering::Acquire);
+            let from = fresh.len();
+            while !p.is_null() {
+                // SAFETY: a pushed head is ours until invoked; its fields were
+                // published by the push we acquired.
+                unsafe {
+                    fresh.push(Item {
+                        ticket: (*p).ticket,
+                        cookie: (*p).cookie,
+                        head: p,
+                        func: (*p).func.expect("queued callback has a function"),
+                    });
+                    p = (*p).next;
                 }
             }
+            // A stack pops newest first; its run is (nearly) ascending reversed.
+            fresh[from..].reverse();
         }
-        // SAFETY: detached heads are ours until invoked.
-        out.sort_by_key(|r| unsafe { ((*r.0).cookie, (*r.0).stamp) });
-        out
+        if fresh.is_empty() {
+            return;
+        }
+        o.held.extend(fresh);
+        // A stable sort finds the ascending runs (one per stack, plus the
+        // held rest) and merges them.
+        o.held.make_contiguous().sort_by_key(|i| i.ticket);
     }
 
-    /// Invoke detached callbacks in order. The callbacks' functions catch
-    /// their own panics (see `domain.rs`'s boxed trampoline); an `extern "C"`
-    /// function cannot unwind into us.
-    pub(crate) fn invoke(&self, ready: Vec<Ready>) -> usize {
-        let n = ready.len();
-        for Ready(h) in ready {
-            // SAFETY: `h` was queued with a function by `enqueue`; the head is
-            // valid until this call, which hands it back to its owner.
-            let f = unsafe { (*h).func.take().expect("queued callback has a function") };
-            let marker = std::ptr::fn_addr_eq(f, marker_fn as unsafe extern "C" fn(*mut CallbackHead));
+    /// Take the callbacks that may run now against the completed sequence
+    /// `completed` (one snapshot for the whole pass): the longest run of
+    /// consecutive tickets from the next one to run whose cookies are
+    /// complete. They are left in `Ordered::batch` for [`Callbacks::run_batch`].
+    pub(crate) fn take_ready(&self, completed: Cookie) -> Take {
+        let mut o = lock(&self.ordered);
+        debug_assert_eq!(self.batch_pos.load(Ordering::Relaxed) as usize, o.batch.len());
+        self.collect(&mut o);
+        let mut take = Take::default();
+        let mut batch = std::mem::take(&mut o.batch);
+        batch.clear();
+        while let Some(&front) = o.held.front() {
+            if front.ticket != o.next_run && !crate::fault::take_past_gap() {
+                break;
+            }
+            if front.cookie > completed.0 {
+                take.waiting_for = Some(Cookie(front.cookie));
+                break;
+            }
+            o.next_run = front.ticket + 1;
+            batch.push(front);
+            o.held.pop_front();
+        }
+        take.ready = batch.len();
+        take.gap = take.waiting_for.is_none() && o.next_run < self.tickets();
+        // Relaxed: only this invoker and the inventory (under the lock) read it.
+        self.batch_pos.store(0, Ordering::Relaxed);
+        o.batch = batch;
+        take
+    }
+
+    /// Run the batch that `take_ready` left, in order; returns its length.
+    /// Only the domain's one invoker calls this, without the lock held.
+    pub(crate) fn run_batch(&self) -> usize {
+        let (ptr, len) = {
+            let o = lock(&self.ordered);
+            (o.batch.as_ptr(), o.batch.len())
+        };
+        for i in 0..len {
+            // SAFETY: the batch is only replaced by `take_ready`, which this
+            // same invoker calls after this loop; concurrent readers (the
+            // inventory) only read it.
+            let it = unsafe { *ptr.add(i) };
+            let marker = std::ptr::fn_addr_eq(it.func, marker_fn as unsafe extern "C" fn(*mut CallbackHead));
             if marker {
-                // A barrier marker leaves the count before it wakes its
-                // waiter, so that a cleanup right after `barrier` sees 0.
-                // Release: as below.
-                self.pending.fetch_sub(1, Ordering::Release);
+                // A marker counts itself done before it wakes its waiter, so
+                // that a cleanup right after `barrier` sees nothing pending.
+                self.finished(it.ticket, i + 1);
             }
-            // SAFETY: as above.
-            unsafe { f(h) };
+            // SAFETY: `it.head` was queued with `it.func` by `enqueue`; the
+            // head is valid until this call, which hands it back to its owner.
+            unsafe { (it.func)(it.head) };
             if !marker {
-                // Release: pairs with the Acquire in `pending`: the callback's
-                // effects are visible to whoever sees the count drop.
-                self.pending.fetch_sub(1, Ordering::Release);
+                self.finished(it.ticket, i + 1);
             }
         }
-        n
+        len
     }
 
-    /// Number of queues (= slots).
-    pub(crate) fn nr_queues(&self) -> usize {
-        self.queues.len()
+    /// Ticket `t`, the `pos`-th of the batch, has run.
+    fn finished(&self, t: u64, pos: usize) {
+        // Relaxed: read under the lock by the inventory, which only needs a
+        // value at least this old (an item counted as still running is safe).
+        self.batch_pos.store(pos as u64, Ordering::Relaxed);
+        // Release: pairs with the Acquire in `pending`: the callback's effects
+        // are visible to whoever sees its ticket done.
+        self.done_tickets.store(t + 1, Ordering::Release);
     }
 
-    /// Which queues currently hold callbacks (visits every queue).
-    pub(crate) fn non_empty(&self) -> Vec<usize> {
-        self.queues
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| !lock(&q.0).head.is_null())
-            .map(|(i, _)| i)
-            .collect()
+    /// Visit every queued or running callback (not yet finished). Takes the
+    /// lock; collects the intake first so nothing is missed.
+    pub(crate) fn for_each_pending(&self, mut f: impl FnMut(&Item)) {
+        let mut o = lock(&self.ordered);
+        self.collect(&mut o);
+        // Relaxed: see `finished`; under the lock the batch is stable.
+        let pos = (self.batch_pos.load(Ordering::Relaxed) as usize).min(o.batch.len());
+        o.batch[pos..].iter().for_each(&mut f);
+        o.held.iter().for_each(f);
     }
 }
 
@@ -239,10 +348,9 @@ impl Drop for Callbacks {
     }
 }
 
-/// Shared by the markers of one `barrier` and its waiter.
+/// Shared by a barrier's marker and its waiter.
 #[derive(Debug)]
-struct BarrierSync {
-    remaining: AtomicUsize,
+pub(crate) struct BarrierSync {
     done: Mutex<bool>,
     cv: crate::sync::Condvar,
 }
@@ -251,87 +359,59 @@ struct BarrierSync {
 #[derive(Debug)]
 struct Marker {
     head: CallbackHead,
-    sync: *const BarrierSync,
+    sync: crate::sync::Arc<BarrierSync>,
 }
 
 unsafe extern "C" fn marker_fn(h: *mut CallbackHead) {
-    // SAFETY: `h` is the head of a `Marker` (first field, repr(C)) whose
-    // `Barrier` waits for this call before freeing it.
-    let sync = unsafe { &*(*(h as *mut Marker)).sync };
-    // AcqRel: the last marker's decrement acquires the earlier markers' and
-    // releases to the waiter (which loads with Acquire).
-    if sync.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-        let mut d = lock(&sync.done);
-        *d = true;
-        sync.cv.notify_all();
-    }
+    // SAFETY: `h` is the head of a `Marker` (first field, repr(C)) leaked by
+    // `barrier_begin`; it is handed back exactly once, here.
+    let m = unsafe { Box::from_raw(h as *mut Marker) };
+    let mut d = lock(&m.sync.done);
+    *d = true;
+    m.sync.cv.notify_all();
 }
 
-/// A `barrier` in progress: markers queued, waiting for them to run.
+/// A `barrier` in progress: a marker queued, waiting for it to run. Dropping
+/// it (a timeout) leaves the marker to be reclaimed when it runs.
 #[derive(Debug)]
 pub(crate) struct Barrier {
     sync: crate::sync::Arc<BarrierSync>,
-    /// Owned here, never read: the queues point into it until each marker ran.
-    _markers: Box<[Marker]>,
-    waited: bool,
 }
 
-// SAFETY: the raw pointers in `markers` point into `sync`, which the Barrier
-// owns; markers are only touched by the runtime through the queues.
-unsafe impl Send for Barrier {}
-
 impl Callbacks {
-    /// Start a barrier: visit every queue and put a marker behind the
-    /// callbacks of each non-empty one. `None` if nothing is pending at all.
-    pub(crate) fn barrier_begin(&self, cookie: impl Fn() -> Cookie) -> Option<Barrier> {
-        let mut targets = self.non_empty();
-        if targets.is_empty() {
-            if self.pending() == 0 {
-                return None;
-            }
-            // A callback is running right now: a marker behind it on any
-            // queue runs after it, since invocation is serial.
-            targets.push(0);
+    /// Start a barrier: queue a marker behind every callback queued so far.
+    /// `None` if nothing is pending at all.
+    pub(crate) fn barrier_begin(&self, cpu: usize) -> Option<Barrier> {
+        if self.pending() == 0 {
+            return None;
         }
         let sync = crate::sync::Arc::new(BarrierSync {
-            remaining: AtomicUsize::new(targets.len()),
             done: Mutex::new(false),
             cv: crate::sync::Condvar::new(),
         });
-        let sp: *const BarrierSync = &*sync;
-        // Relaxed: statistics; counted before the tickets so that the
+        // Relaxed: statistics; counted before the ticket so that the
         // difference never underflows.
-        self.markers.fetch_add(targets.len() as u64, Ordering::Relaxed);
-        let mut markers: Box<[Marker]> = targets
-            .iter()
-            .map(|_| Marker {
-                head: CallbackHead::new(),
-                sync: sp,
+        self.markers.fetch_add(1, Ordering::Relaxed);
+        let m = Box::into_raw(Box::new(Marker {
+            head: CallbackHead::new(),
+            sync: sync.clone(),
+        }));
+        // SAFETY: the marker is leaked until `marker_fn` takes it back. A
+        // marker waits for no grace period (cookie 0), only for the tickets
+        // before it; the fence is the handshake's producer fence (`enqueue`).
+        unsafe {
+            self.enqueue(cpu, m as *mut CallbackHead, marker_fn, || {
+                crate::sync::fence(Ordering::SeqCst);
+                Cookie(0)
             })
-            .collect();
-        for (m, &q) in markers.iter_mut().zip(&targets) {
-            // SAFETY: the marker lives in `markers`, which the Barrier keeps
-            // (and does not move: a boxed slice) until every marker ran.
-            unsafe { self.enqueue(q, &mut m.head, marker_fn, &cookie) };
-        }
-        Some(Barrier {
-            sync,
-            _markers: markers,
-            waited: false,
-        })
+        };
+        Some(Barrier { sync })
     }
 }
 
 impl Barrier {
-    /// Block until every marker ran.
-    pub(crate) fn wait(mut self) {
-        self.wait_inner();
-    }
-
-    fn wait_inner(&mut self) {
-        if self.waited {
-            return;
-        }
+    /// Block until the marker ran.
+    pub(crate) fn wait(self) {
         let mut d = lock(&self.sync.done);
         while !*d {
             d = match self.sync.cv.wait(d) {
@@ -339,14 +419,33 @@ impl Barrier {
                 Err(p) => p.into_inner(),
             };
         }
-        drop(d);
-        self.waited = true;
+    }
+
+    /// Block until the marker ran or `deadline`; true if it ran.
+    #[cfg(not(usrcu_loom))]
+    pub(crate) fn wait_until(self, deadline: std::time::Instant) -> bool {
+        let mut d = lock(&self.sync.done);
+        while !*d {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            d = match self.sync.cv.wait_timeout(d, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
     }
 }
 
-impl Drop for Barrier {
-    fn drop(&mut self) {
-        // Never free markers that are still queued.
-        self.wait_inner();
-    }
+// Field offsets for the ABI fingerprint (`abi.rs`): every field, in
+// declaration order.
+impl CallbackHead {
+    pub(crate) const FIELD_OFFSETS: [usize; 4] = [
+        std::mem::offset_of!(CallbackHead, next),
+        std::mem::offset_of!(CallbackHead, func),
+        std::mem::offset_of!(CallbackHead, cookie),
+        std::mem::offset_of!(CallbackHead, ticket),
+    ];
 }

@@ -62,13 +62,13 @@ impl std::error::Error for CleanupError {}
 /// Returns `CleanupError` bits (0: freed).
 ///
 /// # Safety
-/// No new reader may enter `s` concurrently (see `Srcu::cleanup`).
+/// Nobody else uses `s` concurrently (see `Srcu::cleanup`).
 pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
     let Some(st) = crate::runtime::attached_state(s) else {
         return 0;
     };
     let readers = st.readers_inside();
-    let pending = st.cbs.pending();
+    let pending = st.cbs.pending() as usize;
     let in_flight = st.gp_in_flight();
     if readers == 0 && pending == 0 && !in_flight {
         let pc = crate::attach::detach(s.state_word(), s.percpu_word());

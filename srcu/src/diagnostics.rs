@@ -46,6 +46,9 @@ pub enum WarningKind {
     CallbackPanicked,
     /// Anything else worth a warning.
     Other,
+    /// A Tasks Trace grace period waited longer than the stall timeout; the
+    /// message and `oldest_reader` name the holdout threads.
+    TraceStall,
 }
 
 impl WarningKind {
@@ -59,6 +62,7 @@ impl WarningKind {
             WarningKind::IllegalSynchronize => 6,
             WarningKind::CallbackPanicked => 7,
             WarningKind::Other => 0,
+            WarningKind::TraceStall => 8,
         }
     }
 
@@ -71,6 +75,7 @@ impl WarningKind {
             5 => WarningKind::Stall,
             6 => WarningKind::IllegalSynchronize,
             7 => WarningKind::CallbackPanicked,
+            8 => WarningKind::TraceStall,
             _ => WarningKind::Other,
         }
     }

@@ -17,7 +17,12 @@ use std::panic::Location;
 /// Magic at the start of every `Srcu` ("SRCU").
 pub const SRCU_MAGIC: u32 = 0x5352_4355;
 /// Layout version of [`Srcu`], [`PerCpu`](crate::percpu) and the callback head.
-pub const SRCU_LAYOUT_VERSION: u32 = 1;
+pub const SRCU_LAYOUT_VERSION: u32 = 2;
+
+/// A byte of this copy of the crate's data: every domain created by this
+/// copy's code points at it (`Srcu::origin`), so the runtime can tell which
+/// loaded object a dynamic domain belongs to.
+static ORIGIN: u8 = 0;
 
 const FLAG_FORCE_SEQCST: u32 = 1;
 
@@ -131,10 +136,13 @@ pub struct Srcu {
     runtime: AtomicPtr<RuntimeVTable>,
     private: AtomicPtr<DomainState>,
     barriers_skipped: AtomicU64,
+    /// `&ORIGIN` of the copy of this crate whose code created the domain.
+    origin: *const u8,
 }
 
 // SAFETY: all shared mutable state is atomic; `name_ptr` points at an
-// immutable string owned by (or outliving) the domain.
+// immutable string owned by (or outliving) the domain; `origin` is only
+// compared, never dereferenced.
 unsafe impl Sync for Srcu {}
 // SAFETY: as above.
 unsafe impl Send for Srcu {}
@@ -161,6 +169,7 @@ impl Srcu {
             runtime: AtomicPtr::new(std::ptr::null_mut()),
             private: AtomicPtr::new(std::ptr::null_mut()),
             barriers_skipped: AtomicU64::new(0),
+            origin: &ORIGIN,
         }
     }
 
@@ -198,6 +207,13 @@ impl Srcu {
     /// The settings the domain was created with.
     pub fn config(&self) -> SrcuConfig {
         self.config
+    }
+
+    /// Address of a static of the copy of this crate whose code created the
+    /// domain: a dynamic domain created by a plugin's code points into that
+    /// plugin (the runtime's inventory uses it).
+    pub fn origin(&self) -> usize {
+        self.origin as usize
     }
 
     // --- shared-layout accessors used by the runtime ---------------------
@@ -325,12 +341,17 @@ impl Srcu {
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn read_lock(&self) -> SrcuReadGuard<'_> {
         let pc = self.percpu_or_attach();
+        // Debug bookkeeping before the lock add (and, in the guard's drop,
+        // after the unlock add): no lock of it sits inside the counted
+        // section, where it would act as the reader fence.
+        #[cfg(debug_assertions)]
+        let token = self.debug_reader_enter(Location::caller(), true);
         let idx = reader::lock(pc);
         SrcuReadGuard {
             pc,
             idx,
             #[cfg(debug_assertions)]
-            debug: (self, self.debug_reader_enter(Location::caller(), true)),
+            debug: (self, token),
             _not_send: PhantomData,
         }
     }
@@ -352,8 +373,9 @@ impl Srcu {
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn read_lock_raw(&self) -> ReadIndex {
         let pc = self.percpu_or_attach();
-        let idx = reader::lock(pc);
+        // Before the lock add: see `read_lock`.
         let debug_token = self.debug_reader_enter(Location::caller(), false);
+        let idx = reader::lock(pc);
         ReadIndex { idx, debug_token }
     }
 
@@ -380,7 +402,7 @@ impl Srcu {
             held::push(self);
         }
         let f = loc.file();
-        // SAFETY: `self` is live and attached (we just locked it).
+        // SAFETY: `self` is live; the runtime copies the file name.
         unsafe { (self.rt().reader_enter)(self, f.as_ptr(), f.len(), loc.line(), loc.column()) }
     }
 
@@ -392,7 +414,7 @@ impl Srcu {
         if guard {
             held::pop(self);
         }
-        // SAFETY: `self` is live and attached.
+        // SAFETY: `self` is live; the runtime does not touch its state.
         unsafe { (self.rt().reader_exit)(self, token) };
     }
 
@@ -420,7 +442,7 @@ impl Srcu {
     pub fn synchronize(&self) {
         self.assert_not_in_own_section("synchronize");
         // SAFETY: `self` is live.
-        unsafe { (self.rt().synchronize)(self, 0) };
+        unsafe { (self.rt().synchronize)(self, 0, crate::runtime::vtable_forever()) };
     }
 
     /// Like [`Srcu::synchronize`], spinning and polling harder to finish
@@ -429,7 +451,29 @@ impl Srcu {
     pub fn synchronize_expedited(&self) {
         self.assert_not_in_own_section("synchronize_expedited");
         // SAFETY: `self` is live.
-        unsafe { (self.rt().synchronize)(self, 1) };
+        unsafe { (self.rt().synchronize)(self, 1, crate::runtime::vtable_forever()) };
+    }
+
+    /// Like [`Srcu::synchronize_expedited`], giving up after `timeout`:
+    /// true if every reader that began before the call has ended. On a time
+    /// out nothing is left blocked: the runtime finishes the grace period in
+    /// the background.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let d = usrcu::Srcu::new("sync-timeout-doc");
+    /// let idx = d.read_lock_raw();
+    /// assert!(!d.synchronize_timeout(Duration::from_millis(10)));
+    /// // SAFETY: `idx` came from `d.read_lock_raw()` and is ended once.
+    /// unsafe { d.read_unlock_raw(idx) };
+    /// assert!(d.synchronize_timeout(Duration::from_secs(60)));
+    /// ```
+    #[track_caller]
+    pub fn synchronize_timeout(&self, timeout: std::time::Duration) -> bool {
+        self.assert_not_in_own_section("synchronize_timeout");
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX - 1);
+        // SAFETY: `self` is live.
+        unsafe { (self.rt().synchronize)(self, 1, ns) != 0 }
     }
 
     /// Run `f` on a runtime thread after a grace period. Callbacks run in
@@ -512,18 +556,48 @@ impl Srcu {
     }
 
     /// Wait until every callback queued before this call has run. Returns at
-    /// once, without visiting the per-CPU queues, if `call_srcu` was never
-    /// used on this domain.
+    /// once, without touching the runtime, if `call_srcu` was never used on
+    /// this domain.
+    ///
+    /// Called from inside one of this domain's own callbacks it would wait
+    /// for itself: it reports an [`IllegalSynchronize`](WarningKind::IllegalSynchronize)
+    /// warning and returns at once, without waiting
+    /// ([`Srcu::barrier_timeout`] returns false there), and does not count
+    /// in [`SrcuStats::barriers_issued`]. From a callback of *another*
+    /// domain it waits as usual (callbacks of different domains run on
+    /// different invokers). Debug builds panic if called inside a read
+    /// section of this domain.
     #[track_caller]
     pub fn barrier(&self) {
+        let _ = self.barrier_inner(crate::runtime::vtable_forever());
+    }
+
+    /// Like [`Srcu::barrier`], giving up after `timeout`: true if every
+    /// callback queued before the call has run. A timed-out barrier leaves
+    /// nothing that blocks (its marker is reclaimed when it runs).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let d = usrcu::Srcu::new("barrier-timeout-doc");
+    /// d.call_srcu(|| std::thread::sleep(Duration::from_millis(50)));
+    /// while !d.barrier_timeout(Duration::from_millis(1)) {}
+    /// ```
+    #[track_caller]
+    pub fn barrier_timeout(&self, timeout: std::time::Duration) -> bool {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.barrier_inner(ns)
+    }
+
+    #[track_caller]
+    fn barrier_inner(&self, timeout_ns: u64) -> bool {
         self.assert_not_in_own_section("barrier");
         if !self.call_srcu_used() {
             // Relaxed: a statistic.
             self.barriers_skipped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
         // SAFETY: `self` is live.
-        unsafe { (self.rt().barrier)(self) };
+        unsafe { (self.rt().barrier)(self, timeout_ns) == 0 }
     }
 
     /// Has `call_srcu` ever been used on this domain? Set by the first
@@ -569,10 +643,12 @@ impl Srcu {
     /// attaches fresh state.
     ///
     /// # Safety
-    /// No thread may *enter* a read section of this domain concurrently with
-    /// this call (readers already inside are detected and refused). This is
-    /// the kernel's `cleanup_srcu_struct` contract; dropping a dynamic domain
-    /// upholds it by construction.
+    /// No other thread may use this domain concurrently with this call: not
+    /// enter a read section, nor `synchronize`, `call_srcu`, `barrier`,
+    /// poll, or read `stats` (readers already inside are detected and
+    /// refused; the runtime's own threads hold their own references). This
+    /// is the kernel's `cleanup_srcu_struct` contract; dropping a dynamic
+    /// domain upholds it by construction (`&mut self`).
     pub unsafe fn cleanup(&self) -> Result<(), CleanupError> {
         if !self.is_attached() {
             return Ok(());
@@ -651,4 +727,33 @@ mod held {
         let d = DEPTH.with(|d| d.get()).min(N);
         HELD.with(|h| (0..d).any(|i| h[i].get() == me))
     }
+}
+
+// Field offsets of the shared structs defined here, for the ABI fingerprint
+// (`abi.rs`). Every field, in declaration order: a field added, removed,
+// moved or resized changes the fingerprint a loader compares.
+impl Srcu {
+    pub(crate) const FIELD_OFFSETS: [usize; 12] = [
+        std::mem::offset_of!(Srcu, magic),
+        std::mem::offset_of!(Srcu, layout_version),
+        std::mem::offset_of!(Srcu, name_ptr),
+        std::mem::offset_of!(Srcu, name_len),
+        std::mem::offset_of!(Srcu, config),
+        std::mem::offset_of!(Srcu, state),
+        std::mem::offset_of!(Srcu, call_srcu_used),
+        std::mem::offset_of!(Srcu, dynamic),
+        std::mem::offset_of!(Srcu, percpu),
+        std::mem::offset_of!(Srcu, runtime),
+        std::mem::offset_of!(Srcu, private),
+        std::mem::offset_of!(Srcu, barriers_skipped),
+    ];
+}
+
+impl SrcuConfig {
+    pub(crate) const FIELD_OFFSETS: [usize; 4] = [
+        std::mem::offset_of!(SrcuConfig, possible_cpus),
+        std::mem::offset_of!(SrcuConfig, flags),
+        std::mem::offset_of!(SrcuConfig, stall_timeout_ms),
+        std::mem::offset_of!(SrcuConfig, _reserved),
+    ];
 }

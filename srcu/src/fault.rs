@@ -23,13 +23,43 @@ pub enum Fault {
     /// The lazy attach publishes its per-CPU block with Relaxed instead of
     /// Release/Acquire (loom's negative check of the attach model).
     RelaxedPublish = 8,
+    /// The runtime's side of the wake-up handshake (`wake.rs`) omits its
+    /// SeqCst fence (loom's negative check of the handshake model).
+    RelaxedWake = 16,
+    /// The runtime takes ready callbacks past a ticket gap, as if a callback
+    /// still being pushed did not exist (loom's negative check of the
+    /// take-ready model).
+    TakePastGap = 32,
+    /// Tasks Trace readers omit their fences B and C (SeqCst mode and loom
+    /// only; in membarrier mode they are compiler fences already).
+    TraceNoReaderFence = 64,
+    /// A Tasks Trace grace period ends after its first scan without
+    /// re-checking the holdouts it found.
+    TraceSkipHoldoutRecheck = 128,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
 static FAULTS: AtomicU32 = AtomicU32::new(0);
 
 /// Switch a fault on or off. Only for torture tests and models.
-pub fn set(fault: Fault, on: bool) {
+///
+/// # Safety
+///
+/// A fault switches off part of the algorithm, process-wide: while one is
+/// on, a grace period of *any* domain may end before its pre-existing
+/// readers have left, and (with [`Fault::RelaxedPublish`]) a first user of a
+/// domain may read its per-CPU block before it is built.
+///
+/// Switching a fault on is sound only if, for as long as it is on, nothing
+/// in the process frees or reuses memory on the strength of a usrcu grace
+/// period (no `call_srcu` callback frees, no object freed after
+/// `synchronize`, no module unloaded); checkers that poison retired objects
+/// and deallocate them only after joining every reader satisfy this, as
+/// `usrcu-torture`'s pool, the core's `broken_grace_period` test and the loom
+/// models do. [`Fault::RelaxedPublish`] may be switched on only under loom
+/// (`--cfg usrcu_loom`): outside it, two threads attaching a domain at once
+/// would race on plain memory. Switching a fault off is always sound.
+pub unsafe fn set(fault: Fault, on: bool) {
     if on {
         FAULTS.fetch_or(fault as u32, Ordering::Relaxed);
     } else {
@@ -61,4 +91,9 @@ pub(crate) fn second_scan_skipped() -> bool {
 #[inline]
 pub(crate) fn publish_relaxed() -> bool {
     is_set(Fault::RelaxedPublish)
+}
+
+#[inline]
+pub(crate) fn take_past_gap() -> bool {
+    is_set(Fault::TakePastGap)
 }

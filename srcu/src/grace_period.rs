@@ -12,12 +12,18 @@
 //! after the cookie was taken has ended ([`GpState::snap`]); it is complete
 //! once the word reaches it.
 //!
-//! # One grace period ([`GpState::run`])
+//! # One grace period ([`GpState::advance`](GpState), one non-blocking step at a time)
 //!
-//! 1. scan 1: wait until the *inactive* rank has no readers (stragglers that
-//!    read the index before the previous flip but incremented after it);
+//! 1. scan 1: the *inactive* rank has no readers (stragglers that read the
+//!    index before the previous flip but incremented after it);
 //! 2. flip the index, making that rank active;
-//! 3. scan 2: wait until the previously active rank has no readers.
+//! 3. scan 2: the previously active rank has no readers.
+//!
+//! A step never waits: a scan that finds readers leaves the phase where it
+//! is ([`Phase`]) and returns. Callers of `synchronize` retry after a
+//! backoff without holding the driver lock; the runtime's driver re-arms the
+//! domain with a deadline. So one domain's sleeping reader costs one check
+//! per backoff period, and never holds up another domain.
 //!
 //! Each scan check sums the unlock counters, issues the heavy fence (A), then
 //! sums the lock counters; equal sums mean no reader of that rank was inside
@@ -50,7 +56,7 @@ pub(crate) trait GpHooks {
     /// A scan has waited `waited_ms` so far for readers of the domain.
     fn waiting(&self, _waited_ms: u64) {}
     /// A grace period completed.
-    fn completed(&self, _expedited: bool) {}
+    fn completed(&self) {}
 }
 
 impl GpHooks for () {}
@@ -64,18 +70,38 @@ pub(crate) enum Urgency {
     Normal,
 }
 
+/// Where the grace period in progress stands (held under `GpState::driver`).
+///
+/// | phase   | sequence word | next check                                   |
+/// |---------|---------------|----------------------------------------------|
+/// | `Idle`  | even          | none; a request starts a grace period        |
+/// | `Scan1` | odd           | the rank that is inactive now has no readers |
+/// | `Scan2` | odd           | the rank active before the flip has none     |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Phase {
+    /// No grace period in progress.
+    #[default]
+    Idle,
+    /// Started; waiting for the inactive rank to drain (step 1).
+    Scan1,
+    /// Flipped; waiting for the previously active rank to drain (step 3).
+    Scan2,
+}
+
 /// Per-domain grace-period state.
 #[derive(Debug)]
 pub(crate) struct GpState {
     seq: AtomicU64,
-    driver: Mutex<()>,
+    /// The phase of the grace period in progress. Whoever holds this lock
+    /// may advance it; nobody sleeps while holding it (steps never wait).
+    driver: Mutex<Phase>,
 }
 
 impl GpState {
     pub(crate) fn new() -> GpState {
         GpState {
             seq: AtomicU64::new(0),
-            driver: Mutex::new(()),
+            driver: Mutex::new(Phase::Idle),
         }
     }
 
@@ -84,7 +110,7 @@ impl GpState {
         // SeqCst fence: orders the caller's earlier stores (the update being
         // retired) before the read of the sequence, so the grace period this
         // cookie names starts after them; pairs with the SeqCst increment at
-        // the start of `run`.
+        // the start of a grace period (`advance`, `Idle` -> `Scan1`).
         fence(Ordering::SeqCst);
         let s = self.seq.load(Ordering::SeqCst);
         Cookie((s + 3) & !1)
@@ -97,81 +123,194 @@ impl GpState {
         self.seq.load(Ordering::Acquire) >= c.0
     }
 
+    /// The completed-sequence value now: one snapshot, against which a pass
+    /// of the runtime takes every callback it may run (`Cookie` <= it).
+    pub(crate) fn completed(&self) -> Cookie {
+        // Acquire: as in `done`.
+        Cookie(self.seq.load(Ordering::Acquire) & !1)
+    }
+
     /// Is a grace period running now?
     pub(crate) fn in_progress(&self) -> bool {
         self.seq.load(Ordering::Acquire) & 1 != 0
     }
 
-    /// Wait until the grace period named by `c` has completed, driving grace
-    /// periods as needed. Concurrent callers batch: whoever holds the driver
-    /// lock runs a grace period that completes every cookie taken before it
-    /// started; the others find theirs done when they get the lock.
-    pub(crate) fn wait_for(&self, c: Cookie, pc: &PerCpu, mode: FenceMode, urgency: Urgency, hooks: &dyn GpHooks) {
-        while !self.done(c) {
-            let _driver = lock(&self.driver);
-            if self.done(c) {
-                break;
+    /// Advance grace periods toward `target` as far as the readers allow,
+    /// without waiting: returns true once `target` is complete, false if a
+    /// scan found readers (the caller retries later). The caller holds the
+    /// driver lock and passes its phase.
+    fn advance(&self, phase: &mut Phase, target: Cookie, pc: &PerCpu, mode: FenceMode, hooks: &dyn GpHooks) -> bool {
+        loop {
+            match *phase {
+                Phase::Idle => {
+                    if self.done(target) {
+                        return true;
+                    }
+                    // SeqCst: the start is ordered after every snap that read
+                    // the previous value (see `snap`) and before this grace
+                    // period's scans.
+                    self.seq.fetch_add(1, Ordering::SeqCst);
+                    // Relaxed: only the driver (us, under `driver`) writes it.
+                    let idx = pc.idx.load(Ordering::Relaxed);
+                    // Scan 1, checking the active rank under the same heavy
+                    // fence: if neither rank had a reader inside, no reader
+                    // that began before this grace period is still inside,
+                    // and every later one sees the updater's stores (step A),
+                    // so the grace period is complete without a flip
+                    // (docs/memory-model.md, "the idle fast path").
+                    let gone = check_ranks(pc, &[0, 1], mode, hooks);
+                    if gone[idx & 1] && gone[(idx & 1) ^ 1] && !crate::fault::second_scan_skipped() {
+                        self.end(phase, hooks);
+                        continue;
+                    }
+                    if !gone[(idx & 1) ^ 1] {
+                        *phase = Phase::Scan1;
+                        continue;
+                    }
+                    self.flip(pc, idx);
+                    *phase = Phase::Scan2;
+                }
+                Phase::Scan1 => {
+                    // Relaxed: only the driver (us, under `driver`) writes it.
+                    let idx = pc.idx.load(Ordering::Relaxed);
+                    // Scan 1: the inactive rank.
+                    if !readers_gone(pc, (idx & 1) ^ 1, mode, hooks) {
+                        return false;
+                    }
+                    self.flip(pc, idx);
+                    *phase = Phase::Scan2;
+                }
+                Phase::Scan2 => {
+                    // Relaxed: as above. The rank active before the flip is
+                    // the one inactive now.
+                    let idx = pc.idx.load(Ordering::Relaxed);
+                    if !crate::fault::second_scan_skipped() && !readers_gone(pc, (idx & 1) ^ 1, mode, hooks) {
+                        return false;
+                    }
+                    self.end(phase, hooks);
+                }
             }
-            self.run(pc, mode, urgency, hooks);
+        }
+    }
+
+    /// Flip the index from `idx`. Caller holds the driver lock.
+    fn flip(&self, pc: &PerCpu, idx: usize) {
+        // SeqCst fence before (E): scan 1's sums are ordered before the flip;
+        // SeqCst store and fence after (D): readers that see the new index
+        // are ordered after it, and scan 2's sums after it.
+        fence(Ordering::SeqCst);
+        pc.idx.store(idx.wrapping_add(1), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// End the grace period in progress. Caller holds the driver lock.
+    fn end(&self, phase: &mut Phase, hooks: &dyn GpHooks) {
+        // SeqCst (release): ends the grace period; pairs with the Acquire
+        // load in `done`.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        *phase = Phase::Idle;
+        hooks.completed();
+    }
+
+    /// One non-blocking attempt by the runtime's driver: `Some(true)` once
+    /// `target` is complete, `Some(false)` if readers hold it up, `None` if a
+    /// caller of `synchronize` holds the driver lock right now (it is making
+    /// progress itself).
+    #[cfg(not(usrcu_loom))]
+    pub(crate) fn try_advance(
+        &self,
+        target: Cookie,
+        pc: &PerCpu,
+        mode: FenceMode,
+        hooks: &dyn GpHooks,
+    ) -> Option<bool> {
+        if self.done(target) {
+            return Some(true);
+        }
+        let mut phase = match self.driver.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(self.advance(&mut phase, target, pc, mode, hooks))
+    }
+
+    /// Wait until the grace period named by `c` has completed, driving grace
+    /// periods as needed, or until `deadline`; true if `c` completed.
+    /// Concurrent callers batch: whoever holds the driver lock advances the
+    /// one grace period in progress for all of them; nobody sleeps holding
+    /// it, so the runtime's driver and other callers are never stuck behind
+    /// a sleeping caller.
+    pub(crate) fn wait_for(
+        &self,
+        c: Cookie,
+        pc: &PerCpu,
+        mode: FenceMode,
+        urgency: Urgency,
+        hooks: &dyn GpHooks,
+        deadline: Option<Deadline>,
+    ) -> bool {
+        let mut wait = Backoff::new(urgency);
+        loop {
+            if self.done(c) {
+                return true;
+            }
+            {
+                let mut phase = lock(&self.driver);
+                if self.advance(&mut phase, c, pc, mode, hooks) {
+                    return true;
+                }
+            }
+            if !wait.pause(hooks, deadline) {
+                return self.done(c);
+            }
         }
     }
 
     /// `synchronize`: wait for every reader that began before the call.
+    #[cfg(usrcu_loom)]
     pub(crate) fn synchronize(&self, pc: &PerCpu, mode: FenceMode, urgency: Urgency, hooks: &dyn GpHooks) {
         let c = self.snap();
-        self.wait_for(c, pc, mode, urgency, hooks);
-    }
-
-    /// Run one grace period. Caller holds `driver`.
-    fn run(&self, pc: &PerCpu, mode: FenceMode, urgency: Urgency, hooks: &dyn GpHooks) {
-        // SeqCst: the start is ordered after every snap that read the previous
-        // value (see `snap`) and before this grace period's scans.
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        // Relaxed: only the driver (us, under `driver`) writes the index.
-        let idx = pc.idx.load(Ordering::Relaxed);
-        // Scan 1: the inactive rank.
-        drain(pc, (idx & 1) ^ 1, mode, urgency, hooks);
-        // Flip. SeqCst fence before (E): scan 1's sums are ordered before the
-        // flip; SeqCst store and fence after (D): readers that see the new
-        // index are ordered after it, and scan 2's sums after it.
-        fence(Ordering::SeqCst);
-        pc.idx.store(idx.wrapping_add(1), Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        // Scan 2: the rank that was active before the flip.
-        if !crate::fault::second_scan_skipped() {
-            drain(pc, idx & 1, mode, urgency, hooks);
-        }
-        // SeqCst (release): ends the grace period; pairs with the Acquire load
-        // in `done`.
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        hooks.completed(urgency == Urgency::Expedited);
+        self.wait_for(c, pc, mode, urgency, hooks, None);
     }
 }
+
+/// A point in time after which a wait gives up.
+#[cfg(not(usrcu_loom))]
+pub(crate) type Deadline = std::time::Instant;
+/// Loom models never time out.
+#[cfg(usrcu_loom)]
+pub(crate) type Deadline = ();
 
 /// One check of rank `r`: are its readers gone? (Step A.)
 pub(crate) fn readers_gone(pc: &PerCpu, r: usize, mode: FenceMode, hooks: &dyn GpHooks) -> bool {
+    check_ranks(pc, &[r], mode, hooks)[r]
+}
+
+/// One check (step A) of each rank in `ranks`, under one heavy fence:
+/// `gone[r]` is true if rank `r` had no reader inside when its unlock sum
+/// began. Ranks not asked about read false.
+pub(crate) fn check_ranks(pc: &PerCpu, ranks: &[usize], mode: FenceMode, hooks: &dyn GpHooks) -> [bool; 2] {
     #[cfg(not(usrcu_loom))]
     let t0 = std::time::Instant::now();
-    let unlocks = pc.sum_unlocks(r);
+    let mut unlocks = [0usize; 2];
+    for &r in ranks {
+        unlocks[r] = pc.sum_unlocks(r);
+    }
     // A: pairs with the reader fences B (after the lock add) and C (before
-    // the unlock add). If a lock add is missed by the sum below, that
+    // the unlock add). If a lock add is missed by the sums below, that
     // reader's critical section begins after this fence and sees everything
     // the updater stored before it.
     heavy_fence(mode);
-    let locks = pc.sum_locks(r);
-    #[cfg(not(usrcu_loom))]
-    hooks.scanned(2 * pc.nr_slots(), t0.elapsed().as_nanos() as u64);
-    #[cfg(usrcu_loom)]
-    hooks.scanned(2 * pc.nr_slots(), 0);
-    locks == unlocks
-}
-
-/// Wait until rank `r` has no readers.
-fn drain(pc: &PerCpu, r: usize, mode: FenceMode, urgency: Urgency, hooks: &dyn GpHooks) {
-    let mut wait = Backoff::new(urgency);
-    while !readers_gone(pc, r, mode, hooks) {
-        wait.pause(hooks);
+    let mut gone = [false; 2];
+    for &r in ranks {
+        gone[r] = pc.sum_locks(r) == unlocks[r];
     }
+    #[cfg(not(usrcu_loom))]
+    hooks.scanned(2 * ranks.len() * pc.nr_slots(), t0.elapsed().as_nanos() as u64);
+    #[cfg(usrcu_loom)]
+    hooks.scanned(2 * ranks.len() * pc.nr_slots(), 0);
+    gone
 }
 
 /// Spin briefly, then sleep with exponential backoff.
@@ -192,16 +331,19 @@ impl Backoff {
         }
     }
 
+    /// Wait a little before the next check; false if `deadline` passed.
     #[cfg(usrcu_loom)]
-    fn pause(&mut self, _hooks: &dyn GpHooks) {
+    fn pause(&mut self, _hooks: &dyn GpHooks, _deadline: Option<Deadline>) -> bool {
         self.step += 1;
         let _ = self.urgency;
         crate::sync::yield_now();
+        true
     }
 
+    /// Wait a little before the next check; false if `deadline` passed.
     #[cfg(not(usrcu_loom))]
-    fn pause(&mut self, hooks: &dyn GpHooks) {
-        use std::time::Duration;
+    fn pause(&mut self, hooks: &dyn GpHooks, deadline: Option<Deadline>) -> bool {
+        use std::time::{Duration, Instant};
         let (spins, first_sleep_us, max_sleep_us) = match self.urgency {
             Urgency::Expedited => (16, 2, 1_000),
             Urgency::Normal => (4, 20, 10_000),
@@ -211,11 +353,19 @@ impl Backoff {
             for _ in 0..(64 << self.step.min(6)) {
                 crate::sync::spin_hint();
             }
-            return;
+            return deadline.is_none_or(|d| Instant::now() < d);
         }
         let k = (self.step - spins - 1).min(20);
-        let us = (first_sleep_us << k).min(max_sleep_us);
-        std::thread::sleep(Duration::from_micros(us));
+        let mut sleep = Duration::from_micros((first_sleep_us << k).min(max_sleep_us));
+        if let Some(d) = deadline {
+            let now = Instant::now();
+            if now >= d {
+                return false;
+            }
+            sleep = sleep.min(d - now);
+        }
+        std::thread::sleep(sleep);
         hooks.waiting(self.start.elapsed().as_millis() as u64);
+        true
     }
 }

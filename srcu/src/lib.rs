@@ -29,11 +29,14 @@
 //!
 //! # The runtime
 //!
-//! Callbacks run on the runtime of the process (one small pool of worker
-//! threads, started lazily), behind a `#[repr(C)]`
-//! vtable ([`runtime::RuntimeVTable`]) that a plugin loader hands to each
-//! plugin's copy of this crate, so that no thread ever runs unmapped code.
-//! The crate registers no thread-local destructors.
+//! Grace periods for callbacks and polls are driven by one thread per
+//! process, one non-blocking step at a time, so a domain with a sleeping
+//! reader never holds up another; callbacks run on a separate pool of
+//! invoker threads. Both are reached through a `#[repr(C)]` vtable
+//! ([`runtime::RuntimeVTable`]) that a plugin loader hands to each plugin's
+//! copy of this crate, so that no thread ever runs unmapped code, and the
+//! runtime can say what it holds in an address range
+//! ([`runtime::inventory`]). The crate registers no thread-local destructors.
 //!
 //! # Diagnostics
 //!
@@ -55,7 +58,10 @@ mod attach;
 mod callbacks;
 mod grace_period;
 mod reader;
+mod wake;
 
+#[cfg(not(usrcu_loom))]
+pub mod abi;
 #[cfg(not(usrcu_loom))]
 mod cleanup;
 #[cfg(not(usrcu_loom))]
@@ -65,6 +71,7 @@ mod domain;
 #[cfg(not(usrcu_loom))]
 pub mod runtime;
 mod stats;
+pub mod trace;
 
 pub use callbacks::CallbackHead;
 pub use grace_period::Cookie;
@@ -89,7 +96,10 @@ pub fn rseq_active() -> bool {
 #[doc(hidden)]
 pub mod __loom;
 
-/// The README's example is compiled and run as a doctest.
-#[cfg(all(doctest, not(usrcu_loom)))]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
+#[cfg(not(usrcu_loom))]
+#[doc(hidden)]
+#[path = "testing.rs"]
+pub mod __testing;
+
+// The README's examples are compiled and run as doctests of
+// `usrcu-registry`, which can also build its tracepoint example.

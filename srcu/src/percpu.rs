@@ -252,6 +252,27 @@ pub(crate) fn current_cpu() -> usize {
     }
 }
 
+// Field offsets for the ABI fingerprint (`abi.rs`): every field, in
+// declaration order.
+impl PerCpu {
+    pub(crate) const FIELD_OFFSETS: [usize; 5] = [
+        std::mem::offset_of!(PerCpu, idx),
+        std::mem::offset_of!(PerCpu, rseq_offset),
+        std::mem::offset_of!(PerCpu, seqcst_readers),
+        std::mem::offset_of!(PerCpu, nr_slots),
+        std::mem::offset_of!(PerCpu, slots),
+    ];
+}
+
+impl Slot {
+    pub(crate) const FIELD_OFFSETS: [usize; 4] = [
+        std::mem::offset_of!(Slot, lock),
+        std::mem::offset_of!(Slot, unlock),
+        std::mem::offset_of!(Slot, rseq_lock),
+        std::mem::offset_of!(Slot, rseq_unlock),
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

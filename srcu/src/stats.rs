@@ -20,13 +20,16 @@ pub struct SrcuStats {
     pub barriers_issued: u64,
     /// `barrier` calls that returned at once because `call_srcu_used` was false.
     pub barriers_skipped: u64,
-    /// Per-CPU slots read: reader checks (2 per slot), barrier queue visits
-    /// (1 per slot) and cleanup checks (4 per slot).
+    /// Per-CPU slots read: reader checks (2 per slot) and cleanup checks
+    /// (4 per slot). A barrier visits no per-CPU state: it queues one marker.
     pub slots_scanned: u64,
     /// Time spent in those scans, in nanoseconds.
     pub scan_nanos: u64,
     /// Possible CPUs (slots) of the domain; 0 while not attached.
     pub possible_cpus: u64,
+    /// Bytes of runtime state the domain holds (per-CPU counters, callback
+    /// intake, bookkeeping); 0 while not attached.
+    pub runtime_bytes: u64,
 }
 
 /// Live counters behind [`SrcuStats`]. Relaxed everywhere: statistics, read
@@ -58,6 +61,7 @@ impl Counters {
             slots_scanned: l(&self.slots_scanned),
             scan_nanos: l(&self.scan_nanos),
             possible_cpus: possible_cpus as u64,
+            runtime_bytes: 0, // filled in by the runtime
         }
     }
 }

@@ -4,23 +4,31 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A generous bound for "this must happen": reaching it means a hang.
+const HANG: Duration = Duration::from_secs(60);
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::{Srcu, SrcuConfig};
 
 #[test]
 fn stall_warning_fires_after_a_short_timeout_and_names_the_domain() {
-    let cap = Capture::start();
+    let cap = Arc::new(Capture::start());
     let d = Arc::new(Srcu::with_config("stalled", SrcuConfig::new().stall_timeout_ms(50)));
     let (tx, rx) = mpsc::channel();
     let reader = {
-        let d = d.clone();
+        let (d, cap) = (d.clone(), cap.clone());
         thread::Builder::new()
             .name("slow-reader".into())
             .spawn(move || {
                 let _g = d.read_lock();
                 tx.send(()).unwrap();
-                thread::sleep(Duration::from_millis(400));
+                // Stay inside until the stall warning has been captured (or
+                // give up after HANG, and let the assertion below fail).
+                let end = Instant::now() + HANG;
+                while cap.find("stalled", WarningKind::Stall).is_empty() && Instant::now() < end {
+                    thread::sleep(Duration::from_millis(1));
+                }
             })
             .unwrap()
     };
@@ -43,11 +51,34 @@ fn stall_warning_fires_after_a_short_timeout_and_names_the_domain() {
 #[test]
 fn no_stall_warning_for_a_grace_period_under_the_timeout() {
     let cap = Capture::start();
-    let d = Srcu::with_config("not-stalled", SrcuConfig::new().stall_timeout_ms(5_000));
-    for _ in 0..10 {
-        let _g = d.read_lock();
+    let d = Arc::new(Srcu::with_config(
+        "not-stalled",
+        SrcuConfig::new().stall_timeout_ms(60_000),
+    ));
+    let g = d.read_lock_raw();
+    let left = Arc::new(AtomicBool::new(false));
+    let syncer = {
+        let (d, left) = (d.clone(), left.clone());
+        thread::spawn(move || {
+            d.synchronize();
+            assert!(
+                left.load(Ordering::SeqCst),
+                "synchronize returned while the reader was inside"
+            );
+        })
+    };
+    // Hold the reader until the grace period has checked it many times, so
+    // that it is past its spinning steps and into the sleeps that report
+    // stalls, yet far below the 60 s timeout.
+    let per_check = 2 * d.possible_cpus() as u64;
+    let start = d.stats().slots_scanned;
+    while d.stats().slots_scanned < start + 20 * per_check {
+        thread::yield_now();
     }
-    d.synchronize();
+    left.store(true, Ordering::SeqCst);
+    // SAFETY: `g` came from this domain's read_lock_raw, ended once.
+    unsafe { d.read_unlock_raw(g) };
+    syncer.join().unwrap();
     assert!(cap.find("not-stalled", WarningKind::Stall).is_empty());
 }
 
@@ -142,4 +173,25 @@ fn cleanup_of_an_idle_domain_frees_and_a_later_use_reattaches() {
     D.synchronize_expedited();
     assert!(D.is_attached());
     assert!(cap.for_domain("reattach").is_empty());
+}
+
+#[test]
+fn barrier_inside_a_callback_returns_at_once_warns_and_is_not_counted_as_issued() {
+    let cap = Capture::start();
+    let d = Arc::new(Srcu::new("barrier-in-callback"));
+    let (tx, rx) = mpsc::channel();
+    {
+        let d2 = d.clone();
+        d.call_srcu(move || {
+            let before = d2.stats().barriers_issued;
+            d2.barrier();
+            let _ = tx.send(d2.stats().barriers_issued - before);
+        });
+    }
+    let issued_inside = rx.recv_timeout(HANG).expect("the callback never ran");
+    assert_eq!(issued_inside, 0, "a barrier on a runtime thread counted as issued");
+    let w = cap.find("barrier-in-callback", WarningKind::IllegalSynchronize);
+    assert_eq!(w.len(), 1, "{:?}", cap.for_domain("barrier-in-callback"));
+    d.barrier();
+    assert_eq!(d.stats().barriers_issued, 1);
 }

@@ -93,13 +93,41 @@ fn atomic_read_path_works_without_rseq() {
     );
 }
 
+/// Does glibc register a `struct rseq` for every thread of this process
+/// (glibc 2.35+, not switched off with `GLIBC_TUNABLES=glibc.pthread.rseq=0`)?
+fn glibc_registers_rseq() -> bool {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name; when present
+    // the symbol is glibc's `const unsigned int __rseq_size`.
+    unsafe {
+        let s = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+        !s.is_null() && *(s as *const u32) > 0
+    }
+}
+
 #[test]
 fn rseq_read_path_is_used_where_glibc_registers_rseq() {
-    // Not an assertion about this machine's glibc: when rseq is active, the
-    // suite above ran on it; say which path this run used.
-    eprintln!("rseq active: {}", usrcu::rseq_active());
     static D: Srcu = Srcu::new_static("rseq-path");
+    let expected = cfg!(all(target_arch = "x86_64", target_os = "linux"))
+        && glibc_registers_rseq()
+        && std::env::var_os("USRCU_RSEQ").is_none_or(|v| v != "0");
+    assert_eq!(
+        usrcu::rseq_active(),
+        expected,
+        "rseq_active() disagrees with glibc's __rseq_size"
+    );
+    // SeqCst-fence domains never take the rseq path (percpu.rs).
+    let rseq_domain = expected && D.fence_mode() == usrcu::fence::FenceMode::Membarrier;
+    let before = usrcu::__testing::rseq_lock_count(&D);
     exercise(&D);
+    let after = usrcu::__testing::rseq_lock_count(&D);
+    if rseq_domain {
+        assert!(
+            after > before,
+            "glibc registers rseq, but no section entered through it"
+        );
+    } else {
+        assert_eq!(after, before, "sections entered through rseq where it is not in use");
+    }
 }
 
 #[test]

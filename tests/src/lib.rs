@@ -7,8 +7,11 @@
 //! `tests/fixtures/` is a cargo workspace of `cdylib` plugins (one crate per
 //! case: `callbacks`, `dynamic-domain`, `tls-destructor`, `thread-current`,
 //! `no-descriptor`, `bad-magic`, `bad-abi-version`, `bad-struct-size`,
-//! `init-panics`, `init-fails`, `exit-panics`, `plugin-thread`, `key-destructor`,
-//! `needed-lib`). [`fixture_path`] builds the
+//! `init-panics`, `init-fails`, `exit-panics`, the ABI mismatches
+//! `bad-reader-protocol`, `bad-field-offsets`, `bad-usrcu-version`,
+//! `bad-panic-strategy`, `bad-runtime-pointer`, `probes`, and the unload
+//! proofs' `plugin-thread`, `key-destructor`, `needed-lib`,
+//! `unlisted-domains`, `slow-exit`). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:
@@ -16,7 +19,8 @@
 //! ```no_run
 //! let so = usrcu_tests::fixture_path("callbacks");
 //! let loader = usrcu_module_loader::ModuleLoader::new();
-//! let m = loader.load(&so).unwrap();
+//! // SAFETY: the fixtures uphold the plugin contract (docs/abi.md).
+//! let m = unsafe { loader.load(&so) }.unwrap();
 //! # let _ = m;
 //! ```
 //!
@@ -25,7 +29,8 @@
 //! `usrcu_module_loader::plugin_build`), and cargo finds the work done for
 //! every caller but the first. A fresh clone needs nothing beforehand.
 //! [`fixture_path_with_profile`] builds one fixture with another profile of
-//! the fixture workspace (`release-lto`: fat LTO, one codegen unit).
+//! the fixture workspace (`release-lto`: fat LTO, one codegen unit;
+//! `release-abort`: `panic = "abort"`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -121,6 +126,25 @@ fn in_proc_maps(path: &Path) -> bool {
 /// A host counter for plugins to write into, alive for the process.
 pub fn leak<T>(v: T) -> &'static T {
     Box::leak(Box::new(v))
+}
+
+/// Run the test named `test` of the current test binary again, alone, in a
+/// child process with `env` set, and return how it ended. A test that must
+/// see a signal (which would kill the test harness with it) checks one of
+/// `env`'s variables and, when it is set, does the dangerous part only.
+pub fn rerun_test_in_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("cannot re-run the test binary")
+}
+
+/// The signal that ended a child, if one did.
+pub fn killed_by(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
 }
 
 /// Run the test `name` of the running test binary again, alone, in a child

@@ -31,7 +31,8 @@ impl Host {
             copy_dir: Some(copies.clone()),
             ..Default::default()
         });
-        let good = loader.load(fixture_path("callbacks")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let good = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
         Host { loader, good, copies }
     }
 
@@ -39,7 +40,7 @@ impl Host {
     fn still_fine(&self) {
         // SAFETY: the fixture exports it with this signature.
         let add = unsafe { self.loader.symbol::<AddFn>(self.good, "fx_add").unwrap() };
-        assert_eq!(add.call(|f| f(40, 2)), Ok(42));
+        assert_eq!(add.call(|f| f.call(40, 2)), Ok(42));
         let live: Vec<_> = self.loader.list().into_iter().map(|m| m.handle).collect();
         assert_eq!(live, vec![self.good], "nothing else stays loaded");
         let files = std::fs::read_dir(&self.copies).unwrap().count();
@@ -64,7 +65,8 @@ fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
 #[test]
 fn missing_file_is_not_found() {
     let h = Host::new("missing");
-    let err = h.loader.load("/nonexistent/libnothing.so").unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load("/nonexistent/libnothing.so") }.unwrap_err();
     assert!(matches!(&err, LoadError::NotFound { path } if path == Path::new("/nonexistent/libnothing.so")));
     assert!(err.to_string().contains("/nonexistent/libnothing.so"));
     h.still_fine();
@@ -74,14 +76,17 @@ fn missing_file_is_not_found() {
 fn file_that_is_not_a_shared_object_is_refused() {
     let h = Host::new("not-so");
     let text = write_temp("text.so", b"this is not an ELF file\n");
-    let err = h.loader.load(&text).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(&text) }.unwrap_err();
     assert!(matches!(err, LoadError::NotSharedObject { .. }), "{err}");
     let empty = write_temp("empty.so", b"");
-    let err = h.loader.load(&empty).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(&empty) }.unwrap_err();
     assert!(matches!(err, LoadError::NotSharedObject { .. }), "{err}");
     // An executable (this test binary) is ELF, but not a library.
     let exe = std::env::current_exe().unwrap();
-    let err = h.loader.load(&exe).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(&exe) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::NotSharedObject { reason, .. } if reason.contains("executable")),
         "{err}"
@@ -92,7 +97,8 @@ fn file_that_is_not_a_shared_object_is_refused() {
 #[test]
 fn object_without_descriptor_is_refused() {
     let h = Host::new("no-descriptor");
-    let err = h.loader.load(fixture_path("no-descriptor")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(fixture_path("no-descriptor")) }.unwrap_err();
     assert!(
         matches!(err, LoadError::NoDescriptor { symbol, .. } if symbol == usrcu_registry::DESCRIPTOR_SYMBOL),
         "{err}"
@@ -103,7 +109,8 @@ fn object_without_descriptor_is_refused() {
 #[test]
 fn wrong_magic_names_both_values() {
     let h = Host::new("bad-magic");
-    let err = h.loader.load(fixture_path("bad-magic")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(fixture_path("bad-magic")) }.unwrap_err();
     match &err {
         LoadError::BadMagic { plugin, host, .. } => {
             assert_eq!(*host, MODULE_MAGIC);
@@ -121,7 +128,8 @@ fn wrong_magic_names_both_values() {
 #[test]
 fn wrong_abi_version_names_both_versions() {
     let h = Host::new("bad-abi");
-    let err = h.loader.load(fixture_path("bad-abi-version")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(fixture_path("bad-abi-version")) }.unwrap_err();
     match &err {
         LoadError::VersionMismatch { what, plugin, host, .. } => {
             assert_eq!(*what, "module ABI");
@@ -136,7 +144,8 @@ fn wrong_abi_version_names_both_versions() {
 #[test]
 fn wrong_struct_size_names_the_struct_and_both_layouts() {
     let h = Host::new("bad-size");
-    let err = h.loader.load(fixture_path("bad-struct-size")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(fixture_path("bad-struct-size")) }.unwrap_err();
     let host_srcu = SharedLayouts::of_this_build().srcu;
     match &err {
         LoadError::LayoutMismatch {
@@ -159,7 +168,8 @@ fn wrong_struct_size_names_the_struct_and_both_layouts() {
 #[test]
 fn panicking_init_fails_the_load_and_rolls_back() {
     let h = Host::new("init-panics");
-    let err = h.loader.load(fixture_path("init-panics")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(fixture_path("init-panics")) }.unwrap_err();
     match &err {
         LoadError::InitFailed {
             module,
@@ -185,7 +195,8 @@ fn panicking_init_fails_the_load_and_rolls_back() {
 #[test]
 fn failing_init_fails_the_load_with_its_message() {
     let h = Host::new("init-fails");
-    let err = h.loader.load(fixture_path("init-fails")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { h.loader.load(fixture_path("init-fails")) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::InitFailed { message, panicked: false, rollback, .. }
             if message == "fixture init refuses to start" && rollback.unmapped),
@@ -197,12 +208,13 @@ fn failing_init_fails_the_load_with_its_message() {
 #[test]
 fn panicking_exit_is_reported_and_the_unload_completes() {
     let h = Host::new("exit-panics");
-    let m = h.loader.load(fixture_path("exit-panics")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { h.loader.load(fixture_path("exit-panics")) }.unwrap();
     let ran = leak(AtomicUsize::new(0));
     // SAFETY: the fixture exports it with this signature; `ran` lives for the process.
     let queue = unsafe { h.loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
     // SAFETY: as above.
-    queue.call(|f| unsafe { f(3, 20, ran) }).unwrap();
+    queue.call(|f| unsafe { f.call(3, 20, ran) }).unwrap();
     let err = h.loader.unload(m).unwrap_err();
     match &err {
         UnloadError::HookFailed { failure, report } => {
@@ -227,7 +239,8 @@ fn panicking_exit_is_reported_and_the_unload_completes() {
 fn unknown_module_is_refused() {
     let h = Host::new("unknown");
     let other = ModuleLoader::new();
-    let foreign = other.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let foreign = unsafe { other.load(fixture_path("callbacks")) }.unwrap();
     let err = h.loader.unload(foreign).unwrap_err();
     assert!(
         matches!(err, UnloadError::UnknownModule { handle } if handle == foreign),
@@ -240,7 +253,8 @@ fn unknown_module_is_refused() {
 #[test]
 fn already_unloaded_module_is_refused() {
     let h = Host::new("twice");
-    let m = h.loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { h.loader.load(fixture_path("callbacks")) }.unwrap();
     assert!(h.loader.unload(m).unwrap().unmapped);
     let err = h.loader.unload(m).unwrap_err();
     assert!(
@@ -270,7 +284,8 @@ unsafe extern "C" fn unload_from_inside(ctx: *mut c_void) {
 #[test]
 fn unload_from_inside_a_call_into_the_module_is_refused() {
     let h = Host::new("reentry");
-    let m = h.loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { h.loader.load(fixture_path("callbacks")) }.unwrap();
     let r = Reentry {
         loader: &h.loader,
         module: m,
@@ -280,7 +295,7 @@ fn unload_from_inside_a_call_into_the_module_is_refused() {
     let call_host = unsafe { h.loader.symbol::<CallHostFn>(m, "fx_call_host").unwrap() };
     let ctx = &r as *const Reentry<'_> as *mut c_void;
     // SAFETY: `unload_from_inside` expects exactly this context.
-    call_host.call(|f| unsafe { f(unload_from_inside, ctx) }).unwrap();
+    call_host.call(|f| unsafe { f.call(unload_from_inside, ctx) }).unwrap();
     assert_eq!(r.result.lock().unwrap().take(), Some(Ok(())));
     assert_eq!(h.loader.state(m), Some(ModuleState::Live));
     assert!(h.loader.unload(m).unwrap().unmapped);

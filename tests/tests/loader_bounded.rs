@@ -31,7 +31,7 @@ fn queue_blocked(
     // SAFETY: the fixture exports it with this signature.
     let q = unsafe { loader.symbol::<GatedFn>(m, "fx_queue_gated").unwrap() };
     // SAFETY: both atomics live for the process.
-    q.call(|f| unsafe { f(n, gate, ran) }).unwrap();
+    q.call(|f| unsafe { f.call(n, gate, ran) }).unwrap();
 }
 
 fn unload_until_gone(loader: &ModuleLoader, m: ModuleHandle) {
@@ -46,7 +46,8 @@ fn unload_until_gone(loader: &ModuleLoader, m: ModuleHandle) {
 #[test]
 fn unload_whose_callbacks_block_forever_returns_as_a_zombie_while_they_still_block() {
     let loader = loader(200);
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     queue_blocked(&loader, m, 3, gate, ran);
@@ -72,11 +73,12 @@ fn unload_whose_callbacks_block_forever_returns_as_a_zombie_while_they_still_blo
 fn exit_running_past_the_unload_timeout_is_reported_by_the_watchdog() {
     let capture = Capture::start();
     let loader = loader(50);
-    let m = loader.load(fixture_path("slow-exit")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("slow-exit")) }.unwrap();
     let gate = leak(AtomicBool::new(false));
     // SAFETY: the fixture exports it with this signature; the gate lives for the process.
     unsafe { loader.symbol::<GateFn>(m, "fx_set_exit_gate").unwrap() }
-        .call(|f| unsafe { f(gate) })
+        .call(|f| unsafe { f.call(gate) })
         .unwrap();
     // Open the gate only once the watchdog has reported the overrun.
     let opener = std::thread::spawn(move || {
@@ -100,24 +102,25 @@ fn exit_running_past_the_unload_timeout_is_reported_by_the_watchdog() {
 /// ninth module's unload then drains its callbacks and unmaps as usual: the
 /// blocked callbacks hold their own domains only.
 #[test]
-#[ignore = "pending: needs the runtime engine of issue 8 (today's runtime serves a domain on one of 4 workers until drained, so 8 blocked domains stall the ninth)"]
 fn eight_timed_out_unloads_then_a_normal_unload_drains_and_unmaps() {
     let loader = loader(200);
     let gate = leak(AtomicBool::new(false));
     let blocked = leak(AtomicUsize::new(0));
     let mut zombies = Vec::new();
     for _ in 0..8 {
-        let m = loader.load(fixture_path("callbacks")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
         queue_blocked(&loader, m, 2, gate, blocked);
         let r = loader.unload(m).unwrap();
         assert_eq!(r.state, ModuleState::Zombie, "{r}");
         zombies.push(m);
     }
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let ran = leak(AtomicUsize::new(0));
     // SAFETY: the fixture exports it with this signature; `ran` lives for the process.
     unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() }
-        .call(|f| unsafe { f(5, 5, ran) })
+        .call(|f| unsafe { f.call(5, 5, ran) })
         .unwrap();
     let report = loader.unload(m).unwrap();
     assert!(report.unmapped, "{report}");

@@ -45,7 +45,7 @@ fn thread_inside_destructor(loader: &ModuleLoader, m: ModuleHandle) -> (u32, Pro
     let (e, g, f) = (p.entered, p.gate, p.finished);
     let t = std::thread::spawn(move || {
         // SAFETY: the atomics live for the process.
-        tx.send(hold.call(|h| unsafe { h(e, g, f) }).unwrap()).unwrap();
+        tx.send(hold.call(|h| unsafe { h.call(e, g, f) }).unwrap()).unwrap();
         // The thread exits: glibc runs the plugin's destructor, which waits.
     });
     let key = rx.recv().unwrap();
@@ -59,7 +59,8 @@ fn thread_exiting_inside_a_plugin_key_destructor_during_unload_keeps_it_mapped_n
         unload_timeout: Duration::from_millis(300),
         ..Default::default()
     });
-    let m = loader.load(fixture_path("key-destructor")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("key-destructor")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (key, p, t) = thread_inside_destructor(&loader, m);
 
@@ -81,7 +82,8 @@ fn thread_exiting_inside_a_plugin_key_destructor_during_unload_keeps_it_mapped_n
 fn without_the_key_interposer_a_thread_exiting_during_unload_kills_the_host() {
     if in_child() {
         let loader = ModuleLoader::new();
-        let m = loader.load(fixture_path("key-destructor")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("key-destructor")) }.unwrap();
         let (_key, p, _t) = thread_inside_destructor(&loader, m);
         let report = loader.unload(m).unwrap();
         assert!(report.unmapped, "{report}");
@@ -107,7 +109,8 @@ fn host_threads_exiting_while_thread_current_plugins_unload_never_crash() {
     let loader = ModuleLoader::new();
     let path = fixture_path("thread-current");
     for round in 0..40 {
-        let m = loader.load(&path).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(&path) }.unwrap();
         // SAFETY: the fixture exports it with this signature.
         let name = unsafe { loader.symbol::<NameFn>(m, "fx_thread_name").unwrap() };
         let start = leak(AtomicBool::new(false));
@@ -117,7 +120,7 @@ fn host_threads_exiting_while_thread_current_plugins_unload_never_crash() {
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 32];
                     // SAFETY: 32 writable bytes.
-                    let _ = name.call(|f| unsafe { f(buf.as_mut_ptr(), buf.len()) });
+                    let _ = name.call(|f| unsafe { f.call(buf.as_mut_ptr(), buf.len()) });
                     drop(name);
                     while !start.load(Ordering::SeqCst) {
                         std::hint::spin_loop();

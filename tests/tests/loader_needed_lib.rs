@@ -27,7 +27,7 @@ fn holder(loader: &ModuleLoader, m: ModuleHandle) -> (mpsc::Sender<()>, std::thr
     let (held_tx, held) = mpsc::channel();
     let (go, wait) = mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
-        hold.call(|f| f()).unwrap();
+        hold.call(|f| f.call()).unwrap();
         drop(hold);
         held_tx.send(()).unwrap();
         let _ = wait.recv();
@@ -39,7 +39,8 @@ fn holder(loader: &ModuleLoader, m: ModuleHandle) -> (mpsc::Sender<()>, std::thr
 #[test]
 fn needed_library_key_goes_with_the_plugin_and_the_library_leaves() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("needed-lib")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
     assert!(library_mapped());
     let (go, t) = holder(&loader, m);
 
@@ -58,7 +59,8 @@ fn needed_library_key_goes_with_the_plugin_and_the_library_leaves() {
 fn without_counting_needed_libraries_their_key_kills_the_host() {
     if in_child() {
         let loader = ModuleLoader::new();
-        let m = loader.load(fixture_path("needed-lib")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
         let (go, t) = holder(&loader, m);
         let report = loader.unload(m).unwrap();
         assert!(!library_mapped(), "{report:?}");

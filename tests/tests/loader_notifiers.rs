@@ -34,7 +34,8 @@ fn notifiers_run_in_kernel_order() {
     let log = Log::default();
     recorder(&loader, &log, "a", None, false);
     recorder(&loader, &log, "b", None, false);
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     assert_eq!(take(&log), ["a Coming", "b Coming", "a Live", "b Live"]);
     assert!(loader.unload(m).unwrap().unmapped);
     assert_eq!(take(&log), ["b Going", "a Going"]);
@@ -48,7 +49,8 @@ fn failing_coming_notifier_rolls_back_with_going_in_reverse() {
     recorder(&loader, &log, "b", None, false);
     recorder(&loader, &log, "c", Some(ModuleEvent::Coming), false);
     recorder(&loader, &log, "d", None, false);
-    let err = loader.load(fixture_path("callbacks")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { loader.load(fixture_path("callbacks")) }.unwrap_err();
     match &err {
         LoadError::NotifierFailed {
             notifier,
@@ -74,7 +76,8 @@ fn panicking_coming_notifier_fails_the_load() {
     let log = Log::default();
     recorder(&loader, &log, "a", None, false);
     recorder(&loader, &log, "p", Some(ModuleEvent::Coming), true);
-    let err = loader.load(fixture_path("callbacks")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { loader.load(fixture_path("callbacks")) }.unwrap_err();
     assert!(
         matches!(&err, LoadError::NotifierFailed { notifier, panicked: true, message, .. }
             if notifier == "p" && message.contains("on purpose")),
@@ -84,7 +87,8 @@ fn panicking_coming_notifier_fails_the_load() {
     // The loader is fine: with the bad notifier gone, the same module loads.
     let m = {
         let loader2 = ModuleLoader::new();
-        let m = loader2.load(fixture_path("callbacks")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader2.load(fixture_path("callbacks")) }.unwrap();
         assert!(loader2.unload(m).unwrap().unmapped);
         m
     };
@@ -97,7 +101,8 @@ fn panicking_going_notifier_is_reported_and_the_unload_completes() {
     let log = Log::default();
     recorder(&loader, &log, "a", None, false);
     recorder(&loader, &log, "p", Some(ModuleEvent::Going), true);
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     take(&log);
     let err = loader.unload(m).unwrap_err();
     match &err {
@@ -125,7 +130,8 @@ fn unregistered_notifier_is_not_called() {
     });
     assert!(loader.unregister_notifier(id));
     assert!(!loader.unregister_notifier(id));
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     assert!(loader.unload(m).unwrap().unmapped);
     assert!(take(&log).is_empty());
 }

@@ -27,7 +27,8 @@ fn resolve(loader: &ModuleLoader) -> Option<(Symbol<AddFn>, Symbol<QueueFn>)> {
 fn two_hundred_reloads_under_two_calling_threads_all_unmap() {
     let loader = ModuleLoader::new();
     let path = fixture_path("callbacks");
-    loader.load(&path).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    unsafe { loader.load(&path) }.unwrap();
     let stop = AtomicBool::new(false);
     let served = AtomicU64::new(0);
     let ran = leak(AtomicUsize::new(0));
@@ -46,11 +47,11 @@ fn two_hundred_reloads_under_two_calling_threads_all_unmap() {
                         continue;
                     };
                     i += 1;
-                    let r = add.call(|f| f(i, 1)).and_then(|v| {
+                    let r = add.call(|f| f.call(i, 1)).and_then(|v| {
                         assert_eq!(v, i + 1);
                         if i % 16 == 0 {
                             // SAFETY: `ran` lives for the process.
-                            queue.call(|f| unsafe { f(1, 0, ran) })?;
+                            queue.call(|f| unsafe { f.call(1, 0, ran) })?;
                             queued.fetch_add(1, Ordering::SeqCst);
                         }
                         Ok(())
@@ -60,6 +61,7 @@ fn two_hundred_reloads_under_two_calling_threads_all_unmap() {
                             served.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(CallError::NotLive { .. }) => syms = resolve(loader),
+                        Err(e) => panic!("unexpected call error: {e}"),
                     }
                 }
             });
@@ -71,7 +73,8 @@ fn two_hundred_reloads_under_two_calling_threads_all_unmap() {
             while served.load(Ordering::SeqCst) == before {
                 thread::yield_now();
             }
-            match loader.reload("callbacks", &path) {
+            // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+            match unsafe { loader.reload("callbacks", &path) } {
                 Ok((_, r)) => reports.push(r),
                 Err(e) => panic!("reload failed: {e}"),
             }
@@ -97,11 +100,14 @@ fn two_hundred_reloads_under_two_calling_threads_all_unmap() {
 #[test]
 fn reload_that_fails_to_load_keeps_the_old_module_live() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("callbacks")).unwrap();
-    let err = loader.reload("callbacks", fixture_path("no-descriptor")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { loader.reload("callbacks", fixture_path("no-descriptor")) }.unwrap_err();
     assert!(matches!(err, ReloadError::Load(_)), "{err}");
     assert_eq!(loader.find("callbacks"), Some(m));
-    let err = loader.reload("no-such-module", fixture_path("callbacks")).unwrap_err();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let err = unsafe { loader.reload("no-such-module", fixture_path("callbacks")) }.unwrap_err();
     assert!(matches!(err, ReloadError::NoSuchModule { .. }), "{err}");
     assert!(loader.unload(m).unwrap().unmapped);
 }

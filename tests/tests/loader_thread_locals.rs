@@ -27,7 +27,8 @@ type NameFn = unsafe extern "C" fn(*mut u8, usize) -> usize;
 fn thread_local_destructor_plugin_is_reported_resident_and_nothing_crashes() {
     let _serial = serial();
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("tls-destructor")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("tls-destructor")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let dropped = leak(AtomicUsize::new(0));
     // SAFETY: the fixture exports it with this signature.
@@ -36,7 +37,7 @@ fn thread_local_destructor_plugin_is_reported_resident_and_nothing_crashes() {
     let (done_tx, done) = mpsc::channel::<()>();
     let host_thread = thread::spawn(move || {
         // SAFETY: `dropped` lives for the process.
-        touch.call(|f| unsafe { f(dropped) }).unwrap();
+        touch.call(|f| unsafe { f.call(dropped) }).unwrap();
         drop(touch);
         done_tx.send(()).unwrap();
         // Stay alive across the unload.
@@ -62,7 +63,7 @@ fn name_from_plugin(loader: &ModuleLoader, m: usrcu_module_loader::ModuleHandle)
     let name = unsafe { loader.symbol::<NameFn>(m, "fx_thread_name").unwrap() };
     let mut buf = [0u8; 64];
     // SAFETY: `buf` has 64 writable bytes.
-    let n = name.call(|f| unsafe { f(buf.as_mut_ptr(), buf.len()) }).unwrap();
+    let n = name.call(|f| unsafe { f.call(buf.as_mut_ptr(), buf.len()) }).unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -70,7 +71,8 @@ fn name_from_plugin(loader: &ModuleLoader, m: usrcu_module_loader::ModuleHandle)
 fn thread_current_plugin_key_is_deleted_and_thread_exit_does_not_crash() {
     let _serial = serial();
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("thread-current")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("thread-current")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     thread::scope(|s| {
         let (go, wait) = mpsc::channel::<()>();
@@ -106,12 +108,14 @@ fn reloading_a_thread_current_plugin_leaks_no_pthread_keys() {
     let loader = ModuleLoader::new();
     let path = fixture_path("thread-current");
     // Warm up whatever this thread's own std lazily creates.
-    let m = loader.load(&path).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(&path) }.unwrap();
     name_from_plugin(&loader, m);
     assert!(loader.unload(m).unwrap().unmapped);
     let before = keys_in_use().expect("glibc's key table is readable here");
     for _ in 0..40 {
-        let m = loader.load(&path).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(&path) }.unwrap();
         name_from_plugin(&loader, m);
         let report = loader.unload(m).unwrap();
         assert!(report.unmapped && report.pthread_keys_deleted >= 1, "{report:?}");

@@ -34,13 +34,14 @@ fn spawn(
     // SAFETY: the fixture exports it with this signature.
     let f = unsafe { loader.symbol::<SpawnFn>(m, which).unwrap() };
     // SAFETY: both atomics live for the process.
-    f.call(|f| unsafe { f(gate, done) }).unwrap();
+    f.call(|f| unsafe { f.call(gate, done) }).unwrap();
     (gate, done)
 }
 
 fn zombie_names_then_unmaps(which: &str, thread_name: &str) {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("plugin-thread")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("plugin-thread")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     // Spawned from a host thread that then exits: the plugin's std leaves
     // thread-local destructors on the thread that spawns (they would pin the
@@ -94,7 +95,8 @@ fn plugin_raw_pthread_running_at_unload_keeps_module_as_zombie_naming_it() {
 fn without_the_thread_proof_a_plugin_thread_kills_the_host() {
     if in_child() {
         let loader = ModuleLoader::new();
-        let m = loader.load(fixture_path("plugin-thread")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("plugin-thread")) }.unwrap();
         let (gate, _done) = spawn(&loader, m, "fx_spawn_raw");
         let report = loader.unload(m).unwrap();
         assert!(report.unmapped, "{report}");

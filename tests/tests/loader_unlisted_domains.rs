@@ -1,8 +1,7 @@
 //! Callbacks on domains the plugin does not list: drained before the
 //! object goes (bounded), or the object stays a Zombie naming the domain.
 //! (A dynamic domain kept in a `static LazyLock` and a host domain given
-//! plugin closures need the runtime's inventory: their tests are ignored
-//! until it lands.)
+//! plugin closures are found through the runtime's inventory by address.)
 //! Without the loader's search of the object for its domains (a test
 //! switch), a plain `static` domain with slow callbacks pending kills the
 //! host with SIGSEGV when the runtime runs one in the unmapped object (seen
@@ -31,12 +30,13 @@ fn queue(
     // SAFETY: the fixture exports it with this signature.
     let f = unsafe { loader.symbol::<QueueFn>(m, which).unwrap() };
     // SAFETY: both atomics live for the process.
-    f.call(|f| unsafe { f(n, sleep_ms, gate, ran) }).unwrap();
+    f.call(|f| unsafe { f.call(n, sleep_ms, gate, ran) }).unwrap();
 }
 
-fn drained_and_unmapped(which: &str, domain: &str) {
+fn drained_and_unmapped(which: &str, domain: Option<&str>) {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("unlisted-domains")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (gate, ran) = (leak(AtomicBool::new(true)), leak(AtomicUsize::new(0)));
     queue(&loader, m, which, 5, 20, gate, ran);
@@ -46,25 +46,31 @@ fn drained_and_unmapped(which: &str, domain: &str) {
     assert!(report.unmapped, "{report}");
     // Every callback ran before the object went.
     assert_eq!(ran.load(Ordering::SeqCst), 5);
-    assert_eq!(
-        report.domain(domain).map(|d| d.barrier),
-        Some(BarrierOutcome::Issued),
-        "{report}"
-    );
+    // A plain static is one of the object's static domains (found among
+    // its symbols), with a report of its own; a dynamic domain is drained
+    // through the runtime's inventory.
+    if let Some(domain) = domain {
+        assert_eq!(
+            report.domain(domain).map(|d| d.barrier),
+            Some(BarrierOutcome::Issued),
+            "{report}"
+        );
+    }
     assert!(!object_is_mapped(&path));
 }
 
 #[test]
 fn unlisted_plain_static_domain_is_drained_before_unmap() {
-    drained_and_unmapped("fx_plain_queue", "unlisted.plain");
+    drained_and_unmapped("fx_plain_queue", Some("unlisted.plain"));
 }
 
-/// Needs the runtime's inventory (issue 8): a dynamic domain's bytes in the
-/// object cannot be told from those of one moved away and dropped.
+/// Through the runtime's inventory: a dynamic domain's bytes in the object
+/// cannot be told from those of one moved away and dropped, but the runtime
+/// knows its live domains and where their structs lie.
 #[test]
-#[ignore = "pending: needs usrcu::runtime::inventory (the runtime engine, issue 8)"]
+
 fn dynamic_domain_kept_in_a_static_lazylock_is_drained_before_unmap() {
-    drained_and_unmapped("fx_lazy_queue", "unlisted.lazy");
+    drained_and_unmapped("fx_lazy_queue", None);
 }
 
 #[test]
@@ -73,7 +79,8 @@ fn callbacks_that_never_finish_on_an_unlisted_domain_leave_a_zombie_naming_it() 
         unload_timeout: Duration::from_millis(200),
         ..Default::default()
     });
-    let m = loader.load(fixture_path("unlisted-domains")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     queue(&loader, m, "fx_plain_queue", 3, 0, gate, ran);
@@ -101,19 +108,20 @@ fn callbacks_that_never_finish_on_an_unlisted_domain_leave_a_zombie_naming_it() 
     assert!(!object_is_mapped(&path));
 }
 
-/// Needs the runtime's inventory by address (issue 8): a host domain holds
+/// Through the runtime's inventory by address: a host domain holds
 /// closures of the plugin, which no domain of the plugin shows.
 #[test]
-#[ignore = "pending: needs usrcu::runtime::inventory (the runtime engine, issue 8)"]
+
 fn plugin_closures_queued_on_a_host_domain_are_drained_before_unmap() {
     static HOST: Srcu = Srcu::new_static("host.domain");
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("unlisted-domains")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
     let (gate, ran) = (leak(AtomicBool::new(true)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
     let f = unsafe { loader.symbol::<HostQueueFn>(m, "fx_host_queue").unwrap() };
     // SAFETY: HOST and both atomics live for the process.
-    f.call(|f| unsafe { f(&HOST, 5, 20, gate, ran) }).unwrap();
+    f.call(|f| unsafe { f.call(&HOST, 5, 20, gate, ran) }).unwrap();
     let report = loader.unload(m).unwrap();
     assert!(report.unmapped, "{report}");
     assert_eq!(ran.load(Ordering::SeqCst), 5);
@@ -123,7 +131,8 @@ fn plugin_closures_queued_on_a_host_domain_are_drained_before_unmap() {
 fn without_searching_the_object_an_unlisted_static_domain_kills_the_host() {
     if in_child() {
         let loader = ModuleLoader::new();
-        let m = loader.load(fixture_path("unlisted-domains")).unwrap();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
         let (gate, ran) = (leak(AtomicBool::new(true)), leak(AtomicUsize::new(0)));
         queue(&loader, m, "fx_plain_queue", 5, 50, gate, ran);
         let report = loader.unload(m).unwrap();
@@ -133,10 +142,37 @@ fn without_searching_the_object_an_unlisted_static_domain_kills_the_host() {
     }
     let status = rerun_in_child(
         "without_searching_the_object_an_unlisted_static_domain_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains")],
+        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory")],
     );
     assert!(
         matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
         "the child should have died in a callback of the unmapped object: {status:?}"
+    );
+}
+
+#[test]
+fn without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host() {
+    static HOST: Srcu = Srcu::new_static("host.domain.crash");
+    if in_child() {
+        let loader = ModuleLoader::new();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
+        let (gate, ran) = (leak(AtomicBool::new(true)), leak(AtomicUsize::new(0)));
+        // SAFETY: the fixture exports it with this signature.
+        let f = unsafe { loader.symbol::<HostQueueFn>(m, "fx_host_queue").unwrap() };
+        // SAFETY: HOST and both atomics live for the process.
+        f.call(|f| unsafe { f.call(&HOST, 5, 50, gate, ran) }).unwrap();
+        let report = loader.unload(m).unwrap();
+        assert!(report.unmapped, "{report}");
+        std::thread::sleep(Duration::from_secs(3));
+        std::process::exit(0);
+    }
+    let status = rerun_in_child(
+        "without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host",
+        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "inventory")],
+    );
+    assert!(
+        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
+        "the child should have died in a plugin closure run by the host domain: {status:?}"
     );
 }

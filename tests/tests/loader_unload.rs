@@ -21,7 +21,8 @@ const QUEUED: usize = 6;
 #[test]
 fn unload_barriers_only_the_domain_with_callbacks() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let ran = leak(AtomicUsize::new(0));
     // SAFETY: the fixture exports these with these signatures.
     let (queue, read) = unsafe {
@@ -31,8 +32,8 @@ fn unload_barriers_only_the_domain_with_callbacks() {
         )
     };
     // SAFETY: `ran` lives for the process.
-    queue.call(|f| unsafe { f(QUEUED, 30, ran) }).unwrap();
-    assert_eq!(read.call(|f| f(10)).unwrap(), 45);
+    queue.call(|f| unsafe { f.call(QUEUED, 30, ran) }).unwrap();
+    assert_eq!(read.call(|f| f.call(10)).unwrap(), 45);
 
     let report = loader.unload(m).unwrap();
 
@@ -63,12 +64,13 @@ fn unload_barriers_only_the_domain_with_callbacks() {
 #[test]
 fn every_pending_callback_runs_before_dlclose() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
     let queue = unsafe { loader.symbol::<GatedFn>(m, "fx_queue_gated").unwrap() };
     // SAFETY: the atomics live for the process.
-    queue.call(|f| unsafe { f(QUEUED, gate, ran) }).unwrap();
+    queue.call(|f| unsafe { f.call(QUEUED, gate, ran) }).unwrap();
 
     let report = thread::scope(|s| {
         let unloader = s.spawn(|| loader.unload(m));
@@ -95,7 +97,8 @@ fn every_pending_callback_runs_before_dlclose() {
 #[test]
 fn unloaded_object_leaves_the_address_space() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     assert!(object_is_mapped(&path));
     let report = loader.unload(m).unwrap();
@@ -108,7 +111,8 @@ fn unloaded_object_leaves_the_address_space() {
 #[test]
 fn calls_in_flight_delay_unload_until_they_return() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let seq = leak(AtomicU64::new(1));
     let (call_ended_at, exit_at) = (leak(AtomicU64::new(0)), leak(AtomicU64::new(0)));
     let (entered, release) = (leak(AtomicBool::new(false)), leak(AtomicBool::new(false)));
@@ -121,12 +125,12 @@ fn calls_in_flight_delay_unload_until_they_return() {
         )
     };
     // SAFETY: the counters live for the process.
-    probe.call(|f| unsafe { f(seq, exit_at) }).unwrap();
+    probe.call(|f| unsafe { f.call(seq, exit_at) }).unwrap();
 
     thread::scope(|s| {
         let caller = s.spawn(|| {
             // SAFETY: the atomics live for the process.
-            block.call(|f| unsafe { f(entered, release, seq, call_ended_at) })
+            block.call(|f| unsafe { f.call(entered, release, seq, call_ended_at) })
         });
         while !entered.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(1));
@@ -137,7 +141,7 @@ fn calls_in_flight_delay_unload_until_they_return() {
             thread::sleep(Duration::from_millis(1));
         }
         assert!(matches!(
-            add.call(|f| f(1, 2)),
+            add.call(|f| f.call(1, 2)),
             Err(CallError::NotLive {
                 state: ModuleState::Going,
                 ..
@@ -166,7 +170,8 @@ fn unload_gives_up_on_a_call_that_never_returns_and_module_stays_usable() {
         unload_timeout: Duration::from_millis(100),
         ..Default::default()
     });
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let (entered, release) = (leak(AtomicBool::new(false)), leak(AtomicBool::new(false)));
     // SAFETY: the fixture exports these with these signatures.
     let (block, add) = unsafe {
@@ -178,7 +183,7 @@ fn unload_gives_up_on_a_call_that_never_returns_and_module_stays_usable() {
     thread::scope(|s| {
         let caller = s.spawn(|| {
             // SAFETY: the atomics live for the process; null probes are allowed.
-            block.call(|f| unsafe { f(entered, release, std::ptr::null(), std::ptr::null()) })
+            block.call(|f| unsafe { f.call(entered, release, std::ptr::null(), std::ptr::null()) })
         });
         while !entered.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(1));
@@ -189,7 +194,7 @@ fn unload_gives_up_on_a_call_that_never_returns_and_module_stays_usable() {
             "{err}"
         );
         assert_eq!(loader.state(m), Some(ModuleState::Live));
-        assert_eq!(add.call(|f| f(2, 3)), Ok(5));
+        assert_eq!(add.call(|f| f.call(2, 3)), Ok(5));
         release.store(true, Ordering::SeqCst);
         caller.join().unwrap().unwrap();
     });
@@ -201,12 +206,13 @@ type DynQueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize, *const At
 #[test]
 fn dynamic_domain_of_a_plugin_runs_callbacks_on_the_host_runtime_and_drains_at_exit() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("dynamic-domain")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("dynamic-domain")) }.unwrap();
     let (ran, on_runtime) = (leak(AtomicUsize::new(0)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
     let queue = unsafe { loader.symbol::<DynQueueFn>(m, "fx_dyn_queue").unwrap() };
     // SAFETY: the counters live for the process.
-    queue.call(|f| unsafe { f(4, 30, ran, on_runtime) }).unwrap();
+    queue.call(|f| unsafe { f.call(4, 30, ran, on_runtime) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 
@@ -217,5 +223,42 @@ fn dynamic_domain_of_a_plugin_runs_callbacks_on_the_host_runtime_and_drains_at_e
     assert_eq!(on_runtime.load(Ordering::SeqCst), 4);
     assert!(report.domains.is_empty(), "{report}");
     assert_eq!(report.zombie_cause, None);
+    assert!(report.unmapped, "{report}");
+}
+
+/// An unload that runs inside a `call_srcu` callback of another (host)
+/// domain, on a runtime invoker thread, still drains the module: callbacks
+/// of different domains run on different invokers, so its `barrier` waits as
+/// usual and the report says it was issued. (Only a barrier of a domain from
+/// inside that same domain's callback returns early: `srcu/tests/runtime.rs`.)
+#[test]
+fn unload_inside_a_callback_of_another_domain_issues_the_barrier() {
+    use std::sync::mpsc;
+    use usrcu::Srcu;
+    let loader: &'static ModuleLoader = leak(ModuleLoader::new());
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
+    let ran = leak(AtomicUsize::new(0));
+    // SAFETY: the fixture exports it with this signature.
+    let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
+    // SAFETY: `ran` lives for the process.
+    queue.call(|f| unsafe { f.call(1, 0, ran) }).unwrap();
+    // Let the module's callback run first, so that only the barrier's
+    // classification is in question.
+    while ran.load(Ordering::SeqCst) < 1 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let host = leak(Srcu::new("host-unloads-inside-a-callback"));
+    let (tx, rx) = mpsc::channel();
+    host.call_srcu(move || {
+        let _ = tx.send(loader.unload(m));
+    });
+    let report = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the unload inside a callback did not finish")
+        .unwrap();
+    let d = report.domain("callbacks.queue").unwrap();
+    assert_eq!(d.barrier, BarrierOutcome::Issued, "{report}");
+    assert_eq!(report.barriers_issued(), 1, "{report}");
     assert!(report.unmapped, "{report}");
 }

@@ -5,18 +5,19 @@
 //!
 //! A test binary of its own: missed-barrier warnings are process-wide.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu_module_loader::{BarrierOutcome, LoaderConfig, ModuleLoader, ModuleState, ZombieCause};
 use usrcu_tests::{fixture_path, leak, object_is_mapped};
 
-type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
+type GatedQueueFn = unsafe extern "C" fn(usize, *const AtomicBool, *const AtomicUsize);
 type DynQueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize, *const AtomicUsize);
 type VoidFn = extern "C" fn();
 
-/// Wait (bounded, generously) until `c` reaches `n`.
+/// Wait until `c` reaches `n` (bounded only so that a bug fails instead of
+/// hanging; the sleep is a polling interval, nothing waits on time).
 fn wait_until(c: &AtomicUsize, n: usize) -> bool {
     let end = Instant::now() + Duration::from_secs(60);
     while c.load(Ordering::SeqCst) < n {
@@ -35,13 +36,15 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
         auto_barrier: false,
         ..Default::default()
     });
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
-    let ran = leak(AtomicUsize::new(0));
+    let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports it with this signature.
-    let queue = unsafe { loader.symbol::<QueueFn>(m, "fx_queue_callbacks").unwrap() };
-    // SAFETY: `ran` lives for the process.
-    queue.call(|f| unsafe { f(4, 50, ran) }).unwrap();
+    let queue = unsafe { loader.symbol::<GatedQueueFn>(m, "fx_queue_gated").unwrap() };
+    // The callbacks wait for `gate`, so they are certainly pending at unload.
+    // SAFETY: `gate` and `ran` live for the process.
+    queue.call(|f| unsafe { f.call(4, gate, ran) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 
@@ -64,6 +67,12 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
     assert_eq!(loader.state(m), Some(ModuleState::Zombie));
 
     // The callbacks run later, in code that is still mapped: no crash.
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "a gated callback ran before the gate opened"
+    );
+    gate.store(true, Ordering::SeqCst);
     assert!(wait_until(ran, 4));
     // Unloading the zombie again, once nothing is pending, unmaps it.
     let retry = loader.unload(m).unwrap();
@@ -75,7 +84,8 @@ fn auto_barrier_off_reports_missed_barrier_and_keeps_module_as_zombie() {
 fn dynamic_domain_dropped_without_barrier_keeps_module_as_zombie() {
     let capture = Capture::start();
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("dynamic-domain")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("dynamic-domain")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     let (ran, on_runtime) = (leak(AtomicUsize::new(0)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture exports these with these signatures.
@@ -85,9 +95,12 @@ fn dynamic_domain_dropped_without_barrier_keeps_module_as_zombie() {
             loader.symbol::<VoidFn>(m, "fx_dyn_forget_barrier").unwrap(),
         )
     };
-    forget.call(|f| f()).unwrap();
+    // With the barrier forgotten, the callbacks wait until `exit` has dropped
+    // the domain (the fixture's own flag), so they are certainly pending at
+    // the drop; no sleep is needed.
+    forget.call(|f| f.call()).unwrap();
     // SAFETY: the counters live for the process.
-    queue.call(|f| unsafe { f(3, 50, ran, on_runtime) }).unwrap();
+    queue.call(|f| unsafe { f.call(3, 0, ran, on_runtime) }).unwrap();
 
     let report = loader.unload(m).unwrap();
 
@@ -119,11 +132,12 @@ fn reader_that_never_leaves_a_static_domain_keeps_module_as_zombie() {
         unload_timeout: Duration::from_millis(100),
         ..Default::default()
     });
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let path = loader.info(m).unwrap().loaded_path;
     // SAFETY: the fixture exports it with this signature.
     let hold = unsafe { loader.symbol::<VoidFn>(m, "fx_hold_reader").unwrap() };
-    hold.call(|f| f()).unwrap();
+    hold.call(|f| f.call()).unwrap();
 
     let report = loader.unload(m).unwrap();
 

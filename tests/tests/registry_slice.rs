@@ -31,7 +31,8 @@ fn host_slice_holds_exactly_the_host_domains() {
 #[test]
 fn plugin_slice_holds_exactly_the_plugin_domains() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("callbacks")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let info = loader.info(m).unwrap();
     assert_eq!(
         sorted(info.domains.clone()),
@@ -39,7 +40,7 @@ fn plugin_slice_holds_exactly_the_plugin_domains() {
     );
     // SAFETY: the fixture exports it with this signature.
     let count = unsafe { loader.symbol::<CountFn>(m, "fx_domain_count").unwrap() };
-    assert_eq!(count.call(|f| f()).unwrap(), 3);
+    assert_eq!(count.call(|f| f.call()).unwrap(), 3);
     // Loading a plugin adds nothing to the host's slice.
     assert_eq!(usrcu_registry::domains().len(), 2);
     assert!(loader.unload(m).unwrap().unmapped);
@@ -48,11 +49,12 @@ fn plugin_slice_holds_exactly_the_plugin_domains() {
 #[test]
 fn plugin_without_static_domains_has_an_empty_slice() {
     let loader = ModuleLoader::new();
-    let m = loader.load(fixture_path("dynamic-domain")).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("dynamic-domain")) }.unwrap();
     assert!(loader.info(m).unwrap().domains.is_empty());
     // SAFETY: the fixture exports it with this signature.
     let count = unsafe { loader.symbol::<CountFn>(m, "fx_domain_count").unwrap() };
-    assert_eq!(count.call(|f| f()).unwrap(), 0);
+    assert_eq!(count.call(|f| f.call()).unwrap(), 0);
     assert!(loader.unload(m).unwrap().unmapped);
 }
 
@@ -60,7 +62,11 @@ fn plugin_without_static_domains_has_an_empty_slice() {
 fn two_copies_of_one_plugin_each_see_their_own_domains() {
     let loader = ModuleLoader::new();
     let path = fixture_path("callbacks");
-    let (a, b) = (loader.load(&path).unwrap(), loader.load(&path).unwrap());
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let (a, b) = (
+        unsafe { loader.load(&path) }.unwrap(),
+        unsafe { loader.load(&path) }.unwrap(),
+    );
     // SAFETY: the fixture exports it with this signature.
     let (qa, qb) = unsafe {
         (
@@ -68,7 +74,7 @@ fn two_copies_of_one_plugin_each_see_their_own_domains() {
             loader.symbol::<DomainFn>(b, "fx_queue_domain").unwrap(),
         )
     };
-    let (pa, pb) = (qa.call(|f| f()).unwrap(), qb.call(|f| f()).unwrap());
+    let (pa, pb) = (qa.call(|f| f.call()).unwrap(), qb.call(|f| f.call()).unwrap());
     assert_ne!(pa, pb, "each copy has its own static domain");
     let (ia, ib) = (loader.info(a).unwrap(), loader.info(b).unwrap());
     assert_ne!(ia.loaded_path, ib.loaded_path);
@@ -78,7 +84,7 @@ fn two_copies_of_one_plugin_each_see_their_own_domains() {
     // The other copy is untouched by the first one's unload.
     // SAFETY: as above.
     let count = unsafe { loader.symbol::<CountFn>(b, "fx_domain_count").unwrap() };
-    assert_eq!(count.call(|f| f()).unwrap(), 3);
+    assert_eq!(count.call(|f| f.call()).unwrap(), 3);
     assert!(loader.unload(b).unwrap().unmapped);
 }
 
@@ -87,14 +93,15 @@ fn slice_survives_release_build_with_fat_lto() {
     let loader = ModuleLoader::new();
     let path = fixture_path_with_profile("callbacks", "release-lto");
     assert!(path.to_string_lossy().contains("release-lto"));
-    let m = loader.load(&path).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(&path) }.unwrap();
     assert_eq!(
         sorted(loader.info(m).unwrap().domains),
         sorted(CALLBACKS_DOMAINS.map(String::from).to_vec())
     );
     // SAFETY: the fixture exports it with this signature.
     let count = unsafe { loader.symbol::<CountFn>(m, "fx_domain_count").unwrap() };
-    assert_eq!(count.call(|f| f()).unwrap(), 3);
+    assert_eq!(count.call(|f| f.call()).unwrap(), 3);
     let report = loader.unload(m).unwrap();
     assert_eq!(report.domains.len(), 3);
     assert!(report.unmapped);

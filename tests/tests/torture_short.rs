@@ -55,6 +55,33 @@ fn survives(domain: &str, fence: &str, cpus: &str) {
         "torture failed:\n{text}"
     );
     assert!(text.contains("usrcu-torture: Reader Pipe:"), "no reader pipe:\n{text}");
+    // A SUCCESS that exercised nothing proves nothing: readers read, grace
+    // periods completed, and the writer used every primitive it chooses from
+    // (`Op::ALL` in `usrcu-torture/writer.rs`).
+    for counter in [
+        "reads", "gps", "writes", "sync", "exp", "call", "poll", "getstate", "barrier",
+    ] {
+        assert!(
+            final_stat(&out, counter) > 0,
+            "{counter}=0: the run did not exercise it:\n{text}"
+        );
+    }
+}
+
+/// The value of `name=N` on the last statistics line (`usrcu-torture: t=...`).
+fn final_stat(out: &Output, name: &str) -> u64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("usrcu-torture: t="))
+        .expect("no statistics line");
+    line.split_whitespace()
+        .map(|w| w.trim_matches(|c| c == '(' || c == ')'))
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} missing from the statistics line: {line}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} is not a number ({e}): {line}"))
 }
 
 macro_rules! matrix {
@@ -129,4 +156,43 @@ fn skipped_second_scan_is_reported_as_failure_on_seqcst_path() {
 fn unknown_flag_is_a_usage_error() {
     let (out, text) = torture(&["--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{text}");
+}
+
+#[test]
+fn trace_flavor_membarrier_survives_torture() {
+    let (out, text) = torture(&["--short", "--flavor", "trace", "--fence", "membarrier"]);
+    assert!(
+        out.status.success() && last_line(&out).starts_with("usrcu-torture: SUCCESS"),
+        "torture failed:\n{text}"
+    );
+}
+
+#[test]
+fn trace_flavor_seqcst_survives_torture() {
+    let (out, text) = torture(&["--short", "--flavor", "trace", "--fence", "seqcst"]);
+    assert!(
+        out.status.success() && last_line(&out).starts_with("usrcu-torture: SUCCESS"),
+        "torture failed:\n{text}"
+    );
+}
+
+/// A Tasks Trace grace period that does not re-check its holdouts ends while
+/// readers are inside: the run must end in FAILURE with too-old reads.
+#[test]
+fn broken_trace_flavor_without_holdout_recheck_is_reported_as_failure() {
+    let (out, text) = torture(&[
+        "--short",
+        "--duration",
+        "2",
+        "--flavor",
+        "trace",
+        "--broken",
+        "trace-skip-holdout-recheck",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(last_line(&out).starts_with("usrcu-torture: FAILURE"), "{text}");
+    assert!(
+        error_count(&out, "too_old") > 0,
+        "no too-short grace period seen:\n{text}"
+    );
 }

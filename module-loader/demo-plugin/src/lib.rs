@@ -4,11 +4,22 @@
 //! Three static domains: `demo.config` (readers and `call_srcu`: the loader
 //! issues a barrier for it at unload), `demo.stats` (readers only: barrier
 //! skipped), `demo.audit` (never used: barrier skipped).
+//!
+//! The host calls it through the typed interfaces `Calc` (the registry's
+//! example, what `plugin-host` calls) and `DemoAdmin` (`src/api.rs`);
+//! the `#[no_mangle]` functions below stay for hosts that resolve symbols
+//! by name.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use usrcu_registry::example::Calc;
 use usrcu_registry::usrcu::Srcu;
-use usrcu_registry::{define_static_srcu, export_module};
+use usrcu_registry::{define_static_srcu, export_interface, export_module};
+
+mod api;
+
+/// What `Calc::version` serves. `plugin-host watch` shows it after each reload.
+const VERSION: u64 = 1;
 
 define_static_srcu!(static CONFIG_SRCU = Srcu::new_static("demo.config"));
 define_static_srcu!(static STATS_SRCU = Srcu::new_static("demo.stats"));
@@ -23,6 +34,7 @@ static CONFIG: AtomicPtr<Config> = AtomicPtr::new(std::ptr::null_mut());
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 fn init() -> Result<(), String> {
+    log::info!("demo plugin version {VERSION} initialised");
     let c = Box::into_raw(Box::new(Config {
         factor: 3,
         generation: 0,
@@ -44,6 +56,33 @@ fn exit() {
 }
 
 export_module! { name: "demo", init: init, exit: exit }
+
+/// The implementation of the typed interfaces.
+struct Plugin;
+
+impl Calc for Plugin {
+    fn compute(x: u64) -> u64 {
+        demo_compute(x)
+    }
+    fn version() -> u64 {
+        VERSION
+    }
+}
+
+impl api::DemoAdmin for Plugin {
+    fn update(factor: u64) {
+        demo_update(factor)
+    }
+    fn calls() -> u64 {
+        demo_calls()
+    }
+    fn check(code: u32) -> u32 {
+        assert!(code % 2 == 0, "check({code}): odd codes are refused");
+        code / 2
+    }
+}
+
+export_interface!(Calc for Plugin, api::DemoAdmin for Plugin);
 
 /// `x * factor + generation`, under the config's read section.
 #[no_mangle]

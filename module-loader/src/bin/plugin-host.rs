@@ -2,8 +2,13 @@
 //! every unload drained its callbacks and unmapped the object.
 //!
 //! ```text
-//! cargo run --release -p usrcu-module-loader --bin plugin-host [-- --cycles N --threads T --plugin PATH]
+//! cargo run --release -p usrcu-module-loader --bin plugin-host -- demo [--cycles N --threads T --plugin PATH]
+//! cargo run --release -p usrcu-module-loader --bin plugin-host -- watch <plugin crate dir> [--threads T]
 //! ```
+//!
+//! `demo` (also what no subcommand runs) is the scripted run below. `watch`
+//! (`plugin-host/watch.rs`) builds a plugin crate, serves it, and rebuilds
+//! and reloads it whenever its sources change.
 //!
 //! With no `--plugin`, it builds the example plugin (`module-loader/demo-plugin`)
 //! with cargo into `target/plugins/` first. Reader threads call the plugin
@@ -17,12 +22,17 @@ use std::time::{Duration, Instant};
 use std::{env, process, thread};
 
 use usrcu_module_loader::plugin_build::{workspace_target_dir, PluginBuild};
-use usrcu_module_loader::{CallError, ModuleHandle, ModuleLoader, Symbol, UnloadReport};
+use usrcu_module_loader::{ModuleHandle, ModuleLoader, Symbol, UnloadReport};
 
 type Compute = extern "C" fn(u64) -> u64;
 type Update = extern "C" fn(u64);
 
 const MODULE: &str = "demo";
+
+#[path = "../../demo-plugin/src/api.rs"]
+mod api;
+#[path = "plugin-host/watch.rs"]
+mod watch;
 
 struct Args {
     cycles: usize,
@@ -31,17 +41,20 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: plugin-host [--cycles N] [--threads T] [--plugin PATH]");
+    eprintln!(
+        "usage: plugin-host [demo] [--cycles N] [--threads T] [--plugin PATH]\n       \
+         plugin-host watch <plugin crate dir> [--threads T] [--target-dir DIR] [--profile P]"
+    );
     process::exit(2)
 }
 
-fn parse_args() -> Args {
+fn parse_args(args: Vec<String>) -> Args {
     let mut a = Args {
         cycles: 100,
         threads: 2,
         plugin: None,
     };
-    let mut it = env::args().skip(1);
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
@@ -90,7 +103,7 @@ fn push_config(loader: &ModuleLoader, h: ModuleHandle) {
     // SAFETY: the demo plugin exports it with this signature; the pointer is
     // used only inside `call`.
     if let Ok(update) = unsafe { loader.symbol::<Update>(h, "demo_update") } {
-        let _ = update.call(|f| f(5));
+        let _ = update.call(|f| f.call(5));
     }
 }
 
@@ -105,9 +118,9 @@ fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused:
             continue;
         };
         i = i.wrapping_add(1);
-        let r = c.compute.call(|f| f(i)).and_then(|_| {
+        let r = c.compute.call(|f| f.call(i)).and_then(|_| {
             if i % 64 == 0 {
-                c.update.call(|f| f(i % 7 + 1))
+                c.update.call(|f| f.call(i % 7 + 1))
             } else {
                 Ok(())
             }
@@ -115,7 +128,7 @@ fn reader(loader: &ModuleLoader, stop: &AtomicBool, served: &AtomicU64, refused:
         match r {
             // Relaxed: statistics.
             Ok(()) => served.fetch_add(1, Ordering::Relaxed),
-            Err(CallError::NotLive { .. }) => {
+            Err(_) => {
                 calls = resolve(loader);
                 refused.fetch_add(1, Ordering::Relaxed)
             }
@@ -136,10 +149,17 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let args = parse_args();
+    let mut args: Vec<String> = env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("watch") => return watch::main(&args[1..]),
+        Some("demo") => drop(args.remove(0)),
+        _ => {}
+    }
+    let args = parse_args(args);
     let plugin = args.plugin.clone().unwrap_or_else(build_demo_plugin);
     let loader = Arc::new(ModuleLoader::new());
-    match loader.load(&plugin) {
+    // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
+    match unsafe { loader.load(&plugin) } {
         Ok(h) => push_config(&loader, h),
         Err(e) => {
             eprintln!("plugin-host: {e}");
@@ -171,7 +191,8 @@ fn main() {
         while args.threads > 0 && served.load(Ordering::Relaxed) == before {
             thread::sleep(Duration::from_micros(100));
         }
-        match loader.reload(MODULE, &plugin) {
+        // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
+        match unsafe { loader.reload(MODULE, &plugin) } {
             Ok((h, r)) => {
                 push_config(&loader, h);
                 reports.push(r);

@@ -16,7 +16,6 @@
 use super::readers::wait_for_grace_period;
 use super::{Proof, UnloadCx};
 use crate::key_interposer;
-use crate::pthread_keys::KeyTable;
 use crate::report::ZombieCause;
 
 /// See the module documentation.
@@ -24,7 +23,7 @@ pub(crate) struct Keys;
 
 impl Proof for Keys {
     fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
-        let keys = KeyTable::open().ok_or(ZombieCause::PthreadKeysUnverifiable)?;
+        let keys = cx.key_table.ok_or(ZombieCause::PthreadKeysUnverifiable)?;
         // SAFETY: every path into the module is closed: it is `Going`, calls
         // have drained, `exit` ran, its callbacks are drained, its domains
         // cleaned up and none of its threads lives (the proofs before this

@@ -249,7 +249,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
         let c = &s.counters[l.cycle];
         i += 1;
         let r: Result<(), CallError> = match rng.below(8) {
-            0..=2 => l.add.call(|f| f(i, 1)).map(|v| {
+            0..=2 => l.add.call(|f| f.call(i, 1)).map(|v| {
                 if v != i + 1 {
                     s.fail(format!("fx_add({i}, 1) returned {v}"));
                 }
@@ -257,7 +257,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
             }),
             3 => {
                 let n = 1 + rng.below(64);
-                l.read.call(|f| f(n)).map(|v| {
+                l.read.call(|f| f.call(n)).map(|v| {
                     if v != n * (n - 1) / 2 {
                         s.fail(format!("fx_read({n}) returned {v}"));
                     }
@@ -269,7 +269,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                 let n = 1 + rng.below(4) as usize;
                 let sleep_ms = u64::from(rng.one_in(64));
                 // SAFETY: the counter lives for the process (leaked `Soak`).
-                l.queue.call(|f| unsafe { f(n, sleep_ms, &c.cb_ran) }).map(|()| {
+                l.queue.call(|f| unsafe { f.call(n, sleep_ms, &c.cb_ran) }).map(|()| {
                     c.cb_queued.fetch_add(n, Ordering::Relaxed);
                     bump(&c.calls[0]);
                 })
@@ -280,7 +280,7 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
                 let sleep_ms = u64::from(rng.one_in(64));
                 // SAFETY: both counters live for the process (leaked `Soak`).
                 l.dyn_queue
-                    .call(|f| unsafe { f(n, sleep_ms, &c.dyn_ran, &c.dyn_on_runtime) })
+                    .call(|f| unsafe { f.call(n, sleep_ms, &c.dyn_ran, &c.dyn_on_runtime) })
                     .map(|()| {
                         c.dyn_queued.fetch_add(n, Ordering::Relaxed);
                         bump(&c.calls[1]);
@@ -289,15 +289,17 @@ fn reader(s: &'static Soak, id: u64, stop: Arc<AtomicBool>) {
             6 | 7 => {
                 let mut buf = [0u8; 64];
                 // SAFETY: `buf` has 64 writable bytes.
-                l.name.call(|f| unsafe { f(buf.as_mut_ptr(), buf.len()) }).map(|n| {
-                    if n == 0 {
-                        s.fail("fx_thread_name returned an empty name".into());
-                    }
-                    bump(&c.calls[2]);
-                })
+                l.name
+                    .call(|f| unsafe { f.call(buf.as_mut_ptr(), buf.len()) })
+                    .map(|n| {
+                        if n == 0 {
+                            s.fail("fx_thread_name returned an empty name".into());
+                        }
+                        bump(&c.calls[2]);
+                    })
             }
             // A queueing call over the cap: a plain call instead.
-            _ => l.add.call(|f| f(i, 1)).map(|_| bump(&c.calls[0])),
+            _ => l.add.call(|f| f.call(i, 1)).map(|_| bump(&c.calls[0])),
         };
         if r.is_err() {
             // The cycle's plugins are going: look for the next cycle's,
@@ -404,7 +406,8 @@ fn side_plugins(s: &Soak, loader: &ModuleLoader, cycle: usize, paths: &[PathBuf]
     static OPEN: AtomicBool = AtomicBool::new(true);
     static RAN: AtomicUsize = AtomicUsize::new(0);
     for (name, path) in SIDE_PLUGINS.iter().zip(paths) {
-        let h = match loader.load(path) {
+        // SAFETY: the fixtures keep the plugin author's contract.
+        let h = match unsafe { loader.load(path) } {
             Ok(h) => h,
             Err(e) => return s.fail(format!("cycle {cycle}: load of {name} failed: {e}")),
         };
@@ -418,7 +421,7 @@ fn side_plugins(s: &Soak, loader: &ModuleLoader, cycle: usize, paths: &[PathBuf]
                     // SAFETY: the fixture exports it with this signature.
                     unsafe { loader.symbol::<JoinFn>(h, "fx_spawn_join") }
                         .map_err(|e| e.to_string())
-                        .and_then(|f| f.call(|f| f()).map_err(|e| e.to_string()))
+                        .and_then(|f| f.call(|f| f.call()).map_err(|e| e.to_string()))
                 })
                 .join()
                 .unwrap_or_else(|_| Err("the calling thread panicked".into()))
@@ -428,8 +431,11 @@ fn side_plugins(s: &Soak, loader: &ModuleLoader, cycle: usize, paths: &[PathBuf]
             // SAFETY: the fixture exports it with this signature.
             unsafe { loader.symbol::<PlainQueueFn>(h, "fx_plain_queue") }
                 .map_err(|e| e.to_string())
-                // SAFETY: both atomics are statics.
-                .and_then(|f| f.call(|f| unsafe { f(3, 1, &OPEN, &RAN) }).map_err(|e| e.to_string()))
+                .and_then(|f| {
+                    // SAFETY: both atomics are statics.
+                    f.call(|f| unsafe { f.call(3, 1, &OPEN, &RAN) })
+                        .map_err(|e| e.to_string())
+                })
         };
         if let Err(e) = called {
             s.fail(format!("cycle {cycle}: call into {name} failed: {e}"));
@@ -555,7 +561,8 @@ fn main() {
         // Load and publish.
         let mut handles = Vec::with_capacity(3);
         for p in &paths {
-            match loader.load(p) {
+            // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+            match unsafe { loader.load(p) } {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     s.fail(format!("cycle {cycle}: load of {} failed: {e}", p.display()));

@@ -16,6 +16,8 @@
 
 #[path = "usrcu-torture/args.rs"]
 mod args;
+#[path = "usrcu-torture/flavor.rs"]
+mod flavor;
 #[path = "usrcu-torture/pool.rs"]
 mod pool;
 #[path = "usrcu-torture/reader.rs"]
@@ -25,7 +27,7 @@ mod rng;
 #[path = "usrcu-torture/writer.rs"]
 mod writer;
 
-use args::{Args, DomainArg, FenceArg};
+use args::{Args, DomainArg, FenceArg, FlavorArg};
 use pool::{ErrorKind, Pool, PIPE_LEN};
 use reader::ReaderStats;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +42,8 @@ use writer::{Op, WriterStats};
 pub struct Torture {
     pub args: Args,
     pub srcu: &'static Srcu,
+    /// The flavor under torture (`srcu`, or Tasks Trace with `--flavor trace`).
+    pub rcu: flavor::Rcu,
     pub pool: Pool,
     pub errs: pool::Errors,
     /// One per reader, then one for the hand-off thread.
@@ -176,7 +180,7 @@ fn stats_lines(t: &Torture, elapsed: Duration) -> String {
     let sum = |f: &dyn Fn(&ReaderStats) -> u64| t.readers.iter().map(f).sum::<u64>();
     // Relaxed: statistics.
     let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let s = t.srcu.stats();
+    let s = t.rcu.counts();
     let pipe: Vec<String> = (0..=PIPE_LEN as usize)
         .map(|i| sum(&|r| l(&r.pipe[i])).to_string())
         .collect();
@@ -222,6 +226,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let trace = args.flavor == FlavorArg::Trace;
+    if trace && args.fence == FenceArg::SeqCst && std::env::var_os("USRCU_FENCE").is_none() {
+        // The Tasks Trace fence pair is process-wide, chosen at first use.
+        std::env::set_var("USRCU_FENCE", "seqcst");
+    }
     let srcu = match domain(&args) {
         Ok(d) => d,
         Err(e) => {
@@ -233,23 +242,37 @@ fn main() {
         FenceArg::Membarrier => FenceMode::Membarrier,
         FenceArg::SeqCst => FenceMode::SeqCst,
     };
-    if srcu.fence_mode() != want {
+    let mode = if trace {
+        usrcu::trace::fence_mode()
+    } else {
+        srcu.fence_mode()
+    };
+    if mode != want {
         eprintln!(
-            "usrcu-torture: asked for the {want:?} fence path but the domain uses {:?} \
-             (membarrier unavailable, or USRCU_FENCE=seqcst set)",
-            srcu.fence_mode()
+            "usrcu-torture: asked for the {want:?} fence path but the flavor uses {mode:?} \
+             (membarrier unavailable, or USRCU_FENCE=seqcst set)"
         );
         std::process::exit(2);
     }
     if let Some(f) = args.broken {
-        usrcu::fault::set(f, true);
+        // SAFETY: the torture frees nothing on the strength of a grace
+        // period: its pool poisons retired objects and never deallocates
+        // them (pool.rs), and it loads no module. `args` accepts only the
+        // grace-period and fence faults, never RelaxedPublish.
+        unsafe { usrcu::fault::set(f, true) };
     }
+    let rcu = if trace {
+        flavor::Rcu::Trace
+    } else {
+        flavor::Rcu::Srcu(srcu)
+    };
     println!(
-        "usrcu-torture: start: domain={} ({}) fence={:?} possible_cpus={}{} readers={} fake_writers={} pool={} \
+        "usrcu-torture: start: flavor={} domain={} ({}) fence={:?} possible_cpus={}{} readers={} fake_writers={} pool={} \
          rseq={} broken={} duration={:?} seed={}",
-        srcu.name(),
+        if trace { "trace" } else { "srcu" },
+        rcu.name(),
         if srcu.is_dynamic() { "dynamic" } else { "static" },
-        srcu.fence_mode(),
+        mode,
         srcu.possible_cpus(),
         if args.cpus.is_none() { " (real)" } else { " (simulated)" },
         args.readers,
@@ -263,6 +286,7 @@ fn main() {
 
     let t: &'static Torture = Box::leak(Box::new(Torture {
         srcu,
+        rcu,
         pool: Pool::new(args.pool),
         errs: pool::Errors::default(),
         readers: (0..=args.readers).map(|_| ReaderStats::default()).collect(),
@@ -326,9 +350,9 @@ fn main() {
                 .report(ErrorKind::Liveness, || "callback chains not drained after 60 s".into());
             break;
         }
-        t.srcu.barrier();
+        t.rcu.barrier();
     }
-    t.srcu.synchronize();
+    t.rcu.synchronize();
     let elapsed = t0.elapsed();
     let final_stats = stats_lines(t, elapsed);
 
@@ -358,6 +382,12 @@ fn main() {
     }
 
     println!("{final_stats}");
+    // Whether the heavy fences of a membarrier-mode run fell back to
+    // MEMBARRIER_CMD_GLOBAL (USRCU_FAULT_MEMBARRIER_FAILS=1 forces it).
+    println!(
+        "usrcu-torture: membarrier_failed_at_run_time={}",
+        usrcu::fence::membarrier_failed_at_run_time()
+    );
     println!("usrcu-torture: Errors: {}", t.errs);
     if t.errs.total() > 0 {
         let kinds: Vec<&str> = ErrorKind::ALL

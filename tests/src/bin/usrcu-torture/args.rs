@@ -8,6 +8,7 @@ usage: usrcu-torture [options]
 
   --duration <secs>       how long to torture (default 60; --short: 5)
   --short                 CI mode: 5 s, 3 readers, 1 fake writer, stats every second
+  --flavor srcu|trace     what to torture: an SRCU domain, or the Tasks Trace flavor (default srcu)
   --fence membarrier|seqcst
                           the fence pair of the tortured domain (default membarrier)
   --domain static|dynamic a `static` Srcu::new_static_with or an Srcu::with_config (default dynamic)
@@ -18,7 +19,8 @@ usage: usrcu-torture [options]
   --pool <n>              objects in the pool (default 128)
   --stat-interval <secs>  seconds between stats lines (default 10)
   --seed <n>              seed of the operation mix (default: from the clock)
-  --broken <fault>        inject a bug: skip-second-scan | no-heavy-fence | no-reader-fence
+  --broken <fault>        inject a bug: skip-second-scan | no-heavy-fence | no-reader-fence |
+                          trace-skip-holdout-recheck | trace-no-reader-fence
   --stop-on-failure       end the run at the first error found
   --help
 
@@ -33,6 +35,12 @@ pub enum FenceArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlavorArg {
+    Srcu,
+    Trace,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DomainArg {
     Static,
     Dynamic,
@@ -42,6 +50,7 @@ pub enum DomainArg {
 pub struct Args {
     pub duration: Duration,
     pub fence: FenceArg,
+    pub flavor: FlavorArg,
     pub domain: DomainArg,
     /// `None`: the OS's possible CPUs (or `USRCU_POSSIBLE_CPUS`).
     pub cpus: Option<u32>,
@@ -55,10 +64,12 @@ pub struct Args {
 }
 
 /// The faults `--broken` takes, by name.
-const FAULTS: [(&str, Fault); 3] = [
+const FAULTS: [(&str, Fault); 5] = [
     ("skip-second-scan", Fault::SkipSecondScan),
     ("no-heavy-fence", Fault::NoHeavyFence),
     ("no-reader-fence", Fault::NoReaderFence),
+    ("trace-skip-holdout-recheck", Fault::TraceSkipHoldoutRecheck),
+    ("trace-no-reader-fence", Fault::TraceNoReaderFence),
 ];
 
 pub fn fault_name(f: Option<Fault>) -> &'static str {
@@ -82,6 +93,7 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
     let mut a = Args {
         duration: Duration::from_secs(60),
         fence: FenceArg::Membarrier,
+        flavor: FlavorArg::Srcu,
         domain: DomainArg::Dynamic,
         cpus: None,
         readers: 4,
@@ -125,6 +137,13 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
                     v => return Err(format!("--fence: expected membarrier or seqcst, got {v:?}")),
                 }
             }
+            "--flavor" => {
+                a.flavor = match value()?.as_str() {
+                    "srcu" => FlavorArg::Srcu,
+                    "trace" => FlavorArg::Trace,
+                    v => return Err(format!("--flavor: expected srcu or trace, got {v:?}")),
+                }
+            }
             "--domain" => {
                 a.domain = match value()?.as_str() {
                     "static" => DomainArg::Static,
@@ -150,7 +169,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
             "--broken" => {
                 let v = value()?;
                 a.broken = Some(FAULTS.iter().find(|(n, _)| *n == v).map(|(_, f)| *f).ok_or_else(|| {
-                    format!("--broken: expected skip-second-scan, no-heavy-fence or no-reader-fence, got {v:?}")
+                    let names: Vec<&str> = FAULTS.iter().map(|(n, _)| *n).collect();
+                    format!("--broken: expected one of {}, got {v:?}", names.join(", "))
                 })?)
             }
             _ => return Err(format!("unknown argument {arg:?}")),

@@ -1,13 +1,13 @@
 //! Readers: guard sections that nest and sometimes sleep, raw sections
 //! ended on the hand-off thread, and cookie checks from inside a section.
 
+use crate::flavor::{Cookie, Raw};
 use crate::pool::{ErrorKind, Look, PIPE_LEN};
 use crate::rng::Rng;
 use crate::Torture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
-use usrcu::{Cookie, ReadIndex};
 
 /// Counters of one reader thread (or of the hand-off thread), on their own
 /// cache lines. Relaxed everywhere: statistics, summed by the stats thread.
@@ -38,7 +38,7 @@ impl ReaderStats {
 /// A raw section begun by a reader and ended by the hand-off thread.
 #[derive(Debug)]
 pub struct Handoff {
-    idx: ReadIndex,
+    idx: Raw,
     first: Look,
     cookie: Cookie,
 }
@@ -84,8 +84,8 @@ pub fn run(t: &'static Torture, id: usize, handoff: SyncSender<Handoff>) {
 /// runtime to drive that grace period, which then has to wait for us).
 fn cookie_inside(t: &Torture, st: &ReaderStats, rng: &mut Rng) -> Option<Cookie> {
     match rng.below(64) {
-        0 => Some(t.srcu.start_poll()),
-        1..=8 => Some(t.srcu.get_state()),
+        0 => Some(t.rcu.start_poll()),
+        1..=8 => Some(t.rcu.get_state()),
         _ => None,
     }
     .inspect(|_| ReaderStats::bump(&st.cookies))
@@ -94,7 +94,7 @@ fn cookie_inside(t: &Torture, st: &ReaderStats, rng: &mut Rng) -> Option<Cookie>
 /// The cookie of a grace period that began after this section did cannot be
 /// complete while the section lasts.
 fn check_cookie_inside(t: &Torture, c: Cookie, who: &str) {
-    if t.srcu.poll_state(c) {
+    if t.rcu.poll_state(c) {
         t.errs.report(ErrorKind::CookieEarly, || {
             format!(
                 "{who}: cookie {} taken inside the section is complete before the section ended",
@@ -105,13 +105,13 @@ fn check_cookie_inside(t: &Torture, c: Cookie, who: &str) {
 }
 
 fn guard_read(t: &Torture, st: &ReaderStats, rng: &mut Rng, who: &str) {
-    let outer = t.srcu.read_lock();
+    let outer = t.rcu.read_lock();
     let first = t.pool.first_look(t.pool.current(), &t.errs, who);
     let cookie = cookie_inside(t, st, rng);
     if rng.one_in(4) {
         // Nested: the inner section ends first; the outer one must still
         // protect what it found.
-        let inner = t.srcu.read_lock();
+        let inner = t.rcu.read_lock();
         let l = t.pool.first_look(t.pool.current(), &t.errs, who);
         delay(rng, st);
         let age = t.pool.last_look(l, &t.errs, who);
@@ -128,8 +128,8 @@ fn guard_read(t: &Torture, st: &ReaderStats, rng: &mut Rng, who: &str) {
     st.record(age);
     if let Some(c) = cookie.filter(|_| rng.one_in(256)) {
         // After the section: a synchronize completes every earlier cookie.
-        t.srcu.synchronize();
-        if !t.srcu.poll_state(c) {
+        t.rcu.synchronize();
+        if !t.rcu.poll_state(c) {
             t.errs.report(ErrorKind::CookieLate, || {
                 format!("{who}: cookie {} not complete after synchronize()", c.as_u64())
             });
@@ -138,12 +138,16 @@ fn guard_read(t: &Torture, st: &ReaderStats, rng: &mut Rng, who: &str) {
 }
 
 fn raw_read(t: &Torture, st: &ReaderStats, rng: &mut Rng, who: &str, handoff: &SyncSender<Handoff>) {
-    let idx = t.srcu.read_lock_raw();
+    let idx = t.rcu.read_lock_raw();
     let first = t.pool.first_look(t.pool.current(), &t.errs, who);
-    let cookie = t.srcu.get_state();
+    let cookie = t.rcu.get_state();
     delay(rng, st);
     ReaderStats::bump(&st.raw);
-    if let Err(e) = handoff.send(Handoff { idx, first, cookie }) {
+    let h = Handoff { idx, first, cookie };
+    if !t.rcu.raw_crosses_threads() {
+        // Tasks Trace sections belong to their thread: end it here.
+        end_raw(t, st, h, who);
+    } else if let Err(e) = handoff.send(h) {
         // The hand-off thread is gone (the run is ending): end it here.
         end_raw(t, st, e.0, who);
     }
@@ -152,9 +156,10 @@ fn raw_read(t: &Torture, st: &ReaderStats, rng: &mut Rng, who: &str, handoff: &S
 fn end_raw(t: &Torture, st: &ReaderStats, h: Handoff, who: &str) {
     let age = t.pool.last_look(h.first, &t.errs, who);
     check_cookie_inside(t, h.cookie, who);
-    // SAFETY: `h.idx` came from `read_lock_raw` on this same domain and is
-    // moved in here, so it is ended exactly once.
-    unsafe { t.srcu.read_unlock_raw(h.idx) };
+    // SAFETY: `h.idx` came from `read_lock_raw` of this same flavor and is
+    // moved in here, so it is ended exactly once; a Tasks Trace one is ended
+    // on the thread that began it (`raw_read`).
+    unsafe { t.rcu.read_unlock_raw(h.idx) };
     st.record(age);
 }
 

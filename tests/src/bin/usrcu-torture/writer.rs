@@ -2,13 +2,13 @@
 //! primitive in turn) and the fake writers (request grace periods
 //! concurrently, and check cookies and barriers).
 
+use crate::flavor::Cookie;
 use crate::pool::ErrorKind;
 use crate::rng::Rng;
 use crate::Torture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use usrcu::Cookie;
 
 /// How the writer waits for the grace period that ages what it retired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +72,7 @@ const POLL_LIMIT: Duration = Duration::from_secs(60);
 fn wait_poll(t: &Torture, c: Cookie, who: &str) {
     let t0 = Instant::now();
     let mut sleep_us = 10;
-    while !t.srcu.poll_state(c) {
+    while !t.rcu.poll_state(c) {
         if t0.elapsed() > POLL_LIMIT {
             t.errs.report(ErrorKind::Liveness, || {
                 format!(
@@ -90,11 +90,11 @@ fn wait_poll(t: &Torture, c: Cookie, who: &str) {
 /// `synchronize` (or its expedited twin) completes a cookie taken before it.
 fn sync_completes_cookie(t: &Torture, c: Cookie, expedited: bool, who: &str) {
     if expedited {
-        t.srcu.synchronize_expedited();
+        t.rcu.synchronize_expedited();
     } else {
-        t.srcu.synchronize();
+        t.rcu.synchronize();
     }
-    if !t.srcu.poll_state(c) {
+    if !t.rcu.poll_state(c) {
         t.errs.report(ErrorKind::CookieLate, || {
             format!("{who}: cookie {} not complete after synchronize", c.as_u64())
         });
@@ -110,7 +110,7 @@ fn chain(t: &'static Torture, i: usize) {
 
 fn queue_chain_step(t: &'static Torture, i: usize) {
     bump(&t.w.cb_queued);
-    t.srcu.call_srcu(move || {
+    t.rcu.call(move || {
         bump(&t.w.cb_invoked);
         if t.pool.age(i) {
             // Relaxed: the count is read after `barrier`s, which order it.
@@ -127,13 +127,13 @@ fn barrier_check(t: &'static Torture, k: u64, who: &str) {
     for _ in 0..k {
         let ran = ran.clone();
         bump(&t.w.cb_queued);
-        t.srcu.call_srcu(move || {
+        t.rcu.call(move || {
             bump(&t.w.cb_invoked);
             // Relaxed: `barrier` orders the callback before our load.
             ran.fetch_add(1, Ordering::Relaxed);
         });
     }
-    t.srcu.barrier();
+    t.rcu.barrier();
     bump(&t.w.barrier_checks);
     // Relaxed: ordered after every callback by `barrier`.
     let n = ran.load(Ordering::Relaxed);
@@ -160,7 +160,7 @@ pub fn run(t: &'static Torture) {
             // Every object is retired or aging in a chain: a grace period
             // frees some.
             bump(&t.w.alloc_fail);
-            t.srcu.synchronize();
+            t.rcu.synchronize();
             age_all(t, &mut retired);
             std::thread::sleep(Duration::from_micros(100));
             continue;
@@ -173,16 +173,16 @@ pub fn run(t: &'static Torture) {
             Op::Sync | Op::SyncExpedited => {
                 retired.push(old);
                 if op == Op::Sync {
-                    t.srcu.synchronize();
+                    t.rcu.synchronize();
                 } else {
-                    t.srcu.synchronize_expedited();
+                    t.rcu.synchronize_expedited();
                 }
                 age_all(t, &mut retired);
             }
             Op::CallSrcu => chain(t, old),
             Op::PollStart => {
                 retired.push(old);
-                let c = t.srcu.start_poll();
+                let c = t.rcu.start_poll();
                 wait_poll(t, c, who);
                 age_all(t, &mut retired);
             }
@@ -191,14 +191,14 @@ pub fn run(t: &'static Torture) {
                 // the runtime may complete it), then synchronize, after
                 // which it must be complete.
                 retired.push(old);
-                let c = t.srcu.get_state();
+                let c = t.rcu.get_state();
                 for _ in 0..8 {
-                    if t.srcu.poll_state(c) {
+                    if t.rcu.poll_state(c) {
                         break;
                     }
                     std::thread::sleep(Duration::from_micros(50));
                 }
-                if !t.srcu.poll_state(c) {
+                if !t.rcu.poll_state(c) {
                     sync_completes_cookie(t, c, false, who);
                 }
                 age_all(t, &mut retired);
@@ -214,7 +214,7 @@ pub fn run(t: &'static Torture) {
     }
     // Age what is left until it is freed.
     while !retired.is_empty() {
-        t.srcu.synchronize();
+        t.rcu.synchronize();
         age_all(t, &mut retired);
     }
 }
@@ -226,12 +226,12 @@ pub fn run_fake(t: &'static Torture, id: usize) {
     let who = format!("fake writer {id}");
     while !t.stopping() {
         match rng.below(7) {
-            0 => t.srcu.synchronize(),
-            1 => t.srcu.synchronize_expedited(),
-            2 => sync_completes_cookie(t, t.srcu.get_state(), false, &who),
-            3 => sync_completes_cookie(t, t.srcu.get_state(), true, &who),
-            4 => wait_poll(t, t.srcu.start_poll(), &who),
-            5 => t.srcu.barrier(),
+            0 => t.rcu.synchronize(),
+            1 => t.rcu.synchronize_expedited(),
+            2 => sync_completes_cookie(t, t.rcu.get_state(), false, &who),
+            3 => sync_completes_cookie(t, t.rcu.get_state(), true, &who),
+            4 => wait_poll(t, t.rcu.start_poll(), &who),
+            5 => t.rcu.barrier(),
             _ => barrier_check(t, 2, &who),
         }
         bump(&t.w.fake_ops);

@@ -1,0 +1,94 @@
+//! The host side of the host context (`usrcu_registry::HostContext`): the
+//! logger bridge that a plugin's `log` records come through, and its
+//! delivery to each module before `init`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use usrcu::diagnostics::{self, Warning, WarningKind};
+use usrcu_registry::{HookMessage, HookStatus, HostContext, HOST_CONTEXT_SYMBOL, HOST_CONTEXT_VERSION};
+
+use crate::module::Module;
+
+extern "C" fn host_max_level() -> u32 {
+    log::max_level() as u32
+}
+
+/// The log sink plugins call: copies the target and the message into the
+/// host, then hands the record to the host's logger. Never unwinds.
+unsafe extern "C" fn host_log(
+    level: u32,
+    target: *const u8,
+    target_len: usize,
+    message: *const u8,
+    message_len: usize,
+) {
+    let copy = |p: *const u8, n: usize| {
+        if p.is_null() || n == 0 {
+            return String::new();
+        }
+        // SAFETY: the plugin lends `n` readable bytes for this call; we copy
+        // them before returning.
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned()
+    };
+    let target = copy(target, target_len);
+    let message = copy(message, message_len);
+    let level = match level {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        _ => log::Level::Trace,
+    };
+    // A panicking host logger must not unwind into the plugin's frames.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        log::logger().log(
+            &log::Record::builder()
+                .level(level)
+                .target(&target)
+                .args(format_args!("{message}"))
+                .build(),
+        )
+    }));
+}
+
+/// The host's context, lent to every module for as long as it is mapped.
+static CONTEXT: HostContext = HostContext {
+    version: HOST_CONTEXT_VERSION,
+    size: std::mem::size_of::<HostContext>() as u32,
+    max_level: host_max_level,
+    log: host_log,
+};
+
+type ContextHook = unsafe extern "C" fn(*const HostContext, *mut HookMessage) -> u32;
+
+/// Hand `m` the host context, if it exports the hook (older plugins do not;
+/// they run without a logger). A refusal is a warning, not a failed load.
+pub(crate) fn deliver(m: &Module) {
+    let lib = crate::lock(&m.lib);
+    let Some(lib) = lib.as_ref() else { return };
+    // SAFETY: `export_module!` exports the hook under this name with this
+    // type; the library is open.
+    let Ok(hook) = (unsafe { lib.get::<ContextHook>(HOST_CONTEXT_SYMBOL.as_bytes()) }) else {
+        return;
+    };
+    let mut buf = [0u8; 512];
+    let mut msg = HookMessage {
+        buf: buf.as_mut_ptr(),
+        cap: buf.len(),
+        len: 0,
+    };
+    // SAFETY: the plugin's panic-catching hook; the context is 'static and
+    // `msg` lends `buf`.
+    let status = unsafe { hook(&CONTEXT, &mut msg) };
+    if HookStatus::from_u32(status) != HookStatus::Ok {
+        let text = String::from_utf8_lossy(&buf[..msg.len.min(buf.len())]).into_owned();
+        diagnostics::emit(Warning::new(
+            WarningKind::Other,
+            m.name.clone(),
+            format!(
+                "usrcu-module-loader: module '{}' refused the host context ({text}); its log records go nowhere",
+                m.name
+            ),
+        ));
+    }
+}

@@ -1,0 +1,528 @@
+//! Tracepoints: typed events a host declares, plugins attach probes to, and
+//! the host fires (the kernel's tracepoints, with `TRACEPOINT_MAY_FAULT`).
+//!
+//! [`define_tracepoint!`](crate::define_tracepoint) declares a `static`
+//! [`Tracepoint<A>`] (the event's argument type `A`), normal or faultable,
+//! and lists it in this object's [`TRACEPOINTS`] slice.
+//!
+//! * **Firing** ([`Tracepoint::fire`]) with no probe attached is one load and
+//!   a branch. Otherwise the probes run inside a read section of the
+//!   tracepoint's flavor: Tasks Trace RCU (`usrcu::trace`) for faultable
+//!   tracepoints, whose probes may sleep, fault and take locks; Tasks RCU
+//!   for normal ones, whose probes must not block.
+//! * **Registering** a probe (a function and its `'static` data) gives a
+//!   [`ProbeHandle`]. A probe marked as possibly blocking is refused on a
+//!   normal tracepoint ([`TracepointError::MayBlockOnNormal`]).
+//! * **Updates** replace the probe array copy-on-update; the old array is
+//!   freed after a grace period of the flavor (deferred with `call`).
+//!   [`ProbeHandle::unregister`] waits for the grace period, so the probe's
+//!   code and data are unused when it returns;
+//!   [`ProbeHandle::unregister_deferred`] does not wait.
+//! * **Unload**: [`remove_probes_in`] removes every probe of this object's
+//!   tracepoints whose code or data lies in an address range, and waits for
+//!   the grace periods and the deferred frees. The plugin loader runs it for
+//!   each unloading object (its built-in `Going` notifier), so a plugin that
+//!   forgets its probes loses nothing and crashes nothing.
+//!
+//! ```
+//! use usrcu_registry::define_tracepoint;
+//!
+//! define_tracepoint!(pub static REQUEST_DONE: Tracepoint<u64> = faultable);
+//!
+//! static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+//! fn on_done(seen: &std::sync::atomic::AtomicU64, bytes: &u64) {
+//!     seen.fetch_add(*bytes, std::sync::atomic::Ordering::Relaxed);
+//! }
+//!
+//! REQUEST_DONE.fire(&1); // no probe: one load and a branch
+//! let h = REQUEST_DONE.register_may_block(on_done, &SEEN).unwrap();
+//! REQUEST_DONE.fire(&10);
+//! assert!(h.unregister()); // waits for a Tasks Trace grace period
+//! REQUEST_DONE.fire(&100);
+//! assert_eq!(SEEN.load(std::sync::atomic::Ordering::Relaxed), 10);
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Whether a tracepoint's probes may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TracepointKind {
+    /// Probes must not block, sleep or fault (Tasks RCU).
+    Normal,
+    /// Probes may sleep, fault and take locks (Tasks Trace RCU).
+    Faultable,
+}
+
+// ---------------------------------------------------------------------------
+// The flavor seam: the one place that changes when `usrcu::tasks` lands.
+
+/// The RCU flavor that protects a tracepoint's probes.
+///
+/// `Tasks` is meant to be `usrcu::tasks` (no read-side marker at all;
+/// `tasks::synchronize`, `tasks::call`, `tasks::barrier`). Until that flavor
+/// is in this workspace it is served by Tasks Trace, which is correct for
+/// non-blocking probes too (only costlier to read); switching is a change to
+/// this type's four methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    Tasks,
+    TasksTrace,
+}
+
+/// A read section of a [`Flavor`].
+struct Section {
+    _trace: Option<usrcu::trace::TraceGuard>,
+}
+
+impl Flavor {
+    fn of(kind: TracepointKind) -> Flavor {
+        match kind {
+            TracepointKind::Normal => Flavor::Tasks,
+            TracepointKind::Faultable => Flavor::TasksTrace,
+        }
+    }
+
+    #[inline]
+    fn read_section(self) -> Section {
+        match self {
+            // Seam: with usrcu::tasks, `Section { _trace: None }`.
+            Flavor::Tasks | Flavor::TasksTrace => Section {
+                _trace: Some(usrcu::trace::read_lock()),
+            },
+        }
+    }
+
+    fn synchronize(self) {
+        match self {
+            // Seam: with usrcu::tasks, `usrcu::tasks::synchronize()`.
+            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::synchronize(),
+        }
+    }
+
+    fn call(self, f: impl FnOnce() + Send + 'static) {
+        match self {
+            // Seam: with usrcu::tasks, `usrcu::tasks::call(f)`.
+            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::call(f),
+        }
+    }
+
+    fn barrier(self) {
+        match self {
+            // Seam: with usrcu::tasks, `usrcu::tasks::barrier()`.
+            Flavor::Tasks | Flavor::TasksTrace => usrcu::trace::barrier(),
+        }
+    }
+
+    const ALL: [Flavor; 2] = [Flavor::Tasks, Flavor::TasksTrace];
+}
+
+// ---------------------------------------------------------------------------
+
+/// Why a probe was refused or not found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TracepointError {
+    /// A probe marked as possibly blocking was offered to a normal
+    /// tracepoint, whose probes run under Tasks RCU and must not block.
+    MayBlockOnNormal {
+        /// The tracepoint.
+        tracepoint: &'static str,
+    },
+}
+
+impl fmt::Display for TracepointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TracepointError::MayBlockOnNormal { tracepoint } => write!(
+                f,
+                "tracepoint '{tracepoint}' is not faultable: a probe that may block cannot be attached to it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TracepointError {}
+
+/// One attached probe. `#[repr(C)]`: a plugin's copy of this crate builds
+/// probes that the host's copy calls.
+#[repr(C)]
+struct Probe<A> {
+    id: u64,
+    call: unsafe fn(*const (), *const (), &A),
+    func: *const (),
+    data: *const (),
+    may_block: bool,
+}
+
+impl<A> Clone for Probe<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for Probe<A> {}
+
+/// Call `func` (a `fn(&D, &A)`) with `data` (a `&'static D`).
+///
+/// # Safety
+/// `func` and `data` were built from a `fn(&D, &A)` and a `&'static D` by
+/// [`Tracepoint::attach`], with this `D`.
+unsafe fn trampoline<D, A>(func: *const (), data: *const (), args: &A) {
+    // SAFETY: `func` was a `fn(&D, &A)`, the same size as a pointer.
+    let f: fn(&D, &A) = unsafe { std::mem::transmute::<*const (), fn(&D, &A)>(func) };
+    // SAFETY: `data` was a `&'static D`.
+    f(unsafe { &*(data as *const D) }, args)
+}
+
+/// A probe as the unload notifier reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedProbe {
+    /// The tracepoint it was attached to.
+    pub tracepoint: &'static str,
+    /// Address of the probe function.
+    pub func: usize,
+    /// Address of its data.
+    pub data: usize,
+    /// It was registered as possibly blocking.
+    pub may_block: bool,
+}
+
+/// A typed event with probes; declare it with
+/// [`define_tracepoint!`](crate::define_tracepoint).
+///
+/// `#[repr(C)]`: a host hands `&'static Tracepoint<A>` to plugins, whose own
+/// copy of this crate (the same version, as the loader checks) attaches
+/// probes to it. One cache line of its own: firers read `probes` and share
+/// the line with nothing that is written while probes stay put.
+#[repr(C, align(64))]
+pub struct Tracepoint<A: 'static> {
+    name: &'static str,
+    kind: TracepointKind,
+    /// The probe array: null when no probe is attached, else a
+    /// `Box<Vec<Probe<A>>>` with at least one probe. Replaced whole
+    /// (copy-on-update) under `update`; a replaced array is freed after a
+    /// grace period of the tracepoint's flavor.
+    probes: AtomicPtr<Vec<Probe<A>>>,
+    update: Mutex<()>,
+    next_id: AtomicU64,
+}
+
+// SAFETY: the probe array is immutable once published and freed only after
+// a grace period; probe data is `Sync` (`attach`'s bound), and `A` is only
+// passed by reference on the firing thread.
+unsafe impl<A> Sync for Tracepoint<A> {}
+// SAFETY: as above; a tracepoint owns nothing tied to a thread.
+unsafe impl<A> Send for Tracepoint<A> {}
+
+impl<A> fmt::Debug for Tracepoint<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracepoint")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("probes", &self.probe_count())
+            .finish()
+    }
+}
+
+impl<A: 'static> Tracepoint<A> {
+    /// A tracepoint with no probe (use [`define_tracepoint!`](crate::define_tracepoint)
+    /// to also list it for the unload notifier).
+    pub const fn new(name: &'static str, kind: TracepointKind) -> Tracepoint<A> {
+        Tracepoint {
+            name,
+            kind,
+            probes: AtomicPtr::new(std::ptr::null_mut()),
+            update: Mutex::new(()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Normal or faultable.
+    pub fn kind(&self) -> TracepointKind {
+        self.kind
+    }
+
+    /// Is any probe attached?
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        // Relaxed: a hint; `fire_probes` re-reads under the read section.
+        !self.probes.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Fire the event: call every attached probe with `args`, inside a read
+    /// section of the tracepoint's flavor. With no probe attached this is one
+    /// load and a branch.
+    #[inline(always)]
+    pub fn fire(&self, args: &A) {
+        if self.enabled() {
+            self.fire_probes(args);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fire_probes(&self, args: &A) {
+        let _section = Flavor::of(self.kind).read_section();
+        // Acquire: pairs with the Release publication in `publish`, so the
+        // array's contents are visible.
+        let p = self.probes.load(Ordering::Acquire);
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: a published array is freed only after a grace period of
+        // this flavor, and we are inside a read section of it.
+        for probe in unsafe { &*p }.iter() {
+            // SAFETY: built by `attach` from a matching (fn, data) pair.
+            unsafe { (probe.call)(probe.func, probe.data, args) };
+        }
+    }
+
+    /// Attach `probe` with its `data`. It must not block: on a faultable
+    /// tracepoint use [`register_may_block`](Self::register_may_block) for
+    /// probes that may.
+    pub fn register<D: Sync + 'static>(
+        &'static self,
+        probe: fn(&D, &A),
+        data: &'static D,
+    ) -> Result<ProbeHandle<A>, TracepointError> {
+        self.attach(probe, data, false)
+    }
+
+    /// Attach a probe that may sleep, fault or take locks. Refused on a
+    /// normal tracepoint.
+    pub fn register_may_block<D: Sync + 'static>(
+        &'static self,
+        probe: fn(&D, &A),
+        data: &'static D,
+    ) -> Result<ProbeHandle<A>, TracepointError> {
+        self.attach(probe, data, true)
+    }
+
+    fn attach<D: Sync + 'static>(
+        &'static self,
+        probe: fn(&D, &A),
+        data: &'static D,
+        may_block: bool,
+    ) -> Result<ProbeHandle<A>, TracepointError> {
+        if may_block && self.kind == TracepointKind::Normal {
+            return Err(TracepointError::MayBlockOnNormal { tracepoint: self.name });
+        }
+        let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        // Relaxed: a unique number, under the update lock.
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut v = self.current().to_vec();
+        v.push(Probe {
+            id,
+            call: trampoline::<D, A>,
+            func: probe as *const (),
+            data: data as *const D as *const (),
+            may_block,
+        });
+        self.publish(v);
+        Ok(ProbeHandle { tracepoint: self, id })
+    }
+
+    /// The published array (update lock held).
+    fn current(&self) -> &[Probe<A>] {
+        // Relaxed: only updaters store, under the update lock we hold.
+        let p = self.probes.load(Ordering::Relaxed);
+        if p.is_null() {
+            &[]
+        } else {
+            // SAFETY: freed only after being replaced, under the lock we hold.
+            unsafe { &*p }
+        }
+    }
+
+    /// Publish `v` (update lock held) and free the old array after a grace
+    /// period.
+    fn publish(&self, v: Vec<Probe<A>>) {
+        let new = if v.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            Box::into_raw(Box::new(v))
+        };
+        // Release: pairs with the Acquire load in `fire_probes`.
+        let old = self.probes.swap(new, Ordering::Release);
+        if !old.is_null() {
+            let old = OldArray(old);
+            Flavor::of(self.kind).call(move || drop(old));
+        }
+    }
+
+    /// Remove probes matching `pred` (update lock taken); returns them. The
+    /// caller waits for the grace period if it needs to.
+    fn remove_where(&self, pred: impl Fn(&Probe<A>) -> bool) -> Vec<Probe<A>> {
+        let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        let (gone, kept): (Vec<_>, Vec<_>) = self.current().iter().partition(|p| pred(p));
+        if !gone.is_empty() {
+            self.publish(kept);
+        }
+        gone
+    }
+
+    /// Probes attached.
+    pub fn probe_count(&self) -> usize {
+        let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        self.current().len()
+    }
+}
+
+/// A replaced probe array on its way to being freed.
+struct OldArray<A>(*mut Vec<Probe<A>>);
+
+// SAFETY: the array is owned by this value alone once unpublished; its
+// probes' data is `Sync`.
+unsafe impl<A> Send for OldArray<A> {}
+
+impl<A> Drop for OldArray<A> {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::into_raw` in `publish`, unpublished, and
+        // dropped once, after a grace period.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+/// An attached probe. Dropping the handle leaves the probe attached (as the
+/// kernel's tracepoints do); unregister it, or let the plugin loader remove
+/// it when its object unloads.
+#[must_use = "dropping the handle leaves the probe attached"]
+pub struct ProbeHandle<A: 'static> {
+    tracepoint: &'static Tracepoint<A>,
+    id: u64,
+}
+
+impl<A> fmt::Debug for ProbeHandle<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeHandle")
+            .field("tracepoint", &self.tracepoint.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<A: 'static> ProbeHandle<A> {
+    /// Detach the probe and wait for a grace period of the tracepoint's
+    /// flavor: when this returns, no thread is inside the probe and none
+    /// will enter it. False if it was no longer attached (removed at unload).
+    pub fn unregister(self) -> bool {
+        let found = self.unregister_deferred();
+        if found {
+            Flavor::of(self.tracepoint.kind).synchronize();
+        }
+        found
+    }
+
+    /// Detach the probe without waiting: threads already inside it may
+    /// still run it until a grace period has passed.
+    pub fn unregister_deferred(&self) -> bool {
+        !self.tracepoint.remove_where(|p| p.id == self.id).is_empty()
+    }
+}
+
+/// What the unload notifier needs of every tracepoint, whatever its type.
+pub trait TracepointOps: Sync {
+    /// Its name.
+    fn name(&self) -> &'static str;
+    /// Normal or faultable.
+    fn kind(&self) -> TracepointKind;
+    /// Detach every probe whose function or data address satisfies
+    /// `inside`, without waiting; return them.
+    fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe>;
+}
+
+impl<A: 'static> TracepointOps for Tracepoint<A> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn kind(&self) -> TracepointKind {
+        self.kind
+    }
+
+    fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
+        self.remove_where(|p| inside(p.func as usize) || inside(p.data as usize))
+            .into_iter()
+            .map(|p| RemovedProbe {
+                tracepoint: self.name,
+                func: p.func as usize,
+                data: p.data as usize,
+                may_block: p.may_block,
+            })
+            .collect()
+    }
+}
+
+/// Every tracepoint declared with [`define_tracepoint!`](crate::define_tracepoint)
+/// in the object this copy of the registry is linked into.
+#[linkme::distributed_slice]
+pub static TRACEPOINTS: [&'static dyn TracepointOps];
+
+/// This object's tracepoints, in link order.
+pub fn tracepoints() -> impl ExactSizeIterator<Item = &'static dyn TracepointOps> + Clone {
+    TRACEPOINTS.iter().copied()
+}
+
+/// Detach every probe of this object's tracepoints whose function or data
+/// address satisfies `inside` (an unloading object's address range), wait
+/// for a grace period of each flavor that had such probes (no thread is
+/// inside them any more), and for the deferred frees of the replaced arrays.
+/// Returns the probes removed.
+pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
+    let mut removed = Vec::new();
+    let mut used = [false; 2];
+    for tp in tracepoints() {
+        let gone = tp.detach_where(inside);
+        if !gone.is_empty() {
+            used[Flavor::of(tp.kind()) as usize] = true;
+        }
+        removed.extend(gone);
+    }
+    for f in Flavor::ALL {
+        if used[f as usize] {
+            f.synchronize();
+            f.barrier();
+        }
+    }
+    removed
+}
+
+/// Declare a `static` [`Tracepoint`] and list it in this object's
+/// [`TRACEPOINTS`] (what the plugin loader's unload notifier searches).
+///
+/// ```
+/// usrcu_registry::define_tracepoint!(pub static CACHE_MISS: Tracepoint<u32> = normal);
+/// usrcu_registry::define_tracepoint!(static BLOCK_READ: Tracepoint<(u64, usize)> = faultable "block_read");
+///
+/// assert_eq!(CACHE_MISS.name(), "CACHE_MISS");
+/// assert_eq!(BLOCK_READ.name(), "block_read");
+/// ```
+#[macro_export]
+macro_rules! define_tracepoint {
+    ($(#[$attr:meta])* $vis:vis static $name:ident : Tracepoint<$t:ty> = normal $($tpname:literal)? $(;)?) => {
+        $crate::define_tracepoint!(@def $(#[$attr])* $vis $name, $t, Normal, [$($tpname)?]);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident : Tracepoint<$t:ty> = faultable $($tpname:literal)? $(;)?) => {
+        $crate::define_tracepoint!(@def $(#[$attr])* $vis $name, $t, Faultable, [$($tpname)?]);
+    };
+    (@def $(#[$attr:meta])* $vis:vis $name:ident, $t:ty, $kind:ident, []) => {
+        $crate::define_tracepoint!(@def $(#[$attr])* $vis $name, $t, $kind, [::core::stringify!($name)]);
+    };
+    (@def $(#[$attr:meta])* $vis:vis $name:ident, $t:ty, $kind:ident, [$tpname:expr]) => {
+        $(#[$attr])*
+        $vis static $name: $crate::tracepoint::Tracepoint<$t> =
+            $crate::tracepoint::Tracepoint::new($tpname, $crate::tracepoint::TracepointKind::$kind);
+
+        const _: () = {
+            #[$crate::__private::distributed_slice($crate::tracepoint::TRACEPOINTS)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ELEMENT: &'static dyn $crate::tracepoint::TracepointOps = &$name;
+        };
+    };
+}

@@ -1,0 +1,267 @@
+//! The grace-period driver: one thread that advances every domain needing a
+//! grace period, one non-blocking step at a time, and hands ready callbacks
+//! to the invokers.
+//!
+//! Domains wait in a binary heap of next-check times. Servicing a domain:
+//!
+//! 1. if a grace period is needed (`gp_needed`), one `GpState::try_advance`;
+//!    readers holding it up re-arm the domain after a back-off (a few tens
+//!    of microseconds at first, up to 50 ms after a second of waiting);
+//! 2. if callbacks are pending and something changed since the last
+//!    dispatch (a grace period completed, new tickets, a gap to retry),
+//!    dispatch the domain to an invoker;
+//! 3. otherwise go idle for the domain through the wake-up handshake
+//!    (`wake.rs`), or, while callbacks are pending that nobody is running,
+//!    keep a slow safety poll.
+//!
+//! Nothing here sleeps inside one domain: a domain with a stuck reader costs
+//! one check per back-off period, and every other domain is served between.
+
+use super::invoke;
+use super::state::DomainState;
+use crate::grace_period::Cookie;
+use crate::sync::{lock, Condvar, Mutex, Ordering};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Per-domain driver bookkeeping (under `DomainState::sched`).
+#[derive(Debug, Default)]
+pub(crate) struct Sched {
+    /// The earliest heap entry of this domain that is still valid.
+    next_due: Option<Instant>,
+    /// Back-off step while readers hold up a grace period.
+    gp_backoff: u32,
+    /// Back-off step while an invoker finds a ticket gap.
+    gap_backoff: u32,
+    /// (completed sequence, tickets) at the last dispatch.
+    last_dispatch: (u64, u64),
+    /// The last invoker pass found a gap: dispatch again even if nothing
+    /// else changed.
+    retry: bool,
+}
+
+struct Entry {
+    due: Instant,
+    seq: u64,
+    st: Arc<DomainState>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
+}
+
+#[derive(Default)]
+struct Heap {
+    entries: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    started: bool,
+}
+
+struct Driver {
+    heap: Mutex<Heap>,
+    cv: Condvar,
+}
+
+fn driver() -> &'static Driver {
+    static D: OnceLock<Driver> = OnceLock::new();
+    D.get_or_init(|| Driver {
+        heap: Mutex::new(Heap::default()),
+        cv: Condvar::new(),
+    })
+}
+
+/// Producer side, after a grace-period request: issue the handshake's
+/// producer fence (`wake.rs`), then [`kick`].
+pub(crate) fn kick_fenced(st: &DomainState) {
+    crate::sync::fence(Ordering::SeqCst);
+    kick(st);
+}
+
+/// Producer side: make sure the driver will look at `st` (cheap when it
+/// already will). Call after the work is visible and a SeqCst fence since
+/// (`wake.rs`); `Callbacks::enqueue` issues that fence.
+#[inline]
+pub(crate) fn kick(st: &DomainState) {
+    if st.wake.needs_kick() {
+        schedule_at(st.arc(), Instant::now());
+    }
+}
+
+/// Look at `st` no later than `due`.
+pub(crate) fn schedule_at(st: Arc<DomainState>, due: Instant) {
+    let d = driver();
+    let mut h = lock(&d.heap);
+    st.wake.set();
+    let earliest = {
+        let mut s = lock(&st.sched);
+        if s.next_due.is_some_and(|n| n <= due) {
+            return;
+        }
+        s.next_due = Some(due);
+        h.entries.peek().is_none_or(|Reverse(e)| due < e.due)
+    };
+    h.seq += 1;
+    let seq = h.seq;
+    h.entries.push(Reverse(Entry { due, seq, st }));
+    if !h.started {
+        h.started = true;
+        std::thread::Builder::new()
+            .name("usrcu-gp".into())
+            .spawn(run)
+            .unwrap_or_else(|e| panic!("usrcu: cannot start the grace-period driver thread: {e}"));
+    }
+    drop(h);
+    if earliest {
+        d.cv.notify_one();
+    }
+}
+
+/// An invoker finished a pass over `st`.
+pub(super) fn after_pass(st: &DomainState, gap: bool) {
+    let delay = {
+        let mut s = lock(&st.sched);
+        s.retry |= gap;
+        if gap {
+            s.gap_backoff = (s.gap_backoff + 1).min(6);
+            Duration::from_micros(10 << s.gap_backoff)
+        } else {
+            s.gap_backoff = 0;
+            Duration::ZERO
+        }
+    };
+    schedule_at(st.arc(), Instant::now() + delay);
+}
+
+fn run() {
+    let d = driver();
+    let mut due: Vec<Arc<DomainState>> = Vec::new();
+    loop {
+        {
+            let mut h = lock(&d.heap);
+            loop {
+                let now = Instant::now();
+                while h.entries.peek().is_some_and(|Reverse(e)| e.due <= now) {
+                    let Some(Reverse(e)) = h.entries.pop() else { break };
+                    let mut s = lock(&e.st.sched);
+                    if s.next_due != Some(e.due) {
+                        continue; // superseded by an earlier entry
+                    }
+                    s.next_due = None;
+                    drop(s);
+                    due.push(e.st);
+                }
+                if !due.is_empty() {
+                    break;
+                }
+                h = match h.entries.peek() {
+                    Some(Reverse(e)) => {
+                        let wait = e.due.saturating_duration_since(now);
+                        match d.cv.wait_timeout(h, wait) {
+                            Ok((g, _)) => g,
+                            Err(p) => p.into_inner().0,
+                        }
+                    }
+                    None => match d.cv.wait(h) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    },
+                };
+            }
+        }
+        for st in due.drain(..) {
+            match service(&st) {
+                Some(after) => schedule_at(st, Instant::now() + after),
+                None => go_idle(st),
+            }
+        }
+    }
+}
+
+/// One look at a domain; `Some(d)`: look again after `d`.
+fn service(st: &Arc<DomainState>) -> Option<Duration> {
+    let mut rearm = None;
+    // SeqCst: the driver's side of the wake-up handshake (`wake.rs`).
+    let target = Cookie(st.gp_needed.load(Ordering::SeqCst));
+    if !st.gp.done(target) {
+        match st.gp.try_advance(target, &st.pc, st.mode, &**st) {
+            Some(true) => lock(&st.sched).gp_backoff = 0,
+            Some(false) => {
+                st.driver_waiting();
+                rearm = Some(gp_backoff(st));
+            }
+            // A `synchronize` caller is advancing it right now.
+            None => rearm = Some(Duration::from_micros(100)),
+        }
+    }
+    if st.cbs.pending() > 0 && !st.invoking.load(Ordering::SeqCst) {
+        let key = (st.gp.completed().0, st.cbs.tickets());
+        let dispatch = {
+            let mut s = lock(&st.sched);
+            let go = key != s.last_dispatch || std::mem::take(&mut s.retry);
+            if go {
+                s.last_dispatch = key;
+            }
+            go
+        };
+        if dispatch {
+            invoke::dispatch(st);
+        } else if rearm.is_none() {
+            // Pending callbacks that nothing will move but time: a safety
+            // poll (a ticket whose push is still in flight, say).
+            rearm = Some(Duration::from_millis(1));
+        }
+    }
+    rearm
+}
+
+fn gp_backoff(st: &DomainState) -> Duration {
+    let mut s = lock(&st.sched);
+    s.gp_backoff = s.gp_backoff.saturating_add(1);
+    let waited_long = lock(&st.driver_wait_start).is_some_and(|t| t.elapsed() > Duration::from_secs(1));
+    if waited_long {
+        Duration::from_millis(50)
+    } else {
+        // 20 us, doubling, at most 10 ms.
+        Duration::from_micros((20u64 << s.gp_backoff.min(9)).min(10_000))
+    }
+}
+
+/// Stop looking at `st` unless work arrived meanwhile (`wake.rs`).
+fn go_idle(st: Arc<DomainState>) {
+    // SeqCst: an invoker serving `st` reschedules it when its pass ends
+    // (`after_pass`), after clearing `invoking` (SeqCst); until then the
+    // flag stays set, so producers need not kick.
+    if st.invoking.load(Ordering::SeqCst) {
+        return;
+    }
+    {
+        let h = lock(&driver().heap);
+        if lock(&st.sched).next_due.is_some() {
+            return; // rescheduled while we serviced it
+        }
+        drop(h);
+    }
+    let again = st.wake.idle(|| {
+        // SeqCst loads: see `wake.rs`.
+        !st.gp.done(Cookie(st.gp_needed.load(Ordering::SeqCst)))
+            || (st.cbs.pending() > 0 && !st.invoking.load(Ordering::SeqCst))
+    });
+    if again {
+        schedule_at(st, Instant::now());
+    }
+}

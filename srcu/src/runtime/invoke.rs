@@ -1,0 +1,127 @@
+//! Callback invocation: a pool of threads separate from the grace-period
+//! driver, grown on demand.
+//!
+//! A domain is handed to at most one invoker at a time (`invoking`), which
+//! takes its ready callbacks against one snapshot of the completed sequence
+//! per pass and runs them in ticket order (`callbacks.rs`). A domain whose
+//! callbacks block holds only the invoker running them; the pool starts
+//! another thread whenever queued domains outnumber idle invokers, so other
+//! domains are served. The count of idle invokers is kept under the pool's
+//! lock and compared with the queue length, so two dispatches in a row
+//! never both rely on the same idle thread.
+
+use super::driver;
+use super::state::DomainState;
+use crate::stats::Counters;
+use crate::sync::{lock, Condvar, Mutex, Ordering};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+/// Most invoker threads: past this, domains wait for a free invoker (only
+/// reachable when that many domains' callbacks block at once).
+const MAX_INVOKERS: usize = 256;
+
+/// Callbacks one pass runs before it lets other domains have the invoker.
+const PASS_LIMIT: usize = 1 << 16;
+
+#[derive(Default)]
+struct Queue {
+    domains: VecDeque<Arc<DomainState>>,
+    threads: usize,
+    idle: usize,
+}
+
+struct Pool {
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+fn pool() -> &'static Pool {
+    static P: OnceLock<Pool> = OnceLock::new();
+    P.get_or_init(|| Pool {
+        q: Mutex::new(Queue::default()),
+        cv: Condvar::new(),
+    })
+}
+
+thread_local! {
+    // A `Cell` of a raw pointer, const-initialised: no destructor.
+    static SERVING: Cell<*const DomainState> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Is the calling thread running a callback of `st` right now?
+pub(super) fn serving(st: &DomainState) -> bool {
+    SERVING.with(|c| std::ptr::eq(c.get(), st))
+}
+
+/// The domain whose callback the calling thread is running, if any.
+pub(super) fn serving_name() -> Option<String> {
+    let p = SERVING.with(|c| c.get());
+    // SAFETY: set by the invoker around a pass over a domain it holds an
+    // `Arc` of; this runs inside that pass, on that thread.
+    (!p.is_null()).then(|| unsafe { (*p).name.clone() })
+}
+
+/// Hand `st` to an invoker, unless one already has it.
+pub(super) fn dispatch(st: &Arc<DomainState>) {
+    // SeqCst: pairs with the driver's SeqCst load in `go_idle`/`service`.
+    if st.invoking.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let p = pool();
+    let mut q = lock(&p.q);
+    q.domains.push_back(st.clone());
+    if q.domains.len() > q.idle && q.threads < MAX_INVOKERS {
+        let n = q.threads;
+        match std::thread::Builder::new().name(format!("usrcu-cb-{n}")).spawn(invoker) {
+            Ok(_) => q.threads += 1,
+            Err(e) if n == 0 => panic!("usrcu: cannot start a callback invoker thread: {e}"),
+            Err(_) => {} // the running invokers will get to it
+        }
+    }
+    drop(q);
+    p.cv.notify_one();
+}
+
+fn invoker() {
+    let p = pool();
+    loop {
+        let st = {
+            let mut q = lock(&p.q);
+            loop {
+                if let Some(st) = q.domains.pop_front() {
+                    break st;
+                }
+                q.idle += 1;
+                q = match p.cv.wait(q) {
+                    Ok(g) => g,
+                    Err(e) => e.into_inner(),
+                };
+                q.idle -= 1;
+            }
+        };
+        let gap = pass(&st);
+        // SeqCst: see `dispatch`; cleared before the driver is told.
+        st.invoking.store(false, Ordering::SeqCst);
+        driver::after_pass(&st, gap);
+    }
+}
+
+/// Run what is ready; true if a ticket gap stopped the pass.
+fn pass(st: &DomainState) -> bool {
+    SERVING.with(|c| c.set(st));
+    let mut ran = 0;
+    let mut gap = false;
+    while ran < PASS_LIMIT {
+        let take = st.cbs.take_ready(st.gp.completed());
+        if take.ready == 0 {
+            gap = take.gap;
+            break;
+        }
+        ran += st.cbs.run_batch();
+    }
+    SERVING.with(|c| c.set(std::ptr::null()));
+    Counters::add(&st.stats.callbacks_invoked, ran as u64);
+    gap || ran >= PASS_LIMIT
+}

@@ -1,0 +1,48 @@
+//! The runtime: the one per process that drives grace periods, invokes
+//! callbacks and reports stalls; and the `#[repr(C)]` vtable through which a
+//! plugin's copy of this crate uses the host's runtime.
+//!
+//! # Engine
+//!
+//! - **One grace-period driver** thread (`usrcu-gp`, `driver.rs`) advances
+//!   every domain that needs a grace period. A step never waits: it scans,
+//!   and either advances or re-arms the domain with a deadline (a binary
+//!   heap of next-check times, backing off per domain). A domain with a
+//!   stuck reader costs one check per back-off period and nothing more.
+//! - **Callback invokers** (`usrcu-cb-N`, `invoke.rs`), a pool separate from
+//!   the driver and grown on demand: a slow callback never delays a grace
+//!   period, and a domain whose callbacks block holds only its own invoker.
+//!   Each domain is served by one invoker at a time, so its callbacks keep
+//!   their order (`callbacks.rs`).
+//! - **The wake-up handshake** between producers and the driver is in
+//!   `wake.rs`, with a loom model.
+//! - **Inventory by address** (`inventory.rs`): the runtime owns every domain
+//!   state and every queued callback, so it can say what lies in an address
+//!   range and drain exactly that, with a deadline; a plugin loader's safety
+//!   rests on this.
+//!
+//! # The vtable
+//!
+//! Every operation that blocks, allocates runtime state or reports goes
+//! through [`RuntimeVTable`]. A plain process uses its own copy's vtable
+//! ([`host_vtable`]); a plugin loader calls the plugin's install hook with
+//! the host's vtable before anything in the plugin runs ([`install`]), so
+//! that no thread ever runs plugin code the host did not call, and no plugin
+//! code parks a thread or touches a thread-local with a destructor.
+
+mod driver;
+pub mod inventory;
+mod invoke;
+mod readers;
+mod stall;
+mod state;
+mod vtable;
+
+pub(crate) use state::{attached_state, release_state, DomainState};
+pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUNTIME_ABI_VERSION};
+
+/// The vtable's "no timeout" argument.
+#[inline]
+pub(crate) fn vtable_forever() -> u64 {
+    vtable::FOREVER
+}

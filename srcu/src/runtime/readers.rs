@@ -1,0 +1,79 @@
+//! Debug builds: where each reader entered, for stall warnings.
+//!
+//! One process-wide table, keyed by the domain's address, so that neither
+//! recording nor removing a reader touches the domain's state: `read_lock`
+//! records *before* its lock add and the guard removes *after* its unlock
+//! add, so no lock of this table sits between a counter add and the critical
+//! section (where it would act as the reader fence and hide a missing one
+//! from debug tests), and a cleanup that frees the state right after the
+//! unlock add finds nothing of it here. The file name is copied: a plugin's
+//! `.rodata` goes away at unload.
+
+use crate::diagnostics::ReaderInfo;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+struct Record {
+    token: u64,
+    domain: usize,
+    tid: i64,
+    thread_name: String,
+    location: String,
+    since: Instant,
+}
+
+static RECORDS: Mutex<Vec<Record>> = Mutex::new(Vec::new());
+// Relaxed: a unique number, nothing else.
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+fn records() -> std::sync::MutexGuard<'static, Vec<Record>> {
+    RECORDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Record a reader of `domain` entering at `file:line:col`; returns its token.
+pub(super) fn enter(domain: usize, file: &[u8], line: u32, col: u32) -> u64 {
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    let (tid, thread_name) = this_thread();
+    let location = format!("{}:{line}:{col}", String::from_utf8_lossy(file));
+    records().push(Record {
+        token,
+        domain,
+        tid,
+        thread_name,
+        location,
+        since: Instant::now(),
+    });
+    token
+}
+
+/// The reader with `token` left.
+pub(super) fn exit(token: u64) {
+    let mut rs = records();
+    if let Some(i) = rs.iter().position(|r| r.token == token) {
+        rs.swap_remove(i);
+    }
+}
+
+/// The oldest reader of `domain` still recorded.
+pub(super) fn oldest(domain: usize) -> Option<ReaderInfo> {
+    let rs = records();
+    let r = rs.iter().filter(|r| r.domain == domain).min_by_key(|r| r.since)?;
+    Some(ReaderInfo {
+        tid: r.tid,
+        thread_name: r.thread_name.clone(),
+        location: r.location.clone(),
+        held_for: r.since.elapsed(),
+    })
+}
+
+/// Kernel thread id and name of the calling thread, without touching
+/// `std::thread::current()` (which a plugin must never do).
+pub(crate) fn this_thread() -> (i64, String) {
+    let tid = crate::diagnostics::current_tid();
+    let mut buf = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into `buf`.
+    unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr() as libc::c_ulong, 0, 0, 0) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    (tid, String::from_utf8_lossy(&buf[..end]).into_owned())
+}

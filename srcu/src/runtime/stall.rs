@@ -1,0 +1,66 @@
+//! Stall warnings: a grace period that waits for readers longer than the
+//! domain's stall timeout is reported, then again at each doubling.
+
+use super::state::DomainState;
+use crate::diagnostics::{self, Warning, WarningKind};
+use crate::grace_period::GpHooks;
+use crate::stats::Counters;
+use crate::sync::Ordering;
+use std::time::Instant;
+
+impl GpHooks for DomainState {
+    fn scanned(&self, slots: usize, nanos: u64) {
+        Counters::add(&self.stats.slots_scanned, slots as u64);
+        Counters::add(&self.stats.scan_nanos, nanos);
+    }
+
+    fn waiting(&self, waited_ms: u64) {
+        let next = self.next_stall_ms.load(Ordering::Relaxed);
+        if waited_ms < next {
+            return;
+        }
+        // Relaxed CAS: only decides which waiter reports this threshold.
+        if self
+            .next_stall_ms
+            .compare_exchange(next, next.saturating_mul(2), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let oldest = super::readers::oldest(self.srcu);
+        let who = match &oldest {
+            Some(r) => format!(
+                "; oldest reader: thread {} ({}) since {:?} at {}",
+                r.tid, r.thread_name, r.held_for, r.location
+            ),
+            None => String::from("; reader locations are tracked in debug builds only"),
+        };
+        diagnostics::emit(Warning {
+            kind: WarningKind::Stall,
+            domain: self.name.clone(),
+            message: format!(
+                "usrcu: grace-period stall on domain '{}': waited {} ms for readers{}",
+                self.name, waited_ms, who
+            ),
+            oldest_reader: oldest,
+            tid: diagnostics::current_tid(),
+        });
+    }
+
+    fn completed(&self) {
+        Counters::add(&self.stats.grace_periods, 1);
+        self.next_stall_ms.store(self.stall_timeout_ms, Ordering::Relaxed);
+        *crate::sync::lock(&self.driver_wait_start) = None;
+    }
+}
+
+impl DomainState {
+    /// The driver found readers: report a stall once the wait is long.
+    pub(super) fn driver_waiting(&self) {
+        let waited = {
+            let mut s = crate::sync::lock(&self.driver_wait_start);
+            s.get_or_insert_with(Instant::now).elapsed()
+        };
+        self.waiting(waited.as_millis() as u64);
+    }
+}

@@ -1,0 +1,183 @@
+//! The runtime's per-domain state (behind `Srcu::private`), and the registry
+//! of every attached domain that the inventory walks.
+
+use crate::callbacks::Callbacks;
+use crate::domain::Srcu;
+use crate::fence::{heavy_fence, FenceMode};
+use crate::grace_period::{Cookie, GpState};
+use crate::percpu::PerCpu;
+use crate::stats::Counters;
+use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::wake::Wake;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+/// Everything a domain needs beyond the shared header: owned by the runtime.
+pub(crate) struct DomainState {
+    pub(crate) name: String,
+    /// Address of the `Srcu` this state belongs to.
+    pub(crate) srcu: usize,
+    /// Where the copy of this crate that created the domain lives (see
+    /// `Srcu::origin`): a dynamic domain made by plugin code is the plugin's.
+    pub(crate) origin: usize,
+    pub(crate) pc: Box<PerCpu>,
+    pub(crate) mode: FenceMode,
+    pub(crate) gp: GpState,
+    pub(crate) cbs: Callbacks,
+    pub(crate) stats: Counters,
+    pub(crate) stall_timeout_ms: u64,
+    pub(crate) next_stall_ms: AtomicU64,
+    /// When the driver first found readers holding up the grace period in
+    /// progress (stall reports for driver-driven grace periods).
+    pub(crate) driver_wait_start: Mutex<Option<Instant>>,
+    /// The newest cookie someone needs completed (callbacks, polls).
+    pub(crate) gp_needed: AtomicU64,
+    /// The wake-up handshake with the driver.
+    pub(crate) wake: Wake,
+    /// The driver's bookkeeping for this domain (under the driver's lock).
+    pub(crate) sched: Mutex<super::driver::Sched>,
+    /// An invoker holds or is about to serve this domain.
+    pub(crate) invoking: AtomicBool,
+}
+
+impl DomainState {
+    /// Ask for the grace period named by `c` to be driven; true if this
+    /// call raised the request (the caller then makes sure the driver looks
+    /// soon, not at its next poll).
+    #[inline]
+    pub(crate) fn request_gp(&self, c: Cookie) -> bool {
+        // Relaxed pre-check: a burst of callbacks shares one cookie, so most
+        // calls skip the RMW. SeqCst RMW: the producer's side of the wake-up
+        // handshake (`wake.rs`); the driver re-reads it with SeqCst.
+        self.gp_needed.load(Ordering::Relaxed) < c.0 && self.gp_needed.fetch_max(c.0, Ordering::SeqCst) < c.0
+    }
+
+    /// Is a grace period running or requested and not complete?
+    pub(crate) fn gp_in_flight(&self) -> bool {
+        self.gp.in_progress() || !self.gp.done(Cookie(self.gp_needed.load(Ordering::SeqCst)))
+    }
+
+    pub(crate) fn possible_cpus(&self) -> usize {
+        self.pc.nr_slots()
+    }
+
+    /// Readers inside a section of either rank, after a heavy fence so that
+    /// every reader that already left is seen as gone.
+    pub(crate) fn readers_inside(&self) -> isize {
+        heavy_fence(self.mode);
+        let t0 = Instant::now();
+        let n = self.pc.active_readers();
+        Counters::add(&self.stats.slots_scanned, 4 * self.pc.nr_slots() as u64);
+        Counters::add(&self.stats.scan_nanos, t0.elapsed().as_nanos() as u64);
+        n
+    }
+
+    /// Bytes of runtime state this domain holds.
+    pub(crate) fn footprint(&self) -> usize {
+        std::mem::size_of::<DomainState>()
+            + self.name.len()
+            + std::mem::size_of::<PerCpu>()
+            + self.pc.nr_slots() * std::mem::size_of::<crate::percpu::Slot>()
+            + self.cbs.footprint()
+    }
+
+    /// An owning reference, for the driver's heap and the invokers' queue.
+    pub(crate) fn arc(&self) -> Arc<DomainState> {
+        let p: *const DomainState = self;
+        // SAFETY: every `DomainState` lives in the Arc that `build_state`
+        // made, and the caller's `&self` keeps one reference alive while we
+        // take another.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+}
+
+/// Default stall timeout: `USRCU_STALL_TIMEOUT_MS`, else 10 s.
+fn default_stall_ms() -> u64 {
+    static V: OnceLock<u64> = OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("USRCU_STALL_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000)
+    })
+}
+
+/// Every attached domain's state, for the inventory.
+static REGISTRY: Mutex<Vec<Weak<DomainState>>> = Mutex::new(Vec::new());
+
+/// Every attached domain's state that is still alive.
+pub(super) fn registered() -> Vec<Arc<DomainState>> {
+    lock(&REGISTRY).iter().filter_map(Weak::upgrade).collect()
+}
+
+fn register(st: &Arc<DomainState>) {
+    let mut r = lock(&REGISTRY);
+    // Prune dead entries whenever the table doubles: amortised O(1).
+    if r.len() >= 64 && r.len().is_power_of_two() {
+        r.retain(|w| w.strong_count() > 0);
+    }
+    r.push(Arc::downgrade(st));
+}
+
+/// Build the state of `s` (called once per attach, by the CAS winner).
+pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
+    let cfg = s.config();
+    let nr = if cfg.possible_cpus != 0 {
+        cfg.possible_cpus as usize
+    } else {
+        crate::percpu::possible_cpus()
+    };
+    let mode = if cfg.force_seqcst_fence_set() {
+        FenceMode::SeqCst
+    } else {
+        crate::fence::default_mode()
+    };
+    let stall = if cfg.stall_timeout_ms != 0 {
+        cfg.stall_timeout_ms as u64
+    } else {
+        default_stall_ms()
+    };
+    let st = Arc::new(DomainState {
+        name: s.name().to_owned(),
+        srcu: s as *const Srcu as usize,
+        origin: s.origin(),
+        pc: Box::new(PerCpu::new(nr, mode == FenceMode::SeqCst)),
+        mode,
+        gp: GpState::new(),
+        cbs: Callbacks::new(nr),
+        stats: Counters::default(),
+        stall_timeout_ms: stall,
+        next_stall_ms: AtomicU64::new(stall),
+        driver_wait_start: Mutex::new(None),
+        gp_needed: AtomicU64::new(0),
+        wake: Wake::default(),
+        sched: Mutex::new(super::driver::Sched::default()),
+        invoking: AtomicBool::new(false),
+    });
+    register(&st);
+    let pc: *const PerCpu = &*st.pc;
+    s.set_private(Arc::into_raw(st) as *mut DomainState);
+    pc as *mut PerCpu
+}
+
+/// Release the runtime's reference to a cleaned-up domain's state (the
+/// driver or an invoker may still hold one for a moment: it finds nothing
+/// to do and drops it).
+///
+/// # Safety
+/// `p` came from `build_state` and the domain no longer points at it.
+pub(crate) unsafe fn release_state(p: *mut DomainState) {
+    // SAFETY: the caller hands back the reference `build_state` created.
+    drop(unsafe { Arc::from_raw(p) });
+}
+
+/// The state behind a domain, if attached.
+pub(crate) fn attached_state(s: &Srcu) -> Option<&DomainState> {
+    let p = s.private_ptr();
+    // SAFETY: non-null private pointers are live until a successful cleanup,
+    // which nobody races (`Srcu::cleanup`'s contract).
+    (!p.is_null()).then(|| unsafe { &*p })
+}

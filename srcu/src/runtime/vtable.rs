@@ -1,0 +1,306 @@
+//! The `#[repr(C)]` vtable a plugin's copy of this crate calls through, and
+//! the host's implementation of each entry.
+
+use super::state::{self, DomainState};
+use super::{driver, invoke, readers};
+use crate::callbacks::CallbackHead;
+use crate::diagnostics::{self, WarningKind};
+use crate::domain::Srcu;
+use crate::grace_period::{Cookie, Urgency};
+use crate::percpu::PerCpu;
+use crate::stats::{Counters, SrcuStats};
+use crate::sync::{AtomicPtr, Ordering};
+use std::time::{Duration, Instant};
+
+/// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
+pub const RUNTIME_ABI_VERSION: u32 = 3;
+
+/// A timeout argument meaning "no timeout".
+pub(crate) const FOREVER: u64 = u64::MAX;
+
+/// `barrier`'s results.
+pub(crate) const BARRIER_DONE: u32 = 0;
+pub(crate) const BARRIER_TIMED_OUT: u32 = 1;
+pub(crate) const BARRIER_REFUSED: u32 = 2;
+
+/// The runtime's operations, as `extern "C"` functions over the shared,
+/// `#[repr(C)]` [`Srcu`] layout.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RuntimeVTable {
+    /// [`RUNTIME_ABI_VERSION`] of the copy that built this table.
+    pub abi_version: u32,
+    /// `size_of::<RuntimeVTable>()` of that copy.
+    pub size: u32,
+    /// Attach per-CPU state if needed; returns the per-CPU block.
+    pub attach: unsafe extern "C" fn(*const Srcu) -> *const PerCpu,
+    /// Wait for a grace period (`expedited` non-zero: expedited) for at most
+    /// `timeout_ns` nanoseconds (`u64::MAX`: no limit); non-zero if it
+    /// completed.
+    pub synchronize: unsafe extern "C" fn(*const Srcu, u32, u64) -> u32,
+    /// Queue a callback.
+    pub call_srcu: unsafe extern "C" fn(*const Srcu, *mut CallbackHead, unsafe extern "C" fn(*mut CallbackHead)),
+    /// Wait for every callback queued before the call, for at most
+    /// `timeout_ns`: 0 done, 1 timed out, 2 refused (called from one of the
+    /// domain's own callbacks, where it would wait for itself).
+    pub barrier: unsafe extern "C" fn(*const Srcu, u64) -> u32,
+    /// A cookie; with `start` non-zero, also make sure the grace period runs.
+    pub get_state: unsafe extern "C" fn(*const Srcu, u32) -> u64,
+    /// Non-zero if the cookie's grace period completed.
+    pub poll_state: unsafe extern "C" fn(*const Srcu, u64) -> u32,
+    /// Cleanup; returns `CleanupError` bits, 0 on success.
+    pub cleanup: unsafe extern "C" fn(*const Srcu) -> u32,
+    /// Fill in the domain's counters.
+    pub stats: unsafe extern "C" fn(*const Srcu, *mut SrcuStats),
+    /// Debug builds: a reader of this domain is about to enter at
+    /// `file:line:col` (the runtime copies the name); returns a token.
+    pub reader_enter: unsafe extern "C" fn(*const Srcu, *const u8, usize, u32, u32) -> u64,
+    /// Debug builds: the reader with this token left (never touches the
+    /// domain's state, which a cleanup may have freed by then).
+    pub reader_exit: unsafe extern "C" fn(*const Srcu, u64),
+    /// Emit a warning of kind `kind` (see `WarningKind`) with a UTF-8 message.
+    pub report: unsafe extern "C" fn(*const Srcu, u32, *const u8, usize),
+    /// The Tasks Trace flavor's operations (`usrcu::trace`).
+    pub trace: &'static crate::trace::TraceVTable,
+}
+
+static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
+    abi_version: RUNTIME_ABI_VERSION,
+    size: std::mem::size_of::<RuntimeVTable>() as u32,
+    attach: rt_attach,
+    synchronize: rt_synchronize,
+    call_srcu: rt_call_srcu,
+    barrier: rt_barrier,
+    get_state: rt_get_state,
+    poll_state: rt_poll_state,
+    cleanup: rt_cleanup,
+    stats: rt_stats,
+    reader_enter: rt_reader_enter,
+    reader_exit: rt_reader_exit,
+    report: rt_report,
+    trace: &crate::trace::HOST_TRACE_VTABLE,
+};
+
+/// The runtime installed by a loader, if any. Acquire/Release: the table is
+/// a `'static` in the host, fully built before the pointer is published.
+static INSTALLED: AtomicPtr<RuntimeVTable> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This copy's own runtime vtable: what a host hands to its plugins.
+pub fn host_vtable() -> &'static RuntimeVTable {
+    &HOST_VTABLE
+}
+
+/// The runtime this copy of the crate uses: the installed one, else its own.
+pub fn current() -> &'static RuntimeVTable {
+    // Acquire: pairs with the Release in `install`.
+    let p = INSTALLED.load(Ordering::Acquire);
+    if p.is_null() {
+        &HOST_VTABLE
+    } else {
+        // SAFETY: `install` only publishes pointers to `'static` tables whose
+        // version and size it checked.
+        unsafe { &*p }
+    }
+}
+
+/// Why [`install`] refused a vtable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallError {
+    /// Null pointer.
+    Null,
+    /// `abi_version` differs: (theirs, ours).
+    Version(u32, u32),
+    /// `size` differs: (theirs, ours).
+    Size(u32, u32),
+}
+
+/// Make this copy of the crate use `vt` (the host's runtime). Called by a
+/// plugin's install hook before any of the plugin's domains is used.
+///
+/// # Safety
+/// `vt` must point at a vtable that outlives every use of this copy of the
+/// crate (the host's `'static` table).
+pub unsafe fn install(vt: *const RuntimeVTable) -> Result<(), InstallError> {
+    if vt.is_null() {
+        return Err(InstallError::Null);
+    }
+    // SAFETY: non-null, and the caller promises it is a live vtable; the
+    // first two fields are read before anything else is trusted.
+    let (ver, size) = unsafe { ((*vt).abi_version, (*vt).size) };
+    if ver != RUNTIME_ABI_VERSION {
+        return Err(InstallError::Version(ver, RUNTIME_ABI_VERSION));
+    }
+    if size as usize != std::mem::size_of::<RuntimeVTable>() {
+        return Err(InstallError::Size(size, std::mem::size_of::<RuntimeVTable>() as u32));
+    }
+    // Release: pairs with the Acquire in `current`.
+    INSTALLED.store(vt as *mut RuntimeVTable, Ordering::Release);
+    Ok(())
+}
+
+/// The domain's runtime state, attaching it if needed.
+///
+/// # Safety
+/// `s` points at a live `Srcu`.
+unsafe fn state<'a>(s: *const Srcu) -> &'a DomainState {
+    // SAFETY: caller guarantees `s` is live; attach publishes `private`
+    // before `percpu`, and both stay valid until a successful cleanup, which
+    // nobody races (see `Srcu::cleanup`).
+    unsafe {
+        let s = &*s;
+        s.percpu_or_attach();
+        &*s.private_ptr()
+    }
+}
+
+fn deadline(timeout_ns: u64) -> Option<Instant> {
+    (timeout_ns != FOREVER).then(|| Instant::now() + Duration::from_nanos(timeout_ns))
+}
+
+unsafe extern "C" fn rt_attach(s: *const Srcu) -> *const PerCpu {
+    // SAFETY: the caller passes a live domain.
+    unsafe {
+        let s = &*s;
+        s.set_runtime_if_unset(&HOST_VTABLE);
+        crate::attach::attach_once(s.state_word(), s.percpu_word(), || state::build_state(s))
+    }
+}
+
+unsafe extern "C" fn rt_synchronize(s: *const Srcu, expedited: u32, timeout_ns: u64) -> u32 {
+    // SAFETY: the caller passes a live domain.
+    let st = unsafe { state(s) };
+    let urgency = if expedited != 0 {
+        Urgency::Expedited
+    } else {
+        Urgency::Normal
+    };
+    let c = st.gp.snap();
+    let done = st.gp.wait_for(c, &st.pc, st.mode, urgency, st, deadline(timeout_ns));
+    if done {
+        if expedited != 0 {
+            Counters::add(&st.stats.expedited_grace_periods, 1);
+        }
+    } else {
+        // Leave no half-done grace period behind: the driver finishes it.
+        st.request_gp(c);
+        driver::schedule_at(st.arc(), Instant::now());
+    }
+    done as u32
+}
+
+unsafe extern "C" fn rt_call_srcu(
+    s: *const Srcu,
+    head: *mut CallbackHead,
+    func: unsafe extern "C" fn(*mut CallbackHead),
+) {
+    // SAFETY: the caller passes a live domain.
+    let st = unsafe { state(s) };
+    let ticket_cookie = std::cell::Cell::new(Cookie(0));
+    // SAFETY: `call_srcu_raw`'s contract hands `head` to us.
+    unsafe {
+        st.cbs.enqueue(crate::percpu::current_cpu(), head, func, || {
+            let c = st.gp.snap();
+            ticket_cookie.set(c);
+            c
+        })
+    };
+    if st.request_gp(ticket_cookie.get()) {
+        // A new grace period is needed (once per grace period, not per
+        // callback): have the driver look now, even if it is scheduled for
+        // later.
+        driver::schedule_at(st.arc(), std::time::Instant::now());
+    } else {
+        // The snap inside `enqueue` was the handshake's producer fence.
+        driver::kick(st);
+    }
+}
+
+unsafe extern "C" fn rt_barrier(s: *const Srcu, timeout_ns: u64) -> u32 {
+    // SAFETY: the caller passes a live domain.
+    let st = unsafe { state(s) };
+    if invoke::serving(st) {
+        diagnostics::warn(
+            WarningKind::IllegalSynchronize,
+            &st.name,
+            format!(
+                "usrcu: barrier() on domain '{}' from inside one of its own callbacks would wait for itself; refused",
+                st.name
+            ),
+        );
+        return BARRIER_REFUSED;
+    }
+    Counters::add(&st.stats.barriers_issued, 1);
+    let Some(b) = st.cbs.barrier_begin(crate::percpu::current_cpu()) else {
+        return BARRIER_DONE;
+    };
+    driver::kick(st);
+    match deadline(timeout_ns) {
+        None => {
+            b.wait();
+            BARRIER_DONE
+        }
+        Some(d) if b.wait_until(d) => BARRIER_DONE,
+        Some(_) => BARRIER_TIMED_OUT,
+    }
+}
+
+unsafe extern "C" fn rt_get_state(s: *const Srcu, start: u32) -> u64 {
+    // SAFETY: the caller passes a live domain.
+    let st = unsafe { state(s) };
+    let c = st.gp.snap();
+    if start != 0 && !st.gp.done(c) && st.request_gp(c) {
+        driver::schedule_at(st.arc(), Instant::now());
+    }
+    c.0
+}
+
+unsafe extern "C" fn rt_poll_state(s: *const Srcu, c: u64) -> u32 {
+    // SAFETY: the caller passes a live domain.
+    let st = unsafe { state(s) };
+    st.gp.done(Cookie(c)) as u32
+}
+
+unsafe extern "C" fn rt_cleanup(s: *const Srcu) -> u32 {
+    // SAFETY: the caller passes a live domain and nobody else uses it
+    // concurrently (`Srcu::cleanup`'s contract).
+    unsafe { crate::cleanup::cleanup_in_runtime(&*s) }
+}
+
+unsafe extern "C" fn rt_stats(s: *const Srcu, out: *mut SrcuStats) {
+    // SAFETY: the caller passes a live domain and a writable `out`.
+    unsafe {
+        let snap = match state::attached_state(&*s) {
+            None => SrcuStats::default(),
+            Some(st) => {
+                let mut x = st.stats.snapshot(st.possible_cpus());
+                x.callbacks_queued = st.cbs.queued_callbacks();
+                x.runtime_bytes = st.footprint() as u64;
+                x
+            }
+        };
+        *out = snap;
+    }
+}
+
+unsafe extern "C" fn rt_reader_enter(s: *const Srcu, file: *const u8, len: usize, line: u32, col: u32) -> u64 {
+    // SAFETY: the caller passes `len` bytes at `file`, valid for this call
+    // (they are copied).
+    let file = unsafe { std::slice::from_raw_parts(file, len) };
+    readers::enter(s as usize, file, line, col)
+}
+
+unsafe extern "C" fn rt_reader_exit(_s: *const Srcu, token: u64) {
+    readers::exit(token);
+}
+
+unsafe extern "C" fn rt_report(s: *const Srcu, kind: u32, msg: *const u8, len: usize) {
+    // SAFETY: the caller passes a UTF-8 message of `len` bytes.
+    let msg = unsafe { String::from_utf8_lossy(std::slice::from_raw_parts(msg, len)).into_owned() };
+    let domain = if s.is_null() {
+        invoke::serving_name().unwrap_or_default()
+    } else {
+        // SAFETY: non-null pointers passed here are live domains.
+        unsafe { (*s).name().to_owned() }
+    };
+    diagnostics::warn(WarningKind::from_u32(kind), &domain, msg);
+}

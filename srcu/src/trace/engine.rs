@@ -1,0 +1,359 @@
+//! The host's Tasks Trace engine: the grace-period driver, the callback
+//! thread (`usrcu-trace`, started on the first `call` or `start_poll`, the
+//! kernel's per-flavor kthread), barriers, stall warnings, and the
+//! `#[repr(C)]` [`TraceVTable`] through which a plugin's copy uses them.
+//!
+//! # Work queue
+//!
+//! One FIFO of items, each tagged with the cookie it waits for: callbacks
+//! (cookie from `snap` taken under the queue lock, so cookies never go down
+//! along the queue) and barrier markers (cookie 0: they wait only for the
+//! items ahead of them). The thread pops every ready item at the front,
+//! invokes them in order, and otherwise drives the grace period the front
+//! item (or a polled cookie) needs.
+
+use super::grace_period::{wait_for_readers, Holdout, Sequence};
+use super::record::ThreadRecord;
+use super::threads::{self, HostRecord};
+use super::{TraceStats, DOMAIN_NAME};
+use crate::callbacks::CallbackHead;
+use crate::diagnostics::{self, ReaderInfo, Warning, WarningKind};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// ABI version of [`TraceVTable`] and of the [`ThreadRecord`] layout.
+pub const TRACE_ABI_VERSION: u32 = 1;
+
+/// The host's Tasks Trace operations, as `extern "C"` functions.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TraceVTable {
+    /// [`TRACE_ABI_VERSION`] of the copy that built this table.
+    pub abi_version: u32,
+    /// `size_of::<TraceVTable>()` of that copy.
+    pub size: u32,
+    /// The calling thread's record (allocated or reused on first call).
+    pub register: unsafe extern "C" fn() -> *const ThreadRecord,
+    /// Wait for a grace period.
+    pub synchronize: unsafe extern "C" fn(),
+    /// Queue `func(head)` to run after a grace period.
+    pub call: unsafe extern "C" fn(*mut CallbackHead, unsafe extern "C" fn(*mut CallbackHead)),
+    /// Wait until every callback queued before the call has run.
+    pub barrier: unsafe extern "C" fn(),
+    /// A cookie; with `start` non-zero, also make sure its grace period runs.
+    pub get_state: unsafe extern "C" fn(u32) -> u64,
+    /// Non-zero if the cookie's grace period completed.
+    pub poll_state: unsafe extern "C" fn(u64) -> u32,
+    /// Fill in the counters.
+    pub stats: unsafe extern "C" fn(*mut TraceStats),
+}
+
+pub(crate) static HOST_TRACE_VTABLE: TraceVTable = TraceVTable {
+    abi_version: TRACE_ABI_VERSION,
+    size: std::mem::size_of::<TraceVTable>() as u32,
+    register: rt_register,
+    synchronize: rt_synchronize,
+    call: rt_call,
+    barrier: rt_barrier,
+    get_state: rt_get_state,
+    poll_state: rt_poll_state,
+    stats: rt_stats,
+};
+
+/// A queued item.
+enum Item {
+    Call(*mut CallbackHead, unsafe extern "C" fn(*mut CallbackHead)),
+    Marker(Arc<Marker>),
+}
+
+// SAFETY: a queued head is handed to the engine by `call_raw`'s contract
+// (the caller gives up the head until `func` runs, on the engine's thread).
+unsafe impl Send for Item {}
+
+#[derive(Default)]
+struct Marker {
+    ran: Mutex<bool>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<(u64, Item)>,
+    /// Highest polled cookie asked for by `start_poll`.
+    poll_target: u64,
+    thread_started: bool,
+}
+
+struct Engine {
+    seq: Sequence,
+    /// Held while a grace period runs: concurrent callers batch behind it.
+    gp: Mutex<()>,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    invoked: AtomicU64,
+    queued: AtomicU64,
+    stall_ms: AtomicU64,
+}
+
+fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| Engine {
+        seq: Sequence::new(),
+        gp: Mutex::new(()),
+        queue: Mutex::new(Queue::default()),
+        work: Condvar::new(),
+        invoked: AtomicU64::new(0),
+        queued: AtomicU64::new(0),
+        stall_ms: AtomicU64::new(default_stall_ms()),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `USRCU_STALL_TIMEOUT_MS`, else 10 s.
+fn default_stall_ms() -> u64 {
+    std::env::var("USRCU_STALL_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Set the stall timeout of this copy's engine (the host's).
+pub(crate) fn set_stall_timeout(d: Duration) {
+    // Relaxed: a setting read at the next stall check.
+    engine()
+        .stall_ms
+        .store(d.as_millis().clamp(1, u64::MAX as u128) as u64, Ordering::Relaxed);
+}
+
+thread_local! {
+    // Const-initialised `Copy` cell: no destructor is registered.
+    static ON_TRACE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run grace periods until cookie `c` is complete.
+fn drive(c: u64) {
+    let e = engine();
+    if e.seq.done(c) {
+        return;
+    }
+    let _gp = lock(&e.gp);
+    while !e.seq.done(c) {
+        one_grace_period(e);
+    }
+}
+
+/// One grace period (the driver holds `e.gp`).
+fn one_grace_period(e: &Engine) {
+    e.seq.start();
+    let records = threads::snapshot();
+    let t0 = Instant::now();
+    // Relaxed: a setting.
+    let mut next_stall = Duration::from_millis(e.stall_ms.load(Ordering::Relaxed));
+    wait_for_readers(&records, threads::mode(), |holdouts, round| {
+        let waited = t0.elapsed();
+        if waited >= next_stall {
+            report_stall(&records, holdouts, waited);
+            next_stall = next_stall.saturating_mul(2);
+        }
+        nap(round);
+    });
+    e.seq.end();
+}
+
+/// Back-off between re-samples of the holdouts: a few yields, then sleeps
+/// of 1 ms doubling to 16 ms.
+fn nap(round: u32) {
+    if round < 4 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_millis(1 << (round - 4).min(4)));
+    }
+}
+
+fn report_stall(records: &[&'static HostRecord], holdouts: &[Holdout], waited: Duration) {
+    let named: Vec<ReaderInfo> = holdouts
+        .iter()
+        .map(|h| {
+            let r = records[h.index];
+            ReaderInfo {
+                // Relaxed: a label.
+                tid: r.tid.load(Ordering::Relaxed),
+                thread_name: r.thread_name(),
+                location: String::new(),
+                held_for: waited,
+            }
+        })
+        .collect();
+    let list: Vec<String> = named
+        .iter()
+        .map(|r| format!("thread {} ({})", r.tid, r.thread_name))
+        .collect();
+    diagnostics::emit(Warning {
+        kind: WarningKind::TraceStall,
+        domain: DOMAIN_NAME.to_owned(),
+        message: format!(
+            "usrcu::trace: grace-period stall: waited {} ms for {} holdout(s): {}",
+            waited.as_millis(),
+            named.len(),
+            list.join(", ")
+        ),
+        oldest_reader: named.into_iter().next(),
+        tid: diagnostics::current_tid(),
+    });
+}
+
+/// Start the callback thread if it is not running (queue lock held).
+fn ensure_thread(q: &mut Queue) {
+    if q.thread_started {
+        return;
+    }
+    std::thread::Builder::new()
+        .name("usrcu-trace".into())
+        .spawn(callback_thread)
+        .expect("usrcu::trace: cannot start the usrcu-trace thread");
+    q.thread_started = true;
+}
+
+fn callback_thread() {
+    ON_TRACE_THREAD.with(|c| c.set(true));
+    let e = engine();
+    loop {
+        let mut q = lock(&e.queue);
+        let need = loop {
+            let front = q.items.front().map(|(c, _)| *c);
+            match front {
+                Some(c) if e.seq.done(c) => break None,
+                Some(c) => break Some(c),
+                None if !e.seq.done(q.poll_target) => break Some(q.poll_target),
+                None => q = e.work.wait(q).unwrap_or_else(|p| p.into_inner()),
+            }
+        };
+        match need {
+            Some(c) => {
+                drop(q);
+                drive(c);
+            }
+            None => {
+                let mut ready = Vec::new();
+                while let Some((c, _)) = q.items.front() {
+                    if !e.seq.done(*c) {
+                        break;
+                    }
+                    ready.extend(q.items.pop_front().map(|(_, i)| i));
+                }
+                drop(q);
+                for item in ready {
+                    match item {
+                        Item::Call(head, func) => {
+                            // SAFETY: `call_raw`'s contract: `func(head)` is
+                            // the callback, run once.
+                            unsafe { func(head) };
+                            // Relaxed: a statistic.
+                            e.invoked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Item::Marker(m) => {
+                            *lock(&m.ran) = true;
+                            m.cv.notify_all();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn rt_register() -> *const ThreadRecord {
+    threads::register()
+}
+
+unsafe extern "C" fn rt_synchronize() {
+    drive(engine().seq.snap());
+}
+
+unsafe extern "C" fn rt_call(head: *mut CallbackHead, func: unsafe extern "C" fn(*mut CallbackHead)) {
+    let e = engine();
+    let mut q = lock(&e.queue);
+    let c = e.seq.snap();
+    q.items.push_back((c, Item::Call(head, func)));
+    // Relaxed: a statistic.
+    e.queued.fetch_add(1, Ordering::Relaxed);
+    ensure_thread(&mut q);
+    drop(q);
+    e.work.notify_one();
+}
+
+unsafe extern "C" fn rt_barrier() {
+    let e = engine();
+    if ON_TRACE_THREAD.with(|c| c.get()) {
+        diagnostics::warn(
+            WarningKind::IllegalSynchronize,
+            DOMAIN_NAME,
+            "usrcu::trace: barrier() from inside a trace callback would wait for itself; skipped".into(),
+        );
+        return;
+    }
+    let m = Arc::new(Marker::default());
+    {
+        let mut q = lock(&e.queue);
+        if !q.thread_started {
+            // No callback was ever queued.
+            return;
+        }
+        // Behind every queued item, and behind any batch the thread has
+        // already taken off the queue (it invokes a batch before it looks
+        // at the queue again).
+        q.items.push_back((0, Item::Marker(m.clone())));
+        ensure_thread(&mut q);
+    }
+    e.work.notify_one();
+    let mut ran = lock(&m.ran);
+    while !*ran {
+        ran = m.cv.wait(ran).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+unsafe extern "C" fn rt_get_state(start: u32) -> u64 {
+    let e = engine();
+    let c = e.seq.snap();
+    if start != 0 && !e.seq.done(c) {
+        let mut q = lock(&e.queue);
+        if q.poll_target < c {
+            q.poll_target = c;
+        }
+        ensure_thread(&mut q);
+        drop(q);
+        e.work.notify_one();
+    }
+    c
+}
+
+unsafe extern "C" fn rt_poll_state(c: u64) -> u32 {
+    engine().seq.done(c) as u32
+}
+
+unsafe extern "C" fn rt_stats(out: *mut TraceStats) {
+    let e = engine();
+    let (allocated, in_use) = threads::counts();
+    // SAFETY: the caller passes a writable `out`.
+    unsafe {
+        *out = TraceStats {
+            grace_periods: e.seq.completed(),
+            // Relaxed: statistics.
+            callbacks_queued: e.queued.load(Ordering::Relaxed),
+            callbacks_invoked: e.invoked.load(Ordering::Relaxed),
+            records_allocated: allocated,
+            records_in_use: in_use,
+        }
+    };
+}
+
+/// Is the calling thread the `usrcu-trace` callback thread?
+pub(crate) fn on_trace_thread() -> bool {
+    ON_TRACE_THREAD.with(|c| c.get())
+}
