@@ -78,6 +78,7 @@ pub mod address_space;
 mod elf_check;
 mod elf_facts;
 mod error;
+mod hook_slots;
 mod host_context;
 mod intake;
 mod interface;
@@ -99,6 +100,7 @@ mod watchdog;
 
 pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
+pub use hook_slots::{__set_skip_hook_clearing, HookError, HookSlotsReport};
 pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};

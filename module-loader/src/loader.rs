@@ -236,7 +236,7 @@ impl ModuleLoader {
             .map(|m| m.handle)
     }
 
-    fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
+    pub(crate) fn get(&self, h: ModuleHandle) -> Option<Arc<Module>> {
         crate::lock(&self.table).modules.iter().find(|m| m.handle == h).cloned()
     }
 
@@ -487,6 +487,9 @@ impl ModuleLoader {
                 report.elapsed = t0.elapsed();
                 return Ok(report);
             }
+            // Hook slots pointing into the object are emptied and a Tasks
+            // grace period waited for, before `exit` (as on main).
+            crate::hook_slots::going(&m, deadline.saturating_duration_since(Instant::now()), &mut report);
             let overruns = Arc::new(Mutex::new(Vec::new()));
             let (exit, missed) = watchdog::watch(&m.name, "exit", deadline, &overruns, || {
                 run_watching_missed_barriers(|| m.run_hook(m.exit))
@@ -571,6 +574,7 @@ impl ModuleLoader {
             probes_removed: Vec::new(),
             libraries_still_mapped: Vec::new(),
             overruns: Vec::new(),
+            hook_slots: Default::default(),
         }
     }
 
@@ -631,6 +635,8 @@ impl ModuleLoader {
         if self.config.remove_probes {
             report.probes_removed.extend(crate::probes::going(&m.mapping));
         }
+        crate::hook_slots::going(m, deadline.saturating_duration_since(Instant::now()), &mut report);
+        let hooks_busy = report.hook_slots.timed_out;
         let never = self.platform.effective == UnmapPolicy::Never;
         let mut cx = UnloadCx {
             module: m,
@@ -644,7 +650,11 @@ impl ModuleLoader {
             deadline,
             key_table: self.platform.key_table,
         };
-        let proven = proofs::prove_idle(&mut cx, never);
+        let proven = proofs::prove_idle(&mut cx, never).and(if hooks_busy {
+            Err(ZombieCause::HooksBusy)
+        } else {
+            Ok(())
+        });
         if never {
             // The barriers ran (the first proofs); nothing is unmapped.
             return self.keep_mapped_by_policy(m, report, t0);
@@ -680,6 +690,7 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(report.unmapped);
         }
+        crate::hook_slots::forget(m);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);
@@ -698,6 +709,7 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(false);
         }
+        crate::hook_slots::forget(m);
         report.resident_cause = Some(ResidentCause::KeptMappedByPolicy);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);

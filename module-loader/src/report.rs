@@ -77,6 +77,9 @@ pub enum ZombieCause {
     /// glibc's pthread-key table could not be read, so a key whose
     /// destructor is plugin code might survive the unmap.
     PthreadKeysUnverifiable,
+    /// A Tasks grace period (a thread still inside a hook) or Tasks
+    /// callbacks did not complete within the unload timeout.
+    HooksBusy,
     /// The runtime still holds callbacks (or a domain with readers or
     /// callbacks) whose code or data lies in the object, past the unload's
     /// time budget.
@@ -136,6 +139,7 @@ impl fmt::Display for ZombieCause {
             ZombieCause::PthreadKeysUnverifiable => {
                 f.write_str("cannot read glibc's pthread-key table to remove keys with plugin destructors")
             }
+            ZombieCause::HooksBusy => f.write_str("a Tasks grace period or Tasks callbacks did not complete in time"),
             ZombieCause::CallbacksInObject {
                 domain,
                 callbacks,
@@ -260,6 +264,8 @@ pub struct UnloadReport {
     /// Tracepoint probes whose code or data lay in the object, detached by
     /// the built-in probe notifier (after their grace period) before `dlclose`.
     pub probes_removed: Vec<usrcu_registry::tracepoint::RemovedProbe>,
+    /// Hook slots emptied and the Tasks grace period waited for.
+    pub hook_slots: crate::hook_slots::HookSlotsReport,
     /// Libraries loaded together with the module (its `DT_NEEDED` closure)
     /// that are still mapped after `dlclose` (then `unmapped` is false).
     pub libraries_still_mapped: Vec<PathBuf>,
@@ -302,6 +308,18 @@ impl fmt::Display for UnloadReport {
                 f,
                 "; domain '{}': barrier {:?}, {} slots scanned",
                 d.name, d.barrier, d.slots_scanned
+            )?;
+        }
+        if self.hook_slots.cleared > 0 || self.hook_slots.waited_grace_period {
+            write!(
+                f,
+                "; hook slots: {} cleared, Tasks grace period {}",
+                self.hook_slots.cleared,
+                if self.hook_slots.timed_out {
+                    "timed out"
+                } else {
+                    "passed"
+                }
             )?;
         }
         if self.unmapped {

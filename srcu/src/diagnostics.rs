@@ -49,6 +49,9 @@ pub enum WarningKind {
     /// A Tasks Trace grace period waited longer than the stall timeout; the
     /// message and `oldest_reader` name the holdout threads.
     TraceStall,
+    /// A Tasks grace period waited longer than the stall timeout; the
+    /// message names each holdout's tid, name and state.
+    TasksStall,
 }
 
 impl WarningKind {
@@ -63,6 +66,7 @@ impl WarningKind {
             WarningKind::CallbackPanicked => 7,
             WarningKind::Other => 0,
             WarningKind::TraceStall => 8,
+            WarningKind::TasksStall => 9,
         }
     }
 
@@ -76,6 +80,7 @@ impl WarningKind {
             6 => WarningKind::IllegalSynchronize,
             7 => WarningKind::CallbackPanicked,
             8 => WarningKind::TraceStall,
+            9 => WarningKind::TasksStall,
             _ => WarningKind::Other,
         }
     }

@@ -36,6 +36,12 @@ pub enum Fault {
     /// A Tasks Trace grace period ends after its first scan without
     /// re-checking the holdouts it found.
     TraceSkipHoldoutRecheck = 128,
+    /// Tasks grace periods trust a thread's voluntary-switch count even when
+    /// a stop may have intervened (the stop canary is ignored).
+    TasksTrustCounterAcrossStop = 256,
+    /// Tasks grace periods skip threads that are running (`R`) at the first
+    /// sample, as if running code could not be inside a hook.
+    TasksSkipRunning = 512,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.

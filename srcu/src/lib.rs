@@ -71,6 +71,8 @@ mod domain;
 #[cfg(not(usrcu_loom))]
 pub mod runtime;
 mod stats;
+#[cfg(not(usrcu_loom))]
+pub mod tasks;
 pub mod trace;
 
 pub use callbacks::CallbackHead;

@@ -315,3 +315,65 @@ fn inventory_lists_a_domain_by_its_address_with_its_readers() {
     unsafe { D.read_unlock_raw(idx) };
     assert!(inventory::query(&[a..a + 1]).is_idle());
 }
+
+const FORK_CHILD_ENV: &str = "USRCU_TEST_FORK_CHILD";
+
+/// A child of `fork` (forked while the parent's runtime threads exist, and
+/// idle) runs its callbacks on runtime threads of its own: its `barrier`
+/// returns. Driven in a re-executed test process, so that no other test's
+/// thread holds a lock at the fork.
+#[test]
+fn a_forked_child_starts_its_own_runtime() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "fork_child_entry", "--nocapture", "--test-threads=1"])
+        .env(FORK_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("fork child: barrier returned"), "{text}");
+}
+
+#[test]
+fn fork_child_entry() {
+    if std::env::var_os(FORK_CHILD_ENV).is_none() {
+        return;
+    }
+    static D: Srcu = Srcu::new_static("fork-parent");
+    let ran = Arc::new(AtomicUsize::new(0));
+    {
+        let ran = ran.clone();
+        D.call_srcu(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    D.barrier();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    // SAFETY: this process runs only this test (--test-threads=1) and its
+    // runtime threads are idle; the child only uses usrcu and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // The child: a hang here is caught by the alarm.
+        // SAFETY: alarm has no preconditions.
+        unsafe { libc::alarm(60) };
+        let r2 = ran.clone();
+        D.call_srcu(move || {
+            r2.fetch_add(1, Ordering::SeqCst);
+        });
+        D.barrier();
+        let ok = ran.load(Ordering::SeqCst) == 2;
+        // SAFETY: leaving the forked child without running the parent's
+        // atexit handlers or the test harness.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is writable.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
+    println!("fork child: barrier returned");
+}

@@ -69,7 +69,9 @@ impl Ord for Entry {
 struct Heap {
     entries: BinaryHeap<Reverse<Entry>>,
     seq: u64,
-    started: bool,
+    /// The process whose driver thread runs (0: none yet). A child of
+    /// `fork` has no thread of its parent's: it starts its own.
+    started_in: libc::pid_t,
 }
 
 struct Driver {
@@ -118,8 +120,10 @@ pub(crate) fn schedule_at(st: Arc<DomainState>, due: Instant) {
     h.seq += 1;
     let seq = h.seq;
     h.entries.push(Reverse(Entry { due, seq, st }));
-    if !h.started {
-        h.started = true;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if h.started_in != pid {
+        h.started_in = pid;
         std::thread::Builder::new()
             .name("usrcu-gp".into())
             .spawn(run)

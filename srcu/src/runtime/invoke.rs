@@ -30,6 +30,8 @@ struct Queue {
     domains: VecDeque<Arc<DomainState>>,
     threads: usize,
     idle: usize,
+    /// The process whose invokers these are (a child of `fork` starts its own).
+    pid: libc::pid_t,
 }
 
 struct Pool {
@@ -71,6 +73,14 @@ pub(super) fn dispatch(st: &Arc<DomainState>) {
     }
     let p = pool();
     let mut q = lock(&p.q);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if q.pid != pid {
+        // After fork: the parent's invokers do not exist here.
+        q.pid = pid;
+        q.threads = 0;
+        q.idle = 0;
+    }
     q.domains.push_back(st.clone());
     if q.domains.len() > q.idle && q.threads < MAX_INVOKERS {
         let n = q.threads;

@@ -13,7 +13,7 @@ use crate::sync::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 /// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
-pub const RUNTIME_ABI_VERSION: u32 = 3;
+pub const RUNTIME_ABI_VERSION: u32 = 4;
 
 /// A timeout argument meaning "no timeout".
 pub(crate) const FOREVER: u64 = u64::MAX;
@@ -62,6 +62,8 @@ pub struct RuntimeVTable {
     pub report: unsafe extern "C" fn(*const Srcu, u32, *const u8, usize),
     /// The Tasks Trace flavor's operations (`usrcu::trace`).
     pub trace: &'static crate::trace::TraceVTable,
+    /// The host's Tasks RCU operations (`usrcu::tasks`).
+    pub tasks: &'static crate::tasks::TasksVTable,
 }
 
 static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
@@ -79,6 +81,7 @@ static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
     reader_exit: rt_reader_exit,
     report: rt_report,
     trace: &crate::trace::HOST_TRACE_VTABLE,
+    tasks: &crate::tasks::HOST_TASKS_VTABLE,
 };
 
 /// The runtime installed by a loader, if any. Acquire/Release: the table is

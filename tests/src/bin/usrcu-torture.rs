@@ -24,6 +24,8 @@ mod pool;
 mod reader;
 #[path = "usrcu-torture/rng.rs"]
 mod rng;
+#[path = "usrcu-torture/tasks.rs"]
+mod tasks;
 #[path = "usrcu-torture/writer.rs"]
 mod writer;
 
@@ -215,6 +217,10 @@ fn stats_lines(t: &Torture, elapsed: Duration) -> String {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == "--stopper" {
+        tasks::stopper(argv[2].parse().expect("--stopper <pid>"));
+    }
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -226,6 +232,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.flavor == FlavorArg::Tasks {
+        tasks::main(&args);
+        return;
+    }
     let trace = args.flavor == FlavorArg::Trace;
     if trace && args.fence == FenceArg::SeqCst && std::env::var_os("USRCU_FENCE").is_none() {
         // The Tasks Trace fence pair is process-wide, chosen at first use.

@@ -8,7 +8,10 @@ usage: usrcu-torture [options]
 
   --duration <secs>       how long to torture (default 60; --short: 5)
   --short                 CI mode: 5 s, 3 readers, 1 fake writer, stats every second
-  --flavor srcu|trace     what to torture: an SRCU domain, or the Tasks Trace flavor (default srcu)
+  --flavor srcu|trace|tasks
+                          what to torture: an SRCU domain, the Tasks Trace flavor, or Tasks RCU
+                          (hooks called through a HookSlot, with the process stopped and continued
+                          meanwhile) (default srcu)
   --fence membarrier|seqcst
                           the fence pair of the tortured domain (default membarrier)
   --domain static|dynamic a `static` Srcu::new_static_with or an Srcu::with_config (default dynamic)
@@ -20,7 +23,8 @@ usage: usrcu-torture [options]
   --stat-interval <secs>  seconds between stats lines (default 10)
   --seed <n>              seed of the operation mix (default: from the clock)
   --broken <fault>        inject a bug: skip-second-scan | no-heavy-fence | no-reader-fence |
-                          trace-skip-holdout-recheck | trace-no-reader-fence
+                          trace-skip-holdout-recheck | trace-no-reader-fence |
+                          tasks-trust-counter | tasks-skip-running
   --stop-on-failure       end the run at the first error found
   --help
 
@@ -38,6 +42,7 @@ pub enum FenceArg {
 pub enum FlavorArg {
     Srcu,
     Trace,
+    Tasks,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +69,14 @@ pub struct Args {
 }
 
 /// The faults `--broken` takes, by name.
-const FAULTS: [(&str, Fault); 5] = [
+const FAULTS: [(&str, Fault); 7] = [
     ("skip-second-scan", Fault::SkipSecondScan),
     ("no-heavy-fence", Fault::NoHeavyFence),
     ("no-reader-fence", Fault::NoReaderFence),
     ("trace-skip-holdout-recheck", Fault::TraceSkipHoldoutRecheck),
     ("trace-no-reader-fence", Fault::TraceNoReaderFence),
+    ("tasks-trust-counter", Fault::TasksTrustCounterAcrossStop),
+    ("tasks-skip-running", Fault::TasksSkipRunning),
 ];
 
 pub fn fault_name(f: Option<Fault>) -> &'static str {
@@ -141,7 +148,8 @@ pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, Str
                 a.flavor = match value()?.as_str() {
                     "srcu" => FlavorArg::Srcu,
                     "trace" => FlavorArg::Trace,
-                    v => return Err(format!("--flavor: expected srcu or trace, got {v:?}")),
+                    "tasks" => FlavorArg::Tasks,
+                    v => return Err(format!("--flavor: expected srcu, trace or tasks, got {v:?}")),
                 }
             }
             "--domain" => {

@@ -1,0 +1,257 @@
+//! Hook slots pointing into a module: installing a plugin function into a
+//! host [`HookSlot`] with the module's lifetime attached, and the unload
+//! step that clears every slot pointing into the object and waits for a
+//! Tasks grace period before `dlclose` (the row "hook slots" of the unload
+//! table in DESIGN).
+//!
+//! Tasks RCU needs the hook's code resident (a page fault that waits for I/O
+//! is a voluntary switch, which a grace period takes as quiescent): the first
+//! install from a module `mlock`s its executable mappings (read from
+//! `/proc/self/maps`, which has the permissions `dl_iterate_phdr`'s segments
+//! do not carry). The lock goes with the unmap.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use usrcu::tasks::{self, HookFn, HookSlot};
+
+use crate::loader::ModuleLoader;
+use crate::module::{Module, ModuleHandle};
+use crate::report::UnloadReport;
+use crate::state::ModuleState;
+
+/// Why [`ModuleLoader::install_hook`] refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HookError {
+    /// No such module in this loader.
+    UnknownModule {
+        /// The handle given.
+        handle: ModuleHandle,
+    },
+    /// The module is not `Live`.
+    NotLive {
+        /// The module.
+        module: String,
+        /// Its state.
+        state: ModuleState,
+    },
+    /// The symbol is not exported by the module.
+    NotFound {
+        /// The module.
+        module: String,
+        /// The symbol.
+        symbol: String,
+        /// The dynamic linker's message.
+        message: String,
+    },
+    /// The symbol resolves outside the module's own object (a re-export from
+    /// another library, whose lifetime the loader does not govern).
+    NotInModule {
+        /// The module.
+        module: String,
+        /// The symbol.
+        symbol: String,
+    },
+    /// `mlock` of the module's text failed (`RLIMIT_MEMLOCK`?): a hook whose
+    /// code may fault on I/O cannot be installed under Tasks RCU.
+    Mlock {
+        /// The module.
+        module: String,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HookError::UnknownModule { handle } => write!(f, "no module {handle} in this loader"),
+            HookError::NotLive { module, state } => write!(f, "module '{module}' is {state:?}, not Live"),
+            HookError::NotFound {
+                module,
+                symbol,
+                message,
+            } => write!(f, "module '{module}' has no symbol '{symbol}': {message}"),
+            HookError::NotInModule { module, symbol } => {
+                write!(f, "symbol '{symbol}' resolves outside module '{module}'s object")
+            }
+            HookError::Mlock { module, error } => {
+                write!(f, "cannot lock the text of module '{module}' in memory: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HookError {}
+
+/// What the hook-slot step of an unload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookSlotsReport {
+    /// Slots emptied because their function lay in the object.
+    pub cleared: usize,
+    /// A Tasks grace period (and a Tasks barrier) ran before `dlclose`.
+    pub waited_grace_period: bool,
+    /// How long that took.
+    pub elapsed: Duration,
+    /// The grace period or the barrier did not complete within the unload
+    /// timeout (the module then stays mapped as a zombie).
+    pub timed_out: bool,
+    /// The step ran (it runs once per unload, before `exit`).
+    pub done: bool,
+}
+
+/// Test switch: skip the clearing (to show that the host then crashes).
+static SKIP_CLEARING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switch the unload step's clearing of hook slots off (`true`) or on. Only
+/// for the test that shows what the clearing prevents: with it off, a host
+/// whose threads call a plugin's hook crashes at the first call after the
+/// unmap.
+#[doc(hidden)]
+pub fn __set_skip_hook_clearing(skip: bool) {
+    SKIP_CLEARING.store(skip, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Modules whose text is locked (by handle). The lock also serialises
+/// installs against the unload step: an install checks `Live` and stores
+/// under it, and the unload step clears under it after the module became
+/// `Going`, so no install can land after the clearing.
+static LOCKED: Mutex<Option<HashMap<u64, ()>>> = Mutex::new(None);
+
+fn lock_text(map: &mut HashMap<u64, ()>, m: &Module) -> Result<(), std::io::Error> {
+    if map.contains_key(&m.handle.0) {
+        return Ok(());
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if !m.mapping.contains(a) {
+            continue;
+        }
+        // SAFETY: mlock of a range that is mapped (the module is open);
+        // it only pins pages.
+        if unsafe { libc::mlock(a as *const libc::c_void, b - a) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    map.insert(m.handle.0, ());
+    Ok(())
+}
+
+impl ModuleLoader {
+    /// Install the module's function `symbol` into the host's `slot`, with
+    /// the module's lifetime attached: the module's text is locked in memory
+    /// first, and when the module goes, the slot is emptied and a Tasks grace
+    /// period passes before its code is unmapped (so callers of
+    /// [`HookSlot::call`] get `None` from then on and never run unmapped code).
+    ///
+    /// # Safety
+    /// `F` is the type of the function the module exports under `symbol`,
+    /// and that function keeps [`HookSlot`]'s contract (never blocks, never
+    /// faults on non-resident memory: its data must be resident too, stores
+    /// no pointer to itself).
+    pub unsafe fn install_hook<F: HookFn>(
+        &self,
+        h: ModuleHandle,
+        slot: &HookSlot<F>,
+        symbol: &str,
+    ) -> Result<(), HookError> {
+        let m = self.get(h).ok_or(HookError::UnknownModule { handle: h })?;
+        let mut locked = crate::lock(&LOCKED);
+        let not_live = |m: &Module| HookError::NotLive {
+            module: m.name.clone(),
+            state: m.state.get(),
+        };
+        if m.state.get() != ModuleState::Live {
+            return Err(not_live(&m));
+        }
+        let f: F = {
+            let lib = crate::lock(&m.lib);
+            let Some(lib) = lib.as_ref() else {
+                return Err(not_live(&m));
+            };
+            // SAFETY: the caller vouches for the type; the library is open.
+            let sym = unsafe { lib.get::<F>(symbol.as_bytes()) }.map_err(|e| HookError::NotFound {
+                module: m.name.clone(),
+                symbol: symbol.to_owned(),
+                message: e.to_string(),
+            })?;
+            *sym
+        };
+        if !m.mapping.contains(f.into_raw() as usize) {
+            return Err(HookError::NotInModule {
+                module: m.name.clone(),
+                symbol: symbol.to_owned(),
+            });
+        }
+        lock_text(locked.get_or_insert_with(HashMap::new), &m).map_err(|error| HookError::Mlock {
+            module: m.name.clone(),
+            error,
+        })?;
+        // Still `Live` under `LOCKED` (checked above, after taking it): the
+        // unload step, which takes `LOCKED` after `Going`, sees this slot.
+        // SAFETY: the caller's contract for `f`.
+        unsafe { slot.set_sync(Some(f)) };
+        drop(locked);
+        Ok(())
+    }
+}
+
+/// The unload step: empty every registered hook slot whose function lies in
+/// the object (and forget slots that live in it), then, if any hook slot
+/// was ever set in the process, wait (bounded) for a Tasks grace period and
+/// for Tasks callbacks queued so far. Runs once per unload.
+pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
+    if report.hook_slots.done {
+        return;
+    }
+    let t0 = Instant::now();
+    // SAFETY: every registered slot is live: host slots live as long as the
+    // host keeps them (heap slots unregister on drop), and slots inside a
+    // plugin object are forgotten here, before that object is unmapped —
+    // every object this loader unmaps passes through this step.
+    let cleared = {
+        let _installs = crate::lock(&LOCKED);
+        if SKIP_CLEARING.load(std::sync::atomic::Ordering::Relaxed) {
+            0
+        } else {
+            // SAFETY: see above.
+            unsafe { tasks::clear_hooks_into(&m.mapping.segments) }
+        }
+    };
+    let mut timed_out = false;
+    let wait = cleared > 0 || tasks::hooks_ever_set() || tasks::callbacks_pending() > 0;
+    if wait {
+        timed_out = !tasks::start_poll().wait_timeout(timeout);
+        if !timed_out {
+            timed_out = !tasks::barrier_timeout(timeout.saturating_sub(t0.elapsed()));
+        }
+    }
+    report.hook_slots = HookSlotsReport {
+        cleared,
+        waited_grace_period: wait,
+        elapsed: t0.elapsed(),
+        timed_out,
+        done: true,
+    };
+}
+
+/// Forget the text lock record of a module that is gone.
+pub(crate) fn forget(m: &Module) {
+    if let Some(map) = crate::lock(&LOCKED).as_mut() {
+        map.remove(&m.handle.0);
+    }
+}

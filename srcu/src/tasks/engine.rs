@@ -1,0 +1,240 @@
+//! The host's Tasks engine: the grace-period sequence, the callers waiting
+//! on it, the callback queue, and the `usrcu-tasks` thread that drives both.
+//!
+//! | field (under `Engine::m`) | meaning |
+//! |---|---|
+//! | `started` | grace periods started; `started == completed`: idle |
+//! | `completed` | grace periods completed |
+//! | `requested` | highest grace-period number someone waits or polls for |
+//! | `waiting` | tids blocked in `synchronize` (a grace period skips them) |
+//! | `queue` | callbacks with the grace period each needs |
+//! | `queued`, `invoked` | callback tickets: barrier waits for `invoked >= queued at its call` |
+//!
+//! A cookie is a grace-period number: `started + 1` at the call, because a
+//! grace period already started may have listed the threads before the
+//! caller's unpublish. It is done when `completed >= cookie`.
+//!
+//! Threads excluded because they wait in `synchronize` are sound to skip:
+//! such a thread leaves `synchronize` only by taking `m` after the grace
+//! period started (which happens under `m`, after every requester's
+//! unpublish), so its later loads see every unpublish the grace period
+//! covers: the mutex orders them.
+
+use super::grace_period::{GpOutcome, DRIVER};
+use super::proc::gettid;
+use std::collections::VecDeque;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+struct Callback {
+    cookie: u64,
+    f: unsafe extern "C" fn(*mut c_void),
+    arg: *mut c_void,
+}
+
+// SAFETY: `tasks::call` requires the callback and its argument to be sendable
+// to the engine's thread (the closure form is `Send`).
+unsafe impl Send for Callback {}
+
+#[derive(Default)]
+struct State {
+    started: u64,
+    completed: u64,
+    requested: u64,
+    waiting: Vec<i32>,
+    queue: VecDeque<Callback>,
+    queued: u64,
+    invoked: u64,
+    /// Pid whose `usrcu-tasks` thread runs (0: none; a forked child, whose
+    /// pid differs, starts its own).
+    thread_pid: i32,
+    last: GpOutcome,
+}
+
+pub(crate) struct Engine {
+    m: Mutex<State>,
+    /// Callers of `synchronize`/`barrier` wait here.
+    done: Condvar,
+    /// The `usrcu-tasks` thread waits here.
+    work: Condvar,
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+/// Tid of `usrcu-tasks`, 0 until it runs. Relaxed: compared with the
+/// caller's own tid only, to refuse a wait on itself.
+static THREAD_TID: AtomicI32 = AtomicI32::new(0);
+/// Stall timeout for Tasks grace periods, in ms.
+static STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn engine() -> &'static Engine {
+    ENGINE.get_or_init(|| Engine {
+        m: Mutex::new(State::default()),
+        done: Condvar::new(),
+        work: Condvar::new(),
+    })
+}
+
+fn stall_timeout() -> Duration {
+    // Relaxed: a setting.
+    let ms = STALL_MS.load(Ordering::Relaxed);
+    if ms != 0 {
+        return Duration::from_millis(ms);
+    }
+    let env = std::env::var("USRCU_STALL_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    Duration::from_millis(env)
+}
+
+pub(crate) fn set_stall_timeout_ms(ms: u64) {
+    STALL_MS.store(ms, Ordering::Relaxed);
+}
+
+impl Engine {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.done.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make sure the `usrcu-tasks` thread runs (under the lock).
+    fn kick(&self, st: &mut State) {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        if st.thread_pid != pid {
+            let spawned = std::thread::Builder::new()
+                .name("usrcu-tasks".into())
+                .spawn(|| engine().serve());
+            match spawned {
+                Ok(_) => st.thread_pid = pid,
+                Err(e) => panic!("usrcu::tasks: cannot start the usrcu-tasks thread: {e}"),
+            }
+        }
+        self.work.notify_one();
+    }
+
+    fn refuse_self_wait(&self, what: &str) {
+        if THREAD_TID.load(Ordering::Relaxed) == gettid() {
+            panic!("usrcu::tasks::{what} called from a Tasks callback: it would wait for itself");
+        }
+    }
+
+    /// A cookie; with `start`, make sure its grace period runs.
+    pub(crate) fn get_state(&self, start: bool) -> u64 {
+        let mut st = self.lock();
+        let c = st.started + 1;
+        if start && st.requested < c {
+            st.requested = c;
+            self.kick(&mut st);
+        }
+        c
+    }
+
+    pub(crate) fn poll_state(&self, cookie: u64) -> bool {
+        self.lock().completed >= cookie
+    }
+
+    pub(crate) fn synchronize(&self) {
+        self.refuse_self_wait("synchronize");
+        let me = gettid();
+        let mut st = self.lock();
+        let c = st.started + 1;
+        st.requested = st.requested.max(c);
+        st.waiting.push(me);
+        self.kick(&mut st);
+        while st.completed < c {
+            st = self.wait(st);
+        }
+        if let Some(i) = st.waiting.iter().position(|t| *t == me) {
+            st.waiting.swap_remove(i);
+        }
+    }
+
+    pub(crate) fn call(&self, f: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) {
+        let mut st = self.lock();
+        let cookie = st.started + 1;
+        st.requested = st.requested.max(cookie);
+        st.queue.push_back(Callback { cookie, f, arg });
+        st.queued += 1;
+        self.kick(&mut st);
+    }
+
+    pub(crate) fn barrier(&self) {
+        self.refuse_self_wait("barrier");
+        let mut st = self.lock();
+        let target = st.queued;
+        while st.invoked < target {
+            st = self.wait(st);
+        }
+    }
+
+    /// `barrier`, giving up after `timeout`; true if it completed.
+    pub(crate) fn barrier_timeout(&self, timeout: Duration) -> bool {
+        self.refuse_self_wait("barrier_timeout");
+        let end = std::time::Instant::now() + timeout;
+        let mut st = self.lock();
+        let target = st.queued;
+        while st.invoked < target {
+            let now = std::time::Instant::now();
+            if now >= end {
+                return false;
+            }
+            st = self
+                .done
+                .wait_timeout(st, end - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// Callbacks queued and not yet run.
+    pub(crate) fn pending_callbacks(&self) -> u64 {
+        let st = self.lock();
+        st.queued - st.invoked
+    }
+
+    pub(crate) fn last_outcome(&self) -> GpOutcome {
+        self.lock().last
+    }
+
+    fn serve(&self) {
+        THREAD_TID.store(gettid(), Ordering::Relaxed);
+        let mut st = self.lock();
+        loop {
+            // Run every callback whose grace period completed, in order.
+            while st.queue.front().is_some_and(|c| c.cookie <= st.completed) {
+                let cb = st.queue.pop_front().expect("front checked");
+                drop(st);
+                // SAFETY: `tasks::call`'s contract: `f(arg)` may be called
+                // once, on this thread, after a grace period.
+                unsafe { (cb.f)(cb.arg) };
+                st = self.lock();
+                st.invoked += 1;
+                self.done.notify_all();
+            }
+            if st.requested > st.completed {
+                st.started = st.completed + 1;
+                let exclude = st.waiting.clone();
+                drop(st);
+                let stall = stall_timeout();
+                let out = lock_driver().run(&exclude, stall);
+                st = self.lock();
+                st.completed = st.started;
+                st.last = out;
+                self.done.notify_all();
+                continue;
+            }
+            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+fn lock_driver() -> MutexGuard<'static, super::grace_period::Driver> {
+    DRIVER.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,243 @@
+//! Tasks RCU: a flavor whose readers cost nothing, for code that never
+//! voluntarily blocks (hot hooks called through a [`HookSlot`], generated
+//! code, tiny plugin functions). The userspace twin of the kernel's Tasks
+//! RCU, which exists to free tracing trampolines.
+//!
+//! # Readers
+//!
+//! There is no read-side marker at all. A "reader" is any stretch of code
+//! that never blocks, never faults on non-resident memory, and never stores
+//! the pointer it was reached through (the contract on [`HookSlot`]).
+//!
+//! # Grace periods
+//!
+//! A grace period ends when every thread that existed when it began has been
+//! seen quiescent (steps T1 to T5 in `grace_period.rs` and
+//! `docs/memory-model.md`):
+//!
+//! * a sample of `/proc/self/task/<tid>/status` shows it blocked (`S`, `D`);
+//! * its `voluntary_ctxt_switches` moved since the start, it is neither
+//!   stopped nor traced, and no stop may have intervened (a stop counts as
+//!   a voluntary switch, yet the thread resumes where it was: the stop
+//!   canary detects group stops, `TracerPid` tracers);
+//! * or it passed an explicit quiescent point, [`quiescent`] (the kernel's
+//!   `cond_resched_tasks_rcu_qs`), which threads that spin should call.
+//!
+//! Threads born after the start are ignored; the calling thread, threads
+//! waiting in [`synchronize`] and the runtime's own threads are quiescent.
+//! Stopped threads (`T`, `t`) are holdouts. Holdouts are re-checked with
+//! back-off; past the stall timeout (`USRCU_STALL_TIMEOUT_MS`, or
+//! [`set_stall_timeout`]) a [`WarningKind::TasksStall`](crate::diagnostics::WarningKind::TasksStall)
+//! warning names each holdout's tid, name and state. A full `membarrier` at
+//! the start and at the end orders the updater's unpublish against the
+//! threads' later loads, and their accesses against the updater's free.
+//!
+//! Grace periods are slow (a `/proc` read per thread, milliseconds with many
+//! threads) and shared: concurrent callers batch onto one.
+//!
+//! # The runtime
+//!
+//! Grace periods and callbacks ([`call`]) run on the host's `usrcu-tasks`
+//! thread (started lazily; not the SRCU pool), reached through
+//! [`TasksVTable`] from `RuntimeVTable::tasks`, so a plugin's copy of this
+//! crate uses the host's engine, records and hook-slot registry. The
+//! per-thread quiescent record is allocated by the host and cached in a
+//! const-initialised `Cell` thread-local: no TLS destructor.
+//!
+//! # Caveats (the contract's fine print)
+//!
+//! * A signal handler that blocks while it interrupts a hook makes the thread
+//!   read as blocked while the hook's frame is live: hooks must run where no
+//!   such handler can interrupt them, or the handler must not block.
+//! * A CPU-bound thread that never blocks and never calls [`quiescent`]
+//!   holds every grace period (the kernel counts user mode as quiescent; a
+//!   process cannot tell its own user mode from a hook).
+//! * A tracer that seizes a thread, interrupts it and detaches, all between
+//!   two readings of one grace period, is not seen (no group stop, and
+//!   `TracerPid` is back to 0). The cgroup v2 freezer shows a frozen thread
+//!   as `S`; freezing a process while a grace period runs is not covered.
+//! * After `fork`, a child's thread keeps its parent's cached record
+//!   pointer, so its explicit quiescent points are not seen (samples and
+//!   switch counts still are).
+
+mod engine;
+mod grace_period;
+pub mod hook_slot;
+mod membarrier;
+mod proc;
+mod record;
+mod vtable;
+
+pub use hook_slot::{HookFn, HookSlot, HookValue};
+pub use record::TasksRecord;
+pub use vtable::{TasksVTable, HOST_TASKS_VTABLE, TASKS_ABI_VERSION};
+
+use std::ffi::c_void;
+use std::ops::Range;
+use std::time::Duration;
+
+/// The `domain` field of Tasks warnings.
+pub const DOMAIN_NAME: &str = "tasks";
+
+/// A Tasks grace-period cookie (from [`get_state`] or [`start_poll`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cookie(pub u64);
+
+impl Cookie {
+    /// Has its grace period completed?
+    pub fn poll(self) -> bool {
+        poll_state(self)
+    }
+
+    /// Wait until its grace period completes (polling with back-off, up to
+    /// `timeout`); true if it did.
+    pub fn wait_timeout(self, timeout: Duration) -> bool {
+        let t0 = std::time::Instant::now();
+        let mut nap = Duration::from_micros(20);
+        loop {
+            if self.poll() {
+                return true;
+            }
+            let waited = t0.elapsed();
+            if waited >= timeout {
+                return false;
+            }
+            std::thread::sleep(nap.min(timeout - waited));
+            nap = (nap * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Wait for a Tasks grace period: every thread that existed at the call has
+/// been quiescent since (see the module docs). Must not be called from a
+/// hook (it blocks) or from a Tasks callback (it would wait for itself; it
+/// panics).
+pub fn synchronize() {
+    // SAFETY: a vtable function with no arguments.
+    unsafe { (vtable::current().synchronize)() }
+}
+
+/// Run `f` on the host's `usrcu-tasks` thread after a Tasks grace period.
+/// Callbacks run in the order they were queued.
+pub fn call<F: FnOnce() + Send + 'static>(f: F) {
+    unsafe extern "C" fn trampoline<F: FnOnce() + Send + 'static>(p: *mut c_void) {
+        // SAFETY: `p` is the `Box<F>` leaked below, run once.
+        let f = unsafe { Box::from_raw(p as *mut F) };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+            crate::diagnostics::warn(
+                crate::diagnostics::WarningKind::CallbackPanicked,
+                DOMAIN_NAME,
+                String::from("usrcu: a Tasks callback panicked; the runtime went on"),
+            );
+        }
+    }
+    let p = Box::into_raw(Box::new(f)) as *mut c_void;
+    // SAFETY: `trampoline::<F>` consumes exactly this box, once.
+    unsafe { (vtable::current().call)(trampoline::<F>, p) }
+}
+
+/// Wait until every callback queued by [`call`] before this call has run.
+/// Panics if called from a Tasks callback.
+pub fn barrier() {
+    // SAFETY: a vtable function with no arguments.
+    unsafe { (vtable::current().barrier)() }
+}
+
+/// [`barrier`], giving up after `timeout`; true if every callback queued
+/// before the call has run.
+pub fn barrier_timeout(timeout: Duration) -> bool {
+    let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
+    // SAFETY: a vtable function taking an integer.
+    unsafe { (vtable::current().barrier_timeout_ms)(ms) != 0 }
+}
+
+/// An explicit quiescent point: the calling thread is not inside any hook
+/// here. Threads that loop calling hooks without ever blocking call this
+/// between calls, so grace periods can end. Costs a thread-local load, a
+/// load and a store (plus one call into the host on a thread's first use).
+#[inline]
+pub fn quiescent() {
+    let r = record::mine(|| {
+        // SAFETY: a vtable function with no arguments.
+        unsafe { (vtable::current().record)() }
+    });
+    record::pass(r);
+}
+
+/// A cookie for the next grace period, without starting it.
+pub fn get_state() -> Cookie {
+    // SAFETY: a vtable function taking an integer.
+    Cookie(unsafe { (vtable::current().get_state)(0) })
+}
+
+/// A cookie for the next grace period, which is started.
+pub fn start_poll() -> Cookie {
+    // SAFETY: a vtable function taking an integer.
+    Cookie(unsafe { (vtable::current().get_state)(1) })
+}
+
+/// Has the cookie's grace period completed?
+pub fn poll_state(c: Cookie) -> bool {
+    // SAFETY: a vtable function taking an integer.
+    unsafe { (vtable::current().poll_state)(c.0) != 0 }
+}
+
+/// Set the stall timeout of Tasks grace periods (the default is
+/// `USRCU_STALL_TIMEOUT_MS`, else 10 s).
+pub fn set_stall_timeout(d: Duration) {
+    let ms = d.as_millis().clamp(1, u64::MAX as u128) as u64;
+    // SAFETY: a vtable function taking an integer.
+    unsafe { (vtable::current().set_stall_timeout_ms)(ms) }
+}
+
+/// Host only: empty every registered [`HookSlot`] whose function lies in
+/// `ranges`, and forget every slot that itself lies in `ranges`; returns how
+/// many were emptied. The caller then waits for a grace period
+/// ([`synchronize`]) before it unmaps the ranges.
+///
+/// # Safety
+/// Every non-empty slot that was ever set is still live: a slot in an object
+/// that was unmapped without passing its ranges here first would be written.
+pub unsafe fn clear_hooks_into(ranges: &[Range<usize>]) -> usize {
+    // SAFETY: the caller's promise.
+    unsafe { hook_slot::registry::clear_into(ranges) }
+}
+
+/// Host only: has any [`HookSlot`] in the process ever held a function?
+/// (A loader skips the Tasks grace period at unload when none has.)
+pub fn hooks_ever_set() -> bool {
+    hook_slot::registry::ever_set()
+}
+
+/// Host only: has any callback been queued with [`call`] and not yet run?
+pub fn callbacks_pending() -> u64 {
+    engine::engine().pending_callbacks()
+}
+
+/// What the last completed grace period of this host saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpReport {
+    /// Threads examined.
+    pub threads: usize,
+    /// Re-checks of holdouts.
+    pub rechecks: u32,
+    /// Re-checks where a stop may have intervened, which restarted the
+    /// switch count.
+    pub restarts: u32,
+}
+
+/// Host only: the report of the last completed grace period.
+pub fn last_grace_period() -> GpReport {
+    let o = engine::engine().last_outcome();
+    GpReport {
+        threads: o.threads,
+        rechecks: o.rechecks,
+        restarts: o.restarts,
+    }
+}
+
+/// Tid of the stop canary thread (started on the first grace period).
+#[doc(hidden)]
+pub fn __canary_tid() -> i32 {
+    grace_period::canary_tid()
+}
