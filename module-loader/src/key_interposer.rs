@@ -17,30 +17,34 @@
 //! Right after `dlopen`, before the plugin's `init`, the loader rewrites the
 //! plugin's GOT entries for `pthread_key_create` and `pthread_key_delete`
 //! (found in its dynamic relocations with the `object` crate) to point here.
-//! A key the plugin creates with a destructor is created in glibc with a
-//! *host* trampoline instead, one of [`SLOTS`] functions, each bound to a
-//! slot that holds the plugin's destructor. The trampoline enters a read
+//! A key the plugin creates with a destructor is created in glibc *without*
+//! one; its slot (one per glibc key, [`SLOTS`] of them) records the plugin's
+//! destructor and the key's sequence number, and then glibc's table is given
+//! the key's *host* trampoline as destructor. The trampoline enters a read
 //! section of the host domain `usrcu-loader:key-destructors`, loads the
-//! slot's destructor and calls it if it is still there. At unload the
-//! loader clears the slots of the object, deletes their keys, and waits
-//! for a grace period of that domain: every thread that had entered a
-//! trampoline has left the plugin's destructor, and every later one finds
-//! the slot empty. The wait is bounded by the unload's budget; a thread
-//! still inside a destructor then keeps the object mapped as a Zombie
+//! slot's destructor and calls it if it is still there *and* the calling
+//! thread's value was stored under this very incarnation of the key (its own
+//! per-thread sequence number, which glibc keeps beside the value, equals
+//! the slot's). At unload the loader clears the slots of the object, deletes
+//! their keys, and waits for a grace period of that domain: every thread that
+//! had entered a trampoline has left the plugin's destructor, and every later
+//! one finds the slot empty. The wait is bounded by the unload's budget; a
+//! thread still inside a destructor then keeps the object mapped as a Zombie
 //! naming the key, and a later unload waits again.
 //!
-//! A slot is never given to another destructor: a thread may have read
-//! the trampoline's address from glibc's table before the key was deleted
-//! and call it arbitrarily late, with a value of the old key, so a reused
-//! slot could pass that value to the wrong destructor. When the slots run
-//! out (after [`SLOTS`] plugin keys with destructors in one process), keys
-//! are created directly and the key proof falls back to deleting them from
-//! glibc's table, where the race above is narrowed, not closed; a warning
-//! says so once.
+//! A thread may have read the trampoline's address from glibc's table before
+//! the key was deleted and call it arbitrarily late, with a value of the old
+//! key. When glibc hands the same key out again, the slot gets a new
+//! destructor and a new sequence number; that late call carries the old
+//! sequence number and is not passed on. So slots are reused with their
+//! keys, and a process never runs out of them before glibc runs out of keys.
+//! The grace period at unload is waited for whenever any key was ever
+//! created through a slot, so a slot is free as soon as it is retired.
 //!
 //! Keys created before the GOT is rewritten (by ELF constructors, which run
-//! inside `dlopen`) and keys created through another path (`dlsym`, an
-//! inline syscall-free copy) are not interposed: the fallback covers them.
+//! inside `dlopen`) and keys created through another path (`dlsym`) are not
+//! interposed: the key proof deletes them from glibc's table, which narrows
+//! the race but does not close it.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -53,8 +57,8 @@ use crate::address_space::ObjectMapping;
 /// A key destructor.
 type Dtor = unsafe extern "C" fn(*mut c_void);
 
-/// How many plugin key destructors one process can interpose.
-pub const SLOTS: usize = 64 * 64;
+/// One slot per glibc key (`PTHREAD_KEYS_MAX`, 1024 on Linux).
+pub const SLOTS: usize = 16 * 64;
 
 /// No key.
 const NO_KEY: u32 = u32::MAX;
@@ -65,9 +69,11 @@ struct Slot {
     /// The plugin's destructor as created (kept after retirement until the
     /// grace period that follows it, so that unload knows to wait).
     owner: AtomicUsize,
-    /// The glibc key bound to this slot (kept after retirement, to name it),
-    /// or `NO_KEY`.
+    /// The glibc key bound to this slot (its index; kept after retirement,
+    /// to name it), or `NO_KEY`.
     key: AtomicU32,
+    /// The key's sequence number when it was created through this slot.
+    seq: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)] // one fresh slot per array element
@@ -75,10 +81,11 @@ const EMPTY: Slot = Slot {
     destr: AtomicUsize::new(0),
     owner: AtomicUsize::new(0),
     key: AtomicU32::new(NO_KEY),
+    seq: AtomicUsize::new(0),
 };
 
 static SLOT: [Slot; SLOTS] = [EMPTY; SLOTS];
-/// Slots handed out so far (never reused).
+/// Slots used so far: one past the highest key created through a slot.
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Readers: threads inside a trampoline. The loader's grace period on it
@@ -91,11 +98,67 @@ fn run(i: usize, data: *mut c_void) {
     // of 0 is ordered against this load by the grace period that follows it
     // (its heavy fence pairs with this read section's light fence).
     let d = SLOT[i].destr.load(Ordering::Acquire);
-    if d != 0 {
-        // SAFETY: a non-zero slot holds the destructor the plugin passed to
-        // `pthread_key_create`, and the object stays mapped until a grace
-        // period of `KEY_DTORS` after the slot is cleared.
-        unsafe { std::mem::transmute::<usize, Dtor>(d)(data) };
+    if d == 0 || own_seq(i) != Some(SLOT[i].seq.load(Ordering::Acquire)) {
+        // Retired, or a late call with a value of an older incarnation of
+        // this key (see the module documentation).
+        return;
+    }
+    // SAFETY: a non-zero slot holds the destructor the plugin passed to
+    // `pthread_key_create` for this incarnation of the key, and the object
+    // stays mapped until a grace period of `KEY_DTORS` after the slot is
+    // cleared.
+    unsafe { std::mem::transmute::<usize, Dtor>(d)(data) };
+}
+
+/// The layout of a thread's key values, as glibc publishes it for
+/// debuggers: `struct pthread`'s `specific` (pointers to blocks of
+/// `level2` entries of `{ seq, data }`).
+#[derive(Clone, Copy)]
+struct Specific {
+    offset: usize,
+    level2: usize,
+    entry: usize,
+    seq: usize,
+}
+
+fn specific_layout() -> Option<Specific> {
+    static LAYOUT: std::sync::OnceLock<Option<Specific>> = std::sync::OnceLock::new();
+    *LAYOUT.get_or_init(|| {
+        let d = |n: &std::ffi::CStr| {
+            // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up; glibc
+            // defines these as `const uint32_t[3]`.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, n.as_ptr()) } as *const [u32; 3];
+            // SAFETY: as above.
+            (!p.is_null()).then(|| unsafe { *p })
+        };
+        let spec = d(c"_thread_db_pthread_specific")?;
+        let l2 = d(c"_thread_db_pthread_key_data_level2_data")?;
+        let seq = d(c"_thread_db_pthread_key_data_seq")?;
+        let word = usize::BITS;
+        let sane = spec[0] % word == 0 && l2[1] > 0 && l2[0] % 8 == 0 && seq[0] == word;
+        sane.then_some(Specific {
+            offset: spec[2] as usize,
+            level2: l2[1] as usize,
+            entry: (l2[0] / 8) as usize,
+            seq: seq[2] as usize,
+        })
+    })
+}
+
+/// The sequence number glibc stored beside the calling thread's value of
+/// `key` (the key's sequence number when the value was set).
+fn own_seq(key: usize) -> Option<usize> {
+    let l = specific_layout()?;
+    // SAFETY: pthread_self has no preconditions; the descriptor is ours.
+    let me = unsafe { libc::pthread_self() } as usize;
+    // SAFETY: our own thread's descriptor, at glibc's published offsets;
+    // nothing else writes our key values while we run their destructors.
+    unsafe {
+        let block = *((me + l.offset + (key / l.level2) * 8) as *const usize);
+        if block == 0 {
+            return None;
+        }
+        Some(*((block + (key % l.level2) * l.entry + l.seq) as *const usize))
     }
 }
 
@@ -109,61 +172,69 @@ macro_rules! row {
 macro_rules! table {
     ($($r:literal)*) => { [$(row!($r; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63)),*] };
 }
-static TRAMPOLINES: [[Dtor; 64]; 64] = table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63);
+static TRAMPOLINES: [[Dtor; 64]; 16] = table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 
 /// `pthread_key_create` as the plugin sees it.
 unsafe extern "C" fn create(key: *mut libc::pthread_key_t, destr: Option<Dtor>) -> c_int {
-    let Some(d) = destr else {
+    let (Some(d), Some(table), Some(_)) = (destr, crate::pthread_keys::KeyTable::open(), specific_layout()) else {
         // SAFETY: the plugin's own call, passed on unchanged.
-        return unsafe { libc::pthread_key_create(key, None) };
-    };
-    // Relaxed: a unique index, nothing else.
-    let i = NEXT.fetch_add(1, Ordering::Relaxed);
-    if i >= SLOTS {
-        warn_out_of_slots();
-        // SAFETY: as above.
         return unsafe { libc::pthread_key_create(key, destr) };
+    };
+    // Created without a destructor: none can be called before ours is set.
+    // SAFETY: the plugin's call, with the destructor given below.
+    let rc = unsafe { libc::pthread_key_create(key, None) };
+    if rc != 0 {
+        return rc;
     }
-    let slot = &SLOT[i];
-    slot.owner.store(d as usize, Ordering::Relaxed);
-    // Release: pairs with the Acquire load in `run`.
-    slot.destr.store(d as usize, Ordering::Release);
-    // SAFETY: the plugin's call, with the host trampoline of slot `i`.
-    let rc = unsafe { libc::pthread_key_create(key, Some(TRAMPOLINES[i / 64][i % 64])) };
-    if rc == 0 {
-        // SAFETY: glibc wrote the key.
-        slot.key.store(unsafe { *key }, Ordering::Release);
+    // SAFETY: glibc wrote the key.
+    let k = unsafe { *key } as usize;
+    // Acquire: pairs with the Release stores of 0 in `retire` and `delete`.
+    let reusable = k < SLOTS && k < table.count() && SLOT[k].owner.load(Ordering::Acquire) == 0;
+    let given = if reusable {
+        let slot = &SLOT[k];
+        slot.owner.store(d as usize, Ordering::Relaxed);
+        slot.key.store(k as u32, Ordering::Relaxed);
+        slot.seq.store(table.seq(k), Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `run`.
+        slot.destr.store(d as usize, Ordering::Release);
+        NEXT.fetch_max(k + 1, Ordering::Relaxed);
+        TRAMPOLINES[k / 64][k % 64] as usize
     } else {
-        slot.destr.store(0, Ordering::Relaxed);
-        slot.owner.store(0, Ordering::Relaxed);
-    }
-    rc
+        warn_not_interposed();
+        d as usize
+    };
+    // SAFETY: the key was just created without a destructor, for this call.
+    unsafe { table.set_destructor(k, given) };
+    0
 }
 
 /// `pthread_key_delete` as the plugin sees it: the slot is retired first.
 unsafe extern "C" fn delete(key: libc::pthread_key_t) -> c_int {
-    for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
+    if let Some(slot) = SLOT.get(key as usize) {
         // Acquire: pairs with the Release store of the key in `create`.
         if slot.key.load(Ordering::Acquire) == key && slot.destr.load(Ordering::Relaxed) != 0 {
-            // Release: see `run`; the owner stays for unload's grace period.
+            // Release: see `run`. The slot is free for the key's next
+            // incarnation at once: a late call of this one carries its old
+            // sequence number, and a thread still inside the destructor is
+            // waited for by the grace period of the plugin's unload.
             slot.destr.store(0, Ordering::Release);
+            slot.owner.store(0, Ordering::Release);
         }
     }
     // SAFETY: the plugin's own call, passed on.
     unsafe { libc::pthread_key_delete(key) }
 }
 
-fn warn_out_of_slots() {
+fn warn_not_interposed() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         diagnostics::emit(Warning::new(
             WarningKind::Other,
             "usrcu-loader:key-destructors".to_owned(),
-            format!(
-                "usrcu-module-loader: {SLOTS} plugin key destructors interposed; later keys are created \
-                 directly and deleted from glibc's table at unload (a thread exiting during such an unload \
-                 is no longer covered)"
-            ),
+            "usrcu-module-loader: a plugin key was created outside the interposer's slots; its destructor \
+             is registered directly and deleted from glibc's table at unload (a thread exiting during that \
+             unload is not covered)"
+                .to_owned(),
         ))
     });
 }
@@ -236,22 +307,26 @@ unsafe fn write_word(addr: usize, value: usize, relro: Option<&std::ops::Range<u
 
 /// What [`retire`] did.
 pub(crate) struct Retired {
-    /// Keys deleted now.
-    pub(crate) deleted: usize,
-    /// Keys of the object's slots not yet released: a grace period of
-    /// [`domain`] must pass before the object may go.
-    pub(crate) pending: Vec<u32>,
+    /// Keys of the object deleted now.
+    pub(crate) deleted: Vec<u32>,
+    /// A grace period of [`domain`] must pass before the object may go: a
+    /// destructor of it may have been called through a trampoline (some key
+    /// was ever created through one in this process).
+    pub(crate) wait: bool,
 }
 
 /// Retire every slot whose destructor lies in the object (`contains`):
-/// clear it and delete its glibc key.
+/// clear it, free it for the next key, and delete its glibc key. The
+/// caller then waits for a grace period of [`domain`] (see [`Retired`]):
+/// a thread that entered the trampoline before has left the destructor,
+/// and a later one finds the slot empty or bound to another incarnation.
 ///
 /// # Safety
 /// No code of the object may create or delete keys concurrently.
 pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
     let mut r = Retired {
-        deleted: 0,
-        pending: Vec::new(),
+        deleted: Vec::new(),
+        wait: NEXT.load(Ordering::Relaxed) > 0,
     };
     for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
         let owner = slot.owner.load(Ordering::Relaxed);
@@ -259,29 +334,19 @@ pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
             continue;
         }
         let key = slot.key.load(Ordering::Relaxed);
-        r.pending.push(key);
         // Release: see `run`.
-        if slot.destr.swap(0, Ordering::Release) != 0 {
-            // SAFETY: the key is the one glibc gave for this slot, still in
-            // use (its slot was live), and no code of the object deletes it
-            // concurrently (caller's contract).
-            if key != NO_KEY && unsafe { libc::pthread_key_delete(key) } == 0 {
-                r.deleted += 1;
-            }
+        let live = slot.destr.swap(0, Ordering::Release) != 0;
+        // Release: pairs with the Acquire load in `create`; the slot may be
+        // bound to the key's next incarnation once glibc hands it out again.
+        slot.owner.store(0, Ordering::Release);
+        // SAFETY: the key is the one glibc gave for this slot, still in use
+        // (its slot was live), and no code of the object deletes it
+        // concurrently (caller's contract).
+        if live && key != NO_KEY && unsafe { libc::pthread_key_delete(key) } == 0 {
+            r.deleted.push(key);
         }
     }
     r
-}
-
-/// After a grace period of the key-destructor domain: forget the object's
-/// retired slots (their owners will never be called again).
-pub(crate) fn release(contains: impl Fn(usize) -> bool) {
-    for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
-        let owner = slot.owner.load(Ordering::Relaxed);
-        if owner != 0 && contains(owner) && slot.destr.load(Ordering::Relaxed) == 0 {
-            slot.owner.store(0, Ordering::Relaxed);
-        }
-    }
 }
 
 /// The domain whose grace period proves no thread runs a retired destructor.

@@ -103,6 +103,29 @@ impl KeyTable {
         unsafe { (*p).load(Ordering::Relaxed) }
     }
 
+    /// The sequence number of `key` (odd while in use).
+    pub(crate) fn seq(&self, key: usize) -> usize {
+        self.word(key, self.seq_offset)
+    }
+
+    /// How many keys glibc has.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Set the destructor of `key` in glibc's table.
+    ///
+    /// # Safety
+    /// `key` is a key in use that its creator lets us give this destructor
+    /// (the key interposer, right after creating it without one).
+    pub(crate) unsafe fn set_destructor(&self, key: usize, destr: usize) {
+        let p = (self.base + key * self.stride + self.destr_offset) as *const AtomicUsize;
+        // SAFETY: inside glibc's table, word-aligned (checked in `open`).
+        // Release: an exiting thread that reads it (a plain load in glibc)
+        // calls the trampoline, whose slot was filled before this store.
+        unsafe { (*p).store(destr, Ordering::Release) };
+    }
+
     /// Keys in use, with their destructors.
     pub fn in_use(&self) -> Vec<(libc::pthread_key_t, usize)> {
         (0..self.count)

@@ -29,12 +29,20 @@ impl Proof for Keys {
         // cleaned up and none of its threads lives (the proofs before this
         // one), so none of its code creates or deletes keys.
         let retired = unsafe { key_interposer::retire(|a| cx.contains(a)) };
-        cx.report.pthread_keys_deleted += retired.deleted;
-        if let Some(&key) = retired.pending.first() {
-            if wait_for_grace_period(key_interposer::domain(), cx.time_left()).is_err() {
-                return Err(ZombieCause::KeyDestructorRunning { key });
-            }
-            key_interposer::release(|a| cx.contains(a));
+        cx.report.pthread_keys_deleted += retired.deleted.len();
+        if retired.wait && wait_for_grace_period(key_interposer::domain(), cx.time_left()).is_err() {
+            // Name a key retired now, or the one an earlier attempt named.
+            let key = retired
+                .deleted
+                .first()
+                .copied()
+                .or_else(|| match *crate::lock(&cx.module.zombie_cause) {
+                    Some(ZombieCause::KeyDestructorRunning { key }) => Some(key),
+                    _ => None,
+                });
+            return Err(ZombieCause::KeyDestructorRunning {
+                key: key.unwrap_or(u32::MAX),
+            });
         }
         for object in &cx.objects {
             // SAFETY: as above.
