@@ -353,3 +353,85 @@ pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
 pub(crate) fn domain() -> &'static Srcu {
     &KEY_DTORS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static FIRST: AtomicUsize = AtomicUsize::new(0);
+    static SECOND: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn first(_: *mut c_void) {
+        FIRST.fetch_add(1, Ordering::SeqCst);
+    }
+    unsafe extern "C" fn second(_: *mut c_void) {
+        SECOND.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A thread that read a key's trampoline before the key was deleted may
+    /// call it after glibc handed the key out again: its old value must not
+    /// reach the new incarnation's destructor.
+    #[test]
+    fn a_late_call_with_a_value_of_a_deleted_key_does_not_reach_the_next_incarnation() {
+        let _one_at_a_time = crate::lock(&crate::KEY_TEST_LOCK);
+        let mut k1: libc::pthread_key_t = 0;
+        // SAFETY: the interposer called as the plugin would call glibc.
+        assert_eq!(unsafe { create(&mut k1, Some(first)) }, 0);
+        let (set_tx, set_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<usize>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: a key created above; the value is a dummy pointer.
+            unsafe { libc::pthread_setspecific(k1, 1 as *const c_void) };
+            set_tx.send(()).unwrap();
+            // The late call: the trampoline of the key's slot, with this
+            // thread's value of the deleted incarnation.
+            let k = go_rx.recv().unwrap();
+            TRAMPOLINES[k / 64][k % 64] as usize
+        });
+        set_rx.recv().unwrap();
+        // SAFETY: as above: delete, and create again (glibc hands out the
+        // lowest free key: the same one).
+        assert_eq!(unsafe { delete(k1) }, 0);
+        let mut k2: libc::pthread_key_t = 0;
+        // SAFETY: as above.
+        assert_eq!(unsafe { create(&mut k2, Some(second)) }, 0);
+        assert_eq!(k1, k2, "glibc reused the key");
+        go_tx.send(k2 as usize).unwrap();
+        let tramp = t.join().unwrap();
+        assert_eq!(tramp, TRAMPOLINES[k2 as usize / 64][k2 as usize % 64] as usize);
+        // Run the late call on a thread that holds the old incarnation's value.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (k_old, seq_new) = (k1, SLOT[k2 as usize].seq.load(Ordering::SeqCst));
+        std::thread::spawn(move || {
+            // SAFETY: store a value under the key as it is now...
+            unsafe { libc::pthread_setspecific(k_old, 2 as *const c_void) };
+            // ...then pretend it was stored under the old incarnation, as
+            // the late caller's was: its own sequence number is the old one.
+            let l = specific_layout().unwrap();
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() } as usize;
+            // SAFETY: this thread's own key block, at glibc's offsets.
+            unsafe {
+                let block = *((me + l.offset + (k_old as usize / l.level2) * 8) as *const usize);
+                let seq = (block + (k_old as usize % l.level2) * l.entry + l.seq) as *mut usize;
+                *seq = seq_new - 2;
+                run(k_old as usize, 2 as *mut c_void);
+                // Back to the current incarnation, and its destructor runs.
+                *seq = seq_new;
+                run(k_old as usize, 3 as *mut c_void);
+                libc::pthread_setspecific(k_old, std::ptr::null());
+            }
+            tx.send(()).unwrap();
+        });
+        rx.recv().unwrap();
+        assert_eq!(
+            SECOND.load(Ordering::SeqCst),
+            1,
+            "only the current incarnation's call passed"
+        );
+        assert_eq!(FIRST.load(Ordering::SeqCst), 0);
+        // SAFETY: our key.
+        assert_eq!(unsafe { delete(k2) }, 0);
+    }
+}

@@ -117,3 +117,8 @@ pub use usrcu_registry;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Unit tests that create and delete pthread keys run one at a time (one
+/// of them relies on glibc handing out the lowest free key).
+#[cfg(test)]
+pub(crate) static KEY_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

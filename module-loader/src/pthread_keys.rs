@@ -168,6 +168,7 @@ mod tests {
 
     #[test]
     fn finds_and_deletes_only_keys_whose_destructor_lies_in_the_object() {
+        let _one_at_a_time = crate::lock(&crate::KEY_TEST_LOCK);
         let table = KeyTable::open().expect("glibc's key table is readable");
         let mut ours: libc::pthread_key_t = 0;
         let mut other: libc::pthread_key_t = 0;
