@@ -382,7 +382,7 @@ mod tests {
         let (go_tx, go_rx) = std::sync::mpsc::channel::<usize>();
         let t = std::thread::spawn(move || {
             // SAFETY: a key created above; the value is a dummy pointer.
-            unsafe { libc::pthread_setspecific(k1, 1 as *const c_void) };
+            unsafe { libc::pthread_setspecific(k1, std::ptr::dangling::<c_void>()) };
             set_tx.send(()).unwrap();
             // The late call: the trampoline of the key's slot, with this
             // thread's value of the deleted incarnation.
