@@ -92,8 +92,36 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// proves that no thread still runs a retired destructor.
 static KEY_DTORS: Srcu = Srcu::new_static("usrcu-loader:key-destructors");
 
+/// Threads inside a trampoline now. Lets unload skip the grace period when
+/// none is: see [`Retired::wait`].
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the calling thread inside a trampoline, for as long as it lives.
+struct Inside;
+
+impl Inside {
+    fn enter() -> Inside {
+        // SeqCst: with the SeqCst swap of the slot in `retire` and the SeqCst
+        // load of `INSIDE` after it, a Dekker pair: either the unloader sees
+        // this thread counted (and waits for the grace period), or this
+        // thread's load of the slot, later in the total order, sees it
+        // cleared.
+        INSIDE.fetch_add(1, Ordering::SeqCst);
+        Inside
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        // Release: the destructor's work happens before an unloader that
+        // sees the count drop (and skips the grace period) unmaps it.
+        INSIDE.fetch_sub(1, Ordering::Release);
+    }
+}
+
 fn run(i: usize, data: *mut c_void) {
     let _inside = KEY_DTORS.read_lock();
+    let _counted = Inside::enter();
     // Acquire: pairs with the Release store in `create`; a retiring store
     // of 0 is ordered against this load by the grace period that follows it
     // (its heavy fence pairs with this read section's light fence).
@@ -310,8 +338,10 @@ pub(crate) struct Retired {
     /// Keys of the object deleted now.
     pub(crate) deleted: Vec<u32>,
     /// A grace period of [`domain`] must pass before the object may go: a
-    /// destructor of it may have been called through a trampoline (some key
-    /// was ever created through one in this process).
+    /// thread was inside a trampoline after the slots were cleared (it may
+    /// be running one of the object's destructors, or a late call of an
+    /// earlier plugin delete of the object's key). When none was, none can
+    /// be: a thread entering later finds the slots cleared.
     pub(crate) wait: bool,
 }
 
@@ -326,7 +356,7 @@ pub(crate) struct Retired {
 pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
     let mut r = Retired {
         deleted: Vec::new(),
-        wait: NEXT.load(Ordering::Relaxed) > 0,
+        wait: false,
     };
     for slot in &SLOT[..NEXT.load(Ordering::Relaxed).min(SLOTS)] {
         let owner = slot.owner.load(Ordering::Relaxed);
@@ -334,8 +364,8 @@ pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
             continue;
         }
         let key = slot.key.load(Ordering::Relaxed);
-        // Release: see `run`.
-        let live = slot.destr.swap(0, Ordering::Release) != 0;
+        // SeqCst: see `Inside::enter`.
+        let live = slot.destr.swap(0, Ordering::SeqCst) != 0;
         // Release: pairs with the Acquire load in `create`; the slot may be
         // bound to the key's next incarnation once glibc hands it out again.
         slot.owner.store(0, Ordering::Release);
@@ -346,6 +376,10 @@ pub(crate) unsafe fn retire(contains: impl Fn(usize) -> bool) -> Retired {
             r.deleted.push(key);
         }
     }
+    // SeqCst: the other half of the Dekker pair in `Inside::enter`, after
+    // every slot of the object was cleared. Acquire (in SeqCst): pairs with
+    // the Release decrement, so a destructor that left is over.
+    r.wait = NEXT.load(Ordering::Relaxed) > 0 && INSIDE.load(Ordering::SeqCst) > 0;
     r
 }
 
