@@ -10,6 +10,9 @@ use std::path::Path;
 /// `DT_FLAGS_1` and its `DF_1_NODELETE` bit: the object asked never to be
 /// unloaded (`-z nodelete`, or a C++ unique symbol).
 const DT_NULL: i64 = 0;
+const DT_NEEDED: i64 = 1;
+const DT_STRTAB: i64 = 5;
+const DT_SONAME: i64 = 14;
 const DT_FLAGS_1: i64 = 0x6fff_fffb;
 const DF_1_NODELETE: u64 = 0x8;
 
@@ -29,6 +32,14 @@ pub struct ObjectMapping {
     pub segments: Vec<Range<usize>>,
     /// The object carries `DF_1_NODELETE`: `dlclose` will never unmap it.
     pub nodelete: bool,
+    /// Its `PT_GNU_RELRO` range, read-only once relocated.
+    pub relro: Option<Range<usize>>,
+    /// Its writable `PT_LOAD` segments (data and bss).
+    pub data_segments: Vec<Range<usize>>,
+    /// Its `DT_NEEDED` names.
+    pub needed: Vec<Vec<u8>>,
+    /// Its `DT_SONAME`, if it has one.
+    pub soname: Option<Vec<u8>>,
 }
 
 impl ObjectMapping {
@@ -39,8 +50,9 @@ impl ObjectMapping {
 }
 
 struct Search<'a> {
-    name: &'a [u8],
-    found: Option<ObjectMapping>,
+    /// One object by name, or (`None`) every object.
+    name: Option<&'a [u8]>,
+    found: Vec<(Vec<u8>, ObjectMapping)>,
 }
 
 unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
@@ -53,7 +65,7 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
     }
     // SAFETY: the dynamic linker's names are NUL-terminated strings.
     let name = unsafe { CStr::from_ptr(info.dlpi_name) };
-    if name.to_bytes() != search.name {
+    if search.name.is_some_and(|n| n != name.to_bytes()) {
         return 0;
     }
     let base = info.dlpi_addr as usize;
@@ -61,20 +73,31 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
         base,
         ..ObjectMapping::default()
     };
+    let (mut strtab, mut needed, mut soname) = (None, Vec::new(), None);
     for i in 0..info.dlpi_phnum as usize {
         // SAFETY: `dlpi_phdr` has `dlpi_phnum` entries.
         let ph = unsafe { &*info.dlpi_phdr.add(i) };
         let start = base + ph.p_vaddr as usize;
         match ph.p_type {
-            libc::PT_LOAD => m.segments.push(start..start + ph.p_memsz as usize),
+            libc::PT_LOAD => {
+                m.segments.push(start..start + ph.p_memsz as usize);
+                if ph.p_flags & libc::PF_W != 0 {
+                    m.data_segments.push(start..start + ph.p_memsz as usize);
+                }
+            }
+            libc::PT_GNU_RELRO => m.relro = Some(start..start + ph.p_memsz as usize),
             libc::PT_DYNAMIC => {
                 let mut d = start as *const Dyn;
                 // SAFETY: the mapped dynamic section is an array of `Dyn`
                 // ending with `DT_NULL`.
                 unsafe {
                     while (*d).tag != DT_NULL {
-                        if (*d).tag == DT_FLAGS_1 && (*d).val & DF_1_NODELETE != 0 {
-                            m.nodelete = true;
+                        match (*d).tag {
+                            DT_FLAGS_1 if (*d).val & DF_1_NODELETE != 0 => m.nodelete = true,
+                            DT_STRTAB => strtab = Some((*d).val as usize),
+                            DT_NEEDED => needed.push((*d).val as usize),
+                            DT_SONAME => soname = Some((*d).val as usize),
+                            _ => {}
                         }
                         d = d.add(1);
                     }
@@ -83,16 +106,47 @@ unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *m
             _ => {}
         }
     }
-    search.found = Some(m);
-    1
+    // The dynamic linker rewrites DT_STRTAB to an absolute address where the
+    // dynamic section is writable, and leaves it relative where it is not:
+    // take whichever reading lies inside the object.
+    let strtab = strtab.and_then(|t| [t, base.wrapping_add(t)].into_iter().find(|a| m.contains(*a)));
+    if let Some(strtab) = strtab {
+        let segments = m.segments.clone();
+        let string = |off: usize| {
+            let p = strtab
+                .checked_add(off)
+                .filter(|p| segments.iter().any(|r| r.contains(p)))?;
+            // SAFETY: inside the object's mapped string table, NUL-terminated.
+            Some(
+                unsafe { CStr::from_ptr(p as *const std::ffi::c_char) }
+                    .to_bytes()
+                    .to_vec(),
+            )
+        };
+        m.needed = needed.into_iter().filter_map(string).collect();
+        m.soname = soname.and_then(string);
+    }
+    search.found.push((name.to_bytes().to_vec(), m));
+    // Stop at the object searched for; go on when listing every object.
+    c_int::from(search.name.is_some())
 }
 
 /// The mapping of the loaded object whose name (the path it was opened by)
 /// is `path`, if the dynamic linker has it.
 pub fn find(path: &Path) -> Option<ObjectMapping> {
+    iterate(Some(path.as_os_str().as_bytes())).pop().map(|(_, m)| m)
+}
+
+/// Every object the dynamic linker has loaded, by name (the main program's
+/// name is empty), in its order.
+pub fn loaded_objects() -> Vec<(Vec<u8>, ObjectMapping)> {
+    iterate(None)
+}
+
+fn iterate(name: Option<&[u8]>) -> Vec<(Vec<u8>, ObjectMapping)> {
     let mut search = Search {
-        name: path.as_os_str().as_bytes(),
-        found: None,
+        name,
+        found: Vec::new(),
     };
     // SAFETY: `visit` only touches `search`, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search<'_> as *mut c_void) };

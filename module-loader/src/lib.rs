@@ -57,6 +57,16 @@
 //! [`Symbol::call`] lends the function only for the call and returns only
 //! [`PluginValue`]s.
 //!
+//! Since issue 9 the refusals come from proofs of idleness over what the
+//! process holds, not over what the plugin declared (`docs/abi.md`, "What
+//! the loader proves before it unmaps"): callbacks of every static domain of
+//! the object, listed or not, drained with a bounded barrier before and after
+//! `exit`; threads whose start routine lies in the object (named in the
+//! Zombie's cause); pthread-key destructors of the object, interposed at load
+//! so that a thread exiting during the unload is waited for; and the
+//! libraries loaded together with the plugin, in every check. The whole
+//! unload is bounded by `unload_timeout`.
+//!
 //! An object that glibc itself keeps mapped after `dlclose` (a plugin that
 //! registered a thread-local destructor on a thread that is still alive) is
 //! reported as resident, with that likely cause.
@@ -66,11 +76,13 @@
 
 pub mod address_space;
 mod elf_check;
+mod elf_facts;
 mod error;
 mod hook_slots;
 mod host_context;
 mod intake;
 mod interface;
+mod key_interposer;
 mod loader;
 mod module;
 mod notifier;
@@ -78,10 +90,13 @@ pub mod plugin_build;
 mod plugin_value;
 pub mod policy;
 mod probes;
+mod proofs;
 pub mod pthread_keys;
 mod report;
 mod state;
 mod symbol;
+pub mod thread_list;
+mod watchdog;
 
 pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
@@ -92,7 +107,7 @@ pub use module::{ModuleHandle, ModuleInfo};
 pub use notifier::{ModuleEvent, NotifierId};
 pub use plugin_value::{FfiArg, FfiValue, PluginFn, PluginValue};
 pub use policy::{PlatformSupport, UnmapPolicy};
-pub use report::{BarrierOutcome, DomainReport, HookFailure, ResidentCause, UnloadReport, ZombieCause};
+pub use report::{BarrierOutcome, DomainReport, HookFailure, PluginThread, ResidentCause, UnloadReport, ZombieCause};
 pub use state::ModuleState;
 pub use symbol::Symbol;
 pub use usrcu_registry;
@@ -102,3 +117,8 @@ pub use usrcu_registry;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Unit tests that create and delete pthread keys run one at a time (one
+/// of them relies on glibc handing out the lowest free key).
+#[cfg(test)]
+pub(crate) static KEY_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -9,17 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use usrcu::diagnostics::{self, Capture, Warning, WarningKind};
-use usrcu::Srcu;
 
 use crate::address_space;
+use crate::elf_facts;
 use crate::error::{LoadError, ReloadError, SymbolError, UnloadError};
 use crate::intake::Intake;
+use crate::key_interposer;
 use crate::module::{self, Module, ModuleHandle, ModuleInfo};
 use crate::notifier::{ModuleEvent, NotifierId, Notifiers};
 use crate::policy::{self, PlatformSupport, UnmapPolicy};
-use crate::report::{BarrierOutcome, DomainReport, HookFailure, ResidentCause, UnloadReport, ZombieCause};
+use crate::proofs::{self, UnloadCx};
+use crate::report::{HookFailure, ResidentCause, UnloadReport, ZombieCause};
 use crate::state::ModuleState;
 use crate::symbol::{inside_call_into, Symbol};
+use crate::watchdog;
 
 /// How a [`ModuleLoader`] behaves.
 #[derive(Clone, Debug)]
@@ -280,8 +283,26 @@ impl ModuleLoader {
             self.config.copy_dir.as_deref(),
             &module::copy_name(source, handle),
         )?;
+        let before = proofs::needed::snapshot();
         // SAFETY: forwarded from the caller (this fn's contract).
-        let module = unsafe { module::open(handle, source, intake, &self.config) }?;
+        let mut module = unsafe { module::open(handle, source, intake, &self.config) }?;
+        let loaded = module.loaded_path.clone();
+        let facts = elf_facts::read(&loaded, &module.mapping);
+        if !proofs::test_switch::skipped("needed") {
+            module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
+        }
+        if !proofs::test_switch::skipped("key-interposer") {
+            // SAFETY: the object and the libraries it brought in are loaded
+            // at their mappings and only their constructors have run; `init`
+            // has not.
+            unsafe {
+                key_interposer::interpose(&facts.key_slots, &module.mapping);
+                for (path, mapping) in &module.needed {
+                    key_interposer::interpose(&elf_facts::read(path, mapping).key_slots, mapping);
+                }
+            }
+        }
+        module.srcu_statics = facts.srcu_statics;
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
         // The host context (logger bridge), before notifiers and init.
@@ -302,7 +323,10 @@ impl ModuleLoader {
                         });
                     }
                 }
-                let rollback = Box::new(self.teardown(&m, report, Vec::new()));
+                // No `exit` for a module that never ran `init`.
+                m.hooks_done.store(true, Ordering::Relaxed);
+                let deadline = Instant::now() + self.config.unload_timeout;
+                let rollback = Box::new(self.teardown(&m, report, Vec::new(), deadline));
                 return Err(LoadError::NotifierFailed {
                     module: m.name.clone(),
                     notifier: n.name.clone(),
@@ -317,8 +341,12 @@ impl ModuleLoader {
         if let Err((message, panicked)) = init {
             m.state.set(ModuleState::Going);
             let mut report = self.empty_report(&m);
-            self.going_notifiers(&m, &mut report);
-            let rollback = Box::new(self.teardown(&m, report, suspects));
+            m.hooks_done.store(true, Ordering::Relaxed);
+            let deadline = Instant::now() + self.config.unload_timeout;
+            let overruns = Arc::new(Mutex::new(Vec::new()));
+            self.going_notifiers(&m, &mut report, deadline, &overruns);
+            report.overruns = std::mem::take(&mut *crate::lock(&overruns));
+            let rollback = Box::new(self.teardown(&m, report, suspects, deadline));
             return Err(LoadError::InitFailed {
                 module: m.name.clone(),
                 message,
@@ -432,10 +460,11 @@ impl ModuleLoader {
             },
             Err(state) => return Err(self.not_live(&m, state)),
         };
+        let deadline = t0 + self.config.unload_timeout;
         let mut report = self.empty_report(&m);
         let mut suspects = Vec::new();
         if !retry {
-            match wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
+            match proofs::readers::wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
                 Ok(waited) => report.calls_drained_in = waited,
                 Err(waited) => {
                     m.state.set(ModuleState::Live);
@@ -446,15 +475,34 @@ impl ModuleLoader {
                     });
                 }
             }
-            crate::hook_slots::going(&m, self.config.unload_timeout, &mut report);
-            let (exit, missed) = run_watching_missed_barriers(|| m.run_hook(m.exit));
+        }
+        // Relaxed: `hooks_done` is read and written only by the one unloader
+        // that won the transition to `Going` (or by `load` before the module
+        // is published); that transition's AcqRel orders it between them.
+        if !m.hooks_done.load(Ordering::Relaxed) {
+            // Callbacks queued before `exit` run before it (bounded): `exit`
+            // may tear down what they use.
+            if let Err(cause) = proofs::callbacks::drain_before_exit(&m, self.config.auto_barrier, deadline) {
+                let mut report = self.zombie(&m, report, cause);
+                report.elapsed = t0.elapsed();
+                return Ok(report);
+            }
+            // Hook slots pointing into the object are emptied and a Tasks
+            // grace period waited for, before `exit` (as on main).
+            crate::hook_slots::going(&m, deadline.saturating_duration_since(Instant::now()), &mut report);
+            let overruns = Arc::new(Mutex::new(Vec::new()));
+            let (exit, missed) = watchdog::watch(&m.name, "exit", deadline, &overruns, || {
+                run_watching_missed_barriers(|| m.run_hook(m.exit))
+            });
             suspects = missed;
             if let Err((message, panicked)) = exit {
                 report.hook_failures.push(HookFailure::Exit { message, panicked });
             }
-            self.going_notifiers(&m, &mut report);
+            self.going_notifiers(&m, &mut report, deadline, &overruns);
+            report.overruns = std::mem::take(&mut *crate::lock(&overruns));
+            m.hooks_done.store(true, Ordering::Relaxed);
         }
-        let mut report = self.teardown(&m, report, suspects);
+        let mut report = self.teardown(&m, report, suspects, deadline);
         report.elapsed = t0.elapsed();
         match report.hook_failures.first() {
             Some(f) => Err(UnloadError::HookFailed {
@@ -524,14 +572,27 @@ impl ModuleLoader {
             calls_drained_in: Duration::ZERO,
             elapsed: Duration::ZERO,
             probes_removed: Vec::new(),
+            libraries_still_mapped: Vec::new(),
+            overruns: Vec::new(),
             hook_slots: Default::default(),
         }
     }
 
-    /// `Going` notifiers, in reverse registration order.
-    fn going_notifiers(&self, m: &Module, report: &mut UnloadReport) {
+    /// `Going` notifiers, in reverse registration order, each watched
+    /// against `deadline`.
+    fn going_notifiers(
+        &self,
+        m: &Module,
+        report: &mut UnloadReport,
+        deadline: Instant,
+        overruns: &Arc<Mutex<Vec<String>>>,
+    ) {
         for n in self.notifiers.snapshot().iter().rev() {
-            if let Err((message, panicked)) = n.call(ModuleEvent::Going, &m.info()) {
+            let step = format!("going notifier '{}'", n.name);
+            let r = watchdog::watch(&m.name, &step, deadline, overruns, || {
+                n.call(ModuleEvent::Going, &m.info())
+            });
+            if let Err((message, panicked)) = r {
                 report.hook_failures.push(HookFailure::Notifier {
                     notifier: n.name.clone(),
                     message,
@@ -541,70 +602,65 @@ impl ModuleLoader {
         }
     }
 
-    /// From the built-in SRCU notifier to the address-space check.
+    /// Keep the module mapped as a `Zombie` for `cause`, with a warning.
+    fn zombie(&self, m: &Module, mut report: UnloadReport, cause: ZombieCause) -> UnloadReport {
+        diagnostics::emit(Warning::new(
+            WarningKind::Other,
+            m.name.clone(),
+            format!(
+                "usrcu-module-loader: module '{}' ({}) kept mapped as a zombie: {cause}",
+                m.name, m.handle
+            ),
+        ));
+        *crate::lock(&m.zombie_cause) = Some(cause.clone());
+        report.zombie_cause = Some(cause);
+        report.state = ModuleState::Zombie;
+        m.state.set(ModuleState::Zombie);
+        report
+    }
+
+    /// From the proofs of idleness to the address-space check.
     /// `suspects` are the missed-barrier warnings emitted while the module's
     /// last hook (`exit`, or a failing `init`) ran: one about a domain the
     /// loader cannot see (a dynamic domain of the plugin) keeps the object
     /// mapped.
-    fn teardown(&self, m: &Arc<Module>, mut report: UnloadReport, suspects: Vec<Warning>) -> UnloadReport {
+    fn teardown(
+        &self,
+        m: &Arc<Module>,
+        mut report: UnloadReport,
+        suspects: Vec<Warning>,
+        deadline: Instant,
+    ) -> UnloadReport {
         let t0 = Instant::now();
         if self.config.remove_probes {
             report.probes_removed.extend(crate::probes::going(&m.mapping));
         }
-        let mut zombie: Option<ZombieCause> = crate::lock(&m.zombie_cause).clone().filter(|c| {
-            // A dynamic domain's callbacks cannot be seen to have drained:
-            // that cause stays. Busy static domains are checked again below.
-            matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. })
+        crate::hook_slots::going(m, deadline.saturating_duration_since(Instant::now()), &mut report);
+        let hooks_busy = report.hook_slots.timed_out;
+        let never = self.platform.effective == UnmapPolicy::Never;
+        let mut cx = UnloadCx {
+            module: m,
+            config: &self.config,
+            objects: std::iter::once(m.mapping.clone())
+                .chain(m.needed.iter().map(|(_, o)| o.clone()))
+                .collect(),
+            report: &mut report,
+            suspects,
+            readers_stuck: Vec::new(),
+            deadline,
+            key_table: self.platform.key_table,
+        };
+        let proven = proofs::prove_idle(&mut cx, never).and(if hooks_busy {
+            Err(ZombieCause::HooksBusy)
+        } else {
+            Ok(())
         });
-        crate::hook_slots::going(m, self.config.unload_timeout, &mut report);
-        if zombie.is_none() && report.hook_slots.timed_out {
-            zombie = Some(ZombieCause::HooksBusy);
-        }
-        for dp in &m.domains {
-            // SAFETY: the object is mapped until the end of this function.
-            let d = unsafe { dp.get() };
-            let r = self.srcu_notifier(d);
-            if zombie.is_none() {
-                if let Err(error) = r.cleanup {
-                    zombie = Some(ZombieCause::DomainBusy {
-                        domain: r.name.clone(),
-                        error,
-                    });
-                }
-            }
-            report.domains.push(r);
-        }
-        if self.platform.effective == UnmapPolicy::Never {
+        if never {
+            // The barriers ran (the first proofs); nothing is unmapped.
             return self.keep_mapped_by_policy(m, report, t0);
         }
-        if zombie.is_none() {
-            zombie = suspects
-                .into_iter()
-                .next()
-                .map(|w| ZombieCause::DynamicDomainMissedBarrier { domain: w.domain });
-        }
-        if zombie.is_none() {
-            match self.platform.key_table {
-                // SAFETY: every path into the module is closed: it is
-                // `Going`, calls have drained, `exit` ran, its callbacks
-                // are drained and its domains cleaned up.
-                Some(keys) => report.pthread_keys_deleted = unsafe { keys.delete_keys_of(&m.mapping) },
-                None => zombie = Some(ZombieCause::PthreadKeysUnverifiable),
-            }
-        }
-        if let Some(cause) = zombie {
-            diagnostics::emit(Warning::new(
-                WarningKind::Other,
-                m.name.clone(),
-                format!(
-                    "usrcu-module-loader: module '{}' ({}) kept mapped as a zombie: {cause}",
-                    m.name, m.handle
-                ),
-            ));
-            *crate::lock(&m.zombie_cause) = Some(cause.clone());
-            report.zombie_cause = Some(cause);
-            report.state = ModuleState::Zombie;
-            m.state.set(ModuleState::Zombie);
+        if let Err(cause) = proven {
+            let mut report = self.zombie(m, report, cause);
             report.elapsed += t0.elapsed();
             return report;
         }
@@ -614,6 +670,16 @@ impl ModuleLoader {
             report.dlclosed = lib.close().is_ok();
         }
         report.unmapped = !address_space::is_mapped(&m.loaded_path);
+        // The libraries it brought in must have left too. One that another
+        // module loaded later also uses stays, and is listed (that module
+        // found it already loaded, so it is not in its own list).
+        report.libraries_still_mapped = m
+            .needed
+            .iter()
+            .filter(|(p, _)| address_space::is_mapped(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        report.unmapped &= report.libraries_still_mapped.is_empty();
         if !report.unmapped {
             report.resident_cause = Some(if m.mapping.nodelete {
                 ResidentCause::NoDelete
@@ -653,49 +719,6 @@ impl ModuleLoader {
         report.elapsed += t0.elapsed();
         report
     }
-
-    /// The built-in SRCU notifier for one static domain (the kernel's
-    /// `srcu_module_going`, plus the barrier the kernel never adopted).
-    fn srcu_notifier(&self, d: &Srcu) -> DomainReport {
-        let t0 = Instant::now();
-        let before = d.stats();
-        let used = d.call_srcu_used();
-        let barrier = if !self.config.auto_barrier {
-            BarrierOutcome::Disabled
-        } else if !used {
-            // Returns at once and counts the skip in the domain's stats.
-            d.barrier();
-            BarrierOutcome::Skipped
-        } else if wait_for_grace_period(d, self.config.unload_timeout).is_err() {
-            // A barrier would wait for those readers forever.
-            BarrierOutcome::ReadersStuck
-        } else {
-            d.barrier();
-            // On a runtime thread `barrier` returns at once without counting
-            // itself as issued (see `Srcu::barrier`); report that, not Issued.
-            if d.stats().barriers_issued > before.barriers_issued {
-                BarrierOutcome::Issued
-            } else {
-                BarrierOutcome::ReturnedEarly
-            }
-        };
-        let after = d.stats();
-        // SAFETY: no new reader can enter: the module's code cannot be
-        // called any more (it is `Going` and calls have drained), and the
-        // host holds no reference to its domains beyond this loader.
-        let cleanup = unsafe { d.cleanup() };
-        DomainReport {
-            name: d.name().to_owned(),
-            possible_cpus: after.possible_cpus,
-            call_srcu_used: used,
-            barrier,
-            slots_scanned: after.slots_scanned.saturating_sub(before.slots_scanned),
-            callbacks_queued: after.callbacks_queued,
-            callbacks_invoked: after.callbacks_invoked,
-            cleanup,
-            elapsed: t0.elapsed(),
-        }
-    }
 }
 
 impl Drop for ModuleLoader {
@@ -728,24 +751,4 @@ fn run_watching_missed_barriers<R>(hook: impl FnOnce() -> R) -> (R, Vec<Warning>
         .filter(|w| w.kind == WarningKind::MissedBarrier && w.tid == me)
         .collect();
     (r, missed)
-}
-
-/// Wait, up to `timeout`, for a grace period of `d` that starts now: every
-/// reader inside `d` at the call has left. Polled, so that a reader that
-/// never leaves costs a bounded wait and no stuck thread.
-fn wait_for_grace_period(d: &Srcu, timeout: Duration) -> Result<Duration, Duration> {
-    let t0 = Instant::now();
-    let cookie = d.start_poll();
-    let mut nap = Duration::from_micros(10);
-    loop {
-        if d.poll_state(cookie) {
-            return Ok(t0.elapsed());
-        }
-        let waited = t0.elapsed();
-        if waited >= timeout {
-            return Err(waited);
-        }
-        std::thread::sleep(nap.min(timeout - waited));
-        nap = (nap * 2).min(Duration::from_millis(2));
-    }
 }

@@ -99,6 +99,21 @@ pub(crate) struct Module {
     pub(crate) zombie_cause: Mutex<Option<ZombieCause>>,
     /// The private copy `loaded_path` names, kept while the object may be mapped.
     pub(crate) intake: Option<Intake>,
+    /// Libraries `dlopen` mapped together with the object (its `DT_NEEDED`
+    /// closure not already loaded): (the dynamic linker's name, mapping).
+    pub(crate) needed: Vec<(PathBuf, ObjectMapping)>,
+    /// Barriers on the object's domains still running on a helper thread
+    /// after a bounded drain gave up: the object stays mapped while any is.
+    pub(crate) barriers_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Addresses of the object's data symbols the size of a `Srcu`: its
+    /// `static` domains, listed in its slice or not (`crate::elf_facts`).
+    pub(crate) srcu_statics: Vec<usize>,
+    /// `exit` and the `Going` notifiers have run (a zombie made before them,
+    /// by a drain that timed out, runs them when it is unloaded again).
+    pub(crate) hooks_done: std::sync::atomic::AtomicBool,
+    /// Per domain (by address), its `slots_scanned` before the barrier that
+    /// precedes `exit`, so that the report counts both barriers' scans.
+    pub(crate) scan_base: Mutex<Vec<(usize, u64)>>,
 }
 
 impl fmt::Debug for Module {
@@ -402,6 +417,11 @@ fn check_and_attach(
         mapping,
         zombie_cause: Mutex::new(None),
         intake: None,
+        needed: Vec::new(),
+        barriers_in_flight: Default::default(),
+        srcu_statics: Vec::new(),
+        hooks_done: Default::default(),
+        scan_base: Mutex::new(Vec::new()),
     })
 }
 

@@ -103,6 +103,29 @@ impl KeyTable {
         unsafe { (*p).load(Ordering::Relaxed) }
     }
 
+    /// The sequence number of `key` (odd while in use).
+    pub(crate) fn seq(&self, key: usize) -> usize {
+        self.word(key, self.seq_offset)
+    }
+
+    /// How many keys glibc has.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Set the destructor of `key` in glibc's table.
+    ///
+    /// # Safety
+    /// `key` is a key in use that its creator lets us give this destructor
+    /// (the key interposer, right after creating it without one).
+    pub(crate) unsafe fn set_destructor(&self, key: usize, destr: usize) {
+        let p = (self.base + key * self.stride + self.destr_offset) as *const AtomicUsize;
+        // SAFETY: inside glibc's table, word-aligned (checked in `open`).
+        // Release: an exiting thread that reads it (a plain load in glibc)
+        // calls the trampoline, whose slot was filled before this store.
+        unsafe { (*p).store(destr, Ordering::Release) };
+    }
+
     /// Keys in use, with their destructors.
     pub fn in_use(&self) -> Vec<(libc::pthread_key_t, usize)> {
         (0..self.count)
@@ -145,6 +168,7 @@ mod tests {
 
     #[test]
     fn finds_and_deletes_only_keys_whose_destructor_lies_in_the_object() {
+        let _one_at_a_time = crate::lock(&crate::KEY_TEST_LOCK);
         let table = KeyTable::open().expect("glibc's key table is readable");
         let mut ours: libc::pthread_key_t = 0;
         let mut other: libc::pthread_key_t = 0;
@@ -159,6 +183,7 @@ mod tests {
             base: addr,
             segments: std::iter::once(addr..addr + 1).collect(),
             nodelete: false,
+            ..ObjectMapping::default()
         };
         // SAFETY: nothing uses `ours` afterwards.
         assert_eq!(unsafe { table.delete_keys_of(&object) }, 1);

@@ -26,6 +26,9 @@ pub enum BarrierOutcome {
     /// where `barrier` cannot wait and returns at once (see `Srcu::barrier`):
     /// callbacks may still be pending, and the cleanup that follows says so.
     ReturnedEarly,
+    /// `barrier` did not return within the unload's budget (callbacks that
+    /// block); it goes on in the background and the object stays mapped.
+    TimedOut,
 }
 
 /// The built-in SRCU notifier's work on one static domain.
@@ -77,6 +80,52 @@ pub enum ZombieCause {
     /// A Tasks grace period (a thread still inside a hook) or Tasks
     /// callbacks did not complete within the unload timeout.
     HooksBusy,
+    /// The runtime still holds callbacks (or a domain with readers or
+    /// callbacks) whose code or data lies in the object, past the unload's
+    /// time budget.
+    CallbacksInObject {
+        /// The domain concerned (empty when the runtime named none).
+        domain: String,
+        /// Callbacks still queued or running.
+        callbacks: usize,
+        /// Readers still inside that domain.
+        readers: isize,
+    },
+    /// Threads started with a start routine in the object are still alive.
+    ThreadsInObject {
+        /// Each such thread.
+        threads: Vec<PluginThread>,
+    },
+    /// glibc's thread list could not be read, so a thread running the
+    /// object's code might survive the unmap.
+    ThreadsUnverifiable,
+    /// A thread was still running a pthread-key destructor of the object
+    /// past the unload's time budget.
+    KeyDestructorRunning {
+        /// The key.
+        key: u32,
+    },
+}
+
+/// A live thread that runs code of a departing object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginThread {
+    /// Its kernel thread id.
+    pub tid: i32,
+    /// Its name (`/proc/self/task/<tid>/comm`).
+    pub name: String,
+    /// The address of its start routine.
+    pub start_routine: usize,
+}
+
+impl fmt::Display for PluginThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tid {} '{}' (start routine {:#x})",
+            self.tid, self.name, self.start_routine
+        )
+    }
 }
 
 impl fmt::Display for ZombieCause {
@@ -91,6 +140,27 @@ impl fmt::Display for ZombieCause {
                 f.write_str("cannot read glibc's pthread-key table to remove keys with plugin destructors")
             }
             ZombieCause::HooksBusy => f.write_str("a Tasks grace period or Tasks callbacks did not complete in time"),
+            ZombieCause::CallbacksInObject {
+                domain,
+                callbacks,
+                readers,
+            } => write!(
+                f,
+                "the runtime still holds {callbacks} callback(s) and {readers} reader(s) in the object (domain '{domain}')"
+            ),
+            ZombieCause::ThreadsInObject { threads } => {
+                f.write_str("threads started in the object are still alive:")?;
+                for t in threads {
+                    write!(f, " {t};")?;
+                }
+                Ok(())
+            }
+            ZombieCause::ThreadsUnverifiable => {
+                f.write_str("cannot read glibc's thread list to check for threads running the object's code")
+            }
+            ZombieCause::KeyDestructorRunning { key } => {
+                write!(f, "a thread is still running the destructor of pthread key {key}")
+            }
         }
     }
 }
@@ -170,7 +240,9 @@ pub struct UnloadReport {
     pub loaded_path: PathBuf,
     /// `Unloaded` or `Zombie`.
     pub state: ModuleState,
-    /// One entry per static domain, in the object's slice order.
+    /// One entry per domain of the object: its static domains in slice
+    /// order, then the domains found in its memory that it does not list
+    /// (a plain `static` domain, a dynamic one kept in a `static`).
     pub domains: Vec<DomainReport>,
     /// Hooks that failed (the unload went on without them).
     pub hook_failures: Vec<HookFailure>,
@@ -194,6 +266,12 @@ pub struct UnloadReport {
     pub probes_removed: Vec<usrcu_registry::tracepoint::RemovedProbe>,
     /// Hook slots emptied and the Tasks grace period waited for.
     pub hook_slots: crate::hook_slots::HookSlotsReport,
+    /// Libraries loaded together with the module (its `DT_NEEDED` closure)
+    /// that are still mapped after `dlclose` (then `unmapped` is false).
+    pub libraries_still_mapped: Vec<PathBuf>,
+    /// Steps that ran past the unload timeout (`exit`, a `Going` notifier),
+    /// as the watchdog saw them: the unload could not return before they did.
+    pub overruns: Vec<String>,
 }
 
 impl UnloadReport {

@@ -7,9 +7,11 @@
 //! `tests/fixtures/` is a cargo workspace of `cdylib` plugins (one crate per
 //! case: `callbacks`, `dynamic-domain`, `tls-destructor`, `thread-current`,
 //! `no-descriptor`, `bad-magic`, `bad-abi-version`, `bad-struct-size`,
-//! `init-panics`, `init-fails`, `exit-panics`, and the ABI mismatches
+//! `init-panics`, `init-fails`, `exit-panics`, the ABI mismatches
 //! `bad-reader-protocol`, `bad-field-offsets`, `bad-usrcu-version`,
-//! `bad-panic-strategy`, `bad-runtime-pointer`, and `probes`). [`fixture_path`] builds the
+//! `bad-panic-strategy`, `bad-runtime-pointer`, `probes`, and the unload
+//! proofs' `plugin-thread`, `key-destructor`, `needed-lib`,
+//! `unlisted-domains`, `slow-exit`). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:
@@ -143,4 +145,25 @@ pub fn rerun_test_in_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std:
 pub fn killed_by(status: std::process::ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     status.signal()
+}
+
+/// Run the test `name` of the running test binary again, alone, in a child
+/// process with `env` set (and `USRCU_TEST_CHILD=1`, which the test reads
+/// to take its child branch); returns how the child ended. Used to watch a
+/// defense switched off crash a host without crashing the test.
+pub fn rerun_in_child(name: &str, env: &[(&str, &str)]) -> std::process::ExitStatus {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("USRCU_TEST_CHILD", "1")
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.status().expect("run the child")
+}
+
+/// Is this the child branch of a test run by [`rerun_in_child`]?
+pub fn in_child() -> bool {
+    std::env::var_os("USRCU_TEST_CHILD").is_some()
 }

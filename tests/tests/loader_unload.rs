@@ -221,7 +221,7 @@ fn dynamic_domain_of_a_plugin_runs_callbacks_on_the_host_runtime_and_drains_at_e
     // Every callback ran on a thread of the host's runtime: the plugin's
     // copy of usrcu started none of its own.
     assert_eq!(on_runtime.load(Ordering::SeqCst), 4);
-    assert!(report.domains.is_empty());
+    assert!(report.domains.is_empty(), "{report}");
     assert_eq!(report.zombie_cause, None);
     assert!(report.unmapped, "{report}");
 }

@@ -13,6 +13,12 @@
 //!   code (the loader must delete it before `dlclose`, or a reader thread
 //!   exiting later would crash in unmapped code).
 //!
+//! Beside them, once per cycle from the main thread: `plugin-thread`, whose
+//! call spawns and joins a std thread that uses `std::thread::current()`,
+//! and `unlisted-domains`, which leaves callbacks pending on a plain
+//! `static` domain it does not list; both must unload unmapped, the
+//! callbacks run first.
+//!
 //! Per cycle: every unload reports `Unloaded` and unmapped, with no hook
 //! failure, and the object is absent from the dynamic linker's list and from
 //! `/proc/self/maps` (checked independently of the loader); every callback
@@ -54,6 +60,7 @@ usage: usrcu-soak [options]
   --report-every <n>         cycles between progress lines (default 100)
   --loader-per-cycle <0|1>   a fresh ModuleLoader every cycle (default 0: one for the run); separates
                              the loader's own per-unload bookkeeping from everything else
+  --side-plugins <0|1>       also load plugin-thread and unlisted-domains every cycle (default 1)
   --seed <n>
   --broken <what>            prove the checks can fail (the run must end in FAILURE):
                              no-auto-barrier  the loader skips the barrier at unload
@@ -81,6 +88,7 @@ struct Args {
     seed: u64,
     broken: Option<Broken>,
     loader_per_cycle: bool,
+    side_plugins: bool,
 }
 
 fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -98,6 +106,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             .unwrap_or(1),
         broken: None,
         loader_per_cycle: false,
+        side_plugins: true,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -136,6 +145,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             "--report-every" => a.report_every = n.max(1) as usize,
             "--seed" => a.seed = n,
             "--loader-per-cycle" => a.loader_per_cycle = n != 0,
+            "--side-plugins" => a.side_plugins = n != 0,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -376,6 +386,79 @@ fn heap_kib() -> u64 {
     ((m.uordblks + m.hblkhd) / 1024) as u64
 }
 
+/// The plugins loaded and unloaded beside the three above, once per cycle,
+/// from the main thread.
+const SIDE_PLUGINS: [&str; 2] = ["plugin-thread", "unlisted-domains"];
+
+/// What the side plugins did over the run.
+#[derive(Default, Debug)]
+struct SideCounts {
+    threads_joined: u64,
+    unlisted_callbacks: u64,
+    unmapped: u64,
+}
+
+type JoinFn = extern "C" fn() -> usize;
+type PlainQueueFn = unsafe extern "C" fn(usize, u64, *const AtomicBool, *const AtomicUsize);
+
+/// One cycle of the side plugins (see `SIDE_PLUGINS`).
+fn side_plugins(s: &Soak, loader: &ModuleLoader, cycle: usize, paths: &[PathBuf], n: &mut SideCounts) {
+    static OPEN: AtomicBool = AtomicBool::new(true);
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    for (name, path) in SIDE_PLUGINS.iter().zip(paths) {
+        // SAFETY: the fixtures keep the plugin author's contract.
+        let h = match unsafe { loader.load(path) } {
+            Ok(h) => h,
+            Err(e) => return s.fail(format!("cycle {cycle}: load of {name} failed: {e}")),
+        };
+        let before = RAN.load(Ordering::SeqCst);
+        let called = if *name == "plugin-thread" {
+            // From a short-lived host thread: the plugin's std leaves a
+            // thread-local destructor on the thread that spawns, which would
+            // keep the object resident while that thread lives.
+            std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    // SAFETY: the fixture exports it with this signature.
+                    unsafe { loader.symbol::<JoinFn>(h, "fx_spawn_join") }
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| f.call(|f| f.call()).map_err(|e| e.to_string()))
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the calling thread panicked".into()))
+            })
+            .map(|ok| n.threads_joined += ok as u64)
+        } else {
+            // SAFETY: the fixture exports it with this signature.
+            unsafe { loader.symbol::<PlainQueueFn>(h, "fx_plain_queue") }
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    // SAFETY: both atomics are statics.
+                    f.call(|f| unsafe { f.call(3, 1, &OPEN, &RAN) })
+                        .map_err(|e| e.to_string())
+                })
+        };
+        if let Err(e) = called {
+            s.fail(format!("cycle {cycle}: call into {name} failed: {e}"));
+        }
+        match loader.unload(h) {
+            Ok(r) => {
+                check_report(s, cycle, &r, 0);
+                n.unmapped += r.unmapped as u64;
+                if *name == "unlisted-domains" {
+                    let ran = RAN.load(Ordering::SeqCst) - before;
+                    n.unlisted_callbacks += ran as u64;
+                    if ran != 3 {
+                        s.fail(format!(
+                            "cycle {cycle}: {ran} of 3 unlisted-domain callbacks ran before the unload returned"
+                        ));
+                    }
+                }
+            }
+            Err(e) => s.fail(format!("cycle {cycle}: unload of {name} failed: {e}")),
+        }
+    }
+}
+
 /// Check one unload's report.
 fn check_report(s: &Soak, cycle: usize, r: &UnloadReport, calls: u64) {
     let mut bad = Vec::new();
@@ -416,6 +499,8 @@ fn main() {
         }
     };
     let paths: Vec<PathBuf> = PLUGINS.iter().map(|p| fixture_path(p)).collect();
+    let side_paths: Vec<PathBuf> = SIDE_PLUGINS.iter().map(|p| fixture_path(p)).collect();
+    let mut side = SideCounts::default();
     let s: &'static Soak = Box::leak(Box::new(Soak {
         counters: (0..args.cycles).map(|_| CycleCounters::default()).collect(),
         live: RwLock::new(None),
@@ -555,6 +640,13 @@ fn main() {
             ));
         }
         warnings_seen = w.len();
+        // Threads and unlisted domains: a plugin that spawns and joins a
+        // std thread (which calls `std::thread::current()`), and one that
+        // leaves callbacks pending on a domain it does not list (a plain
+        // `static`); both must unload unmapped, every callback run first.
+        if s.args.side_plugins {
+            side_plugins(s, &loader, cycle, &side_paths, &mut side);
+        }
         // Thread churn: a reader thread exits after its plugins are gone.
         if s.args.churn > 0 && cycle % s.args.churn == s.args.churn - 1 {
             let (h, stop) = readers.remove(0);
@@ -675,6 +767,14 @@ fn main() {
         cbs + dyns,
         unload_time.as_secs_f64() * 1000.0 / (3 * cycles_done.max(1)) as f64,
         t0.elapsed().as_secs_f64(),
+    );
+    println!(
+        "usrcu-soak: side plugins: unloads_unmapped={} of {} (plugin-thread: threads spawned and joined={}; \
+         unlisted-domains: callbacks run before unload={})",
+        side.unmapped,
+        2 * cycles_done,
+        side.threads_joined,
+        side.unlisted_callbacks,
     );
     let errors = s.errors.lock().unwrap();
     if errors.is_empty() && cycles_done == s.args.cycles {

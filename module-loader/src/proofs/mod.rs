@@ -1,0 +1,118 @@
+//! Proofs of idleness: before a module is unmapped, every resource that
+//! could still run its code or read its memory after `dlclose` is checked,
+//! one file per row of the unload table in `docs/abi.md`.
+//!
+//! | proof       | what may still use the object                       | how it is known                          | if busy                    |
+//! |-------------|-----------------------------------------------------|------------------------------------------|----------------------------|
+//! | [`readers`] | readers inside a static domain of the object         | the domain's counters (a polled grace period) | bounded wait, then Zombie |
+//! | [`callbacks`] | callbacks queued on the object's domains          | `call_srcu_used`, `barrier`, `cleanup`; missed-barrier warnings of dynamic domains | bounded drain, then Zombie |
+//! | [`threads`] | threads whose start routine lies in the object       | glibc's thread list (`_thread_db_*` descriptors) | Zombie until they exit, named |
+//! | [`keys`]    | pthread-key destructors in the object                | keys created through the loader's interposer, and glibc's key table | destructors retired after a grace period; keys deleted |
+//!
+//! Every proof looks at every range of the departing object *and* of the
+//! libraries that were loaded together with it ([`needed`]).
+//!
+//! Proofs run in the order of [`UNLOAD_PROOFS`]; the first that fails names
+//! the cause and the module stays mapped as a `Zombie`. A proof that acts
+//! (the key proof deletes keys) runs last, once everything else is idle.
+
+use std::time::Instant;
+
+use usrcu::diagnostics::Warning;
+
+use crate::address_space::ObjectMapping;
+use crate::loader::LoaderConfig;
+use crate::module::Module;
+use crate::report::{UnloadReport, ZombieCause};
+
+pub(crate) mod callbacks;
+pub(crate) mod keys;
+pub(crate) mod needed;
+pub(crate) mod readers;
+pub(crate) mod threads;
+
+/// What a proof works with: the module, everything it mapped, the report
+/// being written, and the deadline of the whole unload.
+pub(crate) struct UnloadCx<'a> {
+    pub(crate) module: &'a Module,
+    pub(crate) config: &'a LoaderConfig,
+    /// The module's own object, then every library loaded together with it.
+    pub(crate) objects: Vec<ObjectMapping>,
+    pub(crate) report: &'a mut UnloadReport,
+    /// Missed-barrier warnings emitted on this thread while the module's
+    /// last hook ran (a dynamic domain of the plugin dropped without its
+    /// barrier).
+    pub(crate) suspects: Vec<Warning>,
+    /// Indexes (in `module.domains`) of static domains whose readers did not
+    /// leave in time.
+    pub(crate) readers_stuck: Vec<usize>,
+    /// The whole unload must be over by then.
+    pub(crate) deadline: Instant,
+    /// glibc's key table, as the loader's platform check found it.
+    pub(crate) key_table: Option<crate::pthread_keys::KeyTable>,
+}
+
+impl UnloadCx<'_> {
+    /// Does `addr` lie in the module or in a library loaded with it?
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        self.objects.iter().any(|o| o.contains(addr))
+    }
+
+    /// What is left of the unload's time budget.
+    pub(crate) fn time_left(&self) -> std::time::Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// One row of the unload table: proves that one kind of resource no longer
+/// uses the object, or names what does.
+pub(crate) trait Proof: Sync {
+    /// Prove the object idle for this resource, or say why it is not.
+    fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause>;
+}
+
+/// The unload sequence: each proof in turn.
+pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 4] =
+    [&readers::Readers, &callbacks::Callbacks, &threads::Threads, &keys::Keys];
+
+/// Run every proof in order; the first cause found wins. Every proof runs
+/// up to the first failure (later ones may act on the object, e.g. delete
+/// its keys, which only an idle object allows).
+///
+/// With `drain_only` (the loader runs as `UnmapPolicy::Never`: nothing will
+/// be unmapped) only the readers and callbacks rows run: their barriers and
+/// cleanups are due anyway.
+pub(crate) fn prove_idle(cx: &mut UnloadCx<'_>, drain_only: bool) -> Result<(), ZombieCause> {
+    let n = if drain_only { 2 } else { UNLOAD_PROOFS.len() };
+    for (proof, name) in UNLOAD_PROOFS.iter().zip(PROOF_NAMES).take(n) {
+        if test_switch::skipped(name) {
+            continue;
+        }
+        proof.prove(cx)?;
+    }
+    Ok(())
+}
+
+/// The proofs' names, for the test switch, in [`UNLOAD_PROOFS`] order.
+const PROOF_NAMES: [&str; 4] = ["readers", "callbacks", "threads", "keys"];
+
+/// A switch for tests that show what each proof prevents: the environment
+/// variable `USRCU_LOADER_TEST_SKIP_PROOFS` (read once per process), a
+/// comma-separated list of proof names, turns those proofs off. A host that
+/// sets it gets crashes; it exists so that a test can see one, in a child
+/// process.
+#[doc(hidden)]
+pub(crate) mod test_switch {
+    use std::sync::OnceLock;
+
+    pub(crate) fn skipped(name: &str) -> bool {
+        static SKIP: OnceLock<Vec<String>> = OnceLock::new();
+        SKIP.get_or_init(|| {
+            std::env::var("USRCU_LOADER_TEST_SKIP_PROOFS")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+                .unwrap_or_default()
+        })
+        .iter()
+        .any(|s| s == name)
+    }
+}

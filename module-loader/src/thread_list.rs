@@ -1,0 +1,251 @@
+//! glibc's list of threads, read through the layout glibc publishes for
+//! debuggers, to find live threads whose start routine lies in an object.
+//!
+//! # Why
+//!
+//! A plugin that starts a thread (`std::thread::spawn`, a rayon or tokio
+//! pool, a raw `pthread_create`) leaves code of its own running after its
+//! calls return: the thread's start routine is the plugin's (for a Rust
+//! thread, the plugin's copy of std's `thread_start`). Unmapping the object
+//! under it kills the host.
+//!
+//! # How
+//!
+//! glibc ≥ 2.34 keeps every thread descriptor (`struct pthread`) on two
+//! lists in the dynamic linker's `_rtld_global`: `_dl_stack_used` (threads on
+//! stacks glibc allocated) and `_dl_stack_user` (the main thread, and threads
+//! on stacks the caller supplied). `libthread_db` finds them through
+//! descriptors glibc exports: `_thread_db_rtld_global__dl_stack_{used,user}`
+//! (offsets in `_rtld_global`), `_thread_db_pthread_list` (the link in each
+//! descriptor), `_thread_db_list_t_next`, `_thread_db_pthread_tid` and
+//! `_thread_db_pthread_start_routine`. A thread is alive while its `tid` is
+//! non-zero: the kernel clears it when the thread has exited
+//! (`CLONE_CHILD_CLEARTID`), after its TLS and key destructors ran.
+//!
+//! The lists change while we read them (glibc takes a lock we cannot name),
+//! so every read goes through `process_vm_readv` on our own process, which
+//! returns an error instead of faulting on memory unmapped meanwhile, a walk
+//! is bounded, and a walk is accepted only if it saw every thread that
+//! `/proc/self/task` listed before it started and that still exists after
+//! it: a torn walk is retried, then reported as unreadable. Threads created
+//! after that listing are not the object's: no code of the object runs any
+//! more when the loader asks (calls have drained, callbacks are drained),
+//! so nothing can start one.
+
+use std::collections::BTreeSet;
+use std::ffi::{c_void, CStr};
+use std::sync::OnceLock;
+
+/// The layout of glibc's thread lists, as `libthread_db` reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadList {
+    heads: [usize; 2],
+    next_off: usize,
+    list_off: usize,
+    tid_off: usize,
+    start_off: usize,
+}
+
+/// One live thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadRecord {
+    /// Its kernel thread id.
+    pub tid: i32,
+    /// Its start routine (0 for the main thread).
+    pub start_routine: usize,
+    /// Its `struct pthread` (its `pthread_t`).
+    pub descriptor: usize,
+}
+
+fn symbol(name: &CStr) -> usize {
+    // SAFETY: dlsym with RTLD_DEFAULT only looks a symbol up.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
+/// A `libthread_db` field descriptor: `[bits, count, offset]`.
+fn descriptor(name: &CStr) -> Option<[u32; 3]> {
+    let p = symbol(name) as *const [u32; 3];
+    // SAFETY: glibc defines these symbols as `const uint32_t[3]`.
+    (!p.is_null()).then(|| unsafe { *p })
+}
+
+/// Read a `T` at `addr` of our own address space without faulting: `None`
+/// if any byte of it is not mapped (now).
+pub(crate) fn peek<T: Copy + Default>(addr: usize) -> Option<T> {
+    // SAFETY: getpid has no preconditions.
+    peek_in(unsafe { libc::getpid() }, addr)
+}
+
+/// [`peek`] with our pid already known (one `getpid` per walk, not per word).
+fn peek_in<T: Copy + Default>(pid: libc::pid_t, addr: usize) -> Option<T> {
+    let mut v = T::default();
+    let size = std::mem::size_of::<T>();
+    let local = libc::iovec {
+        iov_base: &mut v as *mut T as *mut c_void,
+        iov_len: size,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: size,
+    };
+    // SAFETY: `local` is our own `v`, `size` bytes; the kernel checks
+    // `remote` and fails (EFAULT) rather than fault on it.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    (n == size as isize).then_some(v)
+}
+
+/// Every task of this process, from `/proc/self/task`.
+fn tasks() -> Option<BTreeSet<i32>> {
+    let dir = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+}
+
+fn task_exists(tid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
+/// A thread's name, from `/proc/self/task/<tid>/comm`.
+pub fn thread_name(tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// Longest list a walk follows before it calls the walk torn.
+const MAX_THREADS: usize = 1 << 16;
+
+impl ThreadList {
+    /// Find glibc's thread lists and check their layout; `None` where this
+    /// is not a glibc whose lists we understand (or `process_vm_readv` is
+    /// refused).
+    pub fn open() -> Option<ThreadList> {
+        static LIST: OnceLock<Option<ThreadList>> = OnceLock::new();
+        *LIST.get_or_init(|| {
+            let rtld = symbol(c"_rtld_global");
+            let used = descriptor(c"_thread_db_rtld_global__dl_stack_used")?;
+            let user = descriptor(c"_thread_db_rtld_global__dl_stack_user")?;
+            let next = descriptor(c"_thread_db_list_t_next")?;
+            let list = descriptor(c"_thread_db_pthread_list")?;
+            let tid = descriptor(c"_thread_db_pthread_tid")?;
+            let start = descriptor(c"_thread_db_pthread_start_routine")?;
+            let word = usize::BITS;
+            let sane = rtld != 0
+                && used[0] == 2 * word
+                && user[0] == 2 * word
+                && next[0] == word
+                && list[0] == 2 * word
+                && tid[0] == 32
+                && start[0] == word
+                && [used[2], user[2], next[2], list[2], start[2]]
+                    .iter()
+                    .all(|o| o % 8 == 0)
+                && tid[2] % 4 == 0;
+            let l = ThreadList {
+                heads: [rtld + used[2] as usize, rtld + user[2] as usize],
+                next_off: next[2] as usize,
+                list_off: list[2] as usize,
+                tid_off: tid[2] as usize,
+                start_off: start[2] as usize,
+            };
+            // The calling thread must be found: checks the layout and that
+            // process_vm_readv works here.
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() } as usize;
+            let ok = sane && l.walk().is_some_and(|ts| ts.iter().any(|t| t.descriptor == me));
+            ok.then_some(l)
+        })
+    }
+
+    /// One walk of both lists: every descriptor with a non-zero tid.
+    fn walk(&self) -> Option<Vec<ThreadRecord>> {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        let peek = |a: usize| peek_in::<usize>(pid, a);
+        let mut out = Vec::new();
+        for &head in &self.heads {
+            let mut p: usize = peek(head + self.next_off)?;
+            let mut steps = 0;
+            while p != head {
+                steps += 1;
+                if steps > MAX_THREADS || p == 0 {
+                    return None;
+                }
+                let pd = p.checked_sub(self.list_off)?;
+                let tid: i32 = peek_in(pid, pd + self.tid_off)?;
+                if tid > 0 {
+                    out.push(ThreadRecord {
+                        tid,
+                        start_routine: peek(pd + self.start_off)?,
+                        descriptor: pd,
+                    });
+                }
+                p = peek(p + self.next_off)?;
+            }
+        }
+        Some(out)
+    }
+
+    /// Every live thread of the process: a walk that saw every task listed
+    /// before it began and still alive after it ended (see the module
+    /// documentation); `None` if walks stayed torn for about 50 ms.
+    ///
+    /// A task can be listed while its descriptor says nothing yet or any
+    /// more: a thread being born is in `/proc` before `clone` writes its tid
+    /// into the descriptor, and an exiting one stays there a moment after
+    /// the kernel cleared it. Both pass in microseconds, so a torn walk is
+    /// retried, with a growing pause, rather than given up.
+    pub fn live_threads(&self) -> Option<Vec<ThreadRecord>> {
+        let mut nap = std::time::Duration::from_micros(20);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            let before = tasks()?;
+            if let Some(seen) = self.walk() {
+                let seen_tids: BTreeSet<i32> = seen.iter().map(|t| t.tid).collect();
+                if before.iter().all(|t| seen_tids.contains(t) || !task_exists(*t)) {
+                    return Some(seen);
+                }
+            }
+            if waited > std::time::Duration::from_millis(50) {
+                return None;
+            }
+            std::thread::sleep(nap);
+            waited += nap;
+            nap = (nap * 2).min(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    extern "C" fn parked(arg: *mut c_void) -> *mut c_void {
+        // SAFETY: `arg` is the receiver below, alive until we return.
+        let rx = unsafe { &*(arg as *const mpsc::Receiver<()>) };
+        let _ = rx.recv();
+        std::ptr::null_mut()
+    }
+
+    #[test]
+    fn finds_a_raw_pthread_by_its_start_routine_and_loses_it_once_joined() {
+        let list = ThreadList::open().expect("glibc's thread list is readable here");
+        let (tx, rx) = mpsc::channel::<()>();
+        let mut t: libc::pthread_t = 0;
+        // SAFETY: `parked` matches the start routine type; `rx` outlives the thread (joined below).
+        let rc = unsafe { libc::pthread_create(&mut t, std::ptr::null(), parked, &rx as *const _ as *mut c_void) };
+        assert_eq!(rc, 0);
+        let routine = parked as extern "C" fn(*mut c_void) -> *mut c_void as usize;
+        let ours = list.live_threads().unwrap();
+        let rec = ours
+            .iter()
+            .find(|r| r.start_routine == routine)
+            .expect("the thread is listed");
+        assert_eq!(rec.descriptor, t as usize);
+        assert!(ours.iter().any(|r| r.start_routine == 0), "the main thread is listed");
+        tx.send(()).unwrap();
+        // SAFETY: joining the thread created above.
+        assert_eq!(unsafe { libc::pthread_join(t, std::ptr::null_mut()) }, 0);
+        assert!(!list.live_threads().unwrap().iter().any(|r| r.start_routine == routine));
+    }
+}
