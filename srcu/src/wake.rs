@@ -40,6 +40,12 @@ impl Wake {
         !self.scheduled.load(Ordering::Relaxed)
     }
 
+    /// Is the domain scheduled (a racy snapshot, for `runtime::idle`)?
+    pub(crate) fn is_scheduled(&self) -> bool {
+        // Relaxed: a snapshot; see `runtime::idle`.
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
     /// The driver (or a kick) marks the domain scheduled.
     pub(crate) fn set(&self) {
         // Relaxed: a `true` read late only costs a redundant kick.

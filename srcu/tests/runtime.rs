@@ -318,9 +318,9 @@ fn inventory_lists_a_domain_by_its_address_with_its_readers() {
 
 const FORK_CHILD_ENV: &str = "USRCU_TEST_FORK_CHILD";
 
-/// A child of `fork` (forked while the parent's runtime threads exist, and
-/// idle) runs its callbacks on runtime threads of its own: its `barrier`
-/// returns. Driven in a re-executed test process, so that no other test's
+/// A child of `fork` (forked while the parent's runtime threads exist, once
+/// `runtime::idle()` says they are idle) runs its callbacks on runtime
+/// threads of its own: its `barrier` returns. Driven in a re-executed test process, so that no other test's
 /// thread holds a lock at the fork.
 #[test]
 fn a_forked_child_starts_its_own_runtime() {
@@ -350,6 +350,10 @@ fn fork_child_entry() {
     }
     D.barrier();
     assert_eq!(ran.load(Ordering::SeqCst), 1);
+    // Fork only once the runtime's threads are idle (they hold no lock then).
+    while !usrcu::runtime::idle() {
+        thread::yield_now();
+    }
     // SAFETY: this process runs only this test (--test-threads=1) and its
     // runtime threads are idle; the child only uses usrcu and exits.
     let pid = unsafe { libc::fork() };

@@ -135,3 +135,8 @@ fn pass(st: &DomainState) -> bool {
     Counters::add(&st.stats.callbacks_invoked, ran as u64);
     gap || ran >= PASS_LIMIT
 }
+
+/// No domain waits for an invoker.
+pub(super) fn queue_empty() -> bool {
+    lock(&pool().q).domains.is_empty()
+}

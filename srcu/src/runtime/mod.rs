@@ -46,3 +46,30 @@ pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUN
 pub(crate) fn vtable_forever() -> u64 {
     vtable::FOREVER
 }
+
+/// Is the runtime idle: no callback pending on any domain, no grace period
+/// requested and not complete, no domain scheduled with the driver or held
+/// by an invoker? A snapshot: work queued right after may make it false.
+///
+/// The runtime's threads hold no lock while idle, which is what a process
+/// that calls `fork` needs: fork while `idle()` holds, and the child starts
+/// its own driver and invokers on first use.
+///
+/// ```
+/// let d = usrcu::Srcu::new("idle-doc");
+/// d.call_srcu(|| {});
+/// d.barrier();
+/// while !usrcu::runtime::idle() {
+///     std::thread::yield_now();
+/// }
+/// ```
+pub fn idle() -> bool {
+    driver::heap_empty()
+        && invoke::queue_empty()
+        && state::registered().iter().all(|st| {
+            !st.wake.is_scheduled()
+                && !st.invoking.load(crate::sync::Ordering::SeqCst)
+                && st.cbs.pending() == 0
+                && !st.gp_in_flight()
+        })
+}
