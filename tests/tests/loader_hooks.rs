@@ -71,13 +71,26 @@ fn unload_clears_the_plugins_hook_while_two_threads_call_it_for_200_cycles() {
     assert!(hits >= 400);
 }
 
-/// The child: the same cycles with the clearing switched off.
+/// The child: with the clearing switched off, one unload leaves the slot
+/// pointing into the unmapped object, and the next call of the hook (before
+/// any later load could map code at the same address again) crashes. Then,
+/// should it somehow survive, the racing cycles.
 #[test]
 fn hook_crash_child_entry() {
     if std::env::var(CHILD_ENV).is_err() {
         return;
     }
     usrcu_module_loader::__set_skip_hook_clearing(true);
+    let loader = ModuleLoader::new();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let h = unsafe { loader.load(fixture_path("hook")) }.unwrap();
+    // SAFETY: as in `cycles`.
+    unsafe { loader.install_hook(h, &HOOK, "fx_hook_add") }.unwrap();
+    assert_eq!(HOOK.call(1), Some(2));
+    let r = loader.unload(h).unwrap();
+    println!("unloaded, unmapped: {}", r.unmapped);
+    // The slot still holds the plugin's function: this call runs unmapped code.
+    let _ = std::hint::black_box(HOOK.call(1));
     cycles(200, false);
     println!("child survived");
 }
