@@ -16,8 +16,10 @@ use std::panic::Location;
 
 /// Magic at the start of every `Srcu` ("SRCU").
 pub const SRCU_MAGIC: u32 = 0x5352_4355;
-/// Layout version of [`Srcu`], [`PerCpu`](crate::percpu) and the callback head.
-pub const SRCU_LAYOUT_VERSION: u32 = 1;
+/// Layout version of [`Srcu`], [`PerCpu`](crate::percpu), the callback head
+/// and [`SrcuStats`]. 2: per-CPU slots in chunks allocated on first touch,
+/// with a fallback slot; `percpu_bytes` and `percpu_chunks` in the stats.
+pub const SRCU_LAYOUT_VERSION: u32 = 2;
 
 const FLAG_FORCE_SEQCST: u32 = 1;
 
@@ -51,7 +53,10 @@ impl SrcuConfig {
         }
     }
 
-    /// Simulate `n` possible CPUs (1..=65536): one slot each.
+    /// Simulate `n` possible CPUs (1..=65536): one slot each, allocated by
+    /// chunks of [`CPUS_PER_CHUNK`](crate::percpu::CPUS_PER_CHUNK) as
+    /// readers run on them, so that unused CPUs cost neither memory nor scan
+    /// time.
     pub const fn possible_cpus(mut self, n: u32) -> SrcuConfig {
         assert!(
             n >= 1 && n as usize <= crate::percpu::MAX_CPUS,

@@ -23,6 +23,10 @@ pub enum Fault {
     /// The lazy attach publishes its per-CPU block with Relaxed instead of
     /// Release/Acquire (loom's negative check of the attach model).
     RelaxedPublish = 8,
+    /// A CPU's chunk of per-CPU slots is published before its touched bit is
+    /// set, so a scan can miss a chunk a reader already counts on (loom's
+    /// negative check of the per-CPU chunk model).
+    ChunkTouchedLate = 16,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -61,4 +65,9 @@ pub(crate) fn second_scan_skipped() -> bool {
 #[inline]
 pub(crate) fn publish_relaxed() -> bool {
     is_set(Fault::RelaxedPublish)
+}
+
+#[inline]
+pub(crate) fn chunk_touched_late() -> bool {
+    is_set(Fault::ChunkTouchedLate)
 }

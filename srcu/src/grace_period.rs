@@ -45,7 +45,7 @@ impl Cookie {
 
 /// What the grace-period machinery reports to its domain (stats, stalls).
 pub(crate) trait GpHooks {
-    /// A check read `slots` slots twice, taking `nanos`.
+    /// A check read `slots` slots (both sums), taking `nanos`.
     fn scanned(&self, _slots: usize, _nanos: u64) {}
     /// A scan has waited `waited_ms` so far for readers of the domain.
     fn waiting(&self, _waited_ms: u64) {}
@@ -158,12 +158,14 @@ pub(crate) fn readers_gone(pc: &PerCpu, r: usize, mode: FenceMode, hooks: &dyn G
     // reader's critical section begins after this fence and sees everything
     // the updater stored before it.
     heavy_fence(mode);
+    // Walks the touched-chunk bitmap again, after A (docs/memory-model.md,
+    // "Per-CPU chunks").
     let locks = pc.sum_locks(r);
     #[cfg(not(usrcu_loom))]
-    hooks.scanned(2 * pc.nr_slots(), t0.elapsed().as_nanos() as u64);
+    hooks.scanned(unlocks.slots + locks.slots, t0.elapsed().as_nanos() as u64);
     #[cfg(usrcu_loom)]
-    hooks.scanned(2 * pc.nr_slots(), 0);
-    locks == unlocks
+    hooks.scanned(unlocks.slots + locks.slots, 0);
+    locks.total == unlocks.total
 }
 
 /// Wait until rank `r` has no readers.

@@ -212,8 +212,8 @@ impl DomainState {
     pub(crate) fn readers_inside(&self) -> isize {
         heavy_fence(self.mode);
         let t0 = Instant::now();
-        let n = self.pc.active_readers();
-        Counters::add(&self.stats.slots_scanned, 4 * self.pc.nr_slots() as u64);
+        let (n, slots) = self.pc.active_readers();
+        Counters::add(&self.stats.slots_scanned, slots as u64);
         Counters::add(&self.stats.scan_nanos, t0.elapsed().as_nanos() as u64);
         n
     }
@@ -409,6 +409,8 @@ unsafe extern "C" fn rt_stats(s: *const Srcu, out: *mut SrcuStats) {
         } else {
             let mut x = (*p).stats.snapshot((*p).possible_cpus());
             x.callbacks_queued = (*p).cbs.queued_callbacks();
+            x.percpu_bytes = (*p).pc.bytes() as u64;
+            x.percpu_chunks = (*p).pc.chunks_touched() as u64;
             x
         };
         *out = snap;

@@ -20,13 +20,21 @@ pub struct SrcuStats {
     pub barriers_issued: u64,
     /// `barrier` calls that returned at once because `call_srcu_used` was false.
     pub barriers_skipped: u64,
-    /// Per-CPU slots read: reader checks (2 per slot), barrier queue visits
-    /// (1 per slot) and cleanup checks (4 per slot).
+    /// Per-CPU slots read: reader checks (2 per slot visited: the fallback
+    /// slot and the slots of allocated chunks), barrier queue visits (1 per
+    /// queue) and cleanup checks (4 per slot visited).
     pub slots_scanned: u64,
     /// Time spent in those scans, in nanoseconds.
     pub scan_nanos: u64,
     /// Possible CPUs (slots) of the domain; 0 while not attached.
     pub possible_cpus: u64,
+    /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
+    /// and the chunks allocated so far (slots exist only for chunks of CPUs
+    /// that readers ran on); 0 while not attached.
+    pub percpu_bytes: u64,
+    /// Chunks of [`CPUS_PER_CHUNK`](crate::percpu::CPUS_PER_CHUNK) slots
+    /// allocated so far.
+    pub percpu_chunks: u64,
 }
 
 /// Live counters behind [`SrcuStats`]. Relaxed everywhere: statistics, read
@@ -58,6 +66,8 @@ impl Counters {
             slots_scanned: l(&self.slots_scanned),
             scan_nanos: l(&self.scan_nanos),
             possible_cpus: possible_cpus as u64,
+            percpu_bytes: 0,  // filled in from the per-CPU block
+            percpu_chunks: 0, // likewise
         }
     }
 }
