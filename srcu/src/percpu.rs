@@ -106,6 +106,13 @@ pub const fn chunk_len(nr_cpus: usize, chunk: usize) -> usize {
     }
 }
 
+/// Chunk pointers per cache line of the pointer table.
+const PTRS_PER_LINE: usize = 64 / std::mem::size_of::<usize>();
+
+/// One cache line of chunk pointers.
+#[repr(C, align(64))]
+struct PtrLine<T>([AtomicPtr<T>; PTRS_PER_LINE]);
+
 /// A per-CPU array of `T` over `nr_cpus` possible CPUs, allocated chunk by
 /// chunk on first touch, with a touched-chunk bitmap.
 ///
@@ -157,11 +164,17 @@ impl<T> ChunkTable<T> {
     pub fn new(nr_cpus: usize) -> ChunkTable<T> {
         assert!((1..=MAX_CPUS).contains(&nr_cpus), "possible CPUs out of range");
         let n = nr_chunks(nr_cpus);
-        let ptrs: Box<[AtomicPtr<T>]> = (0..n).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect();
+        // Whole cache lines of pointers: every reader loads from this table,
+        // so it shares no line with an allocation that is written.
+        let ptrs: Box<[PtrLine<T>]> = (0..n.div_ceil(PTRS_PER_LINE))
+            .map(|_| PtrLine(std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()))))
+            .collect();
         let words: Box<[AtomicU64]> = (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
         ChunkTable {
             nr_cpus: nr_cpus as u32,
             nr_chunks: n as u32,
+            // A `PtrLine` is exactly `PTRS_PER_LINE` pointers (repr(C), no
+            // padding), so the lines are one contiguous pointer array.
             ptrs: Box::into_raw(ptrs) as *const AtomicPtr<T>,
             touched: Box::into_raw(words) as *const AtomicU64,
             _owns: PhantomData,
@@ -311,7 +324,7 @@ impl<T> ChunkTable<T> {
     /// Bytes held: the pointer table, the bitmap and the allocated chunks.
     pub fn bytes(&self) -> usize {
         let chunks: usize = self.touched().map(|(_, e)| std::mem::size_of_val(e)).sum();
-        self.nr_chunks() * std::mem::size_of::<AtomicPtr<T>>()
+        self.nr_chunks().div_ceil(PTRS_PER_LINE) * std::mem::size_of::<PtrLine<T>>()
             + std::mem::size_of_val(self.bitmap())
             + chunks
     }
@@ -333,8 +346,8 @@ impl<T> Drop for ChunkTable<T> {
         // SAFETY: both came from boxed slices of these lengths in `new`.
         unsafe {
             drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                self.ptrs as *mut AtomicPtr<T>,
-                n,
+                self.ptrs as *mut PtrLine<T>,
+                n.div_ceil(PTRS_PER_LINE),
             )));
             drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
                 self.touched as *mut AtomicU64,
