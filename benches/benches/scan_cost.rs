@@ -184,6 +184,13 @@ fn notifier(c: &mut Criterion) {
         let mut g = group(c, &format!("scan_cost/notifier_{MODULE_DOMAINS}_domains/{name}"));
         for &cpus in CPUS {
             let m = module(MODULE_DOMAINS, cpus, !gated);
+            if gated {
+                let s = m[0].stats();
+                eprintln!(
+                    "scan_cost: one domain at {cpus} possible CPUs, readers on two CPUs: {} bytes of per-CPU reader state ({} chunk(s))",
+                    s.percpu_bytes, s.percpu_chunks
+                );
+            }
             g.bench_with_input(BenchmarkId::from_parameter(cpus), &cpus, |b, _| {
                 b.iter_custom(|iters| time_notifier(&m, gated, iters))
             });
