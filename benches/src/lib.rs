@@ -428,3 +428,22 @@ pub fn criterion() -> Criterion {
 pub fn quick() -> bool {
     std::env::var_os("USRCU_BENCH_QUICK").is_some_and(|v| v != "0")
 }
+
+/// Read sections of each of `domains` on up to two CPUs (one pinned thread
+/// per CPU), so that each domain holds per-CPU slots for the chunks of those
+/// CPUs only, as a module's domains do after readers ran on two CPUs.
+/// Returns the CPUs used.
+pub fn read_on_two_cpus(domains: &[usrcu::Srcu]) -> Vec<usize> {
+    let cpus: Vec<usize> = online_cpus().into_iter().take(2).collect();
+    std::thread::scope(|s| {
+        for &cpu in &cpus {
+            s.spawn(move || {
+                pin_to_cpu(cpu);
+                for d in domains {
+                    drop(d.read_lock());
+                }
+            });
+        }
+    });
+    cpus
+}

@@ -352,3 +352,62 @@ fn model_lazy_attach_fails_with_relaxed_publication() {
     // the one required (the model's assertion is a second line of defence).
     must_fail(Fault::RelaxedPublish, ATTACH_RACE_DETECTED, two_first_users_attach_once);
 }
+
+/// A reader whose CPU has no chunk yet counts on the fallback slot and then
+/// allocates the chunk; another reader counts on the freshly published
+/// chunk while a grace period scans. CPU 1's chunk exists from the start,
+/// CPU 0's does not. Reader R1 enters on CPU 1 and leaves on CPU 0, on the
+/// fallback slot; its unlock then allocates CPU 0's chunk (outside its
+/// section). Reader R2 enters on CPU 0, on that chunk if it sees it
+/// published, else on the fallback slot (and allocates it). The grace period
+/// may walk the touched bitmap before the chunk appears in it: R2 must still
+/// never see the object freed after `synchronize` (`docs/memory-model.md`,
+/// "Per-CPU chunks").
+fn reader_on_a_just_published_chunk_is_waited_for() {
+    let core = Arc::new(Core::new_lazy(2));
+    core.populate(1);
+    let objects = Arc::new([AtomicUsize::new(LIVE), AtomicUsize::new(LIVE)]);
+    let published = Arc::new(AtomicUsize::new(0));
+
+    let r1 = {
+        let core = core.clone();
+        thread::spawn(move || {
+            let idx = core.lock_on(1);
+            core.unlock_on(0, idx);
+        })
+    };
+    let r2 = {
+        let (core, objects, published) = (core.clone(), objects.clone(), published.clone());
+        thread::spawn(move || {
+            let idx = core.lock_on(0);
+            // Relaxed: see `reader_never_sees_an_object_freed_after_synchronize`.
+            let which = published.load(Ordering::Relaxed);
+            assert_eq!(
+                objects[which].load(Ordering::Relaxed),
+                LIVE,
+                "reader on a new chunk saw a freed object: the scan missed the chunk"
+            );
+            core.unlock_on(0, idx);
+        })
+    };
+
+    // Relaxed: see the readers.
+    published.store(1, Ordering::Relaxed);
+    core.synchronize();
+    objects[0].store(FREED, Ordering::Relaxed);
+    r1.join().unwrap();
+    r2.join().unwrap();
+    assert_eq!(core.chunks_touched(), 2, "both CPUs' chunks are allocated by the end");
+}
+
+#[test]
+fn model_per_cpu_chunk_publication() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    loom::model(reader_on_a_just_published_chunk_is_waited_for);
+}
+
+#[test]
+fn model_per_cpu_chunk_publication_fails_when_touched_after_publish() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(Fault::ChunkTouchedLate, reader_on_a_just_published_chunk_is_waited_for);
+}

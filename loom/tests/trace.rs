@@ -63,9 +63,12 @@ fn must_fail_by_own_assertion(fault: Fault) {
     std::panic::set_hook(Box::new(|info| {
         SEEN.lock().unwrap_or_else(|p| p.into_inner()).push(info.to_string());
     }));
-    set_fault(fault, true);
+    // SAFETY: models run one at a time and nothing else in this process
+    // uses usrcu while the fault is on.
+    unsafe { set_fault(fault, true) };
     let r = std::panic::catch_unwind(|| loom::model(trace_reader_never_sees_an_object_freed_after_synchronize));
-    set_fault(fault, false);
+    // SAFETY: as above.
+    unsafe { set_fault(fault, false) };
     std::panic::set_hook(hook);
     assert!(r.is_err(), "loom found no failure with {fault:?}");
     let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());

@@ -89,7 +89,7 @@ pub struct SharedLayouts {
     pub srcu: TypeLayout,
     /// [`SrcuConfig`], embedded in `Srcu`.
     pub srcu_config: TypeLayout,
-    /// [`PerCpu`]: the active index and the slot array pointer.
+    /// [`PerCpu`]: the active index, the chunk table of slots, the fallback slot.
     pub percpu: TypeLayout,
     /// [`Slot`]: one possible CPU's counters.
     pub slot: TypeLayout,

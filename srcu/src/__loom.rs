@@ -19,12 +19,35 @@ pub struct Core {
 }
 
 impl Core {
-    /// `slots` possible CPUs, SeqCst fence pair (loom has no membarrier).
+    /// `slots` possible CPUs, SeqCst fence pair (loom has no membarrier),
+    /// every CPU's chunk allocated up front: the models of the reader/grace
+    /// period protocol on per-CPU slots.
     pub fn new(slots: usize) -> Core {
+        let core = Core::new_lazy(slots);
+        for cpu in 0..slots {
+            core.populate(cpu);
+        }
+        core
+    }
+
+    /// As [`Core::new`], with no chunk allocated: the first reader on each
+    /// CPU counts on the fallback slot and allocates its chunk (under loom
+    /// every CPU is a chunk of its own).
+    pub fn new_lazy(slots: usize) -> Core {
         Core {
             pc: PerCpu::new(slots, true),
             gp: GpState::new(),
         }
+    }
+
+    /// Allocate `cpu`'s chunk, as a reader that fell back does.
+    pub fn populate(&self, cpu: usize) {
+        self.pc.populate(cpu);
+    }
+
+    /// Chunks allocated so far.
+    pub fn chunks_touched(&self) -> usize {
+        self.pc.chunks_touched()
     }
 
     /// Reader lock on `cpu`'s slot; returns the rank.

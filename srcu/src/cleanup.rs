@@ -105,8 +105,10 @@ pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
         WarningKind::Leak,
         name,
         format!(
-            "usrcu: domain '{name}': per-CPU state of {} slot(s) leaked, not freed",
-            st.possible_cpus()
+            "usrcu: domain '{name}': per-CPU state of {} possible CPU(s) ({} byte(s), {} chunk(s) allocated) leaked, not freed",
+            st.possible_cpus(),
+            st.pc.bytes(),
+            st.pc.chunks_touched()
         ),
     );
     CleanupError {

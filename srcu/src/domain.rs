@@ -16,8 +16,11 @@ use std::panic::Location;
 
 /// Magic at the start of every `Srcu` ("SRCU").
 pub const SRCU_MAGIC: u32 = 0x5352_4355;
-/// Layout version of [`Srcu`], [`PerCpu`](crate::percpu) and the callback head.
-pub const SRCU_LAYOUT_VERSION: u32 = 2;
+/// Layout version of [`Srcu`], [`PerCpu`](crate::percpu), the callback head
+/// and [`SrcuStats`]. 3: per-CPU slots in chunks allocated on first touch,
+/// with a fallback slot (`percpu_bytes`, `percpu_chunks` in the stats); the
+/// domain's `origin`; the callback head's ticket.
+pub const SRCU_LAYOUT_VERSION: u32 = 3;
 
 /// A byte of this copy of the crate's data: every domain created by this
 /// copy's code points at it (`Srcu::origin`), so the runtime can tell which
@@ -56,7 +59,10 @@ impl SrcuConfig {
         }
     }
 
-    /// Simulate `n` possible CPUs (1..=65536): one slot each.
+    /// Simulate `n` possible CPUs (1..=65536): one slot each, allocated by
+    /// chunks of [`CPUS_PER_CHUNK`](crate::percpu::CPUS_PER_CHUNK) as
+    /// readers run on them, so that unused CPUs cost neither memory nor scan
+    /// time.
     pub const fn possible_cpus(mut self, n: u32) -> SrcuConfig {
         assert!(
             n >= 1 && n as usize <= crate::percpu::MAX_CPUS,
@@ -733,7 +739,7 @@ mod held {
 // (`abi.rs`). Every field, in declaration order: a field added, removed,
 // moved or resized changes the fingerprint a loader compares.
 impl Srcu {
-    pub(crate) const FIELD_OFFSETS: [usize; 12] = [
+    pub(crate) const FIELD_OFFSETS: [usize; 13] = [
         std::mem::offset_of!(Srcu, magic),
         std::mem::offset_of!(Srcu, layout_version),
         std::mem::offset_of!(Srcu, name_ptr),
@@ -746,6 +752,7 @@ impl Srcu {
         std::mem::offset_of!(Srcu, runtime),
         std::mem::offset_of!(Srcu, private),
         std::mem::offset_of!(Srcu, barriers_skipped),
+        std::mem::offset_of!(Srcu, origin),
     ];
 }
 

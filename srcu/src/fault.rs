@@ -42,6 +42,10 @@ pub enum Fault {
     /// Tasks grace periods skip threads that are running (`R`) at the first
     /// sample, as if running code could not be inside a hook.
     TasksSkipRunning = 512,
+    /// A CPU's chunk of per-CPU slots is published before its touched bit is
+    /// set, so a scan can miss a chunk a reader already counts on (loom's
+    /// negative check of the per-CPU chunk model).
+    ChunkTouchedLate = 1024,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -102,4 +106,9 @@ pub(crate) fn publish_relaxed() -> bool {
 #[inline]
 pub(crate) fn take_past_gap() -> bool {
     is_set(Fault::TakePastGap)
+}
+
+#[inline]
+pub(crate) fn chunk_touched_late() -> bool {
+    is_set(Fault::ChunkTouchedLate)
 }

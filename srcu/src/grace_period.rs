@@ -51,7 +51,7 @@ impl Cookie {
 
 /// What the grace-period machinery reports to its domain (stats, stalls).
 pub(crate) trait GpHooks {
-    /// A check read `slots` slots twice, taking `nanos`.
+    /// A check read `slots` slots (both sums), taking `nanos`.
     fn scanned(&self, _slots: usize, _nanos: u64) {}
     /// A scan has waited `waited_ms` so far for readers of the domain.
     fn waiting(&self, _waited_ms: u64) {}
@@ -293,7 +293,7 @@ pub(crate) fn readers_gone(pc: &PerCpu, r: usize, mode: FenceMode, hooks: &dyn G
 pub(crate) fn check_ranks(pc: &PerCpu, ranks: &[usize], mode: FenceMode, hooks: &dyn GpHooks) -> [bool; 2] {
     #[cfg(not(usrcu_loom))]
     let t0 = std::time::Instant::now();
-    let mut unlocks = [0usize; 2];
+    let mut unlocks = [crate::percpu::Sum::default(); 2];
     for &r in ranks {
         unlocks[r] = pc.sum_unlocks(r);
     }
@@ -303,13 +303,18 @@ pub(crate) fn check_ranks(pc: &PerCpu, ranks: &[usize], mode: FenceMode, hooks: 
     // the updater stored before it.
     heavy_fence(mode);
     let mut gone = [false; 2];
+    let mut slots = 0;
     for &r in ranks {
-        gone[r] = pc.sum_locks(r) == unlocks[r];
+        // Walks the touched-chunk bitmap again, after A
+        // (docs/memory-model.md, "Per-CPU chunks").
+        let locks = pc.sum_locks(r);
+        slots += unlocks[r].slots + locks.slots;
+        gone[r] = locks.total == unlocks[r].total;
     }
     #[cfg(not(usrcu_loom))]
-    hooks.scanned(2 * ranks.len() * pc.nr_slots(), t0.elapsed().as_nanos() as u64);
+    hooks.scanned(slots, t0.elapsed().as_nanos() as u64);
     #[cfg(usrcu_loom)]
-    hooks.scanned(2 * ranks.len() * pc.nr_slots(), 0);
+    hooks.scanned(slots, 0);
     gone
 }
 

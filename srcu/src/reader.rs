@@ -5,7 +5,11 @@
 //! `lock[idx]` of the current CPU's slot, then the reader fence (B). `unlock`:
 //! the reader fence (C), then add one to `unlock[idx]` of whatever slot the
 //! thread is on now. The add goes through rseq (a plain add) when the thread
-//! has rseq and the CPU has a slot of its own, otherwise a locked add.
+//! has rseq and the CPU has a slot of its own in an allocated chunk, otherwise
+//! a locked add — on the domain's fallback slot if the CPU's chunk is not
+//! allocated yet, after which (outside the restartable sequence, behind the
+//! reader fence) the reader asks the block's builder for the chunk
+//! (`percpu.rs`, "Chunks").
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(usrcu_loom)))]
 pub(crate) mod rseq;
@@ -58,7 +62,8 @@ fn counter(slot: &Slot, field: usize, idx: usize) -> &AtomicUsize {
 
 /// Add one to the rseq counter (`field`, rank `idx`) of the current CPU's
 /// slot in a restartable sequence. False if the domain has no rseq path, this
-/// CPU has no slot of its own, or the kernel aborted the sequence.
+/// CPU has no slot of its own or its chunk is not allocated yet, or the
+/// kernel aborted the sequence.
 ///
 /// A non-zero `rseq_offset` implies the membarrier fence pair (`PerCpu::new`
 /// gives SeqCst domains no rseq path), so callers that took this path need
@@ -71,14 +76,14 @@ fn rseq_increment(pc: &PerCpu, idx: usize, field: usize) -> bool {
     }
     let area = rseq::area(off);
     let cpu = rseq::area_cpu(area);
-    if cpu >= pc.nr_slots {
+    // A negative "not registered" id reads as a huge u32: no slot.
+    let Some(slot) = pc.own_slot(cpu as usize) else {
         return false;
-    }
-    // SAFETY: `cpu < nr_slots`.
-    let slot = unsafe { pc.slot_unchecked(cpu as usize) };
+    };
     // SAFETY: `area` is this thread's rseq area (`off` non-zero); rseq
     // counters of slot `cpu` are only written by sequences bound to `cpu`
-    // (percpu.rs).
+    // (percpu.rs); the chunk holding the slot stays allocated as long as
+    // the block.
     unsafe { rseq::add(area, cpu, counter_ptr(slot, field, idx)) }
 }
 
@@ -94,13 +99,43 @@ fn counter_ptr(_: &Slot, _: usize, _: usize) -> *mut usize {
     unreachable!("no rseq path under loom")
 }
 
-/// Add one to the atomic counter (`field`, rank `idx`) of the current CPU's
-/// slot with a locked add.
+/// Add one to the atomic counter (`field`, rank `idx`) of `cpu`'s slot with
+/// a locked add; on the fallback slot if `cpu`'s chunk is not allocated yet.
+/// Returns true in that case: the caller then asks for the chunk
+/// ([`PerCpu::populate`]) once its fence is behind it.
 #[inline(always)]
-fn atomic_increment(pc: &PerCpu, idx: usize, field: usize) {
+fn atomic_increment(pc: &PerCpu, idx: usize, field: usize, cpu: usize) -> bool {
+    let (slot, fell_back) = match pc.own_slot(pc.fold(cpu)) {
+        Some(slot) => (slot, false),
+        None => (pc.fallback(), true),
+    };
     // Relaxed: ordered against the critical section by the reader fence
-    // that follows (lock) or precedes (unlock) this add.
-    counter(pc.slot(current_cpu()), field, idx).fetch_add(1, Ordering::Relaxed);
+    // that follows (lock) or precedes (unlock) this add. A fallback add is
+    // seen by every scan (the fallback slot is always summed).
+    counter(slot, field, idx).fetch_add(1, Ordering::Relaxed);
+    fell_back
+}
+
+/// The atomic path of `lock` on `cpu`: L then B, then (after B, inside the
+/// section, never inside a restartable sequence) allocate the CPU's chunk if
+/// the add had to fall back.
+#[inline(always)]
+fn lock_atomic(pc: &PerCpu, idx: usize, cpu: usize) {
+    let fell_back = atomic_increment(pc, idx, LOCK, cpu);
+    // B: pairs with the updater's heavy fence A.
+    reader_fence(pc.seqcst_readers != 0);
+    if fell_back {
+        pc.populate(cpu);
+    }
+}
+
+/// The atomic path of `unlock` on `cpu` (after C): the add, then allocate the
+/// CPU's chunk if the add had to fall back (the section is over by then).
+#[inline(always)]
+fn unlock_atomic(pc: &PerCpu, idx: usize, cpu: usize) {
+    if atomic_increment(pc, idx, UNLOCK, cpu) {
+        pc.populate(cpu);
+    }
 }
 
 /// Enter a read-side critical section on `pc`; returns the rank to leave with.
@@ -114,9 +149,7 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
         // updater's heavy fence A.
         compiler_fence(Ordering::SeqCst);
     } else {
-        atomic_increment(pc, idx, LOCK);
-        // B: pairs with the updater's heavy fence A.
-        reader_fence(pc.seqcst_readers != 0);
+        lock_atomic(pc, idx, current_cpu());
     }
     idx
 }
@@ -129,30 +162,31 @@ pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
         // the updater's heavy fence A.
         compiler_fence(Ordering::SeqCst);
         if !rseq_increment(pc, idx, RSEQ_UNLOCK) {
-            atomic_increment(pc, idx, UNLOCK);
+            unlock_atomic(pc, idx, current_cpu());
         }
     } else {
         // C: pairs with the updater's heavy fence A.
         reader_fence(pc.seqcst_readers != 0);
-        atomic_increment(pc, idx, UNLOCK);
+        unlock_atomic(pc, idx, current_cpu());
     }
 }
 
-/// Lock on an explicit CPU's slot through the atomic path (loom models use it
-/// to put a reader's lock and unlock on different CPUs).
+/// Lock on an explicit CPU through the atomic path (loom models use it to
+/// put a reader's lock and unlock on different CPUs): the very path `lock`
+/// takes without rseq, fallback slot and chunk allocation included.
 #[cfg(usrcu_loom)]
 pub(crate) fn lock_on(pc: &PerCpu, cpu: usize) -> usize {
     let idx = pc.idx.load(Ordering::Relaxed) & 1;
-    pc.slot(cpu).lock[idx].fetch_add(1, Ordering::Relaxed);
-    reader_fence(pc.seqcst_readers != 0);
+    lock_atomic(pc, idx, cpu);
     idx
 }
 
-/// Unlock on an explicit CPU's slot through the atomic path.
+/// Unlock on an explicit CPU through the atomic path.
 #[cfg(usrcu_loom)]
 pub(crate) fn unlock_on(pc: &PerCpu, cpu: usize, idx: usize) {
+    // C: pairs with the updater's heavy fence A.
     reader_fence(pc.seqcst_readers != 0);
-    pc.slot(cpu).unlock[idx].fetch_add(1, Ordering::Relaxed);
+    unlock_atomic(pc, idx, cpu);
 }
 
 #[cfg(not(usrcu_loom))]

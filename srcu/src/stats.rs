@@ -20,8 +20,9 @@ pub struct SrcuStats {
     pub barriers_issued: u64,
     /// `barrier` calls that returned at once because `call_srcu_used` was false.
     pub barriers_skipped: u64,
-    /// Per-CPU slots read: reader checks (2 per slot) and cleanup checks
-    /// (4 per slot). A barrier visits no per-CPU state: it queues one marker.
+    /// Per-CPU slots read: reader checks (2 per slot visited: the fallback
+    /// slot and the slots of allocated chunks) and cleanup checks (4 per
+    /// slot visited). A barrier visits no per-CPU state: it queues one marker.
     pub slots_scanned: u64,
     /// Time spent in those scans, in nanoseconds.
     pub scan_nanos: u64,
@@ -30,6 +31,13 @@ pub struct SrcuStats {
     /// Bytes of runtime state the domain holds (per-CPU counters, callback
     /// intake, bookkeeping); 0 while not attached.
     pub runtime_bytes: u64,
+    /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
+    /// and the chunks allocated so far (slots exist only for chunks of CPUs
+    /// that readers ran on); 0 while not attached.
+    pub percpu_bytes: u64,
+    /// Chunks of [`CPUS_PER_CHUNK`](crate::percpu::CPUS_PER_CHUNK) slots
+    /// allocated so far.
+    pub percpu_chunks: u64,
 }
 
 /// Live counters behind [`SrcuStats`]. Relaxed everywhere: statistics, read
@@ -62,6 +70,8 @@ impl Counters {
             scan_nanos: l(&self.scan_nanos),
             possible_cpus: possible_cpus as u64,
             runtime_bytes: 0, // filled in by the runtime
+            percpu_bytes: 0,  // filled in from the per-CPU block
+            percpu_chunks: 0, // likewise
         }
     }
 }

@@ -9,8 +9,8 @@ pub fn rseq_lock_count(d: &Srcu) -> usize {
     // Relaxed: a statistic read after the sections being counted, ordered by
     // the caller (a join or the same thread).
     d.percpu_or_attach()
-        .slots()
-        .iter()
+        .touched_chunks()
+        .flat_map(|(_, slots)| slots.iter())
         .flat_map(|s| s.rseq_lock.iter())
         .fold(0usize, |n, c| {
             n.wrapping_add(c.load(std::sync::atomic::Ordering::Relaxed))

@@ -66,19 +66,15 @@ impl DomainState {
     pub(crate) fn readers_inside(&self) -> isize {
         heavy_fence(self.mode);
         let t0 = Instant::now();
-        let n = self.pc.active_readers();
-        Counters::add(&self.stats.slots_scanned, 4 * self.pc.nr_slots() as u64);
+        let (n, slots) = self.pc.active_readers();
+        Counters::add(&self.stats.slots_scanned, slots as u64);
         Counters::add(&self.stats.scan_nanos, t0.elapsed().as_nanos() as u64);
         n
     }
 
     /// Bytes of runtime state this domain holds.
     pub(crate) fn footprint(&self) -> usize {
-        std::mem::size_of::<DomainState>()
-            + self.name.len()
-            + std::mem::size_of::<PerCpu>()
-            + self.pc.nr_slots() * std::mem::size_of::<crate::percpu::Slot>()
-            + self.cbs.footprint()
+        std::mem::size_of::<DomainState>() + self.name.len() + self.pc.bytes() + self.cbs.footprint()
     }
 
     /// An owning reference, for the driver's heap and the invokers' queue.

@@ -278,6 +278,8 @@ unsafe extern "C" fn rt_stats(s: *const Srcu, out: *mut SrcuStats) {
                 let mut x = st.stats.snapshot(st.possible_cpus());
                 x.callbacks_queued = st.cbs.queued_callbacks();
                 x.runtime_bytes = st.footprint() as u64;
+                x.percpu_bytes = st.pc.bytes() as u64;
+                x.percpu_chunks = st.pc.chunks_touched() as u64;
                 x
             }
         };

@@ -1,0 +1,197 @@
+//! Per-CPU state proportional to the CPUs used, not the CPUs possible: a
+//! domain allocates the slots of a chunk of CPUs when a reader first runs on
+//! one of them, and every scan visits the allocated chunks and the fallback
+//! slot only.
+//!
+//! Readers are pinned to CPUs with `sched_setaffinity`, so that which chunks
+//! they touch is known.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use usrcu::percpu::{chunk_len, chunk_of, CPUS_PER_CHUNK};
+use usrcu::{ReadIndex, Srcu, SrcuConfig};
+
+const POSSIBLE: u32 = 4096;
+
+/// Up to two CPUs this process may run on.
+fn two_allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        set
+    };
+    let is_set = |c: usize| {
+        // SAFETY: CPU_ISSET reads the set for ids below CPU_SETSIZE.
+        unsafe { libc::CPU_ISSET(c, &set) }
+    };
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| is_set(c)).take(2).collect();
+    assert!(!cpus.is_empty());
+    cpus
+}
+
+/// Pin the calling thread to `cpu`; the kernel moves it there before
+/// returning.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it;
+    // pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Run `f` on a thread pinned to `cpu`.
+fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to(cpu);
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// Read sections of `d` on each of `cpus`.
+fn read_on(d: &Srcu, cpus: &[usize]) {
+    for &cpu in cpus {
+        on_cpu(cpu, || {
+            for _ in 0..100 {
+                drop(d.read_lock());
+            }
+        });
+    }
+}
+
+/// Slots in the chunks of `cpus` (for a domain of `POSSIBLE` CPUs).
+fn slots_of_chunks(cpus: &[usize]) -> u64 {
+    let chunks: BTreeSet<usize> = cpus.iter().map(|&c| chunk_of(c % POSSIBLE as usize).0).collect();
+    chunks.iter().map(|&k| chunk_len(POSSIBLE as usize, k) as u64).sum()
+}
+
+fn big_domain(name: &str) -> Srcu {
+    let d = Srcu::with_config(name, SrcuConfig::new().possible_cpus(POSSIBLE));
+    d.attach();
+    d
+}
+
+#[test]
+fn memory_per_used_domain_at_4096_possible_cpus_with_readers_on_two_cpus_is_at_most_16_kib() {
+    let d = big_domain("chunks-memory");
+    let cpus = two_allowed_cpus();
+    read_on(&d, &cpus);
+    d.synchronize();
+    let s = d.stats();
+    assert_eq!(s.possible_cpus, POSSIBLE as u64);
+    assert_eq!(
+        s.percpu_chunks * CPUS_PER_CHUNK as u64,
+        slots_of_chunks(&cpus),
+        "readers on CPUs {cpus:?} touch exactly their chunks"
+    );
+    assert!(
+        s.percpu_bytes <= 16 * 1024,
+        "per-CPU state of a domain used on CPUs {cpus:?} holds {} bytes",
+        s.percpu_bytes
+    );
+}
+
+#[test]
+fn an_attached_domain_without_readers_holds_no_slot_chunk() {
+    let d = big_domain("chunks-unused");
+    d.synchronize_expedited();
+    let s = d.stats();
+    assert_eq!(s.percpu_chunks, 0);
+    // The block and its table of 64 chunk pointers and one bitmap word.
+    assert!(s.percpu_bytes <= 1024, "{} bytes", s.percpu_bytes);
+}
+
+#[test]
+fn grace_period_scans_visit_only_the_fallback_slot_and_touched_chunks() {
+    let d = big_domain("chunks-gp-scan");
+    let s0 = d.stats();
+    d.synchronize_expedited();
+    let s1 = d.stats();
+    // An idle grace period: two checks, each summing unlocks then locks over
+    // the fallback slot alone.
+    assert_eq!(s1.slots_scanned - s0.slots_scanned, 2 * 2);
+
+    let cpus = two_allowed_cpus();
+    read_on(&d, &cpus);
+    let s2 = d.stats();
+    d.synchronize_expedited();
+    let s3 = d.stats();
+    assert_eq!(
+        s3.slots_scanned - s2.slots_scanned,
+        2 * 2 * (1 + slots_of_chunks(&cpus)),
+        "readers ran on CPUs {cpus:?} only"
+    );
+}
+
+#[test]
+fn cleanup_scans_only_touched_chunks() {
+    let d = big_domain("chunks-cleanup-scan");
+    let cpus = two_allowed_cpus();
+    read_on(&d, &cpus);
+    let held: ReadIndex = on_cpu(cpus[0], || d.read_lock_raw());
+    let before = d.stats();
+    // SAFETY: no thread enters a section of `d` during the call.
+    let r = unsafe { d.cleanup() };
+    assert_eq!(r.expect_err("a reader is inside").readers_active, 1);
+    let after = d.stats();
+    // Both ranks, unlocks then locks: four sums.
+    assert_eq!(
+        after.slots_scanned - before.slots_scanned,
+        4 * (1 + slots_of_chunks(&cpus))
+    );
+    // SAFETY: `held` came from `d.read_lock_raw()` and is ended once.
+    unsafe { d.read_unlock_raw(held) };
+    // SAFETY: as above.
+    unsafe { d.cleanup() }.expect("no reader inside");
+}
+
+#[test]
+fn first_reader_on_a_cpu_counts_on_the_fallback_slot_and_is_waited_for() {
+    let d = big_domain("chunks-fallback-reader");
+    let cpu = two_allowed_cpus()[0];
+    let left = AtomicBool::new(false);
+    let entered = AtomicBool::new(false);
+    let chunks_inside = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            pin_to(cpu);
+            // No chunk yet: the lock add goes to the fallback slot, then the
+            // reader allocates its chunk (inside its section).
+            let g = d.read_lock();
+            let chunks = d.stats().percpu_chunks;
+            // Release: pairs with the synchronizer's Acquire.
+            entered.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(100));
+            left.store(true, Ordering::Release);
+            drop(g);
+            chunks
+        });
+        // Acquire: pairs with the reader's Release store.
+        while !entered.load(Ordering::Acquire) && !reader.is_finished() {
+            std::thread::yield_now();
+        }
+        d.synchronize();
+        // Acquire: the reader's store precedes its unlock, which the grace
+        // period waited for.
+        assert!(
+            left.load(Ordering::Acquire),
+            "synchronize returned while a reader counted on the fallback slot was inside"
+        );
+        reader.join().unwrap()
+    });
+    assert_eq!(chunks_inside, 1, "the fallback reader allocated its chunk");
+}
