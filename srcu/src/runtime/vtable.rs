@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 /// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
 pub const RUNTIME_ABI_VERSION: u32 = 4;
 
+/// How long the driver lets callbacks gather before it starts the grace
+/// period they need (the kernel's SRCU waits a jiffy, liburcu's `call_rcu`
+/// thread 10 ms).
+const CALLBACK_GP_DELAY: Duration = Duration::from_micros(100);
+
 /// A timeout argument meaning "no timeout".
 pub(crate) const FOREVER: u64 = u64::MAX;
 
@@ -209,9 +214,11 @@ unsafe extern "C" fn rt_call_srcu(
     };
     if st.request_gp(ticket_cookie.get()) {
         // A new grace period is needed (once per grace period, not per
-        // callback): have the driver look now, even if it is scheduled for
-        // later.
-        driver::schedule_at(st.arc(), std::time::Instant::now());
+        // callback): have the driver start it after a short batching delay,
+        // so that a stream of callbacks shares grace periods (and their
+        // membarrier IPIs) instead of paying one each; `barrier` and
+        // `synchronize` do not wait for this delay.
+        driver::schedule_at(st.arc(), Instant::now() + CALLBACK_GP_DELAY);
     } else {
         // The snap inside `enqueue` was the handshake's producer fence.
         driver::kick(st);
@@ -236,7 +243,9 @@ unsafe extern "C" fn rt_barrier(s: *const Srcu, timeout_ns: u64) -> u32 {
     let Some(b) = st.cbs.barrier_begin(crate::percpu::current_cpu()) else {
         return BARRIER_DONE;
     };
-    driver::kick(st);
+    // Someone waits: no batching delay for the grace periods the callbacks
+    // before the marker need.
+    driver::schedule_at(st.arc(), Instant::now());
     match deadline(timeout_ns) {
         None => {
             b.wait();
