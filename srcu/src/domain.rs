@@ -496,24 +496,7 @@ impl Srcu {
             // field of a repr(C) struct), handed back exactly once.
             let mut b = unsafe { Box::from_raw(h as *mut Boxed<F>) };
             let f = b.f.take().expect("callback runs once");
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string payload".into());
-                let msg = format!("usrcu: a callback panicked: {what}");
-                // SAFETY: a null domain asks the runtime to name the domain
-                // whose callbacks it is invoking; the message is UTF-8.
-                unsafe {
-                    (runtime::current().report)(
-                        std::ptr::null(),
-                        WarningKind::CallbackPanicked.to_u32(),
-                        msg.as_ptr(),
-                        msg.len(),
-                    )
-                };
-            }
+            crate::runtime::run_catching_panic("usrcu", f);
         }
         let b = Box::into_raw(Box::new(Boxed {
             head: CallbackHead::new(),

@@ -145,6 +145,27 @@ fn panicking_callback_is_reported_and_the_runtime_keeps_going() {
 }
 
 #[test]
+fn panicking_tasks_and_trace_callbacks_are_reported_under_their_flavor() {
+    let cap = Capture::start();
+    usrcu::tasks::call(|| panic!("boom in a tasks callback"));
+    usrcu::tasks::barrier();
+    usrcu::trace::call(|| panic!("boom in a trace callback"));
+    usrcu::trace::barrier();
+    let t = cap.find(usrcu::tasks::DOMAIN_NAME, WarningKind::CallbackPanicked);
+    assert!(
+        t.iter().any(|w| w.message.contains("boom in a tasks callback")),
+        "{:?}",
+        cap.warnings()
+    );
+    let r = cap.find(usrcu::trace::DOMAIN_NAME, WarningKind::CallbackPanicked);
+    assert!(
+        r.iter().any(|w| w.message.contains("boom in a trace callback")),
+        "{:?}",
+        cap.warnings()
+    );
+}
+
+#[test]
 fn dropping_a_dynamic_domain_with_a_reader_inside_warns_and_leaks() {
     let cap = Capture::start();
     let d = Srcu::new("dropped-busy");

@@ -73,3 +73,30 @@ pub fn idle() -> bool {
                 && !st.gp_in_flight()
         })
 }
+
+/// Run a callback, catching its panic and reporting it as a
+/// [`CallbackPanicked`](crate::diagnostics::WarningKind::CallbackPanicked)
+/// warning through the runtime this copy uses (the host's, so that a
+/// plugin's callbacks are reported where the host's captures are), then go
+/// on. `flavor` names the flavor in the message ("usrcu", "usrcu::trace").
+pub(crate) fn run_catching_panic(flavor: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string payload".into());
+        let msg = format!("{flavor}: a callback panicked: {what}");
+        // SAFETY: a null domain asks the runtime to name the domain whose
+        // callbacks it is invoking (empty for the process-wide flavors); the
+        // message is UTF-8.
+        unsafe {
+            (current().report)(
+                std::ptr::null(),
+                crate::diagnostics::WarningKind::CallbackPanicked.to_u32(),
+                msg.as_ptr(),
+                msg.len(),
+            )
+        };
+    }
+}

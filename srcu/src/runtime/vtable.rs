@@ -311,7 +311,18 @@ unsafe extern "C" fn rt_report(s: *const Srcu, kind: u32, msg: *const u8, len: u
     // SAFETY: the caller passes a UTF-8 message of `len` bytes.
     let msg = unsafe { String::from_utf8_lossy(std::slice::from_raw_parts(msg, len)).into_owned() };
     let domain = if s.is_null() {
-        invoke::serving_name().unwrap_or_default()
+        // The domain whose callback this thread runs; else the flavor whose
+        // thread this is (Tasks and Tasks Trace callbacks run on their own).
+        invoke::serving_name().unwrap_or_else(|| {
+            let (_, thread) = readers::this_thread();
+            if thread.starts_with("usrcu-tasks") {
+                crate::tasks::DOMAIN_NAME.to_owned()
+            } else if thread.starts_with("usrcu-trace") {
+                crate::trace::DOMAIN_NAME.to_owned()
+            } else {
+                String::new()
+            }
+        })
     } else {
         // SAFETY: non-null pointers passed here are live domains.
         unsafe { (*s).name().to_owned() }

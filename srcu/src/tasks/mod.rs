@@ -123,13 +123,7 @@ pub fn call<F: FnOnce() + Send + 'static>(f: F) {
     unsafe extern "C" fn trampoline<F: FnOnce() + Send + 'static>(p: *mut c_void) {
         // SAFETY: `p` is the `Box<F>` leaked below, run once.
         let f = unsafe { Box::from_raw(p as *mut F) };
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-            crate::diagnostics::warn(
-                crate::diagnostics::WarningKind::CallbackPanicked,
-                DOMAIN_NAME,
-                String::from("usrcu: a Tasks callback panicked; the runtime went on"),
-            );
-        }
+        crate::runtime::run_catching_panic("usrcu::tasks", f);
     }
     let p = Box::into_raw(Box::new(f)) as *mut c_void;
     // SAFETY: `trampoline::<F>` consumes exactly this box, once.

@@ -112,7 +112,6 @@ mod api {
     use super::threads::RECORD;
     use super::TraceStats;
     use crate::callbacks::CallbackHead;
-    use crate::diagnostics::WarningKind;
     use std::marker::PhantomData;
     use std::time::Duration;
 
@@ -235,23 +234,7 @@ mod api {
             // field of a repr(C) struct), handed back exactly once.
             let b = unsafe { Box::from_raw(h as *mut Boxed<F>) };
             let f = b.f;
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string payload".into());
-                let msg = format!("usrcu::trace: a callback panicked: {what}");
-                // SAFETY: a null domain; the message is UTF-8.
-                unsafe {
-                    (crate::runtime::current().report)(
-                        std::ptr::null(),
-                        WarningKind::CallbackPanicked.to_u32(),
-                        msg.as_ptr(),
-                        msg.len(),
-                    )
-                };
-            }
+            crate::runtime::run_catching_panic("usrcu::trace", f);
         }
         let b = Box::into_raw(Box::new(Boxed {
             head: CallbackHead::new(),
