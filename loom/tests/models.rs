@@ -409,5 +409,9 @@ fn model_per_cpu_chunk_publication() {
 #[test]
 fn model_per_cpu_chunk_publication_fails_when_touched_after_publish() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    must_fail(Fault::ChunkTouchedLate, reader_on_a_just_published_chunk_is_waited_for);
+    must_fail(
+        Fault::ChunkTouchedLate,
+        "the scan missed the chunk",
+        reader_on_a_just_published_chunk_is_waited_for,
+    );
 }
