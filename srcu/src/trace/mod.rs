@@ -222,7 +222,7 @@ mod api {
 
     /// Run `f` after a grace period, on the `usrcu-trace` thread, in
     /// queueing order. A panicking callback is reported
-    /// ([`WarningKind::CallbackPanicked`]) and the thread goes on.
+    /// ([`WarningKind::CallbackPanicked`](crate::diagnostics::WarningKind::CallbackPanicked)) and the thread goes on.
     pub fn call<F: FnOnce() + Send + 'static>(f: F) {
         #[repr(C)]
         struct Boxed<F> {
@@ -258,7 +258,7 @@ mod api {
 
     /// Wait until every callback queued (by any thread) before the call has
     /// run. From inside a callback it would wait for itself: it warns
-    /// ([`WarningKind::IllegalSynchronize`]) and returns.
+    /// ([`WarningKind::IllegalSynchronize`](crate::diagnostics::WarningKind::IllegalSynchronize)) and returns.
     pub fn barrier() {
         // SAFETY: no preconditions.
         unsafe { (vt().barrier)() }
