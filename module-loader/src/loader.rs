@@ -690,14 +690,7 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(report.unmapped);
         }
-        crate::hook_slots::forget(m);
-        report.state = ModuleState::Unloaded;
-        m.state.set(ModuleState::Unloaded);
-        let mut t = crate::lock(&self.table);
-        t.modules.retain(|x| !Arc::ptr_eq(x, m));
-        t.remember_gone(m.handle, m.name.clone(), ModuleState::Unloaded);
-        report.elapsed += t0.elapsed();
-        report
+        self.gone(m, report, t0)
     }
 
     /// [`UnmapPolicy::Never`]: the object stays mapped (its library handle
@@ -709,8 +702,14 @@ impl ModuleLoader {
         if let Some(copy) = &m.intake {
             copy.release(false);
         }
-        crate::hook_slots::forget(m);
         report.resident_cause = Some(ResidentCause::KeptMappedByPolicy);
+        self.gone(m, report, t0)
+    }
+
+    /// The module leaves the loader: its hook-slot bookkeeping is dropped,
+    /// it is `Unloaded`, and its handle is remembered as gone.
+    fn gone(&self, m: &Arc<Module>, mut report: UnloadReport, t0: Instant) -> UnloadReport {
+        crate::hook_slots::forget(m);
         report.state = ModuleState::Unloaded;
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);
