@@ -352,10 +352,11 @@ impl Srcu {
         // section, where it would act as the reader fence.
         #[cfg(debug_assertions)]
         let token = self.debug_reader_enter(Location::caller(), true);
-        let idx = reader::lock(pc);
+        let (idx, entered) = reader::lock_entered(pc);
         SrcuReadGuard {
             pc,
             idx,
+            entered,
             #[cfg(debug_assertions)]
             debug: (self, token),
             _not_send: PhantomData,

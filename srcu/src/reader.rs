@@ -149,9 +149,112 @@ pub(crate) fn lock(pc: &PerCpu) -> usize {
         // updater's heavy fence A.
         compiler_fence(Ordering::SeqCst);
     } else {
-        lock_atomic(pc, idx, current_cpu());
+        lock_atomic_out_of_line(pc, idx);
     }
     idx
+}
+
+/// The atomic path of `lock`, out of line so that the rseq path stays small
+/// enough to inline everywhere.
+#[cold]
+#[inline(never)]
+fn lock_atomic_out_of_line(pc: &PerCpu, idx: usize) {
+    lock_atomic(pc, idx, current_cpu());
+}
+
+/// The atomic path of `unlock` (after C), out of line as above.
+#[cold]
+#[inline(never)]
+fn unlock_atomic_out_of_line(pc: &PerCpu, idx: usize) {
+    unlock_atomic(pc, idx, current_cpu());
+}
+
+/// What a guard keeps of its lock's rseq commit: the thread's rseq area, the
+/// `rseq_lock[idx]` counter it added to, and the CPU that counter belongs to.
+/// The guard's unlock, when it runs on that same CPU, adds to the
+/// `rseq_unlock[idx]` counter beside it without looking the slot up again.
+/// `ctr` is null when the lock took the atomic path.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entered {
+    area: *mut u8,
+    ctr: *mut usize,
+    cpu: u32,
+}
+
+impl Entered {
+    const ATOMIC: Entered = Entered {
+        area: std::ptr::null_mut(),
+        ctr: std::ptr::null_mut(),
+        cpu: 0,
+    };
+}
+
+/// `lock` for a guard: the same steps, also returning what the guard's
+/// unlock needs for its fast path ([`unlock_entered`]).
+#[inline(always)]
+pub(crate) fn lock_entered(pc: &PerCpu) -> (usize, Entered) {
+    // Relaxed: as in `lock`.
+    let idx = pc.idx.load(Ordering::Relaxed) & 1;
+    let off = pc.rseq_offset;
+    if off != 0 {
+        let area = rseq::area(off);
+        let cpu = rseq::area_cpu(area);
+        if let Some(slot) = pc.own_slot(cpu as usize) {
+            let ctr = counter_ptr(slot, RSEQ_LOCK, idx);
+            // SAFETY: as in `rseq_increment`: `area` is this thread's rseq
+            // area, and `ctr` is an rseq counter of `cpu`'s slot.
+            if unsafe { rseq::add(area, cpu, ctr) } {
+                // B (membarrier mode, implied by the rseq path): pairs with
+                // the updater's heavy fence A.
+                compiler_fence(Ordering::SeqCst);
+                return (idx, Entered { area, ctr, cpu });
+            }
+        }
+    }
+    lock_entered_slow(pc, idx)
+}
+
+/// The atomic path of [`lock_entered`], out of line so that the rseq path
+/// stays small enough to inline everywhere.
+#[cold]
+#[inline(never)]
+fn lock_entered_slow(pc: &PerCpu, idx: usize) -> (usize, Entered) {
+    lock_atomic(pc, idx, current_cpu());
+    (idx, Entered::ATOMIC)
+}
+
+/// The general unlock for [`unlock_entered`], out of line (see
+/// [`lock_entered_slow`]).
+#[cold]
+#[inline(never)]
+fn unlock_slow(pc: &PerCpu, idx: usize) {
+    unlock(pc, idx)
+}
+
+/// `unlock` for a guard whose lock returned `e`. If the lock committed
+/// through rseq and the thread is still on that CPU, the unlock add goes to
+/// the `rseq_unlock[idx]` counter of the same slot; otherwise (atomic lock,
+/// migration, or an aborted sequence) this is `unlock`.
+///
+/// # Safety
+/// `e` came from [`lock_entered`] on `pc` with rank `idx`, on this thread.
+#[inline(always)]
+pub(crate) unsafe fn unlock_entered(pc: &PerCpu, idx: usize, e: Entered) {
+    if !e.ctr.is_null() {
+        // C (membarrier mode, implied by the rseq lock): pairs with the
+        // updater's heavy fence A.
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: `e.area` is this thread's rseq area (the caller's
+        // contract: same thread), and `e.ctr` is `rseq_lock[idx]` of
+        // `e.cpu`'s slot, whose chunk lives as long as `pc`; the counter
+        // `RSEQ_UNLOCK - RSEQ_LOCK` bytes on is `rseq_unlock[idx]` of that
+        // slot, written only by sequences bound to `e.cpu`, which the
+        // sequence checks.
+        if unsafe { rseq::add(e.area, e.cpu, e.ctr.byte_add(RSEQ_UNLOCK - RSEQ_LOCK)) } {
+            return;
+        }
+    }
+    unlock_slow(pc, idx)
 }
 
 /// Leave a read-side critical section entered with rank `idx`.
@@ -162,7 +265,7 @@ pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
         // the updater's heavy fence A.
         compiler_fence(Ordering::SeqCst);
         if !rseq_increment(pc, idx, RSEQ_UNLOCK) {
-            unlock_atomic(pc, idx, current_cpu());
+            unlock_atomic_out_of_line(pc, idx);
         }
     } else {
         // C: pairs with the updater's heavy fence A.
@@ -230,6 +333,8 @@ mod guard {
     pub struct SrcuReadGuard<'a> {
         pub(crate) pc: &'a PerCpu,
         pub(crate) idx: usize,
+        /// The lock's rseq commit, for the unlock's fast path.
+        pub(crate) entered: Entered,
         /// Debug builds: the domain and the runtime's reader record.
         #[cfg(debug_assertions)]
         pub(crate) debug: (&'a Srcu, u64),
@@ -246,7 +351,9 @@ mod guard {
     impl Drop for SrcuReadGuard<'_> {
         #[inline(always)]
         fn drop(&mut self) {
-            unlock(self.pc, self.idx);
+            // SAFETY: `entered` came from `lock_entered` on `pc` with rank
+            // `idx`, on this thread (the guard is not `Send`).
+            unsafe { unlock_entered(self.pc, self.idx, self.entered) };
             #[cfg(debug_assertions)]
             self.debug.0.debug_reader_exit(self.debug.1, true);
         }

@@ -195,3 +195,54 @@ fn first_reader_on_a_cpu_counts_on_the_fallback_slot_and_is_waited_for() {
     });
     assert_eq!(chunks_inside, 1, "the fallback reader allocated its chunk");
 }
+
+/// A guard entered on one CPU and dropped on another: the drop cannot take
+/// the same-CPU fast path (the rseq sequence checks the CPU), and falls back
+/// to an add on the CPU it runs on. The grace period waits for the guard
+/// while it is held and completes once it is dropped. With both CPUs'
+/// chunks allocated and with the second CPU's chunk still missing.
+#[test]
+fn a_guard_dropped_on_another_cpu_is_waited_for_and_then_released() {
+    let cpus = two_allowed_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: this process may run on one CPU only");
+        return;
+    }
+    for warm_second in [true, false] {
+        let d = big_domain(&format!("migrating-guard-{warm_second}"));
+        if warm_second {
+            read_on(&d, &cpus);
+        } else {
+            read_on(&d, &cpus[..1]);
+        }
+        let held = AtomicBool::new(false);
+        let go = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                pin_to(cpus[0]);
+                let outer = d.read_lock();
+                let inner = d.read_lock();
+                held.store(true, Ordering::SeqCst);
+                while !go.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                pin_to(cpus[1]);
+                drop(inner);
+                drop(outer);
+            });
+            while !held.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            assert!(
+                !d.synchronize_timeout(Duration::from_millis(50)),
+                "a grace period ended while a guard was held"
+            );
+            go.store(true, Ordering::SeqCst);
+            t.join().unwrap();
+        });
+        assert!(
+            d.synchronize_timeout(Duration::from_secs(30)),
+            "the migrated guard was never counted as left"
+        );
+    }
+}
