@@ -34,6 +34,8 @@
 
 #[path = "usrcu-torture/rng.rs"]
 mod rng;
+#[path = "usrcu-soak/smaps.rs"]
+mod smaps;
 
 use rng::Rng;
 use std::path::PathBuf;
@@ -61,6 +63,10 @@ usage: usrcu-soak [options]
   --loader-per-cycle <0|1>   a fresh ModuleLoader every cycle (default 0: one for the run); separates
                              the loader's own per-unload bookkeeping from everything else
   --side-plugins <0|1>       also load plugin-thread and unlisted-domains every cycle (default 1)
+  --smaps <0|1>              at the end, print which mappings' resident memory grew since the
+                             baseline, and the allocator's figures (default 0)
+  --copy-dir <dir>           load through file copies in <dir> (a new private directory) instead of
+                             memfds: valgrind and heaptrack read symbols of a file, not of a memfd
   --seed <n>
   --broken <what>            prove the checks can fail (the run must end in FAILURE):
                              no-auto-barrier  the loader skips the barrier at unload
@@ -89,6 +95,8 @@ struct Args {
     broken: Option<Broken>,
     loader_per_cycle: bool,
     side_plugins: bool,
+    copy_dir: Option<PathBuf>,
+    smaps: bool,
 }
 
 fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
@@ -107,6 +115,8 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
         broken: None,
         loader_per_cycle: false,
         side_plugins: true,
+        copy_dir: None,
+        smaps: false,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -134,6 +144,10 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             });
             continue;
         }
+        if flag == "--copy-dir" {
+            a.copy_dir = Some(PathBuf::from(v));
+            continue;
+        }
         let n = v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v:?}"))?;
         match flag.as_str() {
             "--cycles" => a.cycles = n as usize,
@@ -146,6 +160,7 @@ fn parse(argv: impl IntoIterator<Item = String>) -> Result<Option<Args>, String>
             "--seed" => a.seed = n,
             "--loader-per-cycle" => a.loader_per_cycle = n != 0,
             "--side-plugins" => a.side_plugins = n != 0,
+            "--smaps" => a.smaps = n != 0,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -386,6 +401,24 @@ fn heap_kib() -> u64 {
     ((m.uordblks + m.hblkhd) / 1024) as u64
 }
 
+/// glibc's `mallinfo2`, all arenas: what the allocator holds from the
+/// system, what is in use (tcache and fastbin blocks count as in use), what
+/// is free inside it, and how many bytes the top chunks could give back.
+fn malloc_figures() -> String {
+    // SAFETY: mallinfo2 has no preconditions; it only reads allocator state.
+    let m = unsafe { libc::mallinfo2() };
+    format!(
+        "system={} KiB (arenas {} + mmapped {}) in_use={} KiB free={} KiB (fastbins {}) releasable_top={} KiB",
+        (m.arena + m.hblkhd) / 1024,
+        m.arena / 1024,
+        m.hblkhd / 1024,
+        (m.uordblks + m.hblkhd) / 1024,
+        m.fordblks / 1024,
+        m.fsmblks / 1024,
+        m.keepcost / 1024,
+    )
+}
+
 /// The plugins loaded and unloaded beside the three above, once per cycle,
 /// from the main thread.
 const SIDE_PLUGINS: [&str; 2] = ["plugin-thread", "unlisted-domains"];
@@ -526,6 +559,7 @@ fn main() {
     let new_loader = || {
         ModuleLoader::with_config(LoaderConfig {
             auto_barrier: s.args.broken != Some(Broken::NoAutoBarrier),
+            copy_dir: s.args.copy_dir.clone(),
             ..LoaderConfig::default()
         })
     };
@@ -553,6 +587,7 @@ fn main() {
     let mut cycles_done = 0usize;
     let mut unmapped = 0usize;
     let mut next_report = s.args.report_every;
+    let mut smaps_base = (Vec::new(), String::new());
     for cycle in 0..s.args.cycles {
         let c = &s.counters[cycle];
         if s.args.loader_per_cycle {
@@ -663,6 +698,9 @@ fn main() {
         last = (maps, rss, keys);
         if cycle + 1 == s.args.warmup {
             base = Some((maps, rss, keys));
+            if s.args.smaps {
+                smaps_base = (smaps::snapshot(), malloc_figures());
+            }
             println!(
                 "usrcu-soak: baseline after {} warm-up cycles: maps={maps} rss={rss} KiB pthread_keys={keys:?}",
                 cycle + 1
@@ -687,6 +725,13 @@ fn main() {
         if s.failed() {
             break;
         }
+    }
+    if s.args.smaps && base.is_some() {
+        // Same point of the cycle as the baseline, readers still running.
+        let now = smaps::snapshot();
+        smaps::print_growth(&smaps_base.0, &now);
+        println!("usrcu-soak: malloc: baseline {}", smaps_base.1);
+        println!("usrcu-soak: malloc: end      {}", malloc_figures());
     }
 
     // Stop and join the readers (each exit is one more chance for a
