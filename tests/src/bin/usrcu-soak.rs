@@ -64,7 +64,8 @@ usage: usrcu-soak [options]
                              the loader's own per-unload bookkeeping from everything else
   --side-plugins <0|1>       also load plugin-thread and unlisted-domains every cycle (default 1)
   --smaps <0|1>              at the end, print which mappings' resident memory grew since the
-                             baseline, and the allocator's figures (default 0)
+                             baseline, the allocator's figures, and RSS after malloc_trim(0) at
+                             both points (default 0; the trim changes the run after the baseline)
   --copy-dir <dir>           load through file copies in <dir> (a new private directory) instead of
                              memfds: valgrind and heaptrack read symbols of a file, not of a memfd
   --seed <n>
@@ -357,6 +358,18 @@ fn rss_kib() -> u64 {
     pages * page / 1024
 }
 
+/// Resident memory in KiB after `malloc_trim(0)`: glibc hands back the free
+/// pages of every arena (not only the tops, which it trims by itself), so
+/// what stays resident is what is allocated, plus partly used pages. Free
+/// memory that the per-thread arenas keep depends on which thread freed
+/// last and on how threads were spread over arenas (up to 8 per CPU), not
+/// on what the process holds; a leak stays resident.
+fn trimmed_rss_kib() -> u64 {
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages.
+    unsafe { libc::malloc_trim(0) };
+    rss_kib()
+}
+
 /// `--broken leak-memory` and `leak-mapping`: what a leaking plugin cycle
 /// would look like to the growth checks.
 fn leak(broken: Option<Broken>) {
@@ -396,9 +409,14 @@ fn leak(broken: Option<Broken>) {
 /// ones), in KiB: growth here is a leak, where RSS growth may also be
 /// fragmentation.
 fn heap_kib() -> u64 {
+    heap_in_use_bytes() / 1024
+}
+
+/// Bytes of heap in use (see `heap_kib`).
+fn heap_in_use_bytes() -> u64 {
     // SAFETY: mallinfo2 has no preconditions; it only reads allocator state.
     let m = unsafe { libc::mallinfo2() };
-    ((m.uordblks + m.hblkhd) / 1024) as u64
+    (m.uordblks + m.hblkhd) as u64
 }
 
 /// glibc's `mallinfo2`, all arenas: what the allocator holds from the
@@ -588,6 +606,10 @@ fn main() {
     let mut unmapped = 0usize;
     let mut next_report = s.args.report_every;
     let mut smaps_base = (Vec::new(), String::new());
+    // RSS after malloc_trim(0) (`--smaps`) and heap in use, at the baseline
+    // and after the last cycle.
+    let mut trimmed = (0u64, 0u64);
+    let mut heap_in_use = (0u64, 0u64);
     for cycle in 0..s.args.cycles {
         let c = &s.counters[cycle];
         if s.args.loader_per_cycle {
@@ -698,8 +720,10 @@ fn main() {
         last = (maps, rss, keys);
         if cycle + 1 == s.args.warmup {
             base = Some((maps, rss, keys));
+            heap_in_use.0 = heap_in_use_bytes();
             if s.args.smaps {
                 smaps_base = (smaps::snapshot(), malloc_figures());
+                trimmed.0 = trimmed_rss_kib();
             }
             println!(
                 "usrcu-soak: baseline after {} warm-up cycles: maps={maps} rss={rss} KiB pthread_keys={keys:?}",
@@ -726,12 +750,22 @@ fn main() {
             break;
         }
     }
-    if s.args.smaps && base.is_some() {
+    if base.is_some() && cycles_done == s.args.cycles {
         // Same point of the cycle as the baseline, readers still running.
-        let now = smaps::snapshot();
-        smaps::print_growth(&smaps_base.0, &now);
-        println!("usrcu-soak: malloc: baseline {}", smaps_base.1);
-        println!("usrcu-soak: malloc: end      {}", malloc_figures());
+        heap_in_use.1 = heap_in_use_bytes();
+        if s.args.smaps {
+            let now = smaps::snapshot();
+            smaps::print_growth(&smaps_base.0, &now);
+            println!("usrcu-soak: malloc: baseline {}", smaps_base.1);
+            println!("usrcu-soak: malloc: end      {}", malloc_figures());
+            trimmed.1 = trimmed_rss_kib();
+            println!(
+                "usrcu-soak: rss after malloc_trim(0): {} -> {} KiB (growth {} KiB)",
+                trimmed.0,
+                trimmed.1,
+                trimmed.1 as i64 - trimmed.0 as i64
+            );
+        }
     }
 
     // Stop and join the readers (each exit is one more chance for a
@@ -782,8 +816,16 @@ fn main() {
     }
     if let Some((bmaps, brss, bkeys)) = base {
         let growth = rss.saturating_sub(brss);
+        let measured = cycles_done.saturating_sub(s.args.warmup).max(1) as f64;
+        let heap_growth = heap_in_use.1 as i64 - heap_in_use.0 as i64;
         println!(
-            "usrcu-soak: memory: maps {bmaps} -> {maps} (max {max_maps}), rss {brss} -> {rss} KiB (max {max_rss}, growth {growth} KiB), pthread_keys {bkeys:?} -> {keys:?}; after the readers exited: maps {maps_joined}, rss {rss_joined} KiB"
+            "usrcu-soak: memory: maps {bmaps} -> {maps} (max {max_maps}), rss {brss} -> {rss} KiB (max {max_rss}, growth {growth} KiB, \
+             {:.0} B/cycle), heap in use {} -> {} KiB ({:.0} B/cycle), pthread_keys {bkeys:?} -> {keys:?}; \
+             after the readers exited: maps {maps_joined}, rss {rss_joined} KiB",
+            growth as f64 * 1024.0 / measured,
+            heap_in_use.0 / 1024,
+            heap_in_use.1 / 1024,
+            heap_growth as f64 / measured,
         );
         if cycles_done == s.args.cycles {
             if maps > bmaps + s.args.max_maps_growth {
