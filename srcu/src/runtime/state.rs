@@ -166,8 +166,19 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
 /// # Safety
 /// `p` came from `build_state` and the domain no longer points at it.
 pub(crate) unsafe fn release_state(p: *mut DomainState) {
+    // Out of the registry now, not at the next pruning: a dead entry's
+    // `Weak` keeps the state's allocation (the `ArcInner`, 360 bytes here)
+    // until the registry is pruned, which `register` does only when its
+    // length reaches a power of two, so a process that loads and unloads
+    // plugins carried up to 64 freed domains' allocations.
+    unregister(p);
     // SAFETY: the caller hands back the reference `build_state` created.
     drop(unsafe { Arc::from_raw(p) });
+}
+
+/// Take the registry's entry for the state at `p` out.
+fn unregister(p: *const DomainState) {
+    lock(&REGISTRY).retain(|w| !std::ptr::eq(w.as_ptr(), p));
 }
 
 /// The state behind a domain, if attached.
@@ -176,4 +187,36 @@ pub(crate) fn attached_state(s: &Srcu) -> Option<&DomainState> {
     // SAFETY: non-null private pointers are live until a successful cleanup,
     // which nobody races (`Srcu::cleanup`'s contract).
     (!p.is_null()).then(|| unsafe { &*p })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the registry still has an entry for the state at `p`.
+    fn listed(p: *const DomainState) -> bool {
+        lock(&REGISTRY).iter().any(|w| std::ptr::eq(w.as_ptr(), p))
+    }
+
+    #[test]
+    fn a_cleaned_up_domain_leaves_no_entry_in_the_registry() {
+        // Other tests in this process attach domains concurrently: look
+        // only for the states this test created and released.
+        let mut released = Vec::new();
+        for i in 0..40 {
+            let d = Srcu::new(&format!("registry-{i}"));
+            drop(d.read_lock());
+            let p = d.private_ptr() as *const DomainState;
+            assert!(!p.is_null() && listed(p), "an attached domain is listed");
+            // SAFETY: nobody else uses `d`.
+            unsafe { d.cleanup() }.expect("an idle domain cleans up");
+            released.push(p);
+        }
+        // An address may be reused by a later domain's state: only the last
+        // release of each address counts, and it must not be listed unless a
+        // live domain (another test's) now owns that address.
+        let live: Vec<_> = registered().iter().map(Arc::as_ptr).collect();
+        let stale = released.iter().filter(|&&p| listed(p) && !live.contains(&p)).count();
+        assert_eq!(stale, 0, "{stale} released states still in the registry");
+    }
 }
