@@ -83,7 +83,10 @@ struct Table {
     /// The most recent modules that are gone (name and final state), to
     /// tell "already unloaded" from "unknown". Bounded, so that a host that
     /// reloads forever does not grow: an older handle reads as unknown.
-    gone: VecDeque<(ModuleHandle, String, ModuleState)>,
+    /// A name is kept once for all its records (a host reloads the same
+    /// few plugins): a full table is the deque's 32 KiB and one allocation
+    /// per distinct name, not one per unload.
+    gone: VecDeque<(ModuleHandle, Arc<str>, ModuleState)>,
 }
 
 /// How many gone modules a loader remembers.
@@ -91,16 +94,18 @@ const GONE_REMEMBERED: usize = 1024;
 
 impl Table {
     fn gone(&self, h: ModuleHandle) -> Option<(&str, ModuleState)> {
-        self.gone
-            .iter()
-            .find(|(g, _, _)| *g == h)
-            .map(|(_, n, s)| (n.as_str(), *s))
+        self.gone.iter().find(|(g, _, _)| *g == h).map(|(_, n, s)| (&**n, *s))
     }
 
-    fn remember_gone(&mut self, h: ModuleHandle, name: String, state: ModuleState) {
+    fn remember_gone(&mut self, h: ModuleHandle, name: &str, state: ModuleState) {
         if self.gone.len() == GONE_REMEMBERED {
             self.gone.pop_front();
         }
+        // The most recent record of the same name, if any, shares its string.
+        let name = match self.gone.iter().rev().find(|(_, n, _)| **n == *name) {
+            Some((_, n, _)) => n.clone(),
+            None => Arc::from(name),
+        };
         self.gone.push_back((h, name, state));
     }
 }
@@ -714,7 +719,7 @@ impl ModuleLoader {
         m.state.set(ModuleState::Unloaded);
         let mut t = crate::lock(&self.table);
         t.modules.retain(|x| !Arc::ptr_eq(x, m));
-        t.remember_gone(m.handle, m.name.clone(), ModuleState::Unloaded);
+        t.remember_gone(m.handle, &m.name, ModuleState::Unloaded);
         report.elapsed += t0.elapsed();
         report
     }
@@ -750,4 +755,31 @@ fn run_watching_missed_barriers<R>(hook: impl FnOnce() -> R) -> (R, Vec<Warning>
         .filter(|w| w.kind == WarningKind::MissedBarrier && w.tid == me)
         .collect();
     (r, missed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gone_record_is_bounded_and_keeps_each_name_once() {
+        let mut t = Table::default();
+        for i in 0..3 * GONE_REMEMBERED as u64 {
+            let name = ["callbacks", "dynamic-domain", "thread-current"][(i % 3) as usize];
+            t.remember_gone(ModuleHandle(i), name, ModuleState::Unloaded);
+        }
+        assert_eq!(t.gone.len(), GONE_REMEMBERED);
+        // The newest are remembered, the oldest read as unknown.
+        let last = 3 * GONE_REMEMBERED as u64 - 1;
+        assert_eq!(
+            t.gone(ModuleHandle(last)),
+            Some(("thread-current", ModuleState::Unloaded))
+        );
+        assert_eq!(t.gone(ModuleHandle(0)), None);
+        // One string per distinct name for the whole table.
+        let mut distinct: Vec<*const u8> = t.gone.iter().map(|(_, n, _)| n.as_ptr()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "names allocated once each, not once per unload");
+    }
 }
