@@ -420,8 +420,9 @@ fn heap_in_use_bytes() -> u64 {
 }
 
 /// glibc's `mallinfo2`, all arenas: what the allocator holds from the
-/// system, what is in use (tcache and fastbin blocks count as in use), what
-/// is free inside it, and how many bytes the top chunks could give back.
+/// system, what is in use (blocks in the per-thread tcaches count as in
+/// use, fastbin blocks as free), what is free inside it, and how many bytes
+/// the top chunks could give back.
 fn malloc_figures() -> String {
     // SAFETY: mallinfo2 has no preconditions; it only reads allocator state.
     let m = unsafe { libc::mallinfo2() };
