@@ -34,44 +34,82 @@ pub(crate) struct ElfFacts {
     pub(crate) srcu_statics: Vec<usize>,
 }
 
-/// Read the facts of the object loaded from `path` at `mapping`; empty if
-/// the file cannot be read or parsed (nothing is interposed then, and the
-/// fallbacks apply).
-pub(crate) fn read(path: &Path, mapping: &ObjectMapping) -> ElfFacts {
-    use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SymbolKind};
+/// The same facts as read from the file, before it is mapped: addresses
+/// relative to the load bias. They depend on the file's bytes alone, so the
+/// facts of a sealed copy (which cannot change) hold for every load of it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FileFacts {
+    /// Virtual addresses of words relocated against the key functions.
+    key_slots: Vec<(u64, KeyFn)>,
+    /// Virtual addresses of data symbols the size of a `Srcu`.
+    srcu_statics: Vec<u64>,
+}
 
-    let mut facts = ElfFacts::default();
-    let Some(map) = FileMap::open(path) else { return facts };
-    let Ok(file) = object::File::parse(map.bytes()) else {
-        return facts;
-    };
-    let at = |offset: u64| mapping.base.checked_add(usize::try_from(offset).ok()?);
-    if let (Some(relocs), Some(symbols)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) {
-        for (offset, reloc) in relocs {
-            let RelocationTarget::Symbol(index) = reloc.target() else {
-                continue;
-            };
-            let which = match symbols.symbol_by_index(index).and_then(|s| s.name()) {
-                Ok("pthread_key_create") => KeyFn::Create,
-                Ok("pthread_key_delete") => KeyFn::Delete,
-                _ => continue,
-            };
-            if let Some(addr) = at(offset) {
-                facts.key_slots.push((addr, which));
+impl FileFacts {
+    /// Parse `data` (a whole ELF file); empty if it cannot be parsed
+    /// (nothing is interposed then, and the fallbacks apply).
+    pub(crate) fn parse(data: &[u8]) -> FileFacts {
+        use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SymbolIndex, SymbolKind};
+
+        let mut facts = FileFacts::default();
+        let Ok(file) = object::File::parse(data) else {
+            return facts;
+        };
+        if let (Some(relocs), Some(symbols)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) {
+            // The two symbols' indexes first (the dynamic symbol table is
+            // small; a name may appear more than once, under several
+            // versions), so that each of the many relocations is matched by
+            // index rather than by a name lookup.
+            let mut wanted: Vec<(SymbolIndex, KeyFn)> = Vec::new();
+            for sym in symbols.symbols() {
+                match sym.name() {
+                    Ok("pthread_key_create") => wanted.push((sym.index(), KeyFn::Create)),
+                    Ok("pthread_key_delete") => wanted.push((sym.index(), KeyFn::Delete)),
+                    _ => {}
+                }
             }
-        }
-    }
-    let size = std::mem::size_of::<Srcu>() as u64;
-    for sym in file.symbols() {
-        if sym.kind() == SymbolKind::Data && sym.size() == size {
-            if let Some(addr) = at(sym.address()) {
-                if mapping.data_segments.iter().any(|r| r.contains(&addr)) {
-                    facts.srcu_statics.push(addr);
+            if !wanted.is_empty() {
+                for (offset, reloc) in relocs {
+                    if let RelocationTarget::Symbol(index) = reloc.target() {
+                        if let Some(&(_, w)) = wanted.iter().find(|(i, _)| *i == index) {
+                            facts.key_slots.push((offset, w));
+                        }
+                    }
                 }
             }
         }
+        let size = std::mem::size_of::<Srcu>() as u64;
+        for sym in file.symbols() {
+            if sym.kind() == SymbolKind::Data && sym.size() == size {
+                facts.srcu_statics.push(sym.address());
+            }
+        }
+        facts
     }
-    facts
+
+    /// The facts of the object loaded at `mapping`.
+    pub(crate) fn at(&self, mapping: &ObjectMapping) -> ElfFacts {
+        let at = |offset: u64| mapping.base.checked_add(usize::try_from(offset).ok()?);
+        ElfFacts {
+            key_slots: self.key_slots.iter().filter_map(|&(o, w)| Some((at(o)?, w))).collect(),
+            srcu_statics: self
+                .srcu_statics
+                .iter()
+                .filter_map(|&o| at(o))
+                .filter(|a| mapping.data_segments.iter().any(|r| r.contains(a)))
+                .collect(),
+        }
+    }
+}
+
+/// Read the facts of the object loaded from `path` at `mapping` (a library
+/// loaded together with a plugin, which the loader did not copy); empty if
+/// the file cannot be read or parsed.
+pub(crate) fn read(path: &Path, mapping: &ObjectMapping) -> ElfFacts {
+    let Some(map) = FileMap::open(path) else {
+        return ElfFacts::default();
+    };
+    FileFacts::parse(map.bytes()).at(mapping)
 }
 
 /// A read-only private mapping of a whole file: the parser reads the pages
