@@ -28,6 +28,7 @@ fn main() {
         reuse_copies: !fresh,
         ..Default::default()
     });
+    usrcu_benches::wait_until_quiet(&so);
     println!(
         "{}",
         if fresh {
