@@ -153,6 +153,13 @@ pub(crate) fn put(id: SourceId, fd: OwnedFd, facts: Arc<FileFacts>) {
     if id.size > MAX_IDLE_BYTES {
         return;
     }
+    // The pool holds the copy under a descriptor of its own, and the one
+    // the module was loaded through is closed: the name `/proc/self/fd/N`
+    // the module was known by ends with it, as without the pool, and the
+    // next load of the copy is opened under the pool's name.
+    let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&fd, 0) else {
+        return;
+    };
     let mut dropped = Vec::new();
     {
         let mut pool = crate::lock(&POOL);
