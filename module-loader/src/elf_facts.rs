@@ -12,6 +12,7 @@
 
 use std::path::Path;
 
+use object::read::elf::{FileHeader, Rel, Rela, SectionHeader, Sym};
 use usrcu::Srcu;
 
 use crate::address_space::ObjectMapping;
@@ -46,45 +47,16 @@ pub(crate) struct FileFacts {
 }
 
 impl FileFacts {
-    /// Parse `data` (a whole ELF file); empty if it cannot be parsed
-    /// (nothing is interposed then, and the fallbacks apply).
+    /// Parse `data` (a whole ELF file of this host's class); empty if it
+    /// cannot be parsed (nothing is interposed then, and the fallbacks
+    /// apply).
     pub(crate) fn parse(data: &[u8]) -> FileFacts {
-        use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SymbolIndex, SymbolKind};
-
-        let mut facts = FileFacts::default();
-        let Ok(file) = object::File::parse(data) else {
-            return facts;
+        let facts = if cfg!(target_pointer_width = "64") {
+            parse_as::<object::elf::FileHeader64<object::Endianness>>(data)
+        } else {
+            parse_as::<object::elf::FileHeader32<object::Endianness>>(data)
         };
-        if let (Some(relocs), Some(symbols)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) {
-            // The two symbols' indexes first (the dynamic symbol table is
-            // small; a name may appear more than once, under several
-            // versions), so that each of the many relocations is matched by
-            // index rather than by a name lookup.
-            let mut wanted: Vec<(SymbolIndex, KeyFn)> = Vec::new();
-            for sym in symbols.symbols() {
-                match sym.name() {
-                    Ok("pthread_key_create") => wanted.push((sym.index(), KeyFn::Create)),
-                    Ok("pthread_key_delete") => wanted.push((sym.index(), KeyFn::Delete)),
-                    _ => {}
-                }
-            }
-            if !wanted.is_empty() {
-                for (offset, reloc) in relocs {
-                    if let RelocationTarget::Symbol(index) = reloc.target() {
-                        if let Some(&(_, w)) = wanted.iter().find(|(i, _)| *i == index) {
-                            facts.key_slots.push((offset, w));
-                        }
-                    }
-                }
-            }
-        }
-        let size = std::mem::size_of::<Srcu>() as u64;
-        for sym in file.symbols() {
-            if sym.kind() == SymbolKind::Data && sym.size() == size {
-                facts.srcu_statics.push(sym.address());
-            }
-        }
-        facts
+        facts.unwrap_or_default()
     }
 
     /// The facts of the object loaded at `mapping`.
@@ -100,6 +72,70 @@ impl FileFacts {
                 .collect(),
         }
     }
+}
+
+/// [`FileFacts::parse`] over `object`'s ELF tables directly: the symbol
+/// tables' raw entries are read without building names (a plugin has
+/// thousands of symbols and of dynamic relocations; only two dynamic
+/// symbols are wanted by name).
+fn parse_as<Elf: FileHeader<Endian = object::Endianness>>(data: &[u8]) -> Option<FileFacts> {
+    use object::elf::{SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_SYMTAB, STT_COMMON, STT_OBJECT};
+
+    let mut facts = FileFacts::default();
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+
+    // The indexes of the two key functions in the dynamic symbol table (a
+    // name may appear more than once, under several versions), then the
+    // dynamic relocations against them, matched by index.
+    let dynsym = sections.symbols(endian, data, SHT_DYNSYM).ok()?;
+    let mut wanted: Vec<(usize, KeyFn)> = Vec::new();
+    for (i, sym) in dynsym.iter().enumerate() {
+        match dynsym.symbol_name(endian, sym) {
+            Ok(b"pthread_key_create") => wanted.push((i, KeyFn::Create)),
+            Ok(b"pthread_key_delete") => wanted.push((i, KeyFn::Delete)),
+            _ => {}
+        }
+    }
+    if !wanted.is_empty() {
+        let which = |sym: usize| wanted.iter().find(|(i, _)| *i == sym).map(|&(_, w)| w);
+        for section in sections.iter() {
+            // Relocation sections that refer to the dynamic symbol table.
+            if section.sh_link(endian) as usize != dynsym.section().0 {
+                continue;
+            }
+            match section.sh_type(endian) {
+                SHT_RELA => {
+                    for r in section.data_as_array::<Elf::Rela, _>(endian, data).ok()? {
+                        if let Some(w) = which(r.r_sym(endian, false) as usize) {
+                            facts.key_slots.push((r.r_offset(endian).into(), w));
+                        }
+                    }
+                }
+                SHT_REL => {
+                    for r in section.data_as_array::<Elf::Rel, _>(endian, data).ok()? {
+                        if let Some(w) = which(r.r_sym(endian) as usize) {
+                            facts.key_slots.push((r.r_offset(endian).into(), w));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // Data symbols (`STT_OBJECT`, `STT_COMMON`) of exactly a `Srcu`'s size.
+    let size = std::mem::size_of::<Srcu>() as u64;
+    if let Ok(symtab) = sections.symbols(endian, data, SHT_SYMTAB) {
+        for sym in symtab.iter() {
+            let kind = sym.st_type();
+            if (kind == STT_OBJECT || kind == STT_COMMON) && sym.st_size(endian).into() == size {
+                facts.srcu_statics.push(sym.st_value(endian).into());
+            }
+        }
+    }
+    Some(facts)
 }
 
 /// Read the facts of the object loaded from `path` at `mapping` (a library
