@@ -2,8 +2,8 @@
 //! `benches/examples/unload_phases`. Off unless [`enable`]d: then each step
 //! boundary costs one relaxed load and a branch.
 //!
-//! Laps are taken on the calling thread: [`mark`] starts a lap at the top of
-//! `load` and `unload`, and each [`lap`] records the time since the previous
+//! Laps are taken on the calling thread: `mark` starts a lap at the top of
+//! `load` and `unload`, and each `lap` records the time since the previous
 //! mark or lap under a step's name. Work on other threads (the runtime's, a
 //! barrier helper's) shows up as the waiting step that covers it.
 
