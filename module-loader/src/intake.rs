@@ -137,10 +137,14 @@ impl Intake {
                 crate::phase_timing::lap("load: intake: seal");
                 let facts = validate(source, &fd)?;
                 // The copy may be reused only if the source did not change
-                // while it was read, nor can have changed unseen before.
+                // while it was read, nor can have changed unseen before, and
+                // if the copy holds as many bytes as the source says it has
+                // (not so for a file whose size says nothing of what a read
+                // returns, as in procfs).
                 let reuse_as = id.filter(|id| {
                     let after = src.metadata().ok().map(|m| SourceId::of(&m));
-                    after.as_ref() == Some(id) && reuse::quiet_since(id, copy_started)
+                    let copied = rustix::fs::fstat(&fd).ok().map(|st| st.st_size as u64);
+                    after.as_ref() == Some(id) && copied == Some(id.size()) && reuse::quiet_since(id, copy_started)
                 });
                 Intake {
                     path,

@@ -97,6 +97,11 @@ impl SourceId {
         }
     }
 
+    /// The source's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
     fn same_file(&self, other: &SourceId) -> bool {
         (self.dev, self.ino) == (other.dev, other.ino)
     }
