@@ -1,7 +1,8 @@
 //! Where a load + unload cycle's time goes: `ModuleLoader::load` and
 //! `ModuleLoader::unload` of the `callbacks` fixture, timed apart, next to a
 //! bare `dlopen` + `dlclose` of the same file, then step by step
-//! (`usrcu_module_loader::phase_timing`, on only for that last pass).
+//! (`usrcu_module_loader::phase_timing`, on only for that last pass: the
+//! median and the mean of each step).
 //!
 //! Each figure is the best of 5 batches of `N` cycles (default 300; the
 //! first argument overrides), batch means, so that a busy moment of a
@@ -83,15 +84,25 @@ fn main() {
     }
     phase_timing::enable(false);
     let mut order = Vec::new();
-    let mut sum: BTreeMap<&str, Duration> = BTreeMap::new();
+    let mut laps: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for (step, d) in phase_timing::take() {
-        if !sum.contains_key(step) {
+        if !laps.contains_key(step) {
             order.push(step);
         }
-        *sum.entry(step).or_default() += d;
+        laps.entry(step).or_default().push(d);
     }
-    println!("steps (mean of {n} cycles, timing on):");
+    // Medians: a preemption of this shared machine lands in one lap and
+    // would move a mean by its length / n.
+    println!("steps (median and mean of {n} cycles, timing on):");
+    let (mut med_sum, mut mean_sum) = (0.0, 0.0);
     for step in order {
-        println!("  {:>10.1} µs  {step}", sum[step].as_secs_f64() * 1e6 / n as f64);
+        let v = laps.get_mut(step).expect("listed");
+        v.sort_unstable();
+        let med = v[v.len() / 2].as_secs_f64() * 1e6;
+        let mean = v.iter().sum::<Duration>().as_secs_f64() * 1e6 / v.len() as f64;
+        med_sum += med;
+        mean_sum += mean;
+        println!("  {med:>8.1} µs {mean:>8.1} µs  {step}");
     }
+    println!("  {med_sum:>8.1} µs {mean_sum:>8.1} µs  (sums)");
 }
