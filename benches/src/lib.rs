@@ -447,3 +447,21 @@ pub fn read_on_two_cpus(domains: &[usrcu::Srcu]) -> Vec<usize> {
     });
     cpus
 }
+
+/// Wait until `path`'s change time is older than the quiet period a plugin
+/// file needs before the loader pools its sealed copy
+/// (`LoaderConfig::reuse_copies`), so that a bench of repeated loads of it
+/// measures reused copies from the first iteration (a fixture built just
+/// now is not quiet yet).
+pub fn wait_until_quiet(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let Ok(m) = std::fs::metadata(path) else { return };
+    let (Ok(s), Ok(ns)) = (u64::try_from(m.ctime()), u32::try_from(m.ctime_nsec())) else {
+        return;
+    };
+    let quiet = UNIX_EPOCH + Duration::new(s, ns) + usrcu_module_loader::__REUSE_QUIET + Duration::from_millis(50);
+    if let Ok(left) = quiet.duration_since(SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+}

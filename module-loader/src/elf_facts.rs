@@ -12,6 +12,7 @@
 
 use std::path::Path;
 
+use object::read::elf::{FileHeader, Rel, Rela, SectionHeader, Sym};
 use usrcu::Srcu;
 
 use crate::address_space::ObjectMapping;
@@ -34,44 +35,117 @@ pub(crate) struct ElfFacts {
     pub(crate) srcu_statics: Vec<usize>,
 }
 
-/// Read the facts of the object loaded from `path` at `mapping`; empty if
-/// the file cannot be read or parsed (nothing is interposed then, and the
-/// fallbacks apply).
-pub(crate) fn read(path: &Path, mapping: &ObjectMapping) -> ElfFacts {
-    use object::{Object, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SymbolKind};
+/// The same facts as read from the file, before it is mapped: addresses
+/// relative to the load bias. They depend on the file's bytes alone, so the
+/// facts of a sealed copy (which cannot change) hold for every load of it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FileFacts {
+    /// Virtual addresses of words relocated against the key functions.
+    key_slots: Vec<(u64, KeyFn)>,
+    /// Virtual addresses of data symbols the size of a `Srcu`.
+    srcu_statics: Vec<u64>,
+}
 
-    let mut facts = ElfFacts::default();
-    let Some(map) = FileMap::open(path) else { return facts };
-    let Ok(file) = object::File::parse(map.bytes()) else {
-        return facts;
-    };
-    let at = |offset: u64| mapping.base.checked_add(usize::try_from(offset).ok()?);
-    if let (Some(relocs), Some(symbols)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) {
-        for (offset, reloc) in relocs {
-            let RelocationTarget::Symbol(index) = reloc.target() else {
+impl FileFacts {
+    /// Parse `data` (a whole ELF file of this host's class); empty if it
+    /// cannot be parsed (nothing is interposed then, and the fallbacks
+    /// apply).
+    pub(crate) fn parse(data: &[u8]) -> FileFacts {
+        let facts = if cfg!(target_pointer_width = "64") {
+            parse_as::<object::elf::FileHeader64<object::Endianness>>(data)
+        } else {
+            parse_as::<object::elf::FileHeader32<object::Endianness>>(data)
+        };
+        facts.unwrap_or_default()
+    }
+
+    /// The facts of the object loaded at `mapping`.
+    pub(crate) fn at(&self, mapping: &ObjectMapping) -> ElfFacts {
+        let at = |offset: u64| mapping.base.checked_add(usize::try_from(offset).ok()?);
+        ElfFacts {
+            key_slots: self.key_slots.iter().filter_map(|&(o, w)| Some((at(o)?, w))).collect(),
+            srcu_statics: self
+                .srcu_statics
+                .iter()
+                .filter_map(|&o| at(o))
+                .filter(|a| mapping.data_segments.iter().any(|r| r.contains(a)))
+                .collect(),
+        }
+    }
+}
+
+/// [`FileFacts::parse`] over `object`'s ELF tables directly: the symbol
+/// tables' raw entries are read without building names (a plugin has
+/// thousands of symbols and of dynamic relocations; only two dynamic
+/// symbols are wanted by name).
+fn parse_as<Elf: FileHeader<Endian = object::Endianness>>(data: &[u8]) -> Option<FileFacts> {
+    use object::elf::{SHT_DYNSYM, SHT_REL, SHT_RELA, SHT_SYMTAB, STT_COMMON, STT_OBJECT};
+
+    let mut facts = FileFacts::default();
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+
+    // The indexes of the two key functions in the dynamic symbol table (a
+    // name may appear more than once, under several versions), then the
+    // dynamic relocations against them, matched by index.
+    let dynsym = sections.symbols(endian, data, SHT_DYNSYM).ok()?;
+    let mut wanted: Vec<(usize, KeyFn)> = Vec::new();
+    for (i, sym) in dynsym.iter().enumerate() {
+        match dynsym.symbol_name(endian, sym) {
+            Ok(b"pthread_key_create") => wanted.push((i, KeyFn::Create)),
+            Ok(b"pthread_key_delete") => wanted.push((i, KeyFn::Delete)),
+            _ => {}
+        }
+    }
+    if !wanted.is_empty() {
+        let which = |sym: usize| wanted.iter().find(|(i, _)| *i == sym).map(|&(_, w)| w);
+        for section in sections.iter() {
+            // Relocation sections that refer to the dynamic symbol table.
+            if section.sh_link(endian) as usize != dynsym.section().0 {
                 continue;
-            };
-            let which = match symbols.symbol_by_index(index).and_then(|s| s.name()) {
-                Ok("pthread_key_create") => KeyFn::Create,
-                Ok("pthread_key_delete") => KeyFn::Delete,
-                _ => continue,
-            };
-            if let Some(addr) = at(offset) {
-                facts.key_slots.push((addr, which));
             }
-        }
-    }
-    let size = std::mem::size_of::<Srcu>() as u64;
-    for sym in file.symbols() {
-        if sym.kind() == SymbolKind::Data && sym.size() == size {
-            if let Some(addr) = at(sym.address()) {
-                if mapping.data_segments.iter().any(|r| r.contains(&addr)) {
-                    facts.srcu_statics.push(addr);
+            match section.sh_type(endian) {
+                SHT_RELA => {
+                    for r in section.data_as_array::<Elf::Rela, _>(endian, data).ok()? {
+                        if let Some(w) = which(r.r_sym(endian, false) as usize) {
+                            facts.key_slots.push((r.r_offset(endian).into(), w));
+                        }
+                    }
                 }
+                SHT_REL => {
+                    for r in section.data_as_array::<Elf::Rel, _>(endian, data).ok()? {
+                        if let Some(w) = which(r.r_sym(endian) as usize) {
+                            facts.key_slots.push((r.r_offset(endian).into(), w));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
-    facts
+
+    // Data symbols (`STT_OBJECT`, `STT_COMMON`) of exactly a `Srcu`'s size.
+    let size = std::mem::size_of::<Srcu>() as u64;
+    if let Ok(symtab) = sections.symbols(endian, data, SHT_SYMTAB) {
+        for sym in symtab.iter() {
+            let kind = sym.st_type();
+            if (kind == STT_OBJECT || kind == STT_COMMON) && sym.st_size(endian).into() == size {
+                facts.srcu_statics.push(sym.st_value(endian).into());
+            }
+        }
+    }
+    Some(facts)
+}
+
+/// Read the facts of the object loaded from `path` at `mapping` (a library
+/// loaded together with a plugin, which the loader did not copy); empty if
+/// the file cannot be read or parsed.
+pub(crate) fn read(path: &Path, mapping: &ObjectMapping) -> ElfFacts {
+    let Some(map) = FileMap::open(path) else {
+        return ElfFacts::default();
+    };
+    FileFacts::parse(map.bytes()).at(mapping)
 }
 
 /// A read-only private mapping of a whole file: the parser reads the pages

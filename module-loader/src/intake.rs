@@ -50,12 +50,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 
 use crate::elf_check::{self, Refusal};
+use crate::elf_facts::FileFacts;
 use crate::error::LoadError;
+
+pub(crate) mod reuse;
+use reuse::SourceId;
 
 /// Where a module's copy lives, kept alive as long as the object may be
 /// known to the dynamic linker by the copy's name.
@@ -73,13 +77,43 @@ pub(crate) struct Intake {
     /// The path `dlopen` opens, and the name the dynamic linker lists.
     pub(crate) path: PathBuf,
     storage: Mutex<Option<Storage>>,
+    /// What the loader needs from the copy's ELF tables, read from the
+    /// same mapping that was validated (the file is parsed once).
+    pub(crate) facts: Arc<FileFacts>,
+    /// Where the copy may go once its object has left the address space:
+    /// the pool of idle copies, under the source's identity (see
+    /// [`reuse`]), or nowhere (closed).
+    reuse_as: Option<SourceId>,
 }
 
 impl Intake {
     /// Copy `source` into private storage (a sealed memfd, or a new file
-    /// `unique_name` in `copy_dir`) and validate the copy.
-    pub(crate) fn take(source: &Path, copy_dir: Option<&Path>, unique_name: &str) -> Result<Intake, LoadError> {
-        let mut src = open_source(source)?;
+    /// `unique_name` in `copy_dir`) and validate the copy. With `reuse`
+    /// (memfd copies only), an idle sealed copy of the same source, taken
+    /// and validated by an earlier load, is used instead when the source's
+    /// identity is unchanged (see [`reuse`]).
+    pub(crate) fn take(
+        source: &Path,
+        copy_dir: Option<&Path>,
+        unique_name: &str,
+        reuse: bool,
+    ) -> Result<Intake, LoadError> {
+        let (mut src, meta) = open_source(source)?;
+        crate::phase_timing::lap("load: intake: open source");
+        let id = (reuse && copy_dir.is_none()).then(|| SourceId::of(&meta));
+        if let Some(id) = id {
+            if let Some(idle) = reuse::take(&id) {
+                crate::phase_timing::lap("load: intake: idle copy reused");
+                return Ok(Intake {
+                    path: PathBuf::from(format!("/proc/self/fd/{}", idle.fd.as_raw_fd())),
+                    storage: Mutex::new(Some(Storage::Memfd(idle.fd))),
+                    facts: idle.facts,
+                    reuse_as: Some(id),
+                });
+            }
+        }
+        // Read before the copy starts: see `reuse::quiet_since`.
+        let copy_started = std::time::SystemTime::now();
         let intake = match copy_dir {
             None => {
                 let fd = rustix::fs::memfd_create(
@@ -88,7 +122,9 @@ impl Intake {
                 )
                 .map_err(|e| copy_error(source, e.into()))?;
                 let mut dst = File::from(fd);
+                crate::phase_timing::lap("load: intake: memfd_create");
                 io::copy(&mut src, &mut dst).map_err(|e| copy_error(source, e))?;
+                crate::phase_timing::lap("load: intake: copy");
                 // From here on nobody, this process included, can change
                 // the copy: what is validated below is what dlopen maps.
                 rustix::fs::fcntl_add_seals(
@@ -98,10 +134,23 @@ impl Intake {
                 .map_err(|e| copy_error(source, e.into()))?;
                 let path = PathBuf::from(format!("/proc/self/fd/{}", dst.as_raw_fd()));
                 let fd = OwnedFd::from(dst);
-                validate(source, &fd)?;
+                crate::phase_timing::lap("load: intake: seal");
+                let facts = validate(source, &fd)?;
+                // The copy may be reused only if the source did not change
+                // while it was read, nor can have changed unseen before, and
+                // if the copy holds as many bytes as the source says it has
+                // (not so for a file whose size says nothing of what a read
+                // returns, as in procfs).
+                let reuse_as = id.filter(|id| {
+                    let after = src.metadata().ok().map(|m| SourceId::of(&m));
+                    let copied = rustix::fs::fstat(&fd).ok().map(|st| st.st_size as u64);
+                    after.as_ref() == Some(id) && copied == Some(id.size()) && reuse::quiet_since(id, copy_started)
+                });
                 Intake {
                     path,
                     storage: Mutex::new(Some(Storage::Memfd(fd))),
+                    facts: Arc::new(facts),
+                    reuse_as,
                 }
             }
             Some(dir) => {
@@ -118,17 +167,22 @@ impl Intake {
                         path: path.clone(),
                         source: e,
                     })?;
-                let intake = Intake {
+                let mut intake = Intake {
                     path,
                     storage: Mutex::new(Some(Storage::File)),
+                    facts: Arc::default(),
+                    reuse_as: None,
                 };
                 // On any error below, `intake` is released (the file removed).
                 let copied = io::copy(&mut src, &mut dst)
                     .map_err(|e| copy_error(source, e))
                     .and_then(|_| validate(source, &dst));
-                if let Err(e) = copied {
-                    intake.release(true);
-                    return Err(e);
+                match copied {
+                    Ok(facts) => intake.facts = Arc::new(facts),
+                    Err(e) => {
+                        intake.release(true);
+                        return Err(e);
+                    }
                 }
                 intake
             }
@@ -137,17 +191,20 @@ impl Intake {
     }
 
     /// The object opened from this copy is gone (`unmapped`) or was never
-    /// opened: close the memfd or remove the file. Otherwise keep the
-    /// memfd open for the rest of the process, so that its name
-    /// `/proc/self/fd/N` stays unique while the dynamic linker may list it.
-    /// A file copy is removed either way (its name is unique, and a mapping
-    /// keeps the inode).
+    /// opened: close the memfd (or give it to the pool of idle copies, when
+    /// it may be reused) or remove the file. Otherwise keep the memfd open
+    /// for the rest of the process, so that its name `/proc/self/fd/N`
+    /// stays unique while the dynamic linker may list it. A file copy is
+    /// removed either way (its name is unique, and a mapping keeps the inode).
     pub(crate) fn release(&self, unmapped: bool) {
         let Some(storage) = crate::lock(&self.storage).take() else {
             return;
         };
         match storage {
-            Storage::Memfd(fd) if unmapped => drop(fd),
+            Storage::Memfd(fd) if unmapped => match self.reuse_as {
+                Some(id) => reuse::put(id, fd, self.facts.clone()),
+                None => drop(fd),
+            },
             Storage::Memfd(fd) => std::mem::forget(fd),
             Storage::File => {
                 let _ = fs::remove_file(&self.path);
@@ -167,7 +224,7 @@ impl Drop for Intake {
 }
 
 /// Open the source once, read-only, and check that it is a regular file.
-fn open_source(source: &Path) -> Result<File, LoadError> {
+fn open_source(source: &Path) -> Result<(File, fs::Metadata), LoadError> {
     // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
     // just below); O_NOCTTY for a terminal device.
     let f = OpenOptions::new()
@@ -195,7 +252,7 @@ fn open_source(source: &Path) -> Result<File, LoadError> {
             kind,
         });
     }
-    Ok(f)
+    Ok((f, meta))
 }
 
 /// Create `dir` (mode 0700) if it does not exist, then check that it is a
@@ -264,8 +321,9 @@ fn copy_error(source: &Path, e: io::Error) -> LoadError {
     }
 }
 
-/// Map the copy read-only and run the ELF checks over it.
-fn validate(source: &Path, fd: impl AsFd) -> Result<(), LoadError> {
+/// Map the copy read-only and run the ELF checks over it; then, from the
+/// same mapping, read what the loader needs from its tables.
+fn validate(source: &Path, fd: impl AsFd) -> Result<FileFacts, LoadError> {
     let len = rustix::fs::fstat(&fd)
         .map_err(|e| copy_error(source, e.into()))?
         .st_size as u64;
@@ -289,10 +347,16 @@ fn validate(source: &Path, fd: impl AsFd) -> Result<(), LoadError> {
         )
     }
     .map_err(|e| copy_error(source, e.into()))?;
+    crate::phase_timing::lap("load: intake: validate: map");
     // SAFETY: `p` maps `len` readable bytes until the munmap below.
     let data = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
-    let verdict = elf_check::check(data);
+    let verdict = elf_check::check(data).map(|()| {
+        crate::phase_timing::lap("load: intake: validate: elf_check");
+        FileFacts::parse(data)
+    });
+    crate::phase_timing::lap("load: intake: validate: facts");
     // SAFETY: the mapping made above; `data` is not used after this.
     let _ = unsafe { rustix::mm::munmap(p, len) };
+    crate::phase_timing::lap("load: intake: validate: unmap");
     verdict.map_err(refused)
 }

@@ -280,20 +280,30 @@ pub(crate) unsafe fn interpose(slots: &[(usize, crate::elf_facts::KeyFn)], mappi
 
     let real_create = real(c"pthread_key_create");
     let real_delete = real(c"pthread_key_delete");
+    // Only a word that holds the resolved function is a GOT entry of it.
+    let mut words: Vec<(usize, usize)> = slots
+        .iter()
+        .filter_map(|&(addr, which)| {
+            let (real, ours) = match which {
+                KeyFn::Create => (real_create, create as *const () as usize),
+                KeyFn::Delete => (real_delete, delete as *const () as usize),
+            };
+            (mapping.contains(addr) && real != 0 && crate::thread_list::peek::<usize>(addr) == Some(real))
+                .then_some((addr, ours))
+        })
+        .collect();
+    // One protection change per page, not per word: the GOT entries of
+    // both functions usually share a page.
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    words.sort_unstable();
     let mut n = 0;
-    for &(addr, which) in slots {
-        let (real, ours) = match which {
-            KeyFn::Create => (real_create, create as *const () as usize),
-            KeyFn::Delete => (real_delete, delete as *const () as usize),
-        };
-        // Only a word that holds the resolved function is a GOT entry of it.
-        if !mapping.contains(addr) || real == 0 || crate::thread_list::peek::<usize>(addr) != Some(real) {
-            continue;
-        }
-        // SAFETY: `addr` is a word of the object's relocated data (checked
-        // above), holding the resolved function; no code of the object runs.
-        if unsafe { write_word(addr, ours, mapping.relro.as_ref()) } {
-            n += 1;
+    for page in words.chunk_by(|a, b| a.0 & !(page_size - 1) == b.0 & !(page_size - 1)) {
+        // SAFETY: every word is an aligned word of the object's relocated
+        // data (checked above) on this one page, holding the resolved
+        // function; no code of the object runs.
+        if unsafe { write_words(page, page_size, mapping.relro.as_ref()) } {
+            n += page.len();
         }
     }
     n
@@ -304,30 +314,36 @@ fn real(name: &std::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
-/// Store `value` at `addr`, lifting the RELRO protection for the page if the
-/// dynamic linker applied it (`[relro.start, relro.end)` rounded down to
-/// pages, as `_dl_protect_relro` does) and putting it back.
+/// Store each `(addr, value)` of `words`, all on one page, lifting the
+/// RELRO protection of the page if the dynamic linker applied it
+/// (`[relro.start, relro.end)` rounded down to pages, as `_dl_protect_relro`
+/// does) and putting it back once.
 ///
 /// # Safety
-/// `addr` is an aligned, mapped word that nothing else writes.
-unsafe fn write_word(addr: usize, value: usize, relro: Option<&std::ops::Range<usize>>) -> bool {
-    // SAFETY: sysconf has no preconditions.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let page = addr & !(page_size - 1);
+/// Every `addr` is an aligned, mapped word that nothing else writes.
+unsafe fn write_words(words: &[(usize, usize)], page_size: usize, relro: Option<&std::ops::Range<usize>>) -> bool {
+    let Some(&(first, _)) = words.first() else {
+        return true;
+    };
+    let page = first & !(page_size - 1);
     let protected = relro.is_some_and(|r| page >= r.start & !(page_size - 1) && page < r.end & !(page_size - 1));
-    let word = addr as *const AtomicUsize;
+    let store = || {
+        for &(addr, value) in words {
+            // SAFETY: caller's contract; the page is writable (not RELRO,
+            // or made writable below).
+            unsafe { (*(addr as *const AtomicUsize)).store(value, Ordering::SeqCst) };
+        }
+    };
     if !protected {
-        // SAFETY: caller's contract; the page is writable (not RELRO).
-        unsafe { (*word).store(value, Ordering::SeqCst) };
+        store();
         return true;
     }
     // SAFETY: the page belongs to the object's RELRO segment, made read-only
-    // by the dynamic linker; it is made writable for this one store.
+    // by the dynamic linker; it is made writable for these stores.
     if unsafe { libc::mprotect(page as *mut c_void, page_size, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
         return false;
     }
-    // SAFETY: caller's contract; the page is writable now.
-    unsafe { (*word).store(value, Ordering::SeqCst) };
+    store();
     // SAFETY: as above, back to what the dynamic linker left.
     unsafe { libc::mprotect(page as *mut c_void, page_size, libc::PROT_READ) };
     true

@@ -86,6 +86,8 @@ mod key_interposer;
 mod loader;
 mod module;
 mod notifier;
+#[doc(hidden)]
+pub mod phase_timing;
 pub mod plugin_build;
 mod plugin_value;
 pub mod policy;
@@ -111,6 +113,27 @@ pub use report::{BarrierOutcome, DomainReport, HookFailure, PluginThread, Reside
 pub use state::ModuleState;
 pub use symbol::Symbol;
 pub use usrcu_registry;
+
+/// How many sealed copies of unloaded modules are idle in the pool that
+/// [`LoaderConfig::reuse_copies`] keeps, and their bytes (for tests of its
+/// bounds).
+#[doc(hidden)]
+pub fn __idle_copies() -> (usize, u64) {
+    intake::reuse::idle()
+}
+
+/// How long a source must have been unchanged before a copy of it is
+/// pooled ([`LoaderConfig::reuse_copies`]).
+#[doc(hidden)]
+pub const __REUSE_QUIET: std::time::Duration = intake::reuse::QUIET;
+
+/// At most this many idle copies are pooled.
+#[doc(hidden)]
+pub const __REUSE_MAX_IDLE: usize = intake::reuse::MAX_IDLE;
+
+/// At most this many bytes of idle copies are pooled.
+#[doc(hidden)]
+pub const __REUSE_MAX_IDLE_BYTES: u64 = intake::reuse::MAX_IDLE_BYTES;
 
 /// Lock a mutex, going on after a panic elsewhere (every critical section of
 /// this crate leaves its data consistent).

@@ -58,6 +58,16 @@ pub struct LoaderConfig {
     /// data lies in it and wait for its grace period (default). Off only to
     /// show what it prevents: a later fire calls unmapped code.
     pub remove_probes: bool,
+    /// Keep the sealed memfd copy of an unloaded module (its object gone
+    /// from the address space) in a bounded, process-wide pool, and use it
+    /// again for a later load of the same source file if the file's
+    /// identity (device, inode, size, modification and change times) is
+    /// unchanged (default). A copy is sealed, so the checks it passed still
+    /// hold; only a source left unchanged for a few seconds before it was
+    /// copied is pooled. Off: every load copies and checks the file afresh
+    /// (`docs/abi.md`, "Intake", says what reuse cannot see). No effect
+    /// with [`copy_dir`](LoaderConfig::copy_dir).
+    pub reuse_copies: bool,
 }
 
 impl Default for LoaderConfig {
@@ -70,6 +80,7 @@ impl Default for LoaderConfig {
             unmap_policy: UnmapPolicy::default(),
             allow_panic_abort: false,
             remove_probes: true,
+            reuse_copies: true,
         }
     }
 }
@@ -279,6 +290,7 @@ impl ModuleLoader {
     ///   raw pointers the host dereferences under its own `unsafe`.
     pub unsafe fn load(&self, path: impl AsRef<Path>) -> Result<ModuleHandle, LoadError> {
         let source = path.as_ref();
+        crate::phase_timing::mark();
         // Relaxed: a unique number, nothing else.
         let handle = ModuleHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed));
         // A fresh, private, validated copy for every load: dlopen of a path
@@ -287,15 +299,24 @@ impl ModuleLoader {
             source,
             self.config.copy_dir.as_deref(),
             &module::copy_name(source, handle),
+            self.config.reuse_copies,
         )?;
         let before = proofs::needed::snapshot();
+        crate::phase_timing::lap("load: needed: snapshot");
         // SAFETY: forwarded from the caller (this fn's contract).
         let mut module = unsafe { module::open(handle, source, intake, &self.config) }?;
+        crate::phase_timing::lap("load: module record");
         let loaded = module.loaded_path.clone();
-        let facts = elf_facts::read(&loaded, &module.mapping);
+        // Read from the copy at intake, from the mapping that was checked.
+        let facts = match &module.intake {
+            Some(copy) => copy.facts.at(&module.mapping),
+            None => elf_facts::read(&loaded, &module.mapping),
+        };
+        crate::phase_timing::lap("load: elf facts");
         if !proofs::test_switch::skipped("needed") {
             module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
         }
+        crate::phase_timing::lap("load: needed: brought_in");
         if !proofs::test_switch::skipped("key-interposer") {
             // SAFETY: the object and the libraries it brought in are loaded
             // at their mappings and only their constructors have run; `init`
@@ -307,11 +328,13 @@ impl ModuleLoader {
                 }
             }
         }
+        crate::phase_timing::lap("load: key interposer");
         module.srcu_statics = facts.srcu_statics;
         let m = Arc::new(module);
         crate::lock(&self.table).modules.push(m.clone());
         // The host context (logger bridge), before notifiers and init.
         crate::host_context::deliver(&m);
+        crate::phase_timing::lap("load: table, host context");
 
         // Coming notifiers, in order; on failure, Going to those already told, in reverse.
         let chain = self.notifiers.snapshot();
@@ -342,7 +365,9 @@ impl ModuleLoader {
             }
         }
 
+        crate::phase_timing::lap("load: coming notifiers");
         let (init, suspects) = run_watching_missed_barriers(|| m.run_hook(m.init));
+        crate::phase_timing::lap("load: init");
         if let Err((message, panicked)) = init {
             m.state.set(ModuleState::Going);
             let mut report = self.empty_report(&m);
@@ -374,6 +399,7 @@ impl ModuleLoader {
                 ));
             }
         }
+        crate::phase_timing::lap("load: live notifiers");
         Ok(handle)
     }
 
@@ -457,6 +483,7 @@ impl ModuleLoader {
             });
         }
         let t0 = Instant::now();
+        crate::phase_timing::mark();
         let retry = match m.state.transition(ModuleState::Live, ModuleState::Going) {
             Ok(()) => false,
             Err(ModuleState::Zombie) => match m.state.transition(ModuleState::Zombie, ModuleState::Going) {
@@ -470,7 +497,10 @@ impl ModuleLoader {
         let mut suspects = Vec::new();
         if !retry {
             match proofs::readers::wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
-                Ok(waited) => report.calls_drained_in = waited,
+                Ok(waited) => {
+                    report.calls_drained_in = waited;
+                    crate::phase_timing::lap("unload: liveness grace period");
+                }
                 Err(waited) => {
                     m.state.set(ModuleState::Live);
                     return Err(UnloadError::CallsInFlight {
@@ -492,20 +522,24 @@ impl ModuleLoader {
                 report.elapsed = t0.elapsed();
                 return Ok(report);
             }
+            crate::phase_timing::lap("unload: drain before exit");
             // Hook slots pointing into the object are emptied and a Tasks
             // grace period waited for, before `exit` (as on main).
             crate::hook_slots::going(&m, deadline.saturating_duration_since(Instant::now()), &mut report);
+            crate::phase_timing::lap("unload: hook slots before exit");
             let overruns = Arc::new(Mutex::new(Vec::new()));
             let (exit, missed) = watchdog::watch(&m.name, "exit", deadline, &overruns, || {
                 run_watching_missed_barriers(|| m.run_hook(m.exit))
             });
             suspects = missed;
+            crate::phase_timing::lap("unload: exit");
             if let Err((message, panicked)) = exit {
                 report.hook_failures.push(HookFailure::Exit { message, panicked });
             }
             self.going_notifiers(&m, &mut report, deadline, &overruns);
             report.overruns = std::mem::take(&mut *crate::lock(&overruns));
             m.hooks_done.store(true, Ordering::Relaxed);
+            crate::phase_timing::lap("unload: going notifiers");
         }
         let mut report = self.teardown(&m, report, suspects, deadline);
         report.elapsed = t0.elapsed();
@@ -640,7 +674,9 @@ impl ModuleLoader {
         if self.config.remove_probes {
             report.probes_removed.extend(crate::probes::going(&m.mapping));
         }
+        crate::phase_timing::lap("unload: probes");
         crate::hook_slots::going(m, deadline.saturating_duration_since(Instant::now()), &mut report);
+        crate::phase_timing::lap("unload: hook slots");
         let hooks_busy = report.hook_slots.timed_out;
         let never = self.platform.effective == UnmapPolicy::Never;
         let mut cx = UnloadCx {
@@ -674,7 +710,9 @@ impl ModuleLoader {
         if let Some(lib) = lib {
             report.dlclosed = lib.close().is_ok();
         }
+        crate::phase_timing::lap("unload: dlclose");
         report.unmapped = !address_space::is_mapped(&m.loaded_path);
+        crate::phase_timing::lap("unload: is_mapped");
         // The libraries it brought in must have left too. One that another
         // module loaded later also uses stays, and is listed (that module
         // found it already loaded, so it is not in its own list).
@@ -692,10 +730,14 @@ impl ModuleLoader {
                 ResidentCause::ThreadLocalDestructor
             });
         }
+        crate::phase_timing::lap("unload: needed still mapped?");
         if let Some(copy) = &m.intake {
             copy.release(report.unmapped);
         }
-        self.gone(m, report, t0)
+        crate::phase_timing::lap("unload: release copy");
+        let report = self.gone(m, report, t0);
+        crate::phase_timing::lap("unload: gone");
+        report
     }
 
     /// [`UnmapPolicy::Never`]: the object stays mapped (its library handle

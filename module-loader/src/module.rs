@@ -203,6 +203,7 @@ pub(crate) unsafe fn open(
             });
         }
     };
+    crate::phase_timing::lap("load: dlopen");
     match check_and_attach(handle, source, &loaded, &lib, config) {
         Ok(mut m) => {
             m.lib = Mutex::new(Some(lib));
@@ -228,6 +229,7 @@ fn check_and_attach(
     config: &LoaderConfig,
 ) -> Result<Module, LoadError> {
     let mapping = address_space::find(loaded).unwrap_or_default();
+    crate::phase_timing::lap("load: address_space::find");
     // SAFETY: the descriptor symbol is an `extern "C" fn() -> *const
     // ModuleDescriptor` by the registry's ABI; its type is checked below
     // only through what it returns, field by field.
@@ -400,6 +402,7 @@ fn check_and_attach(
         s.attach();
         domain_names.push(s.name().to_owned());
     }
+    crate::phase_timing::lap("load: descriptor checks, install, attach");
     Ok(Module {
         handle,
         liveness: Srcu::new(&format!("usrcu-loader:{name}{handle}")),

@@ -94,6 +94,48 @@ fn peek_in<T: Copy + Default>(pid: libc::pid_t, addr: usize) -> Option<T> {
     (n == size as isize).then_some(v)
 }
 
+/// A thread descriptor's tid (at `tid`), start routine (at `start`) and
+/// list link (at `next`), read in one `process_vm_readv`: `None` unless
+/// every byte of the three was read (the kernel stops at the first remote
+/// range it cannot read).
+fn peek_descriptor(pid: libc::pid_t, tid: usize, start: usize, next: usize) -> Option<(i32, usize, usize)> {
+    let (mut t, mut s, mut n) = (0i32, 0usize, 0usize);
+    let local = [
+        libc::iovec {
+            iov_base: &mut t as *mut i32 as *mut c_void,
+            iov_len: 4,
+        },
+        libc::iovec {
+            iov_base: &mut s as *mut usize as *mut c_void,
+            iov_len: std::mem::size_of::<usize>(),
+        },
+        libc::iovec {
+            iov_base: &mut n as *mut usize as *mut c_void,
+            iov_len: std::mem::size_of::<usize>(),
+        },
+    ];
+    let remote = [
+        libc::iovec {
+            iov_base: tid as *mut c_void,
+            iov_len: 4,
+        },
+        libc::iovec {
+            iov_base: start as *mut c_void,
+            iov_len: std::mem::size_of::<usize>(),
+        },
+        libc::iovec {
+            iov_base: next as *mut c_void,
+            iov_len: std::mem::size_of::<usize>(),
+        },
+    ];
+    let want: usize = local.iter().map(|v| v.iov_len).sum();
+    // SAFETY: `local` describes our own three variables, with their sizes;
+    // the kernel checks `remote` and fails (or stops short) rather than
+    // fault on it.
+    let got = unsafe { libc::process_vm_readv(pid, local.as_ptr(), 3, remote.as_ptr(), 3, 0) };
+    (got == want as isize).then_some((t, s, n))
+}
+
 /// Every task of this process, from `/proc/self/task`.
 fn tasks() -> Option<BTreeSet<i32>> {
     let dir = std::fs::read_dir("/proc/self/task").ok()?;
@@ -156,14 +198,15 @@ impl ThreadList {
         })
     }
 
-    /// One walk of both lists: every descriptor with a non-zero tid.
+    /// One walk of both lists: every descriptor with a non-zero tid. Each
+    /// descriptor's three words (tid, start routine, link to the next) are
+    /// read with one `process_vm_readv`.
     fn walk(&self) -> Option<Vec<ThreadRecord>> {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        let peek = |a: usize| peek_in::<usize>(pid, a);
         let mut out = Vec::new();
         for &head in &self.heads {
-            let mut p: usize = peek(head + self.next_off)?;
+            let mut p: usize = peek_in(pid, head + self.next_off)?;
             let mut steps = 0;
             while p != head {
                 steps += 1;
@@ -171,15 +214,20 @@ impl ThreadList {
                     return None;
                 }
                 let pd = p.checked_sub(self.list_off)?;
-                let tid: i32 = peek_in(pid, pd + self.tid_off)?;
+                let (tid, start_routine, next) = peek_descriptor(
+                    pid,
+                    pd.checked_add(self.tid_off)?,
+                    pd.checked_add(self.start_off)?,
+                    p.checked_add(self.next_off)?,
+                )?;
                 if tid > 0 {
                     out.push(ThreadRecord {
                         tid,
-                        start_routine: peek(pd + self.start_off)?,
+                        start_routine,
                         descriptor: pd,
                     });
                 }
-                p = peek(p + self.next_off)?;
+                p = next;
             }
         }
         Some(out)

@@ -139,7 +139,12 @@ fn a_plugin_for_another_machine_or_class_names_both_sides() {
 
 #[test]
 fn the_default_copy_is_a_sealed_memfd_closed_after_unmap_and_no_temp_dir_is_made() {
-    let loader = ModuleLoader::new();
+    // Without reuse: with it (the default) the copy of an unchanged source
+    // is kept, sealed, for the next load (`loader_reuse.rs`).
+    let loader = ModuleLoader::with_config(LoaderConfig {
+        reuse_copies: false,
+        ..Default::default()
+    });
     // SAFETY: the fixture upholds the plugin contract.
     let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
     let loaded = loader.info(m).unwrap().loaded_path;

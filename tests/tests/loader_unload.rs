@@ -104,7 +104,10 @@ fn unloaded_object_leaves_the_address_space() {
     let report = loader.unload(m).unwrap();
     assert!(report.unmapped);
     assert!(!object_is_mapped(&path), "{} is still mapped", path.display());
-    assert!(!path.exists(), "the unique copy is removed");
+    // The name it was loaded under is gone (with `reuse_copies`, the
+    // default, the sealed copy itself may stay idle in the loader's bounded
+    // pool, under a name of the pool's: `loader_reuse.rs`).
+    assert!(!path.exists(), "the name of the unique copy is gone");
     assert_eq!(loader.state(m), Some(ModuleState::Unloaded));
 }
 

@@ -84,17 +84,26 @@ pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 4] =
 /// cleanups are due anyway.
 pub(crate) fn prove_idle(cx: &mut UnloadCx<'_>, drain_only: bool) -> Result<(), ZombieCause> {
     let n = if drain_only { 2 } else { UNLOAD_PROOFS.len() };
-    for (proof, name) in UNLOAD_PROOFS.iter().zip(PROOF_NAMES).take(n) {
+    for ((proof, name), step) in UNLOAD_PROOFS.iter().zip(PROOF_NAMES).zip(LAP_NAMES).take(n) {
         if test_switch::skipped(name) {
             continue;
         }
         proof.prove(cx)?;
+        crate::phase_timing::lap(step);
     }
     Ok(())
 }
 
 /// The proofs' names, for the test switch, in [`UNLOAD_PROOFS`] order.
 const PROOF_NAMES: [&str; 4] = ["readers", "callbacks", "threads", "keys"];
+
+/// The proofs' names as step names for [`crate::phase_timing`].
+const LAP_NAMES: [&str; 4] = [
+    "unload: proof: readers",
+    "unload: proof: callbacks",
+    "unload: proof: threads",
+    "unload: proof: keys",
+];
 
 /// A switch for tests that show what each proof prevents: the environment
 /// variable `USRCU_LOADER_TEST_SKIP_PROOFS` (read once per process), a
