@@ -45,15 +45,14 @@ fn unload_barriers_only_the_domain_with_callbacks() {
     assert_eq!(readers.barrier, BarrierOutcome::Skipped);
     assert_eq!(idle.barrier, BarrierOutcome::Skipped);
     assert_eq!((report.barriers_issued(), report.barriers_skipped()), (1, 2));
-    // The barrier's marker waits for a grace period that starts after it is
-    // queued, so the barriered domain is scanned inside the unload (how many
-    // slots depends on whether a grace period was already in flight, which
-    // the marker then follows); the skipped domains are not scanned at all.
+    // The skipped domains are not scanned at all. The barriered domain may
+    // or may not be: a barrier's marker waits for the callbacks before it,
+    // not for a grace period of its own, so if their grace periods ended
+    // before the unload, nothing is scanned inside it.
     assert_eq!(
         (queue_d.possible_cpus, readers.possible_cpus, idle.possible_cpus),
         (8, 16, 32)
     );
-    assert!(queue_d.slots_scanned > 0, "{queue_d:?}");
     assert_eq!((readers.slots_scanned, idle.slots_scanned), (0, 0));
     assert_eq!(report.slots_scanned(), queue_d.slots_scanned);
     for d in &report.domains {
