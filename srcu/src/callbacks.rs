@@ -79,6 +79,15 @@ impl Default for CallbackHead {
 #[derive(Debug)]
 struct Padded<T>(T);
 
+/// One intake stack, and the block that small closures queued on its CPU
+/// take their slots from (`slab.rs`): one cache line, which an enqueue
+/// writes anyway.
+#[derive(Debug)]
+struct Intake {
+    top: AtomicPtr<CallbackHead>,
+    slab: AtomicPtr<crate::slab::Block>,
+}
+
 /// Most intake stacks per domain: enough to keep enqueuers on different
 /// CPUs off each other's cache lines, and few enough that a collection (and
 /// the memory of a domain) does not grow with the possible CPUs.
@@ -110,12 +119,15 @@ pub(crate) struct Ordered {
     /// finished (read by the inventory under the lock, by the invoker
     /// without it; only replaced under the lock).
     batch: Vec<Item>,
+    /// `collect`'s buffer, kept between passes so that a steady stream of
+    /// callbacks does not allocate (and free) a large buffer per pass.
+    fresh: Vec<Item>,
 }
 
 /// The callback queue of one domain.
 #[derive(Debug)]
 pub(crate) struct Callbacks {
-    stacks: Box<[Padded<AtomicPtr<CallbackHead>>]>,
+    stacks: Box<[Padded<Intake>]>,
     next_ticket: AtomicU64,
     done_tickets: AtomicU64,
     /// Barrier markers ever queued (to tell callbacks from markers in stats).
@@ -141,7 +153,14 @@ impl Callbacks {
     pub(crate) fn new(stacks: usize) -> Callbacks {
         let n = stacks.clamp(1, MAX_STACKS);
         Callbacks {
-            stacks: (0..n).map(|_| Padded(AtomicPtr::new(std::ptr::null_mut()))).collect(),
+            stacks: (0..n)
+                .map(|_| {
+                    Padded(Intake {
+                        top: AtomicPtr::new(std::ptr::null_mut()),
+                        slab: AtomicPtr::new(std::ptr::null_mut()),
+                    })
+                })
+                .collect(),
             next_ticket: AtomicU64::new(0),
             done_tickets: AtomicU64::new(0),
             markers: AtomicU64::new(0),
@@ -152,7 +171,18 @@ impl Callbacks {
 
     /// Bytes this queue holds while idle.
     pub(crate) fn footprint(&self) -> usize {
-        std::mem::size_of::<Callbacks>() + self.stacks.len() * std::mem::size_of::<Padded<AtomicPtr<CallbackHead>>>()
+        std::mem::size_of::<Callbacks>()
+            + self.stacks.len() * std::mem::size_of::<Padded<Intake>>()
+            + self
+                .stacks
+                .iter()
+                .map(|s| crate::slab::cached_bytes(&s.0.slab))
+                .sum::<usize>()
+    }
+
+    /// A callback slot for a small closure queued from `cpu` (`slab.rs`).
+    pub(crate) fn take_slot(&self, cpu: usize) -> *mut CallbackHead {
+        crate::slab::take_slot(&self.stacks[cpu % self.stacks.len()].0.slab)
     }
 
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
@@ -207,7 +237,7 @@ impl Callbacks {
             (*head).cookie = cookie.0;
             (*head).ticket = ticket;
         }
-        let top = &self.stacks[cpu % self.stacks.len()].0;
+        let top = &self.stacks[cpu % self.stacks.len()].0.top;
         // Relaxed: the CAS below re-checks the value.
         let mut cur = top.load(Ordering::Relaxed);
         loop {
@@ -224,14 +254,15 @@ impl Callbacks {
 
     /// Move everything from the intake stacks into `o.held`, in ticket order.
     fn collect(&self, o: &mut Ordered) {
-        let mut fresh: Vec<Item> = Vec::new();
+        let mut fresh = std::mem::take(&mut o.fresh);
+        fresh.clear();
         for s in self.stacks.iter() {
             // Relaxed pre-check: an empty stack costs one load, no RMW.
-            if s.0.load(Ordering::Relaxed).is_null() {
+            if s.0.top.load(Ordering::Relaxed).is_null() {
                 continue;
             }
             // Acquire: pairs with the Release CAS in `enqueue`.
-            let mut p = s.0.swap(std::ptr::null_mut(), Ordering::Acquire);
+            let mut p = s.0.top.swap(std::ptr::null_mut(), Ordering::Acquire);
             let from = fresh.len();
             while !p.is_null() {
                 // SAFETY: a pushed head is ours until invoked; its fields were
@@ -249,13 +280,19 @@ impl Callbacks {
             // A stack pops newest first; its run is (nearly) ascending reversed.
             fresh[from..].reverse();
         }
-        if fresh.is_empty() {
-            return;
+        if !fresh.is_empty() {
+            // Usually one stack (one CPU) fed this pass, and everything it
+            // holds comes after what was held: then `held` stays sorted
+            // without a sort.
+            let sorted_after = o.held.back().is_none_or(|b| b.ticket < fresh[0].ticket);
+            o.held.extend(fresh.iter().copied());
+            if !(sorted_after && fresh.is_sorted_by_key(|i| i.ticket)) {
+                // Tickets are unique, so an unstable sort orders them the same
+                // way a stable one would, in place (no buffer to allocate).
+                o.held.make_contiguous().sort_unstable_by_key(|i| i.ticket);
+            }
         }
-        o.held.extend(fresh);
-        // A stable sort finds the ascending runs (one per stack, plus the
-        // held rest) and merges them.
-        o.held.make_contiguous().sort_by_key(|i| i.ticket);
+        o.fresh = fresh;
     }
 
     /// Take the callbacks that may run now against the completed sequence
@@ -343,8 +380,13 @@ impl Drop for Callbacks {
     fn drop(&mut self) {
         // Callbacks still queued here belong to a domain that was cleaned up
         // successfully, which requires an empty queue; a leaked domain is
-        // never dropped. Nothing to free: heads are owned by their callers.
+        // never dropped. Heads are owned by their callers; the slot blocks
+        // cached for small closures are the queue's: every slot carved from
+        // them has run, so retiring them frees them.
         debug_assert_eq!(self.pending(), 0);
+        for s in self.stacks.iter() {
+            crate::slab::drain(&s.0.slab);
+        }
     }
 }
 

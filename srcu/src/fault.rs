@@ -46,6 +46,10 @@ pub enum Fault {
     /// set, so a scan can miss a chunk a reader already counts on (loom's
     /// negative check of the per-CPU chunk model).
     ChunkTouchedLate = 1024,
+    /// A callback slot block (`slab.rs`) gives its references back with
+    /// Relaxed decrements and no Acquire fence before the free (loom's
+    /// negative check of the slab model).
+    SlabRelaxedRelease = 2048,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -111,4 +115,9 @@ pub(crate) fn take_past_gap() -> bool {
 #[inline]
 pub(crate) fn chunk_touched_late() -> bool {
     is_set(Fault::ChunkTouchedLate)
+}
+
+#[inline]
+pub(crate) fn slab_relaxed_release() -> bool {
+    is_set(Fault::SlabRelaxedRelease)
 }
