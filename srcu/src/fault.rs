@@ -50,6 +50,10 @@ pub enum Fault {
     /// Relaxed decrements and no Acquire fence before the free (loom's
     /// negative check of the slab model).
     SlabRelaxedRelease = 2048,
+    /// A producer takes a callback slot block from its cache and puts it
+    /// back with Relaxed swaps (loom's negative check of the slab hand-off
+    /// model).
+    SlabRelaxedHandoff = 4096,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -120,4 +124,9 @@ pub(crate) fn chunk_touched_late() -> bool {
 #[inline]
 pub(crate) fn slab_relaxed_release() -> bool {
     is_set(Fault::SlabRelaxedRelease)
+}
+
+#[inline]
+pub(crate) fn slab_relaxed_handoff() -> bool {
+    is_set(Fault::SlabRelaxedHandoff)
 }

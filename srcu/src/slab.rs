@@ -19,9 +19,10 @@
 //! gives one back, a retired block gives back the slots never carved; the one
 //! that brings it to zero frees the block. This is `Arc`'s release protocol
 //! (Release decrements, an Acquire fence before the free); the loom model
-//! `slab_block_freed_after_every_slot_read` and its negative twin
-//! (`Fault::SlabRelaxedRelease`) check it, and `docs/memory-model.md` has the
-//! argument.
+//! `model_slab_block_freed_after_every_slot_read` and its negative twin
+//! (`Fault::SlabRelaxedRelease`) check it; `model_slab_cache_handoff` and its
+//! twin (`Fault::SlabRelaxedHandoff`) check the swaps that hand a block from
+//! one producer to the next; `docs/memory-model.md` has the argument.
 
 use crate::callbacks::CallbackHead;
 use crate::sync::{fence, AtomicPtr, AtomicUsize, Ordering};
@@ -58,6 +59,8 @@ struct Header {
     /// The runtime's function that frees this block (the allocator that
     /// allocated it).
     free: unsafe extern "C" fn(*mut Block),
+    /// Loom only: the accesses to `used`, for the race checker.
+    used_race: crate::sync::RaceCell,
 }
 
 /// A block of slots.
@@ -97,12 +100,14 @@ pub(crate) unsafe fn note_written(h: *mut CallbackHead) {
 }
 
 unsafe extern "C" fn free_block(b: *mut Block) {
-    // Loom: the free writes every slot, so that a free not ordered after a
-    // slot's last read is a race the checker sees.
+    // Loom: the block's loom objects are dropped with it.
     #[cfg(usrcu_loom)]
-    for i in 0..SLOTS {
-        // SAFETY: the block is live until the Box below drops.
-        unsafe { (*b).slots[i].race.write() };
+    // SAFETY: the block is live until the Box below drops.
+    unsafe {
+        for i in 0..SLOTS {
+            std::ptr::drop_in_place(std::ptr::addr_of_mut!((*b).slots[i].race));
+        }
+        std::ptr::drop_in_place(std::ptr::addr_of_mut!((*b).hdr));
     }
     // SAFETY: `b` came from `Box::into_raw` in `new_block`, and its last
     // reference was given back (refs reached zero): nothing uses it now.
@@ -118,6 +123,7 @@ fn new_block() -> *mut Block {
             refs: AtomicUsize::new(SLOTS),
             used: 0,
             free: free_block,
+            used_race: crate::sync::RaceCell::new(),
         });
         #[cfg(usrcu_loom)]
         for i in 0..SLOTS {
@@ -147,6 +153,14 @@ unsafe fn release(b: *mut Block, n: usize) {
             // slot accesses happen before the free.
             fence(Ordering::Acquire);
         }
+        // Loom: the free writes every slot, so that a free not ordered after
+        // a slot's last read is a race the checker sees (here, not in the
+        // `extern "C"` free, which cannot unwind the checker's panic).
+        #[cfg(usrcu_loom)]
+        for i in 0..SLOTS {
+            // SAFETY: the last reference: the block is ours.
+            unsafe { (*b).slots[i].race.write() };
+        }
         // SAFETY: the last reference: nobody else touches the block.
         unsafe { free(b) };
     }
@@ -155,14 +169,17 @@ unsafe fn release(b: *mut Block, n: usize) {
 /// A slot from `cache` (allocating a block when it holds none): owned by the
 /// caller until it is handed to [`release_slot`].
 pub(crate) fn take_slot(cache: &AtomicPtr<Block>) -> *mut CallbackHead {
+    let relaxed = crate::fault::slab_relaxed_handoff();
     // Acquire: pairs with the Release (AcqRel) swap that put the block here,
     // so the previous holder's carving (`used`, its slots) happened before.
-    let mut b = cache.swap(std::ptr::null_mut(), Ordering::Acquire);
+    let take = if relaxed { Ordering::Relaxed } else { Ordering::Acquire };
+    let mut b = cache.swap(std::ptr::null_mut(), take);
     if b.is_null() {
         b = new_block();
     }
     // SAFETY: `b` is live (we hold its uncarved references) and ours alone.
     unsafe {
+        (*b).hdr.used_race.write();
         let i = (*b).hdr.used;
         (*b).hdr.used = i + 1;
         let s = std::ptr::addr_of_mut!((*b).slots[i]);
@@ -172,7 +189,8 @@ pub(crate) fn take_slot(cache: &AtomicPtr<Block>) -> *mut CallbackHead {
             // AcqRel: Release publishes our carving to the next taker; Acquire
             // pairs with the Release of whoever put `prev` there, before we
             // read its `used` to retire it.
-            let prev = cache.swap(b, Ordering::AcqRel);
+            let put = if relaxed { Ordering::Relaxed } else { Ordering::AcqRel };
+            let prev = cache.swap(b, put);
             if !prev.is_null() {
                 retire(prev);
             }
@@ -202,6 +220,7 @@ pub(crate) unsafe fn release_slot(h: *mut CallbackHead) {
 unsafe fn retire(b: *mut Block) {
     // SAFETY: as above; `used < SLOTS` for a cached block.
     unsafe {
+        (*b).hdr.used_race.read();
         let unused = SLOTS - (*b).hdr.used;
         release(b, unused)
     }
