@@ -305,7 +305,7 @@ impl TraceCore {
 /// One intake stack's cache of callback slot blocks (`slab.rs`): the very
 /// functions `call_srcu` and its trampoline use for small closures.
 #[derive(Debug)]
-pub struct SlabCache(AtomicPtr<crate::slab::Block>);
+pub struct SlabCache(AtomicPtr<crate::slab::Block>, Box<crate::slab::Recycle>);
 
 /// A slot taken from a [`SlabCache`], holding one `usize`.
 #[derive(Debug)]
@@ -318,12 +318,15 @@ unsafe impl Send for SlabSlot {}
 impl SlabCache {
     /// An empty cache.
     pub fn new() -> SlabCache {
-        SlabCache(AtomicPtr::new(std::ptr::null_mut()))
+        SlabCache(
+            AtomicPtr::new(std::ptr::null_mut()),
+            Box::new(crate::slab::Recycle::new()),
+        )
     }
 
     /// Take a slot and store `v` in it, as `call_srcu` stores a closure.
     pub fn put(&self, v: usize) -> SlabSlot {
-        let h = crate::slab::take_slot(&self.0);
+        let h = crate::slab::take_slot(&self.0, &self.1);
         // SAFETY: a fresh slot holds `INLINE_BYTES` >= 8 bytes aligned to 8.
         unsafe {
             std::ptr::write(crate::slab::data(h) as *mut usize, v);
@@ -332,9 +335,17 @@ impl SlabCache {
         SlabSlot(h)
     }
 
-    /// Retire the cached block (the domain goes away).
-    pub fn drain(&self) {
+    /// Retire the cached block (as a producer that finds another block in
+    /// the cache does); its slots still queued keep it alive.
+    pub fn retire_cached(&self) {
         crate::slab::drain(&self.0)
+    }
+
+    /// The domain goes away: retire the cached block and free the free list
+    /// (every slot must have been taken back).
+    pub fn drain(&self) {
+        crate::slab::drain(&self.0);
+        crate::slab::drain_free(&self.1);
     }
 }
 

@@ -135,6 +135,9 @@ pub(crate) struct Callbacks {
     ordered: Mutex<Ordered>,
     /// Index in `Ordered::batch` of the item running now.
     batch_pos: AtomicU64,
+    /// Free slot blocks (`slab.rs`); on a line of its own, written by the
+    /// invoker when a block's last slot has run.
+    recycle: Padded<crate::slab::Recycle>,
 }
 
 /// What one pass of [`Callbacks::take_ready`] found.
@@ -166,6 +169,7 @@ impl Callbacks {
             markers: AtomicU64::new(0),
             ordered: Mutex::new(Ordered::default()),
             batch_pos: AtomicU64::new(0),
+            recycle: Padded(crate::slab::Recycle::new()),
         }
     }
 
@@ -178,11 +182,12 @@ impl Callbacks {
                 .iter()
                 .map(|s| crate::slab::cached_bytes(&s.0.slab))
                 .sum::<usize>()
+            + crate::slab::recycled_bytes(&self.recycle.0)
     }
 
     /// A callback slot for a small closure queued from `cpu` (`slab.rs`).
     pub(crate) fn take_slot(&self, cpu: usize) -> *mut CallbackHead {
-        crate::slab::take_slot(&self.stacks[cpu % self.stacks.len()].0.slab)
+        crate::slab::take_slot(&self.stacks[cpu % self.stacks.len()].0.slab, &self.recycle.0)
     }
 
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
@@ -387,6 +392,7 @@ impl Drop for Callbacks {
         for s in self.stacks.iter() {
             crate::slab::drain(&s.0.slab);
         }
+        crate::slab::drain_free(&self.recycle.0);
     }
 }
 

@@ -54,6 +54,10 @@ pub enum Fault {
     /// back with Relaxed swaps (loom's negative check of the slab hand-off
     /// model).
     SlabRelaxedHandoff = 4096,
+    /// A recycled callback slot block is pushed on its free list, and the
+    /// list taken, with Relaxed operations (loom's negative check of the
+    /// slab recycling model).
+    SlabRelaxedRecycle = 8192,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -129,4 +133,9 @@ pub(crate) fn slab_relaxed_release() -> bool {
 #[inline]
 pub(crate) fn slab_relaxed_handoff() -> bool {
     is_set(Fault::SlabRelaxedHandoff)
+}
+
+#[inline]
+pub(crate) fn slab_relaxed_recycle() -> bool {
+    is_set(Fault::SlabRelaxedRecycle)
 }

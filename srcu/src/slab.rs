@@ -4,10 +4,10 @@
 //! A closure of at most [`INLINE_BYTES`] bytes (alignment at most
 //! [`INLINE_ALIGN`]) is stored in a 64-byte *slot*: a [`CallbackHead`], the
 //! slot's block, and the closure's bytes. A block holds [`SLOTS`] slots and
-//! is allocated and freed by the runtime (the host's copy of this crate), so
-//! that a plugin's copy never frees memory of another allocator: the plugin
-//! asks the runtime for a slot through the vtable, and the runtime's own
-//! `free` function, stored in the block, frees the block.
+//! is allocated, recycled and freed by the runtime (the host's copy of this
+//! crate), so that a plugin's copy never frees memory of another allocator:
+//! the plugin asks the runtime for a slot through the vtable, and the
+//! runtime's own function, stored in the block, takes the block back.
 //!
 //! # Protocol
 //!
@@ -17,12 +17,20 @@
 //! full; if another producer put a block there meanwhile, the one it got back
 //! is *retired*. A block's `refs` starts at [`SLOTS`]: every slot that ran
 //! gives one back, a retired block gives back the slots never carved; the one
-//! that brings it to zero frees the block. This is `Arc`'s release protocol
-//! (Release decrements, an Acquire fence before the free); the loom model
-//! `model_slab_block_freed_after_every_slot_read` and its negative twin
-//! (`Fault::SlabRelaxedRelease`) check it; `model_slab_cache_handoff` and its
-//! twin (`Fault::SlabRelaxedHandoff`) check the swaps that hand a block from
-//! one producer to the next; `docs/memory-model.md` has the argument.
+//! that brings it to zero owns the block (`Arc`'s release protocol: Release
+//! decrements, an Acquire fence) and *recycles* it: pushes it on the domain's
+//! free list (a push-only Treiber stack that producers empty whole with a
+//! swap, so no ABA), or frees it when the list holds [`RECYCLE_CAP`] blocks.
+//! A producer whose block is full, or that finds none, takes the next one
+//! from the free blocks it holds (linked from its current block) or empties
+//! the free list, and allocates only when both are empty: a steady stream of
+//! callbacks allocates nothing.
+//!
+//! The loom models `model_slab_block_freed_after_every_slot_read`,
+//! `model_slab_cache_handoff` and `model_slab_recycled_block_reused` check
+//! the three hand-offs, each with a negative twin
+//! (`Fault::SlabRelaxedRelease`, `Fault::SlabRelaxedHandoff`,
+//! `Fault::SlabRelaxedRecycle`); `docs/memory-model.md` has the argument.
 
 use crate::callbacks::CallbackHead;
 use crate::sync::{fence, AtomicPtr, AtomicUsize, Ordering};
@@ -36,7 +44,33 @@ pub(crate) const INLINE_ALIGN: usize = 8;
 /// size (1 KiB) on purpose: a large request makes glibc consolidate its
 /// fast bins, which empties them of the small objects callbacks free, and
 /// every small allocation after it takes the slow path.
+#[cfg(not(usrcu_loom))]
 pub(crate) const SLOTS: usize = 14;
+/// Under loom, two slots: a block fills, and is recycled, within a model.
+#[cfg(usrcu_loom)]
+pub(crate) const SLOTS: usize = 2;
+
+/// Most blocks a domain's free list keeps (about 60 KiB); past it, a block
+/// whose slots all ran is freed.
+pub(crate) const RECYCLE_CAP: usize = 64;
+
+/// A domain's free blocks: pushed by whoever gives back a block's last
+/// reference, emptied whole by a producer.
+#[derive(Debug)]
+pub(crate) struct Recycle {
+    head: AtomicPtr<Block>,
+    /// About how many blocks `head` holds (a bound, not an exact count).
+    count: AtomicUsize,
+}
+
+impl Recycle {
+    pub(crate) fn new() -> Recycle {
+        Recycle {
+            head: AtomicPtr::new(std::ptr::null_mut()),
+            count: AtomicUsize::new(0),
+        }
+    }
+}
 
 /// One callback node: the head first (the runtime hands it to the
 /// trampoline), then the block it belongs to, then the closure.
@@ -49,18 +83,28 @@ pub(crate) struct Slot {
     race: crate::sync::RaceCell,
 }
 
-#[repr(C, align(64))]
+/// 64 bytes, so that the slots after it stay on 64-byte boundaries of the
+/// block (the block itself is not over-aligned: an aligned allocation is a
+/// slower path of the allocator).
+#[repr(C)]
 struct Header {
     /// Slots not yet given back (run, or never carved by a retired block).
     refs: AtomicUsize,
     /// Slots carved so far; only touched by the producer holding the block
     /// (taken out of a cache with an Acquire swap).
     used: usize,
-    /// The runtime's function that frees this block (the allocator that
-    /// allocated it).
+    /// The runtime's function that takes the block back when its last
+    /// reference is given back (recycles it, or frees it with the allocator
+    /// that allocated it).
     free: unsafe extern "C" fn(*mut Block),
+    /// The free list this block returns to (its domain's; outlives it).
+    home: *const Recycle,
+    /// The next block: on the free list, or, for a producer's current
+    /// block, the free blocks that producer holds.
+    next: *mut Block,
     /// Loom only: the accesses to `used`, for the race checker.
     used_race: crate::sync::RaceCell,
+    _pad: [usize; 3],
 }
 
 /// A block of slots.
@@ -74,6 +118,7 @@ pub(crate) struct Block {
 const _: () = {
     assert!(std::mem::size_of::<Slot>() == 64);
     assert!(std::mem::size_of::<Block>() == 960);
+    assert!(std::mem::size_of::<Header>() == 64);
 };
 
 /// Can a closure of type `F` live in a slot?
@@ -99,7 +144,11 @@ pub(crate) unsafe fn note_written(h: *mut CallbackHead) {
     unsafe { (*(h as *mut Slot)).race.write() }
 }
 
-unsafe extern "C" fn free_block(b: *mut Block) {
+/// Free a block to the allocator (the runtime's, which allocated it).
+///
+/// # Safety
+/// `b` came from [`new_block`] and nothing uses it any more.
+unsafe fn free_block(b: *mut Block) {
     // Loom: the block's loom objects are dropped with it.
     #[cfg(usrcu_loom)]
     // SAFETY: the block is live until the Box below drops.
@@ -109,12 +158,60 @@ unsafe extern "C" fn free_block(b: *mut Block) {
         }
         std::ptr::drop_in_place(std::ptr::addr_of_mut!((*b).hdr));
     }
-    // SAFETY: `b` came from `Box::into_raw` in `new_block`, and its last
-    // reference was given back (refs reached zero): nothing uses it now.
+    // SAFETY: `b` came from `Box::into_raw` in `new_block`; the caller
+    // guarantees nothing uses it now.
     drop(unsafe { Box::from_raw(b as *mut MaybeUninit<Block>) });
 }
 
-fn new_block() -> *mut Block {
+/// Push a block whose references are all ours on its free list.
+///
+/// # Safety
+/// The caller owns `b` (all its references); `b` is not used after.
+unsafe fn push_free(b: *mut Block) {
+    let relaxed = crate::fault::slab_relaxed_recycle();
+    // SAFETY: the caller owns the block; `home` outlives it.
+    unsafe {
+        let home = &*(*b).hdr.home;
+        // Relaxed: a bound on the list's length, not a synchronization.
+        home.count.fetch_add(1, Ordering::Relaxed);
+        (*b).hdr.used_race.write();
+        // Relaxed: the push's CAS below publishes the reset.
+        (*b).hdr.refs.store(SLOTS, Ordering::Relaxed);
+        (*b).hdr.used = 0;
+        // Relaxed: the CAS re-checks the value.
+        let mut top = home.head.load(Ordering::Relaxed);
+        loop {
+            (*b).hdr.next = top;
+            // Release: publishes the block's reset (and, through the Acquire
+            // fence of the last release, every slot access before it) to the
+            // producer's Acquire swap in `fresh_block`. A push only needs the
+            // head it links to to be the head it replaces, so a block taken
+            // and pushed again in between (ABA) is harmless.
+            let ok = if relaxed { Ordering::Relaxed } else { Ordering::Release };
+            match home.head.compare_exchange_weak(top, b, ok, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => top = now,
+            }
+        }
+    }
+}
+
+/// The runtime's function stored in every block: its last reference was
+/// given back; recycle it, or free it when its free list is full.
+unsafe extern "C" fn recycle_block(b: *mut Block) {
+    // SAFETY: the last reference was given back: the block is ours; its
+    // home outlives it.
+    unsafe {
+        // Relaxed: a bound (see `Recycle::count`).
+        if (*(*b).hdr.home).count.load(Ordering::Relaxed) >= RECYCLE_CAP {
+            free_block(b);
+        } else {
+            push_free(b);
+        }
+    }
+}
+
+fn new_block(home: &Recycle) -> *mut Block {
     let b = Box::into_raw(Box::<Block>::new_uninit()) as *mut Block;
     // SAFETY: a fresh allocation; the header is written before any use, and
     // slots are written when carved.
@@ -122,8 +219,11 @@ fn new_block() -> *mut Block {
         std::ptr::addr_of_mut!((*b).hdr).write(Header {
             refs: AtomicUsize::new(SLOTS),
             used: 0,
-            free: free_block,
+            free: recycle_block,
+            home,
+            next: std::ptr::null_mut(),
             used_race: crate::sync::RaceCell::new(),
+            _pad: [0; 3],
         });
         #[cfg(usrcu_loom)]
         for i in 0..SLOTS {
@@ -133,7 +233,31 @@ fn new_block() -> *mut Block {
     b
 }
 
-/// Give back `n` references of block `b`; the last one frees it.
+/// A block for a producer that holds none: the whole free list (its first
+/// block, the rest linked from it), or a new one.
+fn fresh_block(home: &Recycle) -> *mut Block {
+    // Relaxed pre-check: an empty list costs no RMW.
+    if home.head.load(Ordering::Relaxed).is_null() {
+        return new_block(home);
+    }
+    // Acquire: pairs with the Release CAS of every push (the later pushes
+    // continue the release sequence), so each block's reset is visible.
+    let take = if crate::fault::slab_relaxed_recycle() {
+        Ordering::Relaxed
+    } else {
+        Ordering::Acquire
+    };
+    let list = home.head.swap(std::ptr::null_mut(), take);
+    if list.is_null() {
+        return new_block(home);
+    }
+    // Relaxed: a bound; pushes racing with this take are counted again
+    // when the list is next emptied.
+    home.count.store(0, Ordering::Relaxed);
+    list
+}
+
+/// Give back `n` references of block `b`; the last one recycles or frees it.
 ///
 /// # Safety
 /// The caller owns `n` of `b`'s references and does not touch the slots
@@ -142,7 +266,7 @@ unsafe fn release(b: *mut Block, n: usize) {
     let relaxed = crate::fault::slab_relaxed_release();
     // Release: orders this holder's accesses to the block (the slot's read
     // by the trampoline, the producer's carving) before the decrement; the
-    // decrements form a release sequence that the freer's Acquire fence
+    // decrements form a release sequence that the last one's Acquire fence
     // below synchronizes with.
     let order = if relaxed { Ordering::Relaxed } else { Ordering::Release };
     // SAFETY: the caller holds references, so the block is live.
@@ -150,12 +274,12 @@ unsafe fn release(b: *mut Block, n: usize) {
     if before == n {
         if !relaxed {
             // Acquire: pairs with every Release decrement above, so that all
-            // slot accesses happen before the free.
+            // slot accesses happen before the block is reused or freed.
             fence(Ordering::Acquire);
         }
-        // Loom: the free writes every slot, so that a free not ordered after
-        // a slot's last read is a race the checker sees (here, not in the
-        // `extern "C"` free, which cannot unwind the checker's panic).
+        // Loom: reuse and free write every slot, so that one not ordered
+        // after a slot's last read is a race the checker sees (here, not in
+        // the `extern "C"` function, which cannot unwind its panic).
         #[cfg(usrcu_loom)]
         for i in 0..SLOTS {
             // SAFETY: the last reference: the block is ours.
@@ -166,17 +290,23 @@ unsafe fn release(b: *mut Block, n: usize) {
     }
 }
 
-/// A slot from `cache` (allocating a block when it holds none): owned by the
-/// caller until it is handed to [`release_slot`].
-pub(crate) fn take_slot(cache: &AtomicPtr<Block>) -> *mut CallbackHead {
+/// A slot from `cache` (taking a block from `home` or allocating one when
+/// it holds none): owned by the caller until it is handed to
+/// [`release_slot`].
+pub(crate) fn take_slot(cache: &AtomicPtr<Block>, home: &Recycle) -> *mut CallbackHead {
     let relaxed = crate::fault::slab_relaxed_handoff();
     // Acquire: pairs with the Release (AcqRel) swap that put the block here,
-    // so the previous holder's carving (`used`, its slots) happened before.
+    // so the previous holder's carving (`used`, its slots, its free blocks)
+    // happened before.
     let take = if relaxed { Ordering::Relaxed } else { Ordering::Acquire };
     let mut b = cache.swap(std::ptr::null_mut(), take);
     if b.is_null() {
-        b = new_block();
+        b = fresh_block(home);
     }
+    // AcqRel: Release publishes our carving to the next taker; Acquire pairs
+    // with the Release of whoever put the block we get back there, before we
+    // read its `used` to retire it.
+    let put = if relaxed { Ordering::Relaxed } else { Ordering::AcqRel };
     // SAFETY: `b` is live (we hold its uncarved references) and ours alone.
     unsafe {
         (*b).hdr.used_race.write();
@@ -185,12 +315,15 @@ pub(crate) fn take_slot(cache: &AtomicPtr<Block>) -> *mut CallbackHead {
         let s = std::ptr::addr_of_mut!((*b).slots[i]);
         std::ptr::addr_of_mut!((*s).head).write(CallbackHead::new());
         std::ptr::addr_of_mut!((*s).block).write(b);
-        if i + 1 < SLOTS {
-            // AcqRel: Release publishes our carving to the next taker; Acquire
-            // pairs with the Release of whoever put `prev` there, before we
-            // read its `used` to retire it.
-            let put = if relaxed { Ordering::Relaxed } else { Ordering::AcqRel };
-            let prev = cache.swap(b, put);
+        // The block to cache next: this one, or, when it is full (its slots
+        // now own it), the first of the free blocks it carried.
+        let next = if i + 1 < SLOTS {
+            b
+        } else {
+            std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut())
+        };
+        if !next.is_null() {
+            let prev = cache.swap(next, put);
             if !prev.is_null() {
                 retire(prev);
             }
@@ -213,14 +346,22 @@ pub(crate) unsafe fn release_slot(h: *mut CallbackHead) {
     }
 }
 
-/// Give back the uncarved references of a block taken out of a cache.
+/// Give back a block taken out of a cache: the free blocks it carries go
+/// back on the free list, and its uncarved references are released.
 ///
 /// # Safety
 /// The caller took `b` out of a cache (it holds its uncarved references).
 unsafe fn retire(b: *mut Block) {
-    // SAFETY: as above; `used < SLOTS` for a cached block.
+    // SAFETY: as above; `used < SLOTS` for a cached block, and the blocks it
+    // carries are wholly its holder's.
     unsafe {
         (*b).hdr.used_race.read();
+        let mut spare = std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut());
+        while !spare.is_null() {
+            let n = (*spare).hdr.next;
+            push_free(spare);
+            spare = n;
+        }
         let unused = SLOTS - (*b).hdr.used;
         release(b, unused)
     }
@@ -236,6 +377,23 @@ pub(crate) fn drain(cache: &AtomicPtr<Block>) {
     }
 }
 
+/// Free every block on `home` (the domain goes away; its caches were
+/// drained first, and every slot has run).
+pub(crate) fn drain_free(home: &Recycle) {
+    // Acquire: as in `fresh_block`.
+    let mut b = home.head.swap(std::ptr::null_mut(), Ordering::Acquire);
+    while !b.is_null() {
+        // SAFETY: taken off the free list: ours, unused.
+        unsafe {
+            let n = (*b).hdr.next;
+            free_block(b);
+            b = n;
+        }
+    }
+    // Relaxed: a bound.
+    home.count.store(0, Ordering::Relaxed);
+}
+
 /// Bytes of the block in `cache`, if any (for footprints).
 pub(crate) fn cached_bytes(cache: &AtomicPtr<Block>) -> usize {
     // Relaxed: a statistic; the pointer is not followed.
@@ -244,4 +402,10 @@ pub(crate) fn cached_bytes(cache: &AtomicPtr<Block>) -> usize {
     } else {
         std::mem::size_of::<Block>()
     }
+}
+
+/// About how many bytes of free blocks `home` keeps (for footprints).
+pub(crate) fn recycled_bytes(home: &Recycle) -> usize {
+    // Relaxed: a statistic.
+    home.count.load(Ordering::Relaxed) * std::mem::size_of::<Block>()
 }
