@@ -418,18 +418,19 @@ fn model_per_cpu_chunk_publication_fails_when_touched_after_publish() {
 
 const SLAB_VALUES_FAIL: &str = "a slot's value was lost";
 
-/// Two slots of one block, the block retired by its producer (as a domain
-/// that goes away does), read out and given back by two threads at once:
-/// whichever gives back the last reference frees the block, after the
-/// other's read (loom's race checker sees the free write every slot).
+/// Two slots of one block (under loom a block has two), read out and given
+/// back by two threads at once: whichever gives back the last reference
+/// recycles the block, after the other's read (loom's race checker sees the
+/// recycling write every slot).
 fn slab_block_freed_after_every_slot_read() {
     let cache = usrcu::__loom::SlabCache::new();
     let a = cache.put(11);
     let b = cache.put(22);
-    cache.drain();
+    cache.retire_cached();
     let t = thread::spawn(move || a.take());
     let vb = b.take();
     let va = t.join().unwrap();
+    cache.drain();
     assert!(va == 11 && vb == 22, "{SLAB_VALUES_FAIL}");
 }
 
@@ -479,4 +480,47 @@ fn model_slab_cache_handoff() {
 fn model_slab_cache_handoff_fails_with_relaxed_swaps() {
     let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     must_fail(Fault::SlabRelaxedHandoff, "Causality violation", slab_cache_handoff);
+}
+
+/// A block whose slots all ran is recycled by the invoker while a producer
+/// needs a block: if the producer takes the recycled one, the recycling
+/// (and the slot reads before it) happened before the producer writes its
+/// slots again.
+fn slab_recycled_block_reused() {
+    let cache = Arc::new(usrcu::__loom::SlabCache::new());
+    let a = cache.put(1);
+    let b = cache.put(2);
+    // Relaxed on purpose: the producer waits for the recycling without
+    // synchronizing with it, so that only the free list can order them.
+    let recycled = Arc::new(AtomicUsize::new(0));
+    let r2 = recycled.clone();
+    let t = thread::spawn(move || {
+        let v = a.take() + b.take();
+        r2.store(1, Ordering::Relaxed);
+        v
+    });
+    while recycled.load(Ordering::Relaxed) == 0 {
+        thread::yield_now();
+    }
+    let c = cache.put(3);
+    let vc = c.take();
+    let vab = t.join().unwrap();
+    cache.drain();
+    assert!(vab == 3 && vc == 3, "{SLAB_VALUES_FAIL}");
+}
+
+#[test]
+fn model_slab_recycled_block_reused() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    loom::model(slab_recycled_block_reused);
+}
+
+#[test]
+fn model_slab_recycled_block_reused_fails_with_relaxed_free_list() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(
+        Fault::SlabRelaxedRecycle,
+        "Causality violation",
+        slab_recycled_block_reused,
+    );
 }

@@ -305,7 +305,7 @@ impl TraceCore {
 /// One intake stack's cache of callback slot blocks (`slab.rs`): the very
 /// functions `call_srcu` and its trampoline use for small closures.
 #[derive(Debug)]
-pub struct SlabCache(AtomicPtr<crate::slab::Block>, Box<crate::slab::Recycle>);
+pub struct SlabCache(crate::sync::AtomicUsize, Box<crate::slab::Recycle>);
 
 /// A slot taken from a [`SlabCache`], holding one `usize`.
 #[derive(Debug)]
@@ -318,10 +318,7 @@ unsafe impl Send for SlabSlot {}
 impl SlabCache {
     /// An empty cache.
     pub fn new() -> SlabCache {
-        SlabCache(
-            AtomicPtr::new(std::ptr::null_mut()),
-            Box::new(crate::slab::Recycle::new()),
-        )
+        SlabCache(crate::sync::AtomicUsize::new(0), Box::new(crate::slab::Recycle::new()))
     }
 
     /// Take a slot and store `v` in it, as `call_srcu` stores a closure.

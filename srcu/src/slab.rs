@@ -34,6 +34,7 @@
 
 use crate::callbacks::CallbackHead;
 use crate::sync::{fence, AtomicPtr, AtomicUsize, Ordering};
+
 use std::mem::MaybeUninit;
 
 /// Bytes of closure a slot holds inline.
@@ -50,9 +51,9 @@ pub(crate) const SLOTS: usize = 14;
 #[cfg(usrcu_loom)]
 pub(crate) const SLOTS: usize = 2;
 
-/// Most blocks a domain's free list keeps (about 60 KiB); past it, a block
+/// Most blocks a domain's free list keeps (240 KiB); past it, a block
 /// whose slots all ran is freed.
-pub(crate) const RECYCLE_CAP: usize = 64;
+pub(crate) const RECYCLE_CAP: usize = 256;
 
 /// A domain's free blocks: pushed by whoever gives back a block's last
 /// reference, emptied whole by a producer.
@@ -90,9 +91,6 @@ pub(crate) struct Slot {
 struct Header {
     /// Slots not yet given back (run, or never carved by a retired block).
     refs: AtomicUsize,
-    /// Slots carved so far; only touched by the producer holding the block
-    /// (taken out of a cache with an Acquire swap).
-    used: usize,
     /// The runtime's function that takes the block back when its last
     /// reference is given back (recycles it, or frees it with the allocator
     /// that allocated it).
@@ -102,9 +100,9 @@ struct Header {
     /// The next block: on the free list, or, for a producer's current
     /// block, the free blocks that producer holds.
     next: *mut Block,
-    /// Loom only: the accesses to `used`, for the race checker.
-    used_race: crate::sync::RaceCell,
-    _pad: [usize; 3],
+    /// Loom only: the accesses to `next`, for the race checker.
+    next_race: crate::sync::RaceCell,
+    _pad: [usize; 4],
 }
 
 /// A block of slots.
@@ -174,10 +172,9 @@ unsafe fn push_free(b: *mut Block) {
         let home = &*(*b).hdr.home;
         // Relaxed: a bound on the list's length, not a synchronization.
         home.count.fetch_add(1, Ordering::Relaxed);
-        (*b).hdr.used_race.write();
+        (*b).hdr.next_race.write();
         // Relaxed: the push's CAS below publishes the reset.
         (*b).hdr.refs.store(SLOTS, Ordering::Relaxed);
-        (*b).hdr.used = 0;
         // Relaxed: the CAS re-checks the value.
         let mut top = home.head.load(Ordering::Relaxed);
         loop {
@@ -218,13 +215,13 @@ fn new_block(home: &Recycle) -> *mut Block {
     unsafe {
         std::ptr::addr_of_mut!((*b).hdr).write(Header {
             refs: AtomicUsize::new(SLOTS),
-            used: 0,
             free: recycle_block,
             home,
             next: std::ptr::null_mut(),
-            used_race: crate::sync::RaceCell::new(),
-            _pad: [0; 3],
+            next_race: crate::sync::RaceCell::new(),
+            _pad: [0; 4],
         });
+        (*b).hdr.next_race.write();
         #[cfg(usrcu_loom)]
         for i in 0..SLOTS {
             std::ptr::addr_of_mut!((*b).slots[i].race).write(crate::sync::RaceCell::new());
@@ -290,45 +287,110 @@ unsafe fn release(b: *mut Block, n: usize) {
     }
 }
 
+/// The cache word: a block (16-byte aligned, as every allocation is) and,
+/// in the low bits, how many of its slots are carved (always < `SLOTS`);
+/// zero when the cache holds no block. Carving is one CAS on this word, so
+/// the slot it claims is the word's own (a block recycled and cached again
+/// in between, ABA, is harmless: the word says which slot is free).
+const INDEX_MASK: usize = 15;
+const _: () = assert!(SLOTS <= INDEX_MASK + 1 && std::mem::align_of::<Block>() <= 16);
+
 /// A slot from `cache` (taking a block from `home` or allocating one when
 /// it holds none): owned by the caller until it is handed to
 /// [`release_slot`].
-pub(crate) fn take_slot(cache: &AtomicPtr<Block>, home: &Recycle) -> *mut CallbackHead {
+pub(crate) fn take_slot(cache: &AtomicUsize, home: &Recycle) -> *mut CallbackHead {
     let relaxed = crate::fault::slab_relaxed_handoff();
-    // Acquire: pairs with the Release (AcqRel) swap that put the block here,
-    // so the previous holder's carving (`used`, its slots, its free blocks)
-    // happened before.
-    let take = if relaxed { Ordering::Relaxed } else { Ordering::Acquire };
-    let mut b = cache.swap(std::ptr::null_mut(), take);
-    if b.is_null() {
-        b = fresh_block(home);
+    // Acquire (load and CAS): pairs with the Release CAS that installed the
+    // block (below), so the installer's writes (the block's reset, `next`)
+    // and, through it, the last use of the slot's memory happened before we
+    // write the slot. Release (CAS): publishes an installed block likewise.
+    let (load, rmw) = if relaxed {
+        (Ordering::Relaxed, Ordering::Relaxed)
+    } else {
+        (Ordering::Acquire, Ordering::AcqRel)
+    };
+    let mut w = cache.load(load);
+    loop {
+        if w == 0 {
+            // No block: install one with its first slot carved.
+            let b = fresh_block(home);
+            let claimed = if SLOTS > 1 { b as usize | 1 } else { 0 };
+            match cache.compare_exchange(0, claimed, rmw, load) {
+                // SAFETY: the block is ours until published, and its slot 0
+                // ours from then on.
+                Ok(_) => return unsafe { carve(b, 0) },
+                Err(now) => {
+                    // Another producer installed one: take ours back.
+                    // SAFETY: `b` and the free blocks linked from it are ours.
+                    unsafe { push_chain(b) };
+                    w = now;
+                    continue;
+                }
+            }
+        }
+        let b = (w & !INDEX_MASK) as *mut Block;
+        let i = w & INDEX_MASK;
+        let last = i + 1 == SLOTS;
+        let next = if last { 0 } else { w + 1 };
+        match cache.compare_exchange_weak(w, next, rmw, load) {
+            Ok(_) => {
+                if last {
+                    // The block is full; its slots own it. Cache the free
+                    // blocks it carries, if any.
+                    // SAFETY: our slot keeps the block alive, and only the
+                    // claimer of its last slot reads `next`.
+                    let chain = unsafe {
+                        (*b).hdr.next_race.read();
+                        std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut())
+                    };
+                    if !chain.is_null() && cache.compare_exchange(0, chain as usize, rmw, load).is_err() {
+                        // SAFETY: the chain is ours.
+                        unsafe { push_chain(chain) };
+                    }
+                }
+                if !last {
+                    // The next call on this CPU carves the next slot: start
+                    // bringing its line over now (it was last touched by
+                    // the invoker, on another CPU).
+                    // SAFETY: in bounds of the live block `b` (our slot keeps
+                    // it alive); a prefetch neither faults nor writes.
+                    crate::callbacks::prefetch_write(unsafe { std::ptr::addr_of!((*b).slots[i + 1]) } as *const u8);
+                }
+                // SAFETY: the CAS gave us slot `i` of the live block `b`.
+                return unsafe { carve(b, i) };
+            }
+            Err(now) => w = now,
+        }
     }
-    // AcqRel: Release publishes our carving to the next taker; Acquire pairs
-    // with the Release of whoever put the block we get back there, before we
-    // read its `used` to retire it.
-    let put = if relaxed { Ordering::Relaxed } else { Ordering::AcqRel };
-    // SAFETY: `b` is live (we hold its uncarved references) and ours alone.
+}
+
+/// Write the head of slot `i` of `b`, which the caller claimed.
+///
+/// # Safety
+/// The caller owns slot `i` of the live block `b`.
+unsafe fn carve(b: *mut Block, i: usize) -> *mut CallbackHead {
+    // SAFETY: as above.
     unsafe {
-        (*b).hdr.used_race.write();
-        let i = (*b).hdr.used;
-        (*b).hdr.used = i + 1;
         let s = std::ptr::addr_of_mut!((*b).slots[i]);
         std::ptr::addr_of_mut!((*s).head).write(CallbackHead::new());
         std::ptr::addr_of_mut!((*s).block).write(b);
-        // The block to cache next: this one, or, when it is full (its slots
-        // now own it), the first of the free blocks it carried.
-        let next = if i + 1 < SLOTS {
-            b
-        } else {
-            std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut())
-        };
-        if !next.is_null() {
-            let prev = cache.swap(next, put);
-            if !prev.is_null() {
-                retire(prev);
-            }
-        }
         s as *mut CallbackHead
+    }
+}
+
+/// Push `b` and the free blocks linked from it back on their free list.
+///
+/// # Safety
+/// The caller owns every block of the chain (all their references).
+unsafe fn push_chain(mut b: *mut Block) {
+    while !b.is_null() {
+        // SAFETY: as above.
+        unsafe {
+            (*b).hdr.next_race.read();
+            let n = (*b).hdr.next;
+            push_free(b);
+            b = n;
+        }
     }
 }
 
@@ -346,34 +408,23 @@ pub(crate) unsafe fn release_slot(h: *mut CallbackHead) {
     }
 }
 
-/// Give back a block taken out of a cache: the free blocks it carries go
-/// back on the free list, and its uncarved references are released.
-///
-/// # Safety
-/// The caller took `b` out of a cache (it holds its uncarved references).
-unsafe fn retire(b: *mut Block) {
-    // SAFETY: as above; `used < SLOTS` for a cached block, and the blocks it
-    // carries are wholly its holder's.
-    unsafe {
-        (*b).hdr.used_race.read();
-        let mut spare = std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut());
-        while !spare.is_null() {
-            let n = (*spare).hdr.next;
-            push_free(spare);
-            spare = n;
-        }
-        let unused = SLOTS - (*b).hdr.used;
-        release(b, unused)
-    }
-}
-
-/// Retire the block in `cache`, if any (the domain goes away).
-pub(crate) fn drain(cache: &AtomicPtr<Block>) {
+/// Retire the block in `cache`, if any (the domain goes away): the free
+/// blocks it carries go back on the free list, and its uncarved references
+/// are released.
+pub(crate) fn drain(cache: &AtomicUsize) {
     // Acquire: as in `take_slot`.
-    let b = cache.swap(std::ptr::null_mut(), Ordering::Acquire);
-    if !b.is_null() {
-        // SAFETY: taken out of the cache.
-        unsafe { retire(b) };
+    let w = cache.swap(0, Ordering::Acquire);
+    if w == 0 {
+        return;
+    }
+    let b = (w & !INDEX_MASK) as *mut Block;
+    // SAFETY: taken out of the cache: its uncarved references and the blocks
+    // it carries are ours.
+    unsafe {
+        (*b).hdr.next_race.read();
+        let chain = std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut());
+        push_chain(chain);
+        release(b, SLOTS - (w & INDEX_MASK));
     }
 }
 
@@ -395,9 +446,9 @@ pub(crate) fn drain_free(home: &Recycle) {
 }
 
 /// Bytes of the block in `cache`, if any (for footprints).
-pub(crate) fn cached_bytes(cache: &AtomicPtr<Block>) -> usize {
+pub(crate) fn cached_bytes(cache: &AtomicUsize) -> usize {
     // Relaxed: a statistic; the pointer is not followed.
-    if cache.load(Ordering::Relaxed).is_null() {
+    if cache.load(Ordering::Relaxed) == 0 {
         0
     } else {
         std::mem::size_of::<Block>()
