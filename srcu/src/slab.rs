@@ -11,20 +11,25 @@
 //!
 //! # Protocol
 //!
-//! Each domain keeps one *current* block per intake stack (`cache`), on the
-//! stack's cache line. A producer takes it out with a swap (exclusive from
-//! then on), carves the next slot, and puts it back with a swap unless it is
-//! full; if another producer put a block there meanwhile, the one it got back
-//! is *retired*. A block's `refs` starts at [`SLOTS`]: every slot that ran
-//! gives one back, a retired block gives back the slots never carved; the one
-//! that brings it to zero owns the block (`Arc`'s release protocol: Release
-//! decrements, an Acquire fence) and *recycles* it: pushes it on the domain's
-//! free list (a push-only Treiber stack that producers empty whole with a
-//! swap, so no ABA), or frees it when the list holds [`RECYCLE_CAP`] blocks.
-//! A producer whose block is full, or that finds none, takes the next one
-//! from the free blocks it holds (linked from its current block) or empties
-//! the free list, and allocates only when both are empty: a steady stream of
-//! callbacks allocates nothing.
+//! Each domain keeps one *current* block per intake stack, in a cache word
+//! on the stack's cache line: the block and, in its low bits, how many of
+//! its slots are carved. A producer claims the next slot with one CAS of
+//! that word; the claimer of the last slot leaves the word empty (the full
+//! block is owned by its slots now), and a producer that finds it empty
+//! installs a block. A block's `refs` starts at [`SLOTS`]: every slot that
+//! ran gives one back, a block drained from its cache gives back the slots
+//! never carved; the one that brings it to zero owns the block (`Arc`'s
+//! release protocol: Release decrements, an Acquire fence) and *recycles*
+//! it: pushes it on the domain's free list (a push-only Treiber stack that
+//! producers empty whole with a swap, so no ABA), or frees it when the list
+//! holds [`RECYCLE_CAP`] blocks. A producer that needs a block takes the
+//! free blocks the full one carried, or empties the free list, and
+//! allocates only when both are empty: a steady stream of callbacks
+//! allocates nothing.
+//!
+//! The block and slot layouts are shared by every copy of this crate in the
+//! process (a plugin's trampoline gives its slot back), so they are part of
+//! the runtime ABI: changing them bumps `RUNTIME_ABI_VERSION`.
 //!
 //! The loom models `model_slab_block_freed_after_every_slot_read`,
 //! `model_slab_cache_handoff` and `model_slab_recycled_block_reused` check
@@ -105,8 +110,9 @@ struct Header {
     _pad: [usize; 4],
 }
 
-/// A block of slots.
-#[repr(C)]
+/// A block of slots; 16-byte aligned, so that the cache word has 4 low bits
+/// for the slot count (what every malloc returns, so no aligned allocation).
+#[repr(C, align(16))]
 pub(crate) struct Block {
     hdr: Header,
     slots: [Slot; SLOTS],
@@ -293,7 +299,7 @@ unsafe fn release(b: *mut Block, n: usize) {
 /// the slot it claims is the word's own (a block recycled and cached again
 /// in between, ABA, is harmless: the word says which slot is free).
 const INDEX_MASK: usize = 15;
-const _: () = assert!(SLOTS <= INDEX_MASK + 1 && std::mem::align_of::<Block>() <= 16);
+const _: () = assert!(SLOTS <= INDEX_MASK + 1 && std::mem::align_of::<Block>() == INDEX_MASK + 1);
 
 /// A slot from `cache` (taking a block from `home` or allocating one when
 /// it holds none): owned by the caller until it is handed to
