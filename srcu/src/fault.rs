@@ -80,7 +80,10 @@ static FAULTS: AtomicU32 = AtomicU32::new(0);
 /// `usrcu-torture`'s pool, the core's `broken_grace_period` test and the loom
 /// models do. [`Fault::RelaxedPublish`] may be switched on only under loom
 /// (`--cfg usrcu_loom`): outside it, two threads attaching a domain at once
-/// would race on plain memory. Switching a fault off is always sound.
+/// would race on plain memory. Likewise [`Fault::SlabRelaxedRelease`],
+/// [`Fault::SlabRelaxedHandoff`] and [`Fault::SlabRelaxedRecycle`] (small
+/// `call_srcu` closures' slots would be reused while another thread still
+/// reads them). Switching a fault off is always sound.
 pub unsafe fn set(fault: Fault, on: bool) {
     if on {
         FAULTS.fetch_or(fault as u32, Ordering::Relaxed);
