@@ -415,3 +415,112 @@ fn model_per_cpu_chunk_publication_fails_when_touched_after_publish() {
         reader_on_a_just_published_chunk_is_waited_for,
     );
 }
+
+const SLAB_VALUES_FAIL: &str = "a slot's value was lost";
+
+/// Two slots of one block (under loom a block has two), read out and given
+/// back by two threads at once: whichever gives back the last reference
+/// recycles the block, after the other's read (loom's race checker sees the
+/// recycling write every slot).
+fn slab_block_freed_after_every_slot_read() {
+    let cache = usrcu::__loom::SlabCache::new();
+    let a = cache.put(11);
+    let b = cache.put(22);
+    cache.retire_cached();
+    let t = thread::spawn(move || a.take());
+    let vb = b.take();
+    let va = t.join().unwrap();
+    cache.drain();
+    assert!(va == 11 && vb == 22, "{SLAB_VALUES_FAIL}");
+}
+
+#[test]
+fn model_slab_block_freed_after_every_slot_read() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    loom::model(slab_block_freed_after_every_slot_read);
+}
+
+#[test]
+fn model_slab_block_freed_after_every_slot_read_fails_with_relaxed_release() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(
+        Fault::SlabRelaxedRelease,
+        "Causality violation",
+        slab_block_freed_after_every_slot_read,
+    );
+}
+
+/// Two producers share one cache (two threads on one CPU's intake stack):
+/// each carves a slot from whatever block it takes out, puts the block back
+/// (retiring one it finds there), and gives its slot back; the cached block
+/// is retired at the end. The carving count of a block passed from one
+/// producer to the other must be seen by the next taker (loom's race checker
+/// watches it), and every block must be freed exactly once.
+fn slab_cache_handoff() {
+    let cache = Arc::new(usrcu::__loom::SlabCache::new());
+    let c2 = cache.clone();
+    let t = thread::spawn(move || {
+        let s = c2.put(1);
+        s.take()
+    });
+    let s = cache.put(2);
+    let v2 = s.take();
+    let v1 = t.join().unwrap();
+    cache.drain();
+    assert!(v1 == 1 && v2 == 2, "{SLAB_VALUES_FAIL}");
+}
+
+#[test]
+fn model_slab_cache_handoff() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    loom::model(slab_cache_handoff);
+}
+
+#[test]
+fn model_slab_cache_handoff_fails_with_relaxed_swaps() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(Fault::SlabRelaxedHandoff, "Causality violation", slab_cache_handoff);
+}
+
+/// A block whose slots all ran is recycled by the invoker while a producer
+/// needs a block: if the producer takes the recycled one, the recycling
+/// (and the slot reads before it) happened before the producer writes its
+/// slots again.
+fn slab_recycled_block_reused() {
+    let cache = Arc::new(usrcu::__loom::SlabCache::new());
+    let a = cache.put(1);
+    let b = cache.put(2);
+    // Relaxed on purpose: the producer waits for the recycling without
+    // synchronizing with it, so that only the free list can order them.
+    let recycled = Arc::new(AtomicUsize::new(0));
+    let r2 = recycled.clone();
+    let t = thread::spawn(move || {
+        let v = a.take() + b.take();
+        r2.store(1, Ordering::Relaxed);
+        v
+    });
+    while recycled.load(Ordering::Relaxed) == 0 {
+        thread::yield_now();
+    }
+    let c = cache.put(3);
+    let vc = c.take();
+    let vab = t.join().unwrap();
+    cache.drain();
+    assert!(vab == 3 && vc == 3, "{SLAB_VALUES_FAIL}");
+}
+
+#[test]
+fn model_slab_recycled_block_reused() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    loom::model(slab_recycled_block_reused);
+}
+
+#[test]
+fn model_slab_recycled_block_reused_fails_with_relaxed_free_list() {
+    let _s = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    must_fail(
+        Fault::SlabRelaxedRecycle,
+        "Causality violation",
+        slab_recycled_block_reused,
+    );
+}

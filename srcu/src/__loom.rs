@@ -301,3 +301,65 @@ impl TraceCore {
         crate::trace::wait_for_readers(&recs, FenceMode::SeqCst, |_, _| crate::sync::yield_now());
     }
 }
+
+/// One intake stack's cache of callback slot blocks (`slab.rs`): the very
+/// functions `call_srcu` and its trampoline use for small closures.
+#[derive(Debug)]
+pub struct SlabCache(crate::sync::AtomicUsize, Box<crate::slab::Recycle>);
+
+/// A slot taken from a [`SlabCache`], holding one `usize`.
+#[derive(Debug)]
+pub struct SlabSlot(*mut CallbackHead);
+
+// SAFETY: a slot is handed from its producer to one consumer, as the
+// runtime hands a queued callback to its invoker.
+unsafe impl Send for SlabSlot {}
+
+impl SlabCache {
+    /// An empty cache.
+    pub fn new() -> SlabCache {
+        SlabCache(crate::sync::AtomicUsize::new(0), Box::new(crate::slab::Recycle::new()))
+    }
+
+    /// Take a slot and store `v` in it, as `call_srcu` stores a closure.
+    pub fn put(&self, v: usize) -> SlabSlot {
+        let h = crate::slab::take_slot(&self.0, &self.1);
+        // SAFETY: a fresh slot holds `INLINE_BYTES` >= 8 bytes aligned to 8.
+        unsafe {
+            std::ptr::write(crate::slab::data(h) as *mut usize, v);
+            crate::slab::note_written(h);
+        }
+        SlabSlot(h)
+    }
+
+    /// Retire the cached block (as a producer that finds another block in
+    /// the cache does); its slots still queued keep it alive.
+    pub fn retire_cached(&self) {
+        crate::slab::drain(&self.0)
+    }
+
+    /// The domain goes away: retire the cached block and free the free list
+    /// (every slot must have been taken back).
+    pub fn drain(&self) {
+        crate::slab::drain(&self.0);
+        crate::slab::drain_free(&self.1);
+    }
+}
+
+impl Default for SlabCache {
+    fn default() -> Self {
+        SlabCache::new()
+    }
+}
+
+impl SlabSlot {
+    /// Read the value out and give the slot back, as the trampoline does.
+    pub fn take(self) -> usize {
+        // SAFETY: the slot was filled by `put` and is given back once.
+        unsafe {
+            let v = std::ptr::read(crate::slab::data(self.0) as *const usize);
+            crate::slab::release_slot(self.0);
+            v
+        }
+    }
+}

@@ -79,6 +79,15 @@ impl Default for CallbackHead {
 #[derive(Debug)]
 struct Padded<T>(T);
 
+/// One intake stack, and the block that small closures queued on its CPU
+/// take their slots from (`slab.rs`): one cache line, which an enqueue
+/// writes anyway.
+#[derive(Debug)]
+struct Intake {
+    top: AtomicPtr<CallbackHead>,
+    slab: crate::sync::AtomicUsize,
+}
+
 /// Most intake stacks per domain: enough to keep enqueuers on different
 /// CPUs off each other's cache lines, and few enough that a collection (and
 /// the memory of a domain) does not grow with the possible CPUs.
@@ -110,19 +119,30 @@ pub(crate) struct Ordered {
     /// finished (read by the inventory under the lock, by the invoker
     /// without it; only replaced under the lock).
     batch: Vec<Item>,
+    /// `collect`'s buffer, kept between passes so that a steady stream of
+    /// callbacks does not allocate (and free) a large buffer per pass.
+    fresh: Vec<Item>,
+    /// `collect`'s merge buffers (kept likewise).
+    merged: Vec<Item>,
+    tmp: Vec<Item>,
 }
 
 /// The callback queue of one domain.
 #[derive(Debug)]
 pub(crate) struct Callbacks {
-    stacks: Box<[Padded<AtomicPtr<CallbackHead>>]>,
-    next_ticket: AtomicU64,
+    stacks: Box<[Padded<Intake>]>,
+    /// On a line of its own: every enqueue writes it, and the invoker
+    /// writes `done_tickets` and `batch_pos` after every callback.
+    next_ticket: Padded<AtomicU64>,
     done_tickets: AtomicU64,
     /// Barrier markers ever queued (to tell callbacks from markers in stats).
     markers: AtomicU64,
     ordered: Mutex<Ordered>,
     /// Index in `Ordered::batch` of the item running now.
     batch_pos: AtomicU64,
+    /// Free slot blocks (`slab.rs`); on a line of its own, written by the
+    /// invoker when a block's last slot has run.
+    recycle: Padded<crate::slab::Recycle>,
 }
 
 /// What one pass of [`Callbacks::take_ready`] found.
@@ -141,18 +161,38 @@ impl Callbacks {
     pub(crate) fn new(stacks: usize) -> Callbacks {
         let n = stacks.clamp(1, MAX_STACKS);
         Callbacks {
-            stacks: (0..n).map(|_| Padded(AtomicPtr::new(std::ptr::null_mut()))).collect(),
-            next_ticket: AtomicU64::new(0),
+            stacks: (0..n)
+                .map(|_| {
+                    Padded(Intake {
+                        top: AtomicPtr::new(std::ptr::null_mut()),
+                        slab: crate::sync::AtomicUsize::new(0),
+                    })
+                })
+                .collect(),
+            next_ticket: Padded(AtomicU64::new(0)),
             done_tickets: AtomicU64::new(0),
             markers: AtomicU64::new(0),
             ordered: Mutex::new(Ordered::default()),
             batch_pos: AtomicU64::new(0),
+            recycle: Padded(crate::slab::Recycle::new()),
         }
     }
 
     /// Bytes this queue holds while idle.
     pub(crate) fn footprint(&self) -> usize {
-        std::mem::size_of::<Callbacks>() + self.stacks.len() * std::mem::size_of::<Padded<AtomicPtr<CallbackHead>>>()
+        std::mem::size_of::<Callbacks>()
+            + self.stacks.len() * std::mem::size_of::<Padded<Intake>>()
+            + self
+                .stacks
+                .iter()
+                .map(|s| crate::slab::cached_bytes(&s.0.slab))
+                .sum::<usize>()
+            + crate::slab::recycled_bytes(&self.recycle.0)
+    }
+
+    /// A callback slot for a small closure queued from `cpu` (`slab.rs`).
+    pub(crate) fn take_slot(&self, cpu: usize) -> *mut CallbackHead {
+        crate::slab::take_slot(&self.stacks[cpu % self.stacks.len()].0.slab, &self.recycle.0)
     }
 
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
@@ -160,14 +200,14 @@ impl Callbacks {
         // Relaxed: statistics. Markers are counted before their tickets are
         // taken, so read them first; saturate against a racing barrier.
         let markers = self.markers.load(Ordering::Relaxed);
-        self.next_ticket.load(Ordering::Relaxed).saturating_sub(markers)
+        self.next_ticket.0.load(Ordering::Relaxed).saturating_sub(markers)
     }
 
     /// Tickets handed out (callbacks and markers).
     pub(crate) fn tickets(&self) -> u64 {
         // SeqCst: read after the driver's handshake fence (`wake.rs`), and
         // ordered with the enqueuers' SeqCst ticket RMWs.
-        self.next_ticket.load(Ordering::SeqCst)
+        self.next_ticket.0.load(Ordering::SeqCst)
     }
 
     /// Callbacks (and markers) queued and not yet finished.
@@ -199,7 +239,7 @@ impl Callbacks {
         // behind the link; this RMW is the work the wake-up handshake
         // publishes (`wake.rs`). SeqCst: also totally orders tickets with the
         // cookies' sequence reads.
-        let ticket = self.next_ticket.fetch_add(1, Ordering::SeqCst);
+        let ticket = self.next_ticket.0.fetch_add(1, Ordering::SeqCst);
         let cookie = cookie();
         // SAFETY: the caller hands `head` over to us.
         unsafe {
@@ -207,7 +247,7 @@ impl Callbacks {
             (*head).cookie = cookie.0;
             (*head).ticket = ticket;
         }
-        let top = &self.stacks[cpu % self.stacks.len()].0;
+        let top = &self.stacks[cpu % self.stacks.len()].0.top;
         // Relaxed: the CAS below re-checks the value.
         let mut cur = top.load(Ordering::Relaxed);
         loop {
@@ -224,14 +264,22 @@ impl Callbacks {
 
     /// Move everything from the intake stacks into `o.held`, in ticket order.
     fn collect(&self, o: &mut Ordered) {
-        let mut fresh: Vec<Item> = Vec::new();
+        let mut fresh = std::mem::take(&mut o.fresh);
+        let mut merged = std::mem::take(&mut o.merged);
+        let mut tmp = std::mem::take(&mut o.tmp);
+        fresh.clear();
+        merged.clear();
+        // Where each stack's run ends in `fresh`, and are they all ascending.
+        let mut runs = 0usize;
+        let mut first_end = 0usize;
+        let mut ascending = true;
         for s in self.stacks.iter() {
             // Relaxed pre-check: an empty stack costs one load, no RMW.
-            if s.0.load(Ordering::Relaxed).is_null() {
+            if s.0.top.load(Ordering::Relaxed).is_null() {
                 continue;
             }
             // Acquire: pairs with the Release CAS in `enqueue`.
-            let mut p = s.0.swap(std::ptr::null_mut(), Ordering::Acquire);
+            let mut p = s.0.top.swap(std::ptr::null_mut(), Ordering::Acquire);
             let from = fresh.len();
             while !p.is_null() {
                 // SAFETY: a pushed head is ours until invoked; its fields were
@@ -246,16 +294,61 @@ impl Callbacks {
                     p = (*p).next;
                 }
             }
-            // A stack pops newest first; its run is (nearly) ascending reversed.
+            // A stack pops newest first; its run is (nearly: two threads on
+            // one CPU's stack may interleave) ascending reversed.
             fresh[from..].reverse();
+            ascending &= fresh[from..].is_sorted_by_key(|i| i.ticket);
+            if runs == 0 {
+                first_end = fresh.len();
+            } else {
+                // Merge this run into what the earlier runs merged to: O(n)
+                // per run, and a pass sees few stacks (one per CPU in use).
+                if runs == 1 {
+                    merge_by_ticket(&fresh[..first_end], &fresh[first_end..], &mut merged);
+                } else {
+                    tmp.clear();
+                    merge_by_ticket(&merged, &fresh[from..], &mut tmp);
+                    std::mem::swap(&mut merged, &mut tmp);
+                }
+            }
+            runs += 1;
         }
-        if fresh.is_empty() {
-            return;
+        if runs == 1 {
+            std::mem::swap(&mut fresh, &mut merged);
         }
-        o.held.extend(fresh);
-        // A stable sort finds the ascending runs (one per stack, plus the
-        // held rest) and merges them.
-        o.held.make_contiguous().sort_by_key(|i| i.ticket);
+        if !ascending {
+            // Tickets are unique, so an unstable sort orders them the same
+            // way a stable one would, in place (no buffer to allocate).
+            merged.sort_unstable_by_key(|i| i.ticket);
+        }
+        if let Some(first) = merged.first() {
+            // Usually everything collected comes after what was held; a
+            // callback whose push was late (its thread preempted between
+            // ticket and push) belongs a little before the end: merge only
+            // the tail of `held` it reaches into, never re-sort all of it.
+            let pos = o.held.partition_point(|i| i.ticket < first.ticket);
+            if pos == o.held.len() {
+                o.held.extend(merged.iter().copied());
+            } else {
+                tmp.clear();
+                tmp.extend(o.held.drain(pos..));
+                fresh.clear();
+                merge_by_ticket(&tmp, &merged, &mut fresh);
+                o.held.extend(fresh.iter().copied());
+            }
+        }
+        // Keep the buffers at about what a pass needs: a burst must not pin
+        // its peak for the domain's lifetime.
+        let keep = merged.len().max(4096);
+        for v in [&mut fresh, &mut merged, &mut tmp] {
+            if v.capacity() > 4 * keep {
+                v.clear();
+                v.shrink_to(keep);
+            }
+        }
+        o.fresh = fresh;
+        o.merged = merged;
+        o.tmp = tmp;
     }
 
     /// Take the callbacks that may run now against the completed sequence
@@ -301,6 +394,10 @@ impl Callbacks {
             // same invoker calls after this loop; concurrent readers (the
             // inventory) only read it.
             let it = unsafe { *ptr.add(i) };
+            if i + PREFETCH < len {
+                // SAFETY: as above.
+                prefetch(unsafe { (*ptr.add(i + PREFETCH)).head });
+            }
             let marker = std::ptr::fn_addr_eq(it.func, marker_fn as unsafe extern "C" fn(*mut CallbackHead));
             if marker {
                 // A marker counts itself done before it wakes its waiter, so
@@ -339,12 +436,68 @@ impl Callbacks {
     }
 }
 
+/// How many callbacks ahead `run_batch` prefetches heads: `collect` read
+/// them a grace period ago, so in a long batch they have left the cache.
+const PREFETCH: usize = 8;
+
+/// Hint the CPU to bring `p`'s line into the cache (never faults).
+#[inline(always)]
+fn prefetch(p: *const CallbackHead) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it neither faults nor changes
+    // memory, whatever the address (SSE is part of x86_64).
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Hint the CPU to bring `p`'s line into the cache to be written (never
+/// faults).
+#[inline(always)]
+pub(crate) fn prefetch_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as in `prefetch`.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Merge two runs ascending by ticket into `out` (runs that are not
+/// ascending leave `out` unsorted; `collect` sorts it then).
+fn merge_by_ticket(a: &[Item], b: &[Item], out: &mut Vec<Item>) {
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].ticket < b[j].ticket {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+}
+
 impl Drop for Callbacks {
     fn drop(&mut self) {
         // Callbacks still queued here belong to a domain that was cleaned up
         // successfully, which requires an empty queue; a leaked domain is
-        // never dropped. Nothing to free: heads are owned by their callers.
+        // never dropped. Heads are owned by their callers; the slot blocks
+        // cached for small closures are the queue's: every slot carved from
+        // them has run, so retiring them frees them.
         debug_assert_eq!(self.pending(), 0);
+        for s in self.stacks.iter() {
+            crate::slab::drain(&s.0.slab);
+        }
+        crate::slab::drain_free(&self.recycle.0);
     }
 }
 

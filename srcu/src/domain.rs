@@ -487,6 +487,33 @@ impl Srcu {
     /// grace-period order; a panicking callback is reported
     /// ([`WarningKind::CallbackPanicked`]) and the runtime goes on.
     pub fn call_srcu<F: FnOnce() + Send + 'static>(&self, f: F) {
+        if crate::slab::fits::<F>() {
+            // A small closure lives in a slot of a runtime-owned block: no
+            // allocation of its own (`slab.rs`).
+            unsafe extern "C" fn inline_trampoline<F: FnOnce()>(h: *mut CallbackHead) {
+                // SAFETY: `h` is the head of the slot that `call_srcu` filled
+                // with an `F` (it fits), handed back exactly once: the
+                // closure is moved out, then the slot is given back.
+                let f = unsafe {
+                    let f = std::ptr::read(crate::slab::data(h) as *const F);
+                    crate::slab::release_slot(h);
+                    f
+                };
+                crate::runtime::run_catching_panic("usrcu", f);
+            }
+            // SAFETY: `self` is live; the runtime returns a slot that is ours
+            // until its trampoline gives it back.
+            let h = unsafe { (self.rt().alloc_slot)(self) };
+            // SAFETY: the slot holds `INLINE_BYTES` bytes aligned to
+            // `INLINE_ALIGN`, which `fits` checked; the trampoline takes the
+            // closure back out exactly once.
+            unsafe {
+                std::ptr::write(crate::slab::data(h) as *mut F, f);
+                crate::slab::note_written(h);
+                self.call_srcu_raw(h, inline_trampoline::<F>);
+            }
+            return;
+        }
         #[repr(C)]
         struct Boxed<F> {
             head: CallbackHead,

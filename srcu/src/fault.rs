@@ -46,6 +46,18 @@ pub enum Fault {
     /// set, so a scan can miss a chunk a reader already counts on (loom's
     /// negative check of the per-CPU chunk model).
     ChunkTouchedLate = 1024,
+    /// A callback slot block (`slab.rs`) gives its references back with
+    /// Relaxed decrements and no Acquire fence before the free (loom's
+    /// negative check of the slab model).
+    SlabRelaxedRelease = 2048,
+    /// A producer takes a callback slot block from its cache and puts it
+    /// back with Relaxed swaps (loom's negative check of the slab hand-off
+    /// model).
+    SlabRelaxedHandoff = 4096,
+    /// A recycled callback slot block is pushed on its free list, and the
+    /// list taken, with Relaxed operations (loom's negative check of the
+    /// slab recycling model).
+    SlabRelaxedRecycle = 8192,
 }
 
 // Relaxed: a configuration word set before the run being checked starts.
@@ -68,7 +80,10 @@ static FAULTS: AtomicU32 = AtomicU32::new(0);
 /// `usrcu-torture`'s pool, the core's `broken_grace_period` test and the loom
 /// models do. [`Fault::RelaxedPublish`] may be switched on only under loom
 /// (`--cfg usrcu_loom`): outside it, two threads attaching a domain at once
-/// would race on plain memory. Switching a fault off is always sound.
+/// would race on plain memory. Likewise [`Fault::SlabRelaxedRelease`],
+/// [`Fault::SlabRelaxedHandoff`] and [`Fault::SlabRelaxedRecycle`] (small
+/// `call_srcu` closures' slots would be reused while another thread still
+/// reads them). Switching a fault off is always sound.
 pub unsafe fn set(fault: Fault, on: bool) {
     if on {
         FAULTS.fetch_or(fault as u32, Ordering::Relaxed);
@@ -111,4 +126,19 @@ pub(crate) fn take_past_gap() -> bool {
 #[inline]
 pub(crate) fn chunk_touched_late() -> bool {
     is_set(Fault::ChunkTouchedLate)
+}
+
+#[inline]
+pub(crate) fn slab_relaxed_release() -> bool {
+    is_set(Fault::SlabRelaxedRelease)
+}
+
+#[inline]
+pub(crate) fn slab_relaxed_handoff() -> bool {
+    is_set(Fault::SlabRelaxedHandoff)
+}
+
+#[inline]
+pub(crate) fn slab_relaxed_recycle() -> bool {
+    is_set(Fault::SlabRelaxedRecycle)
 }

@@ -58,6 +58,7 @@ mod attach;
 mod callbacks;
 mod grace_period;
 mod reader;
+mod slab;
 mod wake;
 
 #[cfg(not(usrcu_loom))]

@@ -23,6 +23,22 @@ mod imp {
     pub(crate) fn spin_hint() {
         std::hint::spin_loop();
     }
+
+    /// Loom's view of accesses to plain memory the models cannot see
+    /// (`slab.rs`); nothing outside loom.
+    #[derive(Debug, Default)]
+    pub(crate) struct RaceCell;
+
+    impl RaceCell {
+        #[allow(dead_code)]
+        pub(crate) fn new() -> RaceCell {
+            RaceCell
+        }
+        #[inline]
+        pub(crate) fn read(&self) {}
+        #[inline]
+        pub(crate) fn write(&self) {}
+    }
 }
 
 #[cfg(usrcu_loom)]
@@ -42,6 +58,23 @@ mod imp {
 
     pub(crate) fn spin_hint() {
         loom::thread::yield_now();
+    }
+
+    /// A plain-memory access the race checker sees: `read`/`write` record
+    /// an access to the memory it stands for (`slab.rs`).
+    #[derive(Debug)]
+    pub(crate) struct RaceCell(loom::cell::UnsafeCell<()>);
+
+    impl RaceCell {
+        pub(crate) fn new() -> RaceCell {
+            RaceCell(loom::cell::UnsafeCell::new(()))
+        }
+        pub(crate) fn read(&self) {
+            self.0.with(|_| ());
+        }
+        pub(crate) fn write(&self) {
+            self.0.with_mut(|_| ());
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::sync::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 /// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
-pub const RUNTIME_ABI_VERSION: u32 = 4;
+pub const RUNTIME_ABI_VERSION: u32 = 5;
 
 /// How long the driver lets callbacks gather before it starts the grace
 /// period they need (the kernel's SRCU waits a jiffy, liburcu's `call_rcu`
@@ -69,6 +69,9 @@ pub struct RuntimeVTable {
     pub trace: &'static crate::trace::TraceVTable,
     /// The host's Tasks RCU operations (`usrcu::tasks`).
     pub tasks: &'static crate::tasks::TasksVTable,
+    /// A callback slot for a small `call_srcu` closure, allocated by the
+    /// runtime (freed by the runtime's function stored in its block).
+    pub alloc_slot: unsafe extern "C" fn(*const Srcu) -> *mut CallbackHead,
 }
 
 static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
@@ -87,6 +90,7 @@ static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
     report: rt_report,
     trace: &crate::trace::HOST_TRACE_VTABLE,
     tasks: &crate::tasks::HOST_TASKS_VTABLE,
+    alloc_slot: rt_alloc_slot,
 };
 
 /// The runtime installed by a loader, if any. Acquire/Release: the table is
@@ -223,6 +227,12 @@ unsafe extern "C" fn rt_call_srcu(
         // The snap inside `enqueue` was the handshake's producer fence.
         driver::kick(st);
     }
+}
+
+unsafe extern "C" fn rt_alloc_slot(s: *const Srcu) -> *mut CallbackHead {
+    // SAFETY: the caller passes a live domain.
+    let st = unsafe { state(s) };
+    st.cbs.take_slot(crate::percpu::current_cpu())
 }
 
 unsafe extern "C" fn rt_barrier(s: *const Srcu, timeout_ns: u64) -> u32 {
