@@ -179,7 +179,7 @@ impl CallbackCore {
         if t.ready == 0 {
             return 0;
         }
-        self.cbs.run_batch()
+        self.cbs.run_batch(&crate::sync::AtomicU64::new(0))
     }
 
     /// Callbacks not yet finished.

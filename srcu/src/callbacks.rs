@@ -384,7 +384,14 @@ impl Callbacks {
 
     /// Run the batch that `take_ready` left, in order; returns its length.
     /// Only the domain's one invoker calls this, without the lock held.
-    pub(crate) fn run_batch(&self) -> usize {
+    ///
+    /// Adds the callbacks it ran (barrier markers are not callbacks) to
+    /// `invoked` before it runs each marker and at the end, so that a
+    /// barrier's waiter reads a count that includes every callback before
+    /// its marker (the add is sequenced before the marker's wake-up, which
+    /// the waiter synchronizes with).
+    pub(crate) fn run_batch(&self, invoked: &crate::sync::AtomicU64) -> usize {
+        let mut unflushed = 0u64;
         let (ptr, len) = {
             let o = lock(&self.ordered);
             (o.batch.as_ptr(), o.batch.len())
@@ -401,16 +408,20 @@ impl Callbacks {
             let marker = std::ptr::fn_addr_eq(it.func, marker_fn as unsafe extern "C" fn(*mut CallbackHead));
             if marker {
                 // A marker counts itself done before it wakes its waiter, so
-                // that a cleanup right after `barrier` sees nothing pending.
+                // that a cleanup right after `barrier` sees nothing pending,
+                // and the callbacks before it are counted as invoked.
+                crate::stats::Counters::add(invoked, std::mem::take(&mut unflushed));
                 self.finished(it.ticket, i + 1);
             }
             // SAFETY: `it.head` was queued with `it.func` by `enqueue`; the
             // head is valid until this call, which hands it back to its owner.
             unsafe { (it.func)(it.head) };
             if !marker {
+                unflushed += 1;
                 self.finished(it.ticket, i + 1);
             }
         }
+        crate::stats::Counters::add(invoked, unflushed);
         len
     }
 

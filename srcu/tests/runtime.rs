@@ -381,3 +381,27 @@ fn fork_child_entry() {
     );
     println!("fork child: barrier returned");
 }
+
+/// Right after `barrier` returns, the statistics count every callback queued
+/// before it as invoked, and count nothing else (a barrier's marker is not a
+/// callback). Both failed before: the invoker added a pass's count after the
+/// marker had woken the waiter (a read right after `barrier` could see 0),
+/// and the markers themselves were counted (invoked could exceed queued).
+#[test]
+fn after_barrier_the_stats_count_exactly_the_callbacks_queued_before_it() {
+    let d = Srcu::new("stats-after-barrier");
+    let ran = Arc::new(AtomicUsize::new(0));
+    for round in 1..=300u64 {
+        for _ in 0..3 {
+            let ran = ran.clone();
+            d.call_srcu(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        d.barrier();
+        let s = d.stats();
+        assert_eq!(ran.load(Ordering::SeqCst) as u64, 3 * round);
+        assert_eq!(s.callbacks_queued, 3 * round, "round {round}: {s:?}");
+        assert_eq!(s.callbacks_invoked, 3 * round, "round {round}: {s:?}");
+    }
+}

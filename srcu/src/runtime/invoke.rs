@@ -12,7 +12,6 @@
 
 use super::driver;
 use super::state::DomainState;
-use crate::stats::Counters;
 use crate::sync::{lock, Condvar, Mutex, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -129,10 +128,9 @@ fn pass(st: &DomainState) -> bool {
             gap = take.gap;
             break;
         }
-        ran += st.cbs.run_batch();
+        ran += st.cbs.run_batch(&st.stats.callbacks_invoked);
     }
     SERVING.with(|c| c.set(std::ptr::null()));
-    Counters::add(&st.stats.callbacks_invoked, ran as u64);
     gap || ran >= PASS_LIMIT
 }
 
