@@ -57,7 +57,9 @@ pub(crate) const SLOTS: usize = 14;
 pub(crate) const SLOTS: usize = 2;
 
 /// Most blocks a domain's free list keeps (240 KiB); past it, a block
-/// whose slots all ran is freed.
+/// whose slots all ran is freed. Besides the list, each of the domain's
+/// intake stacks holds its current block and a chain of at most three
+/// more ([`fresh_block`]): at most 256 + 32 × 4 blocks, 360 KiB, a domain.
 pub(crate) const RECYCLE_CAP: usize = 256;
 
 /// A domain's free blocks: pushed by whoever gives back a block's last
@@ -257,8 +259,39 @@ fn fresh_block(home: &Recycle) -> *mut Block {
     // Relaxed: a bound; pushes racing with this take are counted again
     // when the list is next emptied.
     home.count.store(0, Ordering::Relaxed);
+    // Keep at most CHAIN_KEPT blocks in the chain this producer will carry
+    // and free the rest: the chain is off the list and out of its count,
+    // so without this each of the stacks could keep a whole list's worth.
+    let mut kept = 1;
+    let mut b = list;
+    while !b.is_null() {
+        // SAFETY: the swap made every block of the list ours; `next` links
+        // blocks of the same list.
+        unsafe {
+            (*b).hdr.next_race.read();
+            let n = (*b).hdr.next;
+            if kept == CHAIN_KEPT {
+                (*b).hdr.next_race.write();
+                (*b).hdr.next = std::ptr::null_mut();
+                let mut f = n;
+                while !f.is_null() {
+                    (*f).hdr.next_race.read();
+                    let next = (*f).hdr.next;
+                    free_block(f);
+                    f = next;
+                }
+                break;
+            }
+            kept += 1;
+            b = n;
+        }
+    }
     list
 }
+
+/// Most blocks a producer takes from the free list into its chain
+/// (its current block included); the rest are freed.
+const CHAIN_KEPT: usize = 4;
 
 /// Give back `n` references of block `b`; the last one recycles or frees it.
 ///
@@ -272,8 +305,13 @@ unsafe fn release(b: *mut Block, n: usize) {
     // decrements form a release sequence that the last one's Acquire fence
     // below synchronizes with.
     let order = if relaxed { Ordering::Relaxed } else { Ordering::Release };
+    // Read `free` first: once our decrement is done, another holder's
+    // decrement may be the last and free the block under us.
     // SAFETY: the caller holds references, so the block is live.
-    let (before, free) = unsafe { ((*b).hdr.refs.fetch_sub(n, order), (*b).hdr.free) };
+    let free = unsafe { (*b).hdr.free };
+    // SAFETY: as above; the block is not touched after this decrement
+    // unless it was the last.
+    let before = unsafe { (*b).hdr.refs.fetch_sub(n, order) };
     if before == n {
         if !relaxed {
             // Acquire: pairs with every Release decrement above, so that all
@@ -394,7 +432,8 @@ unsafe fn push_chain(mut b: *mut Block) {
         unsafe {
             (*b).hdr.next_race.read();
             let n = (*b).hdr.next;
-            push_free(b);
+            // Through the cap, as every recycled block.
+            recycle_block(b);
             b = n;
         }
     }
