@@ -451,9 +451,9 @@ fn model_slab_block_freed_after_every_slot_read_fails_with_relaxed_release() {
 }
 
 /// Two producers share one cache (two threads on one CPU's intake stack):
-/// each carves a slot from whatever block it takes out, puts the block back
-/// (retiring one it finds there), and gives its slot back; the cached block
-/// is retired at the end. The carving count of a block passed from one
+/// each carves a slot with a CAS on the cache's packed block-and-index word
+/// (installing a block when the word is empty), and gives its slot back;
+/// the cached block is retired at the end. The carving count of a block passed from one
 /// producer to the other must be seen by the next taker (loom's race checker
 /// watches it), and every block must be freed exactly once.
 fn slab_cache_handoff() {

@@ -50,9 +50,9 @@ pub enum Fault {
     /// Relaxed decrements and no Acquire fence before the free (loom's
     /// negative check of the slab model).
     SlabRelaxedRelease = 2048,
-    /// A producer takes a callback slot block from its cache and puts it
-    /// back with Relaxed swaps (loom's negative check of the slab hand-off
-    /// model).
+    /// Producers carve callback slots with Relaxed operations on the
+    /// cache's packed block-and-index word (loom's negative check of the
+    /// slab hand-off model).
     SlabRelaxedHandoff = 4096,
     /// A recycled callback slot block is pushed on its free list, and the
     /// list taken, with Relaxed operations (loom's negative check of the

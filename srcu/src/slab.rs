@@ -344,8 +344,9 @@ const _: () = assert!(SLOTS <= INDEX_MASK + 1 && std::mem::align_of::<Block>() =
 /// [`release_slot`].
 pub(crate) fn take_slot(cache: &AtomicUsize, home: &Recycle) -> *mut CallbackHead {
     let relaxed = crate::fault::slab_relaxed_handoff();
-    // Acquire (load and CAS): pairs with the Release CAS that installed the
-    // block (below), so the installer's writes (the block's reset, `next`)
+    // Acquire (the CAS; the plain load's value is only the CAS's expected
+    // value, so its Acquire is not needed): pairs with the Release CAS that
+    // installed the block (below), so the installer's writes (the block's reset, `next`)
     // and, through it, the last use of the slot's memory happened before we
     // write the slot. Release (CAS): publishes an installed block likewise.
     let (load, rmw) = if relaxed {
