@@ -60,31 +60,43 @@ fn counter(slot: &Slot, field: usize, idx: usize) -> &AtomicUsize {
     unsafe { &*((slot as *const Slot as *const u8).add(field + idx * STRIDE) as *const AtomicUsize) }
 }
 
-/// Add one to the rseq counter (`field`, rank `idx`) of the current CPU's
-/// slot in a restartable sequence. False if the domain has no rseq path, this
-/// CPU has no slot of its own or its chunk is not allocated yet, or the
-/// kernel aborted the sequence.
+/// Where an rseq add of the counter (`field`, rank `idx`) would go now:
+/// the thread's rseq area, the current CPU's counter and the CPU. `None` if
+/// the domain has no rseq path, or this CPU has no slot of its own or its
+/// chunk is not allocated yet.
 ///
 /// A non-zero `rseq_offset` implies the membarrier fence pair (`PerCpu::new`
-/// gives SeqCst domains no rseq path), so callers that took this path need
+/// gives SeqCst domains no rseq path), so callers that take this path need
 /// only a compiler fence.
 #[inline(always)]
-fn rseq_increment(pc: &PerCpu, idx: usize, field: usize) -> bool {
+fn rseq_target(pc: &PerCpu, idx: usize, field: usize) -> Option<Entered> {
     let off = pc.rseq_offset;
     if off == 0 {
-        return false;
+        return None;
     }
     let area = rseq::area(off);
     let cpu = rseq::area_cpu(area);
     // A negative "not registered" id reads as a huge u32: no slot.
-    let Some(slot) = pc.own_slot(cpu as usize) else {
-        return false;
-    };
-    // SAFETY: `area` is this thread's rseq area (`off` non-zero); rseq
-    // counters of slot `cpu` are only written by sequences bound to `cpu`
-    // (percpu.rs); the chunk holding the slot stays allocated as long as
-    // the block.
-    unsafe { rseq::add(area, cpu, counter_ptr(slot, field, idx)) }
+    let slot = pc.own_slot(cpu as usize)?;
+    Some(Entered {
+        area,
+        ctr: counter_ptr(slot, field, idx),
+        cpu,
+    })
+}
+
+/// Add one to `e`'s counter in a restartable sequence bound to its CPU;
+/// false if the thread is on another CPU or the kernel aborted the sequence.
+///
+/// # Safety
+/// `e` came from [`rseq_target`] on this thread.
+#[inline(always)]
+unsafe fn rseq_add(e: Entered) -> bool {
+    // SAFETY: `e.area` is this thread's rseq area (`rseq_offset` non-zero);
+    // `e.ctr` is an rseq counter of `e.cpu`'s slot, and rseq counters of a
+    // slot are only written by sequences bound to its CPU (percpu.rs); the
+    // chunk holding the slot stays allocated as long as the block.
+    unsafe { rseq::add(e.area, e.cpu, e.ctr) }
 }
 
 #[cfg(not(usrcu_loom))]
@@ -141,28 +153,11 @@ fn unlock_atomic(pc: &PerCpu, idx: usize, cpu: usize) {
 /// Enter a read-side critical section on `pc`; returns the rank to leave with.
 #[inline(always)]
 pub(crate) fn lock(pc: &PerCpu) -> usize {
-    // Relaxed: any rank is correct; a reader that read the index long before
-    // its add is the straggler the grace period's first scan waits for.
-    let idx = pc.idx.load(Ordering::Relaxed) & 1;
-    if rseq_increment(pc, idx, RSEQ_LOCK) {
-        // B (membarrier mode, implied by the rseq path): pairs with the
-        // updater's heavy fence A.
-        compiler_fence(Ordering::SeqCst);
-    } else {
-        lock_atomic_out_of_line(pc, idx);
-    }
-    idx
+    lock_entered(pc).0
 }
 
-/// The atomic path of `lock`, out of line so that the rseq path stays small
-/// enough to inline everywhere.
-#[cold]
-#[inline(never)]
-fn lock_atomic_out_of_line(pc: &PerCpu, idx: usize) {
-    lock_atomic(pc, idx, current_cpu());
-}
-
-/// The atomic path of `unlock` (after C), out of line as above.
+/// The atomic path of `unlock` (after C), out of line (see
+/// [`lock_entered_slow`]).
 #[cold]
 #[inline(never)]
 fn unlock_atomic_out_of_line(pc: &PerCpu, idx: usize) {
@@ -189,26 +184,23 @@ impl Entered {
     };
 }
 
-/// `lock` for a guard: the same steps, also returning what the guard's
-/// unlock needs for its fast path ([`unlock_entered`]).
+/// `lock`, also returning what a guard's unlock needs for its fast path
+/// ([`unlock_entered`]).
 #[inline(always)]
 pub(crate) fn lock_entered(pc: &PerCpu) -> (usize, Entered) {
-    // Relaxed: as in `lock`.
+    // Relaxed: any rank is correct; a reader that read the index long before
+    // its add is the straggler the grace period's first scan waits for.
     let idx = pc.idx.load(Ordering::Relaxed) & 1;
-    let off = pc.rseq_offset;
-    if off != 0 {
-        let area = rseq::area(off);
-        let cpu = rseq::area_cpu(area);
-        if let Some(slot) = pc.own_slot(cpu as usize) {
-            let ctr = counter_ptr(slot, RSEQ_LOCK, idx);
-            // SAFETY: as in `rseq_increment`: `area` is this thread's rseq
-            // area, and `ctr` is an rseq counter of `cpu`'s slot.
-            if unsafe { rseq::add(area, cpu, ctr) } {
-                // B (membarrier mode, implied by the rseq path): pairs with
-                // the updater's heavy fence A.
-                compiler_fence(Ordering::SeqCst);
-                return (idx, Entered { area, ctr, cpu });
-            }
+    if let Some(e) = rseq_target(pc, idx, RSEQ_LOCK) {
+        // SAFETY: `e` came from `rseq_target` on this thread.
+        if unsafe { rseq_add(e) } {
+            // B (membarrier mode, implied by the rseq path): pairs with the
+            // updater's heavy fence A.
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: `e.ctr` points into a live slot. (Said so that a
+            // guard's drop, inlined after this, tests it no more.)
+            unsafe { std::hint::assert_unchecked(!e.ctr.is_null()) };
+            return (idx, e);
         }
     }
     lock_entered_slow(pc, idx)
@@ -223,8 +215,8 @@ fn lock_entered_slow(pc: &PerCpu, idx: usize) -> (usize, Entered) {
     (idx, Entered::ATOMIC)
 }
 
-/// The general unlock for [`unlock_entered`], out of line (see
-/// [`lock_entered_slow`]).
+/// The general unlock for [`unlock_entered`], out of line so that the
+/// guard's drop stays small enough to inline everywhere.
 #[cold]
 #[inline(never)]
 fn unlock_slow(pc: &PerCpu, idx: usize) {
@@ -244,13 +236,18 @@ pub(crate) unsafe fn unlock_entered(pc: &PerCpu, idx: usize, e: Entered) {
         // C (membarrier mode, implied by the rseq lock): pairs with the
         // updater's heavy fence A.
         compiler_fence(Ordering::SeqCst);
-        // SAFETY: `e.area` is this thread's rseq area (the caller's
-        // contract: same thread), and `e.ctr` is `rseq_lock[idx]` of
-        // `e.cpu`'s slot, whose chunk lives as long as `pc`; the counter
-        // `RSEQ_UNLOCK - RSEQ_LOCK` bytes on is `rseq_unlock[idx]` of that
-        // slot, written only by sequences bound to `e.cpu`, which the
-        // sequence checks.
-        if unsafe { rseq::add(e.area, e.cpu, e.ctr.byte_add(RSEQ_UNLOCK - RSEQ_LOCK)) } {
+        // The same slot's `rseq_unlock[idx]`, `RSEQ_UNLOCK - RSEQ_LOCK`
+        // bytes on from `e.ctr`: what `rseq_target` would give on `e.cpu`.
+        let u = Entered {
+            // SAFETY: within the slot that holds `e.ctr` (`counter`'s layout).
+            ctr: unsafe { e.ctr.byte_add(RSEQ_UNLOCK - RSEQ_LOCK) },
+            ..e
+        };
+        // SAFETY: `e` came from `rseq_target` on this thread (the caller's
+        // contract; a guard is not `Send`), and so does `u` but for its
+        // counter, which is an rseq counter of the same slot; the sequence
+        // checks that the thread is still on `e.cpu`.
+        if unsafe { rseq_add(u) } {
             return;
         }
     }
@@ -264,7 +261,8 @@ pub(crate) fn unlock(pc: &PerCpu, idx: usize) {
         // C (membarrier mode, implied by a non-zero rseq offset): pairs with
         // the updater's heavy fence A.
         compiler_fence(Ordering::SeqCst);
-        if !rseq_increment(pc, idx, RSEQ_UNLOCK) {
+        // SAFETY: the target came from `rseq_target` on this thread.
+        if !rseq_target(pc, idx, RSEQ_UNLOCK).is_some_and(|u| unsafe { rseq_add(u) }) {
             unlock_atomic_out_of_line(pc, idx);
         }
     } else {

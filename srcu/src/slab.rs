@@ -169,6 +169,23 @@ unsafe fn free_block(b: *mut Block) {
     drop(unsafe { Box::from_raw(b as *mut MaybeUninit<Block>) });
 }
 
+/// Free `b` and the blocks linked from it.
+///
+/// # Safety
+/// The caller owns every block of the chain (all their references), and
+/// nothing uses them any more.
+unsafe fn free_chain(mut b: *mut Block) {
+    while !b.is_null() {
+        // SAFETY: as above.
+        unsafe {
+            (*b).hdr.next_race.read();
+            let n = (*b).hdr.next;
+            free_block(b);
+            b = n;
+        }
+    }
+}
+
 /// Push a block whose references are all ours on its free list.
 ///
 /// # Safety
@@ -238,8 +255,9 @@ fn new_block(home: &Recycle) -> *mut Block {
     b
 }
 
-/// A block for a producer that holds none: the whole free list (its first
-/// block, the rest linked from it), or a new one.
+/// A block for a producer that holds none: the free list's first block with
+/// at most [`CHAIN_KEPT`] - 1 more linked from it (the rest of the list is
+/// freed), or a new one.
 fn fresh_block(home: &Recycle) -> *mut Block {
     // Relaxed pre-check: an empty list costs no RMW.
     if home.head.load(Ordering::Relaxed).is_null() {
@@ -262,29 +280,19 @@ fn fresh_block(home: &Recycle) -> *mut Block {
     // Keep at most CHAIN_KEPT blocks in the chain this producer will carry
     // and free the rest: the chain is off the list and out of its count,
     // so without this each of the stacks could keep a whole list's worth.
-    let mut kept = 1;
-    let mut b = list;
-    while !b.is_null() {
-        // SAFETY: the swap made every block of the list ours; `next` links
-        // blocks of the same list.
-        unsafe {
-            (*b).hdr.next_race.read();
-            let n = (*b).hdr.next;
-            if kept == CHAIN_KEPT {
-                (*b).hdr.next_race.write();
-                (*b).hdr.next = std::ptr::null_mut();
-                let mut f = n;
-                while !f.is_null() {
-                    (*f).hdr.next_race.read();
-                    let next = (*f).hdr.next;
-                    free_block(f);
-                    f = next;
-                }
-                break;
+    let mut last = list;
+    // SAFETY: the swap made every block of the list ours; `next` links
+    // blocks of the same list.
+    unsafe {
+        for _ in 1..CHAIN_KEPT {
+            (*last).hdr.next_race.read();
+            if (*last).hdr.next.is_null() {
+                return list;
             }
-            kept += 1;
-            b = n;
+            last = (*last).hdr.next;
         }
+        (*last).hdr.next_race.write();
+        free_chain(std::mem::replace(&mut (*last).hdr.next, std::ptr::null_mut()));
     }
     list
 }
@@ -478,15 +486,9 @@ pub(crate) fn drain(cache: &AtomicUsize) {
 /// drained first, and every slot has run).
 pub(crate) fn drain_free(home: &Recycle) {
     // Acquire: as in `fresh_block`.
-    let mut b = home.head.swap(std::ptr::null_mut(), Ordering::Acquire);
-    while !b.is_null() {
-        // SAFETY: taken off the free list: ours, unused.
-        unsafe {
-            let n = (*b).hdr.next;
-            free_block(b);
-            b = n;
-        }
-    }
+    let list = home.head.swap(std::ptr::null_mut(), Ordering::Acquire);
+    // SAFETY: taken off the free list: ours, unused.
+    unsafe { free_chain(list) };
     // Relaxed: a bound.
     home.count.store(0, Ordering::Relaxed);
 }

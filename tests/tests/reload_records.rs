@@ -14,54 +14,14 @@
 //! `release_state` switched off), the heap goes up and down by about 20 KiB
 //! and this test fails.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use usrcu_module_loader::{ModuleHandle, ModuleLoader};
 use usrcu_tests::fixture_path;
 
-/// The system allocator, counting the bytes in use.
-struct Counting;
-
-static IN_USE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call is passed to `System` unchanged; only a counter is
-// added to.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc`, passed on.
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            // Relaxed: a statistic, read after the cycles have joined.
-            IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
-        let p = unsafe { System.alloc_zeroed(l) };
-        if !p.is_null() {
-            // Relaxed: as above.
-            IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: the caller's contract for `dealloc`, passed on.
-        unsafe { System.dealloc(p, l) };
-        // Relaxed: as above.
-        IN_USE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        // SAFETY: the caller's contract for `realloc`, passed on.
-        let q = unsafe { System.realloc(p, l, new) };
-        if !q.is_null() {
-            // Relaxed: as above.
-            IN_USE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        }
-        q
-    }
-}
+#[path = "../../srcu/tests/common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{in_use, Counting};
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -119,12 +79,12 @@ fn a_reload_cycle_leaves_no_domain_state_and_no_host_heap_behind() {
     // Relaxed: this thread's own allocations are ordered by program order;
     // the runtime's threads are idle between cycles (every callback ran
     // before its unload returned).
-    let heap0 = IN_USE.load(Ordering::Relaxed);
+    let heap0 = in_use();
     let mut per_cycle = Vec::new();
     for _ in 0..CYCLES {
         queued += cycle();
         // Relaxed: as above.
-        per_cycle.push(IN_USE.load(Ordering::Relaxed) - heap0);
+        per_cycle.push(in_use() - heap0);
     }
     assert_eq!(
         RAN.load(Ordering::SeqCst),
