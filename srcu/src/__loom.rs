@@ -114,7 +114,7 @@ impl CallbackCore {
     /// As `Srcu::call_srcu_raw`.
     pub unsafe fn enqueue(&self, cpu: usize, head: *mut CallbackHead, func: unsafe extern "C" fn(*mut CallbackHead)) {
         // SAFETY: forwarded.
-        unsafe { self.cbs.enqueue(cpu, head, func, || self.core.gp.snap()) };
+        unsafe { self.cbs.enqueue(cpu, head, func, || self.core.gp.snap_after_fence()) };
     }
 
     /// `call_srcu_raw` on `cpu`'s intake stack with a cookie taken earlier
@@ -131,10 +131,8 @@ impl CallbackCore {
     ) {
         // SAFETY: forwarded.
         unsafe {
-            self.cbs.enqueue(cpu, head, func, || {
-                crate::sync::fence(crate::sync::Ordering::SeqCst);
-                crate::grace_period::Cookie(cookie)
-            })
+            self.cbs
+                .enqueue(cpu, head, func, || crate::grace_period::Cookie(cookie))
         };
     }
 

@@ -238,8 +238,9 @@ impl Callbacks {
         // The ticket is counted before the push, so `pending` never runs
         // behind the link; this RMW is the work the wake-up handshake
         // publishes (`wake.rs`). SeqCst: also totally orders tickets with the
-        // cookies' sequence reads.
-        let ticket = self.next_ticket.0.fetch_add(1, Ordering::SeqCst);
+        // cookies' sequence reads. Then the SeqCst fence (see above); on
+        // x86-64 one locked instruction is both (`sync::fetch_add_then_fence`).
+        let ticket = crate::sync::fetch_add_then_fence(&self.next_ticket.0, 1);
         let cookie = cookie();
         // SAFETY: the caller hands `head` over to us.
         unsafe {
@@ -562,13 +563,8 @@ impl Callbacks {
         }));
         // SAFETY: the marker is leaked until `marker_fn` takes it back. A
         // marker waits for no grace period (cookie 0), only for the tickets
-        // before it; the fence is the handshake's producer fence (`enqueue`).
-        unsafe {
-            self.enqueue(cpu, m as *mut CallbackHead, marker_fn, || {
-                crate::sync::fence(Ordering::SeqCst);
-                Cookie(0)
-            })
-        };
+        // before it; `enqueue` issues the handshake's producer fence.
+        unsafe { self.enqueue(cpu, m as *mut CallbackHead, marker_fn, || Cookie(0)) };
         Some(Barrier { sync })
     }
 }

@@ -112,6 +112,13 @@ impl GpState {
         // cookie names starts after them; pairs with the SeqCst increment at
         // the start of a grace period (`advance`, `Idle` -> `Scan1`).
         fence(Ordering::SeqCst);
+        self.snap_after_fence()
+    }
+
+    /// [`GpState::snap`] for a caller that has just issued the SeqCst fence
+    /// itself (`Callbacks::enqueue`: the one after its ticket RMW), with
+    /// nothing it must order before the read of the sequence after it.
+    pub(crate) fn snap_after_fence(&self) -> Cookie {
         let s = self.seq.load(Ordering::SeqCst);
         Cookie((s + 3) & !1)
     }

@@ -39,6 +39,43 @@ mod imp {
         #[inline]
         pub(crate) fn write(&self) {}
     }
+
+    /// `a.fetch_add(v, SeqCst)` followed by `fence(SeqCst)`, as one
+    /// operation: in the C++ model it *is* those two (every argument that
+    /// uses it names the fence), so loom and other targets run exactly them.
+    /// On x86-64 both are implemented by the one `lock xadd`: the x86
+    /// mapping of C++ atomics implements a SeqCst fence with a locked
+    /// instruction (`rustc` emits `lock or` to the stack for
+    /// `fence(SeqCst)`), and the `xadd` is such an instruction, so the
+    /// second locked instruction after it adds nothing (the kernel's
+    /// `smp_mb__after_atomic` is empty on x86 for the same reason). The asm
+    /// has no `nomem`, so the compiler also treats it as reading and writing
+    /// any memory: no access moves across it.
+    #[inline]
+    pub(crate) fn fetch_add_then_fence(a: &AtomicU64, v: u64) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut r = v;
+            // SAFETY: `as_ptr` points to the live atomic, 8-byte aligned;
+            // `lock xadd` is an atomic read-modify-write of it, as
+            // `fetch_add` is, and touches nothing else (no stack use).
+            unsafe {
+                std::arch::asm!(
+                    "lock xadd qword ptr [{p}], {r}",
+                    p = in(reg) a.as_ptr(),
+                    r = inout(reg) r,
+                    options(nostack),
+                );
+            }
+            r
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let r = a.fetch_add(v, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            r
+        }
+    }
 }
 
 #[cfg(usrcu_loom)]
@@ -46,6 +83,13 @@ mod imp {
 mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+    /// `fetch_add(v, SeqCst)` then `fence(SeqCst)` (see the std version).
+    pub(crate) fn fetch_add_then_fence(a: &AtomicU64, v: u64) -> u64 {
+        let r = a.fetch_add(v, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        r
+    }
 
     /// Loom has no compiler fence; model it as the strongest fence so that a
     /// model never passes because of it (the light/heavy pairing is modelled

@@ -10,8 +10,8 @@
 //!
 //! A producer first makes its work visible through a read-modify-write
 //! (the callback ticket, or the grace-period request), then issues a SeqCst
-//! fence (for `call_srcu`, the one that begins `GpState::snap`), then loads
-//! the flag and kicks if it reads `false`. The driver stores `false`, issues
+//! fence (for `call_srcu`, the one `Callbacks::enqueue` issues after its
+//! ticket), then loads the flag and kicks if it reads `false`. The driver stores `false`, issues
 //! a SeqCst fence, then re-reads the work counters. This is the
 //! store-buffering pattern with a SeqCst fence on each side: the two fences
 //! are ordered in the single total order S, and whichever side's fence

@@ -211,7 +211,8 @@ unsafe extern "C" fn rt_call_srcu(
     // SAFETY: `call_srcu_raw`'s contract hands `head` to us.
     unsafe {
         st.cbs.enqueue(crate::percpu::current_cpu(), head, func, || {
-            let c = st.gp.snap();
+            // `enqueue` issued the snap's fence after the ticket.
+            let c = st.gp.snap_after_fence();
             ticket_cookie.set(c);
             c
         })
@@ -224,7 +225,7 @@ unsafe extern "C" fn rt_call_srcu(
         // `synchronize` do not wait for this delay.
         driver::schedule_at(st.arc(), Instant::now() + CALLBACK_GP_DELAY);
     } else {
-        // The snap inside `enqueue` was the handshake's producer fence.
+        // `enqueue`'s fence after the ticket was the handshake's producer fence.
         driver::kick(st);
     }
 }
