@@ -21,11 +21,14 @@
 //! never carved; the one that brings it to zero owns the block (`Arc`'s
 //! release protocol: Release decrements, an Acquire fence) and *recycles*
 //! it: pushes it on the domain's free list (a push-only Treiber stack that
-//! producers empty whole with a swap, so no ABA), or frees it when the list
-//! holds [`RECYCLE_CAP`] blocks. A producer that needs a block takes the
-//! free blocks the full one carried, or empties the free list, and
+//! producers empty whole with a swap, so no ABA), or frees it when the
+//! domain holds [`RECYCLE_CAP`] spare blocks (on the list and in producers'
+//! chains together). A producer that needs a block takes the free blocks
+//! the full one carried, or empties the free list (the first block becomes
+//! current, the rest ride in its chain, still counted as spare), and
 //! allocates only when both are empty: a steady stream of callbacks
-//! allocates nothing.
+//! allocates and frees nothing, and no producer frees blocks in its
+//! `call_srcu`.
 //!
 //! The block and slot layouts are shared by every copy of this crate in the
 //! process (a plugin's trampoline gives its slot back), so they are part of
@@ -56,10 +59,11 @@ pub(crate) const SLOTS: usize = 14;
 #[cfg(usrcu_loom)]
 pub(crate) const SLOTS: usize = 2;
 
-/// Most blocks a domain's free list keeps (240 KiB); past it, a block
-/// whose slots all ran is freed. Besides the list, each of the domain's
-/// intake stacks holds its current block and a chain of at most three
-/// more ([`fresh_block`]): at most 256 + 32 × 4 blocks, 360 KiB, a domain.
+/// Most spare blocks a domain keeps (240 KiB), on its free list and in the
+/// chains its producers took from it together; past it, a block whose
+/// slots all ran is freed. Besides them, each of the domain's intake stacks
+/// holds its current block: at most 256 + 32 blocks, 270 KiB, a domain
+/// (plus one block per thread racing on the bound).
 pub(crate) const RECYCLE_CAP: usize = 256;
 
 /// A domain's free blocks: pushed by whoever gives back a block's last
@@ -67,7 +71,12 @@ pub(crate) const RECYCLE_CAP: usize = 256;
 #[derive(Debug)]
 pub(crate) struct Recycle {
     head: AtomicPtr<Block>,
-    /// About how many blocks `head` holds (a bound, not an exact count).
+    /// About how many spare blocks the domain holds: on this list, and in
+    /// the chains producers took from it and have not carved yet (a bound,
+    /// not an exact count). A block is counted when it is pushed and
+    /// uncounted when a producer makes it its current block, so taking the
+    /// list does not reset the bound: the domain's spare blocks stay within
+    /// [`RECYCLE_CAP`] however many stacks hold chains.
     count: AtomicUsize,
 }
 
@@ -186,17 +195,21 @@ unsafe fn free_chain(mut b: *mut Block) {
     }
 }
 
-/// Push a block whose references are all ours on its free list.
+/// Push a block whose references are all ours on its free list; `count`:
+/// it becomes spare now (false: it was spare already, in a chain being
+/// given back).
 ///
 /// # Safety
 /// The caller owns `b` (all its references); `b` is not used after.
-unsafe fn push_free(b: *mut Block) {
+unsafe fn push_free(b: *mut Block, count: bool) {
     let relaxed = crate::fault::slab_relaxed_recycle();
     // SAFETY: the caller owns the block; `home` outlives it.
     unsafe {
         let home = &*(*b).hdr.home;
-        // Relaxed: a bound on the list's length, not a synchronization.
-        home.count.fetch_add(1, Ordering::Relaxed);
+        if count {
+            // Relaxed: a bound on the spare blocks, not a synchronization.
+            home.count.fetch_add(1, Ordering::Relaxed);
+        }
         (*b).hdr.next_race.write();
         // Relaxed: the push's CAS below publishes the reset.
         (*b).hdr.refs.store(SLOTS, Ordering::Relaxed);
@@ -228,7 +241,7 @@ unsafe extern "C" fn recycle_block(b: *mut Block) {
         if (*(*b).hdr.home).count.load(Ordering::Relaxed) >= RECYCLE_CAP {
             free_block(b);
         } else {
-            push_free(b);
+            push_free(b, true);
         }
     }
 }
@@ -255,9 +268,9 @@ fn new_block(home: &Recycle) -> *mut Block {
     b
 }
 
-/// A block for a producer that holds none: the free list's first block with
-/// at most [`CHAIN_KEPT`] - 1 more linked from it (the rest of the list is
-/// freed), or a new one.
+/// A block for a producer that holds none: the free list's first block, with
+/// the rest of the list linked from it (spare blocks the producer carries,
+/// still counted), or a new one.
 fn fresh_block(home: &Recycle) -> *mut Block {
     // Relaxed pre-check: an empty list costs no RMW.
     if home.head.load(Ordering::Relaxed).is_null() {
@@ -274,32 +287,12 @@ fn fresh_block(home: &Recycle) -> *mut Block {
     if list.is_null() {
         return new_block(home);
     }
-    // Relaxed: a bound; pushes racing with this take are counted again
-    // when the list is next emptied.
-    home.count.store(0, Ordering::Relaxed);
-    // Keep at most CHAIN_KEPT blocks in the chain this producer will carry
-    // and free the rest: the chain is off the list and out of its count,
-    // so without this each of the stacks could keep a whole list's worth.
-    let mut last = list;
-    // SAFETY: the swap made every block of the list ours; `next` links
-    // blocks of the same list.
-    unsafe {
-        for _ in 1..CHAIN_KEPT {
-            (*last).hdr.next_race.read();
-            if (*last).hdr.next.is_null() {
-                return list;
-            }
-            last = (*last).hdr.next;
-        }
-        (*last).hdr.next_race.write();
-        free_chain(std::mem::replace(&mut (*last).hdr.next, std::ptr::null_mut()));
-    }
+    // The first block is no longer spare. Relaxed: a bound; its push's
+    // increment is ordered before (it happened before the swap that took
+    // the block), so this never wraps.
+    home.count.fetch_sub(1, Ordering::Relaxed);
     list
 }
-
-/// Most blocks a producer takes from the free list into its chain
-/// (its current block included); the rest are freed.
-const CHAIN_KEPT: usize = 4;
 
 /// Give back `n` references of block `b`; the last one recycles or frees it.
 ///
@@ -396,9 +389,20 @@ pub(crate) fn take_slot(cache: &AtomicUsize, home: &Recycle) -> *mut CallbackHea
                         (*b).hdr.next_race.read();
                         std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut())
                     };
-                    if !chain.is_null() && cache.compare_exchange(0, chain as usize, rmw, load).is_err() {
-                        // SAFETY: the chain is ours.
-                        unsafe { push_chain(chain) };
+                    if !chain.is_null() {
+                        // Read before the CAS: once installed, the block may
+                        // be carved, run and recycled by others.
+                        // SAFETY: the chain is ours until installed.
+                        let chain_home = unsafe { (*chain).hdr.home };
+                        if cache.compare_exchange(0, chain as usize, rmw, load).is_ok() {
+                            // Its first block is current now, no longer
+                            // spare. Relaxed: a bound (see `fresh_block`).
+                            // SAFETY: a free list outlives its blocks.
+                            unsafe { (*chain_home).count.fetch_sub(1, Ordering::Relaxed) };
+                        } else {
+                            // SAFETY: the chain is ours, all of it spare.
+                            unsafe { push_spare(chain) };
+                        }
                     }
                 }
                 if !last {
@@ -431,18 +435,32 @@ unsafe fn carve(b: *mut Block, i: usize) -> *mut CallbackHead {
     }
 }
 
-/// Push `b` and the free blocks linked from it back on their free list.
+/// Push `b`, a block that was to be current, back on its free list (through
+/// the cap, as every recycled block), and the spare blocks linked from it.
 ///
 /// # Safety
 /// The caller owns every block of the chain (all their references).
-unsafe fn push_chain(mut b: *mut Block) {
+unsafe fn push_chain(b: *mut Block) {
+    // SAFETY: as above.
+    unsafe {
+        (*b).hdr.next_race.read();
+        let rest = std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut());
+        recycle_block(b);
+        push_spare(rest);
+    }
+}
+
+/// Push a chain of spare blocks (counted already) back on their free list.
+///
+/// # Safety
+/// The caller owns every block of the chain (all their references).
+unsafe fn push_spare(mut b: *mut Block) {
     while !b.is_null() {
         // SAFETY: as above.
         unsafe {
             (*b).hdr.next_race.read();
             let n = (*b).hdr.next;
-            // Through the cap, as every recycled block.
-            recycle_block(b);
+            push_free(b, false);
             b = n;
         }
     }
@@ -477,7 +495,7 @@ pub(crate) fn drain(cache: &AtomicUsize) {
     unsafe {
         (*b).hdr.next_race.read();
         let chain = std::mem::replace(&mut (*b).hdr.next, std::ptr::null_mut());
-        push_chain(chain);
+        push_spare(chain);
         release(b, SLOTS - (w & INDEX_MASK));
     }
 }

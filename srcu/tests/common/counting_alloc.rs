@@ -3,15 +3,29 @@
 //! `tests/tests/reload_records.rs` (which includes this file by path; the
 //! two crates share no test library). A test binary installs it with
 //! `#[global_allocator] static A: Counting = Counting;` and reads
-//! [`in_use`].
+//! [`in_use`], or counts the live allocations of one size with
+//! [`watch_size`] and [`watched_live`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 /// The system allocator, counting the bytes in use.
 pub struct Counting;
 
 static IN_USE: AtomicIsize = AtomicIsize::new(0);
+/// The allocation size [`WATCHED`] counts (0: none).
+static WATCH: AtomicUsize = AtomicUsize::new(0);
+/// Live allocations of the size [`WATCH`] names.
+static WATCHED: AtomicIsize = AtomicIsize::new(0);
+
+/// Count an allocation (`d` = 1) or a free (`d` = -1) of `size` bytes.
+fn note(size: usize, d: isize) {
+    // Relaxed: statistics, read after the work measured has joined.
+    IN_USE.fetch_add(d * size as isize, Ordering::Relaxed);
+    if size == WATCH.load(Ordering::Relaxed) {
+        WATCHED.fetch_add(d, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every call is passed to `System` unchanged; only a counter is
 // added to.
@@ -20,8 +34,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract for `alloc`, passed on.
         let p = unsafe { System.alloc(l) };
         if !p.is_null() {
-            // Relaxed: a statistic, read after the work measured has joined.
-            IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
+            note(l.size(), 1);
         }
         p
     }
@@ -29,31 +42,46 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
         let p = unsafe { System.alloc_zeroed(l) };
         if !p.is_null() {
-            // Relaxed: as above.
-            IN_USE.fetch_add(l.size() as isize, Ordering::Relaxed);
+            note(l.size(), 1);
         }
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         // SAFETY: the caller's contract for `dealloc`, passed on.
         unsafe { System.dealloc(p, l) };
-        // Relaxed: as above.
-        IN_USE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        note(l.size(), -1);
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         // SAFETY: the caller's contract for `realloc`, passed on.
         let q = unsafe { System.realloc(p, l, new) };
         if !q.is_null() {
-            // Relaxed: as above.
-            IN_USE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+            note(l.size(), -1);
+            note(new, 1);
         }
         q
     }
 }
 
 /// Bytes allocated through [`Counting`] and not yet freed.
+#[allow(dead_code)] // not every test binary that includes this file uses it
 pub fn in_use() -> isize {
     // Relaxed: a statistic, read by a test after the work it measures has
     // been joined.
     IN_USE.load(Ordering::Relaxed)
+}
+
+/// From now on, count the live allocations of exactly `size` bytes (from 0).
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub fn watch_size(size: usize) {
+    // Relaxed: set before the work measured starts, on the test's thread.
+    WATCH.store(size, Ordering::Relaxed);
+    WATCHED.store(0, Ordering::Relaxed);
+}
+
+/// Allocations of the watched size made since [`watch_size`] and not freed
+/// (negative when more of them were freed than made).
+#[allow(dead_code)]
+pub fn watched_live() -> isize {
+    // Relaxed: as `in_use`.
+    WATCHED.load(Ordering::Relaxed)
 }
