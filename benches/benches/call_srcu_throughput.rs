@@ -4,8 +4,13 @@
 //! callbacks, then the main thread waits for all of them with `barrier`
 //! (`rcu_barrier` for liburcu). The time covers queueing, the grace periods
 //! and the invocations; throughput is callbacks per second over all threads
-//! (criterion's `elem/s`). Every callback frees one heap node (a Box for
-//! usrcu, a malloc'ed node for liburcu), so allocation is on both sides.
+//! (criterion's `elem/s`). In `usrcu_call_srcu`, `usrcu_call_srcu_raw` and
+//! liburcu's peer every callback frees one heap node (a Box for usrcu, a
+//! malloc'ed node for liburcu), so allocation is on both sides; the closure
+//! form then hands two objects to the runtime per callback (its slot and
+//! the Box). `usrcu_call_srcu_by_value` is the closure form with its payload
+//! inside the closure: one object per callback (the slot, the runtime's),
+//! as liburcu's peer has one (its node, malloc's).
 //!
 //! The batch is large on purpose: liburcu's call_rcu thread sleeps 10 ms
 //! (`poll(NULL, 0, 10)`) after each wake-up to gather callbacks, so small
@@ -21,6 +26,7 @@ use usrcu_benches::{urcu, Pool};
 
 static CLOSURES: Srcu = Srcu::new_static("bench-call-srcu-closure");
 static INTRUSIVE: Srcu = Srcu::new_static("bench-call-srcu-intrusive");
+static CLOSURES_BY_VALUE: Srcu = Srcu::new_static("bench-call-srcu-closure-by-value");
 
 /// Callbacks invoked (checked after each round).
 static INVOKED: AtomicU64 = AtomicU64::new(0);
@@ -54,6 +60,19 @@ fn queue_closures(n: u64) {
     }
 }
 
+/// The closure form with the payload inside the closure (no heap node of
+/// its own): one object per callback, the closure slot, as liburcu's peer
+/// has one, its malloc'ed node.
+fn queue_closures_by_value(n: u64) {
+    for i in 0..n {
+        CLOSURES_BY_VALUE.call_srcu(move || {
+            std::hint::black_box(i);
+            // Relaxed: see `INVOKED`.
+            INVOKED.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+}
+
 fn queue_intrusive(n: u64) {
     for i in 0..n {
         let node = Box::into_raw(Box::new(Node {
@@ -80,11 +99,13 @@ fn call_srcu_throughput(c: &mut Criterion) {
     let _reg = urcu::Registered::new();
     CLOSURES.attach();
     INTRUSIVE.attach();
+    CLOSURES_BY_VALUE.attach();
     let threads = [1usize, 2];
 
     for (name, domain, queue) in [
         ("usrcu_call_srcu", &CLOSURES, queue_closures as fn(u64)),
         ("usrcu_call_srcu_raw", &INTRUSIVE, queue_intrusive as fn(u64)),
+        ("usrcu_call_srcu_by_value", &CLOSURES_BY_VALUE, queue_closures_by_value as fn(u64)),
     ] {
         let mut g = group(c, &format!("call_srcu_throughput/{name}"));
         for &t in &threads {
