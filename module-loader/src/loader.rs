@@ -353,7 +353,7 @@ impl ModuleLoader {
                 }
                 // No `exit` for a module that never ran `init`.
                 m.hooks_done.store(true, Ordering::Relaxed);
-                let deadline = Instant::now() + self.config.unload_timeout;
+                let deadline = deadline_after(Instant::now(), self.config.unload_timeout);
                 let rollback = Box::new(self.teardown(&m, report, Vec::new(), deadline));
                 return Err(LoadError::NotifierFailed {
                     module: m.name.clone(),
@@ -372,7 +372,7 @@ impl ModuleLoader {
             m.state.set(ModuleState::Going);
             let mut report = self.empty_report(&m);
             m.hooks_done.store(true, Ordering::Relaxed);
-            let deadline = Instant::now() + self.config.unload_timeout;
+            let deadline = deadline_after(Instant::now(), self.config.unload_timeout);
             let overruns = Arc::new(Mutex::new(Vec::new()));
             self.going_notifiers(&m, &mut report, deadline, &overruns);
             report.overruns = std::mem::take(&mut *crate::lock(&overruns));
@@ -492,11 +492,14 @@ impl ModuleLoader {
             },
             Err(state) => return Err(self.not_live(&m, state)),
         };
-        let deadline = t0 + self.config.unload_timeout;
+        let deadline = deadline_after(t0, self.config.unload_timeout);
         let mut report = self.empty_report(&m);
         let mut suspects = Vec::new();
         if !retry {
-            match proofs::readers::wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
+            match proofs::readers::wait_for_grace_period(
+                &m.liveness,
+                deadline.saturating_duration_since(Instant::now()),
+            ) {
                 Ok(waited) => {
                     report.calls_drained_in = waited;
                     crate::phase_timing::lap("unload: liveness grace period");
@@ -779,6 +782,24 @@ impl Drop for ModuleLoader {
             if let Some(lib) = crate::lock(&m.lib).take() {
                 std::mem::forget(lib);
             }
+        }
+    }
+}
+
+/// `t0 + timeout`: the deadline of an unload. Every `Duration` is a valid
+/// timeout: one that does not fit in an `Instant` (`Duration::MAX`, "as long
+/// as it takes") gives the farthest deadline that does, a century or less
+/// away, instead of the panic of `Instant + Duration`.
+fn deadline_after(t0: Instant, timeout: Duration) -> Instant {
+    if let Some(d) = t0.checked_add(timeout) {
+        return d;
+    }
+    let mut span = Duration::from_secs(100 * 365 * 24 * 3600);
+    loop {
+        match t0.checked_add(span) {
+            Some(d) => return d,
+            None if span.is_zero() => return t0,
+            None => span /= 2,
         }
     }
 }
