@@ -682,11 +682,21 @@ impl ModuleLoader {
         crate::phase_timing::lap("unload: hook slots");
         let hooks_busy = report.hook_slots.timed_out;
         let never = self.platform.effective == UnmapPolicy::Never;
+        // Its libraries that another live module also uses stay with that
+        // module: they are proven idle on its unload, the one that unmaps them.
+        let last_user = proofs::needed::partition(&m.needed);
+        let mine = || {
+            m.needed
+                .iter()
+                .zip(&last_user)
+                .filter(|(_, last)| **last)
+                .map(|(n, _)| n)
+        };
         let mut cx = UnloadCx {
             module: m,
             config: &self.config,
             objects: std::iter::once(m.mapping.clone())
-                .chain(m.needed.iter().map(|(_, o)| o.clone()))
+                .chain(mine().map(|(_, o)| o.clone()))
                 .collect(),
             report: &mut report,
             suspects,
@@ -716,14 +726,12 @@ impl ModuleLoader {
         crate::phase_timing::lap("unload: dlclose");
         report.unmapped = !address_space::is_mapped(&m.loaded_path);
         crate::phase_timing::lap("unload: is_mapped");
-        // The libraries it brought in must have left too. One that another
-        // module loaded later also uses stays, and is listed (that module
-        // found it already loaded, so it is not in its own list).
-        report.libraries_still_mapped = m
-            .needed
-            .iter()
-            .filter(|(p, _)| address_space::is_mapped(p))
-            .map(|(p, _)| p.clone())
+        // The libraries it was the last user of must have left too (one that
+        // a load racing with this unload took meanwhile stays, with it).
+        let taken = proofs::needed::release(&m.needed);
+        report.libraries_still_mapped = (0..m.needed.len())
+            .filter(|&i| last_user[i] && !taken[i] && address_space::is_mapped(&m.needed[i].0))
+            .map(|i| m.needed[i].0.clone())
             .collect();
         report.unmapped &= report.libraries_still_mapped.is_empty();
         if !report.unmapped {
