@@ -200,6 +200,19 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file is larger than
+    /// [`LoaderConfig::max_file_size`](crate::LoaderConfig::max_file_size)
+    /// (read from its size before anything is copied, or found while
+    /// copying a file that grew); nothing was copied past the bound.
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (for a file that grew while copied: the bytes read
+        /// when the copy stopped, one past the bound).
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -318,6 +331,11 @@ impl fmt::Display for LoadError {
             LoadError::UnsafeCopyDir { path, reason } => {
                 write!(f, "copy directory {} is not private: {reason}", path.display())
             }
+            LoadError::TooLarge { path, size, limit } => write!(
+                f,
+                "{} is too large to load: {size} bytes, the bound (LoaderConfig::max_file_size) is {limit}",
+                path.display()
+            ),
         }
     }
 }

@@ -68,6 +68,20 @@ pub struct LoaderConfig {
     /// (`docs/abi.md`, "Intake", says what reuse cannot see). No effect
     /// with [`copy_dir`](LoaderConfig::copy_dir).
     pub reuse_copies: bool,
+    /// The largest plugin file [`ModuleLoader::load`] copies, in bytes
+    /// (default 1 GiB, [`LoaderConfig::DEFAULT_MAX_FILE_SIZE`]). A larger
+    /// file, or one that grows past it while it is copied, is
+    /// [`LoadError::TooLarge`] before the copy fills memory (a memfd) or
+    /// disk (`copy_dir`): the file's size is read before anything is copied.
+    pub max_file_size: u64,
+}
+
+impl LoaderConfig {
+    /// The default [`LoaderConfig::max_file_size`]: 1 GiB, several times
+    /// the largest debug build of a Rust `cdylib` with full debug info we
+    /// know of, and small enough that a refused file never costs the host
+    /// its memory.
+    pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
 }
 
 impl Default for LoaderConfig {
@@ -81,6 +95,7 @@ impl Default for LoaderConfig {
             allow_panic_abort: false,
             remove_probes: true,
             reuse_copies: true,
+            max_file_size: LoaderConfig::DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -300,6 +315,7 @@ impl ModuleLoader {
             self.config.copy_dir.as_deref(),
             &module::copy_name(source, handle),
             self.config.reuse_copies,
+            self.config.max_file_size,
         )?;
         let before = proofs::needed::snapshot();
         crate::phase_timing::lap("load: needed: snapshot");
