@@ -542,6 +542,16 @@ pub enum ReloadError {
         /// Why the old one did not unload.
         error: UnloadError,
     },
+    /// The file is another module, not a new version of `name`: it was
+    /// unloaded again (`rollback`), and the old module is untouched and live.
+    NotTheSameModule {
+        /// The module to reload.
+        name: String,
+        /// The name the file's module declares.
+        found: String,
+        /// The unload of the module the file loaded.
+        rollback: Box<Result<UnloadReport, UnloadError>>,
+    },
 }
 
 impl fmt::Display for ReloadError {
@@ -555,6 +565,16 @@ impl fmt::Display for ReloadError {
                     "reload: the new module {new} is live, but the old one did not unload: {error}"
                 )
             }
+            ReloadError::NotTheSameModule { name, found, rollback } => {
+                write!(
+                    f,
+                    "reload: the file is module '{found}', not a new version of '{name}' (which stays live); "
+                )?;
+                match rollback.as_ref() {
+                    Ok(r) => write!(f, "'{found}' unloaded again: {r}"),
+                    Err(e) => write!(f, "unloading '{found}' again failed: {e}"),
+                }
+            }
         }
     }
 }
@@ -564,7 +584,7 @@ impl std::error::Error for ReloadError {
         match self {
             ReloadError::Load(e) => Some(e),
             ReloadError::Unload { error, .. } => Some(error),
-            ReloadError::NoSuchModule { .. } => None,
+            ReloadError::NoSuchModule { .. } | ReloadError::NotTheSameModule { .. } => None,
         }
     }
 }

@@ -574,7 +574,9 @@ impl ModuleLoader {
     /// Load `path` as the new version of the live module `name`, then unload
     /// the old one. Calls switch over without a gap: both are live for a
     /// moment (each copy sees only its own static domains). If the new one
-    /// does not load, the old one stays live.
+    /// does not load, or is another module (its descriptor declares another
+    /// name: [`ReloadError::NotTheSameModule`], and it is unloaded again),
+    /// the old one stays live.
     ///
     /// # Safety
     /// As for [`ModuleLoader::load`], for the plugin at `path`.
@@ -588,6 +590,13 @@ impl ModuleLoader {
             .ok_or_else(|| ReloadError::NoSuchModule { name: name.to_owned() })?;
         // SAFETY: forwarded from the caller.
         let new = unsafe { self.load(path) }.map_err(ReloadError::Load)?;
+        if let Some(found) = self.get(new).map(|m| m.name.clone()).filter(|n| n != name) {
+            return Err(ReloadError::NotTheSameModule {
+                name: name.to_owned(),
+                found,
+                rollback: Box::new(self.unload(new)),
+            });
+        }
         match self.unload(old) {
             Ok(r) => Ok((new, r)),
             Err(error) => Err(ReloadError::Unload { new, error }),
