@@ -421,7 +421,9 @@ impl ModuleLoader {
 
     // --- symbols ------------------------------------------------------------
 
-    /// A typed function of a `Live` module.
+    /// A typed function of a `Live` module: one its object defines (its own
+    /// `.so`, or a library loaded with it); a name found only in another
+    /// library it links (libc's `malloc`) is [`SymbolError::NotFound`].
     ///
     /// # Safety
     /// `F` must be the function pointer type the module really exports under
@@ -458,6 +460,21 @@ impl ModuleLoader {
             })?;
             *sym
         };
+        // `dlsym` on the handle also searches every library the object
+        // links (libc among them): a name the object does not define, but
+        // libc does, is not the module's.
+        // SAFETY: `F` is pointer-sized (checked above) and `Copy`; its bits
+        // are the address `dlsym` returned.
+        let addr: usize = unsafe { std::mem::transmute_copy(&f) };
+        if !m.mapping.contains(addr) && !m.needed.iter().any(|(_, o)| o.contains(addr)) {
+            return Err(SymbolError::NotFound {
+                module: m.name.clone(),
+                symbol: name.to_owned(),
+                message: format!(
+                    "the name resolves to {addr:#x}, in a library the module links, not in the module's object"
+                ),
+            });
+        }
         Ok(Symbol { module: m, f })
     }
 
