@@ -620,13 +620,17 @@ impl ModuleLoader {
         }
     }
 
-    /// Unload every module, newest first; returns each outcome.
+    /// Unload every module, newest first: each `Live` one, and each
+    /// `Zombie` again (a retry, as [`ModuleLoader::unload`] does: one whose
+    /// cause has gone is unmapped, one whose cause remains stays a Zombie);
+    /// returns each outcome. Modules in the middle of a load or an unload
+    /// on another thread are left to it.
     pub fn unload_all(&self) -> Vec<(ModuleHandle, Result<UnloadReport, UnloadError>)> {
         let handles: Vec<ModuleHandle> = crate::lock(&self.table)
             .modules
             .iter()
             .rev()
-            .filter(|m| m.state.get() == ModuleState::Live)
+            .filter(|m| matches!(m.state.get(), ModuleState::Live | ModuleState::Zombie))
             .map(|m| m.handle)
             .collect();
         handles.into_iter().map(|h| (h, self.unload(h))).collect()
@@ -821,8 +825,9 @@ impl ModuleLoader {
 }
 
 impl Drop for ModuleLoader {
-    /// Unloads every live module (best effort: a module whose calls do not
-    /// drain in time, or that becomes a zombie, stays mapped, leaked).
+    /// Unloads every live module and retries every zombie
+    /// ([`ModuleLoader::unload_all`]; best effort: a module whose calls do
+    /// not drain in time, or that is (still) a zombie, stays mapped, leaked).
     fn drop(&mut self) {
         let _ = self.unload_all();
         // Zombies and modules that stay loaded keep their libraries open for
