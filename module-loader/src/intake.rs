@@ -15,6 +15,11 @@
 //!    followed when it is opened (the host named that path; a hot-reload
 //!    setup often points a link at the current build): what matters is that
 //!    the file is read through one descriptor, not which name it had.
+//!    A file larger than
+//!    [`LoaderConfig::max_file_size`](crate::LoaderConfig::max_file_size)
+//!    is refused from its `fstat` size before a byte is copied, and the
+//!    copy reads at most one byte past the bound (a file that grows, or
+//!    reads longer than its size says), so no input can fill memory or disk.
 //! 2. The bytes go into storage nobody else can write. By default an
 //!    anonymous `memfd_create` object, sealed (`F_SEAL_WRITE | SHRINK |
 //!    GROW | SEAL`) once written: not even this process can change it
