@@ -200,6 +200,19 @@ pub enum LoadError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The file is larger than
+    /// [`LoaderConfig::max_file_size`](crate::LoaderConfig::max_file_size)
+    /// (read from its size before anything is copied, or found while
+    /// copying a file that grew); nothing was copied past the bound.
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (for a file that grew while copied: the bytes read
+        /// when the copy stopped, one past the bound).
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -318,6 +331,11 @@ impl fmt::Display for LoadError {
             LoadError::UnsafeCopyDir { path, reason } => {
                 write!(f, "copy directory {} is not private: {reason}", path.display())
             }
+            LoadError::TooLarge { path, size, limit } => write!(
+                f,
+                "{} is too large to load: {size} bytes, the bound (LoaderConfig::max_file_size) is {limit}",
+                path.display()
+            ),
         }
     }
 }
@@ -524,6 +542,16 @@ pub enum ReloadError {
         /// Why the old one did not unload.
         error: UnloadError,
     },
+    /// The file is another module, not a new version of `name`: it was
+    /// unloaded again (`rollback`), and the old module is untouched and live.
+    NotTheSameModule {
+        /// The module to reload.
+        name: String,
+        /// The name the file's module declares.
+        found: String,
+        /// The unload of the module the file loaded.
+        rollback: Box<Result<UnloadReport, UnloadError>>,
+    },
 }
 
 impl fmt::Display for ReloadError {
@@ -537,6 +565,16 @@ impl fmt::Display for ReloadError {
                     "reload: the new module {new} is live, but the old one did not unload: {error}"
                 )
             }
+            ReloadError::NotTheSameModule { name, found, rollback } => {
+                write!(
+                    f,
+                    "reload: the file is module '{found}', not a new version of '{name}' (which stays live); "
+                )?;
+                match rollback.as_ref() {
+                    Ok(r) => write!(f, "'{found}' unloaded again: {r}"),
+                    Err(e) => write!(f, "unloading '{found}' again failed: {e}"),
+                }
+            }
         }
     }
 }
@@ -546,7 +584,7 @@ impl std::error::Error for ReloadError {
         match self {
             ReloadError::Load(e) => Some(e),
             ReloadError::Unload { error, .. } => Some(error),
-            ReloadError::NoSuchModule { .. } => None,
+            ReloadError::NoSuchModule { .. } | ReloadError::NotTheSameModule { .. } => None,
         }
     }
 }

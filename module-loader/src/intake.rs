@@ -15,6 +15,11 @@
 //!    followed when it is opened (the host named that path; a hot-reload
 //!    setup often points a link at the current build): what matters is that
 //!    the file is read through one descriptor, not which name it had.
+//!    A file larger than
+//!    [`LoaderConfig::max_file_size`](crate::LoaderConfig::max_file_size)
+//!    is refused from its `fstat` size before a byte is copied, and the
+//!    copy reads at most one byte past the bound (a file that grows, or
+//!    reads longer than its size says), so no input can fill memory or disk.
 //! 2. The bytes go into storage nobody else can write. By default an
 //!    anonymous `memfd_create` object, sealed (`F_SEAL_WRITE | SHRINK |
 //!    GROW | SEAL`) once written: not even this process can change it
@@ -97,9 +102,23 @@ impl Intake {
         copy_dir: Option<&Path>,
         unique_name: &str,
         reuse: bool,
+        max_size: u64,
     ) -> Result<Intake, LoadError> {
-        let (mut src, meta) = open_source(source)?;
+        let (src, meta) = open_source(source)?;
         crate::phase_timing::lap("load: intake: open source");
+        let too_large = |size: u64| LoadError::TooLarge {
+            path: source.to_owned(),
+            size,
+            limit: max_size,
+        };
+        if meta.len() > max_size {
+            return Err(too_large(meta.len()));
+        }
+        // A file that grows while it is copied (or whose size says nothing
+        // of what a read returns, as in procfs) is read only up to one byte
+        // past the bound: that byte is the proof it is too large.
+        let mut src = io::Read::take(src, max_size.saturating_add(1));
+        let copied_too_much = |copied: u64| (copied > max_size).then(|| too_large(copied));
         let id = (reuse && copy_dir.is_none()).then(|| SourceId::of(&meta));
         if let Some(id) = id {
             if let Some(idle) = reuse::take(&id) {
@@ -123,7 +142,10 @@ impl Intake {
                 .map_err(|e| copy_error(source, e.into()))?;
                 let mut dst = File::from(fd);
                 crate::phase_timing::lap("load: intake: memfd_create");
-                io::copy(&mut src, &mut dst).map_err(|e| copy_error(source, e))?;
+                let copied = io::copy(&mut src, &mut dst).map_err(|e| copy_error(source, e))?;
+                if let Some(e) = copied_too_much(copied) {
+                    return Err(e);
+                }
                 crate::phase_timing::lap("load: intake: copy");
                 // From here on nobody, this process included, can change
                 // the copy: what is validated below is what dlopen maps.
@@ -142,7 +164,7 @@ impl Intake {
                 // (not so for a file whose size says nothing of what a read
                 // returns, as in procfs).
                 let reuse_as = id.filter(|id| {
-                    let after = src.metadata().ok().map(|m| SourceId::of(&m));
+                    let after = src.get_ref().metadata().ok().map(|m| SourceId::of(&m));
                     let copied = rustix::fs::fstat(&fd).ok().map(|st| st.st_size as u64);
                     after.as_ref() == Some(id) && copied == Some(id.size()) && reuse::quiet_since(id, copy_started)
                 });
@@ -176,7 +198,8 @@ impl Intake {
                 // On any error below, `intake` is released (the file removed).
                 let copied = io::copy(&mut src, &mut dst)
                     .map_err(|e| copy_error(source, e))
-                    .and_then(|_| validate(source, &dst));
+                    .and_then(|n| copied_too_much(n).map_or(Ok(()), Err))
+                    .and_then(|()| validate(source, &dst));
                 match copied {
                     Ok(facts) => intake.facts = Arc::new(facts),
                     Err(e) => {

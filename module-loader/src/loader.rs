@@ -68,6 +68,20 @@ pub struct LoaderConfig {
     /// (`docs/abi.md`, "Intake", says what reuse cannot see). No effect
     /// with [`copy_dir`](LoaderConfig::copy_dir).
     pub reuse_copies: bool,
+    /// The largest plugin file [`ModuleLoader::load`] copies, in bytes
+    /// (default 1 GiB, [`LoaderConfig::DEFAULT_MAX_FILE_SIZE`]). A larger
+    /// file, or one that grows past it while it is copied, is
+    /// [`LoadError::TooLarge`] before the copy fills memory (a memfd) or
+    /// disk (`copy_dir`): the file's size is read before anything is copied.
+    pub max_file_size: u64,
+}
+
+impl LoaderConfig {
+    /// The default [`LoaderConfig::max_file_size`]: 1 GiB, several times
+    /// the largest debug build of a Rust `cdylib` with full debug info we
+    /// know of, and small enough that a refused file never costs the host
+    /// its memory.
+    pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
 }
 
 impl Default for LoaderConfig {
@@ -81,6 +95,7 @@ impl Default for LoaderConfig {
             allow_panic_abort: false,
             remove_probes: true,
             reuse_copies: true,
+            max_file_size: LoaderConfig::DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -300,6 +315,7 @@ impl ModuleLoader {
             self.config.copy_dir.as_deref(),
             &module::copy_name(source, handle),
             self.config.reuse_copies,
+            self.config.max_file_size,
         )?;
         let before = proofs::needed::snapshot();
         crate::phase_timing::lap("load: needed: snapshot");
@@ -353,7 +369,7 @@ impl ModuleLoader {
                 }
                 // No `exit` for a module that never ran `init`.
                 m.hooks_done.store(true, Ordering::Relaxed);
-                let deadline = Instant::now() + self.config.unload_timeout;
+                let deadline = deadline_after(Instant::now(), self.config.unload_timeout);
                 let rollback = Box::new(self.teardown(&m, report, Vec::new(), deadline));
                 return Err(LoadError::NotifierFailed {
                     module: m.name.clone(),
@@ -372,7 +388,7 @@ impl ModuleLoader {
             m.state.set(ModuleState::Going);
             let mut report = self.empty_report(&m);
             m.hooks_done.store(true, Ordering::Relaxed);
-            let deadline = Instant::now() + self.config.unload_timeout;
+            let deadline = deadline_after(Instant::now(), self.config.unload_timeout);
             let overruns = Arc::new(Mutex::new(Vec::new()));
             self.going_notifiers(&m, &mut report, deadline, &overruns);
             report.overruns = std::mem::take(&mut *crate::lock(&overruns));
@@ -405,7 +421,9 @@ impl ModuleLoader {
 
     // --- symbols ------------------------------------------------------------
 
-    /// A typed function of a `Live` module.
+    /// A typed function of a `Live` module: one its object defines (its own
+    /// `.so`, or a library loaded with it); a name found only in another
+    /// library it links (libc's `malloc`) is [`SymbolError::NotFound`].
     ///
     /// # Safety
     /// `F` must be the function pointer type the module really exports under
@@ -442,6 +460,21 @@ impl ModuleLoader {
             })?;
             *sym
         };
+        // `dlsym` on the handle also searches every library the object
+        // links (libc among them): a name the object does not define, but
+        // libc does, is not the module's.
+        // SAFETY: `F` is pointer-sized (checked above) and `Copy`; its bits
+        // are the address `dlsym` returned.
+        let addr: usize = unsafe { std::mem::transmute_copy(&f) };
+        if !m.mapping.contains(addr) && !m.needed.iter().any(|(_, o)| o.contains(addr)) {
+            return Err(SymbolError::NotFound {
+                module: m.name.clone(),
+                symbol: name.to_owned(),
+                message: format!(
+                    "the name resolves to {addr:#x}, in a library the module links, not in the module's object"
+                ),
+            });
+        }
         Ok(Symbol { module: m, f })
     }
 
@@ -492,11 +525,14 @@ impl ModuleLoader {
             },
             Err(state) => return Err(self.not_live(&m, state)),
         };
-        let deadline = t0 + self.config.unload_timeout;
+        let deadline = deadline_after(t0, self.config.unload_timeout);
         let mut report = self.empty_report(&m);
         let mut suspects = Vec::new();
         if !retry {
-            match proofs::readers::wait_for_grace_period(&m.liveness, self.config.unload_timeout) {
+            match proofs::readers::wait_for_grace_period(
+                &m.liveness,
+                deadline.saturating_duration_since(Instant::now()),
+            ) {
                 Ok(waited) => {
                     report.calls_drained_in = waited;
                     crate::phase_timing::lap("unload: liveness grace period");
@@ -555,7 +591,9 @@ impl ModuleLoader {
     /// Load `path` as the new version of the live module `name`, then unload
     /// the old one. Calls switch over without a gap: both are live for a
     /// moment (each copy sees only its own static domains). If the new one
-    /// does not load, the old one stays live.
+    /// does not load, or is another module (its descriptor declares another
+    /// name: [`ReloadError::NotTheSameModule`], and it is unloaded again),
+    /// the old one stays live.
     ///
     /// # Safety
     /// As for [`ModuleLoader::load`], for the plugin at `path`.
@@ -569,19 +607,30 @@ impl ModuleLoader {
             .ok_or_else(|| ReloadError::NoSuchModule { name: name.to_owned() })?;
         // SAFETY: forwarded from the caller.
         let new = unsafe { self.load(path) }.map_err(ReloadError::Load)?;
+        if let Some(found) = self.get(new).map(|m| m.name.clone()).filter(|n| n != name) {
+            return Err(ReloadError::NotTheSameModule {
+                name: name.to_owned(),
+                found,
+                rollback: Box::new(self.unload(new)),
+            });
+        }
         match self.unload(old) {
             Ok(r) => Ok((new, r)),
             Err(error) => Err(ReloadError::Unload { new, error }),
         }
     }
 
-    /// Unload every module, newest first; returns each outcome.
+    /// Unload every module, newest first: each `Live` one, and each
+    /// `Zombie` again (a retry, as [`ModuleLoader::unload`] does: one whose
+    /// cause has gone is unmapped, one whose cause remains stays a Zombie);
+    /// returns each outcome. Modules in the middle of a load or an unload
+    /// on another thread are left to it.
     pub fn unload_all(&self) -> Vec<(ModuleHandle, Result<UnloadReport, UnloadError>)> {
         let handles: Vec<ModuleHandle> = crate::lock(&self.table)
             .modules
             .iter()
             .rev()
-            .filter(|m| m.state.get() == ModuleState::Live)
+            .filter(|m| matches!(m.state.get(), ModuleState::Live | ModuleState::Zombie))
             .map(|m| m.handle)
             .collect();
         handles.into_iter().map(|h| (h, self.unload(h))).collect()
@@ -679,11 +728,21 @@ impl ModuleLoader {
         crate::phase_timing::lap("unload: hook slots");
         let hooks_busy = report.hook_slots.timed_out;
         let never = self.platform.effective == UnmapPolicy::Never;
+        // Its libraries that another live module also uses stay with that
+        // module: they are proven idle on its unload, the one that unmaps them.
+        let last_user = proofs::needed::partition(&m.needed);
+        let mine = || {
+            m.needed
+                .iter()
+                .zip(&last_user)
+                .filter(|(_, last)| **last)
+                .map(|(n, _)| n)
+        };
         let mut cx = UnloadCx {
             module: m,
             config: &self.config,
             objects: std::iter::once(m.mapping.clone())
-                .chain(m.needed.iter().map(|(_, o)| o.clone()))
+                .chain(mine().map(|(_, o)| o.clone()))
                 .collect(),
             report: &mut report,
             suspects,
@@ -713,14 +772,12 @@ impl ModuleLoader {
         crate::phase_timing::lap("unload: dlclose");
         report.unmapped = !address_space::is_mapped(&m.loaded_path);
         crate::phase_timing::lap("unload: is_mapped");
-        // The libraries it brought in must have left too. One that another
-        // module loaded later also uses stays, and is listed (that module
-        // found it already loaded, so it is not in its own list).
-        report.libraries_still_mapped = m
-            .needed
-            .iter()
-            .filter(|(p, _)| address_space::is_mapped(p))
-            .map(|(p, _)| p.clone())
+        // The libraries it was the last user of must have left too (one that
+        // a load racing with this unload took meanwhile stays, with it).
+        let taken = proofs::needed::release(&m.needed);
+        report.libraries_still_mapped = (0..m.needed.len())
+            .filter(|&i| last_user[i] && !taken[i] && address_space::is_mapped(&m.needed[i].0))
+            .map(|i| m.needed[i].0.clone())
             .collect();
         report.unmapped &= report.libraries_still_mapped.is_empty();
         if !report.unmapped {
@@ -768,8 +825,9 @@ impl ModuleLoader {
 }
 
 impl Drop for ModuleLoader {
-    /// Unloads every live module (best effort: a module whose calls do not
-    /// drain in time, or that becomes a zombie, stays mapped, leaked).
+    /// Unloads every live module and retries every zombie
+    /// ([`ModuleLoader::unload_all`]; best effort: a module whose calls do
+    /// not drain in time, or that is (still) a zombie, stays mapped, leaked).
     fn drop(&mut self) {
         let _ = self.unload_all();
         // Zombies and modules that stay loaded keep their libraries open for
@@ -779,6 +837,24 @@ impl Drop for ModuleLoader {
             if let Some(lib) = crate::lock(&m.lib).take() {
                 std::mem::forget(lib);
             }
+        }
+    }
+}
+
+/// `t0 + timeout`: the deadline of an unload. Every `Duration` is a valid
+/// timeout: one that does not fit in an `Instant` (`Duration::MAX`, "as long
+/// as it takes") gives the farthest deadline that does, a century or less
+/// away, instead of the panic of `Instant + Duration`.
+fn deadline_after(t0: Instant, timeout: Duration) -> Instant {
+    if let Some(d) = t0.checked_add(timeout) {
+        return d;
+    }
+    let mut span = Duration::from_secs(100 * 365 * 24 * 3600);
+    loop {
+        match t0.checked_add(span) {
+            Some(d) => return d,
+            None if span.is_zero() => return t0,
+            None => span /= 2,
         }
     }
 }

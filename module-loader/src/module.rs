@@ -171,10 +171,21 @@ pub(crate) fn io_error(path: &Path, e: io::Error) -> LoadError {
     }
 }
 
+/// At most this many bytes of the source's file stem go into a copy's name:
+/// the name must fit a memfd's (249 bytes, with the loader's 13-byte prefix)
+/// and a directory entry's (255 bytes) with the pid, the handle and `.so`
+/// (at most 32 bytes), whatever the source is called (a 255-byte name, or
+/// one of bytes that are not UTF-8, each read as a 3-byte U+FFFD).
+const COPY_STEM_MAX: usize = 64;
+
 /// The unique name of the copy of `src` opened as module `id`.
 pub(crate) fn copy_name(src: &Path, id: ModuleHandle) -> String {
     let stem = src.file_stem().unwrap_or(OsStr::new("module")).to_string_lossy();
-    format!("{stem}.{}.{}.so", std::process::id(), id.0)
+    let mut end = stem.len().min(COPY_STEM_MAX);
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}.{}.{}.so", &stem[..end], std::process::id(), id.0)
 }
 
 /// Open the validated copy, check the descriptor, hand over the runtime,

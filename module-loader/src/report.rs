@@ -267,7 +267,9 @@ pub struct UnloadReport {
     /// Hook slots emptied and the Tasks grace period waited for.
     pub hook_slots: crate::hook_slots::HookSlotsReport,
     /// Libraries loaded together with the module (its `DT_NEEDED` closure)
-    /// that are still mapped after `dlclose` (then `unmapped` is false).
+    /// that are still mapped after `dlclose` (then `unmapped` is false). A
+    /// library another live module also needs is that module's to unmap,
+    /// and is not listed here.
     pub libraries_still_mapped: Vec<PathBuf>,
     /// Steps that ran past the unload timeout (`exit`, a `Going` notifier),
     /// as the watchdog saw them: the unload could not return before they did.

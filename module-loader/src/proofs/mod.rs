@@ -10,7 +10,9 @@
 //! | [`keys`]    | pthread-key destructors in the object                | keys created through the loader's interposer, and glibc's key table | destructors retired after a grace period; keys deleted |
 //!
 //! Every proof looks at every range of the departing object *and* of the
-//! libraries that were loaded together with it ([`needed`]).
+//! libraries that were loaded together with it and that no other live
+//! module uses ([`needed`]: a shared library is proven on the unload that
+//! unmaps it, its last user's).
 //!
 //! Proofs run in the order of [`UNLOAD_PROOFS`]; the first that fails names
 //! the cause and the module stays mapped as a `Zombie`. A proof that acts

@@ -1,0 +1,152 @@
+//! Red team of libraries that two live modules share, through the public
+//! API. Two copies of the `needed-lib` fixture both link `libfxneeded.so`
+//! (whose pthread key has a destructor in that library): the dynamic linker
+//! maps the library once, for the first, and unmaps it with the last. So
+//! the proofs of idleness must look at it on the unload that unmaps it,
+//! whichever module was loaded first; and the unload of the other reports
+//! its own object gone, with no invented cause.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use usrcu_module_loader::{ModuleHandle, ModuleLoader, UnloadReport};
+use usrcu_tests::{fixture_path, in_child, killed_by, rerun_in_child};
+
+type HoldFn = extern "C" fn() -> u32;
+
+fn library_mapped() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .contains("libfxneeded.so")
+}
+
+/// A host thread that has a value under the library's key and stays alive
+/// until told to exit (its exit then runs the key's destructor).
+fn holder(loader: &ModuleLoader, m: ModuleHandle) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    // SAFETY: the fixture exports it with this signature.
+    let hold = unsafe { loader.symbol::<HoldFn>(m, "fx_needed_hold").unwrap() };
+    let (held_tx, held) = mpsc::channel();
+    let (go, wait) = mpsc::channel::<()>();
+    let t = thread::spawn(move || {
+        hold.call(|f| f.call()).unwrap();
+        drop(hold);
+        held_tx.send(()).unwrap();
+        let _ = wait.recv();
+    });
+    held.recv().unwrap();
+    (go, t)
+}
+
+fn own_object_gone(r: &UnloadReport) {
+    assert!(r.unmapped, "{r}; still mapped: {:?}", r.libraries_still_mapped);
+    assert!(r.resident_cause.is_none(), "{r}");
+}
+
+#[test]
+fn the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes_the_host() {
+    if in_child() {
+        let loader = ModuleLoader::new();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let first = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
+        // SAFETY: as above.
+        let second = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
+        // The first goes first: the library stays, for the second.
+        let r_first = loader.unload(first).unwrap();
+        assert!(library_mapped());
+        // The library makes its key and sets a value, through the second.
+        let (go, t) = holder(&loader, second);
+        let r = loader.unload(second).unwrap();
+        // Its destructor would run here, in the unmapped library (checked
+        // before the reports, so that a wrong one cannot hide the crash).
+        go.send(()).unwrap();
+        t.join().unwrap();
+        own_object_gone(&r_first);
+        own_object_gone(&r);
+        assert!(
+            r.pthread_keys_deleted >= 1,
+            "the library's key goes with the last user: {r:?}"
+        );
+        assert!(!library_mapped());
+        std::process::exit(0);
+    }
+    let status = rerun_in_child(
+        "the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes_the_host",
+        &[],
+    );
+    assert!(
+        status.success(),
+        "the host died or a check failed in the child: {status:?} (signal {:?})",
+        killed_by(status)
+    );
+}
+
+#[test]
+fn two_copies_unloaded_newest_first_both_report_their_objects_gone() {
+    if in_child() {
+        let loader = ModuleLoader::new();
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let first = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
+        // SAFETY: as above.
+        let second = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
+        let (go, t) = holder(&loader, first);
+        own_object_gone(&loader.unload(second).unwrap());
+        let r = loader.unload(first).unwrap();
+        own_object_gone(&r);
+        assert!(r.pthread_keys_deleted >= 1, "{r:?}");
+        assert!(!library_mapped());
+        go.send(()).unwrap();
+        t.join().unwrap();
+        std::process::exit(0);
+    }
+    let status = rerun_in_child("two_copies_unloaded_newest_first_both_report_their_objects_gone", &[]);
+    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+}
+
+#[test]
+fn copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_library_leaves() {
+    if in_child() {
+        let loader: &'static ModuleLoader = Box::leak(Box::new(ModuleLoader::new()));
+        let (tx, rx) = mpsc::channel();
+        let loaders: Vec<_> = (0..4)
+            .map(|_| {
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    for _ in 0..4 {
+                        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+                        tx.send(unsafe { loader.load(fixture_path("needed-lib")) }.unwrap())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        // Unloaded as they arrive, while other threads are still loading.
+        let mut holders = Vec::new();
+        for (i, m) in rx.iter().enumerate() {
+            if i % 5 == 0 {
+                holders.push(holder(loader, m));
+            }
+            own_object_gone(&loader.unload(m).unwrap());
+        }
+        for t in loaders {
+            t.join().unwrap();
+        }
+        assert!(!library_mapped());
+        for (go, t) in holders {
+            go.send(()).unwrap();
+            t.join().unwrap();
+        }
+        std::process::exit(0);
+    }
+    // A bounded wait: a hang fails the test.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(rerun_in_child(
+            "copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_library_leaves",
+            &[],
+        ));
+    });
+    let status = rx.recv_timeout(Duration::from_secs(120)).expect("the child hung");
+    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+}

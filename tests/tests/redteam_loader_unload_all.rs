@@ -1,0 +1,87 @@
+//! Red team of `ModuleLoader::unload_all` ("unload every module") and of
+//! dropping a loader, through the public API. A `Zombie` is a module the
+//! loader holds (`list` shows it) and "unloading a Zombie again retries":
+//! so `unload_all` retries it too, and one whose cause has gone leaves the
+//! address space. Dropping the loader does the same, and keeps mapped
+//! (never unmaps) a zombie whose callbacks are still blocked: they run
+//! later, in the still-mapped object, without harm.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState};
+use usrcu_tests::{fixture_path, in_child, killed_by, leak, object_is_mapped, rerun_in_child};
+
+type GatedFn = unsafe extern "C" fn(usize, *const AtomicBool, *const AtomicUsize);
+
+fn loader() -> ModuleLoader {
+    ModuleLoader::with_config(LoaderConfig {
+        unload_timeout: Duration::from_millis(200),
+        ..LoaderConfig::default()
+    })
+}
+
+/// A module of `loader` kept as a Zombie by `n` callbacks blocked on `gate`.
+fn zombie(
+    loader: &ModuleLoader,
+    gate: &'static AtomicBool,
+    ran: &'static AtomicUsize,
+) -> usrcu_module_loader::ModuleHandle {
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
+    // SAFETY: the fixture exports it with this signature.
+    let q = unsafe { loader.symbol::<GatedFn>(m, "fx_queue_gated") }.unwrap();
+    // SAFETY: both atomics live for the process.
+    q.call(|f| unsafe { f.call(3, gate, ran) }).unwrap();
+    let r = loader.unload(m).unwrap();
+    assert_eq!(r.state, ModuleState::Zombie, "{r}");
+    m
+}
+
+#[test]
+fn unload_all_retries_a_zombie_and_unmaps_it_once_its_callbacks_have_run() {
+    let loader = loader();
+    let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
+    let z = zombie(&loader, gate, ran);
+    let path = loader.info(z).unwrap().loaded_path;
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let live = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
+    gate.store(true, Ordering::SeqCst);
+    while ran.load(Ordering::SeqCst) < 3 {
+        thread::sleep(Duration::from_millis(1));
+    }
+
+    let outcomes = loader.unload_all();
+
+    let handles: Vec<_> = outcomes.iter().map(|(h, _)| *h).collect();
+    assert_eq!(handles, [live, z], "newest first, the zombie included");
+    for (h, r) in &outcomes {
+        let r = r.as_ref().unwrap();
+        assert!(r.unmapped, "{h:?}: {r}");
+    }
+    assert!(loader.list().is_empty());
+    assert!(!object_is_mapped(&path));
+}
+
+#[test]
+fn dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_without_harm() {
+    if in_child() {
+        let loader = loader();
+        let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
+        let z = zombie(&loader, gate, ran);
+        let path = loader.info(z).unwrap().loaded_path;
+        drop(loader);
+        assert!(object_is_mapped(&path), "a zombie is never unmapped by a drop");
+        gate.store(true, Ordering::SeqCst);
+        while ran.load(Ordering::SeqCst) < 3 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        std::process::exit(0);
+    }
+    let status = rerun_in_child(
+        "dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_without_harm",
+        &[],
+    );
+    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+}
