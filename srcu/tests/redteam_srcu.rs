@@ -5,6 +5,8 @@
 //! crate's documentation. No timing is asserted: "never" is a generous bound
 //! (`HANG`) on something that must happen.
 
+#![allow(clippy::single_range_in_vec_init)] // one range is the common query
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -298,7 +300,7 @@ fn a_failed_cleanup_leaves_the_domain_usable_and_a_later_cleanup_succeeds() {
     drop(g);
     d.call_srcu(|| {});
     d.barrier();
-    assert!(cap.find("rt-cleanup-retry", WarningKind::Leak).len() >= 1);
+    assert!(!cap.find("rt-cleanup-retry", WarningKind::Leak).is_empty());
 }
 
 #[test]
@@ -684,4 +686,126 @@ fn capture_wait_for_with_the_longest_timeout_returns_what_is_there() {
     assert!(cap
         .wait_for("rt-wait-for-max", WarningKind::CallbackPanicked, Duration::MAX)
         .is_some());
+}
+
+#[test]
+fn closures_of_every_size_and_alignment_get_their_captures_intact_and_aligned() {
+    #[derive(Clone, Copy)]
+    #[repr(align(16))]
+    struct A16(u64);
+    #[derive(Clone, Copy)]
+    #[repr(align(4096))]
+    struct A4096(u64);
+    let d = Srcu::new("rt-closure-shapes");
+    let ok = Arc::new(AtomicUsize::new(0));
+    macro_rules! check {
+        ($v:expr, $pred:expr) => {{
+            let v = $v;
+            let ok = ok.clone();
+            d.call_srcu(move || {
+                let v = v;
+                assert!(($pred)(&v));
+                ok.fetch_add(1, Ordering::SeqCst);
+            });
+        }};
+    }
+    check!((), |_: &()| true);
+    check!(7u8, |v: &u8| *v == 7);
+    check!([3u64; 2], |v: &[u64; 2]| *v == [3, 3]);
+    check!([5u64; 3], |v: &[u64; 3]| *v == [5, 5, 5]);
+    check!([9u8; 25], |v: &[u8; 25]| v.iter().all(|&b| b == 9));
+    check!(A16(16), |v: &A16| v.0 == 16 && (v as *const A16 as usize) % 16 == 0);
+    check!(A4096(4096), |v: &A4096| v.0 == 4096
+        && (v as *const A4096 as usize) % 4096 == 0);
+    check!(vec![1u32; 1000], |v: &Vec<u32>| v.len() == 1000);
+    check!(String::from("s"), |v: &String| v == "s");
+    d.barrier();
+    assert_eq!(ok.load(Ordering::SeqCst), 9);
+}
+
+#[test]
+fn a_callback_blocked_forever_holds_neither_grace_periods_nor_other_domains() {
+    let d = Arc::new(Srcu::new("rt-blocked-cb"));
+    let other = Srcu::new("rt-blocked-cb-other");
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    d.call_srcu(move || {
+        while !g.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let d2 = d.clone();
+    finishes("synchronize while a callback blocks", move || {
+        d2.synchronize();
+        d2.synchronize_expedited();
+        let c = d2.start_poll();
+        while !d2.poll_state(c) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    other.call_srcu(move || r.store(true, Ordering::SeqCst));
+    other.barrier();
+    assert!(ran.load(Ordering::SeqCst));
+    assert!(!d.barrier_timeout(Duration::from_millis(1)));
+    gate.store(true, Ordering::SeqCst);
+    d.barrier();
+}
+
+/// Clean `d` up, retrying while only something the runtime finishes by
+/// itself (a grace period or a marker) remains; the caller calls nothing
+/// else on the domain meanwhile.
+fn cleans_up_without_help(d: &Srcu) {
+    let t0 = Instant::now();
+    loop {
+        // SAFETY: the caller's thread is the only user of `d`.
+        match unsafe { d.cleanup() } {
+            Ok(()) => return,
+            Err(e) => {
+                assert_eq!(e.readers_active, 0, "{e:?}");
+                assert!(t0.elapsed() < HANG, "the runtime never finished: {e:?}");
+                thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_timed_out_synchronize_is_finished_by_the_runtime_without_anyone_waiting() {
+    let d = Srcu::new("rt-sync-timeout-bg");
+    let idx = d.read_lock_raw();
+    assert!(!d.synchronize_timeout(Duration::from_millis(1)));
+    // SAFETY: `idx` came from `d.read_lock_raw()` and is ended once.
+    unsafe { d.read_unlock_raw(idx) };
+    cleans_up_without_help(&d);
+}
+
+#[test]
+fn a_timed_out_barrier_leaves_nothing_once_its_callbacks_ran() {
+    let d = Srcu::new("rt-barrier-timeout-bg");
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    d.call_srcu(move || {
+        while !g.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    for _ in 0..100 {
+        assert!(!d.barrier_timeout(Duration::ZERO));
+    }
+    gate.store(true, Ordering::SeqCst);
+    cleans_up_without_help(&d);
+}
+
+#[test]
+fn a_started_poll_is_finished_by_the_runtime_without_anyone_waiting() {
+    let d = Srcu::new("rt-poll-bg");
+    let g = d.read_lock_raw();
+    let c = d.start_poll();
+    assert!(!d.poll_state(c));
+    // SAFETY: `g` came from `d.read_lock_raw()` and is ended once.
+    unsafe { d.read_unlock_raw(g) };
+    cleans_up_without_help(&d);
+    assert!(!d.is_attached());
 }
