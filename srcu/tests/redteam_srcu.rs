@@ -809,3 +809,29 @@ fn a_started_poll_is_finished_by_the_runtime_without_anyone_waiting() {
     cleans_up_without_help(&d);
     assert!(!d.is_attached());
 }
+
+#[test]
+#[cfg(debug_assertions)]
+fn synchronize_inside_own_section_panics_in_debug_builds_under_twenty_other_domains_sections() {
+    let others: Vec<Srcu> = (0..20).map(|i| Srcu::new(&format!("rt-held-other-{i}"))).collect();
+    let d = Srcu::new("rt-held-deep");
+    let mut gs: Vec<_> = others.iter().map(|o| o.read_lock()).collect();
+    let g = d.read_lock();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Without the debug check this waits for itself: give up after a
+        // while instead of hanging.
+        d.synchronize_timeout(Duration::from_millis(100))
+    }));
+    assert!(r.is_err(), "no panic: the check lost the section (it returned {r:?})");
+    drop(g);
+    // Out of order: the outer guards go first, then a new section of `d`.
+    gs.drain(..10);
+    let g = d.read_lock();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.barrier_timeout(Duration::from_millis(1))
+    }));
+    assert!(r.is_err(), "no panic after out-of-order drops");
+    drop(g);
+    drop(gs);
+    assert!(d.synchronize_timeout(HANG), "no section of d is left");
+}
