@@ -835,3 +835,16 @@ fn synchronize_inside_own_section_panics_in_debug_builds_under_twenty_other_doma
     drop(gs);
     assert!(d.synchronize_timeout(HANG), "no section of d is left");
 }
+
+#[test]
+fn the_public_chunk_arithmetic_is_total() {
+    use usrcu::percpu::{chunk_len, chunk_of, first_cpu, nr_chunks, CPUS_PER_CHUNK};
+    assert_eq!(nr_chunks(usize::MAX), usize::MAX / CPUS_PER_CHUNK + 1);
+    assert_eq!(nr_chunks(0), 0);
+    assert_eq!(chunk_len(2, 0), 2);
+    assert_eq!(chunk_len(2, 1), 0, "a chunk past the last has no entries");
+    assert_eq!(chunk_len(0, 5), 0);
+    assert_eq!(chunk_len(usize::MAX, 3), CPUS_PER_CHUNK);
+    let (c, i) = chunk_of(usize::MAX);
+    assert_eq!(first_cpu(c) + i, usize::MAX);
+}
