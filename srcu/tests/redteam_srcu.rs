@@ -848,3 +848,62 @@ fn the_public_chunk_arithmetic_is_total() {
     let (c, i) = chunk_of(usize::MAX);
     assert_eq!(first_cpu(c) + i, usize::MAX);
 }
+
+#[test]
+fn the_api_works_from_a_thread_local_destructor_at_thread_exit() {
+    static D: Srcu = Srcu::new_static("rt-tls-dtor");
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+    struct AtExit;
+    impl Drop for AtExit {
+        fn drop(&mut self) {
+            let g = D.read_lock();
+            D.call_srcu(|| {
+                RAN.fetch_add(1, Ordering::SeqCst);
+            });
+            drop(g);
+            D.synchronize();
+            D.barrier();
+            let _t = usrcu::trace::read_lock();
+            RAN.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    thread_local! {
+        static AT_EXIT: AtExit = const { AtExit };
+    }
+    let hs: Vec<_> = (0..8).map(|_| thread::spawn(|| AT_EXIT.with(|_| ()))).collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(RAN.load(Ordering::SeqCst), 16);
+}
+
+#[test]
+fn a_barrier_waits_for_callbacks_another_thread_queued_before_it_signalled() {
+    const N: usize = 500;
+    let d = Arc::new(Srcu::new("rt-barrier-other-thread"));
+    let done: Arc<Vec<AtomicBool>> = Arc::new((0..N).map(|_| AtomicBool::new(false)).collect());
+    let (tx, rx) = mpsc::channel::<usize>();
+    let (d2, done2) = (d.clone(), done.clone());
+    let producer = thread::spawn(move || {
+        for i in 0..N {
+            let f = done2.clone();
+            if i % 3 == 0 {
+                let pad = [1u8; 100];
+                d2.call_srcu(move || f[i].store(pad[0] == 1, Ordering::SeqCst));
+            } else {
+                d2.call_srcu(move || f[i].store(true, Ordering::SeqCst));
+            }
+            tx.send(i).unwrap();
+        }
+    });
+    for i in rx.iter() {
+        if i % 7 == 0 {
+            d.barrier();
+            assert!(
+                done[..=i].iter().all(|f| f.load(Ordering::SeqCst)),
+                "callback {i} not run after barrier"
+            );
+        }
+    }
+    producer.join().unwrap();
+}
