@@ -84,8 +84,9 @@ fn stall_timeout() -> Duration {
     }
     let env = std::env::var("USRCU_STALL_TIMEOUT_MS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .and_then(|v| v.parse::<u64>().ok())
+        // At least 1 ms: 0 doubled is 0 (a warning at every re-check).
+        .map_or(10_000, |ms| ms.max(1));
     Duration::from_millis(env)
 }
 
