@@ -74,11 +74,11 @@ fn stall_env_child() {
     let trace = cap.find(usrcu::trace::DOMAIN_NAME, WarningKind::TraceStall).len();
     println!("stall warnings: srcu {srcu}, trace {trace}");
     assert!(
-        srcu >= 1 && srcu <= MAX_WARNINGS,
+        (1..=MAX_WARNINGS).contains(&srcu),
         "srcu: {srcu} stall warnings for one 300 ms stall"
     );
     assert!(
-        trace >= 1 && trace <= MAX_WARNINGS,
+        (1..=MAX_WARNINGS).contains(&trace),
         "trace: {trace} stall warnings for one 300 ms stall"
     );
     println!("stall child: done");
