@@ -57,7 +57,10 @@ pub(crate) fn vtable_forever() -> u64 {
 ///
 /// The runtime's threads hold no lock while idle, which is what a process
 /// that calls `fork` needs: fork while `idle()` holds, and the child starts
-/// its own driver and invokers on first use.
+/// its own driver and invokers on first use. Readers are not part of it: a
+/// section that another thread has open at the fork stays open in the
+/// child, where that thread does not exist, so the child's grace periods on
+/// that domain never complete (`synchronize` waits forever).
 ///
 /// ```
 /// let d = usrcu::Srcu::new("idle-doc");
