@@ -444,7 +444,11 @@ impl Srcu {
     /// Wait until every reader that began before this call has ended.
     /// Concurrent callers share grace periods.
     ///
-    /// Debug builds panic if called inside a read section of this domain.
+    /// Debug builds panic if called while this thread holds a guard
+    /// ([`read_lock`](Srcu::read_lock)) of this domain. Raw sections
+    /// ([`read_lock_raw`](Srcu::read_lock_raw)) are not checked, since
+    /// another thread may end them: one left open by this thread makes this
+    /// call wait forever.
     #[track_caller]
     pub fn synchronize(&self) {
         self.assert_not_in_own_section("synchronize");
@@ -582,8 +586,8 @@ impl Srcu {
     /// ([`Srcu::barrier_timeout`] returns false there), and does not count
     /// in [`SrcuStats::barriers_issued`]. From a callback of *another*
     /// domain it waits as usual (callbacks of different domains run on
-    /// different invokers). Debug builds panic if called inside a read
-    /// section of this domain.
+    /// different invokers). Debug builds panic if called while this thread
+    /// holds a guard of this domain (see [`Srcu::synchronize`]).
     #[track_caller]
     pub fn barrier(&self) {
         let _ = self.barrier_inner(crate::runtime::vtable_forever());
