@@ -70,7 +70,7 @@ mod vtable;
 
 pub use hook_slot::{HookFn, HookSlot, HookValue};
 pub use record::TasksRecord;
-pub use vtable::{TasksVTable, HOST_TASKS_VTABLE, TASKS_ABI_VERSION};
+pub use vtable::{TasksVTable, HOST_TASKS_VTABLE, TASKS_ABI_VERSION, WAIT_REFUSED};
 
 use std::ffi::c_void;
 use std::ops::Range;
@@ -122,7 +122,7 @@ pub fn synchronize() {
 /// a Tasks callback (a panic inside its `extern "C"` function would abort).
 #[track_caller]
 fn refused_panics(r: u32, what: &str) {
-    if r == vtable::REFUSED {
+    if r == vtable::WAIT_REFUSED {
         panic!("usrcu::tasks::{what} called from a Tasks callback: it would wait for itself");
     }
 }

@@ -23,12 +23,12 @@ pub struct TasksVTable {
     pub abi_version: u32,
     /// `size_of::<TasksVTable>()` of that copy.
     pub size: u32,
-    /// Wait for a Tasks grace period: 0, or [`REFUSED`] without waiting
+    /// Wait for a Tasks grace period: 0, or [`WAIT_REFUSED`] without waiting
     /// when called on the `usrcu-tasks` thread (it would wait for itself).
     pub synchronize: unsafe extern "C" fn() -> u32,
     /// Run `f(arg)` on the host's `usrcu-tasks` thread after a grace period.
     pub call: unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void),
-    /// Wait for every callback queued before the call: 0, or [`REFUSED`]
+    /// Wait for every callback queued before the call: 0, or [`WAIT_REFUSED`]
     /// as for `synchronize`.
     pub barrier: unsafe extern "C" fn() -> u32,
     /// The calling thread's quiescent record (allocated on first use).
@@ -45,7 +45,7 @@ pub struct TasksVTable {
     /// Set the stall timeout of Tasks grace periods (ms; 0: the default).
     pub set_stall_timeout_ms: unsafe extern "C" fn(u64),
     /// `barrier` bounded by a timeout in ms: 1 if it completed, 0 if it
-    /// timed out, [`REFUSED`] as for `synchronize`.
+    /// timed out, [`WAIT_REFUSED`] as for `synchronize`.
     pub barrier_timeout_ms: unsafe extern "C" fn(u64) -> u32,
 }
 
@@ -53,13 +53,13 @@ pub struct TasksVTable {
 /// on the `usrcu-tasks` thread (from a Tasks callback), where they would
 /// wait for themselves. The caller's copy of the crate panics on its own
 /// side: a panic cannot unwind out of an `extern "C"` function.
-pub const REFUSED: u32 = 2;
+pub const WAIT_REFUSED: u32 = 2;
 
 unsafe extern "C" fn rt_synchronize() -> u32 {
     if engine().synchronize() {
         0
     } else {
-        REFUSED
+        WAIT_REFUSED
     }
 }
 
@@ -71,7 +71,7 @@ unsafe extern "C" fn rt_barrier() -> u32 {
     if engine().barrier() {
         0
     } else {
-        REFUSED
+        WAIT_REFUSED
     }
 }
 
@@ -103,7 +103,7 @@ unsafe extern "C" fn rt_set_stall_timeout_ms(ms: u64) {
 unsafe extern "C" fn rt_barrier_timeout_ms(ms: u64) -> u32 {
     match engine().barrier_timeout(std::time::Duration::from_millis(ms)) {
         Some(done) => done as u32,
-        None => REFUSED,
+        None => WAIT_REFUSED,
     }
 }
 
