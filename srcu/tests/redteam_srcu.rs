@@ -909,3 +909,34 @@ fn a_barrier_waits_for_callbacks_another_thread_queued_before_it_signalled() {
     }
     producer.join().unwrap();
 }
+
+#[test]
+fn cleanup_refuses_while_another_thread_is_inside_and_succeeds_after_it_left() {
+    let d = Arc::new(Srcu::new("rt-cleanup-other-thread"));
+    let (in_tx, in_rx) = mpsc::channel();
+    let (out_tx, out_rx) = mpsc::channel::<()>();
+    let d2 = d.clone();
+    let h = thread::spawn(move || {
+        let g = d2.read_lock();
+        let g2 = d2.read_lock();
+        in_tx.send(()).unwrap();
+        out_rx.recv().unwrap();
+        drop(g2);
+        drop(g);
+    });
+    in_rx.recv().unwrap();
+    let cap = Capture::start();
+    // SAFETY: no thread enters, synchronizes or queues on `d` meanwhile; the
+    // reader already inside is what cleanup must detect.
+    let e = unsafe { d.cleanup() }.expect_err("a reader is inside");
+    assert!(e.readers_active >= 1, "{e:?}");
+    assert!(!cap
+        .find("rt-cleanup-other-thread", WarningKind::ReadersActive)
+        .is_empty());
+    assert!(d.is_attached(), "the state was leaked, not freed");
+    out_tx.send(()).unwrap();
+    h.join().unwrap();
+    // SAFETY: as above; nobody is inside any more.
+    unsafe { d.cleanup() }.expect("no reader, no callback, no grace period");
+    assert!(!d.is_attached());
+}
