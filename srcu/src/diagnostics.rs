@@ -191,12 +191,13 @@ impl Capture {
 
     /// Wait up to `timeout` for a warning of `kind` about `name`.
     pub fn wait_for(&self, name: &str, kind: WarningKind, timeout: Duration) -> Option<Warning> {
-        let end = Instant::now() + timeout;
+        // None: a timeout past what an `Instant` can hold waits without limit.
+        let end = Instant::now().checked_add(timeout);
         loop {
             if let Some(w) = self.find(name, kind).into_iter().next() {
                 return Some(w);
             }
-            if Instant::now() >= end {
+            if end.is_some_and(|end| Instant::now() >= end) {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -444,7 +444,11 @@ impl Srcu {
     /// Wait until every reader that began before this call has ended.
     /// Concurrent callers share grace periods.
     ///
-    /// Debug builds panic if called inside a read section of this domain.
+    /// Debug builds panic if called while this thread holds a guard
+    /// ([`read_lock`](Srcu::read_lock)) of this domain. Raw sections
+    /// ([`read_lock_raw`](Srcu::read_lock_raw)) are not checked, since
+    /// another thread may end them: one left open by this thread makes this
+    /// call wait forever.
     #[track_caller]
     pub fn synchronize(&self) {
         self.assert_not_in_own_section("synchronize");
@@ -582,8 +586,8 @@ impl Srcu {
     /// ([`Srcu::barrier_timeout`] returns false there), and does not count
     /// in [`SrcuStats::barriers_issued`]. From a callback of *another*
     /// domain it waits as usual (callbacks of different domains run on
-    /// different invokers). Debug builds panic if called inside a read
-    /// section of this domain.
+    /// different invokers). Debug builds panic if called while this thread
+    /// holds a guard of this domain (see [`Srcu::synchronize`]).
     #[track_caller]
     pub fn barrier(&self) {
         let _ = self.barrier_inner(crate::runtime::vtable_forever());
@@ -700,49 +704,56 @@ impl Drop for Srcu {
 /// Debug builds: which domains this thread holds a guard of, for the
 /// self-deadlock check. A const-initialised thread-local of `Cell`s: no
 /// destructor is ever registered (a plugin must not register one).
+///
+/// One entry per *domain* with its count of guards, so that any depth of
+/// nesting is tracked for up to `N` distinct domains at once (one entry per
+/// guard lost every section past the 16th: a `synchronize` there waited for
+/// itself instead of panicking). Guards of further domains are not tracked:
+/// the check misses them, and never reports a section that is not held.
 mod held {
     use super::Srcu;
     use std::cell::Cell;
 
-    const N: usize = 16;
+    const N: usize = 32;
 
     thread_local! {
         static HELD: [Cell<usize>; N] = const { [const { Cell::new(0) }; N] };
-        static DEPTH: Cell<usize> = const { Cell::new(0) };
+        static COUNT: [Cell<usize>; N] = const { [const { Cell::new(0) }; N] };
+    }
+
+    fn find(h: &[Cell<usize>; N], me: usize) -> Option<usize> {
+        h.iter().position(|c| c.get() == me)
     }
 
     pub(super) fn push(s: &Srcu) {
-        let d = DEPTH.with(|d| d.get());
-        if d < N {
-            HELD.with(|h| h[d].set(s as *const Srcu as usize));
-        }
-        DEPTH.with(|x| x.set(d + 1));
+        let me = s as *const Srcu as usize;
+        HELD.with(|h| {
+            COUNT.with(|n| {
+                if let Some(i) = find(h, me).or_else(|| find(h, 0)) {
+                    h[i].set(me);
+                    n[i].set(n[i].get() + 1);
+                }
+            })
+        });
     }
 
     pub(super) fn pop(s: &Srcu) {
-        let d = DEPTH.with(|d| d.get());
-        if d == 0 {
-            return;
-        }
         let me = s as *const Srcu as usize;
         HELD.with(|h| {
-            // Remove the innermost entry for this domain (guards may drop out
-            // of order).
-            let top = d.min(N);
-            if let Some(i) = (0..top).rev().find(|&i| h[i].get() == me) {
-                for j in i..top - 1 {
-                    h[j].set(h[j + 1].get());
+            COUNT.with(|n| {
+                if let Some(i) = find(h, me) {
+                    n[i].set(n[i].get() - 1);
+                    if n[i].get() == 0 {
+                        h[i].set(0);
+                    }
                 }
-                h[top - 1].set(0);
-            }
+            })
         });
-        DEPTH.with(|x| x.set(d - 1));
     }
 
     pub(super) fn contains(s: &Srcu) -> bool {
         let me = s as *const Srcu as usize;
-        let d = DEPTH.with(|d| d.get()).min(N);
-        HELD.with(|h| (0..d).any(|i| h[i].get() == me))
+        HELD.with(|h| find(h, me).is_some())
     }
 }
 

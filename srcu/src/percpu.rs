@@ -91,14 +91,16 @@ pub const fn first_cpu(chunk: usize) -> usize {
 /// Chunks needed for `nr_cpus` possible CPUs.
 #[inline]
 pub const fn nr_chunks(nr_cpus: usize) -> usize {
-    (nr_cpus + CPUS_PER_CHUNK - 1) >> CHUNK_SHIFT
+    // `div_ceil`, not `(n + 63) >> 6`, which overflows near `usize::MAX`.
+    nr_cpus.div_ceil(CPUS_PER_CHUNK)
 }
 
 /// Entries in `chunk` for `nr_cpus` possible CPUs: [`CPUS_PER_CHUNK`], less
-/// for the last chunk (2 possible CPUs make one chunk of 2 entries).
+/// for the last chunk (2 possible CPUs make one chunk of 2 entries), none
+/// past it.
 #[inline]
 pub const fn chunk_len(nr_cpus: usize, chunk: usize) -> usize {
-    let rest = nr_cpus - first_cpu(chunk);
+    let rest = nr_cpus.saturating_sub(first_cpu(chunk));
     if rest < CPUS_PER_CHUNK {
         rest
     } else {

@@ -14,7 +14,9 @@ pub struct SrcuStats {
     pub expedited_grace_periods: u64,
     /// Callbacks queued with `call_srcu` (markers of `barrier` excluded).
     pub callbacks_queued: u64,
-    /// Callbacks invoked (markers of `barrier` included).
+    /// Callbacks invoked (markers of `barrier` excluded, as in
+    /// `callbacks_queued`: once a `barrier` returns, this counts every
+    /// callback queued before it).
     pub callbacks_invoked: u64,
     /// `barrier` calls that visited the per-CPU queues.
     pub barriers_issued: u64,

@@ -107,7 +107,9 @@ pub fn query(ranges: &[Range<usize>]) -> Inventory {
 /// invocations are driven by the runtime meanwhile; readers are not waited
 /// for (see [`Inventory::domains`]).
 pub fn drain(ranges: &[Range<usize>], timeout: Duration) -> Result<(), Inventory> {
-    let deadline = Instant::now() + timeout;
+    // None: a timeout past what an `Instant` can hold (`Duration::MAX`)
+    // waits without limit instead of overflowing.
+    let deadline = Instant::now().checked_add(timeout);
     let mut sleep = Duration::from_micros(20);
     loop {
         let inv = query(ranges);
@@ -115,16 +117,18 @@ pub fn drain(ranges: &[Range<usize>], timeout: Duration) -> Result<(), Inventory
             return Ok(());
         }
         let now = Instant::now();
-        if now >= deadline {
-            return Err(inv);
-        }
+        let left = match deadline {
+            Some(d) if now >= d => return Err(inv),
+            Some(d) => d - now,
+            None => Duration::MAX,
+        };
         // Make sure every domain with pending callbacks is being driven.
         for st in registered() {
             if st.cbs.pending() > 0 {
                 super::driver::kick_fenced(&st);
             }
         }
-        std::thread::sleep(sleep.min(deadline - now));
+        std::thread::sleep(sleep.min(left));
         sleep = (sleep * 2).min(Duration::from_millis(5));
     }
 }

@@ -12,6 +12,10 @@
 //! - **Callback invokers** (`usrcu-cb-N`, `invoke.rs`), a pool separate from
 //!   the driver and grown on demand: a slow callback never delays a grace
 //!   period, and a domain whose callbacks block holds only its own invoker.
+//!   The pool stops growing at 256 threads: past 256 domains whose
+//!   callbacks block at once, other domains' callbacks wait for one of them
+//!   to return (so a callback must not wait for a callback of another
+//!   domain that only those blocked ones could let run).
 //!   Each domain is served by one invoker at a time, so its callbacks keep
 //!   their order (`callbacks.rs`).
 //! - **The wake-up handshake** between producers and the driver is in
@@ -53,7 +57,10 @@ pub(crate) fn vtable_forever() -> u64 {
 ///
 /// The runtime's threads hold no lock while idle, which is what a process
 /// that calls `fork` needs: fork while `idle()` holds, and the child starts
-/// its own driver and invokers on first use.
+/// its own driver and invokers on first use. Readers are not part of it: a
+/// section that another thread has open at the fork stays open in the
+/// child, where that thread does not exist, so the child's grace periods on
+/// that domain never complete (`synchronize` waits forever).
 ///
 /// ```
 /// let d = usrcu::Srcu::new("idle-doc");

@@ -96,8 +96,10 @@ fn default_stall_ms() -> u64 {
     *V.get_or_init(|| {
         std::env::var("USRCU_STALL_TIMEOUT_MS")
             .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10_000)
+            .and_then(|v| v.parse::<u64>().ok())
+            // At least 1 ms: warnings come at the timeout and then at each
+            // doubling, and 0 doubled is 0 (a warning at every check).
+            .map_or(10_000, |ms| ms.max(1))
     })
 }
 

@@ -84,8 +84,9 @@ fn stall_timeout() -> Duration {
     }
     let env = std::env::var("USRCU_STALL_TIMEOUT_MS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .and_then(|v| v.parse::<u64>().ok())
+        // At least 1 ms: 0 doubled is 0 (a warning at every re-check).
+        .map_or(10_000, |ms| ms.max(1));
     Duration::from_millis(env)
 }
 
@@ -118,10 +119,12 @@ impl Engine {
         self.work.notify_one();
     }
 
-    fn refuse_self_wait(&self, what: &str) {
-        if THREAD_TID.load(Ordering::Relaxed) == gettid() {
-            panic!("usrcu::tasks::{what} called from a Tasks callback: it would wait for itself");
-        }
+    /// Is the caller the `usrcu-tasks` thread, where a wait would wait for
+    /// itself? The callers refuse and return, and the API panics on the
+    /// caller's side of the vtable: a panic inside an `extern "C"` vtable
+    /// function cannot unwind and aborts the process.
+    fn waits_for_itself(&self) -> bool {
+        THREAD_TID.load(Ordering::Relaxed) == gettid()
     }
 
     /// A cookie; with `start`, make sure its grace period runs.
@@ -139,8 +142,11 @@ impl Engine {
         self.lock().completed >= cookie
     }
 
-    pub(crate) fn synchronize(&self) {
-        self.refuse_self_wait("synchronize");
+    /// False (without waiting) if called on the `usrcu-tasks` thread.
+    pub(crate) fn synchronize(&self) -> bool {
+        if self.waits_for_itself() {
+            return false;
+        }
         let me = gettid();
         let mut st = self.lock();
         let c = st.started + 1;
@@ -153,6 +159,7 @@ impl Engine {
         if let Some(i) = st.waiting.iter().position(|t| *t == me) {
             st.waiting.swap_remove(i);
         }
+        true
     }
 
     pub(crate) fn call(&self, f: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) {
@@ -164,25 +171,32 @@ impl Engine {
         self.kick(&mut st);
     }
 
-    pub(crate) fn barrier(&self) {
-        self.refuse_self_wait("barrier");
+    /// False (without waiting) if called on the `usrcu-tasks` thread.
+    pub(crate) fn barrier(&self) -> bool {
+        if self.waits_for_itself() {
+            return false;
+        }
         let mut st = self.lock();
         let target = st.queued;
         while st.invoked < target {
             st = self.wait(st);
         }
+        true
     }
 
-    /// `barrier`, giving up after `timeout`; true if it completed.
-    pub(crate) fn barrier_timeout(&self, timeout: Duration) -> bool {
-        self.refuse_self_wait("barrier_timeout");
+    /// `barrier`, giving up after `timeout`: `Some(true)` if it completed,
+    /// `None` (without waiting) if called on the `usrcu-tasks` thread.
+    pub(crate) fn barrier_timeout(&self, timeout: Duration) -> Option<bool> {
+        if self.waits_for_itself() {
+            return None;
+        }
         let end = std::time::Instant::now() + timeout;
         let mut st = self.lock();
         let target = st.queued;
         while st.invoked < target {
             let now = std::time::Instant::now();
             if now >= end {
-                return false;
+                return Some(false);
             }
             st = self
                 .done
@@ -190,7 +204,7 @@ impl Engine {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        true
+        Some(true)
     }
 
     /// Callbacks queued and not yet run.

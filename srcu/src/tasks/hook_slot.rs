@@ -157,7 +157,13 @@ impl<F: HookFn> HookSlot<F> {
     ///
     /// # Safety
     /// `f` keeps the contract in the type's documentation for as long as it
-    /// is installed and until a grace period after it is replaced.
+    /// is installed and until a grace period after it is replaced. And the
+    /// slot stays where it is while it holds a function: not moved, and not
+    /// forgotten without being dropped in place (`mem::forget` of a slot on
+    /// the stack, `ManuallyDrop`): the host registers the slot's *address*
+    /// ([`clear_hooks_into`](super::clear_hooks_into) writes through it), and
+    /// only the slot's drop at that address takes it back. A `static` slot,
+    /// or one behind a `Box` that is dropped or leaked, keeps this.
     pub unsafe fn set_sync(&self, f: Option<F>) {
         let old = self.swap(f.map_or(std::ptr::null_mut(), HookFn::into_raw));
         if !old.is_null() {
@@ -171,7 +177,7 @@ impl<F: HookFn> HookSlot<F> {
     /// period is started).
     ///
     /// # Safety
-    /// As for [`set_sync`](HookSlot::set_sync).
+    /// As for [`set_sync`](HookSlot::set_sync), the slot's place included.
     pub unsafe fn set(&self, f: Option<F>) -> Option<Cookie> {
         let old = self.swap(f.map_or(std::ptr::null_mut(), HookFn::into_raw));
         (!old.is_null()).then(super::start_poll)

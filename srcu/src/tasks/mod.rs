@@ -70,7 +70,7 @@ mod vtable;
 
 pub use hook_slot::{HookFn, HookSlot, HookValue};
 pub use record::TasksRecord;
-pub use vtable::{TasksVTable, HOST_TASKS_VTABLE, TASKS_ABI_VERSION};
+pub use vtable::{TasksVTable, HOST_TASKS_VTABLE, TASKS_ABI_VERSION, WAIT_REFUSED};
 
 use std::ffi::c_void;
 use std::ops::Range;
@@ -114,7 +114,17 @@ impl Cookie {
 /// panics).
 pub fn synchronize() {
     // SAFETY: a vtable function with no arguments.
-    unsafe { (vtable::current().synchronize)() }
+    let r = unsafe { (vtable::current().synchronize)() };
+    refused_panics(r, "synchronize");
+}
+
+/// Panic, on this side of the vtable, if the host refused a wait made from
+/// a Tasks callback (a panic inside its `extern "C"` function would abort).
+#[track_caller]
+fn refused_panics(r: u32, what: &str) {
+    if r == vtable::WAIT_REFUSED {
+        panic!("usrcu::tasks::{what} called from a Tasks callback: it would wait for itself");
+    }
 }
 
 /// Run `f` on the host's `usrcu-tasks` thread after a Tasks grace period.
@@ -134,15 +144,18 @@ pub fn call<F: FnOnce() + Send + 'static>(f: F) {
 /// Panics if called from a Tasks callback.
 pub fn barrier() {
     // SAFETY: a vtable function with no arguments.
-    unsafe { (vtable::current().barrier)() }
+    let r = unsafe { (vtable::current().barrier)() };
+    refused_panics(r, "barrier");
 }
 
 /// [`barrier`], giving up after `timeout`; true if every callback queued
-/// before the call has run.
+/// before the call has run. Panics if called from a Tasks callback.
 pub fn barrier_timeout(timeout: Duration) -> bool {
     let ms = timeout.as_millis().min(u64::MAX as u128) as u64;
     // SAFETY: a vtable function taking an integer.
-    unsafe { (vtable::current().barrier_timeout_ms)(ms) != 0 }
+    let r = unsafe { (vtable::current().barrier_timeout_ms)(ms) };
+    refused_panics(r, "barrier_timeout");
+    r != 0
 }
 
 /// An explicit quiescent point: the calling thread is not inside any hook
@@ -165,6 +178,11 @@ pub fn get_state() -> Cookie {
 }
 
 /// A cookie for the next grace period, which is started.
+///
+/// The `usrcu-tasks` thread both drives grace periods and runs callbacks:
+/// a poll started from a Tasks callback does not advance until that
+/// callback returns, so polling for it there (or [`Cookie::wait_timeout`])
+/// waits for nothing but its timeout.
 pub fn start_poll() -> Cookie {
     // SAFETY: a vtable function taking an integer.
     Cookie(unsafe { (vtable::current().get_state)(1) })

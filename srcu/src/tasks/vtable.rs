@@ -10,7 +10,10 @@ use std::ffi::c_void;
 use std::sync::atomic::AtomicPtr;
 
 /// ABI version of [`TasksVTable`]; bumped on any layout or meaning change.
-pub const TASKS_ABI_VERSION: u32 = 1;
+/// 2: `synchronize`, `barrier` and `barrier_timeout_ms` report a refusal
+/// (called on the `usrcu-tasks` thread) instead of panicking inside the
+/// `extern "C"` function, which aborted the process.
+pub const TASKS_ABI_VERSION: u32 = 2;
 
 /// The host's Tasks operations.
 #[repr(C)]
@@ -20,12 +23,14 @@ pub struct TasksVTable {
     pub abi_version: u32,
     /// `size_of::<TasksVTable>()` of that copy.
     pub size: u32,
-    /// Wait for a Tasks grace period.
-    pub synchronize: unsafe extern "C" fn(),
+    /// Wait for a Tasks grace period: 0, or [`WAIT_REFUSED`] without waiting
+    /// when called on the `usrcu-tasks` thread (it would wait for itself).
+    pub synchronize: unsafe extern "C" fn() -> u32,
     /// Run `f(arg)` on the host's `usrcu-tasks` thread after a grace period.
     pub call: unsafe extern "C" fn(unsafe extern "C" fn(*mut c_void), *mut c_void),
-    /// Wait for every callback queued before the call.
-    pub barrier: unsafe extern "C" fn(),
+    /// Wait for every callback queued before the call: 0, or [`WAIT_REFUSED`]
+    /// as for `synchronize`.
+    pub barrier: unsafe extern "C" fn() -> u32,
     /// The calling thread's quiescent record (allocated on first use).
     pub record: unsafe extern "C" fn() -> *const TasksRecord,
     /// A cookie; with a non-zero argument, also make sure it completes.
@@ -39,20 +44,35 @@ pub struct TasksVTable {
     pub hook_forget: unsafe extern "C" fn(*const AtomicPtr<()>),
     /// Set the stall timeout of Tasks grace periods (ms; 0: the default).
     pub set_stall_timeout_ms: unsafe extern "C" fn(u64),
-    /// `barrier` bounded by a timeout in ms; non-zero if it completed.
+    /// `barrier` bounded by a timeout in ms: 1 if it completed, 0 if it
+    /// timed out, [`WAIT_REFUSED`] as for `synchronize`.
     pub barrier_timeout_ms: unsafe extern "C" fn(u64) -> u32,
 }
 
-unsafe extern "C" fn rt_synchronize() {
-    engine().synchronize();
+/// What `synchronize`, `barrier` and `barrier_timeout_ms` return when called
+/// on the `usrcu-tasks` thread (from a Tasks callback), where they would
+/// wait for themselves. The caller's copy of the crate panics on its own
+/// side: a panic cannot unwind out of an `extern "C"` function.
+pub const WAIT_REFUSED: u32 = 2;
+
+unsafe extern "C" fn rt_synchronize() -> u32 {
+    if engine().synchronize() {
+        0
+    } else {
+        WAIT_REFUSED
+    }
 }
 
 unsafe extern "C" fn rt_call(f: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) {
     engine().call(f, arg);
 }
 
-unsafe extern "C" fn rt_barrier() {
-    engine().barrier();
+unsafe extern "C" fn rt_barrier() -> u32 {
+    if engine().barrier() {
+        0
+    } else {
+        WAIT_REFUSED
+    }
 }
 
 unsafe extern "C" fn rt_record() -> *const TasksRecord {
@@ -81,7 +101,10 @@ unsafe extern "C" fn rt_set_stall_timeout_ms(ms: u64) {
 }
 
 unsafe extern "C" fn rt_barrier_timeout_ms(ms: u64) -> u32 {
-    engine().barrier_timeout(std::time::Duration::from_millis(ms)) as u32
+    match engine().barrier_timeout(std::time::Duration::from_millis(ms)) {
+        Some(done) => done as u32,
+        None => WAIT_REFUSED,
+    }
 }
 
 /// This copy's own Tasks table (what `RuntimeVTable::tasks` of the host

@@ -119,8 +119,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn default_stall_ms() -> u64 {
     std::env::var("USRCU_STALL_TIMEOUT_MS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
+        .and_then(|v| v.parse::<u64>().ok())
+        // At least 1 ms: 0 doubled is 0 (a warning at every re-check).
+        .map_or(10_000, |ms| ms.max(1))
 }
 
 /// Set the stall timeout of this copy's engine (the host's).

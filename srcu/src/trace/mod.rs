@@ -284,6 +284,12 @@ mod api {
     }
 
     /// As [`get_state`], and make sure that grace period runs.
+    ///
+    /// The `usrcu-trace` thread both drives polled grace periods and runs
+    /// callbacks: a poll started from a trace callback does not advance
+    /// until that callback returns, so a callback must not spin on
+    /// [`poll_state`] for it ([`synchronize`] works there: the caller
+    /// drives it).
     pub fn start_poll() -> Cookie {
         // SAFETY: no preconditions.
         Cookie(unsafe { (vt().get_state)(1) })
