@@ -162,7 +162,11 @@ impl ModuleLoader {
     /// `F` is the type of the function the module exports under `symbol`,
     /// and that function keeps [`HookSlot`]'s contract (never blocks, never
     /// faults on non-resident memory: its data must be resident too, stores
-    /// no pointer to itself).
+    /// no pointer to itself). `slot` stays at its address, and is not
+    /// dropped, until the module is unloaded or the slot is cleared: as with
+    /// [`HookSlot::set`], the runtime keeps the slot's address to empty it
+    /// when the module goes (a `static` slot, or one in a `Box` or `Arc`
+    /// kept alive that long, does).
     pub unsafe fn install_hook<F: HookFn>(
         &self,
         h: ModuleHandle,
