@@ -105,7 +105,11 @@ fn call_srcu_throughput(c: &mut Criterion) {
     for (name, domain, queue) in [
         ("usrcu_call_srcu", &CLOSURES, queue_closures as fn(u64)),
         ("usrcu_call_srcu_raw", &INTRUSIVE, queue_intrusive as fn(u64)),
-        ("usrcu_call_srcu_by_value", &CLOSURES_BY_VALUE, queue_closures_by_value as fn(u64)),
+        (
+            "usrcu_call_srcu_by_value",
+            &CLOSURES_BY_VALUE,
+            queue_closures_by_value as fn(u64),
+        ),
     ] {
         let mut g = group(c, &format!("call_srcu_throughput/{name}"));
         for &t in &threads {
