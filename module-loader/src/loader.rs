@@ -317,6 +317,9 @@ impl ModuleLoader {
             self.config.reuse_copies,
             self.config.max_file_size,
         )?;
+        // Not while an unload is closing a library this load could share
+        // (`proofs/needed.rs`); held until the libraries are counted.
+        let gate = proofs::needed::load_gate(deadline_after(Instant::now(), self.config.unload_timeout));
         let before = proofs::needed::snapshot();
         crate::phase_timing::lap("load: needed: snapshot");
         // SAFETY: forwarded from the caller (this fn's contract).
@@ -332,6 +335,7 @@ impl ModuleLoader {
         if !proofs::test_switch::skipped("needed") {
             module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
         }
+        drop(gate);
         crate::phase_timing::lap("load: needed: brought_in");
         if !proofs::test_switch::skipped("key-interposer") {
             // SAFETY: the object and the libraries it brought in are loaded
@@ -730,7 +734,7 @@ impl ModuleLoader {
         let never = self.platform.effective == UnmapPolicy::Never;
         // Its libraries that another live module also uses stay with that
         // module: they are proven idle on its unload, the one that unmaps them.
-        let last_user = proofs::needed::partition(&m.needed);
+        let last_user = proofs::needed::partition(&m.needed, deadline);
         let mine = || {
             m.needed
                 .iter()
@@ -755,6 +759,10 @@ impl ModuleLoader {
         } else {
             Ok(())
         });
+        if never || proven.is_err() {
+            // It stays mapped: its libraries are not closing after all.
+            proofs::needed::reopen(&m.needed);
+        }
         if never {
             // The barriers ran (the first proofs); nothing is unmapped.
             return self.keep_mapped_by_policy(m, report, t0);

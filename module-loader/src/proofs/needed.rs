@@ -20,10 +20,20 @@
 //! first, it reported the library "still mapped" under a made-up cause, and
 //! the second unmapped it unproven: a thread holding a value under the
 //! library's pthread key then died in the unmapped destructor.)
+//!
+//! The count is taken after `dlopen`, so a load must not slip in between an
+//! unload's decision that it is a library's last user ([`partition`]) and
+//! that unload's `dlclose` ([`release`]): it would share a library whose
+//! keys the unload is deleting. So the two exclude each other, each wait
+//! bounded by a deadline ([`GATE`]): an unload marks the libraries it is
+//! the last user of as *closing*, and a load ([`load_gate`]) waits, before
+//! its `dlopen`, until none is closing; an unload waits, before it decides,
+//! until no load is between its gate and its count ([`brought_in`]).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use crate::address_space::{self, ObjectMapping};
 
@@ -42,6 +52,8 @@ struct Shared {
     name: Vec<u8>,
     base: usize,
     users: usize,
+    /// Its last user's unload decided to prove it idle and close it.
+    closing: bool,
 }
 
 /// Every library a plugin load brought in, until an unload sees it leave.
@@ -49,6 +61,50 @@ struct Shared {
 /// (a load racing with the last unload holds it): a module that needs it
 /// then counts it as its own.
 static SHARED: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
+
+/// Loads between their gate and their count (see the module docs).
+static LOADING: Mutex<usize> = Mutex::new(0);
+
+/// Woken when a library stops closing or a load has counted: the waits of
+/// [`load_gate`] and [`partition`] (on [`LOADING`]'s lock).
+static GATE: Condvar = Condvar::new();
+
+/// Is a library of [`SHARED`] closing? (Read under [`LOADING`]'s lock, which
+/// every change of `closing` also takes, so a wait cannot miss its wake-up.)
+fn any_closing() -> bool {
+    crate::lock(&SHARED).iter().any(|s| s.closing)
+}
+
+/// Held by a load from before its `dlopen` until its libraries are counted
+/// (or it failed): an unload does not decide it is a library's last user
+/// meanwhile.
+#[derive(Debug)]
+pub(crate) struct LoadGate(());
+
+impl Drop for LoadGate {
+    fn drop(&mut self) {
+        let mut n = crate::lock(&LOADING);
+        *n -= 1;
+        drop(n);
+        GATE.notify_all();
+    }
+}
+
+/// Before a load's `dlopen`: wait (until `deadline` at most) while an
+/// unload is closing a library the load might share, then hold off new
+/// decisions until the returned gate is dropped.
+pub(crate) fn load_gate(deadline: Instant) -> LoadGate {
+    let mut n = crate::lock(&LOADING);
+    while any_closing() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    *n += 1;
+    LoadGate(())
+}
 
 fn entry<'a>(shared: &'a mut [Shared], name: &[u8], base: usize) -> Option<&'a mut Shared> {
     shared.iter_mut().find(|s| s.name == name && s.base == base)
@@ -95,6 +151,7 @@ pub(crate) fn brought_in(
                         name: name.to_vec(),
                         base: m.base,
                         users: 1,
+                        closing: false,
                     }),
                 }
             }
@@ -109,25 +166,66 @@ pub(crate) fn brought_in(
 
 /// Which of a module's libraries its unload proves idle and expects gone:
 /// those it is the last live user of (true), not those another live module
-/// also uses (false; they stay, and are that module's to prove).
-pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)]) -> Vec<bool> {
+/// also uses (false; they stay, and are that module's to prove). The first
+/// are marked closing until [`release`] or [`reopen`]; loads wait for them.
+/// Waits first (until `deadline` at most) for loads between their gate and
+/// their count.
+pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<bool> {
+    if needed.is_empty() {
+        return Vec::new();
+    }
+    let mut n = crate::lock(&LOADING);
+    while *n > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
     let mut shared = crate::lock(&SHARED);
     needed
         .iter()
-        .map(|(p, m)| entry(&mut shared, p.as_os_str().as_bytes(), m.base).is_none_or(|e| e.users <= 1))
+        .map(|(p, m)| match entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
+            Some(e) if e.users > 1 => false,
+            Some(e) => {
+                e.closing = true;
+                true
+            }
+            None => true,
+        })
         .collect()
+}
+
+/// The unload that [`partition`]ed `needed` keeps the module mapped (a
+/// Zombie, or `UnmapPolicy::Never`): its libraries are not closing.
+pub(crate) fn reopen(needed: &[(PathBuf, ObjectMapping)]) {
+    if needed.is_empty() {
+        return;
+    }
+    let n = crate::lock(&LOADING);
+    let mut shared = crate::lock(&SHARED);
+    for (p, m) in needed {
+        if let Some(e) = entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
+            e.closing = false;
+        }
+    }
+    drop(shared);
+    drop(n);
+    GATE.notify_all();
 }
 
 /// The module's object was closed: it no longer uses its libraries.
 /// Returns, for each, whether another live module still uses it (one whose
 /// load raced with this unload). Entries of libraries no longer mapped go.
 pub(crate) fn release(needed: &[(PathBuf, ObjectMapping)]) -> Vec<bool> {
+    let n = crate::lock(&LOADING);
     let mut shared = crate::lock(&SHARED);
     let used = needed
         .iter()
         .map(|(p, m)| match entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
             Some(e) => {
                 e.users = e.users.saturating_sub(1);
+                e.closing = false;
                 e.users > 0
             }
             None => false,
@@ -137,5 +235,101 @@ pub(crate) fn release(needed: &[(PathBuf, ObjectMapping)]) -> Vec<bool> {
         let mapped = snapshot();
         shared.retain(|s| s.users > 0 || mapped.iter().any(|(n, b)| *n == s.name && *b == s.base));
     }
+    drop(shared);
+    drop(n);
+    GATE.notify_all();
     used
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A library entry of its own (a name no real object has), used by one
+    /// module.
+    fn fake_library(name: &str) -> Vec<(PathBuf, ObjectMapping)> {
+        let m = ObjectMapping {
+            base: 0x1000,
+            segments: Vec::new(),
+            nodelete: false,
+            relro: None,
+            data_segments: Vec::new(),
+            needed: Vec::new(),
+            soname: None,
+        };
+        crate::lock(&SHARED).push(Shared {
+            name: name.as_bytes().to_vec(),
+            base: m.base,
+            users: 1,
+            closing: false,
+        });
+        vec![(PathBuf::from(name), m)]
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    /// Wait a little for `flag` to be set (by a thread that should be
+    /// blocked): returns whether it was. A slow machine can only make a
+    /// broken gate look right, never a working one look broken.
+    fn set_soon(flag: &AtomicBool) -> bool {
+        for _ in 0..20 {
+            // Relaxed: a flag polled by the test thread; the join below orders the rest.
+            if flag.load(Ordering::Relaxed) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_load_waits_while_the_last_user_of_a_library_is_closing_it() {
+        let lib = fake_library("/nonexistent/test-closing-lib.so");
+        // The unload of its last user decides to close it.
+        assert_eq!(partition(&lib, far()), vec![true]);
+        let passed = Arc::new(AtomicBool::new(false));
+        let t = {
+            let passed = passed.clone();
+            std::thread::spawn(move || {
+                let gate = load_gate(far());
+                // Relaxed: see `set_soon`.
+                passed.store(true, Ordering::Relaxed);
+                drop(gate);
+            })
+        };
+        assert!(!set_soon(&passed), "a load went ahead while a library was closing");
+        // The unload's dlclose is done: the load goes ahead.
+        release(&lib);
+        t.join().unwrap();
+        assert!(passed.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn an_unload_decides_only_after_a_load_in_progress_has_counted_its_libraries() {
+        let lib = fake_library("/nonexistent/test-loading-lib.so");
+        let gate = load_gate(far());
+        let decided = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (lib, decided) = (lib.clone(), decided.clone());
+            std::thread::spawn(move || {
+                let last = partition(&lib, far());
+                // Relaxed: see `set_soon`.
+                decided.store(true, Ordering::Relaxed);
+                last
+            })
+        };
+        assert!(
+            !set_soon(&decided),
+            "an unload decided while a load was between its gate and its count"
+        );
+        drop(gate);
+        assert_eq!(t.join().unwrap(), vec![true]);
+        reopen(&lib);
+        release(&lib);
+    }
 }
