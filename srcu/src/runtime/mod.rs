@@ -57,7 +57,12 @@ pub(crate) fn vtable_forever() -> u64 {
 ///
 /// The runtime's threads hold no lock while idle, which is what a process
 /// that calls `fork` needs: fork while `idle()` holds, and the child starts
-/// its own driver and invokers on first use. Readers are not part of it: a
+/// its own driver and invokers on first use. One window is left: a runtime
+/// thread that has just made the runtime idle takes its queue's lock once
+/// more on its way back to sleep, for a few instructions, and a fork at that
+/// instant would leave the lock held in the child (5,000 forks right after
+/// `idle()` did not hit it: `srcu/tests/redteam_fork.rs`). No
+/// `pthread_atfork` handler closes it yet. Readers are not part of it: a
 /// section that another thread has open at the fork stays open in the
 /// child, where that thread does not exist, so the child's grace periods on
 /// that domain never complete (`synchronize` waits forever).
