@@ -197,9 +197,12 @@ impl Callbacks {
 
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
     pub(crate) fn queued_callbacks(&self) -> u64 {
-        // Relaxed: statistics. Markers are counted before their tickets are
-        // taken, so read them first; saturate against a racing barrier.
-        let markers = self.markers.load(Ordering::Relaxed);
+        // Markers are counted after their tickets are taken: read them
+        // first. Acquire: pairs with the Release count in `barrier_begin`,
+        // so every marker counted here has its ticket in the load below and
+        // the difference counts no marker as missing (a marker whose count
+        // is not seen yet is one callback too many, for a moment).
+        let markers = self.markers.load(Ordering::Acquire);
         self.next_ticket.0.load(Ordering::Relaxed).saturating_sub(markers)
     }
 
@@ -554,9 +557,6 @@ impl Callbacks {
             done: Mutex::new(false),
             cv: crate::sync::Condvar::new(),
         });
-        // Relaxed: statistics; counted before the ticket so that the
-        // difference never underflows.
-        self.markers.fetch_add(1, Ordering::Relaxed);
         let m = Box::into_raw(Box::new(Marker {
             head: CallbackHead::new(),
             sync: sync.clone(),
@@ -565,6 +565,11 @@ impl Callbacks {
         // marker waits for no grace period (cookie 0), only for the tickets
         // before it; `enqueue` issues the handshake's producer fence.
         unsafe { self.enqueue(cpu, m as *mut CallbackHead, marker_fn, || Cookie(0)) };
+        // Counted after its ticket, so that a snapshot of `queued_callbacks`
+        // can count a racing marker as a callback (one too many for a
+        // moment) but never miss a callback. Release: pairs with the Acquire
+        // load there, so a reader that sees this count sees the ticket.
+        self.markers.fetch_add(1, Ordering::Release);
         Some(Barrier { sync })
     }
 }
