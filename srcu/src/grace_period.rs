@@ -98,11 +98,25 @@ pub(crate) struct GpState {
 }
 
 impl GpState {
+    #[cfg(usrcu_loom)]
     pub(crate) fn new() -> GpState {
+        GpState::starting_at(0)
+    }
+
+    /// Idle at sequence `seq` (even): cookies up to it read complete.
+    pub(crate) fn starting_at(seq: u64) -> GpState {
+        debug_assert_eq!(seq & 1, 0, "a state starts idle");
         GpState {
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(seq),
             driver: Mutex::new(Phase::Idle),
         }
+    }
+
+    /// The sequence word now (for the floor a cleaned-up domain leaves).
+    #[cfg(not(usrcu_loom))]
+    pub(crate) fn seq_now(&self) -> u64 {
+        // Acquire: as in `done`.
+        self.seq.load(Ordering::Acquire)
     }
 
     /// The cookie of the first grace period that starts after this call.

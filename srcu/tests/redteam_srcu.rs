@@ -942,3 +942,28 @@ fn cleanup_refuses_while_another_thread_is_inside_and_succeeds_after_it_left() {
     unsafe { d.cleanup() }.expect("no reader, no callback, no grace period");
     assert!(!d.is_attached());
 }
+
+#[test]
+fn a_cookie_taken_before_a_cleanup_reads_complete_after_the_domain_attaches_again() {
+    let d = Srcu::new("redteam-cookie-across-cleanup");
+    d.attach();
+    // Some grace periods, so that the sequence is past its start.
+    for _ in 0..3 {
+        d.synchronize_expedited();
+    }
+    // A cookie for the grace period after this call, never started.
+    let c = d.get_state();
+    assert!(!d.poll_state(c));
+    // SAFETY: no reader is inside, and nothing else uses `d` meanwhile.
+    unsafe { d.cleanup() }.expect("an idle domain cleans up");
+    assert!(!d.is_attached());
+    d.attach();
+    // No reader of the old state is left (cleanup proved it), so the
+    // cookie's grace period is as good as complete; before, the new
+    // state's sequence restarted at 0 and the cookie read false until as
+    // many grace periods had passed again.
+    assert!(
+        d.poll_state(c),
+        "cookie {c:?} still pending after cleanup and re-attach"
+    );
+}

@@ -120,6 +120,16 @@ fn register(st: &Arc<DomainState>) {
     r.push(Arc::downgrade(st));
 }
 
+/// Where a new domain state's grace-period sequence starts: past every
+/// cookie a cleaned-up state can have handed out (`release_state`), so that
+/// a cookie taken before `cleanup` reads complete after the domain attaches
+/// again (no reader of the old state was left: `cleanup` proved it) instead
+/// of waiting for the new state's count to catch up. Process-wide, because
+/// the runtime keeps nothing per `Srcu` across a cleanup; a cookie is only
+/// meaningful for the domain it came from, so a higher start elsewhere
+/// changes nothing that was promised.
+static SEQ_FLOOR: AtomicU64 = AtomicU64::new(0);
+
 /// Build the state of `s` (called once per attach, by the CAS winner).
 pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
     let cfg = s.config();
@@ -144,7 +154,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         origin: s.origin(),
         pc: Box::new(PerCpu::new(nr, mode == FenceMode::SeqCst)),
         mode,
-        gp: GpState::new(),
+        gp: GpState::starting_at(SEQ_FLOOR.load(Ordering::Acquire)),
         cbs: Callbacks::new(nr),
         stats: Counters::default(),
         stall_timeout_ms: stall,
@@ -174,6 +184,13 @@ pub(crate) unsafe fn release_state(p: *mut DomainState) {
     // length reaches a power of two, so a process that loads and unloads
     // plugins carried up to 64 freed domains' allocations.
     unregister(p);
+    // A cookie of this state names at most the grace period after the one
+    // running at its last `snap`: `(seq + 3) & !1` <= seq rounded up to
+    // even + 2. Start later states 4 past the rounded sequence.
+    // SAFETY: the caller hands back a live state.
+    let seq = unsafe { (*p).gp.seq_now() };
+    // AcqRel: a maximum; pairs with the Acquire load in `build_state`.
+    SEQ_FLOOR.fetch_max(((seq + 1) & !1) + 4, Ordering::AcqRel);
     // SAFETY: the caller hands back the reference `build_state` created.
     drop(unsafe { Arc::from_raw(p) });
 }
