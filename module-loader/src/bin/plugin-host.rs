@@ -89,6 +89,16 @@ fn usage_error(msg: &str) -> ! {
     process::exit(2)
 }
 
+/// A reader thread that the system refused (too many `--threads` for its
+/// limits): say so and exit 1, rather than panic.
+fn cannot_spawn(t: usize, threads: usize, e: &std::io::Error) -> ! {
+    eprintln!(
+        "\nplugin-host: cannot start reader thread {} of {threads}: {e} (try fewer --threads)",
+        t + 1
+    );
+    process::exit(1)
+}
+
 /// `--help`, `-h`, `help`: the usage on stdout, exit 0.
 fn is_help(arg: &str) -> bool {
     matches!(arg, "--help" | "-h" | "help")
@@ -330,7 +340,7 @@ fn main() {
             thread::Builder::new()
                 .name(format!("reader-{t}"))
                 .spawn(move || reader(&loader, &stop, &stats, t as u64 * 1_000_003))
-                .expect("spawn a reader thread")
+                .unwrap_or_else(|e| cannot_spawn(t, args.threads, &e))
         })
         .collect();
 

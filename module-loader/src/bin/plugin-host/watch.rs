@@ -315,7 +315,7 @@ pub fn main(args: &[String]) {
                         }
                     }
                 })
-                .expect("spawn a reader thread");
+                .unwrap_or_else(|e| crate::cannot_spawn(t, args.threads, &e));
         }
         println!(
             "plugin-host: watching {} (module '{name}' {live}, version {version}, {} reader threads); Ctrl-C to stop",
