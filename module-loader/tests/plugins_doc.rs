@@ -42,8 +42,8 @@ fn tutorial_plugin_builds_loads_through_its_interface_and_hot_reloads() {
     let krate = dir.path().join("hello-plugin");
     let manifest = krate.join("Cargo.toml");
     let mut toml = fs::read_to_string(&manifest).unwrap();
-    // `cargo new` leaves an empty [dependencies] table; the page adds its own.
-    toml = toml.replace("[dependencies]\n", "");
+    // Appended as the page says, after the empty [dependencies] table that
+    // `cargo new` leaves (no line of it removed).
     toml += &snippet(&page, "plugin/Cargo.toml").replace("../usrcu", &repo.display().to_string());
     // Its own workspace (the temp dir may sit inside another).
     toml += "\n[workspace]\n";

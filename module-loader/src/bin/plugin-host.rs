@@ -76,12 +76,32 @@ struct Args {
     plugin: Option<PathBuf>,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: plugin-host [demo] [--cycles N] [--threads T] [--plugin PATH]\n       \
-         plugin-host watch <plugin crate dir> [--threads T] [--target-dir DIR] [--profile P]"
-    );
+const USAGE: &str = "usage: plugin-host [demo] [--cycles N] [--threads T] [--plugin PATH]\n       \
+     plugin-host watch <plugin crate dir> [--threads T] [--target-dir DIR] [--profile P]\n\n\
+     demo (the default): build the example plugin and hot-reload it N times (20) under T reader\n\
+     threads (2), then print what each unload drained and removed.\n\
+     watch: build a plugin crate (docs/plugins.md), serve it to reader threads, and rebuild and\n\
+     reload it each time a source file changes; Ctrl-C stops.";
+
+/// A bad command line: say what was wrong, then the usage, and exit 2.
+fn usage_error(msg: &str) -> ! {
+    eprintln!("plugin-host: {msg}\n{USAGE}");
     process::exit(2)
+}
+
+/// A reader thread that the system refused (too many `--threads` for its
+/// limits): say so and exit 1, rather than panic.
+fn cannot_spawn(t: usize, threads: usize, e: &std::io::Error) -> ! {
+    eprintln!(
+        "\nplugin-host: cannot start reader thread {} of {threads}: {e} (try fewer --threads)",
+        t + 1
+    );
+    process::exit(1)
+}
+
+/// `--help`, `-h`, `help`: the usage on stdout, exit 0.
+fn is_help(arg: &str) -> bool {
+    matches!(arg, "--help" | "-h" | "help")
 }
 
 fn parse_args(args: Vec<String>) -> Args {
@@ -92,12 +112,24 @@ fn parse_args(args: Vec<String>) -> Args {
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage());
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage_error(&format!("{flag} needs a value")))
+        };
+        let mut count = || {
+            let v = value();
+            v.parse::<usize>()
+                .unwrap_or_else(|_| usage_error(&format!("{flag} {v}: not a count (a non-negative integer)")))
+        };
         match flag.as_str() {
-            "--cycles" => a.cycles = value().parse().unwrap_or_else(|_| usage()),
-            "--threads" => a.threads = value().parse().unwrap_or_else(|_| usage()),
+            "--cycles" => a.cycles = count(),
+            "--threads" => a.threads = count(),
             "--plugin" => a.plugin = Some(PathBuf::from(value())),
-            _ => usage(),
+            f if is_help(f) => {
+                println!("{USAGE}");
+                process::exit(0)
+            }
+            _ => usage_error(&format!("unknown argument `{flag}` (subcommands: demo, watch)")),
         }
     }
     a
@@ -258,7 +290,17 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    // Die quietly of SIGPIPE, as other command-line tools do, when stdout is
+    // a pipe closed early (`plugin-host demo | head`): Rust starts with it
+    // ignored, and `println!` then panics with a backtrace.
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL
+    // is a valid disposition for SIGPIPE and installs no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut args: Vec<String> = env::args().skip(1).collect();
+    if args.first().is_some_and(|a| is_help(a)) {
+        println!("{USAGE}");
+        return;
+    }
     match args.first().map(String::as_str) {
         Some("watch") => return watch::main(&args[1..]),
         Some("demo") => drop(args.remove(0)),
@@ -298,7 +340,7 @@ fn main() {
             thread::Builder::new()
                 .name(format!("reader-{t}"))
                 .spawn(move || reader(&loader, &stop, &stats, t as u64 * 1_000_003))
-                .expect("spawn a reader thread")
+                .unwrap_or_else(|e| cannot_spawn(t, args.threads, &e))
         })
         .collect();
 

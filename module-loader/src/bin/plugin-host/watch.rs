@@ -46,14 +46,16 @@ struct Args {
     profile: String,
 }
 
-fn usage() -> ! {
-    eprintln!("usage: plugin-host watch <plugin crate dir> [--threads T] [--target-dir DIR] [--profile P]");
-    process::exit(2)
-}
-
 fn parse_args(args: &[String]) -> Args {
+    if args.first().is_some_and(|a| crate::is_help(a)) {
+        println!("{}", crate::USAGE);
+        process::exit(0)
+    }
     let mut it = args.iter();
-    let crate_dir = PathBuf::from(it.next().unwrap_or_else(|| usage()));
+    let crate_dir = PathBuf::from(
+        it.next()
+            .unwrap_or_else(|| crate::usage_error("watch needs the plugin crate's directory")),
+    );
     let mut a = Args {
         crate_dir,
         threads: 2,
@@ -61,12 +63,21 @@ fn parse_args(args: &[String]) -> Args {
         profile: "release".to_owned(),
     };
     while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| usage());
+        let mut value = || {
+            it.next()
+                .cloned()
+                .unwrap_or_else(|| crate::usage_error(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
-            "--threads" => a.threads = value().parse().unwrap_or_else(|_| usage()),
+            "--threads" => {
+                let v = value();
+                a.threads = v.parse().unwrap_or_else(|_| {
+                    crate::usage_error(&format!("{flag} {v}: not a count (a non-negative integer)"))
+                })
+            }
             "--target-dir" => a.target_dir = Some(PathBuf::from(value())),
             "--profile" => a.profile = value(),
-            _ => usage(),
+            _ => crate::usage_error(&format!("unknown argument `{flag}` for watch")),
         }
     }
     a
@@ -195,6 +206,12 @@ pub fn main(args: &[String]) {
         eprintln!("plugin-host: {}: {e}", args.crate_dir.display());
         process::exit(2)
     });
+    if !crate_dir.join("Cargo.toml").is_file() {
+        crate::usage_error(&format!(
+            "{} is not a cargo crate (no Cargo.toml): give the plugin crate's directory",
+            crate_dir.display()
+        ));
+    }
     let target_dir = args.target_dir.clone().unwrap_or_else(|| crate_dir.join("target"));
     let lib_name = cdylib_name(&crate_dir).unwrap_or_else(|e| {
         eprintln!("plugin-host: {e}");
@@ -298,7 +315,7 @@ pub fn main(args: &[String]) {
                         }
                     }
                 })
-                .expect("spawn a reader thread");
+                .unwrap_or_else(|e| crate::cannot_spawn(t, args.threads, &e));
         }
         println!(
             "plugin-host: watching {} (module '{name}' {live}, version {version}, {} reader threads); Ctrl-C to stop",
