@@ -17,16 +17,9 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A generous bound for "this must happen": reaching it means a hang.
-const HANG: Duration = Duration::from_secs(60);
-
-fn finishes<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG).unwrap_or_else(|_| panic!("hang: {what}"))
-}
+#[path = "common/bounded.rs"]
+mod bounded;
+use bounded::{finishes, HANG};
 
 #[test]
 fn tasks_callbacks_queued_from_a_callback_run_and_a_later_barrier_waits_for_them() {

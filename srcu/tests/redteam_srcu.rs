@@ -14,26 +14,9 @@ use std::time::{Duration, Instant};
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::{runtime, Cookie, Srcu};
 
-/// A generous bound for "this must happen": reaching it means a hang.
-const HANG: Duration = Duration::from_secs(60);
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < HANG, "hang: {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Run `f` on a thread; panic (naming `what`) if it does not finish within
-/// `HANG`.
-fn finishes<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG).unwrap_or_else(|_| panic!("hang: {what}"))
-}
+#[path = "common/bounded.rs"]
+mod bounded;
+use bounded::{finishes, wait_until, HANG};
 
 #[test]
 fn a_callback_queued_from_inside_a_callback_runs_and_a_later_barrier_waits_for_it() {

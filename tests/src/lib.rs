@@ -167,3 +167,19 @@ pub fn rerun_in_child(name: &str, env: &[(&str, &str)]) -> std::process::ExitSta
 pub fn in_child() -> bool {
     std::env::var_os("USRCU_TEST_CHILD").is_some()
 }
+
+/// Run `f` on its own thread and return its result, or fail naming `what`
+/// when it is still running after 60 seconds (a hang, which must fail a
+/// test rather than stall CI) or when it panicked (the default hook has
+/// printed the panic's message).
+pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after 60 s"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}

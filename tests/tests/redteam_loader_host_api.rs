@@ -7,26 +7,12 @@
 //! wait, so a deadlock fails the test instead of hanging CI.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
-use std::thread;
-use std::time::Duration;
+use std::sync::Mutex;
 
 use usrcu_module_loader::{LoadError, ModuleEvent, ModuleHandle, ModuleLoader, ModuleState, UnloadError};
-use usrcu_tests::{fixture_path, leak};
+use usrcu_tests::{bounded, fixture_path, leak};
 
 type AddFn = extern "C" fn(u64, u64) -> u64;
-
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after 60 s"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
-    }
-}
 
 fn load(loader: &ModuleLoader) -> ModuleHandle {
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).

@@ -9,28 +9,12 @@
 //! instead of hanging CI.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use usrcu_module_loader::{LoadError, LoaderConfig, ModuleLoader, ModuleState, ZombieCause};
-use usrcu_tests::{fixture_path, leak};
+use usrcu_tests::{bounded, fixture_path, leak};
 
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
-
-/// Run `f` on its own thread; its result, or a failure naming what hung or
-/// panicked (the panic's message is printed by the default hook).
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after 60 s"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked inside the loader"),
-    }
-}
 
 fn loader(timeout: Duration) -> ModuleLoader {
     ModuleLoader::with_config(LoaderConfig {
