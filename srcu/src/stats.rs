@@ -10,7 +10,8 @@ use crate::sync::{AtomicU64, Ordering};
 pub struct SrcuStats {
     /// Grace periods completed (normal and expedited).
     pub grace_periods: u64,
-    /// Of those, driven by `synchronize_expedited`.
+    /// Of those, driven by `synchronize_expedited` (once per grace period,
+    /// however many expedited callers shared it).
     pub expedited_grace_periods: u64,
     /// Callbacks queued with `call_srcu` (markers of `barrier` excluded).
     pub callbacks_queued: u64,
@@ -48,6 +49,12 @@ pub struct SrcuStats {
 pub(crate) struct Counters {
     pub(crate) grace_periods: AtomicU64,
     pub(crate) expedited_grace_periods: AtomicU64,
+    /// The largest cookie a `synchronize_expedited` caller waits for: a
+    /// grace period that ends at or below it was driven for such a caller
+    /// and counts once in `expedited_grace_periods` (when it completes, not
+    /// per caller, so concurrent callers sharing one grace period count it
+    /// once and the count stays a part of `grace_periods`).
+    pub(crate) expedite_upto: AtomicU64,
     pub(crate) callbacks_invoked: AtomicU64,
     pub(crate) barriers_issued: AtomicU64,
     pub(crate) slots_scanned: AtomicU64,

@@ -49,6 +49,12 @@ impl GpHooks for DomainState {
 
     fn completed(&self) {
         Counters::add(&self.stats.grace_periods, 1);
+        // Relaxed: a statistic. Runs under the driver lock right after the
+        // sequence increment that ended this grace period, so `seq_now` is
+        // its end value, the cookie its waiters hold.
+        if self.stats.expedite_upto.load(Ordering::Relaxed) >= self.gp.seq_now() {
+            Counters::add(&self.stats.expedited_grace_periods, 1);
+        }
         self.next_stall_ms.store(self.stall_timeout_ms, Ordering::Relaxed);
         *crate::sync::lock(&self.driver_wait_start) = None;
     }

@@ -187,12 +187,12 @@ unsafe extern "C" fn rt_synchronize(s: *const Srcu, expedited: u32, timeout_ns: 
         Urgency::Normal
     };
     let c = st.gp.snap();
+    if expedited != 0 {
+        // Counted in `completed` (runtime/stall.rs), once per grace period.
+        st.stats.expedite_upto.fetch_max(c.0, Ordering::Relaxed);
+    }
     let done = st.gp.wait_for(c, &st.pc, st.mode, urgency, st, deadline(timeout_ns));
-    if done {
-        if expedited != 0 {
-            Counters::add(&st.stats.expedited_grace_periods, 1);
-        }
-    } else {
+    if !done {
         // Leave no half-done grace period behind: the driver finishes it.
         st.request_gp(c);
         driver::schedule_at(st.arc(), Instant::now());
