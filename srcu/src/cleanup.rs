@@ -80,6 +80,17 @@ pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
         return 0;
     }
     let name = s.name();
+    // `pending` counts the markers of timed-out barriers too; the report
+    // names callbacks only. A marker waits for no grace period (cookie 0),
+    // a callback for one (cookie >= 2). At least 1 while anything is
+    // pending: the cleanup is refused and the error must say so.
+    let pending = if pending > 0 {
+        let mut callbacks = 0usize;
+        st.cbs.for_each_pending(|it| callbacks += usize::from(it.cookie != 0));
+        callbacks.max(1)
+    } else {
+        0
+    };
     if pending > 0 {
         diagnostics::warn(
             WarningKind::MissedBarrier,

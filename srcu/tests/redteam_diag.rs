@@ -272,3 +272,80 @@ fn one_synchronize_expedited_on_an_idle_domain_counts_one_expedited_grace_period
     let s = d.stats();
     assert_eq!((s.expedited_grace_periods, s.grace_periods), (3, 4), "{s:?}");
 }
+
+/// Holds a guard of `d` on another thread until the returned sender is used.
+fn reader_on_another_thread(d: &Arc<Srcu>) -> (std::sync::mpsc::Sender<()>, thread::JoinHandle<()>) {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+    let d = d.clone();
+    let h = thread::spawn(move || {
+        let _g = d.read_lock();
+        entered_tx.send(()).unwrap();
+        leave_rx.recv().unwrap();
+    });
+    entered_rx.recv().unwrap();
+    (leave_tx, h)
+}
+
+#[test]
+fn missed_barrier_counts_callbacks_not_the_markers_of_timed_out_barriers() {
+    let cap = Capture::start();
+    let d = Arc::new(Srcu::new("rtd-missed-markers"));
+    let (leave, h) = reader_on_another_thread(&d);
+    d.call_srcu(|| {});
+    assert!(!d.barrier_timeout(Duration::from_millis(1)));
+    assert!(!d.barrier_timeout(Duration::ZERO));
+    // SAFETY: no other thread enters, synchronizes or queues on `d` during
+    // the call; the reader already inside is detected and refused.
+    let e = unsafe { d.cleanup() }.unwrap_err();
+    assert_eq!(e.callbacks_pending, 1, "{e:?}");
+    let w = cap.find("rtd-missed-markers", WarningKind::MissedBarrier);
+    assert_eq!(w.len(), 1, "{:?}", cap.warnings());
+    assert!(w[0].message.contains(" 1 callback(s)"), "{}", w[0].message);
+    leave.send(()).unwrap();
+    h.join().unwrap();
+    d.barrier();
+}
+
+#[test]
+fn a_refused_cleanup_scans_four_slot_reads_per_slot_like_one_grace_period() {
+    let d = Arc::new(Srcu::new("rtd-scan-cost"));
+    drop(d.read_lock());
+    d.synchronize();
+    let a = d.stats();
+    d.synchronize();
+    let b = d.stats();
+    let per_gp = b.slots_scanned - a.slots_scanned;
+    assert_eq!(b.grace_periods - a.grace_periods, 1);
+    assert_eq!(per_gp % 4, 0, "{per_gp}");
+    let (leave, h) = reader_on_another_thread(&d);
+    let c = d.stats();
+    // SAFETY: as in the test above.
+    assert!(unsafe { d.cleanup() }.is_err());
+    let e = d.stats();
+    assert_eq!(e.slots_scanned - c.slots_scanned, per_gp, "{c:?} {e:?}");
+    leave.send(()).unwrap();
+    h.join().unwrap();
+}
+
+#[test]
+fn captured_warnings_carry_the_emitting_threads_tid() {
+    let cap = Capture::start();
+    let d = Srcu::new("rtd-tid");
+    let g = d.read_lock_raw();
+    // SAFETY: nothing else touches `d`; cleanup refuses while a reader is inside.
+    assert!(unsafe { d.cleanup() }.is_err());
+    // SAFETY: `g` came from `d.read_lock_raw()` and is ended once.
+    unsafe { d.read_unlock_raw(g) };
+    let w = cap.find("rtd-tid", WarningKind::ReadersActive);
+    assert_eq!(w[0].tid, usrcu::diagnostics::current_tid());
+    d.call_srcu(|| panic!("rtd tid"));
+    d.barrier();
+    let p = cap.find("rtd-tid", WarningKind::CallbackPanicked);
+    assert_eq!(p.len(), 1);
+    assert_ne!(
+        p[0].tid,
+        usrcu::diagnostics::current_tid(),
+        "callbacks run on a runtime thread"
+    );
+}
