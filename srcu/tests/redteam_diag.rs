@@ -349,3 +349,59 @@ fn captured_warnings_carry_the_emitting_threads_tid() {
         "callbacks run on a runtime thread"
     );
 }
+
+#[test]
+fn a_stall_with_only_callbacks_waiting_is_reported_by_the_runtime_and_again_on_a_later_grace_period() {
+    let cap = Capture::start();
+    let name = "rtd-cb-stall";
+    let d = Arc::new(Srcu::with_config(name, usrcu::SrcuConfig::new().stall_timeout_ms(20)));
+    for round in 1..=2 {
+        let (leave, h) = reader_on_another_thread(&d);
+        d.call_srcu(|| {}); // nobody synchronizes: the runtime drives this one
+        bounded::wait_until("a stall warning from the runtime", || {
+            cap.find(name, WarningKind::Stall).len() >= round
+        });
+        leave.send(()).unwrap();
+        h.join().unwrap();
+        d.barrier();
+        let w = cap.find(name, WarningKind::Stall);
+        assert!(w.iter().all(|w| w.message.contains("'rtd-cb-stall'")), "{w:?}");
+    }
+}
+
+#[test]
+fn stall_reports_follow_doubling_thresholds_and_a_cleared_stall_is_not_reported_on_the_next_grace_period() {
+    let cap = Capture::start();
+    let name = "rtd-stall-once";
+    let d = Arc::new(Srcu::with_config(name, usrcu::SrcuConfig::new().stall_timeout_ms(20)));
+    let (leave, h) = reader_on_another_thread(&d);
+    // Two waiters and the runtime all watch the same grace period.
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let d = d.clone();
+            thread::spawn(move || d.synchronize())
+        })
+        .collect();
+    d.call_srcu(|| {});
+    bounded::wait_until("three stall warnings", || cap.find(name, WarningKind::Stall).len() >= 3);
+    leave.send(()).unwrap();
+    h.join().unwrap();
+    for w in waiters {
+        w.join().unwrap();
+    }
+    d.barrier();
+    // One report per threshold, the thresholds doubling: the k-th report
+    // (from 0) waited at least 20 << k ms, whichever waiter reported it.
+    let w = cap.find(name, WarningKind::Stall);
+    let mut ms: Vec<u64> = w
+        .iter()
+        .map(|w| {
+            let t = w.message.split("waited ").nth(1).unwrap();
+            t.split(' ').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    ms.sort();
+    for (k, m) in ms.iter().enumerate() {
+        assert!(*m >= 20 << k, "report {k} waited {m} ms: {w:?}");
+    }
+}

@@ -15,6 +15,12 @@ impl GpHooks for DomainState {
     }
 
     fn waiting(&self, waited_ms: u64) {
+        // A caller's wait may span several grace periods (one in progress
+        // when it came, then its own): count only the one in progress, so a
+        // stall already reported and cleared is not reported again on the
+        // next grace period after the readers left.
+        let this_gp_ms = crate::sync::lock(&self.last_completed).elapsed().as_millis() as u64;
+        let waited_ms = waited_ms.min(this_gp_ms);
         let next = self.next_stall_ms.load(Ordering::Relaxed);
         if waited_ms < next {
             return;
@@ -57,6 +63,7 @@ impl GpHooks for DomainState {
         }
         self.next_stall_ms.store(self.stall_timeout_ms, Ordering::Relaxed);
         *crate::sync::lock(&self.driver_wait_start) = None;
+        *crate::sync::lock(&self.last_completed) = Instant::now();
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct DomainState {
     /// When the driver first found readers holding up the grace period in
     /// progress (stall reports for driver-driven grace periods).
     pub(crate) driver_wait_start: Mutex<Option<Instant>>,
+    /// When the last grace period completed (or the state was built): no
+    /// grace period in progress now has waited longer than since then.
+    pub(crate) last_completed: Mutex<Instant>,
     /// The newest cookie someone needs completed (callbacks, polls).
     pub(crate) gp_needed: AtomicU64,
     /// The wake-up handshake with the driver.
@@ -160,6 +163,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         stall_timeout_ms: stall,
         next_stall_ms: AtomicU64::new(stall),
         driver_wait_start: Mutex::new(None),
+        last_completed: Mutex::new(Instant::now()),
         gp_needed: AtomicU64::new(0),
         wake: Wake::default(),
         sched: Mutex::new(super::driver::Sched::default()),
