@@ -734,7 +734,10 @@ impl ModuleLoader {
         let never = self.platform.effective == UnmapPolicy::Never;
         // Its libraries that another live module also uses stay with that
         // module: they are proven idle on its unload, the one that unmaps them.
-        let last_user = proofs::needed::partition(&m.needed, deadline);
+        // Marked closing while `closing` lives: dropped on the paths that
+        // keep the module mapped (or unwind), released after `dlclose`.
+        let closing = proofs::needed::partition(&m.needed, deadline);
+        let last_user = closing.last_user.clone();
         let mine = || {
             m.needed
                 .iter()
@@ -759,10 +762,6 @@ impl ModuleLoader {
         } else {
             Ok(())
         });
-        if never || proven.is_err() {
-            // It stays mapped: its libraries are not closing after all.
-            proofs::needed::reopen(&m.needed);
-        }
         if never {
             // The barriers ran (the first proofs); nothing is unmapped.
             return self.keep_mapped_by_policy(m, report, t0);
@@ -782,7 +781,7 @@ impl ModuleLoader {
         crate::phase_timing::lap("unload: is_mapped");
         // The libraries it was the last user of must have left too (one that
         // a load racing with this unload took meanwhile stays, with it).
-        let taken = proofs::needed::release(&m.needed);
+        let taken = closing.release();
         report.libraries_still_mapped = (0..m.needed.len())
             .filter(|&i| last_user[i] && !taken[i] && address_space::is_mapped(&m.needed[i].0))
             .map(|i| m.needed[i].0.clone())

@@ -183,3 +183,33 @@ pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'st
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
     }
 }
+
+/// Is the `needed-lib` fixture's C library (`libfxneeded.so`) mapped in
+/// this process?
+pub fn fxneeded_mapped() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .contains("libfxneeded.so")
+}
+
+/// A host thread that has a value under the `needed-lib` fixture's library
+/// key (through module `m`'s `fx_needed_hold`) and stays alive until the
+/// returned sender sends (its exit then runs the key's destructor).
+pub fn fxneeded_holder(
+    loader: &usrcu_module_loader::ModuleLoader,
+    m: usrcu_module_loader::ModuleHandle,
+) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    type HoldFn = extern "C" fn() -> u32;
+    // SAFETY: the fixture exports it with this signature.
+    let hold = unsafe { loader.symbol::<HoldFn>(m, "fx_needed_hold").unwrap() };
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        hold.call(|f| f.call()).unwrap();
+        drop(hold);
+        held_tx.send(()).unwrap();
+        let _ = wait.recv();
+    });
+    held.recv().unwrap();
+    (go, t)
+}

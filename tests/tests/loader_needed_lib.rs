@@ -6,50 +6,24 @@
 //! holds a value exits (seen in a child process).
 
 use std::os::unix::process::ExitStatusExt;
-use std::sync::mpsc;
 
-use usrcu_module_loader::{ModuleHandle, ModuleLoader};
-use usrcu_tests::{fixture_path, in_child, rerun_in_child};
-
-type HoldFn = extern "C" fn() -> u32;
-
-fn library_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap_or_default()
-        .contains("libfxneeded.so")
-}
-
-/// A host thread that has a value under the library's key and stays alive
-/// until told to exit.
-fn holder(loader: &ModuleLoader, m: ModuleHandle) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    // SAFETY: the fixture exports it with this signature.
-    let hold = unsafe { loader.symbol::<HoldFn>(m, "fx_needed_hold").unwrap() };
-    let (held_tx, held) = mpsc::channel();
-    let (go, wait) = mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        hold.call(|f| f.call()).unwrap();
-        drop(hold);
-        held_tx.send(()).unwrap();
-        let _ = wait.recv();
-    });
-    held.recv().unwrap();
-    (go, t)
-}
+use usrcu_module_loader::ModuleLoader;
+use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped, in_child, rerun_in_child};
 
 #[test]
 fn needed_library_key_goes_with_the_plugin_and_the_library_leaves() {
     let loader = ModuleLoader::new();
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
     let m = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
-    assert!(library_mapped());
-    let (go, t) = holder(&loader, m);
+    assert!(fxneeded_mapped());
+    let (go, t) = fxneeded_holder(&loader, m);
 
     let report = loader.unload(m).unwrap();
 
     assert!(report.pthread_keys_deleted >= 1, "{report:?}");
     assert!(report.unmapped, "{report:?}");
     assert!(report.libraries_still_mapped.is_empty());
-    assert!(!library_mapped());
+    assert!(!fxneeded_mapped());
     // Its destructor would be called here, in the unmapped library.
     go.send(()).unwrap();
     t.join().unwrap();
@@ -61,9 +35,9 @@ fn without_counting_needed_libraries_their_key_kills_the_host() {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
-        let (go, t) = holder(&loader, m);
+        let (go, t) = fxneeded_holder(&loader, m);
         let report = loader.unload(m).unwrap();
-        assert!(!library_mapped(), "{report:?}");
+        assert!(!fxneeded_mapped(), "{report:?}");
         go.send(()).unwrap();
         let _ = t.join();
         std::process::exit(0);

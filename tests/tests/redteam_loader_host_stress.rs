@@ -140,9 +140,7 @@ fn host(loaders: [&'static ModuleLoader; 2]) {
     let outcomes = outcomes.lock().unwrap();
     assert!(outcomes.is_empty(), "{outcomes:#?}");
     assert!(
-        !std::fs::read_to_string("/proc/self/maps")
-            .unwrap()
-            .contains("libfxneeded.so"),
+        !usrcu_tests::fxneeded_mapped(),
         "the shared C library left with its last user"
     );
 }

@@ -10,33 +10,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use usrcu_module_loader::{ModuleHandle, ModuleLoader, UnloadReport};
-use usrcu_tests::{fixture_path, in_child, killed_by, rerun_in_child};
-
-type HoldFn = extern "C" fn() -> u32;
-
-fn library_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap_or_default()
-        .contains("libfxneeded.so")
-}
-
-/// A host thread that has a value under the library's key and stays alive
-/// until told to exit (its exit then runs the key's destructor).
-fn holder(loader: &ModuleLoader, m: ModuleHandle) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
-    // SAFETY: the fixture exports it with this signature.
-    let hold = unsafe { loader.symbol::<HoldFn>(m, "fx_needed_hold").unwrap() };
-    let (held_tx, held) = mpsc::channel();
-    let (go, wait) = mpsc::channel::<()>();
-    let t = thread::spawn(move || {
-        hold.call(|f| f.call()).unwrap();
-        drop(hold);
-        held_tx.send(()).unwrap();
-        let _ = wait.recv();
-    });
-    held.recv().unwrap();
-    (go, t)
-}
+use usrcu_module_loader::{ModuleLoader, UnloadReport};
+use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped, in_child, killed_by, rerun_in_child};
 
 fn own_object_gone(r: &UnloadReport) {
     assert!(r.unmapped, "{r}; still mapped: {:?}", r.libraries_still_mapped);
@@ -53,9 +28,9 @@ fn the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes
         let second = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
         // The first goes first: the library stays, for the second.
         let r_first = loader.unload(first).unwrap();
-        assert!(library_mapped());
+        assert!(fxneeded_mapped());
         // The library makes its key and sets a value, through the second.
-        let (go, t) = holder(&loader, second);
+        let (go, t) = fxneeded_holder(&loader, second);
         let r = loader.unload(second).unwrap();
         // Its destructor would run here, in the unmapped library (checked
         // before the reports, so that a wrong one cannot hide the crash).
@@ -67,7 +42,7 @@ fn the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes
             r.pthread_keys_deleted >= 1,
             "the library's key goes with the last user: {r:?}"
         );
-        assert!(!library_mapped());
+        assert!(!fxneeded_mapped());
         std::process::exit(0);
     }
     let status = rerun_in_child(
@@ -89,12 +64,12 @@ fn two_copies_unloaded_newest_first_both_report_their_objects_gone() {
         let first = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
         // SAFETY: as above.
         let second = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
-        let (go, t) = holder(&loader, first);
+        let (go, t) = fxneeded_holder(&loader, first);
         own_object_gone(&loader.unload(second).unwrap());
         let r = loader.unload(first).unwrap();
         own_object_gone(&r);
         assert!(r.pthread_keys_deleted >= 1, "{r:?}");
-        assert!(!library_mapped());
+        assert!(!fxneeded_mapped());
         go.send(()).unwrap();
         t.join().unwrap();
         std::process::exit(0);
@@ -125,14 +100,14 @@ fn copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_li
         let mut holders = Vec::new();
         for (i, m) in rx.iter().enumerate() {
             if i % 5 == 0 {
-                holders.push(holder(loader, m));
+                holders.push(fxneeded_holder(loader, m));
             }
             own_object_gone(&loader.unload(m).unwrap());
         }
         for t in loaders {
             t.join().unwrap();
         }
-        assert!(!library_mapped());
+        assert!(!fxneeded_mapped());
         for (go, t) in holders {
             go.send(()).unwrap();
             t.join().unwrap();

@@ -164,13 +164,46 @@ pub(crate) fn brought_in(
     }
 }
 
+/// The libraries an unload marked closing ([`partition`]), until its
+/// `dlclose` is done ([`Closing::release`]); dropped instead (the module
+/// stays mapped, or the unload unwound), they are not closing any more, so
+/// no load waits for an unload that will not come.
+#[derive(Debug)]
+pub(crate) struct Closing<'a> {
+    needed: Option<&'a [(PathBuf, ObjectMapping)]>,
+    /// For each library: is this module its last live user?
+    pub(crate) last_user: Vec<bool>,
+}
+
+impl Closing<'_> {
+    /// The module's object was closed: see [`release`].
+    pub(crate) fn release(mut self) -> Vec<bool> {
+        release(self.needed.take().unwrap_or(&[]))
+    }
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        if let Some(needed) = self.needed.take() {
+            reopen(needed);
+        }
+    }
+}
+
 /// Which of a module's libraries its unload proves idle and expects gone:
 /// those it is the last live user of (true), not those another live module
 /// also uses (false; they stay, and are that module's to prove). The first
-/// are marked closing until [`release`] or [`reopen`]; loads wait for them.
+/// are marked closing while the returned guard lives; loads wait for them.
 /// Waits first (until `deadline` at most) for loads between their gate and
 /// their count.
-pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<bool> {
+pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Closing<'_> {
+    Closing {
+        needed: Some(needed),
+        last_user: mark_closing(needed, deadline),
+    }
+}
+
+fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<bool> {
     if needed.is_empty() {
         return Vec::new();
     }
@@ -198,7 +231,7 @@ pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) 
 
 /// The unload that [`partition`]ed `needed` keeps the module mapped (a
 /// Zombie, or `UnmapPolicy::Never`): its libraries are not closing.
-pub(crate) fn reopen(needed: &[(PathBuf, ObjectMapping)]) {
+fn reopen(needed: &[(PathBuf, ObjectMapping)]) {
     if needed.is_empty() {
         return;
     }
@@ -217,7 +250,7 @@ pub(crate) fn reopen(needed: &[(PathBuf, ObjectMapping)]) {
 /// The module's object was closed: it no longer uses its libraries.
 /// Returns, for each, whether another live module still uses it (one whose
 /// load raced with this unload). Entries of libraries no longer mapped go.
-pub(crate) fn release(needed: &[(PathBuf, ObjectMapping)]) -> Vec<bool> {
+fn release(needed: &[(PathBuf, ObjectMapping)]) -> Vec<bool> {
     let n = crate::lock(&LOADING);
     let mut shared = crate::lock(&SHARED);
     let used = needed
@@ -291,7 +324,8 @@ mod tests {
     fn a_load_waits_while_the_last_user_of_a_library_is_closing_it() {
         let lib = fake_library("/nonexistent/test-closing-lib.so");
         // The unload of its last user decides to close it.
-        assert_eq!(partition(&lib, far()), vec![true]);
+        let closing = partition(&lib, far());
+        assert_eq!(closing.last_user, vec![true]);
         let passed = Arc::new(AtomicBool::new(false));
         let t = {
             let passed = passed.clone();
@@ -304,7 +338,7 @@ mod tests {
         };
         assert!(!set_soon(&passed), "a load went ahead while a library was closing");
         // The unload's dlclose is done: the load goes ahead.
-        release(&lib);
+        closing.release();
         t.join().unwrap();
         assert!(passed.load(Ordering::Relaxed));
     }
@@ -317,7 +351,7 @@ mod tests {
         let t = {
             let (lib, decided) = (lib.clone(), decided.clone());
             std::thread::spawn(move || {
-                let last = partition(&lib, far());
+                let last = partition(&lib, far()).last_user.clone();
                 // Relaxed: see `set_soon`.
                 decided.store(true, Ordering::Relaxed);
                 last
@@ -329,7 +363,11 @@ mod tests {
         );
         drop(gate);
         assert_eq!(t.join().unwrap(), vec![true]);
-        reopen(&lib);
+        // The guard was dropped in the thread (the module stayed): not
+        // closing; the entry goes with the module's release.
+        assert!(!crate::lock(&SHARED)
+            .iter()
+            .any(|s| s.name == b"/nonexistent/test-loading-lib.so" && s.closing));
         release(&lib);
     }
 }
