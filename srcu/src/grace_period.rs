@@ -57,6 +57,10 @@ pub(crate) trait GpHooks {
     fn waiting(&self, _waited_ms: u64) {}
     /// A grace period completed.
     fn completed(&self) {}
+    /// A scan found readers holding up the grace period in progress (the
+    /// caller holds the driver lock). Called only on that slow path, so
+    /// that an idle grace period reads no clock.
+    fn blocked(&self) {}
 }
 
 impl GpHooks for () {}
@@ -196,6 +200,7 @@ impl GpState {
                     let idx = pc.idx.load(Ordering::Relaxed);
                     // Scan 1: the inactive rank.
                     if !readers_gone(pc, (idx & 1) ^ 1, mode, hooks) {
+                        hooks.blocked();
                         return false;
                     }
                     self.flip(pc, idx);
@@ -206,6 +211,7 @@ impl GpState {
                     // the one inactive now.
                     let idx = pc.idx.load(Ordering::Relaxed);
                     if !crate::fault::second_scan_skipped() && !readers_gone(pc, (idx & 1) ^ 1, mode, hooks) {
+                        hooks.blocked();
                         return false;
                     }
                     self.end(phase, hooks);
@@ -343,8 +349,11 @@ pub(crate) fn check_ranks(pc: &PerCpu, ranks: &[usize], mode: FenceMode, hooks: 
 struct Backoff {
     step: u32,
     urgency: Urgency,
+    /// When the caller first had to pause: set then, not when the wait
+    /// began, so that a grace period that completes at the first attempt
+    /// (an idle domain's) reads no clock.
     #[cfg(not(usrcu_loom))]
-    start: std::time::Instant,
+    start: Option<std::time::Instant>,
 }
 
 impl Backoff {
@@ -353,7 +362,7 @@ impl Backoff {
             step: 0,
             urgency,
             #[cfg(not(usrcu_loom))]
-            start: std::time::Instant::now(),
+            start: None,
         }
     }
 
@@ -375,6 +384,7 @@ impl Backoff {
             Urgency::Normal => (4, 20, 10_000),
         };
         self.step += 1;
+        let start = *self.start.get_or_insert_with(Instant::now);
         if self.step <= spins {
             for _ in 0..(64 << self.step.min(6)) {
                 crate::sync::spin_hint();
@@ -391,7 +401,7 @@ impl Backoff {
             sleep = sleep.min(d - now);
         }
         std::thread::sleep(sleep);
-        hooks.waiting(self.start.elapsed().as_millis() as u64);
+        hooks.waiting(start.elapsed().as_millis() as u64);
         true
     }
 }

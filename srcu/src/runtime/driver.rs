@@ -236,7 +236,7 @@ fn service(st: &Arc<DomainState>) -> Option<Duration> {
 fn gp_backoff(st: &DomainState) -> Duration {
     let mut s = lock(&st.sched);
     s.gp_backoff = s.gp_backoff.saturating_add(1);
-    let waited_long = lock(&st.driver_wait_start).is_some_and(|t| t.elapsed() > Duration::from_secs(1));
+    let waited_long = st.blocked_for().is_some_and(|d| d > Duration::from_secs(1));
     if waited_long {
         Duration::from_millis(50)
     } else {

@@ -6,7 +6,7 @@ use crate::diagnostics::{self, Warning, WarningKind};
 use crate::grace_period::GpHooks;
 use crate::stats::Counters;
 use crate::sync::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl GpHooks for DomainState {
     fn scanned(&self, slots: usize, nanos: u64) {
@@ -19,7 +19,7 @@ impl GpHooks for DomainState {
         // when it came, then its own): count only the one in progress, so a
         // stall already reported and cleared is not reported again on the
         // next grace period after the readers left.
-        let this_gp_ms = crate::sync::lock(&self.last_completed).elapsed().as_millis() as u64;
+        let this_gp_ms = self.blocked_for().map_or(0, |d| d.as_millis() as u64);
         let waited_ms = waited_ms.min(this_gp_ms);
         let next = self.next_stall_ms.load(Ordering::Relaxed);
         if waited_ms < next {
@@ -61,19 +61,32 @@ impl GpHooks for DomainState {
         if self.stats.expedite_upto.load(Ordering::Relaxed) >= self.gp.seq_now() {
             Counters::add(&self.stats.expedited_grace_periods, 1);
         }
+        // Relaxed: a threshold, read and moved by waiters with a CAS that
+        // only decides which of them reports.
         self.next_stall_ms.store(self.stall_timeout_ms, Ordering::Relaxed);
-        *crate::sync::lock(&self.driver_wait_start) = None;
-        *crate::sync::lock(&self.last_completed) = Instant::now();
+    }
+
+    fn blocked(&self) {
+        let seq = self.gp.seq_now();
+        let mut b = crate::sync::lock(&self.blocked_since);
+        if b.is_none_or(|(s, _)| s != seq) {
+            *b = Some((seq, Instant::now()));
+        }
     }
 }
 
 impl DomainState {
+    /// How long the grace period in progress has been held up by readers:
+    /// since a scan first found them; `None` if none has (or it completed).
+    pub(super) fn blocked_for(&self) -> Option<Duration> {
+        let seq = self.gp.seq_now();
+        let since = *crate::sync::lock(&self.blocked_since);
+        since.and_then(|(s, t)| (s == seq).then(|| t.elapsed()))
+    }
+
     /// The driver found readers: report a stall once the wait is long.
     pub(super) fn driver_waiting(&self) {
-        let waited = {
-            let mut s = crate::sync::lock(&self.driver_wait_start);
-            s.get_or_insert_with(Instant::now).elapsed()
-        };
+        let waited = self.blocked_for().unwrap_or_default();
         self.waiting(waited.as_millis() as u64);
     }
 }

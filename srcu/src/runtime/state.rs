@@ -27,12 +27,12 @@ pub(crate) struct DomainState {
     pub(crate) stats: Counters,
     pub(crate) stall_timeout_ms: u64,
     pub(crate) next_stall_ms: AtomicU64,
-    /// When the driver first found readers holding up the grace period in
-    /// progress (stall reports for driver-driven grace periods).
-    pub(crate) driver_wait_start: Mutex<Option<Instant>>,
-    /// When the last grace period completed (or the state was built): no
-    /// grace period in progress now has waited longer than since then.
-    pub(crate) last_completed: Mutex<Instant>,
+    /// The grace period in progress (its odd sequence value) and when a
+    /// scan first found readers holding it up: how long it has waited, for
+    /// stall reports and the driver's backoff. Written only on that slow
+    /// path (`GpHooks::blocked`), so an idle grace period reads no clock; a
+    /// different sequence value means the recorded one completed.
+    pub(crate) blocked_since: Mutex<Option<(u64, Instant)>>,
     /// The newest cookie someone needs completed (callbacks, polls).
     pub(crate) gp_needed: AtomicU64,
     /// The wake-up handshake with the driver.
@@ -162,8 +162,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         stats: Counters::default(),
         stall_timeout_ms: stall,
         next_stall_ms: AtomicU64::new(stall),
-        driver_wait_start: Mutex::new(None),
-        last_completed: Mutex::new(Instant::now()),
+        blocked_since: Mutex::new(None),
         gp_needed: AtomicU64::new(0),
         wake: Wake::default(),
         sched: Mutex::new(super::driver::Sched::default()),
