@@ -66,6 +66,15 @@ impl Counters {
         c.fetch_add(v, Ordering::Relaxed);
     }
 
+    /// [`Counters::add`] for a counter whose every writer holds the same
+    /// lock (the domain's grace-period driver lock): a load and a store, no
+    /// RMW. Exact: the lock's release/acquire orders each writer's store
+    /// before the next writer's load. Relaxed: a statistic, read with
+    /// Relaxed loads.
+    pub(crate) fn add_locked(c: &AtomicU64, v: u64) {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, possible_cpus: usize) -> SrcuStats {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SrcuStats {

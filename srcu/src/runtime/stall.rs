@@ -54,12 +54,14 @@ impl GpHooks for DomainState {
     }
 
     fn completed(&self) {
-        Counters::add(&self.stats.grace_periods, 1);
+        // Under the driver lock (`GpState::end`), the only writer of these
+        // two counters.
+        Counters::add_locked(&self.stats.grace_periods, 1);
         // Relaxed: a statistic. Runs under the driver lock right after the
         // sequence increment that ended this grace period, so `seq_now` is
         // its end value, the cookie its waiters hold.
         if self.stats.expedite_upto.load(Ordering::Relaxed) >= self.gp.seq_now() {
-            Counters::add(&self.stats.expedited_grace_periods, 1);
+            Counters::add_locked(&self.stats.expedited_grace_periods, 1);
         }
         // Relaxed: a threshold, read and moved by waiters with a CAS that
         // only decides which of them reports.
