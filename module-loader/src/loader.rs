@@ -343,6 +343,7 @@ impl ModuleLoader {
             None => elf_facts::read(&loaded, &module.mapping),
         };
         crate::phase_timing::lap("load: elf facts");
+        crate::test_pause::reached(crate::test_pause::PausePoint::LoadBeforeCount);
         if !proofs::test_switch::skipped("needed") {
             module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
         }
@@ -747,7 +748,17 @@ impl ModuleLoader {
         // module: they are proven idle on its unload, the one that unmaps them.
         // Marked closing while `closing` lives: dropped on the paths that
         // keep the module mapped (or unwind), released after `dlclose`.
-        let closing = proofs::needed::partition(&m.needed, deadline);
+        let closing = match proofs::needed::partition(&m.needed, deadline) {
+            Ok(closing) => closing,
+            // Nothing is unmapped: no library is closed either.
+            Err(proofs::needed::LoadsInProgress) if never => proofs::needed::Closing::none(m.needed.len()),
+            // A load may yet share a library: decide on a retry.
+            Err(proofs::needed::LoadsInProgress) => {
+                let mut report = self.zombie(m, report, ZombieCause::SharedLibraryLoading);
+                report.elapsed += t0.elapsed();
+                return report;
+            }
+        };
         let last_user = closing.last_user.clone();
         let mine = || {
             m.needed

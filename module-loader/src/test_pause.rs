@@ -1,16 +1,18 @@
-//! Test-only pause points in the unload path, for integration tests that
-//! must hold an unload at one step while another thread races it (a load
-//! that would share a library the unload is closing). Reached only on the
-//! slow path of an unload that closes a shared library; with no pause
-//! armed, a point costs one uncontended lock. Not for hosts: a pause armed
-//! and never resumed blocks that unload until its [`Pause`] is dropped.
+//! Test-only pause points in the load and unload paths, for integration
+//! tests that must hold one at a step while another thread races it (a
+//! load that would share a library an unload is closing). The unload's
+//! points are reached only by an unload that closes a shared library, the
+//! load's only by a load that `dlopen`ed its object; with no pause armed, a
+//! point costs one uncontended lock, beside a `dlopen` or a `dlclose`. Not
+//! for hosts: a pause armed and never resumed blocks the load or unload
+//! that reached it until its [`Pause`] is dropped.
 //!
 //! Exposed as `usrcu_module_loader::__testing` (hidden from the docs).
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where an unload can be held.
+/// Where a load or an unload can be held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PausePoint {
     /// The unload decided it is the last user of a shared library
@@ -20,15 +22,20 @@ pub enum PausePoint {
     /// The unload `dlclose`d and released its closing marks (loads may go
     /// ahead), and has not written its report yet.
     UnloadAfterRelease,
+    /// A load passed the shared-library gate and `dlopen`ed its object,
+    /// and has not counted the libraries it uses yet (unloads do not decide
+    /// meanwhile).
+    LoadBeforeCount,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
-    /// Armed: the next unload that reaches the point stops there.
+    /// Armed: the next load or unload that reaches the point stops there.
     Armed,
-    /// An unload is stopped at the point.
+    /// A load or unload is stopped at the point.
     Paused,
-    /// Resumed (its [`Pause`] dropped): the unload goes on and removes the slot.
+    /// Resumed (its [`Pause`] dropped): the stopped one goes on and removes
+    /// the slot.
     Resumed,
 }
 
@@ -51,7 +58,7 @@ static SLOTS: Mutex<Slots> = Mutex::new(Slots {
 /// Woken on every change of a slot's stage.
 static CHANGED: Condvar = Condvar::new();
 
-/// An armed pause point: the next unload that reaches `point` stops there
+/// An armed pause point: the next load or unload that reaches it stops there
 /// until [`Pause::resume`] (or the drop of this value, so that a failing
 /// test does not leave an unload stopped forever).
 #[derive(Debug)]
@@ -59,8 +66,8 @@ pub struct Pause {
     id: u64,
 }
 
-/// Arm `point`: the next unload (of any loader in the process) that
-/// reaches it stops there.
+/// Arm `point`: the next load or unload (of any loader in the process)
+/// that reaches it stops there.
 pub fn pause_at(point: PausePoint) -> Pause {
     let mut s = crate::lock(&SLOTS);
     let id = s.next_id;
@@ -74,8 +81,8 @@ pub fn pause_at(point: PausePoint) -> Pause {
 }
 
 impl Pause {
-    /// Wait until an unload is stopped at the point, `timeout` at most;
-    /// returns whether one is.
+    /// Wait until a load or unload is stopped at the point, `timeout` at
+    /// most; returns whether one is.
     pub fn wait_until_paused(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = crate::lock(&SLOTS);
@@ -89,7 +96,8 @@ impl Pause {
         }
     }
 
-    /// Let the stopped unload go on (or disarm the point if none reached it).
+    /// Let the stopped load or unload go on (or disarm the point if none
+    /// reached it).
     pub fn resume(self) {}
 }
 
@@ -101,7 +109,7 @@ impl Drop for Pause {
             Some(i) if s.slots[i].stage == Stage::Armed => {
                 s.slots.remove(i);
             }
-            // The stopped unload goes on, and removes the slot (`reached`).
+            // The stopped one goes on, and removes the slot (`reached`).
             Some(i) => s.slots[i].stage = Stage::Resumed,
             None => {}
         }
@@ -110,8 +118,8 @@ impl Drop for Pause {
     }
 }
 
-/// Called by the unload at `point`: stops there while a [`Pause`] armed for
-/// it is alive.
+/// Called by a load or unload at `point`: stops there while a [`Pause`]
+/// armed for it is alive.
 pub(crate) fn reached(point: PausePoint) {
     let mut s = crate::lock(&SLOTS);
     let Some(id) = s

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use usrcu_module_loader::__testing::{loads_waiting_at_gate, pause_at, wait_for_loads_at_gate, PausePoint};
-use usrcu_module_loader::{LoadError, LoaderConfig, ModuleLoader};
+use usrcu_module_loader::{LoadError, LoaderConfig, ModuleLoader, ModuleState};
 use usrcu_tests::{bounded, fixture_path, fxneeded_holder, fxneeded_mapped};
 
 /// How long a test waits for a state it expects (a bound against hangs,
@@ -50,11 +50,13 @@ fn load(loader: &ModuleLoader, so: &Path) -> Result<usrcu_module_loader::ModuleH
     unsafe { loader.load(so) }
 }
 
-/// Module `b`, loaded after its library was closed, works with a library of
-/// its own: the library makes a new key (so its `pthread_once` ran again)
-/// and sets a value under it through `b`'s `fx_needed_hold`, and `b`'s
-/// unload deletes that key and unmaps the library.
-fn works_with_a_fresh_library(loader: &ModuleLoader, b: usrcu_module_loader::ModuleHandle) {
+/// Module `b` works with its library, and its unload takes the library
+/// with it: through `b`'s `fx_needed_hold` the library sets a value under
+/// its key (made anew by a library mapped afresh for `b`, or kept alive by
+/// an unload that left the library to `b`), and `b`'s unload deletes that
+/// key (it is alive) and unmaps the library. A key deleted under `b`'s
+/// feet by another module's unload reads as none deleted here.
+fn works_and_its_unload_takes_the_library(loader: &ModuleLoader, b: usrcu_module_loader::ModuleHandle) {
     assert!(fxneeded_mapped(), "B's library is mapped");
     let (go, holder) = fxneeded_holder(loader, b);
     let r = loader.unload(b).unwrap();
@@ -64,7 +66,7 @@ fn works_with_a_fresh_library(loader: &ModuleLoader, b: usrcu_module_loader::Mod
     holder.join().unwrap();
     assert!(
         r.pthread_keys_deleted >= 1,
-        "B's library made a key of its own, and B's unload deleted it: {r:?}"
+        "B's library has a live key, and B's unload deleted it: {r:?}"
     );
     assert!(r.unmapped && r.libraries_still_mapped.is_empty(), "{r:?}");
     assert!(!fxneeded_mapped());
@@ -125,7 +127,7 @@ fn a_load_waits_while_the_last_user_of_its_library_is_between_deciding_to_close_
             report_a.unmapped && report_a.libraries_still_mapped.is_empty(),
             "{report_a:?}"
         );
-        works_with_a_fresh_library(&loader, b);
+        works_and_its_unload_takes_the_library(&loader, b);
     });
 }
 
@@ -175,7 +177,7 @@ fn a_load_whose_wait_at_the_gate_runs_out_fails_typed_with_nothing_loaded_and_a_
 
         // The unload is over: a retry goes through the gate at once.
         let b = load(&impatient, &so).unwrap();
-        works_with_a_fresh_library(&impatient, b);
+        works_and_its_unload_takes_the_library(&impatient, b);
     });
 }
 
@@ -212,6 +214,49 @@ fn an_unload_reports_its_shared_library_gone_even_when_a_waiting_load_maps_it_ag
             report_a.unmapped && report_a.libraries_still_mapped.is_empty() && report_a.resident_cause.is_none(),
             "A's library left with A; B's new mapping is not A's: {report_a:?}"
         );
-        works_with_a_fresh_library(&loader, b);
+        works_and_its_unload_takes_the_library(&loader, b);
+    });
+}
+
+#[test]
+fn an_unload_whose_wait_for_a_load_in_progress_runs_out_keeps_the_module_and_its_library_for_that_load() {
+    let _serial = serial();
+    bounded("the decision timeout test", || {
+        let loader = Arc::new(ModuleLoader::new());
+        let impatient = ModuleLoader::with_config(LoaderConfig {
+            unload_timeout: Duration::from_secs(1),
+            ..LoaderConfig::default()
+        });
+        let so = fixture_path("needed-lib");
+        let a = load(&impatient, &so).unwrap();
+        let (go_a, holder_a) = fxneeded_holder(&impatient, a);
+
+        // B is past the gate and dlopened (it shares the library, mapped
+        // once), and has not counted it yet.
+        let pause = pause_at(PausePoint::LoadBeforeCount);
+        let load_b = {
+            let (loader, so) = (loader.clone(), so.clone());
+            thread::spawn(move || load(&loader, &so))
+        };
+        assert!(
+            pause.wait_until_paused(EXPECT_WITHIN),
+            "the load of B never reached its count"
+        );
+
+        // A's unload cannot know whether it is the library's last user: it
+        // must neither delete the library's key nor close it.
+        let r = impatient.unload(a).unwrap();
+        assert_eq!(r.state, ModuleState::Zombie, "{r:?}");
+        assert_eq!(r.pthread_keys_deleted, 0, "{r:?}");
+
+        pause.resume();
+        let b = load_b.join().unwrap().unwrap();
+        // Retried, A leaves; the library stays, with B.
+        let r = impatient.unload(a).unwrap();
+        assert!(r.unmapped && r.libraries_still_mapped.is_empty(), "{r:?}");
+        assert!(fxneeded_mapped());
+        works_and_its_unload_takes_the_library(&loader, b);
+        go_a.send(()).unwrap();
+        holder_a.join().unwrap();
     });
 }

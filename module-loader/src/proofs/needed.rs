@@ -31,7 +31,11 @@
 //! until no load is between its gate and its count ([`brought_in`]).
 //! A load whose wait runs out fails ([`GateClosed`], the loader's
 //! `LoadError::SharedLibraryClosing`) before its `dlopen`: going ahead
-//! would share the library the unload is closing.
+//! would share the library the unload is closing. An unload whose wait
+//! runs out decides nothing ([`LoadsInProgress`]; the loader keeps the
+//! module as a Zombie, `ZombieCause::SharedLibraryLoading`): the load may
+//! yet count a library as its own, whose keys the unload would delete.
+//! The loader's call sites are tested in `tests/tests/loader_needed_gate.rs`.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -244,28 +248,49 @@ impl Drop for Closing<'_> {
 /// also uses (false; they stay, and are that module's to prove). The first
 /// are marked closing while the returned guard lives; loads wait for them.
 /// Waits first (until `deadline` at most) for loads between their gate and
-/// their count.
-pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Closing<'_> {
-    Closing {
+/// their count; one still there at `deadline` may yet count a library as
+/// its own, so nothing is decided: [`LoadsInProgress`].
+pub(crate) fn partition(
+    needed: &[(PathBuf, ObjectMapping)],
+    deadline: Instant,
+) -> Result<Closing<'_>, LoadsInProgress> {
+    Ok(Closing {
         needed: Some(needed),
-        last_user: mark_closing(needed, deadline),
+        last_user: mark_closing(needed, deadline)?,
+    })
+}
+
+/// A load was still between its gate and its count when an unload's wait
+/// for it ran out: the unload cannot know whether it is the last user of
+/// its libraries (it must neither delete their keys nor close them).
+#[derive(Debug)]
+pub(crate) struct LoadsInProgress;
+
+impl Closing<'_> {
+    /// Nothing decided, nothing marked: every library stays (for an unload
+    /// that unmaps nothing).
+    pub(crate) fn none(libraries: usize) -> Closing<'static> {
+        Closing {
+            needed: None,
+            last_user: vec![false; libraries],
+        }
     }
 }
 
-fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<bool> {
+fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Result<Vec<bool>, LoadsInProgress> {
     if needed.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut n = crate::lock(&LOADING);
     while n.loading > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break;
+            return Err(LoadsInProgress);
         }
         n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
     }
     let mut shared = crate::lock(&SHARED);
-    needed
+    let decided = needed
         .iter()
         .map(|(p, m)| match entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
             Some(e) if e.users > 1 => false,
@@ -275,7 +300,8 @@ fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<b
             }
             None => true,
         })
-        .collect()
+        .collect();
+    Ok(decided)
 }
 
 /// The unload that [`partition`]ed `needed` keeps the module mapped (a
@@ -373,7 +399,7 @@ mod tests {
     fn a_load_waits_while_the_last_user_of_a_library_is_closing_it() {
         let lib = fake_library("/nonexistent/test-closing-lib.so");
         // The unload of its last user decides to close it.
-        let closing = partition(&lib, far());
+        let closing = partition(&lib, far()).unwrap();
         assert_eq!(closing.last_user, vec![true]);
         let passed = Arc::new(AtomicBool::new(false));
         let t = {
@@ -395,7 +421,7 @@ mod tests {
     #[test]
     fn a_load_whose_wait_runs_out_fails_instead_of_sharing_a_closing_library() {
         let lib = fake_library("/nonexistent/test-gate-timeout-lib.so");
-        let closing = partition(&lib, far());
+        let closing = partition(&lib, far()).unwrap();
         assert_eq!(closing.last_user, vec![true]);
         let r = load_gate(Instant::now() + Duration::from_millis(20));
         assert!(
@@ -406,6 +432,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unload_whose_wait_for_a_load_in_progress_runs_out_decides_nothing() {
+        let lib = fake_library("/nonexistent/test-decision-timeout-lib.so");
+        let gate = load_gate(far()).unwrap();
+        let r = partition(&lib, Instant::now() + Duration::from_millis(20));
+        assert!(
+            r.is_err(),
+            "an unload decided while a load was between its gate and its count"
+        );
+        assert!(!crate::lock(&SHARED)
+            .iter()
+            .any(|s| s.name == b"/nonexistent/test-decision-timeout-lib.so" && s.closing));
+        drop(gate);
+        release(&lib);
+    }
+
+    #[test]
     fn an_unload_decides_only_after_a_load_in_progress_has_counted_its_libraries() {
         let lib = fake_library("/nonexistent/test-loading-lib.so");
         let gate = load_gate(far()).unwrap();
@@ -413,7 +455,7 @@ mod tests {
         let t = {
             let (lib, decided) = (lib.clone(), decided.clone());
             std::thread::spawn(move || {
-                let last = partition(&lib, far()).last_user.clone();
+                let last = partition(&lib, far()).unwrap().last_user.clone();
                 // Relaxed: see `set_soon`.
                 decided.store(true, Ordering::Relaxed);
                 last
