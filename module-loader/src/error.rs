@@ -213,6 +213,19 @@ pub enum LoadError {
         /// The bound.
         limit: u64,
     },
+    /// An unload was still closing a library that a plugin load brought in
+    /// (its last user's unload decided to close it and had not `dlclose`d)
+    /// when the load's wait for it ran out
+    /// ([`LoaderConfig::unload_timeout`](crate::LoaderConfig::unload_timeout)).
+    /// The load stopped before its `dlopen`: it could have shared that
+    /// library while its pthread keys were being deleted. A retry after
+    /// the unload is over loads the library afresh.
+    SharedLibraryClosing {
+        /// The file.
+        path: PathBuf,
+        /// How long the load waited.
+        waited: Duration,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -334,6 +347,11 @@ impl fmt::Display for LoadError {
             LoadError::TooLarge { path, size, limit } => write!(
                 f,
                 "{} is too large to load: {size} bytes, the bound (LoaderConfig::max_file_size) is {limit}",
+                path.display()
+            ),
+            LoadError::SharedLibraryClosing { path, waited } => write!(
+                f,
+                "{} not loaded: an unload was still closing a library that a plugin load brought in after {waited:?} (the unload timeout); retry once it is over",
                 path.display()
             ),
         }

@@ -97,6 +97,7 @@ pub mod pthread_keys;
 mod report;
 mod state;
 mod symbol;
+mod test_pause;
 pub mod thread_list;
 mod watchdog;
 
@@ -113,6 +114,15 @@ pub use report::{BarrierOutcome, DomainReport, HookFailure, PluginThread, Reside
 pub use state::ModuleState;
 pub use symbol::Symbol;
 pub use usrcu_registry;
+
+/// Test-only hooks: pause points in the unload path and the count of loads
+/// waiting at the shared-library gate, for integration tests that race a
+/// load against an unload (`src/test_pause.rs`). Not part of the API;
+/// never armed by the loader itself.
+#[doc(hidden)]
+pub mod __testing {
+    pub use crate::test_pause::{loads_waiting_at_gate, pause_at, wait_for_loads_at_gate, Pause, PausePoint};
+}
 
 /// How many sealed copies of unloaded modules are idle in the pool that
 /// [`LoaderConfig::reuse_copies`] keeps, and their bytes (for tests of its

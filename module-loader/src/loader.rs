@@ -318,8 +318,19 @@ impl ModuleLoader {
             self.config.max_file_size,
         )?;
         // Not while an unload is closing a library this load could share
-        // (`proofs/needed.rs`); held until the libraries are counted.
-        let gate = proofs::needed::load_gate(deadline_after(Instant::now(), self.config.unload_timeout));
+        // (`proofs/needed.rs`); held until the libraries are counted. Still
+        // closing after the unload timeout: fail before `dlopen`, as if the
+        // load had not started (the copy was never mapped).
+        let gate = match proofs::needed::load_gate(deadline_after(Instant::now(), self.config.unload_timeout)) {
+            Ok(gate) => gate,
+            Err(closed) => {
+                intake.release(true);
+                return Err(LoadError::SharedLibraryClosing {
+                    path: source.to_owned(),
+                    waited: closed.waited,
+                });
+            }
+        };
         let before = proofs::needed::snapshot();
         crate::phase_timing::lap("load: needed: snapshot");
         // SAFETY: forwarded from the caller (this fn's contract).
@@ -332,6 +343,7 @@ impl ModuleLoader {
             None => elf_facts::read(&loaded, &module.mapping),
         };
         crate::phase_timing::lap("load: elf facts");
+        crate::test_pause::reached(crate::test_pause::PausePoint::LoadBeforeCount);
         if !proofs::test_switch::skipped("needed") {
             module.needed = proofs::needed::brought_in(&before, &loaded, &module.mapping);
         }
@@ -736,7 +748,17 @@ impl ModuleLoader {
         // module: they are proven idle on its unload, the one that unmaps them.
         // Marked closing while `closing` lives: dropped on the paths that
         // keep the module mapped (or unwind), released after `dlclose`.
-        let closing = proofs::needed::partition(&m.needed, deadline);
+        let closing = match proofs::needed::partition(&m.needed, deadline) {
+            Ok(closing) => closing,
+            // Nothing is unmapped: no library is closed either.
+            Err(proofs::needed::LoadsInProgress) if never => proofs::needed::Closing::none(m.needed.len()),
+            // A load may yet share a library: decide on a retry.
+            Err(proofs::needed::LoadsInProgress) => {
+                let mut report = self.zombie(m, report, ZombieCause::SharedLibraryLoading);
+                report.elapsed += t0.elapsed();
+                return report;
+            }
+        };
         let last_user = closing.last_user.clone();
         let mine = || {
             m.needed
@@ -771,6 +793,9 @@ impl ModuleLoader {
             report.elapsed += t0.elapsed();
             return report;
         }
+        if last_user.contains(&true) {
+            crate::test_pause::reached(crate::test_pause::PausePoint::UnloadBeforeDlclose);
+        }
         // Drop every handle into the object, then close it.
         let lib = crate::lock(&m.lib).take();
         if let Some(lib) = lib {
@@ -781,9 +806,17 @@ impl ModuleLoader {
         crate::phase_timing::lap("unload: is_mapped");
         // The libraries it was the last user of must have left too (one that
         // a load racing with this unload took meanwhile stays, with it).
+        // Looked at before the closing marks are released: after, a load
+        // waiting at the gate may map the library anew, at the same path.
+        let left_mapped: Vec<bool> = (0..m.needed.len())
+            .map(|i| last_user[i] && address_space::is_mapped(&m.needed[i].0))
+            .collect();
         let taken = closing.release();
+        if last_user.contains(&true) {
+            crate::test_pause::reached(crate::test_pause::PausePoint::UnloadAfterRelease);
+        }
         report.libraries_still_mapped = (0..m.needed.len())
-            .filter(|&i| last_user[i] && !taken[i] && address_space::is_mapped(&m.needed[i].0))
+            .filter(|&i| left_mapped[i] && !taken[i])
             .map(|i| m.needed[i].0.clone())
             .collect();
         report.unmapped &= report.libraries_still_mapped.is_empty();

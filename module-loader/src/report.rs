@@ -105,6 +105,12 @@ pub enum ZombieCause {
         /// The key.
         key: u32,
     },
+    /// A load that may share a library loaded with the module was still
+    /// between its `dlopen` and counting its libraries past the unload's
+    /// time budget: the unload cannot know whether it is the library's last
+    /// user, so it neither deleted the library's keys nor closed it. A
+    /// retry decides once that load has counted.
+    SharedLibraryLoading,
 }
 
 /// A live thread that runs code of a departing object.
@@ -161,6 +167,9 @@ impl fmt::Display for ZombieCause {
             ZombieCause::KeyDestructorRunning { key } => {
                 write!(f, "a thread is still running the destructor of pthread key {key}")
             }
+            ZombieCause::SharedLibraryLoading => f.write_str(
+                "a load that may share a library of the module was still in progress when the unload timeout ran out",
+            ),
         }
     }
 }

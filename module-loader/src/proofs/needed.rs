@@ -29,11 +29,18 @@
 //! the last user of as *closing*, and a load ([`load_gate`]) waits, before
 //! its `dlopen`, until none is closing; an unload waits, before it decides,
 //! until no load is between its gate and its count ([`brought_in`]).
+//! A load whose wait runs out fails ([`GateClosed`], the loader's
+//! `LoadError::SharedLibraryClosing`) before its `dlopen`: going ahead
+//! would share the library the unload is closing. An unload whose wait
+//! runs out decides nothing ([`LoadsInProgress`]; the loader keeps the
+//! module as a Zombie, `ZombieCause::SharedLibraryLoading`): the load may
+//! yet count a library as its own, whose keys the unload would delete.
+//! The loader's call sites are tested in `tests/tests/loader_needed_gate.rs`.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::address_space::{self, ObjectMapping};
 
@@ -62,8 +69,18 @@ struct Shared {
 /// then counts it as its own.
 static SHARED: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
 
-/// Loads between their gate and their count (see the module docs).
-static LOADING: Mutex<usize> = Mutex::new(0);
+/// The loads at the gate: those between their gate and their count (see
+/// the module docs), and those waiting at it.
+struct Gate {
+    /// Past the gate, not yet counted: an unload does not decide meanwhile.
+    loading: usize,
+    /// Waiting at the gate while a library is closing (for tests:
+    /// `__testing::wait_for_loads_at_gate`).
+    waiting: usize,
+}
+
+/// The loads at the gate; its lock also orders every change of `closing`.
+static LOADING: Mutex<Gate> = Mutex::new(Gate { loading: 0, waiting: 0 });
 
 /// Woken when a library stops closing or a load has counted: the waits of
 /// [`load_gate`] and [`partition`] (on [`LOADING`]'s lock).
@@ -84,26 +101,62 @@ pub(crate) struct LoadGate(());
 impl Drop for LoadGate {
     fn drop(&mut self) {
         let mut n = crate::lock(&LOADING);
-        *n -= 1;
+        n.loading -= 1;
         drop(n);
         GATE.notify_all();
     }
 }
 
+/// A load's wait at the gate ran out while an unload was still closing a
+/// library: the load must not `dlopen` (it might share that library).
+#[derive(Debug)]
+pub(crate) struct GateClosed {
+    /// How long the load waited.
+    pub(crate) waited: Duration,
+}
+
 /// Before a load's `dlopen`: wait (until `deadline` at most) while an
 /// unload is closing a library the load might share, then hold off new
-/// decisions until the returned gate is dropped.
-pub(crate) fn load_gate(deadline: Instant) -> LoadGate {
+/// decisions until the returned gate is dropped. Still closing at
+/// `deadline`: [`GateClosed`], and the load must fail.
+pub(crate) fn load_gate(deadline: Instant) -> Result<LoadGate, GateClosed> {
+    let t0 = Instant::now();
     let mut n = crate::lock(&LOADING);
-    while any_closing() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
+    if any_closing() {
+        n.waiting += 1;
+        // Tests wait for this load to be waiting (`wait_for_loads_waiting`).
+        GATE.notify_all();
+        while any_closing() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                n.waiting -= 1;
+                return Err(GateClosed { waited: t0.elapsed() });
+            }
+            n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+        n.waiting -= 1;
     }
-    *n += 1;
-    LoadGate(())
+    n.loading += 1;
+    Ok(LoadGate(()))
+}
+
+/// How many loads wait at the gate now.
+pub(crate) fn loads_waiting() -> usize {
+    crate::lock(&LOADING).waiting
+}
+
+/// Wait until at least `n` loads wait at the gate, `timeout` at most;
+/// returns whether they do.
+pub(crate) fn wait_for_loads_waiting(n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut g = crate::lock(&LOADING);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if g.waiting >= n || left.is_zero() {
+            return g.waiting >= n;
+        }
+        g = GATE.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
 }
 
 fn entry<'a>(shared: &'a mut [Shared], name: &[u8], base: usize) -> Option<&'a mut Shared> {
@@ -195,28 +248,49 @@ impl Drop for Closing<'_> {
 /// also uses (false; they stay, and are that module's to prove). The first
 /// are marked closing while the returned guard lives; loads wait for them.
 /// Waits first (until `deadline` at most) for loads between their gate and
-/// their count.
-pub(crate) fn partition(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Closing<'_> {
-    Closing {
+/// their count; one still there at `deadline` may yet count a library as
+/// its own, so nothing is decided: [`LoadsInProgress`].
+pub(crate) fn partition(
+    needed: &[(PathBuf, ObjectMapping)],
+    deadline: Instant,
+) -> Result<Closing<'_>, LoadsInProgress> {
+    Ok(Closing {
         needed: Some(needed),
-        last_user: mark_closing(needed, deadline),
+        last_user: mark_closing(needed, deadline)?,
+    })
+}
+
+/// A load was still between its gate and its count when an unload's wait
+/// for it ran out: the unload cannot know whether it is the last user of
+/// its libraries (it must neither delete their keys nor close them).
+#[derive(Debug)]
+pub(crate) struct LoadsInProgress;
+
+impl Closing<'_> {
+    /// Nothing decided, nothing marked: every library stays (for an unload
+    /// that unmaps nothing).
+    pub(crate) fn none(libraries: usize) -> Closing<'static> {
+        Closing {
+            needed: None,
+            last_user: vec![false; libraries],
+        }
     }
 }
 
-fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<bool> {
+fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Result<Vec<bool>, LoadsInProgress> {
     if needed.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut n = crate::lock(&LOADING);
-    while *n > 0 {
+    while n.loading > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            break;
+            return Err(LoadsInProgress);
         }
         n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
     }
     let mut shared = crate::lock(&SHARED);
-    needed
+    let decided = needed
         .iter()
         .map(|(p, m)| match entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
             Some(e) if e.users > 1 => false,
@@ -226,7 +300,8 @@ fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Vec<b
             }
             None => true,
         })
-        .collect()
+        .collect();
+    Ok(decided)
 }
 
 /// The unload that [`partition`]ed `needed` keeps the module mapped (a
@@ -324,13 +399,13 @@ mod tests {
     fn a_load_waits_while_the_last_user_of_a_library_is_closing_it() {
         let lib = fake_library("/nonexistent/test-closing-lib.so");
         // The unload of its last user decides to close it.
-        let closing = partition(&lib, far());
+        let closing = partition(&lib, far()).unwrap();
         assert_eq!(closing.last_user, vec![true]);
         let passed = Arc::new(AtomicBool::new(false));
         let t = {
             let passed = passed.clone();
             std::thread::spawn(move || {
-                let gate = load_gate(far());
+                let gate = load_gate(far()).unwrap();
                 // Relaxed: see `set_soon`.
                 passed.store(true, Ordering::Relaxed);
                 drop(gate);
@@ -344,14 +419,43 @@ mod tests {
     }
 
     #[test]
+    fn a_load_whose_wait_runs_out_fails_instead_of_sharing_a_closing_library() {
+        let lib = fake_library("/nonexistent/test-gate-timeout-lib.so");
+        let closing = partition(&lib, far()).unwrap();
+        assert_eq!(closing.last_user, vec![true]);
+        let r = load_gate(Instant::now() + Duration::from_millis(20));
+        assert!(
+            r.is_err(),
+            "a load went ahead after its wait for a closing library ran out"
+        );
+        closing.release();
+    }
+
+    #[test]
+    fn an_unload_whose_wait_for_a_load_in_progress_runs_out_decides_nothing() {
+        let lib = fake_library("/nonexistent/test-decision-timeout-lib.so");
+        let gate = load_gate(far()).unwrap();
+        let r = partition(&lib, Instant::now() + Duration::from_millis(20));
+        assert!(
+            r.is_err(),
+            "an unload decided while a load was between its gate and its count"
+        );
+        assert!(!crate::lock(&SHARED)
+            .iter()
+            .any(|s| s.name == b"/nonexistent/test-decision-timeout-lib.so" && s.closing));
+        drop(gate);
+        release(&lib);
+    }
+
+    #[test]
     fn an_unload_decides_only_after_a_load_in_progress_has_counted_its_libraries() {
         let lib = fake_library("/nonexistent/test-loading-lib.so");
-        let gate = load_gate(far());
+        let gate = load_gate(far()).unwrap();
         let decided = Arc::new(AtomicBool::new(false));
         let t = {
             let (lib, decided) = (lib.clone(), decided.clone());
             std::thread::spawn(move || {
-                let last = partition(&lib, far()).last_user.clone();
+                let last = partition(&lib, far()).unwrap().last_user.clone();
                 // Relaxed: see `set_soon`.
                 decided.store(true, Ordering::Relaxed);
                 last
