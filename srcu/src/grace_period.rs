@@ -59,7 +59,8 @@ pub(crate) trait GpHooks {
     fn completed(&self) {}
     /// A scan found readers holding up the grace period in progress (the
     /// caller holds the driver lock). Called only on that slow path, so
-    /// that an idle grace period reads no clock.
+    /// that an idle grace period reads the clock only for the scan-cost
+    /// statistic (`check_ranks`).
     fn blocked(&self) {}
 }
 
@@ -351,7 +352,7 @@ struct Backoff {
     urgency: Urgency,
     /// When the caller first had to pause: set then, not when the wait
     /// began, so that a grace period that completes at the first attempt
-    /// (an idle domain's) reads no clock.
+    /// (an idle domain's) reads no clock for its wait.
     #[cfg(not(usrcu_loom))]
     start: Option<std::time::Instant>,
 }

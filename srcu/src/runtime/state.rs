@@ -30,7 +30,8 @@ pub(crate) struct DomainState {
     /// The grace period in progress (its odd sequence value) and when a
     /// scan first found readers holding it up: how long it has waited, for
     /// stall reports and the driver's backoff. Written only on that slow
-    /// path (`GpHooks::blocked`), so an idle grace period reads no clock; a
+    /// path (`GpHooks::blocked`), so an idle grace period reads no clock
+    /// for it (only the scan-cost statistic's two reads remain); a
     /// different sequence value means the recorded one completed.
     pub(crate) blocked_since: Mutex<Option<(u64, Instant)>>,
     /// The newest cookie someone needs completed (callbacks, polls).
