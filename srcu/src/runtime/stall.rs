@@ -19,19 +19,19 @@ impl GpHooks for DomainState {
         // when it came, then its own): count only the one in progress, so a
         // stall already reported and cleared is not reported again on the
         // next grace period after the readers left.
-        let this_gp_ms = self.blocked_for().map_or(0, |d| d.as_millis() as u64);
-        let waited_ms = waited_ms.min(this_gp_ms);
-        let next = self.next_stall_ms.load(Ordering::Relaxed);
-        if waited_ms < next {
+        let Some((seq, blocked)) = self.blocked_gp() else {
             return;
-        }
-        // Relaxed CAS: only decides which waiter reports this threshold.
-        if self
-            .next_stall_ms
-            .compare_exchange(next, next.saturating_mul(2), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
+        };
+        let waited_ms = waited_ms.min(blocked.as_millis() as u64);
         {
-            return;
+            let mut next = crate::sync::lock(&self.next_stall);
+            if next.0 != seq {
+                *next = (seq, self.stall_timeout_ms);
+            }
+            if waited_ms < next.1 {
+                return;
+            }
+            next.1 = next.1.saturating_mul(2);
         }
         let oldest = super::readers::oldest(self.srcu);
         let who = match &oldest {
@@ -63,9 +63,6 @@ impl GpHooks for DomainState {
         if self.stats.expedite_upto.load(Ordering::Relaxed) >= self.gp.seq_now() {
             Counters::add_locked(&self.stats.expedited_grace_periods, 1);
         }
-        // Relaxed: a threshold, read and moved by waiters with a CAS that
-        // only decides which of them reports.
-        self.next_stall_ms.store(self.stall_timeout_ms, Ordering::Relaxed);
     }
 
     fn blocked(&self) {
@@ -81,9 +78,15 @@ impl DomainState {
     /// How long the grace period in progress has been held up by readers:
     /// since a scan first found them; `None` if none has (or it completed).
     pub(super) fn blocked_for(&self) -> Option<Duration> {
+        self.blocked_gp().map(|(_, d)| d)
+    }
+
+    /// The grace period in progress (its sequence value) and how long
+    /// readers have held it up, if a scan has found them.
+    fn blocked_gp(&self) -> Option<(u64, Duration)> {
         let seq = self.gp.seq_now();
         let since = *crate::sync::lock(&self.blocked_since);
-        since.and_then(|(s, t)| (s == seq).then(|| t.elapsed()))
+        since.and_then(|(s, t)| (s == seq).then(|| (s, t.elapsed())))
     }
 
     /// The driver found readers: report a stall once the wait is long.

@@ -26,7 +26,12 @@ pub(crate) struct DomainState {
     pub(crate) cbs: Callbacks,
     pub(crate) stats: Counters,
     pub(crate) stall_timeout_ms: u64,
-    pub(crate) next_stall_ms: AtomicU64,
+    /// The grace period in progress (its sequence value) and the wait, in
+    /// ms, at which its next stall report is due (the timeout, then each
+    /// doubling). Keyed by the sequence value so that a report decided
+    /// late, after its grace period completed, neither reports a finished
+    /// grace period nor raises the next one's threshold.
+    pub(crate) next_stall: Mutex<(u64, u64)>,
     /// The grace period in progress (its odd sequence value) and when a
     /// scan first found readers holding it up: how long it has waited, for
     /// stall reports and the driver's backoff. Written only on that slow
@@ -162,7 +167,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         cbs: Callbacks::new(nr),
         stats: Counters::default(),
         stall_timeout_ms: stall,
-        next_stall_ms: AtomicU64::new(stall),
+        next_stall: Mutex::new((u64::MAX, stall)),
         blocked_since: Mutex::new(None),
         gp_needed: AtomicU64::new(0),
         wake: Wake::default(),
