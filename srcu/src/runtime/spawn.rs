@@ -1,0 +1,35 @@
+//! Starting the runtime's threads (the driver, `driver.rs`; the callback
+//! invokers, `invoke.rs`).
+//!
+//! A start can fail (`pthread_create` cannot map a stack under
+//! `RLIMIT_AS`, or the process is out of threads). The runtime is reached
+//! from `extern "C"` vtable functions, where a panic cannot unwind and
+//! aborts the process, and from its own driver, whose death would strand
+//! every callback; so a failed start is not fatal: the work stays queued,
+//! the failure is reported once per episode (a
+//! [`ThreadStartFailed`](crate::diagnostics::WarningKind::ThreadStartFailed)
+//! warning, emitted after the caller dropped its lock, since a logger is
+//! user code), and the start is retried later (`driver.rs`: at the next
+//! schedule or kick; `invoke.rs`: the driver re-arms a domain that waits for
+//! an invoker that does not exist). `synchronize` needs no runtime thread:
+//! its caller drives the grace period.
+
+use crate::diagnostics::{self, WarningKind};
+
+/// Start a runtime thread named `name` running `f`. The first start in the
+/// process registers the fork handler (`fork.rs`) first, so every runtime
+/// thread that can hold a lock at a fork exists only after it.
+pub(super) fn start(name: String, f: fn()) -> std::io::Result<()> {
+    super::fork::register_handler_once();
+    std::thread::Builder::new().name(name).spawn(f).map(drop)
+}
+
+/// Report a failed start (once per episode: the callers keep the episode's
+/// flag under their lock). Call with no runtime lock held.
+pub(super) fn report_failure(domain: &str, what: &str, e: &std::io::Error) {
+    diagnostics::warn(
+        WarningKind::ThreadStartFailed,
+        domain,
+        format!("usrcu: cannot start {what}: {e}; the work stays queued and the start is retried"),
+    );
+}
