@@ -2,7 +2,10 @@
 //! not abort the process, one `ThreadStartFailed` warning is reported, the
 //! callbacks stay queued, `synchronize` still works (its caller drives the
 //! grace period), and once threads can be created again a later
-//! `call_srcu` + `barrier` runs every queued callback.
+//! `call_srcu` + `barrier` runs every queued callback. The same holds for
+//! the Tasks Trace flavor's `usrcu-trace` thread and the Tasks flavor's
+//! `usrcu-tasks` thread (whose `synchronize` waits for that thread: it
+//! retries the start while it waits, and is not called while it cannot).
 //!
 //! Thread creation fails for real: each case runs in a fresh process (a
 //! re-exec of this binary) that lowers its soft `RLIMIT_AS` to its current
@@ -51,6 +54,16 @@ fn callbacks_survive_an_invoker_thread_that_cannot_start_and_run_once_threads_ca
     run_case("invoker");
 }
 
+#[test]
+fn trace_call_survives_a_callback_thread_that_cannot_start_and_its_callbacks_run_once_threads_can_start() {
+    run_case("trace");
+}
+
+#[test]
+fn tasks_call_survives_an_engine_thread_that_cannot_start_and_its_callbacks_run_once_threads_can_start() {
+    run_case("tasks");
+}
+
 /// Names of this process's threads.
 fn thread_names() -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
@@ -95,6 +108,11 @@ fn start_failure_entry() {
     // A hang (the driver dead, a barrier waiting forever) fails the case.
     // SAFETY: alarm has no preconditions.
     unsafe { libc::alarm(60) };
+    match case.as_str() {
+        "trace" => return trace_case(),
+        "tasks" => return tasks_case(),
+        _ => {}
+    }
     let cap = Capture::start();
     let d = Srcu::new(DOMAIN);
     let ran = Arc::new(AtomicUsize::new(0));
@@ -149,4 +167,63 @@ fn start_failure_entry() {
     // Once per episode, however many retries failed.
     assert_eq!(cap.find(DOMAIN, WarningKind::ThreadStartFailed).len(), 1);
     println!("thread start {case}: done");
+}
+
+/// The flavors' callback: counts into `RAN`.
+static RAN: AtomicUsize = AtomicUsize::new(0);
+
+fn count() {
+    RAN.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The warning of `domain` naming `thread`, exactly one by the end.
+fn expect_one_warning(cap: &Capture, domain: &str, thread: &str) {
+    let w = cap
+        .wait_for(domain, WarningKind::ThreadStartFailed, Duration::from_secs(30))
+        .expect("no ThreadStartFailed warning");
+    assert!(w.message.contains(thread), "{}", w.message);
+}
+
+fn trace_case() {
+    use usrcu::trace;
+    let cap = Capture::start();
+    trace::synchronize();
+    let old = limit_address_space();
+    assert!(std::thread::Builder::new().spawn(|| {}).is_err());
+    for _ in 0..QUEUED {
+        trace::call(count);
+    }
+    expect_one_warning(&cap, trace::DOMAIN_NAME, "usrcu-trace");
+    // Its caller drives a Tasks Trace grace period.
+    trace::synchronize();
+    assert!(!thread_names().iter().any(|n| n == "usrcu-trace"));
+    assert_eq!(RAN.load(Ordering::SeqCst), 0);
+    restore_address_space(old);
+    trace::call(count);
+    trace::barrier();
+    assert_eq!(RAN.load(Ordering::SeqCst), QUEUED + 1);
+    assert_eq!(cap.find(trace::DOMAIN_NAME, WarningKind::ThreadStartFailed).len(), 1);
+    println!("thread start trace: done");
+}
+
+fn tasks_case() {
+    use usrcu::tasks;
+    let cap = Capture::start();
+    let old = limit_address_space();
+    assert!(std::thread::Builder::new().spawn(|| {}).is_err());
+    for _ in 0..QUEUED {
+        tasks::call(count);
+    }
+    expect_one_warning(&cap, tasks::DOMAIN_NAME, "usrcu-tasks");
+    // Waiting retries the start, and gives up at its timeout.
+    assert!(!tasks::barrier_timeout(Duration::from_millis(30)));
+    assert!(!thread_names().iter().any(|n| n == "usrcu-tasks"));
+    assert_eq!(RAN.load(Ordering::SeqCst), 0);
+    restore_address_space(old);
+    tasks::call(count);
+    tasks::barrier();
+    tasks::synchronize();
+    assert_eq!(RAN.load(Ordering::SeqCst), QUEUED + 1);
+    assert_eq!(cap.find(tasks::DOMAIN_NAME, WarningKind::ThreadStartFailed).len(), 1);
+    println!("thread start tasks: done");
 }
