@@ -11,7 +11,7 @@
 //!
 //! # The handler
 //!
-//! At its first thread start (`spawn.rs`) the runtime registers, once,
+//! At its first successful thread start (`spawn.rs`) the runtime registers, once,
 //! `pthread_atfork(prepare, parent, child)`: `prepare` takes `heap`, then
 //! `q`, and keeps both guards in [`HELD`]; `parent` and `child` drop them.
 //! The fork then happens while no runtime thread holds either lock, and the
@@ -31,7 +31,9 @@
 //! calls into libc (`malloc`, `pthread_create`, `getpid`, `clock_gettime`),
 //! whose locks glibc's `fork` takes only after the prepare handlers return
 //! (`__libc_fork` runs `__run_prefork_handlers` first, and that drops its
-//! own `atfork_lock` around each handler). The forking thread itself holds
+//! own `atfork_lock` around each handler), and into std's `spawn`, which
+//! past the first start (made before the handler exists, `spawn.rs`) takes
+//! no lock a forking thread may hold. The forking thread itself holds
 //! neither lock: no user code runs under them. (A fork from a signal
 //! handler that interrupted a thread inside the runtime would wait for
 //! itself; glibc's `fork` is not async-signal-safe once handlers are
@@ -78,7 +80,8 @@ static REGISTER: Once = Once::new();
 static SKIP_HANDLER: AtomicBool = AtomicBool::new(false);
 
 /// Register the fork handler, once per process (a child of `fork` inherits
-/// the registration). Called before the first runtime thread starts.
+/// the registration). Called after each successful runtime thread start,
+/// before the new thread can take a lock (`spawn.rs`).
 pub(super) fn register_handler_once() {
     REGISTER.call_once(|| {
         // Relaxed: a test switch set before the runtime's first use.

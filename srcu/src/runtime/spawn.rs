@@ -16,12 +16,19 @@
 
 use crate::diagnostics::{self, WarningKind};
 
-/// Start a runtime thread named `name` running `f`. The first start in the
-/// process registers the fork handler (`fork.rs`) first, so every runtime
-/// thread that can hold a lock at a fork exists only after it.
+/// Start a runtime thread named `name` running `f`. The caller holds the
+/// lock the new thread takes first (the driver's `heap`, the pool's `q`).
+///
+/// The first start that succeeds registers the fork handler (`fork.rs`),
+/// still under that lock: no runtime thread has held a lock yet, so none
+/// can be caught holding one by a fork the handler misses. Registering
+/// after the start, not before, keeps the handler out of the first
+/// `spawn`, the one that reads `RUST_MIN_STACK` under std's environment
+/// lock (which a forking `Command` holds for reading across its `fork`).
 pub(super) fn start(name: String, f: fn()) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(f)?;
     super::fork::register_handler_once();
-    std::thread::Builder::new().name(name).spawn(f).map(drop)
+    Ok(())
 }
 
 /// Report a failed start (once per episode: the callers keep the episode's
