@@ -20,6 +20,12 @@
 //!   their order (`callbacks.rs`).
 //! - **The wake-up handshake** between producers and the driver is in
 //!   `wake.rs`, with a loom model.
+//! - **Thread starts** (`spawn.rs`) are never fatal: a thread that cannot
+//!   be started is reported once (`WarningKind::ThreadStartFailed`), its
+//!   work stays queued, and the start is retried.
+//! - **`fork`** (`fork.rs`): a `pthread_atfork` handler takes the driver's
+//!   and the pool's locks across a fork, so that a child forked while the
+//!   runtime is idle finds them free (see [`idle`]).
 //! - **Inventory by address** (`inventory.rs`): the runtime owns every domain
 //!   state and every queued callback, so it can say what lies in an address
 //!   range and drain exactly that, with a deadline; a plugin loader's safety
