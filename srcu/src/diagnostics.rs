@@ -52,6 +52,10 @@ pub enum WarningKind {
     /// A Tasks grace period waited longer than the stall timeout; the
     /// message names each holdout's tid, name and state.
     TasksStall,
+    /// The runtime could not start one of its threads (the grace-period
+    /// driver or a callback invoker); the work stays queued and the start
+    /// is retried. Reported once per episode of failures.
+    ThreadStartFailed,
 }
 
 impl WarningKind {
@@ -67,6 +71,7 @@ impl WarningKind {
             WarningKind::Other => 0,
             WarningKind::TraceStall => 8,
             WarningKind::TasksStall => 9,
+            WarningKind::ThreadStartFailed => 10,
         }
     }
 
@@ -81,6 +86,7 @@ impl WarningKind {
             7 => WarningKind::CallbackPanicked,
             8 => WarningKind::TraceStall,
             9 => WarningKind::TasksStall,
+            10 => WarningKind::ThreadStartFailed,
             _ => WarningKind::Other,
         }
     }

@@ -16,3 +16,43 @@ pub fn rseq_lock_count(d: &Srcu) -> usize {
             n.wrapping_add(c.load(std::sync::atomic::Ordering::Relaxed))
         })
 }
+
+/// A runtime thread that can be paused on its way to sleep
+/// ([`arm_sleep_pause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sleeper {
+    /// A callback invoker, holding the pool's queue lock.
+    Invoker,
+    /// The grace-period driver, holding its heap lock.
+    Driver,
+}
+
+/// Test-only: the next time `who` goes back to sleep it pauses, holding
+/// its lock (an invoker the pool's queue, the driver its heap), once the
+/// rest of the runtime is idle: the fork window of `runtime::idle()`, held
+/// open. [`sleep_pause_inside`] says when it is there; it lets go when a
+/// fork's prepare handler starts, or at [`release_sleep_pause`]. One pause
+/// per call. Costs one relaxed load on each way to sleep when not armed.
+pub fn arm_sleep_pause(who: Sleeper) {
+    crate::runtime::arm_pause(match who {
+        Sleeper::Invoker => crate::runtime::Sleeper::Invoker,
+        Sleeper::Driver => crate::runtime::Sleeper::Driver,
+    });
+}
+
+/// Test-only: is a thread paused by [`arm_sleep_pause`] inside its window?
+pub fn sleep_pause_inside() -> bool {
+    crate::runtime::pause_inside()
+}
+
+/// Test-only: end the pause (and disarm it if it has not started).
+pub fn release_sleep_pause() {
+    crate::runtime::release_pause();
+}
+
+/// Test-only: never register the runtime's fork handler in this process,
+/// to show what it prevents. Effective only before the runtime starts its
+/// first thread; the process's children of `fork` may then hang.
+pub fn skip_fork_handler() {
+    crate::runtime::skip_handler();
+}

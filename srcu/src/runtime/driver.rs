@@ -20,7 +20,7 @@
 use super::invoke;
 use super::state::DomainState;
 use crate::grace_period::Cookie;
-use crate::sync::{lock, Condvar, Mutex, Ordering};
+use crate::sync::{lock, AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, OnceLock};
@@ -66,13 +66,20 @@ impl Ord for Entry {
 }
 
 #[derive(Default)]
-struct Heap {
+pub(super) struct Heap {
     entries: BinaryHeap<Reverse<Entry>>,
     seq: u64,
     /// The process whose driver thread runs (0: none yet). A child of
     /// `fork` has no thread of its parent's: it starts its own.
     started_in: libc::pid_t,
+    /// The last start failed (`spawn.rs`): retry at the next schedule, even
+    /// one that pushes nothing. Mirrored in [`START_FAILED`] for `kick`.
+    start_failed: bool,
 }
+
+/// `Heap::start_failed`, readable without the lock: `kick` retries the
+/// start too while it is set.
+static START_FAILED: AtomicBool = AtomicBool::new(false);
 
 struct Driver {
     heap: Mutex<Heap>,
@@ -99,7 +106,10 @@ pub(crate) fn kick_fenced(st: &DomainState) {
 /// (`wake.rs`); `Callbacks::enqueue` issues that fence.
 #[inline]
 pub(crate) fn kick(st: &DomainState) {
-    if st.wake.needs_kick() {
+    // Relaxed `START_FAILED`: set under the heap's lock when the driver
+    // could not be started; a stale `false` only leaves the retry to the
+    // next schedule (a `barrier` always schedules).
+    if st.wake.needs_kick() || START_FAILED.load(Ordering::Relaxed) {
         schedule_at(st.arc(), Instant::now());
     }
 }
@@ -112,26 +122,56 @@ pub(crate) fn schedule_at(st: Arc<DomainState>, due: Instant) {
     let earliest = {
         let mut s = lock(&st.sched);
         if s.next_due.is_some_and(|n| n <= due) {
+            drop(s);
+            // Already due in time; but a driver that could not be started
+            // would never get to it: retry the start.
+            let failed = if h.start_failed { start(&mut h) } else { None };
+            drop(h);
+            if let Some(e) = failed {
+                super::spawn::report_failure(&st.name, "the grace-period driver thread", &e);
+            }
             return;
         }
         s.next_due = Some(due);
         h.entries.peek().is_none_or(|Reverse(e)| due < e.due)
     };
+    // The thread, if it starts, waits for the lock until the push is done.
+    let failed = start(&mut h).map(|e| (e, st.name.clone()));
     h.seq += 1;
     let seq = h.seq;
     h.entries.push(Reverse(Entry { due, seq, st }));
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    if h.started_in != pid {
-        h.started_in = pid;
-        std::thread::Builder::new()
-            .name("usrcu-gp".into())
-            .spawn(run)
-            .unwrap_or_else(|e| panic!("usrcu: cannot start the grace-period driver thread: {e}"));
-    }
     drop(h);
     if earliest {
         d.cv.notify_one();
+    }
+    if let Some((e, name)) = failed {
+        super::spawn::report_failure(&name, "the grace-period driver thread", &e);
+    }
+}
+
+/// Start the driver thread unless it runs in this process (heap's lock
+/// held). `Some(e)`: the start failed and the episode is new, to be
+/// reported once the lock is dropped; the start is retried at the next
+/// schedule or kick (`spawn.rs`).
+fn start(h: &mut MutexGuard<'_, Heap>) -> Option<std::io::Error> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if h.started_in == pid {
+        return None;
+    }
+    match super::spawn::start("usrcu-gp".into(), run) {
+        Ok(()) => {
+            h.started_in = pid;
+            h.start_failed = false;
+            // Relaxed: see `kick`.
+            START_FAILED.store(false, Ordering::Relaxed);
+            None
+        }
+        Err(e) => {
+            let new = !std::mem::replace(&mut h.start_failed, true);
+            START_FAILED.store(true, Ordering::Relaxed);
+            new.then_some(e)
+        }
     }
 }
 
@@ -180,10 +220,13 @@ fn run() {
                             Err(p) => p.into_inner().0,
                         }
                     }
-                    None => match d.cv.wait(h) {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    },
+                    None => {
+                        super::fork::pause_on_way_to_sleep(super::fork::Sleeper::Driver);
+                        match d.cv.wait(h) {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        }
+                    }
                 };
             }
         }
@@ -251,6 +294,11 @@ fn go_idle(st: Arc<DomainState>) {
     // (`after_pass`), after clearing `invoking` (SeqCst); until then the
     // flag stays set, so producers need not kick.
     if st.invoking.load(Ordering::SeqCst) {
+        if invoke::starved_after_retry() {
+            // `st` waits in the pool for an invoker that could not be
+            // started (`spawn.rs`): look again later, retrying the start.
+            schedule_at(st, Instant::now() + INVOKER_RETRY);
+        }
         return;
     }
     {
@@ -270,7 +318,25 @@ fn go_idle(st: Arc<DomainState>) {
     }
 }
 
+/// How often the driver retries starting an invoker while none runs and
+/// domains wait for one.
+const INVOKER_RETRY: Duration = Duration::from_millis(10);
+
 /// No domain waits in the driver's heap.
 pub(super) fn heap_empty() -> bool {
     lock(&driver().heap).entries.is_empty()
+}
+
+/// [`heap_empty`] if the lock is free right now (`None`: it is not).
+pub(super) fn try_heap_empty() -> Option<bool> {
+    match driver().heap.try_lock() {
+        Ok(h) => Some(h.entries.is_empty()),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().entries.is_empty()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// The heap's lock, for the fork handler (`fork.rs`).
+pub(super) fn lock_heap() -> MutexGuard<'static, Heap> {
+    lock(&driver().heap)
 }

@@ -12,7 +12,7 @@
 
 use super::driver;
 use super::state::DomainState;
-use crate::sync::{lock, Condvar, Mutex, Ordering};
+use crate::sync::{lock, AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -25,12 +25,15 @@ const MAX_INVOKERS: usize = 256;
 const PASS_LIMIT: usize = 1 << 16;
 
 #[derive(Default)]
-struct Queue {
+pub(super) struct Queue {
     domains: VecDeque<Arc<DomainState>>,
     threads: usize,
     idle: usize,
     /// The process whose invokers these are (a child of `fork` starts its own).
     pid: libc::pid_t,
+    /// No invoker runs and the last start failed (`spawn.rs`): queued
+    /// domains wait for the driver's retry (`starved_after_retry`).
+    start_failed: bool,
 }
 
 struct Pool {
@@ -72,25 +75,77 @@ pub(super) fn dispatch(st: &Arc<DomainState>) {
     }
     let p = pool();
     let mut q = lock(&p.q);
+    this_process(&mut q);
+    q.domains.push_back(st.clone());
+    let failed = grow(&mut q);
+    drop(q);
+    p.cv.notify_one();
+    if let Some(e) = failed {
+        super::spawn::report_failure(&st.name, "a callback invoker thread", &e);
+    }
+}
+
+/// Reset the pool's counts if this is a child of `fork` (the parent's
+/// invokers do not exist here). Pool lock held.
+fn this_process(q: &mut Queue) {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     if q.pid != pid {
-        // After fork: the parent's invokers do not exist here.
         q.pid = pid;
         q.threads = 0;
         q.idle = 0;
+        set_start_failed(q, false);
     }
-    q.domains.push_back(st.clone());
-    if q.domains.len() > q.idle && q.threads < MAX_INVOKERS {
-        let n = q.threads;
-        match std::thread::Builder::new().name(format!("usrcu-cb-{n}")).spawn(invoker) {
-            Ok(_) => q.threads += 1,
-            Err(e) if n == 0 => panic!("usrcu: cannot start a callback invoker thread: {e}"),
-            Err(_) => {} // the running invokers will get to it
+}
+
+/// `Queue::start_failed`, readable without the lock: the driver's retry
+/// (`starved_after_retry`) costs one load while nothing failed.
+static START_FAILED: AtomicBool = AtomicBool::new(false);
+
+fn set_start_failed(q: &mut Queue, failed: bool) -> bool {
+    // Relaxed: a hint for `starved_after_retry`, which re-reads the flag
+    // under the lock; a stale `false` only delays the retry to the
+    // driver's next look at a domain the pool holds.
+    START_FAILED.store(failed, Ordering::Relaxed);
+    std::mem::replace(&mut q.start_failed, failed)
+}
+
+/// Start an invoker if queued domains outnumber idle ones. `Some(e)`: no
+/// invoker runs, the start failed and the episode is new, to be reported
+/// once the lock is dropped. A failed start with invokers running is left
+/// to them: they take every queued domain in turn.
+fn grow(q: &mut Queue) -> Option<std::io::Error> {
+    if q.domains.len() <= q.idle || q.threads >= MAX_INVOKERS {
+        return None;
+    }
+    let n = q.threads;
+    match super::spawn::start(format!("usrcu-cb-{n}"), invoker) {
+        Ok(()) => {
+            q.threads += 1;
+            set_start_failed(q, false);
+            None
         }
+        Err(e) if n == 0 => (!set_start_failed(q, true)).then_some(e),
+        Err(_) => None,
     }
-    drop(q);
-    p.cv.notify_one();
+}
+
+/// The driver, about to leave a domain that the pool holds (`invoking`):
+/// if no invoker could be started, try again. True if domains still wait
+/// for an invoker that does not exist (the driver then looks again later).
+pub(super) fn starved_after_retry() -> bool {
+    // Relaxed: see `set_start_failed`.
+    if !START_FAILED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut q = lock(&pool().q);
+    this_process(&mut q);
+    if !q.start_failed {
+        return false;
+    }
+    // The failure was reported when the episode began.
+    let _ = grow(&mut q);
+    q.start_failed && !q.domains.is_empty()
 }
 
 fn invoker() {
@@ -102,6 +157,7 @@ fn invoker() {
                 if let Some(st) = q.domains.pop_front() {
                     break st;
                 }
+                super::fork::pause_on_way_to_sleep(super::fork::Sleeper::Invoker);
                 q.idle += 1;
                 q = match p.cv.wait(q) {
                     Ok(g) => g,
@@ -137,4 +193,18 @@ fn pass(st: &DomainState) -> bool {
 /// No domain waits for an invoker.
 pub(super) fn queue_empty() -> bool {
     lock(&pool().q).domains.is_empty()
+}
+
+/// [`queue_empty`] if the lock is free right now (`None`: it is not).
+pub(super) fn try_queue_empty() -> Option<bool> {
+    match pool().q.try_lock() {
+        Ok(q) => Some(q.domains.is_empty()),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().domains.is_empty()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// The pool's lock, for the fork handler (`fork.rs`).
+pub(super) fn lock_queue() -> MutexGuard<'static, Queue> {
+    lock(&pool().q)
 }

@@ -20,6 +20,12 @@
 //!   their order (`callbacks.rs`).
 //! - **The wake-up handshake** between producers and the driver is in
 //!   `wake.rs`, with a loom model.
+//! - **Thread starts** (`spawn.rs`) are never fatal: a thread that cannot
+//!   be started is reported once (`WarningKind::ThreadStartFailed`), its
+//!   work stays queued, and the start is retried.
+//! - **`fork`** (`fork.rs`): a `pthread_atfork` handler takes the driver's
+//!   and the pool's locks across a fork, so that a child forked while the
+//!   runtime is idle finds them free (see [`idle`]).
 //! - **Inventory by address** (`inventory.rs`): the runtime owns every domain
 //!   state and every queued callback, so it can say what lies in an address
 //!   range and drain exactly that, with a deadline; a plugin loader's safety
@@ -35,13 +41,16 @@
 //! code parks a thread or touches a thread-local with a destructor.
 
 mod driver;
+mod fork;
 pub mod inventory;
 mod invoke;
 mod readers;
+mod spawn;
 mod stall;
 mod state;
 mod vtable;
 
+pub(crate) use fork::{arm_pause, pause_inside, release_pause, skip_handler, Sleeper};
 pub(crate) use state::{attached_state, release_state, DomainState};
 pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUNTIME_ABI_VERSION};
 
@@ -57,12 +66,15 @@ pub(crate) fn vtable_forever() -> u64 {
 ///
 /// The runtime's threads hold no lock while idle, which is what a process
 /// that calls `fork` needs: fork while `idle()` holds, and the child starts
-/// its own driver and invokers on first use. One window is left: a runtime
-/// thread that has just made the runtime idle takes its queue's lock once
-/// more on its way back to sleep, for a few instructions, and a fork at that
-/// instant would leave the lock held in the child (5,000 forks right after
-/// `idle()` did not hit it: `srcu/tests/redteam_fork.rs`). No
-/// `pthread_atfork` handler closes it yet. Readers are not part of it: a
+/// its own driver and invokers on first use. A runtime thread that has just
+/// made the runtime idle takes its lock once more on its way back to sleep
+/// (an invoker the pool's queue, the driver its heap); a fork at that
+/// instant would copy the lock held into the child. The runtime's
+/// `pthread_atfork` handler, registered at its first thread start, closes
+/// that window: it takes both locks before the fork and releases them on
+/// both sides after it (`srcu/tests/runtime_fork_window.rs` forks while a
+/// thread is held inside the window; without the handler the child hangs).
+/// Readers are not part of it: a
 /// section that another thread has open at the fork stays open in the
 /// child, where that thread does not exist, so the child's grace periods on
 /// that domain never complete (`synchronize` waits forever).
@@ -76,14 +88,17 @@ pub(crate) fn vtable_forever() -> u64 {
 /// }
 /// ```
 pub fn idle() -> bool {
-    driver::heap_empty()
-        && invoke::queue_empty()
-        && state::registered().iter().all(|st| {
-            !st.wake.is_scheduled()
-                && !st.invoking.load(crate::sync::Ordering::SeqCst)
-                && st.cbs.pending() == 0
-                && !st.gp_in_flight()
-        })
+    driver::heap_empty() && invoke::queue_empty() && domains_idle()
+}
+
+/// The per-domain part of [`idle`].
+fn domains_idle() -> bool {
+    state::registered().iter().all(|st| {
+        !st.wake.is_scheduled()
+            && !st.invoking.load(crate::sync::Ordering::SeqCst)
+            && st.cbs.pending() == 0
+            && !st.gp_in_flight()
+    })
 }
 
 /// Run a callback, catching its panic and reporting it as a

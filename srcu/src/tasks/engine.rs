@@ -26,7 +26,21 @@ use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a waiting caller retries starting the `usrcu-tasks` thread
+/// while it could not be started.
+const START_RETRY: Duration = Duration::from_millis(10);
+
+fn report_start_failure(failed: Option<std::io::Error>) {
+    if let Some(e) = failed {
+        crate::diagnostics::warn(
+            crate::diagnostics::WarningKind::ThreadStartFailed,
+            super::DOMAIN_NAME,
+            format!("usrcu::tasks: cannot start the usrcu-tasks thread: {e}; the work stays queued and the start is retried"),
+        );
+    }
+}
 
 struct Callback {
     cookie: u64,
@@ -50,6 +64,9 @@ struct State {
     /// Pid whose `usrcu-tasks` thread runs (0: none; a forked child, whose
     /// pid differs, starts its own).
     thread_pid: i32,
+    /// The last start of the thread failed: the callers that wait retry it
+    /// (`wait`), as does the next kick; reported once per episode.
+    start_failed: bool,
     last: GpOutcome,
 }
 
@@ -99,24 +116,56 @@ impl Engine {
         self.m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.done.wait(g).unwrap_or_else(|p| p.into_inner())
+    /// Wait for `done`, at most until `end`. While the thread could not be
+    /// started, wake every 10 ms to retry its start (the failure was
+    /// reported when its episode began).
+    fn wait<'a>(&self, st: MutexGuard<'a, State>, end: Option<Instant>) -> MutexGuard<'a, State> {
+        let retry = st.start_failed.then(|| Instant::now() + START_RETRY);
+        let until = match (end, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut st = match until {
+            None => self.done.wait(st).unwrap_or_else(|p| p.into_inner()),
+            Some(t) => {
+                let d = t.saturating_duration_since(Instant::now());
+                self.done
+                    .wait_timeout(st, d)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0)
+            }
+        };
+        if st.start_failed {
+            let _ = self.kick(&mut st);
+        }
+        st
     }
 
-    /// Make sure the `usrcu-tasks` thread runs (under the lock).
-    fn kick(&self, st: &mut State) {
+    /// Make sure the `usrcu-tasks` thread runs (under the lock). A failed
+    /// start is not fatal (the callers are `extern "C"` vtable functions,
+    /// where a panic aborts the process): the work stays, and the start is
+    /// retried by the next kick and by the callers that wait. `Some(e)`: the
+    /// episode of failures is new; report it with [`report_start_failure`]
+    /// once the lock is dropped (a logger is user code).
+    #[must_use]
+    fn kick(&self, st: &mut State) -> Option<std::io::Error> {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
+        let mut failed = None;
         if st.thread_pid != pid {
             let spawned = std::thread::Builder::new()
                 .name("usrcu-tasks".into())
                 .spawn(|| engine().serve());
             match spawned {
-                Ok(_) => st.thread_pid = pid,
-                Err(e) => panic!("usrcu::tasks: cannot start the usrcu-tasks thread: {e}"),
+                Ok(_) => {
+                    st.thread_pid = pid;
+                    st.start_failed = false;
+                }
+                Err(e) => failed = (!std::mem::replace(&mut st.start_failed, true)).then_some(e),
             }
         }
         self.work.notify_one();
+        failed
     }
 
     /// Is the caller the `usrcu-tasks` thread, where a wait would wait for
@@ -133,7 +182,9 @@ impl Engine {
         let c = st.started + 1;
         if start && st.requested < c {
             st.requested = c;
-            self.kick(&mut st);
+            let failed = self.kick(&mut st);
+            drop(st);
+            report_start_failure(failed);
         }
         c
     }
@@ -152,9 +203,13 @@ impl Engine {
         let c = st.started + 1;
         st.requested = st.requested.max(c);
         st.waiting.push(me);
-        self.kick(&mut st);
+        if let Some(e) = self.kick(&mut st) {
+            drop(st);
+            report_start_failure(Some(e));
+            st = self.lock();
+        }
         while st.completed < c {
-            st = self.wait(st);
+            st = self.wait(st, None);
         }
         if let Some(i) = st.waiting.iter().position(|t| *t == me) {
             st.waiting.swap_remove(i);
@@ -168,7 +223,9 @@ impl Engine {
         st.requested = st.requested.max(cookie);
         st.queue.push_back(Callback { cookie, f, arg });
         st.queued += 1;
-        self.kick(&mut st);
+        let failed = self.kick(&mut st);
+        drop(st);
+        report_start_failure(failed);
     }
 
     /// False (without waiting) if called on the `usrcu-tasks` thread.
@@ -179,7 +236,7 @@ impl Engine {
         let mut st = self.lock();
         let target = st.queued;
         while st.invoked < target {
-            st = self.wait(st);
+            st = self.wait(st, None);
         }
         true
     }
@@ -190,19 +247,14 @@ impl Engine {
         if self.waits_for_itself() {
             return None;
         }
-        let end = std::time::Instant::now() + timeout;
+        let end = Instant::now() + timeout;
         let mut st = self.lock();
         let target = st.queued;
         while st.invoked < target {
-            let now = std::time::Instant::now();
-            if now >= end {
+            if Instant::now() >= end {
                 return Some(false);
             }
-            st = self
-                .done
-                .wait_timeout(st, end - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            st = self.wait(st, Some(end));
         }
         Some(true)
     }

@@ -85,6 +85,10 @@ struct Queue {
     /// Highest polled cookie asked for by `start_poll`.
     poll_target: u64,
     thread_started: bool,
+    /// The last start of the thread failed: it is retried at the next call,
+    /// barrier or poll (and by a waiting barrier), and reported once per
+    /// episode.
+    start_failed: bool,
 }
 
 struct Engine {
@@ -210,15 +214,38 @@ fn report_stall(records: &[&'static HostRecord], holdouts: &[Holdout], waited: D
 }
 
 /// Start the callback thread if it is not running (queue lock held).
-fn ensure_thread(q: &mut Queue) {
+/// A failed start is not fatal (the callers are `extern "C"` vtable
+/// functions, where a panic aborts the process): the items stay queued and
+/// the start is retried at the next call, barrier or poll. `Some(e)`: the
+/// episode of failures is new; report it with [`report_start_failure`] once
+/// the lock is dropped (a logger is user code).
+fn ensure_thread(q: &mut Queue) -> Option<std::io::Error> {
     if q.thread_started {
-        return;
+        return None;
     }
-    std::thread::Builder::new()
+    match std::thread::Builder::new()
         .name("usrcu-trace".into())
         .spawn(callback_thread)
-        .expect("usrcu::trace: cannot start the usrcu-trace thread");
-    q.thread_started = true;
+    {
+        Ok(_) => {
+            q.thread_started = true;
+            q.start_failed = false;
+            None
+        }
+        Err(e) => (!std::mem::replace(&mut q.start_failed, true)).then_some(e),
+    }
+}
+
+fn report_start_failure(failed: Option<std::io::Error>) {
+    if let Some(e) = failed {
+        diagnostics::warn(
+            WarningKind::ThreadStartFailed,
+            DOMAIN_NAME,
+            format!(
+                "usrcu::trace: cannot start the usrcu-trace thread: {e}; callbacks stay queued and the start is retried"
+            ),
+        );
+    }
 }
 
 fn callback_thread() {
@@ -284,9 +311,10 @@ unsafe extern "C" fn rt_call(head: *mut CallbackHead, func: unsafe extern "C" fn
     q.items.push_back((c, Item::Call(head, func)));
     // Relaxed: a statistic.
     e.queued.fetch_add(1, Ordering::Relaxed);
-    ensure_thread(&mut q);
+    let failed = ensure_thread(&mut q);
     drop(q);
     e.work.notify_one();
+    report_start_failure(failed);
 }
 
 unsafe extern "C" fn rt_barrier() {
@@ -300,22 +328,38 @@ unsafe extern "C" fn rt_barrier() {
         return;
     }
     let m = Arc::new(Marker::default());
-    {
+    let (failed, mut started) = {
         let mut q = lock(&e.queue);
-        if !q.thread_started {
-            // No callback was ever queued.
+        if !q.thread_started && q.items.is_empty() {
+            // No callback was ever queued (a queued one stays queued until
+            // the thread starts).
             return;
         }
         // Behind every queued item, and behind any batch the thread has
         // already taken off the queue (it invokes a batch before it looks
         // at the queue again).
         q.items.push_back((0, Item::Marker(m.clone())));
-        ensure_thread(&mut q);
-    }
+        (ensure_thread(&mut q), q.thread_started)
+    };
     e.work.notify_one();
+    report_start_failure(failed);
     let mut ran = lock(&m.ran);
     while !*ran {
-        ran = m.cv.wait(ran).unwrap_or_else(|p| p.into_inner());
+        if started {
+            ran = m.cv.wait(ran).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
+        // The thread could not be started: retry now and then (the failure
+        // was reported), with the marker's lock dropped.
+        drop(ran);
+        std::thread::sleep(Duration::from_millis(10));
+        {
+            let mut q = lock(&e.queue);
+            let _ = ensure_thread(&mut q);
+            started = q.thread_started;
+        }
+        e.work.notify_one();
+        ran = lock(&m.ran);
     }
 }
 
@@ -327,9 +371,10 @@ unsafe extern "C" fn rt_get_state(start: u32) -> u64 {
         if q.poll_target < c {
             q.poll_target = c;
         }
-        ensure_thread(&mut q);
+        let failed = ensure_thread(&mut q);
         drop(q);
         e.work.notify_one();
+        report_start_failure(failed);
     }
     c
 }

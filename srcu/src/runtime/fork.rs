@@ -1,0 +1,215 @@
+//! `fork`: the handler that keeps the runtime's locks consistent across it,
+//! and the test-only pause that holds its window open.
+//!
+//! # The window
+//!
+//! A runtime thread that has just made the runtime idle takes its lock once
+//! more on its way back to sleep: an invoker the pool's `q` (`invoke.rs`),
+//! the driver its `heap` (`driver.rs`). A `fork` at that instant copies the
+//! lock held, with no thread in the child to release it, and the child's
+//! first `call_srcu` or `barrier` that needs it waits forever.
+//!
+//! # The handler
+//!
+//! At its first successful thread start (`spawn.rs`) the runtime registers, once,
+//! `pthread_atfork(prepare, parent, child)`: `prepare` takes `heap`, then
+//! `q`, and keeps both guards in [`HELD`]; `parent` and `child` drop them.
+//! The fork then happens while no runtime thread holds either lock, and the
+//! child finds both free (a runtime thread holds them only between its
+//! condvar waits, never while asleep). The order, `heap` then `q`: no path
+//! of the runtime holds one of them while taking the other (the driver
+//! drops `heap` before it dispatches to the pool, an invoker drops `q`
+//! before `after_pass` schedules; the test pause below only `try_lock`s the
+//! other), so any order is free of cycles with the runtime's threads; two
+//! forking threads take them in the same order.
+//!
+//! `prepare` cannot deadlock: a runtime thread holds `heap` or `q` only for
+//! bounded work that waits for nothing the forking thread can hold. Under
+//! them it runs no user code (callbacks run with neither held; warnings,
+//! whose logger is user code, are emitted after both are dropped); it nests
+//! only a domain's `sched` lock, which no thread holds while waiting; and it
+//! calls into libc (`malloc`, `pthread_create`, `getpid`, `clock_gettime`),
+//! whose locks glibc's `fork` takes only after the prepare handlers return
+//! (`__libc_fork` runs `__run_prefork_handlers` first, and that drops its
+//! own `atfork_lock` around each handler), and into std's `spawn`, which
+//! past the first start (made before the handler exists, `spawn.rs`) takes
+//! no lock a forking thread may hold. The forking thread itself holds
+//! neither lock: no user code runs under them. (A fork from a signal
+//! handler that interrupted a thread inside the runtime would wait for
+//! itself; glibc's `fork` is not async-signal-safe once handlers are
+//! registered, and without the handler that child would inherit the lock
+//! held anyway.)
+//!
+//! # Which copy registers, and `dlclose`
+//!
+//! Only the copy of this crate whose runtime starts threads registers: a
+//! plugin's copy uses the host's runtime through the vtable and starts none.
+//! Should that copy live in a shared object that is later `dlclose`d (which
+//! is already unsound while its threads run its code), glibc drops the
+//! handler with it: `pthread_atfork` is linked from `libc_nonshared.a` into
+//! each object and passes that object's `__dso_handle` to
+//! `__register_atfork`, and `__cxa_finalize(d)`, which the object's
+//! destructors call at `dlclose`, ends with `__unregister_atfork(d)`
+//! (glibc `nptl/pthread_atfork.c`, `stdlib/cxa_finalize.c`). So a later
+//! `fork` never calls into an unmapped handler.
+
+use super::{driver, invoke};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+type Guards = (MutexGuard<'static, driver::Heap>, MutexGuard<'static, invoke::Queue>);
+
+/// The guards `prepare` took, until `parent` or `child` drops them.
+struct Held(UnsafeCell<Option<Guards>>);
+
+// SAFETY: the cell is touched only by a thread that holds `heap`: `prepare`
+// writes it after taking `heap` (and `q`), `parent` and `child` empty it
+// before the guards they take out of it unlock `heap`. `prepare` and
+// `parent` run on the forking thread, `child` on its copy, the only thread
+// of the child. Two threads forking at once are serialised by `heap`. The
+// guards are never used on another thread than the one that locked them.
+unsafe impl Sync for Held {}
+
+static HELD: Held = Held(UnsafeCell::new(None));
+
+static REGISTER: Once = Once::new();
+
+/// Test-only: leave the handler unregistered (see `__testing`).
+static SKIP_HANDLER: AtomicBool = AtomicBool::new(false);
+
+/// Register the fork handler, once per process (a child of `fork` inherits
+/// the registration). Called after each successful runtime thread start,
+/// before the new thread can take a lock (`spawn.rs`).
+pub(super) fn register_handler_once() {
+    REGISTER.call_once(|| {
+        // Relaxed: a test switch set before the runtime's first use.
+        if SKIP_HANDLER.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: the three are `extern "C"` functions of no arguments that
+        // live as long as this copy of the crate (see the module docs for
+        // `dlclose`). A failure (ENOMEM) leaves the window open, as it was
+        // before the handler existed; nothing else depends on it.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    });
+}
+
+extern "C" fn prepare() {
+    // SeqCst: a test-only flag the pause below polls; nothing is ordered by it.
+    FORK_PREPARING.store(true, Ordering::SeqCst);
+    let h = driver::lock_heap();
+    let q = invoke::lock_queue();
+    // SAFETY: this thread holds `heap` (see `Held`).
+    unsafe { *HELD.0.get() = Some((h, q)) };
+}
+
+/// Drop what `prepare` took (`parent` and `child` alike).
+fn release() {
+    // SAFETY: this thread holds `heap` through the guards being taken out
+    // (see `Held`); the cell is no longer touched once they drop below.
+    let guards = unsafe { (*HELD.0.get()).take() };
+    drop(guards);
+    FORK_PREPARING.store(false, Ordering::SeqCst);
+}
+
+extern "C" fn parent() {
+    release();
+}
+
+extern "C" fn child() {
+    release();
+}
+
+// ---------------------------------------------------------------------------
+// Test-only: hold the window open (`__testing::arm_sleep_pause`).
+// ---------------------------------------------------------------------------
+
+/// A runtime thread that can pause on its way to sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Sleeper {
+    /// An invoker, holding the pool's `q`.
+    Invoker = 1,
+    /// The driver, holding its `heap`.
+    Driver = 2,
+}
+
+/// The armed `Sleeper` (0: none). One pause per arming.
+static PAUSE_ARMED: AtomicU32 = AtomicU32::new(0);
+static PAUSE_INSIDE: AtomicBool = AtomicBool::new(false);
+static PAUSE_RELEASE: AtomicBool = AtomicBool::new(false);
+/// A fork's `prepare` is running: a paused thread lets go of its lock.
+static FORK_PREPARING: AtomicBool = AtomicBool::new(false);
+
+/// How long a pause waits for the rest of the runtime to go idle.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// The longest a pause holds its lock (a safety bound for a test that
+/// forgets to release it; a test never relies on it).
+const PAUSE_LIMIT: Duration = Duration::from_secs(10);
+
+pub(crate) fn arm_pause(who: Sleeper) {
+    // SeqCst: test switches, polled; nothing is ordered by them.
+    PAUSE_RELEASE.store(false, Ordering::SeqCst);
+    PAUSE_ARMED.store(who as u32, Ordering::SeqCst);
+}
+
+pub(crate) fn pause_inside() -> bool {
+    PAUSE_INSIDE.load(Ordering::SeqCst)
+}
+
+pub(crate) fn release_pause() {
+    PAUSE_ARMED.store(0, Ordering::SeqCst);
+    PAUSE_RELEASE.store(true, Ordering::SeqCst);
+}
+
+pub(crate) fn skip_handler() {
+    SKIP_HANDLER.store(true, Ordering::Relaxed);
+}
+
+/// Called by `who` on its way to sleep, holding its lock. Off (one relaxed
+/// load) unless a test armed it for `who`: then wait, holding the lock,
+/// until the rest of the runtime is idle (the window: the runtime idle but
+/// for this lock), say so (`pause_inside`), and hold on until a fork's
+/// `prepare` starts or the test releases the pause.
+pub(super) fn pause_on_way_to_sleep(who: Sleeper) {
+    // Relaxed: a test switch; a late read only delays the pause to the
+    // thread's next way to sleep.
+    if PAUSE_ARMED.load(Ordering::Relaxed) != who as u32 {
+        return;
+    }
+    let start = Instant::now();
+    while !rest_idle(who) {
+        if start.elapsed() > IDLE_WAIT {
+            // Work is pending that may need this lock: stay armed, let go.
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    if PAUSE_ARMED
+        .compare_exchange(who as u32, 0, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return;
+    }
+    PAUSE_INSIDE.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    while !FORK_PREPARING.load(Ordering::SeqCst)
+        && !PAUSE_RELEASE.load(Ordering::SeqCst)
+        && start.elapsed() < PAUSE_LIMIT
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    PAUSE_INSIDE.store(false, Ordering::SeqCst);
+}
+
+/// `runtime::idle()` but for the lock `who` holds (the other is only
+/// tried: a pause must not wait for a lock, see the module docs).
+fn rest_idle(who: Sleeper) -> bool {
+    let other_empty = match who {
+        Sleeper::Invoker => driver::try_heap_empty(),
+        Sleeper::Driver => invoke::try_queue_empty(),
+    };
+    other_empty == Some(true) && super::domains_idle()
+}

@@ -1,0 +1,42 @@
+//! Starting the runtime's threads (the driver, `driver.rs`; the callback
+//! invokers, `invoke.rs`).
+//!
+//! A start can fail (`pthread_create` cannot map a stack under
+//! `RLIMIT_AS`, or the process is out of threads). The runtime is reached
+//! from `extern "C"` vtable functions, where a panic cannot unwind and
+//! aborts the process, and from its own driver, whose death would strand
+//! every callback; so a failed start is not fatal: the work stays queued,
+//! the failure is reported once per episode (a
+//! [`ThreadStartFailed`](crate::diagnostics::WarningKind::ThreadStartFailed)
+//! warning, emitted after the caller dropped its lock, since a logger is
+//! user code), and the start is retried later (`driver.rs`: at the next
+//! schedule or kick; `invoke.rs`: the driver re-arms a domain that waits for
+//! an invoker that does not exist). `synchronize` needs no runtime thread:
+//! its caller drives the grace period.
+
+use crate::diagnostics::{self, WarningKind};
+
+/// Start a runtime thread named `name` running `f`. The caller holds the
+/// lock the new thread takes first (the driver's `heap`, the pool's `q`).
+///
+/// The first start that succeeds registers the fork handler (`fork.rs`),
+/// still under that lock: no runtime thread has held a lock yet, so none
+/// can be caught holding one by a fork the handler misses. Registering
+/// after the start, not before, keeps the handler out of the first
+/// `spawn`, the one that reads `RUST_MIN_STACK` under std's environment
+/// lock (which a forking `Command` holds for reading across its `fork`).
+pub(super) fn start(name: String, f: fn()) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name).spawn(f)?;
+    super::fork::register_handler_once();
+    Ok(())
+}
+
+/// Report a failed start (once per episode: the callers keep the episode's
+/// flag under their lock). Call with no runtime lock held.
+pub(super) fn report_failure(domain: &str, what: &str, e: &std::io::Error) {
+    diagnostics::warn(
+        WarningKind::ThreadStartFailed,
+        domain,
+        format!("usrcu: cannot start {what}: {e}; the work stays queued and the start is retried"),
+    );
+}
