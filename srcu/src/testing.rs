@@ -25,18 +25,26 @@ pub enum Sleeper {
     Invoker,
     /// The grace-period driver, holding its heap lock.
     Driver,
+    /// The Tasks Trace callback thread (`usrcu-trace`), holding its queue
+    /// lock.
+    Trace,
+    /// The Tasks RCU thread (`usrcu-tasks`), holding its engine's lock.
+    Tasks,
 }
 
 /// Test-only: the next time `who` goes back to sleep it pauses, holding
-/// its lock (an invoker the pool's queue, the driver its heap), once the
-/// rest of the runtime is idle: the fork window of `runtime::idle()`, held
-/// open. [`sleep_pause_inside`] says when it is there; it lets go when a
+/// its lock (an invoker the pool's queue, the driver its heap,
+/// `usrcu-trace` its queue, `usrcu-tasks` its engine's lock), once the rest
+/// of its flavor is idle: the fork window of `runtime::idle()` (or of
+/// [`trace_idle`], [`tasks_idle`]), held open. [`sleep_pause_inside`] says when it is there; it lets go when a
 /// fork's prepare handler starts, or at [`release_sleep_pause`]. One pause
 /// per call. Costs one relaxed load on each way to sleep when not armed.
 pub fn arm_sleep_pause(who: Sleeper) {
     crate::runtime::arm_pause(match who {
         Sleeper::Invoker => crate::runtime::Sleeper::Invoker,
         Sleeper::Driver => crate::runtime::Sleeper::Driver,
+        Sleeper::Trace => crate::runtime::Sleeper::Trace,
+        Sleeper::Tasks => crate::runtime::Sleeper::Tasks,
     });
 }
 
@@ -51,8 +59,23 @@ pub fn release_sleep_pause() {
 }
 
 /// Test-only: never register the runtime's fork handler in this process,
-/// to show what it prevents. Effective only before the runtime starts its
-/// first thread; the process's children of `fork` may then hang.
+/// to show what it prevents. Effective only before the crate starts its
+/// first thread (runtime, `usrcu-trace` or `usrcu-tasks`); the process's
+/// children of `fork` may then hang.
 pub fn skip_fork_handler() {
     crate::runtime::skip_handler();
+}
+
+/// Test-only: is Tasks Trace idle (nothing queued, no batch being invoked,
+/// no grace period pending or running)? The state in which a process may
+/// fork (see `fork` in the crate's `trace/engine.rs`). A snapshot.
+pub fn trace_idle() -> bool {
+    crate::trace::engine::idle()
+}
+
+/// Test-only: is Tasks RCU idle (no callback queued or running, no grace
+/// period requested or running)? The state in which a process may fork
+/// (see `fork` in the crate's `tasks/engine.rs`). A snapshot.
+pub fn tasks_idle() -> bool {
+    crate::tasks::engine::engine().idle()
 }

@@ -5,36 +5,61 @@
 //!
 //! A runtime thread that has just made the runtime idle takes its lock once
 //! more on its way back to sleep: an invoker the pool's `q` (`invoke.rs`),
-//! the driver its `heap` (`driver.rs`). A `fork` at that instant copies the
-//! lock held, with no thread in the child to release it, and the child's
-//! first `call_srcu` or `barrier` that needs it waits forever.
+//! the driver its `heap` (`driver.rs`). So do the other flavors' threads:
+//! `usrcu-trace` the Tasks Trace engine's `queue` (`trace/engine.rs`),
+//! `usrcu-tasks` the Tasks engine's `m` (`tasks/engine.rs`). A `fork` at
+//! that instant copies the lock held, with no thread in the child to
+//! release it, and the child's first call that needs it (`call_srcu`,
+//! `barrier`, `trace::call`, `tasks::synchronize`, ...) waits forever.
 //!
 //! # The handler
 //!
-//! At its first successful thread start (`spawn.rs`) the runtime registers, once,
-//! `pthread_atfork(prepare, parent, child)`: `prepare` takes `heap`, then
-//! `q`, and keeps both guards in [`HELD`]; `parent` and `child` drop them.
-//! The fork then happens while no runtime thread holds either lock, and the
-//! child finds both free (a runtime thread holds them only between its
-//! condvar waits, never while asleep). The order, `heap` then `q`: no path
-//! of the runtime holds one of them while taking the other (the driver
-//! drops `heap` before it dispatches to the pool, an invoker drops `q`
-//! before `after_pass` schedules; the test pause below only `try_lock`s the
-//! other), so any order is free of cycles with the runtime's threads; two
+//! At its first successful thread start (`spawn.rs`; the first start of
+//! `usrcu-trace` or `usrcu-tasks` does the same, under the lock that thread
+//! takes first) the crate registers, once, `pthread_atfork(prepare, parent,
+//! child)`: `prepare` takes, in this order,
+//!
+//! 1. `heap` (the SRCU driver),
+//! 2. `q` (the SRCU invoker pool),
+//! 3. `queue` (the Tasks Trace engine; skipped while that engine does not
+//!    exist, since creating it reads the environment),
+//! 4. `m` (the Tasks engine; likewise),
+//!
+//! and keeps the guards in [`HELD`]; `parent` and `child` drop them. The
+//! fork then happens while no flavor's thread holds any of them, and the
+//! child finds them free (each thread holds its lock only between its
+//! condvar waits, never while asleep). The order: no path of the crate
+//! holds one of the four while taking another (the driver drops `heap`
+//! before it dispatches to the pool, an invoker drops `q` before
+//! `after_pass` schedules; under `queue` the trace engine only snapshots its
+//! sequence word and starts its thread, under `m` the Tasks engine only
+//! starts its thread, and it runs grace periods and callbacks with `m`
+//! dropped; warnings, which could reach any of them through a logger, are
+//! emitted with all four dropped; the test pause below only `try_lock`s the
+//! others), so any order is free of cycles with the crate's threads; two
 //! forking threads take them in the same order.
 //!
-//! `prepare` cannot deadlock: a runtime thread holds `heap` or `q` only for
+//! `prepare` cannot deadlock: a thread holds one of the four only for
 //! bounded work that waits for nothing the forking thread can hold. Under
-//! them it runs no user code (callbacks run with neither held; warnings,
-//! whose logger is user code, are emitted after both are dropped); it nests
-//! only a domain's `sched` lock, which no thread holds while waiting; and it
-//! calls into libc (`malloc`, `pthread_create`, `getpid`, `clock_gettime`),
+//! them it runs no user code (callbacks run with none held; warnings,
+//! whose logger is user code, are emitted after they are dropped); it nests
+//! only a domain's `sched` lock (under `heap`), which no thread holds while
+//! waiting; and it calls into libc (`malloc`, `pthread_create`, `getpid`,
+//! `clock_gettime`, `membarrier` for the trace sequence's fence),
 //! whose locks glibc's `fork` takes only after the prepare handlers return
 //! (`__libc_fork` runs `__run_prefork_handlers` first, and that drops its
 //! own `atfork_lock` around each handler), and into std's `spawn`, which
 //! past the first start (made before the handler exists, `spawn.rs`) takes
 //! no lock a forking thread may hold. The forking thread itself holds
-//! neither lock: no user code runs under them. (A fork from a signal
+//! none of them: no user code runs under them.
+//!
+//! What the handler does not take, on purpose: the grace-period locks of
+//! the other flavors (trace's `gp`, Tasks' `DRIVER`). They are held for a
+//! whole grace period, which waits for readers, possibly for the forking
+//! thread's own Tasks Trace section: `prepare` could wait forever. Hence
+//! the rule, for every flavor, to fork while it is idle (`runtime::idle()`,
+//! and the "`fork`" sections of `trace/engine.rs` and `tasks/engine.rs`):
+//! the handler only closes each thread's way back to sleep. (A fork from a signal
 //! handler that interrupted a thread inside the runtime would wait for
 //! itself; glibc's `fork` is not async-signal-safe once handlers are
 //! registered, and without the handler that child would inherit the lock
@@ -59,7 +84,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{MutexGuard, Once};
 use std::time::{Duration, Instant};
 
-type Guards = (MutexGuard<'static, driver::Heap>, MutexGuard<'static, invoke::Queue>);
+/// What `prepare` holds across the fork, in the order it took them
+/// (`release` drops them in the reverse order).
+struct Guards {
+    heap: MutexGuard<'static, driver::Heap>,
+    q: MutexGuard<'static, invoke::Queue>,
+    trace: Option<MutexGuard<'static, crate::trace::engine::Queue>>,
+    tasks: Option<MutexGuard<'static, crate::tasks::engine::State>>,
+}
 
 /// The guards `prepare` took, until `parent` or `child` drops them.
 struct Held(UnsafeCell<Option<Guards>>);
@@ -81,8 +113,9 @@ static SKIP_HANDLER: AtomicBool = AtomicBool::new(false);
 
 /// Register the fork handler, once per process (a child of `fork` inherits
 /// the registration). Called after each successful runtime thread start,
-/// before the new thread can take a lock (`spawn.rs`).
-pub(super) fn register_handler_once() {
+/// before the new thread can take a lock (`spawn.rs`), and after each
+/// start of `usrcu-trace` or `usrcu-tasks`, under the lock it takes first.
+pub(crate) fn register_handler_once() {
     REGISTER.call_once(|| {
         // Relaxed: a test switch set before the runtime's first use.
         if SKIP_HANDLER.load(Ordering::Relaxed) {
@@ -99,10 +132,13 @@ pub(super) fn register_handler_once() {
 extern "C" fn prepare() {
     // SeqCst: a test-only flag the pause below polls; nothing is ordered by it.
     FORK_PREPARING.store(true, Ordering::SeqCst);
-    let h = driver::lock_heap();
+    // The order of the module docs.
+    let heap = driver::lock_heap();
     let q = invoke::lock_queue();
+    let trace = crate::trace::engine::lock_queue_for_fork();
+    let tasks = crate::tasks::engine::lock_for_fork();
     // SAFETY: this thread holds `heap` (see `Held`).
-    unsafe { *HELD.0.get() = Some((h, q)) };
+    unsafe { *HELD.0.get() = Some(Guards { heap, q, trace, tasks }) };
 }
 
 /// Drop what `prepare` took (`parent` and `child` alike).
@@ -110,7 +146,13 @@ fn release() {
     // SAFETY: this thread holds `heap` through the guards being taken out
     // (see `Held`); the cell is no longer touched once they drop below.
     let guards = unsafe { (*HELD.0.get()).take() };
-    drop(guards);
+    if let Some(g) = guards {
+        // The reverse of `prepare`'s order, `heap` last (it guards `HELD`).
+        drop(g.tasks);
+        drop(g.trace);
+        drop(g.q);
+        drop(g.heap);
+    }
     FORK_PREPARING.store(false, Ordering::SeqCst);
 }
 
@@ -134,6 +176,10 @@ pub(crate) enum Sleeper {
     Invoker = 1,
     /// The driver, holding its `heap`.
     Driver = 2,
+    /// `usrcu-trace`, holding the Tasks Trace engine's `queue`.
+    Trace = 3,
+    /// `usrcu-tasks`, holding the Tasks engine's `m`.
+    Tasks = 4,
 }
 
 /// The armed `Sleeper` (0: none). One pause per arming.
@@ -173,7 +219,7 @@ pub(crate) fn skip_handler() {
 /// until the rest of the runtime is idle (the window: the runtime idle but
 /// for this lock), say so (`pause_inside`), and hold on until a fork's
 /// `prepare` starts or the test releases the pause.
-pub(super) fn pause_on_way_to_sleep(who: Sleeper) {
+pub(crate) fn pause_on_way_to_sleep(who: Sleeper) {
     // Relaxed: a test switch; a late read only delays the pause to the
     // thread's next way to sleep.
     if PAUSE_ARMED.load(Ordering::Relaxed) != who as u32 {
@@ -204,12 +250,20 @@ pub(super) fn pause_on_way_to_sleep(who: Sleeper) {
     PAUSE_INSIDE.store(false, Ordering::SeqCst);
 }
 
-/// `runtime::idle()` but for the lock `who` holds (the other is only
-/// tried: a pause must not wait for a lock, see the module docs).
+/// `who`'s flavor idle but for the lock `who` holds (other locks are only
+/// tried: a pause must not wait for a lock, see the module docs). For the
+/// SRCU runtime, `runtime::idle()`; for `usrcu-trace` and `usrcu-tasks`,
+/// which checked their own state under the lock they hold, no grace period
+/// running on another thread.
 fn rest_idle(who: Sleeper) -> bool {
-    let other_empty = match who {
-        Sleeper::Invoker => driver::try_heap_empty(),
-        Sleeper::Driver => invoke::try_queue_empty(),
-    };
+    match who {
+        Sleeper::Invoker => invoke_rest_idle(driver::try_heap_empty()),
+        Sleeper::Driver => invoke_rest_idle(invoke::try_queue_empty()),
+        Sleeper::Trace => crate::trace::engine::gp_free(),
+        Sleeper::Tasks => crate::tasks::grace_period::DRIVER.try_lock().is_ok(),
+    }
+}
+
+fn invoke_rest_idle(other_empty: Option<bool>) -> bool {
     other_empty == Some(true) && super::domains_idle()
 }

@@ -51,6 +51,7 @@ mod state;
 mod vtable;
 
 pub(crate) use fork::{arm_pause, pause_inside, release_pause, skip_handler, Sleeper};
+pub(crate) use fork::{pause_on_way_to_sleep, register_handler_once as register_fork_handler_once};
 pub(crate) use state::{attached_state, release_state, DomainState};
 pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUNTIME_ABI_VERSION};
 

@@ -19,6 +19,23 @@
 //! period started (which happens under `m`, after every requester's
 //! unpublish), so its later loads see every unpublish the grace period
 //! covers: the mutex orders them.
+//!
+//! # `fork`
+//!
+//! `thread_pid` names the process whose `usrcu-tasks` thread runs; a child
+//! of `fork` starts its own on first use (`call`, `synchronize`,
+//! `start_poll`, a `barrier` that has callbacks to wait for), and its own
+//! stop canary (`grace_period.rs`). The rule is the SRCU runtime's
+//! (`runtime::idle()`): fork while the flavor is idle (no callback queued
+//! or running, no grace period requested or running, no other thread
+//! inside a call of this flavor). The thread then holds no lock but `m`,
+//! which it takes once more on its way back to sleep; the runtime's fork
+//! handler (`runtime/fork.rs`) takes `m` across the fork, so the child
+//! finds it free. Outside that rule: callbacks still queued at the fork are
+//! in the child's copy of the queue and run there once its thread starts,
+//! but a grace period running at the fork leaves `DRIVER` held in the
+//! child, whose grace periods then never start; a callback being invoked
+//! at the fork runs in the parent only.
 
 use super::grace_period::{GpOutcome, DRIVER};
 use super::proc::gettid;
@@ -53,7 +70,7 @@ struct Callback {
 unsafe impl Send for Callback {}
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     started: u64,
     completed: u64,
     requested: u64,
@@ -71,7 +88,7 @@ struct State {
 }
 
 pub(crate) struct Engine {
-    m: Mutex<State>,
+    pub(crate) m: Mutex<State>,
     /// Callers of `synchronize`/`barrier` wait here.
     done: Condvar,
     /// The `usrcu-tasks` thread waits here.
@@ -153,6 +170,9 @@ impl Engine {
         let pid = unsafe { libc::getpid() };
         let mut failed = None;
         if st.thread_pid != pid {
+            // No thread of this process runs (in a child of `fork`, the
+            // tid is the parent's thread's). Relaxed: see `THREAD_TID`.
+            THREAD_TID.store(0, Ordering::Relaxed);
             let spawned = std::thread::Builder::new()
                 .name("usrcu-tasks".into())
                 .spawn(|| engine().serve());
@@ -160,12 +180,30 @@ impl Engine {
                 Ok(_) => {
                     st.thread_pid = pid;
                     st.start_failed = false;
+                    // Still under `m`, which the new thread takes first (as
+                    // the runtime's `spawn.rs` does for its own).
+                    crate::runtime::register_fork_handler_once();
                 }
                 Err(e) => failed = (!std::mem::replace(&mut st.start_failed, true)).then_some(e),
             }
         }
         self.work.notify_one();
         failed
+    }
+
+    /// A barrier waits for callbacks: in a child of `fork` whose thread has
+    /// not started yet, callbacks queued before the fork wait for it.
+    /// Under `m`; returns it (a failed start is reported with it dropped).
+    fn start_here_if_waiting<'a>(&'a self, mut st: MutexGuard<'a, State>, target: u64) -> MutexGuard<'a, State> {
+        // SAFETY: getpid has no preconditions.
+        if st.invoked < target && st.thread_pid != unsafe { libc::getpid() } {
+            if let Some(e) = self.kick(&mut st) {
+                drop(st);
+                report_start_failure(Some(e));
+                st = self.lock();
+            }
+        }
+        st
     }
 
     /// Is the caller the `usrcu-tasks` thread, where a wait would wait for
@@ -235,6 +273,7 @@ impl Engine {
         }
         let mut st = self.lock();
         let target = st.queued;
+        st = self.start_here_if_waiting(st, target);
         while st.invoked < target {
             st = self.wait(st, None);
         }
@@ -250,6 +289,7 @@ impl Engine {
         let end = Instant::now() + timeout;
         let mut st = self.lock();
         let target = st.queued;
+        st = self.start_here_if_waiting(st, target);
         while st.invoked < target {
             if Instant::now() >= end {
                 return Some(false);
@@ -296,9 +336,34 @@ impl Engine {
                 self.done.notify_all();
                 continue;
             }
+            crate::runtime::pause_on_way_to_sleep(crate::runtime::Sleeper::Tasks);
             st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// Is the flavor idle: no callback queued or running, no grace period
+    /// requested or running, nobody waiting in `synchronize`? A snapshot
+    /// (see the module docs, "`fork`"). False while another thread holds
+    /// `m` or the grace-period driver.
+    pub(crate) fn idle(&self) -> bool {
+        let st = match self.m.try_lock() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        st.queue.is_empty()
+            && st.queued == st.invoked
+            && st.requested <= st.completed
+            && st.started == st.completed
+            && st.waiting.is_empty()
+            && DRIVER.try_lock().is_ok()
+    }
+}
+
+/// `m`, for the fork handler (`runtime/fork.rs`); `None` while the engine
+/// does not exist (then no thread of it does either).
+pub(crate) fn lock_for_fork() -> Option<MutexGuard<'static, State>> {
+    ENGINE.get().map(|e| e.lock())
 }
 
 fn lock_driver() -> MutexGuard<'static, super::grace_period::Driver> {

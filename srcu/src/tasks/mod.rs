@@ -60,8 +60,8 @@
 //!   pointer, so its explicit quiescent points are not seen (samples and
 //!   switch counts still are).
 
-mod engine;
-mod grace_period;
+pub(crate) mod engine;
+pub(crate) mod grace_period;
 pub mod hook_slot;
 mod membarrier;
 mod proc;

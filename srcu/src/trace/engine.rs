@@ -11,6 +11,23 @@
 //! items ahead of them). The thread pops every ready item at the front,
 //! invokes them in order, and otherwise drives the grace period the front
 //! item (or a polled cookie) needs.
+//!
+//! # `fork`
+//!
+//! The thread belongs to the process that started it: `Queue::thread_pid`
+//! names that process, and a child of `fork`, whose pid differs, starts its
+//! own thread on first use (`call`, `barrier`, `start_poll`), as the SRCU
+//! runtime does. The rule is the runtime's (`runtime::idle()`): fork while
+//! the flavor is idle (no callback queued or running, no grace period in
+//! progress, no other thread inside a call of this flavor). The thread then
+//! holds no lock but `queue`, which it takes once more on its way back to
+//! sleep; the runtime's fork handler (`runtime/fork.rs`) takes `queue`
+//! across the fork, so the child finds it free. Outside that rule: items
+//! still queued at the fork are in the child's copy of the queue, and its
+//! thread takes them up once it starts, but a grace period in progress at
+//! the fork leaves `gp` held in the child, whose callbacks, barriers and
+//! `synchronize` then wait forever; a batch the parent's thread had taken
+//! off the queue runs in the parent only.
 
 use super::grace_period::{wait_for_readers, Holdout, Sequence};
 use super::record::ThreadRecord;
@@ -80,11 +97,15 @@ struct Marker {
 }
 
 #[derive(Default)]
-struct Queue {
+pub(crate) struct Queue {
     items: VecDeque<(u64, Item)>,
     /// Highest polled cookie asked for by `start_poll`.
     poll_target: u64,
-    thread_started: bool,
+    /// The process whose `usrcu-trace` thread runs (0: none yet). A child of
+    /// `fork` has no thread of its parent's: it starts its own.
+    thread_pid: libc::pid_t,
+    /// The thread is invoking a batch it took off the queue (for [`idle`]).
+    busy: bool,
     /// The last start of the thread failed: it is retried at the next call,
     /// barrier or poll (and by a waiting barrier), and reported once per
     /// episode.
@@ -102,8 +123,9 @@ struct Engine {
     stall_ms: AtomicU64,
 }
 
+static E: OnceLock<Engine> = OnceLock::new();
+
 fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| Engine {
         seq: Sequence::new(),
         gp: Mutex::new(()),
@@ -213,14 +235,16 @@ fn report_stall(records: &[&'static HostRecord], holdouts: &[Holdout], waited: D
     });
 }
 
-/// Start the callback thread if it is not running (queue lock held).
+/// Start the callback thread if it does not run in this process (queue
+/// lock held; a child of `fork` starts its own).
 /// A failed start is not fatal (the callers are `extern "C"` vtable
 /// functions, where a panic aborts the process): the items stay queued and
 /// the start is retried at the next call, barrier or poll. `Some(e)`: the
 /// episode of failures is new; report it with [`report_start_failure`] once
 /// the lock is dropped (a logger is user code).
 fn ensure_thread(q: &mut Queue) -> Option<std::io::Error> {
-    if q.thread_started {
+    let pid = this_pid();
+    if q.thread_pid == pid {
         return None;
     }
     match std::thread::Builder::new()
@@ -228,12 +252,20 @@ fn ensure_thread(q: &mut Queue) -> Option<std::io::Error> {
         .spawn(callback_thread)
     {
         Ok(_) => {
-            q.thread_started = true;
+            q.thread_pid = pid;
             q.start_failed = false;
+            // Still under `queue`, which the new thread takes first (as the
+            // runtime's `spawn.rs` does for its own).
+            crate::runtime::register_fork_handler_once();
             None
         }
         Err(e) => (!std::mem::replace(&mut q.start_failed, true)).then_some(e),
     }
+}
+
+fn this_pid() -> libc::pid_t {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
 }
 
 fn report_start_failure(failed: Option<std::io::Error>) {
@@ -253,13 +285,17 @@ fn callback_thread() {
     let e = engine();
     loop {
         let mut q = lock(&e.queue);
+        q.busy = false;
         let need = loop {
             let front = q.items.front().map(|(c, _)| *c);
             match front {
                 Some(c) if e.seq.done(c) => break None,
                 Some(c) => break Some(c),
                 None if !e.seq.done(q.poll_target) => break Some(q.poll_target),
-                None => q = e.work.wait(q).unwrap_or_else(|p| p.into_inner()),
+                None => {
+                    crate::runtime::pause_on_way_to_sleep(crate::runtime::Sleeper::Trace);
+                    q = e.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
             }
         };
         match need {
@@ -275,6 +311,7 @@ fn callback_thread() {
                     }
                     ready.extend(q.items.pop_front().map(|(_, i)| i));
                 }
+                q.busy = !ready.is_empty();
                 drop(q);
                 for item in ready {
                     match item {
@@ -330,16 +367,18 @@ unsafe extern "C" fn rt_barrier() {
     let m = Arc::new(Marker::default());
     let (failed, mut started) = {
         let mut q = lock(&e.queue);
-        if !q.thread_started && q.items.is_empty() {
-            // No callback was ever queued (a queued one stays queued until
-            // the thread starts).
+        if q.thread_pid != this_pid() && q.items.is_empty() {
+            // No callback was ever queued in this process (a queued one
+            // stays queued until the thread starts; a child of `fork` has
+            // no batch of its parent's thread in flight).
             return;
         }
         // Behind every queued item, and behind any batch the thread has
         // already taken off the queue (it invokes a batch before it looks
         // at the queue again).
         q.items.push_back((0, Item::Marker(m.clone())));
-        (ensure_thread(&mut q), q.thread_started)
+        let failed = ensure_thread(&mut q);
+        (failed, q.thread_pid == this_pid())
     };
     e.work.notify_one();
     report_start_failure(failed);
@@ -356,7 +395,7 @@ unsafe extern "C" fn rt_barrier() {
         {
             let mut q = lock(&e.queue);
             let _ = ensure_thread(&mut q);
-            started = q.thread_started;
+            started = q.thread_pid == this_pid();
         }
         e.work.notify_one();
         ran = lock(&m.ran);
@@ -402,4 +441,32 @@ unsafe extern "C" fn rt_stats(out: *mut TraceStats) {
 /// Is the calling thread the `usrcu-trace` callback thread?
 pub(crate) fn on_trace_thread() -> bool {
     ON_TRACE_THREAD.with(|c| c.get())
+}
+
+/// Is the flavor idle: nothing queued, no batch being invoked, no polled
+/// grace period pending, no grace period in progress? A snapshot (see the
+/// module docs, "`fork`"). False while another thread holds `queue` or `gp`.
+pub(crate) fn idle() -> bool {
+    let Some(e) = E.get() else {
+        return true;
+    };
+    let q = match e.queue.try_lock() {
+        Ok(q) => q,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return false,
+    };
+    q.items.is_empty() && !q.busy && e.seq.done(q.poll_target) && e.gp.try_lock().is_ok()
+}
+
+/// `queue`, for the fork handler (`runtime/fork.rs`); `None` while the
+/// engine does not exist (then no thread of it does either). Never creates
+/// the engine: that reads the environment, whose lock a forking `Command`
+/// holds.
+pub(crate) fn lock_queue_for_fork() -> Option<MutexGuard<'static, Queue>> {
+    E.get().map(|e| lock(&e.queue))
+}
+
+/// Is `gp` free right now (for the test pause, `runtime/fork.rs`)?
+pub(crate) fn gp_free() -> bool {
+    E.get().is_none_or(|e| e.gp.try_lock().is_ok())
 }

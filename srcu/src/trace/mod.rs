@@ -73,7 +73,7 @@ mod grace_period;
 mod record;
 
 #[cfg(not(usrcu_loom))]
-mod engine;
+pub(crate) mod engine;
 #[cfg(not(usrcu_loom))]
 mod threads;
 
