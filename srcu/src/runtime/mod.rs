@@ -24,8 +24,9 @@
 //!   be started is reported once (`WarningKind::ThreadStartFailed`), its
 //!   work stays queued, and the start is retried.
 //! - **`fork`** (`fork.rs`): a `pthread_atfork` handler takes the driver's
-//!   and the pool's locks across a fork, so that a child forked while the
-//!   runtime is idle finds them free (see [`idle`]).
+//!   and the pool's locks (and those of the Tasks Trace and Tasks engines)
+//!   across a fork, so that a child forked while the runtime is idle finds
+//!   them free (see [`idle`]).
 //! - **Inventory by address** (`inventory.rs`): the runtime owns every domain
 //!   state and every queued callback, so it can say what lies in an address
 //!   range and drain exactly that, with a deadline; a plugin loader's safety

@@ -24,18 +24,20 @@
 //!
 //! `thread_pid` names the process whose `usrcu-tasks` thread runs; a child
 //! of `fork` starts its own on first use (`call`, `synchronize`,
-//! `start_poll`, a `barrier` that has callbacks to wait for), and its own
-//! stop canary (`grace_period.rs`). The rule is the SRCU runtime's
+//! `start_poll`), and its own stop canary (`grace_period.rs`). The rule is the SRCU runtime's
 //! (`runtime::idle()`): fork while the flavor is idle (no callback queued
 //! or running, no grace period requested or running, no other thread
 //! inside a call of this flavor). The thread then holds no lock but `m`,
 //! which it takes once more on its way back to sleep; the runtime's fork
 //! handler (`runtime/fork.rs`) takes `m` across the fork, so the child
-//! finds it free. Outside that rule: callbacks still queued at the fork are
-//! in the child's copy of the queue and run there once its thread starts,
-//! but a grace period running at the fork leaves `DRIVER` held in the
-//! child, whose grace periods then never start; a callback being invoked
-//! at the fork runs in the parent only.
+//! finds it free (`tests/flavors_fork.rs`). Outside that rule the child
+//! may hang: a grace period running at the fork leaves `DRIVER` held in the
+//! child, whose grace periods then never run. Callbacks still queued at the
+//! fork are in the child's copy of the queue; whether they run there
+//! depends on what the parent's thread was doing (not supported; a
+//! `barrier` does not start the child's thread, its first `call`,
+//! `synchronize` or `start_poll` does); one being invoked at the fork runs
+//! in the parent only.
 
 use super::grace_period::{GpOutcome, DRIVER};
 use super::proc::gettid;
@@ -191,21 +193,6 @@ impl Engine {
         failed
     }
 
-    /// A barrier waits for callbacks: in a child of `fork` whose thread has
-    /// not started yet, callbacks queued before the fork wait for it.
-    /// Under `m`; returns it (a failed start is reported with it dropped).
-    fn start_here_if_waiting<'a>(&'a self, mut st: MutexGuard<'a, State>, target: u64) -> MutexGuard<'a, State> {
-        // SAFETY: getpid has no preconditions.
-        if st.invoked < target && st.thread_pid != unsafe { libc::getpid() } {
-            if let Some(e) = self.kick(&mut st) {
-                drop(st);
-                report_start_failure(Some(e));
-                st = self.lock();
-            }
-        }
-        st
-    }
-
     /// Is the caller the `usrcu-tasks` thread, where a wait would wait for
     /// itself? The callers refuse and return, and the API panics on the
     /// caller's side of the vtable: a panic inside an `extern "C"` vtable
@@ -273,7 +260,6 @@ impl Engine {
         }
         let mut st = self.lock();
         let target = st.queued;
-        st = self.start_here_if_waiting(st, target);
         while st.invoked < target {
             st = self.wait(st, None);
         }
@@ -289,7 +275,6 @@ impl Engine {
         let end = Instant::now() + timeout;
         let mut st = self.lock();
         let target = st.queued;
-        st = self.start_here_if_waiting(st, target);
         while st.invoked < target {
             if Instant::now() >= end {
                 return Some(false);

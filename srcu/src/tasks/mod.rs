@@ -59,6 +59,16 @@
 //! * After `fork`, a child's thread keeps its parent's cached record
 //!   pointer, so its explicit quiescent points are not seen (samples and
 //!   switch counts still are).
+//! * Fork while the flavor is idle, as for the SRCU runtime
+//!   ([`runtime::idle`](crate::runtime::idle)): no other thread inside a
+//!   call of it, every callback run ([`barrier`] returned), no polled grace
+//!   period pending. The child then starts its own `usrcu-tasks` thread on
+//!   first use ([`call`], [`synchronize`], [`start_poll`]); the thread's way
+//!   back to sleep, when it takes its engine's lock once more, is covered
+//!   by the crate's `pthread_atfork` handler. A grace period running at the
+//!   fork leaves the child unable to run one; callbacks queued but not run
+//!   at the fork are not supported (whether they run in the child depends
+//!   on what the parent's thread was doing).
 
 pub(crate) mod engine;
 pub(crate) mod grace_period;

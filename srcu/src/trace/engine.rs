@@ -22,12 +22,13 @@
 //! progress, no other thread inside a call of this flavor). The thread then
 //! holds no lock but `queue`, which it takes once more on its way back to
 //! sleep; the runtime's fork handler (`runtime/fork.rs`) takes `queue`
-//! across the fork, so the child finds it free. Outside that rule: items
-//! still queued at the fork are in the child's copy of the queue, and its
-//! thread takes them up once it starts, but a grace period in progress at
-//! the fork leaves `gp` held in the child, whose callbacks, barriers and
-//! `synchronize` then wait forever; a batch the parent's thread had taken
-//! off the queue runs in the parent only.
+//! across the fork, so the child finds it free (`tests/flavors_fork.rs`).
+//! Outside that rule the child may hang: a grace period in progress at the
+//! fork (on any thread) leaves `gp` held in the child, whose `synchronize`,
+//! callbacks and barriers then wait forever. Callbacks still queued at the
+//! fork are in the child's copy of the queue; whether they run there
+//! depends on what the parent's thread was doing (not supported); a batch
+//! the parent's thread had taken off the queue runs in the parent only.
 
 use super::grace_period::{wait_for_readers, Holdout, Sequence};
 use super::record::ThreadRecord;

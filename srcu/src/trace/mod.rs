@@ -31,6 +31,21 @@
 //! waits for every callback queued before it. [`get_state`],
 //! [`start_poll`] and [`poll_state`] are the polled forms.
 //!
+//! # `fork`
+//!
+//! As for the SRCU runtime ([`runtime::idle`](crate::runtime::idle)): fork
+//! while the flavor is idle, that is while no other thread is inside a
+//! call of it, every callback has run ([`barrier`] returned) and no polled
+//! grace period is pending. The child then starts its own `usrcu-trace`
+//! thread on first use. The thread's way back to sleep, when it takes its
+//! queue's lock once more, is covered by the crate's `pthread_atfork`
+//! handler. A read section open in another thread at the fork stays open
+//! in the child, where that thread does not exist: the child's grace
+//! periods never end. Callbacks queued but not run at the fork are not
+//! supported: they are in the child's copy of the queue, and whether they
+//! run there, or the child hangs, depends on what the parent's thread was
+//! doing.
+//!
 //! # Thread records across objects
 //!
 //! Records are allocated by the host runtime and reached through a
