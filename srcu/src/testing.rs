@@ -30,12 +30,16 @@ pub enum Sleeper {
     Trace,
     /// The Tasks RCU thread (`usrcu-tasks`), holding its engine's lock.
     Tasks,
+    /// A thread that used Tasks Trace, exiting, holding the record table's
+    /// lock as it frees its record (not a way to sleep: its way out).
+    TraceExit,
 }
 
 /// Test-only: the next time `who` goes back to sleep it pauses, holding
 /// its lock (an invoker the pool's queue, the driver its heap,
-/// `usrcu-trace` its queue, `usrcu-tasks` its engine's lock), once the rest
-/// of its flavor is idle: the fork window of `runtime::idle()` (or of
+/// `usrcu-trace` its queue, `usrcu-tasks` its engine's lock; for
+/// `TraceExit`, the next thread to exit that used Tasks Trace, the record
+/// table), once the rest of its flavor is idle: the fork window of `runtime::idle()` (or of
 /// [`trace_idle`], [`tasks_idle`]), held open. [`sleep_pause_inside`] says when it is there; it lets go when a
 /// fork's prepare handler starts, or at [`release_sleep_pause`]. One pause
 /// per call. Costs one relaxed load on each way to sleep when not armed.
@@ -45,6 +49,7 @@ pub fn arm_sleep_pause(who: Sleeper) {
         Sleeper::Driver => crate::runtime::Sleeper::Driver,
         Sleeper::Trace => crate::runtime::Sleeper::Trace,
         Sleeper::Tasks => crate::runtime::Sleeper::Tasks,
+        Sleeper::TraceExit => crate::runtime::Sleeper::TraceExit,
     });
 }
 

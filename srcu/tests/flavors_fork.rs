@@ -14,6 +14,10 @@
 //!   `__testing::arm_sleep_pause`) finds the lock free: the fork handler
 //!   takes it across the fork. The twins without the handler show that the
 //!   test hits the window: their children hang until SIGALRM kills them.
+//!
+//! And one window that is not a flavor thread's: a thread that used Tasks
+//! Trace takes the record table's lock once more as it exits; a child
+//! forked then would find it held at its first grace period.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -63,6 +67,21 @@ fn a_child_forked_while_the_trace_thread_holds_its_queue_lock_on_its_way_to_slee
 fn a_child_forked_while_the_tasks_thread_holds_its_engine_lock_on_its_way_to_sleep_runs_callbacks() {
     let text = run_case("tasks-window");
     assert!(text.contains("child exited 0"), "{text}");
+}
+
+#[test]
+fn a_child_forked_while_an_exiting_thread_holds_the_trace_record_table_runs_grace_periods() {
+    let text = run_case("trace-exit-window");
+    assert!(text.contains("child exited 0"), "{text}");
+}
+
+#[test]
+fn without_the_fork_handler_a_child_forked_while_a_trace_reader_thread_exits_hangs() {
+    let text = run_case("trace-exit-window-no-handler");
+    assert!(
+        text.contains(&format!("child killed by signal {}", libc::SIGALRM)),
+        "{text}"
+    );
 }
 
 #[test]
@@ -202,6 +221,37 @@ fn idle_case(f: Flavor) {
     println!("children exited 0: {ok} of {rounds}");
 }
 
+/// A child forked while a thread that used Tasks Trace is held in its
+/// exit, in its record's destructor, holding the record table's lock:
+/// the child's grace periods scan the table.
+fn exit_window_case(handler: bool) {
+    if !handler {
+        __testing::skip_fork_handler();
+    }
+    let f = Flavor::Trace;
+    let ran = Arc::new(AtomicUsize::new(0));
+    // Starts `usrcu-trace`, whose first start registers the handler.
+    f.use_it(&ran);
+    __testing::arm_sleep_pause(Sleeper::TraceExit);
+    let reader = std::thread::spawn(|| {
+        let _g = usrcu::trace::read_lock();
+    });
+    // A bound on a wait for a flag, not a timing assertion.
+    let end = Instant::now() + Duration::from_secs(2);
+    while !__testing::sleep_pause_inside() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(__testing::sleep_pause_inside(), "the exiting reader never paused");
+    let before = ran.load(Ordering::SeqCst);
+    let pid = fork_child(if handler { 5 } else { 2 }, || child_uses(f, &ran, before));
+    __testing::release_sleep_pause();
+    reap(pid);
+    reader.join().unwrap();
+    f.use_it(&ran);
+    f.synchronize();
+    assert_eq!(ran.load(Ordering::SeqCst), before + 1);
+}
+
 /// Claim (b): a child forked while the flavor's thread is held inside its
 /// window (see the module docs).
 fn window_case(f: Flavor, who: Sleeper, handler: bool) {
@@ -263,6 +313,8 @@ fn case_entry() {
         "tasks-idle" => idle_case(Flavor::Tasks),
         "trace-window" => window_case(Flavor::Trace, Sleeper::Trace, true),
         "tasks-window" => window_case(Flavor::Tasks, Sleeper::Tasks, true),
+        "trace-exit-window" => exit_window_case(true),
+        "trace-exit-window-no-handler" => exit_window_case(false),
         "trace-window-no-handler" => window_case(Flavor::Trace, Sleeper::Trace, false),
         "tasks-window-no-handler" => window_case(Flavor::Tasks, Sleeper::Tasks, false),
         other => panic!("unknown case {other}"),

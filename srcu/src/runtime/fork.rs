@@ -24,22 +24,28 @@
 //! 3. `queue` (the Tasks Trace engine; skipped while that engine does not
 //!    exist, since creating it reads the environment),
 //! 4. `m` (the Tasks engine; likewise),
+//! 5. `TABLE`, the Tasks Trace thread records (`trace/threads.rs`), which
+//!    every thread that used Tasks Trace takes once more as it exits, in
+//!    its record's destructor (also under a scan, and at a thread's first
+//!    section),
 //!
 //! and keeps the guards in [`HELD`]; `parent` and `child` drop them. The
 //! fork then happens while no flavor's thread holds any of them, and the
 //! child finds them free (each thread holds its lock only between its
-//! condvar waits, never while asleep). The order: no path of the crate
-//! holds one of the four while taking another (the driver drops `heap`
+//! condvar waits, never while asleep; an exiting thread holds `TABLE` only
+//! to put its record on the free list). The order: no path of the crate
+//! holds one of the five while taking another (the driver drops `heap`
 //! before it dispatches to the pool, an invoker drops `q` before
 //! `after_pass` schedules; under `queue` the trace engine only snapshots its
 //! sequence word and starts its thread, under `m` the Tasks engine only
 //! starts its thread, and it runs grace periods and callbacks with `m`
-//! dropped; warnings, which could reach any of them through a logger, are
-//! emitted with all four dropped; the test pause below only `try_lock`s the
-//! others), so any order is free of cycles with the crate's threads; two
+//! dropped; under `TABLE` the trace records only push, clone, and probe
+//! tids with `tgkill`; warnings, which could reach any of them through a
+//! logger, are emitted with all five dropped; the test pause below only
+//! `try_lock`s the others), so any order is free of cycles with the crate's threads; two
 //! forking threads take them in the same order.
 //!
-//! `prepare` cannot deadlock: a thread holds one of the four only for
+//! `prepare` cannot deadlock: a thread holds one of the five only for
 //! bounded work that waits for nothing the forking thread can hold. Under
 //! them it runs no user code (callbacks run with none held; warnings,
 //! whose logger is user code, are emitted after they are dropped); it nests
@@ -91,6 +97,7 @@ struct Guards {
     q: MutexGuard<'static, invoke::Queue>,
     trace: Option<MutexGuard<'static, crate::trace::engine::Queue>>,
     tasks: Option<MutexGuard<'static, crate::tasks::engine::State>>,
+    records: MutexGuard<'static, crate::trace::threads::Table>,
 }
 
 /// The guards `prepare` took, until `parent` or `child` drops them.
@@ -137,8 +144,17 @@ extern "C" fn prepare() {
     let q = invoke::lock_queue();
     let trace = crate::trace::engine::lock_queue_for_fork();
     let tasks = crate::tasks::engine::lock_for_fork();
+    let records = crate::trace::threads::lock_table_for_fork();
     // SAFETY: this thread holds `heap` (see `Held`).
-    unsafe { *HELD.0.get() = Some(Guards { heap, q, trace, tasks }) };
+    unsafe {
+        *HELD.0.get() = Some(Guards {
+            heap,
+            q,
+            trace,
+            tasks,
+            records,
+        })
+    };
 }
 
 /// Drop what `prepare` took (`parent` and `child` alike).
@@ -148,6 +164,7 @@ fn release() {
     let guards = unsafe { (*HELD.0.get()).take() };
     if let Some(g) = guards {
         // The reverse of `prepare`'s order, `heap` last (it guards `HELD`).
+        drop(g.records);
         drop(g.tasks);
         drop(g.trace);
         drop(g.q);
@@ -180,6 +197,9 @@ pub(crate) enum Sleeper {
     Trace = 3,
     /// `usrcu-tasks`, holding the Tasks engine's `m`.
     Tasks = 4,
+    /// A thread that used Tasks Trace, exiting (its record's destructor),
+    /// holding the record table's lock.
+    TraceExit = 5,
 }
 
 /// The armed `Sleeper` (0: none). One pause per arming.
@@ -261,6 +281,8 @@ fn rest_idle(who: Sleeper) -> bool {
         Sleeper::Driver => invoke_rest_idle(invoke::try_queue_empty()),
         Sleeper::Trace => crate::trace::engine::gp_free(),
         Sleeper::Tasks => crate::tasks::grace_period::DRIVER.try_lock().is_ok(),
+        // Not a flavor's thread: an exiting thread, whatever the flavor does.
+        Sleeper::TraceExit => true,
     }
 }
 

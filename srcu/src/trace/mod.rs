@@ -90,7 +90,7 @@ mod record;
 #[cfg(not(usrcu_loom))]
 pub(crate) mod engine;
 #[cfg(not(usrcu_loom))]
-mod threads;
+pub(crate) mod threads;
 
 #[cfg(not(usrcu_loom))]
 pub(crate) use engine::HOST_TRACE_VTABLE;

@@ -60,7 +60,7 @@ impl HostRecord {
 }
 
 #[derive(Default)]
-struct Table {
+pub(crate) struct Table {
     /// Every record ever allocated, in allocation order.
     all: Vec<&'static HostRecord>,
     /// Records whose owner has exited.
@@ -172,7 +172,15 @@ unsafe extern "C" fn release(v: *mut libc::c_void) {
             ),
         );
     }
-    table().free.push(hr);
+    let mut t = table();
+    crate::runtime::pause_on_way_to_sleep(crate::runtime::Sleeper::TraceExit);
+    t.free.push(hr);
+}
+
+/// The table's lock, for the fork handler (`runtime/fork.rs`): a thread
+/// that used Tasks Trace takes it once more as it exits ([`release`]).
+pub(crate) fn lock_table_for_fork() -> MutexGuard<'static, Table> {
+    table()
 }
 
 /// Every record, for a scan.
