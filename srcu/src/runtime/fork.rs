@@ -30,20 +30,22 @@
 //!    section),
 //!
 //! and keeps the guards in [`HELD`]; `parent` and `child` drop them. The
-//! fork then happens while no flavor's thread holds any of them, and the
-//! child finds them free (each thread holds its lock only between its
-//! condvar waits, never while asleep; an exiting thread holds `TABLE` only
-//! to put its record on the free list). The order: no path of the crate
-//! holds one of the five while taking another (the driver drops `heap`
-//! before it dispatches to the pool, an invoker drops `q` before
-//! `after_pass` schedules; under `queue` the trace engine only snapshots its
-//! sequence word and starts its thread, under `m` the Tasks engine only
-//! starts its thread, and it runs grace periods and callbacks with `m`
-//! dropped; under `TABLE` the trace records only push, clone, and probe
-//! tids with `tgkill`; warnings, which could reach any of them through a
-//! logger, are emitted with all five dropped; the test pause below only
-//! `try_lock`s the others), so any order is free of cycles with the crate's threads; two
-//! forking threads take them in the same order.
+//! fork then happens while no thread of the crate holds any of them, and
+//! the child finds them free (each flavor's thread holds its lock only
+//! between its condvar waits, never while asleep; an exiting thread holds
+//! `TABLE` only to put its record on the free list).
+//!
+//! The order: no path of the crate holds one of the five while taking
+//! another (the driver drops `heap` before it dispatches to the pool, an
+//! invoker drops `q` before `after_pass` schedules; under `queue` the trace
+//! engine only snapshots its sequence word and starts its thread; under `m`
+//! the Tasks engine only updates its counters and starts its thread, and it
+//! runs grace periods and callbacks with `m` dropped; under `TABLE` the
+//! trace records are only pushed, cloned, and their tids probed; warnings,
+//! which could reach any of them through a logger, are emitted with all
+//! five dropped; the test pause below only `try_lock`s the others), so any
+//! order is free of cycles with the crate's threads; two forking threads
+//! take them in the same order.
 //!
 //! `prepare` cannot deadlock: a thread holds one of the five only for
 //! bounded work that waits for nothing the forking thread can hold. Under
@@ -51,13 +53,16 @@
 //! whose logger is user code, are emitted after they are dropped); it nests
 //! only a domain's `sched` lock (under `heap`), which no thread holds while
 //! waiting; and it calls into libc (`malloc`, `pthread_create`, `getpid`,
-//! `clock_gettime`, `membarrier` for the trace sequence's fence),
-//! whose locks glibc's `fork` takes only after the prepare handlers return
-//! (`__libc_fork` runs `__run_prefork_handlers` first, and that drops its
-//! own `atfork_lock` around each handler), and into std's `spawn`, which
-//! past the first start (made before the handler exists, `spawn.rs`) takes
-//! no lock a forking thread may hold. The forking thread itself holds
-//! none of them: no user code runs under them.
+//! `clock_gettime`, `tgkill`), whose locks glibc's `fork` takes only after
+//! the prepare handlers return (`__libc_fork` runs
+//! `__run_prefork_handlers` first, and that drops its own `atfork_lock`
+//! around each handler), and into std's `spawn`, which past the first
+//! start (made before the handler exists, `spawn.rs`) takes no lock a
+//! forking thread may hold. The forking thread itself holds none of them:
+//! no user code runs under them. (A fork from a signal handler that
+//! interrupted a thread inside the crate would wait for itself; glibc's
+//! `fork` is not async-signal-safe once handlers are registered, and
+//! without the handler that child would inherit the lock held anyway.)
 //!
 //! What the handler does not take, on purpose: the grace-period locks of
 //! the other flavors (trace's `gp`, Tasks' `DRIVER`). They are held for a
@@ -65,11 +70,8 @@
 //! thread's own Tasks Trace section: `prepare` could wait forever. Hence
 //! the rule, for every flavor, to fork while it is idle (`runtime::idle()`,
 //! and the "`fork`" sections of `trace/engine.rs` and `tasks/engine.rs`):
-//! the handler only closes each thread's way back to sleep. (A fork from a signal
-//! handler that interrupted a thread inside the runtime would wait for
-//! itself; glibc's `fork` is not async-signal-safe once handlers are
-//! registered, and without the handler that child would inherit the lock
-//! held anyway.)
+//! the handler closes only each thread's way back to sleep (and a trace
+//! reader thread's way out).
 //!
 //! # Which copy registers, and `dlclose`
 //!
@@ -277,8 +279,8 @@ pub(crate) fn pause_on_way_to_sleep(who: Sleeper) {
 /// running on another thread.
 fn rest_idle(who: Sleeper) -> bool {
     match who {
-        Sleeper::Invoker => invoke_rest_idle(driver::try_heap_empty()),
-        Sleeper::Driver => invoke_rest_idle(invoke::try_queue_empty()),
+        Sleeper::Invoker => runtime_rest_idle(driver::try_heap_empty()),
+        Sleeper::Driver => runtime_rest_idle(invoke::try_queue_empty()),
         Sleeper::Trace => crate::trace::engine::gp_free(),
         Sleeper::Tasks => crate::tasks::grace_period::DRIVER.try_lock().is_ok(),
         // Not a flavor's thread: an exiting thread, whatever the flavor does.
@@ -286,6 +288,6 @@ fn rest_idle(who: Sleeper) -> bool {
     }
 }
 
-fn invoke_rest_idle(other_empty: Option<bool>) -> bool {
+fn runtime_rest_idle(other_empty: Option<bool>) -> bool {
     other_empty == Some(true) && super::domains_idle()
 }
