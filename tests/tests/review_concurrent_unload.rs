@@ -14,7 +14,7 @@ use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped};
 #[test]
 fn of_two_modules_sharing_a_library_unloaded_at_once_one_proves_the_library_idle() {
     let so = fixture_path("needed-lib");
-    for round in 0..20 {
+    for round in 0..200 {
         let loader = Arc::new(ModuleLoader::new());
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let a = unsafe { loader.load(&so) }.unwrap();
