@@ -393,31 +393,18 @@ fn mark_closing(needed: &[(PathBuf, ObjectMapping)], deadline: Instant) -> Resul
         }
         n.unloads_waiting -= 1;
     }
-    if crate::proofs::test_switch::skipped("unload-order") {
-        // The defense switched off (tests only): decide as if no other
-        // unload were in flight, and mark nothing in flight.
-        let mut shared = crate::lock(&SHARED);
-        let decided = needed
-            .iter()
-            .map(|(p, m)| match entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
-                Some(e) if e.users > 1 => false,
-                Some(e) => {
-                    e.closing = true;
-                    true
-                }
-                None => true,
-            })
-            .collect();
-        return Ok((decided, vec![false; needed.len()]));
-    }
+    // The ordering switched off (test switch, tests only): decide as if no
+    // other unload were in flight, and mark nothing in flight.
+    let order = !crate::proofs::test_switch::skipped("unload-order");
     let mut shared = crate::lock(&SHARED);
     let (decided, in_flight) = needed
         .iter()
         .map(|(p, m)| match entry(&mut shared, p.as_os_str().as_bytes(), m.base) {
             Some(e) => {
-                e.unloading += 1;
-                e.closing = e.users <= 1;
-                (e.closing, true)
+                let last = e.users <= 1;
+                e.closing |= last;
+                e.unloading += usize::from(order);
+                (last, order)
             }
             None => (true, false),
         })
@@ -658,16 +645,23 @@ mod tests {
         let lib = fake_library_used_by(name, 2);
         let a = partition(&lib, far()).unwrap();
         assert_eq!(a.last_user, vec![false]);
+        let decided = Arc::new(AtomicBool::new(false));
         let b = {
-            let lib = lib.clone();
+            let (lib, decided) = (lib.clone(), decided.clone());
             std::thread::spawn(move || {
                 let b = partition(&lib, far()).unwrap();
+                // Relaxed: see `set_soon`.
+                decided.store(true, Ordering::Relaxed);
                 let last = b.last_user.clone();
                 b.release();
                 last
             })
         };
         assert!(wait_for_unloads_waiting(1, Duration::from_secs(20)));
+        assert!(
+            !set_soon(&decided),
+            "an unload decided while another unload of a module sharing its library was in flight"
+        );
         // A's module stays mapped (a Zombie): it keeps its share.
         drop(a);
         assert_eq!(
