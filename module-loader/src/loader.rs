@@ -325,9 +325,11 @@ impl ModuleLoader {
             Ok(gate) => gate,
             Err(closed) => {
                 intake.release(true);
-                return Err(LoadError::SharedLibraryClosing {
-                    path: source.to_owned(),
-                    waited: closed.waited,
+                let (path, waited) = (source.to_owned(), closed.waited);
+                return Err(if closed.closing {
+                    LoadError::SharedLibraryClosing { path, waited }
+                } else {
+                    LoadError::SharedLibraryLoading { path, waited }
                 });
             }
         };

@@ -55,6 +55,20 @@
 //! No deadlock: an unload waits only before it marks anything, and one that
 //! has marked waits for nobody's marks. Tested in
 //! `tests/tests/loader_needed_concurrent_unload.rs`.
+//!
+//! Two loads of modules that need the same library are ordered as well: a
+//! load's snapshot (`before`) taken after another load's `dlopen` mapped the
+//! library, but counted before that load counted it, saw the library
+//! neither new nor shared, and its module did not count it: the other
+//! module's unload then proved the library idle (deleted its keys) while
+//! this module used it, and this module's unload later unmapped it
+//! unproven. (Seen in `redteam_loader_host_stress.rs`, about one run in a
+//! hundred under load, once the unload of the last counted user looked
+//! whether the library left.) So one load at a time is between its gate
+//! and its count ([`Gate::counting`]); the others wait at the gate, bounded
+//! by the same deadline, and one whose wait runs out fails before its
+//! `dlopen` ([`GateClosed`] with `closing: false`, the loader's
+//! `LoadError::SharedLibraryLoading`).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -97,9 +111,12 @@ static SHARED: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
 struct Gate {
     /// Past the gate, not yet counted: an unload does not decide meanwhile.
     loading: usize,
-    /// Waiting at the gate while a library is closing (for tests:
-    /// `__testing::wait_for_loads_at_gate`).
+    /// Waiting at the gate while a library is closing or another load is
+    /// counting (for tests: `__testing::wait_for_loads_at_gate`).
     waiting: usize,
+    /// A load is between its gate and its count (see the module docs): the
+    /// others wait at the gate.
+    counting: bool,
     /// Unloads waiting to decide, for a load between its gate and its
     /// count or for another unload in flight on one of their libraries
     /// (for tests: `__testing::wait_for_unloads_waiting_to_decide`).
@@ -111,6 +128,7 @@ struct Gate {
 static LOADING: Mutex<Gate> = Mutex::new(Gate {
     loading: 0,
     waiting: 0,
+    counting: false,
     unloads_waiting: 0,
 });
 
@@ -127,50 +145,70 @@ fn any_closing() -> bool {
 
 /// Held by a load from before its `dlopen` until its libraries are counted
 /// (or it failed): an unload does not decide it is a library's last user
-/// meanwhile.
+/// meanwhile, and no other load passes the gate.
 #[derive(Debug)]
-pub(crate) struct LoadGate(());
+pub(crate) struct LoadGate {
+    /// It set [`Gate::counting`] (false only with the test switch
+    /// `load-order`).
+    counting: bool,
+}
 
 impl Drop for LoadGate {
     fn drop(&mut self) {
         let mut n = crate::lock(&LOADING);
         n.loading -= 1;
+        if self.counting {
+            n.counting = false;
+        }
         drop(n);
         GATE.notify_all();
     }
 }
 
-/// A load's wait at the gate ran out while an unload was still closing a
-/// library: the load must not `dlopen` (it might share that library).
+/// A load's wait at the gate ran out: the load must not `dlopen`.
 #[derive(Debug)]
 pub(crate) struct GateClosed {
     /// How long the load waited.
     pub(crate) waited: Duration,
+    /// An unload was still closing a library (the load might share it);
+    /// false: another load was still between its gate and its count (this
+    /// load's snapshot would not tell that load's libraries from the
+    /// host's).
+    pub(crate) closing: bool,
 }
 
-/// Before a load's `dlopen`: wait (until `deadline` at most) while an
-/// unload is closing a library the load might share, then hold off new
-/// decisions until the returned gate is dropped. Still closing at
-/// `deadline`: [`GateClosed`], and the load must fail.
+/// Before a load's `dlopen` (and its snapshot of the objects loaded before
+/// it): wait (until `deadline` at most) while an unload is closing a
+/// library the load might share, or another load is between its gate and
+/// its count; then hold off new decisions and other loads until the
+/// returned gate is dropped. Still waiting at `deadline`: [`GateClosed`],
+/// and the load must fail.
 pub(crate) fn load_gate(deadline: Instant) -> Result<LoadGate, GateClosed> {
     let t0 = Instant::now();
+    // The ordering of loads switched off (test switch, tests only).
+    let order = !crate::proofs::test_switch::skipped("load-order");
     let mut n = crate::lock(&LOADING);
-    if any_closing() {
+    let blocked = |n: &Gate| any_closing() || (order && n.counting);
+    if blocked(&n) {
         n.waiting += 1;
         // Tests wait for this load to be waiting (`wait_for_loads_waiting`).
         GATE.notify_all();
-        while any_closing() {
+        while blocked(&n) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 n.waiting -= 1;
-                return Err(GateClosed { waited: t0.elapsed() });
+                return Err(GateClosed {
+                    waited: t0.elapsed(),
+                    closing: any_closing(),
+                });
             }
             n = GATE.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
         }
         n.waiting -= 1;
     }
     n.loading += 1;
-    Ok(LoadGate(()))
+    n.counting |= order;
+    Ok(LoadGate { counting: order })
 }
 
 /// How many loads wait at the gate now.
@@ -599,6 +637,32 @@ mod tests {
             .iter()
             .any(|s| s.name == b"/nonexistent/test-loading-lib.so" && s.closing));
         release(&lib, &[false]);
+    }
+
+    #[test]
+    fn a_load_waits_at_the_gate_while_another_load_is_between_its_gate_and_its_count() {
+        let first = load_gate(far()).unwrap();
+        let passed = Arc::new(AtomicBool::new(false));
+        let t = {
+            let passed = passed.clone();
+            std::thread::spawn(move || {
+                let gate = load_gate(far()).unwrap();
+                // Relaxed: see `set_soon`.
+                passed.store(true, Ordering::Relaxed);
+                drop(gate);
+            })
+        };
+        assert!(
+            !set_soon(&passed),
+            "a load passed the gate while another load had not counted its libraries"
+        );
+        drop(first);
+        t.join().unwrap();
+        assert!(passed.load(Ordering::Relaxed));
+        // Bounded: a load whose wait runs out fails.
+        let first = load_gate(far()).unwrap();
+        assert!(load_gate(Instant::now() + Duration::from_millis(20)).is_err());
+        drop(first);
     }
 
     /// The entry's (users, unloading) now.
