@@ -226,6 +226,18 @@ pub enum LoadError {
         /// How long the load waited.
         waited: Duration,
     },
+    /// Another load was still between its `dlopen` and counting the
+    /// libraries it brought in when this load's wait for it (bounded by
+    /// the unload timeout) ran out. Loads are counted one at a time: this
+    /// load could not tell that load's libraries from the host's, and would
+    /// not count a library it shares with it. The load stopped before its
+    /// `dlopen`; a retry once that load is done loads normally.
+    SharedLibraryLoading {
+        /// The file.
+        path: PathBuf,
+        /// How long the load waited.
+        waited: Duration,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -352,6 +364,11 @@ impl fmt::Display for LoadError {
             LoadError::SharedLibraryClosing { path, waited } => write!(
                 f,
                 "{} not loaded: an unload was still closing a library that a plugin load brought in after {waited:?} (the unload timeout); retry once it is over",
+                path.display()
+            ),
+            LoadError::SharedLibraryLoading { path, waited } => write!(
+                f,
+                "{} not loaded: another load was still counting the libraries it brought in after {waited:?} (the unload timeout); retry once it is over",
                 path.display()
             ),
         }

@@ -115,13 +115,17 @@ pub use state::ModuleState;
 pub use symbol::Symbol;
 pub use usrcu_registry;
 
-/// Test-only hooks: pause points in the unload path and the count of loads
-/// waiting at the shared-library gate, for integration tests that race a
-/// load against an unload (`src/test_pause.rs`). Not part of the API;
-/// never armed by the loader itself.
+/// Test-only hooks: pause points in the load and unload paths, the count
+/// of loads waiting at the shared-library gate and of unloads waiting to
+/// decide, for integration tests that race a load against an unload, or
+/// two unloads (`src/test_pause.rs`). Not part of the API; never armed by
+/// the loader itself.
 #[doc(hidden)]
 pub mod __testing {
-    pub use crate::test_pause::{loads_waiting_at_gate, pause_at, wait_for_loads_at_gate, Pause, PausePoint};
+    pub use crate::test_pause::{
+        loads_waiting_at_gate, pause_at, unloads_waiting_to_decide, wait_for_loads_at_gate,
+        wait_for_unloads_waiting_to_decide, Pause, PausePoint,
+    };
 }
 
 /// How many sealed copies of unloaded modules are idle in the pool that

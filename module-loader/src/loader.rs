@@ -325,9 +325,11 @@ impl ModuleLoader {
             Ok(gate) => gate,
             Err(closed) => {
                 intake.release(true);
-                return Err(LoadError::SharedLibraryClosing {
-                    path: source.to_owned(),
-                    waited: closed.waited,
+                let (path, waited) = (source.to_owned(), closed.waited);
+                return Err(if closed.closing {
+                    LoadError::SharedLibraryClosing { path, waited }
+                } else {
+                    LoadError::SharedLibraryLoading { path, waited }
                 });
             }
         };
@@ -748,13 +750,21 @@ impl ModuleLoader {
         // module: they are proven idle on its unload, the one that unmaps them.
         // Marked closing while `closing` lives: dropped on the paths that
         // keep the module mapped (or unwind), released after `dlclose`.
+        // Another unload of a module sharing one of them decides first, and
+        // this one after it is done (`proofs/needed.rs`).
         let closing = match proofs::needed::partition(&m.needed, deadline) {
-            Ok(closing) => closing,
+            Ok(closing) => {
+                if !m.needed.is_empty() {
+                    crate::test_pause::reached(crate::test_pause::PausePoint::UnloadAfterDecision);
+                }
+                closing
+            }
             // Nothing is unmapped: no library is closed either.
-            Err(proofs::needed::LoadsInProgress) if never => proofs::needed::Closing::none(m.needed.len()),
-            // A load may yet share a library: decide on a retry.
-            Err(proofs::needed::LoadsInProgress) => {
-                let mut report = self.zombie(m, report, ZombieCause::SharedLibraryLoading);
+            Err(_) if never => proofs::needed::Closing::none(m.needed.len()),
+            // A load may yet share a library, or another unload count its
+            // share off: decide on a retry.
+            Err(undecided) => {
+                let mut report = self.zombie(m, report, undecided.cause());
                 report.elapsed += t0.elapsed();
                 return report;
             }

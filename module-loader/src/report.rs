@@ -56,8 +56,10 @@ pub struct DomainReport {
     pub elapsed: Duration,
 }
 
-/// Why an object was kept mapped on purpose.
+/// Why an object was kept mapped on purpose. New causes may be added:
+/// match with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ZombieCause {
     /// A static domain could not be cleaned up (readers inside, callbacks
     /// pending, a grace period in flight).
@@ -111,6 +113,13 @@ pub enum ZombieCause {
     /// user, so it neither deleted the library's keys nor closed it. A
     /// retry decides once that load has counted.
     SharedLibraryLoading,
+    /// The unload of another module that shares a library loaded with this
+    /// module was still between its decision about that library and its
+    /// `dlclose` past the unload's time budget: until it is done, this
+    /// unload cannot know whether it is the library's last user, so it
+    /// neither deleted the library's keys nor closed it. A retry decides
+    /// once that unload is done.
+    SharedLibraryUnloading,
 }
 
 /// A live thread that runs code of a departing object.
@@ -169,6 +178,10 @@ impl fmt::Display for ZombieCause {
             }
             ZombieCause::SharedLibraryLoading => f.write_str(
                 "a load that may share a library of the module was still in progress when the unload timeout ran out",
+            ),
+            ZombieCause::SharedLibraryUnloading => f.write_str(
+                "the unload of another module sharing a library of the module was still in progress when the unload \
+                 timeout ran out",
             ),
         }
     }

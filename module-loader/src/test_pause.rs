@@ -1,8 +1,10 @@
 //! Test-only pause points in the load and unload paths, for integration
 //! tests that must hold one at a step while another thread races it (a
-//! load that would share a library an unload is closing). The unload's
-//! points are reached only by an unload that closes a shared library, the
-//! load's only by a load that `dlopen`ed its object; with no pause armed, a
+//! load that would share a library an unload is closing, or two unloads of
+//! modules sharing a library). The unload's points are reached only by an
+//! unload of a module that uses shared libraries (the last two only by one
+//! that closes one), the load's only by a load that `dlopen`ed its object;
+//! with no pause armed, a
 //! point costs one uncontended lock, beside a `dlopen` or a `dlclose`. Not
 //! for hosts: a pause armed and never resumed blocks the load or unload
 //! that reached it until its [`Pause`] is dropped.
@@ -15,6 +17,11 @@ use std::time::{Duration, Instant};
 /// Where a load or an unload can be held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PausePoint {
+    /// The unload of a module that uses shared libraries decided, for each,
+    /// whether it is the last user (`proofs::needed::partition` marked them
+    /// in flight), and has not proven the module idle yet (other unloads of
+    /// modules sharing one of them wait to decide meanwhile).
+    UnloadAfterDecision,
     /// The unload decided it is the last user of a shared library
     /// (`proofs::needed::partition` marked it closing) and proved the
     /// module idle (its keys are deleted), and has not `dlclose`d yet.
@@ -139,6 +146,19 @@ pub(crate) fn reached(point: PausePoint) {
         s = CHANGED.wait(s).unwrap_or_else(|e| e.into_inner());
     }
     s.slots.retain(|x| x.id != id);
+}
+
+/// How many unloads wait to decide about their shared libraries now (a
+/// load is between its gate and its count, or another unload is in flight
+/// on one of their libraries): see `proofs/needed.rs`.
+pub fn unloads_waiting_to_decide() -> usize {
+    crate::proofs::needed::unloads_waiting()
+}
+
+/// Wait until at least `n` unloads wait to decide about their shared
+/// libraries, `timeout` at most; returns whether they do.
+pub fn wait_for_unloads_waiting_to_decide(n: usize, timeout: Duration) -> bool {
+    crate::proofs::needed::wait_for_unloads_waiting(n, timeout)
 }
 
 /// How many loads are waiting at the shared-library gate now (an unload
