@@ -11,6 +11,7 @@
 //!
 //! Exposed as `usrcu_module_loader::__testing` (hidden from the docs).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,10 @@ static SLOTS: Mutex<Slots> = Mutex::new(Slots {
 /// Woken on every change of a slot's stage.
 static CHANGED: Condvar = Condvar::new();
 
+/// Live [`Pause`] values: while none is, [`reached`] is one load (the
+/// loader's hot paths call it on every load).
+static ARMED: AtomicUsize = AtomicUsize::new(0);
+
 /// An armed pause point: the next load or unload that reaches it stops there
 /// until [`Pause::resume`] (or the drop of this value, so that a failing
 /// test does not leave an unload stopped forever).
@@ -76,6 +81,9 @@ pub struct Pause {
 /// Arm `point`: the next load or unload (of any loader in the process)
 /// that reaches it stops there.
 pub fn pause_at(point: PausePoint) -> Pause {
+    // Relaxed: a load that must see the pause is started by the test after
+    // this call (a spawn, a channel), which orders the two.
+    ARMED.fetch_add(1, Ordering::Relaxed);
     let mut s = crate::lock(&SLOTS);
     let id = s.next_id;
     s.next_id += 1;
@@ -110,6 +118,9 @@ impl Pause {
 
 impl Drop for Pause {
     fn drop(&mut self) {
+        // Relaxed: as in `pause_at`; a stopped load or unload waits on the
+        // slot, under the lock, not on this count.
+        ARMED.fetch_sub(1, Ordering::Relaxed);
         let mut s = crate::lock(&SLOTS);
         match s.slots.iter().position(|x| x.id == self.id) {
             // No unload took it: disarmed.
@@ -128,6 +139,10 @@ impl Drop for Pause {
 /// Called by a load or unload at `point`: stops there while a [`Pause`]
 /// armed for it is alive.
 pub(crate) fn reached(point: PausePoint) {
+    // Relaxed: see `pause_at`.
+    if ARMED.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     let mut s = crate::lock(&SLOTS);
     let Some(id) = s
         .slots
