@@ -159,42 +159,67 @@ const MAX_THREADS: usize = 1 << 16;
 impl ThreadList {
     /// Find glibc's thread lists and check their layout; `None` where this
     /// is not a glibc whose lists we understand (or `process_vm_readv` is
-    /// refused).
+    /// refused), and also, this time only, where the lists changed under
+    /// every walk of the check (threads starting and exiting meanwhile).
     pub fn open() -> Option<ThreadList> {
         static LIST: OnceLock<Option<ThreadList>> = OnceLock::new();
-        *LIST.get_or_init(|| {
-            let rtld = symbol(c"_rtld_global");
-            let used = descriptor(c"_thread_db_rtld_global__dl_stack_used")?;
-            let user = descriptor(c"_thread_db_rtld_global__dl_stack_user")?;
-            let next = descriptor(c"_thread_db_list_t_next")?;
-            let list = descriptor(c"_thread_db_pthread_list")?;
-            let tid = descriptor(c"_thread_db_pthread_tid")?;
-            let start = descriptor(c"_thread_db_pthread_start_routine")?;
-            let word = usize::BITS;
-            let sane = rtld != 0
-                && used[0] == 2 * word
-                && user[0] == 2 * word
-                && next[0] == word
-                && list[0] == 2 * word
-                && tid[0] == 32
-                && start[0] == word
-                && [used[2], user[2], next[2], list[2], start[2]]
-                    .iter()
-                    .all(|o| o % 8 == 0)
-                && tid[2] % 4 == 0;
-            let l = ThreadList {
-                heads: [rtld + used[2] as usize, rtld + user[2] as usize],
-                next_off: next[2] as usize,
-                list_off: list[2] as usize,
-                tid_off: tid[2] as usize,
-                start_off: start[2] as usize,
-            };
-            // The calling thread must be found: checks the layout and that
-            // process_vm_readv works here.
-            // SAFETY: pthread_self has no preconditions.
-            let me = unsafe { libc::pthread_self() } as usize;
-            let ok = sane && l.walk().is_some_and(|ts| ts.iter().any(|t| t.descriptor == me));
-            ok.then_some(l)
+        Self::open_in(&LIST, ThreadList::live_threads)
+    }
+
+    /// [`ThreadList::open`] with its cache and its walk given (tests give
+    /// their own). Only a verdict is cached: the layout descriptors are
+    /// missing or unexpected, or a complete walk found (or did not find)
+    /// the calling thread. A walk that stayed torn (`live_threads` gave up)
+    /// says nothing about the layout; cached, it would make every later
+    /// unload of the process a Zombie (`ThreadsUnverifiable`) that no retry
+    /// re-proves (seen in `redteam_loader_host_stress.rs`: the first unload
+    /// ran while the host's short-lived threads exited).
+    fn open_in(
+        cache: &OnceLock<Option<ThreadList>>,
+        walk: impl Fn(&ThreadList) -> Option<Vec<ThreadRecord>>,
+    ) -> Option<ThreadList> {
+        if let Some(verdict) = cache.get() {
+            return *verdict;
+        }
+        let Some(l) = ThreadList::layout() else {
+            return *cache.get_or_init(|| None);
+        };
+        // The calling thread must be found: checks the layout and that
+        // process_vm_readv works here.
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        let found = walk(&l)?.iter().any(|t| t.descriptor == me);
+        *cache.get_or_init(|| found.then_some(l))
+    }
+
+    /// The lists' addresses and the descriptor offsets, from the layout
+    /// glibc publishes; `None` if missing or unexpected.
+    fn layout() -> Option<ThreadList> {
+        let rtld = symbol(c"_rtld_global");
+        let used = descriptor(c"_thread_db_rtld_global__dl_stack_used")?;
+        let user = descriptor(c"_thread_db_rtld_global__dl_stack_user")?;
+        let next = descriptor(c"_thread_db_list_t_next")?;
+        let list = descriptor(c"_thread_db_pthread_list")?;
+        let tid = descriptor(c"_thread_db_pthread_tid")?;
+        let start = descriptor(c"_thread_db_pthread_start_routine")?;
+        let word = usize::BITS;
+        let sane = rtld != 0
+            && used[0] == 2 * word
+            && user[0] == 2 * word
+            && next[0] == word
+            && list[0] == 2 * word
+            && tid[0] == 32
+            && start[0] == word
+            && [used[2], user[2], next[2], list[2], start[2]]
+                .iter()
+                .all(|o| o % 8 == 0)
+            && tid[2] % 4 == 0;
+        sane.then_some(ThreadList {
+            heads: [rtld + used[2] as usize, rtld + user[2] as usize],
+            next_off: next[2] as usize,
+            list_off: list[2] as usize,
+            tid_off: tid[2] as usize,
+            start_off: start[2] as usize,
         })
     }
 
@@ -273,6 +298,25 @@ mod tests {
         let rx = unsafe { &*(arg as *const mpsc::Receiver<()>) };
         let _ = rx.recv();
         std::ptr::null_mut()
+    }
+
+    /// A check whose walks stayed torn (threads exiting meanwhile) is not
+    /// a verdict: the next `open` checks again, and finds the list.
+    #[test]
+    fn a_check_torn_by_exiting_threads_is_retried_by_the_next_open_not_cached() {
+        let cache = OnceLock::new();
+        let torn = |_: &ThreadList| None;
+        assert!(
+            ThreadList::open_in(&cache, torn).is_none(),
+            "a torn check opens nothing"
+        );
+        let list = ThreadList::open_in(&cache, ThreadList::live_threads);
+        assert!(
+            list.is_some(),
+            "a torn first check made the thread list unreadable for good"
+        );
+        // Now a verdict: cached.
+        assert!(ThreadList::open_in(&cache, torn).is_some());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use usrcu_module_loader::{ModuleLoader, ModuleState, UnloadError};
+use usrcu_module_loader::{ModuleLoader, ModuleState, UnloadError, UnloadReport};
 use usrcu_tests::{fixture_path, in_child, killed_by, leak, rerun_in_child};
 
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
@@ -46,6 +46,14 @@ fn touch(loader: &'static ModuleLoader, fixture: &str, ran: &'static AtomicUsize
             };
         });
     });
+}
+
+/// An unload's outcome for a failure message, with a Zombie's cause by name.
+fn outcome(r: &Result<UnloadReport, UnloadError>) -> String {
+    match r {
+        Ok(r) => format!("{r} (zombie cause: {:?})", r.zombie_cause),
+        Err(e) => format!("error: {e}"),
+    }
 }
 
 fn host(loaders: [&'static ModuleLoader; 2]) {
@@ -113,9 +121,12 @@ fn host(loaders: [&'static ModuleLoader; 2]) {
         done.store(true, Ordering::SeqCst);
     });
     // The rest, retried until every zombie's cause is gone.
-    for loader in loaders {
+    for (n, loader) in loaders.into_iter().enumerate() {
+        // Each module's latest unload outcome, for the failure message.
+        let mut last = std::collections::BTreeMap::new();
         for _ in 0..200 {
-            for (_, r) in loader.unload_all() {
+            for (h, r) in loader.unload_all() {
+                last.insert(h, outcome(&r));
                 match r {
                     Ok(r) if r.unmapped || r.state == ModuleState::Zombie => {}
                     Ok(r) => outcomes.lock().unwrap().push(format!("{r}")),
@@ -131,11 +142,26 @@ fn host(loaders: [&'static ModuleLoader; 2]) {
                 break;
             }
             for z in zombies {
-                let _ = loader.unload(z.handle);
+                last.insert(z.handle, outcome(&loader.unload(z.handle)));
             }
             thread::sleep(Duration::from_millis(5));
         }
-        assert!(loader.list().is_empty(), "{:?}", loader.list());
+        let left = loader.list();
+        assert!(
+            left.is_empty(),
+            "loader {n}: still held after 200 retries:\n{}",
+            left.iter()
+                .map(|i| format!(
+                    "{} '{}' {:?} ({}); last unload: {}",
+                    i.handle,
+                    i.name,
+                    i.state,
+                    i.loaded_path.display(),
+                    last.get(&i.handle).map_or("none", String::as_str)
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     let outcomes = outcomes.lock().unwrap();
     assert!(outcomes.is_empty(), "{outcomes:#?}");
