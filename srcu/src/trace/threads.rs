@@ -27,7 +27,7 @@ use super::record::ThreadRecord;
 use crate::diagnostics;
 use crate::fence::FenceMode;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// A record with the host's bookkeeping (host only; readers see `rec`).
@@ -91,17 +91,55 @@ thread_local! {
     pub(crate) static RECORD: Cell<*const ThreadRecord> = const { Cell::new(std::ptr::null()) };
 }
 
-/// The pthread key whose destructor releases a thread's record.
-fn key() -> libc::pthread_key_t {
+/// The pthread key whose destructor releases a thread's record; `None`
+/// while the process has no key to spare (`pthread_key_create` fails with
+/// `EAGAIN` past `PTHREAD_KEYS_MAX`, or `ENOMEM`): the next registering
+/// thread tries again. This runs inside `extern "C"` vtable functions, so a
+/// failure is reported ([`no_release`]), never a panic, which would abort
+/// the process.
+fn key() -> Option<libc::pthread_key_t> {
     static KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
-    *KEY.get_or_init(|| {
-        let mut k: libc::pthread_key_t = 0;
-        // SAFETY: `k` is writable; `release` is a host function that lives
-        // as long as the process (this is the host's copy).
-        let rc = unsafe { libc::pthread_key_create(&mut k, Some(release)) };
-        assert_eq!(rc, 0, "usrcu::trace: pthread_key_create failed ({rc})");
-        k
-    })
+    static CREATING: Mutex<()> = Mutex::new(());
+    if let Some(k) = KEY.get() {
+        return Some(*k);
+    }
+    // One creator at a time, so that racing first users make one key.
+    let _g = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(k) = KEY.get() {
+        return Some(*k);
+    }
+    let mut k: libc::pthread_key_t = 0;
+    // SAFETY: `k` is writable; `release` is a host function that lives as
+    // long as the process (this is the host's copy).
+    let rc = unsafe { libc::pthread_key_create(&mut k, Some(release)) };
+    if rc != 0 {
+        no_release("pthread_key_create", rc);
+        return None;
+    }
+    let _ = KEY.set(k);
+    Some(k)
+}
+
+/// A thread's record could not be tied to its exit: say so, once per
+/// process (the record is then never released, and a thread that exits
+/// inside a read section leaves that section open for good).
+#[cold]
+fn no_release(what: &str, rc: i32) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    // Relaxed: only picks the one caller that warns.
+    if WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    diagnostics::warn(
+        diagnostics::WarningKind::Other,
+        super::DOMAIN_NAME,
+        format!(
+            "usrcu::trace: {what} failed ({}): a thread's Tasks Trace record is not released when \
+             the thread exits (it is leaked), and a thread that exits inside a read section leaves \
+             it open, holding up grace periods for good",
+            std::io::Error::from_raw_os_error(rc)
+        ),
+    );
 }
 
 /// The calling thread's record, registering it if this copy's thread-local
@@ -117,9 +155,13 @@ pub(crate) fn register() -> *const ThreadRecord {
     hr.tid.store(me, Ordering::Relaxed);
     *hr.name.lock().unwrap_or_else(|p| p.into_inner()) = this_thread_name();
     let p: *const ThreadRecord = &hr.rec;
-    // SAFETY: `key()` is a live key; the value is a `'static` record.
-    let rc = unsafe { libc::pthread_setspecific(key(), hr as *const HostRecord as *const libc::c_void) };
-    assert_eq!(rc, 0, "usrcu::trace: pthread_setspecific failed ({rc})");
+    if let Some(k) = key() {
+        // SAFETY: `k` is a live key; the value is a `'static` record.
+        let rc = unsafe { libc::pthread_setspecific(k, hr as *const HostRecord as *const libc::c_void) };
+        if rc != 0 {
+            no_release("pthread_setspecific", rc);
+        }
+    }
     RECORD.with(|c| c.set(p));
     p
 }
