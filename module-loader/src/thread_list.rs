@@ -72,11 +72,20 @@ fn descriptor(name: &CStr) -> Option<[u32; 3]> {
 /// Read a `T` at `addr` of our own address space without faulting: `None`
 /// if any byte of it is not mapped (now).
 pub(crate) fn peek<T: Copy + Default>(addr: usize) -> Option<T> {
-    // SAFETY: getpid has no preconditions.
-    peek_in(unsafe { libc::getpid() }, addr)
+    peek_in(me(), addr)
 }
 
-/// [`peek`] with our pid already known (one `getpid` per walk, not per word).
+/// The id `process_vm_readv` is given for our own address space: the
+/// calling thread's, not the process id. The process id names the main
+/// thread, and once that thread has exited (`pthread_exit` while others
+/// run: a zombie that keeps the id) it has no address space left, and
+/// every read through its id fails.
+fn me() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// [`peek`] with our id already known (one `gettid` per walk, not per word).
 fn peek_in<T: Copy + Default>(pid: libc::pid_t, addr: usize) -> Option<T> {
     let mut v = T::default();
     let size = std::mem::size_of::<T>();
@@ -142,8 +151,21 @@ fn tasks() -> Option<BTreeSet<i32>> {
     Some(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
 }
 
+/// Does thread `tid` still exist and run code? A task that has exited but is
+/// still listed counts as gone: a zombie (`Z`, e.g. a main thread that
+/// called `pthread_exit` while others run: the kernel keeps the thread-group
+/// leader listed, and glibc's descriptor of it no longer names it) or a dead
+/// one (`X`). Neither runs code again, so neither can be inside a plugin.
 fn task_exists(tid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state is the first field after the command name, which is in
+    // parentheses and may itself contain ')' : take the last one.
+    !matches!(
+        stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()),
+        Some("Z" | "X" | "x")
+    )
 }
 
 /// A thread's name, from `/proc/self/task/<tid>/comm`.
@@ -227,8 +249,7 @@ impl ThreadList {
     /// descriptor's three words (tid, start routine, link to the next) are
     /// read with one `process_vm_readv`.
     fn walk(&self) -> Option<Vec<ThreadRecord>> {
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
+        let pid = me();
         let mut out = Vec::new();
         for &head in &self.heads {
             let mut p: usize = peek_in(pid, head + self.next_off)?;
