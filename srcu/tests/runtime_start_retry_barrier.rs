@@ -68,11 +68,15 @@ fn limit_address_space() -> libc::rlimit {
     old
 }
 
-/// A thread, started before the limit is lowered, that restores the limit
+/// A thread, running before the limit is lowered, that restores the limit
 /// it is sent a little later (while the caller waits).
 fn restorer() -> (mpsc::Sender<libc::rlimit>, std::thread::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<libc::rlimit>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let h = std::thread::spawn(move || {
+        // Started (its signal stack and malloc arena mapped) before the
+        // limit is lowered: mapped after, they would not fit.
+        ready_tx.send(()).unwrap();
         let old = rx.recv().unwrap();
         // Lets the caller begin its wait while the start still fails (not
         // a timing assertion: a late wait would start the driver itself and
@@ -81,6 +85,7 @@ fn restorer() -> (mpsc::Sender<libc::rlimit>, std::thread::JoinHandle<()>) {
         // SAFETY: `old` is a valid rlimit.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
     });
+    ready_rx.recv().unwrap();
     (tx, h)
 }
 

@@ -83,7 +83,11 @@ fn start_retry_entry() {
     });
     inside_rx.recv().unwrap();
     let (tx, rx) = mpsc::channel::<libc::rlimit>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let helper = std::thread::spawn(move || {
+        // Started (its signal stack and malloc arena mapped) before the
+        // limit is lowered: mapped after, they would not fit.
+        ready_tx.send(()).unwrap();
         let old = rx.recv().unwrap();
         // Lets the driver fail to start B's invoker first (not a timing
         // assertion: a late failure only leaves the start to succeed at
@@ -92,6 +96,7 @@ fn start_retry_entry() {
         // SAFETY: `old` is a valid rlimit.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
     });
+    ready_rx.recv().unwrap();
     let old = limit_address_space();
     let r = b_ran.clone();
     // The driver dispatches B; the pool's one invoker is busy in A's
