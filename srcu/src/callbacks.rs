@@ -588,7 +588,7 @@ impl Barrier {
 
     /// Block until the marker ran or `deadline`; true if it ran.
     #[cfg(not(usrcu_loom))]
-    pub(crate) fn wait_until(self, deadline: std::time::Instant) -> bool {
+    pub(crate) fn wait_until(&self, deadline: std::time::Instant) -> bool {
         let mut d = lock(&self.sync.done);
         while !*d {
             let now = std::time::Instant::now();

@@ -75,7 +75,14 @@ pub(super) struct Heap {
     /// The last start failed (`spawn.rs`): retry at the next schedule, even
     /// one that pushes nothing. Mirrored in [`START_FAILED`] for `kick`.
     start_failed: bool,
+    /// While `start_failed`: no new attempt before this time, so that a
+    /// stream of producers (each `kick` schedules while the start fails)
+    /// costs one `pthread_create` per [`START_RETRY_MIN`], not one each.
+    next_retry: Option<Instant>,
 }
+
+/// Least time between two attempts to start the driver while starts fail.
+const START_RETRY_MIN: Duration = Duration::from_millis(10);
 
 /// `Heap::start_failed`, readable without the lock: `kick` retries the
 /// start too while it is set.
@@ -159,20 +166,40 @@ fn start(h: &mut MutexGuard<'_, Heap>) -> Option<std::io::Error> {
     if h.started_in == pid {
         return None;
     }
+    if h.start_failed && h.next_retry.is_some_and(|t| Instant::now() < t) {
+        return None; // tried less than `START_RETRY_MIN` ago
+    }
     match super::spawn::start("usrcu-gp".into(), run) {
         Ok(()) => {
             h.started_in = pid;
             h.start_failed = false;
+            h.next_retry = None;
             // Relaxed: see `kick`.
             START_FAILED.store(false, Ordering::Relaxed);
             None
         }
         Err(e) => {
+            h.next_retry = Some(Instant::now() + START_RETRY_MIN);
             let new = !std::mem::replace(&mut h.start_failed, true);
             START_FAILED.store(true, Ordering::Relaxed);
             new.then_some(e)
         }
     }
+}
+
+/// The last attempt to start the driver failed (`spawn.rs`) and no start
+/// succeeded since: a caller that waits for the driver (`barrier`,
+/// `poll_state`) retries the start ([`retry_start`]) while this holds.
+pub(super) fn start_failed() -> bool {
+    // Relaxed: see `kick`; the caller's own `schedule_at` set it under the
+    // heap's lock, and program order makes that store visible to it.
+    START_FAILED.load(Ordering::Relaxed)
+}
+
+/// Retry starting the driver (at most one attempt per `START_RETRY_MIN`)
+/// and make sure it will look at `st` once it runs.
+pub(super) fn retry_start(st: &DomainState) {
+    schedule_at(st.arc(), Instant::now());
 }
 
 /// An invoker finished a pass over `st`.

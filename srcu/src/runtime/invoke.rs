@@ -31,8 +31,11 @@ pub(super) struct Queue {
     idle: usize,
     /// The process whose invokers these are (a child of `fork` starts its own).
     pid: libc::pid_t,
-    /// No invoker runs and the last start failed (`spawn.rs`): queued
-    /// domains wait for the driver's retry (`starved_after_retry`).
+    /// The last start failed (`spawn.rs`) while queued domains outnumbered
+    /// idle invokers: queued domains may wait for the driver's retry
+    /// (`starved_after_retry`). With invokers running this matters too: each
+    /// may be blocked in a callback (one waiting for a callback of a domain
+    /// in the queue, say).
     start_failed: bool,
 }
 
@@ -110,12 +113,16 @@ fn set_start_failed(q: &mut Queue, failed: bool) -> bool {
     std::mem::replace(&mut q.start_failed, failed)
 }
 
-/// Start an invoker if queued domains outnumber idle ones. `Some(e)`: no
-/// invoker runs, the start failed and the episode is new, to be reported
-/// once the lock is dropped. A failed start with invokers running is left
-/// to them: they take every queued domain in turn.
+/// Start an invoker if queued domains outnumber idle ones. `Some(e)`: the
+/// start failed and the episode is new, to be reported once the lock is
+/// dropped. A failed start is retried by the driver (`starved_after_retry`)
+/// even while other invokers run: they may all be blocked in callbacks.
 fn grow(q: &mut Queue) -> Option<std::io::Error> {
     if q.domains.len() <= q.idle || q.threads >= MAX_INVOKERS {
+        if q.start_failed {
+            // Nothing waits for a new invoker any more: the episode ends.
+            set_start_failed(q, false);
+        }
         return None;
     }
     let n = q.threads;
@@ -125,8 +132,7 @@ fn grow(q: &mut Queue) -> Option<std::io::Error> {
             set_start_failed(q, false);
             None
         }
-        Err(e) if n == 0 => (!set_start_failed(q, true)).then_some(e),
-        Err(_) => None,
+        Err(e) => (!set_start_failed(q, true)).then_some(e),
     }
 }
 
@@ -145,7 +151,7 @@ pub(super) fn starved_after_retry() -> bool {
     }
     // The failure was reported when the episode began.
     let _ = grow(&mut q);
-    q.start_failed && !q.domains.is_empty()
+    q.start_failed
 }
 
 fn invoker() {

@@ -10,9 +10,11 @@
 //! [`ThreadStartFailed`](crate::diagnostics::WarningKind::ThreadStartFailed)
 //! warning, emitted after the caller dropped its lock, since a logger is
 //! user code), and the start is retried later (`driver.rs`: at the next
-//! schedule or kick; `invoke.rs`: the driver re-arms a domain that waits for
-//! an invoker that does not exist). `synchronize` needs no runtime thread:
-//! its caller drives the grace period.
+//! schedule or kick, and by a `barrier` or `poll_state` waiting for it, at
+//! most once per 10 ms; `invoke.rs`: the driver re-arms a domain that waits
+//! for an invoker that could not be started, even while other invokers run,
+//! since they may all be blocked in callbacks). `synchronize` needs no
+//! runtime thread: its caller drives the grace period.
 
 use crate::diagnostics::{self, WarningKind};
 

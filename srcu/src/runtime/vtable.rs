@@ -263,15 +263,34 @@ unsafe extern "C" fn rt_barrier(s: *const Srcu, timeout_ns: u64) -> u32 {
     // Someone waits: no batching delay for the grace periods the callbacks
     // before the marker need.
     driver::schedule_at(st.arc(), Instant::now());
-    match deadline(timeout_ns) {
-        None => {
-            b.wait();
-            BARRIER_DONE
+    let end = deadline(timeout_ns);
+    loop {
+        // While the driver could not be started (`spawn.rs`), nothing else
+        // may retry the start (no producer kicks): wake every
+        // `START_RETRY` to retry it, as the Tasks flavors do.
+        let slice = driver::start_failed().then(|| Instant::now() + START_RETRY);
+        let until = match (end, slice) {
+            (None, None) => {
+                b.wait();
+                return BARRIER_DONE;
+            }
+            (Some(e), None) => e,
+            (None, Some(s)) => s,
+            (Some(e), Some(s)) => e.min(s),
+        };
+        if b.wait_until(until) {
+            return BARRIER_DONE;
         }
-        Some(d) if b.wait_until(d) => BARRIER_DONE,
-        Some(_) => BARRIER_TIMED_OUT,
+        if end.is_some_and(|e| Instant::now() >= e) {
+            return BARRIER_TIMED_OUT;
+        }
+        driver::retry_start(st);
     }
 }
+
+/// How often a `barrier` or `poll_state` waiting on a driver that could not
+/// be started retries the start.
+const START_RETRY: Duration = Duration::from_millis(10);
 
 unsafe extern "C" fn rt_get_state(s: *const Srcu, start: u32) -> u64 {
     // SAFETY: the caller passes a live domain.
@@ -286,7 +305,14 @@ unsafe extern "C" fn rt_get_state(s: *const Srcu, start: u32) -> u64 {
 unsafe extern "C" fn rt_poll_state(s: *const Srcu, c: u64) -> u32 {
     // SAFETY: the caller passes a live domain.
     let st = unsafe { state(s) };
-    st.gp.done(Cookie(c)) as u32
+    let done = st.gp.done(Cookie(c));
+    if !done && driver::start_failed() {
+        // A `start_poll` whose driver could not be started: nothing else
+        // may retry the start while the caller only polls (`spawn.rs`).
+        // `retry_start` attempts it at most once per `START_RETRY`.
+        driver::retry_start(st);
+    }
+    done as u32
 }
 
 unsafe extern "C" fn rt_cleanup(s: *const Srcu) -> u32 {
