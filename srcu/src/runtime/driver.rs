@@ -156,6 +156,12 @@ pub(crate) fn schedule_at(st: Arc<DomainState>, due: Instant) {
     }
 }
 
+/// In a child of `fork` (its fork handler, heap's lock held): the parent's
+/// driver thread does not run here, whatever the pids say.
+pub(super) fn forget_threads(h: &mut Heap) {
+    h.started_in = 0;
+}
+
 /// Start the driver thread unless it runs in this process (heap's lock
 /// held). `Some(e)`: the start failed and the episode is new, to be
 /// reported once the lock is dropped; the start is retried at the next

@@ -180,6 +180,24 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
+    // The parent's runtime threads do not exist here. Each start check
+    // compares the pid it started its thread in with `getpid`, which is not
+    // enough: a process that is pid 1 of its pid namespace and forks a child
+    // into a new one gives the child pid 1 too. So forget them here, under
+    // the locks `prepare` took, before this child's first use.
+    // SAFETY: this thread holds `heap` (see `Held`); in the child it is the
+    // only thread.
+    if let Some(g) = unsafe { (*HELD.0.get()).as_mut() } {
+        driver::forget_threads(&mut g.heap);
+        invoke::forget_threads(&mut g.q);
+        if let Some(t) = g.trace.as_mut() {
+            crate::trace::engine::forget_thread(t);
+        }
+        if let Some(t) = g.tasks.as_mut() {
+            crate::tasks::engine::forget_thread(t);
+        }
+    }
+    crate::tasks::grace_period::forget_canary();
     release();
 }
 

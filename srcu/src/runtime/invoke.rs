@@ -88,6 +88,13 @@ pub(super) fn dispatch(st: &Arc<DomainState>) {
     }
 }
 
+/// In a child of `fork` (its fork handler, pool lock held): the parent's
+/// invokers do not run here, whatever the pids say; the next dispatch
+/// resets the counts (`this_process`).
+pub(super) fn forget_threads(q: &mut Queue) {
+    q.pid = 0;
+}
+
 /// Reset the pool's counts if this is a child of `fork` (the parent's
 /// invokers do not exist here). Pool lock held.
 fn this_process(q: &mut Queue) {

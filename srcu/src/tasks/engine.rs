@@ -347,6 +347,12 @@ impl Engine {
 
 /// `m`, for the fork handler (`runtime/fork.rs`); `None` while the engine
 /// does not exist (then no thread of it does either).
+/// In a child of `fork` (its fork handler, the engine's lock held): the
+/// parent's `usrcu-tasks` does not run here, whatever the pids say.
+pub(crate) fn forget_thread(st: &mut State) {
+    st.thread_pid = 0;
+}
+
 pub(crate) fn lock_for_fork() -> Option<MutexGuard<'static, State>> {
     ENGINE.get().map(|e| e.lock())
 }

@@ -63,6 +63,13 @@ static CANARY: AtomicI32 = AtomicI32::new(0);
 static CANARY_PID: AtomicI32 = AtomicI32::new(0);
 static CANARY_START: Mutex<()> = Mutex::new(());
 
+/// In a child of `fork` (its fork handler; the only thread): the parent's
+/// canary does not run here, whatever the pids say.
+pub(crate) fn forget_canary() {
+    // Release: as the store in `canary`; 0 is no pid.
+    CANARY_PID.store(0, Ordering::Release);
+}
+
 /// Start the canary thread once per process; returns its tid (0 if it
 /// could not be started: counter evidence is then never used).
 fn canary() -> i32 {

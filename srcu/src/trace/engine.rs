@@ -463,6 +463,12 @@ pub(crate) fn idle() -> bool {
 /// engine does not exist (then no thread of it does either). Never creates
 /// the engine: that reads the environment, whose lock a forking `Command`
 /// holds.
+/// In a child of `fork` (its fork handler, queue lock held): the parent's
+/// `usrcu-trace` does not run here, whatever the pids say.
+pub(crate) fn forget_thread(q: &mut Queue) {
+    q.thread_pid = 0;
+}
+
 pub(crate) fn lock_queue_for_fork() -> Option<MutexGuard<'static, Queue>> {
     E.get().map(|e| lock(&e.queue))
 }
