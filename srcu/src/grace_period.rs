@@ -255,11 +255,7 @@ impl GpState {
         if self.done(target) {
             return Some(true);
         }
-        let mut phase = match self.driver.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let mut phase = crate::sync::try_lock(&self.driver)?;
         Some(self.advance(&mut phase, target, pc, mode, hooks))
     }
 

@@ -219,15 +219,7 @@ pub(crate) fn loads_waiting() -> usize {
 /// Wait until at least `n` loads wait at the gate, `timeout` at most;
 /// returns whether they do.
 pub(crate) fn wait_for_loads_waiting(n: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut g = crate::lock(&LOADING);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if g.waiting >= n || left.is_zero() {
-            return g.waiting >= n;
-        }
-        g = GATE.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
-    }
+    wait_on_gate(timeout, |g| g.waiting >= n)
 }
 
 /// How many unloads wait to decide now (see [`Gate::unloads_waiting`]).
@@ -238,12 +230,18 @@ pub(crate) fn unloads_waiting() -> usize {
 /// Wait until at least `n` unloads wait to decide, `timeout` at most;
 /// returns whether they do.
 pub(crate) fn wait_for_unloads_waiting(n: usize, timeout: Duration) -> bool {
+    wait_on_gate(timeout, |g| g.unloads_waiting >= n)
+}
+
+/// Wait until `done` holds of the gate, `timeout` at most (tests' waits:
+/// every change they wait for notifies [`GATE`]); returns whether it does.
+fn wait_on_gate(timeout: Duration, done: impl Fn(&Gate) -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     let mut g = crate::lock(&LOADING);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if g.unloads_waiting >= n || left.is_zero() {
-            return g.unloads_waiting >= n;
+        if done(&g) || left.is_zero() {
+            return done(&g);
         }
         g = GATE.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
     }

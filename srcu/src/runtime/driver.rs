@@ -362,11 +362,7 @@ pub(super) fn heap_empty() -> bool {
 
 /// [`heap_empty`] if the lock is free right now (`None`: it is not).
 pub(super) fn try_heap_empty() -> Option<bool> {
-    match driver().heap.try_lock() {
-        Ok(h) => Some(h.entries.is_empty()),
-        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().entries.is_empty()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    }
+    crate::sync::try_lock(&driver().heap).map(|h| h.entries.is_empty())
 }
 
 /// The heap's lock, for the fork handler (`fork.rs`).

@@ -124,7 +124,7 @@ static SKIP_HANDLER: AtomicBool = AtomicBool::new(false);
 /// the registration). Called after each successful runtime thread start,
 /// before the new thread can take a lock (`spawn.rs`), and after each
 /// start of `usrcu-trace` or `usrcu-tasks`, under the lock it takes first.
-pub(crate) fn register_handler_once() {
+pub(super) fn register_handler_once() {
     REGISTER.call_once(|| {
         // Relaxed: a test switch set before the runtime's first use.
         if SKIP_HANDLER.load(Ordering::Relaxed) {

@@ -210,11 +210,7 @@ pub(super) fn queue_empty() -> bool {
 
 /// [`queue_empty`] if the lock is free right now (`None`: it is not).
 pub(super) fn try_queue_empty() -> Option<bool> {
-    match pool().q.try_lock() {
-        Ok(q) => Some(q.domains.is_empty()),
-        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().domains.is_empty()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    }
+    crate::sync::try_lock(&pool().q).map(|q| q.domains.is_empty())
 }
 
 /// The pool's lock, for the fork handler (`fork.rs`).

@@ -51,8 +51,9 @@ mod stall;
 mod state;
 mod vtable;
 
+pub(crate) use fork::pause_on_way_to_sleep;
 pub(crate) use fork::{arm_pause, pause_inside, release_pause, skip_handler, Sleeper};
-pub(crate) use fork::{pause_on_way_to_sleep, register_handler_once as register_fork_handler_once};
+pub(crate) use spawn::{report_failure as report_start_failure, start as start_thread};
 pub(crate) use state::{attached_state, release_state, DomainState};
 pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUNTIME_ABI_VERSION};
 

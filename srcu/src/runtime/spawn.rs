@@ -1,5 +1,5 @@
 //! Starting the runtime's threads (the driver, `driver.rs`; the callback
-//! invokers, `invoke.rs`).
+//! invokers, `invoke.rs`; the flavors' `usrcu-trace` and `usrcu-tasks`).
 //!
 //! A start can fail (`pthread_create` cannot map a stack under
 //! `RLIMIT_AS`, or the process is out of threads). The runtime is reached
@@ -19,7 +19,8 @@
 use crate::diagnostics::{self, WarningKind};
 
 /// Start a runtime thread named `name` running `f`. The caller holds the
-/// lock the new thread takes first (the driver's `heap`, the pool's `q`).
+/// lock the new thread takes first (the driver's `heap`, the pool's `q`,
+/// the trace engine's `queue`, the tasks engine's `m`).
 ///
 /// The first start that succeeds registers the fork handler (`fork.rs`),
 /// still under that lock: no runtime thread has held a lock yet, so none
@@ -27,7 +28,7 @@ use crate::diagnostics::{self, WarningKind};
 /// after the start, not before, keeps the handler out of the first
 /// `spawn`, the one that reads `RUST_MIN_STACK` under std's environment
 /// lock (which a forking `Command` holds for reading across its `fork`).
-pub(super) fn start(name: String, f: fn()) -> std::io::Result<()> {
+pub(crate) fn start(name: String, f: fn()) -> std::io::Result<()> {
     std::thread::Builder::new().name(name).spawn(f)?;
     super::fork::register_handler_once();
     Ok(())
@@ -35,7 +36,7 @@ pub(super) fn start(name: String, f: fn()) -> std::io::Result<()> {
 
 /// Report a failed start (once per episode: the callers keep the episode's
 /// flag under their lock). Call with no runtime lock held.
-pub(super) fn report_failure(domain: &str, what: &str, e: &std::io::Error) {
+pub(crate) fn report_failure(domain: &str, what: &str, e: &std::io::Error) {
     diagnostics::warn(
         WarningKind::ThreadStartFailed,
         domain,

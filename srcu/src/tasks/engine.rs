@@ -53,11 +53,7 @@ const START_RETRY: Duration = Duration::from_millis(10);
 
 fn report_start_failure(failed: Option<std::io::Error>) {
     if let Some(e) = failed {
-        crate::diagnostics::warn(
-            crate::diagnostics::WarningKind::ThreadStartFailed,
-            super::DOMAIN_NAME,
-            format!("usrcu::tasks: cannot start the usrcu-tasks thread: {e}; the work stays queued and the start is retried"),
-        );
+        crate::runtime::report_start_failure(super::DOMAIN_NAME, "the usrcu-tasks thread", &e);
     }
 }
 
@@ -175,16 +171,11 @@ impl Engine {
             // No thread of this process runs (in a child of `fork`, the
             // tid is the parent's thread's). Relaxed: see `THREAD_TID`.
             THREAD_TID.store(0, Ordering::Relaxed);
-            let spawned = std::thread::Builder::new()
-                .name("usrcu-tasks".into())
-                .spawn(|| engine().serve());
-            match spawned {
-                Ok(_) => {
+            // Under `m`, which the new thread takes first (`runtime/spawn.rs`).
+            match crate::runtime::start_thread("usrcu-tasks".into(), || engine().serve()) {
+                Ok(()) => {
                     st.thread_pid = pid;
                     st.start_failed = false;
-                    // Still under `m`, which the new thread takes first (as
-                    // the runtime's `spawn.rs` does for its own).
-                    crate::runtime::register_fork_handler_once();
                 }
                 Err(e) => failed = (!std::mem::replace(&mut st.start_failed, true)).then_some(e),
             }
@@ -331,10 +322,8 @@ impl Engine {
     /// (see the module docs, "`fork`"). False while another thread holds
     /// `m` or the grace-period driver.
     pub(crate) fn idle(&self) -> bool {
-        let st = match self.m.try_lock() {
-            Ok(st) => st,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
+        let Some(st) = crate::sync::try_lock(&self.m) else {
+            return false;
         };
         st.queue.is_empty()
             && st.queued == st.invoked
@@ -345,14 +334,14 @@ impl Engine {
     }
 }
 
-/// `m`, for the fork handler (`runtime/fork.rs`); `None` while the engine
-/// does not exist (then no thread of it does either).
 /// In a child of `fork` (its fork handler, the engine's lock held): the
 /// parent's `usrcu-tasks` does not run here, whatever the pids say.
 pub(crate) fn forget_thread(st: &mut State) {
     st.thread_pid = 0;
 }
 
+/// `m`, for the fork handler (`runtime/fork.rs`); `None` while the engine
+/// does not exist (then no thread of it does either).
 pub(crate) fn lock_for_fork() -> Option<MutexGuard<'static, State>> {
     ENGINE.get().map(|e| e.lock())
 }

@@ -248,16 +248,11 @@ fn ensure_thread(q: &mut Queue) -> Option<std::io::Error> {
     if q.thread_pid == pid {
         return None;
     }
-    match std::thread::Builder::new()
-        .name("usrcu-trace".into())
-        .spawn(callback_thread)
-    {
-        Ok(_) => {
+    // Under `queue`, which the new thread takes first (`runtime/spawn.rs`).
+    match crate::runtime::start_thread("usrcu-trace".into(), callback_thread) {
+        Ok(()) => {
             q.thread_pid = pid;
             q.start_failed = false;
-            // Still under `queue`, which the new thread takes first (as the
-            // runtime's `spawn.rs` does for its own).
-            crate::runtime::register_fork_handler_once();
             None
         }
         Err(e) => (!std::mem::replace(&mut q.start_failed, true)).then_some(e),
@@ -271,13 +266,7 @@ fn this_pid() -> libc::pid_t {
 
 fn report_start_failure(failed: Option<std::io::Error>) {
     if let Some(e) = failed {
-        diagnostics::warn(
-            WarningKind::ThreadStartFailed,
-            DOMAIN_NAME,
-            format!(
-                "usrcu::trace: cannot start the usrcu-trace thread: {e}; callbacks stay queued and the start is retried"
-            ),
-        );
+        crate::runtime::report_start_failure(DOMAIN_NAME, "the usrcu-trace thread", &e);
     }
 }
 
@@ -451,24 +440,22 @@ pub(crate) fn idle() -> bool {
     let Some(e) = E.get() else {
         return true;
     };
-    let q = match e.queue.try_lock() {
-        Ok(q) => q,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return false,
+    let Some(q) = crate::sync::try_lock(&e.queue) else {
+        return false;
     };
     q.items.is_empty() && !q.busy && e.seq.done(q.poll_target) && e.gp.try_lock().is_ok()
 }
 
-/// `queue`, for the fork handler (`runtime/fork.rs`); `None` while the
-/// engine does not exist (then no thread of it does either). Never creates
-/// the engine: that reads the environment, whose lock a forking `Command`
-/// holds.
 /// In a child of `fork` (its fork handler, queue lock held): the parent's
 /// `usrcu-trace` does not run here, whatever the pids say.
 pub(crate) fn forget_thread(q: &mut Queue) {
     q.thread_pid = 0;
 }
 
+/// `queue`, for the fork handler (`runtime/fork.rs`); `None` while the
+/// engine does not exist (then no thread of it does either). Never creates
+/// the engine: that reads the environment, whose lock a forking `Command`
+/// holds.
 pub(crate) fn lock_queue_for_fork() -> Option<MutexGuard<'static, Queue>> {
     E.get().map(|e| lock(&e.queue))
 }
