@@ -40,7 +40,7 @@ pub enum Sleeper {
 /// `usrcu-trace` its queue, `usrcu-tasks` its engine's lock; for
 /// `TraceExit`, the next thread to exit that used Tasks Trace, the record
 /// table), once the rest of its flavor is idle: the fork window of `runtime::idle()` (or of
-/// [`trace_idle`], [`tasks_idle`]), held open. [`sleep_pause_inside`] says when it is there; it lets go when a
+/// [`crate::trace::idle`], [`crate::tasks::idle`]), held open. [`sleep_pause_inside`] says when it is there; it lets go when a
 /// fork's prepare handler starts, or at [`release_sleep_pause`]. One pause
 /// per call. Costs one relaxed load on each way to sleep when not armed.
 pub fn arm_sleep_pause(who: Sleeper) {
@@ -69,18 +69,4 @@ pub fn release_sleep_pause() {
 /// children of `fork` may then hang.
 pub fn skip_fork_handler() {
     crate::runtime::skip_handler();
-}
-
-/// Test-only: is Tasks Trace idle (nothing queued, no batch being invoked,
-/// no grace period pending or running)? The state in which a process may
-/// fork (see `fork` in the crate's `trace/engine.rs`). A snapshot.
-pub fn trace_idle() -> bool {
-    crate::trace::engine::idle()
-}
-
-/// Test-only: is Tasks RCU idle (no callback queued or running, no grace
-/// period requested or running)? The state in which a process may fork
-/// (see `fork` in the crate's `tasks/engine.rs`). A snapshot.
-pub fn tasks_idle() -> bool {
-    crate::tasks::engine::engine().idle()
 }

@@ -133,8 +133,8 @@ impl Flavor {
 
     fn idle(self) -> bool {
         match self {
-            Flavor::Trace => __testing::trace_idle(),
-            Flavor::Tasks => __testing::tasks_idle(),
+            Flavor::Trace => usrcu::trace::idle(),
+            Flavor::Tasks => usrcu::tasks::idle(),
         }
     }
 

@@ -77,7 +77,9 @@ pub(crate) fn vtable_forever() -> u64 {
 /// that window: it takes both locks before the fork and releases them on
 /// both sides after it (`srcu/tests/runtime_fork_window.rs` forks while a
 /// thread is held inside the window; without the handler the child hangs).
-/// Readers are not part of it: a
+/// The process-wide flavors have their own answers, [`crate::trace::idle`]
+/// and [`crate::tasks::idle`]; a process that uses them forks when all
+/// three hold. Readers are not part of it: a
 /// section that another thread has open at the fork stays open in the
 /// child, where that thread does not exist, so the child's grace periods on
 /// that domain never complete (`synchronize` waits forever).

@@ -27,7 +27,8 @@
 //! `start_poll`), and its own stop canary (`grace_period.rs`). The rule is the SRCU runtime's
 //! (`runtime::idle()`): fork while the flavor is idle (no callback queued
 //! or running, no grace period requested or running, no other thread
-//! inside a call of this flavor). The thread then holds no lock but `m`,
+//! inside a call of this flavor), which the public `tasks::idle()`
+//! reports ([`idle`]). The thread then holds no lock but `m`,
 //! which it takes once more on its way back to sleep; the runtime's fork
 //! handler (`runtime/fork.rs`) takes `m` across the fork, so the child
 //! finds it free (`tests/flavors_fork.rs`). Outside that rule the child
@@ -99,6 +100,12 @@ static ENGINE: OnceLock<Engine> = OnceLock::new();
 static THREAD_TID: AtomicI32 = AtomicI32::new(0);
 /// Stall timeout for Tasks grace periods, in ms.
 static STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Is Tasks RCU idle in this copy ([`Engine::idle`]; true while the engine
+/// does not exist, without creating it).
+pub(crate) fn idle() -> bool {
+    ENGINE.get().is_none_or(Engine::idle)
+}
 
 pub(crate) fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| Engine {

@@ -231,6 +231,30 @@ pub fn hooks_ever_set() -> bool {
     hook_slot::registry::ever_set()
 }
 
+/// Host only: is Tasks RCU idle — no callback queued or running, no grace
+/// period requested or running, no thread waiting in [`synchronize`] or
+/// [`barrier`]? A snapshot (work queued right after may make it false);
+/// false while another thread is inside a call of this flavor.
+///
+/// This is the state in which a process may `fork`, together with
+/// [`crate::runtime::idle`] and [`crate::trace::idle`]: the child then
+/// starts its own `usrcu-tasks` thread on first use. Forked outside it, a
+/// grace period in progress at the fork leaves the child's Tasks grace
+/// periods, callbacks and barriers waiting forever. The answer is about
+/// the engine of the copy that calls it, which is the host's: a plugin's
+/// copy runs no engine (its calls go to the host's).
+///
+/// ```
+/// usrcu::tasks::call(|| {});
+/// usrcu::tasks::barrier();
+/// while !usrcu::tasks::idle() {
+///     std::thread::yield_now();
+/// }
+/// ```
+pub fn idle() -> bool {
+    engine::idle()
+}
+
 /// Host only: has any callback been queued with [`call`] and not yet run?
 pub fn callbacks_pending() -> u64 {
     engine::engine().pending_callbacks()

@@ -19,7 +19,8 @@
 //! own thread on first use (`call`, `barrier`, `start_poll`), as the SRCU
 //! runtime does. The rule is the runtime's (`runtime::idle()`): fork while
 //! the flavor is idle (no callback queued or running, no grace period in
-//! progress, no other thread inside a call of this flavor). The thread then
+//! progress, no other thread inside a call of this flavor), which the
+//! public `trace::idle()` reports ([`idle`]). The thread then
 //! holds no lock but `queue`, which it takes once more on its way back to
 //! sleep; the runtime's fork handler (`runtime/fork.rs`) takes `queue`
 //! across the fork, so the child finds it free (`tests/flavors_fork.rs`).

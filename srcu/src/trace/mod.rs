@@ -336,6 +336,30 @@ mod api {
         super::threads::mode()
     }
 
+    /// Is Tasks Trace idle — nothing queued, no batch being invoked, no
+    /// polled grace period pending, no grace period in progress? A snapshot
+    /// (work queued right after may make it false); false while another
+    /// thread is inside a call of this flavor.
+    ///
+    /// This is the state in which a process may `fork`, together with
+    /// [`crate::runtime::idle`] and [`crate::tasks::idle`]: the child then
+    /// starts its own `usrcu-trace` thread on first use. Forked outside it,
+    /// a grace period in progress at the fork leaves the child's
+    /// `synchronize`, callbacks and barriers waiting forever. Call it in the
+    /// host: the answer is about this copy's engine, and a plugin's copy
+    /// runs none (its calls go to the host's).
+    ///
+    /// ```
+    /// usrcu::trace::call(|| {});
+    /// usrcu::trace::barrier();
+    /// while !usrcu::trace::idle() {
+    ///     std::thread::yield_now();
+    /// }
+    /// ```
+    pub fn idle() -> bool {
+        super::engine::idle()
+    }
+
     /// Is the calling thread the `usrcu-trace` callback thread?
     pub fn on_callback_thread() -> bool {
         super::engine::on_trace_thread()
