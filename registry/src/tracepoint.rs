@@ -195,7 +195,13 @@ unsafe fn trampoline<D, A>(func: *const (), data: *const (), args: &A) {
     // SAFETY: `func` was a `fn(&D, &A)`, the same size as a pointer.
     let f: fn(&D, &A) = unsafe { std::mem::transmute::<*const (), fn(&D, &A)>(func) };
     // SAFETY: `data` was a `&'static D`.
-    f(unsafe { &*(data as *const D) }, args)
+    let d = unsafe { &*(data as *const D) };
+    // A probe's panic stops here, in the copy of this crate (and of `std`)
+    // that attached it: unwinding on into the firing thread's frames, of
+    // another copy when a plugin's probe fires in the host, would abort the
+    // process. It is reported as a `CallbackPanicked` warning instead, and
+    // the other probes still run.
+    usrcu::diagnostics::catch_panic("usrcu-registry: a tracepoint probe", || f(d, args))
 }
 
 /// A probe as the unload notifier reports it.
@@ -358,6 +364,12 @@ impl<A: 'static> Tracepoint<A> {
     /// period while it is still inside), so a plugin's probe code must be
     /// resident. A probe that breaks this is not unsound from safe code
     /// (see `fire_tasks`), but it may run after `unregister` returned.
+    ///
+    /// A probe that panics does not unwind into the firing thread: the panic
+    /// is caught in the copy of this crate that attached the probe (a
+    /// plugin's, for a plugin's probe) and reported as a
+    /// [`CallbackPanicked`](usrcu::diagnostics::WarningKind::CallbackPanicked)
+    /// warning; `fire` returns normally and the other probes still run.
     pub fn register<D: Sync + 'static>(
         &'static self,
         probe: fn(&D, &A),

@@ -158,6 +158,29 @@ pub fn emit(w: Warning) {
     }
 }
 
+/// Run `f`; if it panics, catch the panic and report it as a
+/// [`WarningKind::CallbackPanicked`] warning whose message begins with
+/// `context`, through the runtime this copy uses (the host's, so that the
+/// host's captures and logger see it), and return normally.
+///
+/// For code that calls user code on another party's stack: a plugin's
+/// function called from a host thread must not unwind into the host,
+/// whose copy of `std` cannot catch a panic raised by the plugin's copy (it
+/// aborts the process). Wrap the call on the plugin's side, as the
+/// tracepoint probes of `usrcu-registry` are.
+///
+/// ```
+/// use usrcu::diagnostics::{capture, catch_panic, WarningKind};
+///
+/// let ((), warnings) = capture(|| catch_panic("doc: my hook", || panic!("boom")));
+/// assert!(warnings
+///     .iter()
+///     .any(|w| w.kind == WarningKind::CallbackPanicked && w.message.contains("doc: my hook")));
+/// ```
+pub fn catch_panic(context: &str, f: impl FnOnce()) {
+    crate::runtime::run_catching_panic(context, f)
+}
+
 /// Build and emit a warning.
 pub(crate) fn warn(kind: WarningKind, domain: &str, message: String) {
     emit(Warning::new(kind, domain, message));
