@@ -2,11 +2,11 @@
 //! object (installed by the plugin's `init` or an ELF constructor, or by
 //! host code with a function of the plugin, and not removed in `exit`)
 //! is called by the kernel on the next delivery of its signal, to any
-//! thread, long after the plugin's calls have returned. glibc does not
-//! remove it at `dlclose` (it does run the object's `atexit` /
-//! `__cxa_atexit` and `pthread_atfork` registrations out through
-//! `__cxa_finalize`), so after the unmap that delivery jumps into unmapped
-//! memory and the host dies of `SIGSEGV`.
+//! thread, long after the plugin's calls have returned. Neither glibc nor
+//! the kernel removes it at `dlclose`, so after the unmap that delivery
+//! jumps into unmapped memory and the host dies of `SIGSEGV` (seen:
+//! `without_the_signal_proof_a_plugin_handler_kills_the_host_on_the_next_signal`
+//! in `tests/tests/loader_signal_handler.rs`).
 //!
 //! Known from the kernel: `sigaction(sig, NULL, &old)` for every signal
 //! from 1 to `SIGRTMAX` (one system call each, about 64 per unload; a
