@@ -298,8 +298,11 @@ impl ModuleLoader {
     ///   on its static domains, readers inside them, pthread-key destructors
     ///   (the loader's unload inventory, `docs/abi.md`); in particular it joins
     ///   the threads it started, and does not register its code with other
-    ///   libraries (`atexit`, signal handlers, C callbacks) without removing
-    ///   it in `exit`;
+    ///   libraries (`atexit`, C callbacks) without removing it in `exit`.
+    ///   Signal handlers are checked instead: one whose address lies in the
+    ///   object (or an alternate signal stack of the unloading thread that
+    ///   lies in it) keeps the module mapped as a `Zombie` naming the
+    ///   signal, where the next delivery would have crashed the host;
     /// - does not replace the global allocator for memory it hands the host,
     ///   and hands the host no value that borrows its memory except through
     ///   raw pointers the host dereferences under its own `unsafe`.

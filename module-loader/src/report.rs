@@ -120,6 +120,67 @@ pub enum ZombieCause {
     /// neither deleted the library's keys nor closed it. A retry decides
     /// once that unload is done.
     SharedLibraryUnloading,
+    /// A signal's handler lies in the object (installed by the plugin, or
+    /// by the host with a plugin function, and not removed in `exit`): the
+    /// next delivery of that signal would jump into unmapped memory. The
+    /// handler is left installed; the lowest such signal is named.
+    SignalHandlerInObject {
+        /// The signal number.
+        signal: i32,
+        /// The handler's address (`sa_handler` or `sa_sigaction`).
+        handler: usize,
+    },
+    /// The unloading thread's alternate signal stack (`sigaltstack`) lies
+    /// in the object: its next signal handled on that stack would write
+    /// into unmapped memory. Only the calling thread's stack can be seen.
+    SignalStackInObject {
+        /// The stack's base address.
+        base: usize,
+        /// Its size in bytes.
+        size: usize,
+    },
+}
+
+/// `SIGUSR1`, `SIGRTMIN+3`, or the number for a signal without a name here.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSTKFLT => "SIGSTKFLT",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGURG => "SIGURG",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGWINCH => "SIGWINCH",
+        libc::SIGIO => "SIGIO",
+        libc::SIGPWR => "SIGPWR",
+        libc::SIGSYS => "SIGSYS",
+        s if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&s) => {
+            return format!("SIGRTMIN+{}", s - libc::SIGRTMIN());
+        }
+        s => return format!("signal {s}"),
+    };
+    name.to_owned()
 }
 
 /// A live thread that runs code of a departing object.
@@ -182,6 +243,15 @@ impl fmt::Display for ZombieCause {
             ZombieCause::SharedLibraryUnloading => f.write_str(
                 "the unload of another module sharing a library of the module was still in progress when the unload \
                  timeout ran out",
+            ),
+            ZombieCause::SignalHandlerInObject { signal, handler } => write!(
+                f,
+                "the handler of signal {signal} ({}) lies in the object (handler {handler:#x}); it was not removed in exit",
+                signal_name(*signal)
+            ),
+            ZombieCause::SignalStackInObject { base, size } => write!(
+                f,
+                "the unloading thread's alternate signal stack lies in the object (base {base:#x}, {size} bytes)"
             ),
         }
     }

@@ -12,7 +12,8 @@
 //! `bad-panic-strategy`, `bad-runtime-pointer`, `probes`, and the unload
 //! proofs' `plugin-thread`, `key-destructor`, `needed-lib`,
 //! `unlisted-domains`, `slow-exit`; `reader-call`, whose read sections
-//! run on the calling host thread). [`fixture_path`] builds the
+//! run on the calling host thread; `signal-handler`, whose `init` installs
+//! a signal handler that `exit` removes only on request). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:

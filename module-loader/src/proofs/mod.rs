@@ -7,6 +7,7 @@
 //! | [`readers`] | readers inside a static domain of the object         | the domain's counters (a polled grace period) | bounded wait, then Zombie |
 //! | [`callbacks`] | callbacks queued on the object's domains          | `call_srcu_used`, `barrier`, `cleanup`; missed-barrier warnings of dynamic domains | bounded drain, then Zombie |
 //! | [`threads`] | threads whose start routine lies in the object       | glibc's thread list (`_thread_db_*` descriptors) | Zombie until they exit, named |
+//! | [`signals`] | signal handlers whose address lies in the object; the calling thread's alternate signal stack | `sigaction(sig, NULL, &old)` for signals 1..=`SIGRTMAX`; `sigaltstack(NULL, &old)` (the calling thread only) | Zombie naming the signal and handler (or the stack); nothing reset |
 //! | [`keys`]    | pthread-key destructors in the object                | keys created through the loader's interposer, and glibc's key table | destructors retired after a grace period; keys deleted |
 //!
 //! Every proof looks at every range of the departing object *and* of the
@@ -31,6 +32,7 @@ pub(crate) mod callbacks;
 pub(crate) mod keys;
 pub(crate) mod needed;
 pub(crate) mod readers;
+pub(crate) mod signals;
 pub(crate) mod threads;
 
 /// What a proof works with: the module, everything it mapped, the report
@@ -74,8 +76,13 @@ pub(crate) trait Proof: Sync {
 }
 
 /// The unload sequence: each proof in turn.
-pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 4] =
-    [&readers::Readers, &callbacks::Callbacks, &threads::Threads, &keys::Keys];
+pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 5] = [
+    &readers::Readers,
+    &callbacks::Callbacks,
+    &threads::Threads,
+    &signals::Signals,
+    &keys::Keys,
+];
 
 /// Run every proof in order; the first cause found wins. Every proof runs
 /// up to the first failure (later ones may act on the object, e.g. delete
@@ -97,13 +104,14 @@ pub(crate) fn prove_idle(cx: &mut UnloadCx<'_>, drain_only: bool) -> Result<(), 
 }
 
 /// The proofs' names, for the test switch, in [`UNLOAD_PROOFS`] order.
-const PROOF_NAMES: [&str; 4] = ["readers", "callbacks", "threads", "keys"];
+const PROOF_NAMES: [&str; 5] = ["readers", "callbacks", "threads", "signals", "keys"];
 
 /// The proofs' names as step names for [`crate::phase_timing`].
-const LAP_NAMES: [&str; 4] = [
+const LAP_NAMES: [&str; 5] = [
     "unload: proof: readers",
     "unload: proof: callbacks",
     "unload: proof: threads",
+    "unload: proof: signals",
     "unload: proof: keys",
 ];
 
