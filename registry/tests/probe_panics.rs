@@ -35,16 +35,15 @@ fn check(tp: &'static usrcu_registry::tracepoint::Tracepoint<u64>, may_block: bo
             tp.register(f, d)
         }
     };
-    std::mem::forget(attach(counting, &BEFORE).unwrap());
-    std::mem::forget(
-        if may_block {
-            tp.register_may_block(panicking, &())
-        } else {
-            tp.register(panicking, &())
-        }
-        .unwrap(),
-    );
-    std::mem::forget(attach(counting, &AFTER).unwrap());
+    // Dropping a handle leaves its probe attached.
+    let _ = attach(counting, &BEFORE).unwrap();
+    let _ = if may_block {
+        tp.register_may_block(panicking, &())
+    } else {
+        tp.register(panicking, &())
+    }
+    .unwrap();
+    let _ = attach(counting, &AFTER).unwrap();
     let (before, after) = (BEFORE.load(Ordering::Relaxed), AFTER.load(Ordering::Relaxed));
     let (fired, warnings) = capture(|| catch_unwind(AssertUnwindSafe(|| tp.fire(&13))));
     assert!(fired.is_ok(), "{}: a probe's panic unwound out of fire", tp.name());
