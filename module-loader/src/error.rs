@@ -411,6 +411,21 @@ pub enum UnloadError {
         /// The module's name.
         name: String,
     },
+    /// Called on the thread that runs the callbacks of a process-wide
+    /// flavor (`usrcu-tasks` or `usrcu-trace`, from inside a Tasks or Tasks
+    /// Trace callback): the unload waits for that flavor's callbacks and
+    /// grace periods, which would wait for itself. Nothing was done; the
+    /// module is still `Live` (or `Zombie`). Unload it from another thread,
+    /// for example one the callback hands the handle to.
+    FromInsideCallback {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+        /// The flavor whose callback thread this is ("usrcu::tasks" or
+        /// "usrcu::trace").
+        flavor: &'static str,
+    },
     /// Calls into the module did not return within the unload timeout. The
     /// module is `Live` again and usable.
     CallsInFlight {
@@ -441,6 +456,10 @@ impl fmt::Display for UnloadError {
             UnloadError::FromInsideCall { handle, name } => write!(
                 f,
                 "cannot unload module '{name}' ({handle}) from inside a call into it: it would wait for itself"
+            ),
+            UnloadError::FromInsideCallback { handle, name, flavor } => write!(
+                f,
+                "cannot unload module '{name}' ({handle}) from inside a {flavor} callback: it would wait for that flavor's callbacks, its own thread"
             ),
             UnloadError::CallsInFlight { handle, name, waited } => write!(
                 f,

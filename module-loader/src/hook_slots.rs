@@ -253,6 +253,32 @@ pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
     };
 }
 
+/// After `exit` (the deferred-work proof, each round): empty again every
+/// registered hook slot whose function lies in the object (a late hook, a
+/// plugin thread on its way out, or a callback filled one), and if any was,
+/// wait until `deadline` for a Tasks grace period, after which no thread is
+/// inside it. Returns how many were emptied and whether the grace period
+/// (if one was needed) completed; counted into the report.
+pub(crate) fn clear_again(m: &Module, deadline: Instant, report: &mut UnloadReport) -> (usize, bool) {
+    let cleared = {
+        let _installs = crate::lock(&LOCKED);
+        if SKIP_CLEARING.load(std::sync::atomic::Ordering::Relaxed) {
+            0
+        } else {
+            // SAFETY: as in `going`: every registered slot is live.
+            unsafe { tasks::clear_hooks_into(&m.mapping.segments) }
+        }
+    };
+    if cleared == 0 {
+        return (0, true);
+    }
+    let done = tasks::start_poll().wait_timeout(deadline.saturating_duration_since(Instant::now()));
+    report.hook_slots.cleared += cleared;
+    report.hook_slots.waited_grace_period = true;
+    report.hook_slots.timed_out |= !done;
+    (cleared, done)
+}
+
 /// Forget the text lock record of a module that is gone.
 pub(crate) fn forget(m: &Module) {
     if let Some(map) = crate::lock(&LOCKED).as_mut() {

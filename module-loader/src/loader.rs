@@ -536,6 +536,22 @@ impl ModuleLoader {
                 name: m.name.clone(),
             });
         }
+        // The unload waits for Tasks and Tasks Trace callbacks and grace
+        // periods, each run by one thread of the host's: not from there.
+        let callback_flavor = if usrcu::tasks::on_callback_thread() {
+            Some("usrcu::tasks")
+        } else if usrcu::trace::on_callback_thread() {
+            Some("usrcu::trace")
+        } else {
+            None
+        };
+        if let Some(flavor) = callback_flavor {
+            return Err(UnloadError::FromInsideCallback {
+                handle: h,
+                name: m.name.clone(),
+                flavor,
+            });
+        }
         let t0 = Instant::now();
         crate::phase_timing::mark();
         let retry = match m.state.transition(ModuleState::Live, ModuleState::Going) {
@@ -742,7 +758,16 @@ impl ModuleLoader {
     ) -> UnloadReport {
         let t0 = Instant::now();
         if self.config.remove_probes {
-            report.probes_removed.extend(crate::probes::going(&m.mapping));
+            let retry = matches!(*crate::lock(&m.zombie_cause), Some(ZombieCause::ProbesInUse));
+            let (removed, complete) =
+                crate::probes::going(&m.mapping, deadline.saturating_duration_since(Instant::now()), retry);
+            report.probes_removed.extend(removed);
+            // Under `UnmapPolicy::Never` nothing is unmapped anyway.
+            if !complete && self.platform.effective != UnmapPolicy::Never {
+                let mut report = self.zombie(m, report, ZombieCause::ProbesInUse);
+                report.elapsed += t0.elapsed();
+                return report;
+            }
         }
         crate::phase_timing::lap("unload: probes");
         crate::hook_slots::going(m, deadline.saturating_duration_since(Instant::now()), &mut report);

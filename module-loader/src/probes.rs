@@ -15,14 +15,21 @@
 //! `unregister_deferred`, run its code); a barrier with nothing queued
 //! returns at once.
 
-use crate::address_space::ObjectMapping;
-use usrcu_registry::tracepoint::{remove_probes_in, RemovedProbe};
+use std::time::Duration;
 
-/// Detach the object's probes, wait for their grace periods and for every
-/// Tasks and Tasks Trace callback queued so far; returns the probes removed.
-pub(crate) fn going(mapping: &ObjectMapping) -> Vec<RemovedProbe> {
-    let removed = remove_probes_in(&|addr| mapping.contains(addr));
-    usrcu_registry::usrcu::trace::barrier();
-    usrcu_registry::usrcu::tasks::barrier();
-    removed
+use crate::address_space::ObjectMapping;
+use usrcu_registry::tracepoint::{remove_probes_in_within, RemovedProbe};
+
+/// Detach the object's probes, wait (within `timeout`) for their grace
+/// periods and for every Tasks and Tasks Trace callback queued so far;
+/// returns the probes removed and whether the waits completed. `retry`: an
+/// earlier unload of this module detached probes whose grace period it did
+/// not see complete, so both flavors' are waited for again.
+///
+/// The barriers here are the probe notifier's own (deferred frees of probe
+/// arrays); the deferred-work proof (`proofs/deferred.rs`) drains whatever
+/// the object still has queued in any flavor before it is closed, whether
+/// or not probes are removed.
+pub(crate) fn going(mapping: &ObjectMapping, timeout: Duration, retry: bool) -> (Vec<RemovedProbe>, bool) {
+    remove_probes_in_within(&|addr| mapping.contains(addr), timeout, retry)
 }

@@ -139,6 +139,11 @@ pub enum ZombieCause {
         /// Its size in bytes.
         size: usize,
     },
+    /// Tracepoint probes of the object were detached, but the grace period
+    /// of their flavor (or the barrier after it) did not complete within
+    /// the unload timeout: a thread may still be inside one. A retry waits
+    /// for a new grace period of both flavors.
+    ProbesInUse,
 }
 
 /// `SIGUSR1`, `SIGRTMIN+3`, or the number for a signal without a name here.
@@ -252,6 +257,10 @@ impl fmt::Display for ZombieCause {
             ZombieCause::SignalStackInObject { base, size } => write!(
                 f,
                 "the unloading thread's alternate signal stack lies in the object (base {base:#x}, {size} bytes)"
+            ),
+            ZombieCause::ProbesInUse => write!(
+                f,
+                "tracepoint probes of the object were detached but their grace period did not complete in time: a thread may still be inside one"
             ),
         }
     }

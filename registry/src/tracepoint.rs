@@ -111,6 +111,40 @@ impl Flavor {
         }
     }
 
+    /// A grace period of this flavor started now, waited for until
+    /// `deadline`; true if it completed.
+    fn synchronize_until(self, deadline: std::time::Instant) -> bool {
+        match self {
+            Flavor::Tasks => {
+                usrcu::tasks::start_poll().wait_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            }
+            Flavor::TasksTrace => {
+                let c = usrcu::trace::start_poll();
+                let mut nap = std::time::Duration::from_micros(50);
+                loop {
+                    if usrcu::trace::poll_state(c) {
+                        return true;
+                    }
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        return false;
+                    }
+                    std::thread::sleep(nap.min(deadline - now));
+                    nap = (nap * 2).min(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    /// `barrier` of this flavor, given up at `deadline`; true if it completed.
+    fn barrier_until(self, deadline: std::time::Instant) -> bool {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match self {
+            Flavor::Tasks => usrcu::tasks::barrier_timeout(left),
+            Flavor::TasksTrace => usrcu::trace::barrier_timeout(left),
+        }
+    }
+
     fn call(self, f: impl FnOnce() + Send + 'static) {
         match self {
             Flavor::Tasks => usrcu::tasks::call(f),
@@ -584,6 +618,39 @@ pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
         }
     }
     removed
+}
+
+/// [`remove_probes_in`] with its waits bounded by `timeout`: the probes are
+/// detached at once; the grace period of each flavor that had such probes
+/// (and of every flavor in `also_wait`, for probes an earlier, timed-out
+/// call detached) and its barrier are waited for until the deadline.
+/// Returns the probes removed and whether every wait completed; while one
+/// has not, a thread may still be inside a removed probe, so its code must
+/// stay mapped.
+pub fn remove_probes_in_within(
+    inside: &dyn Fn(usize) -> bool,
+    timeout: std::time::Duration,
+    also_wait: bool,
+) -> (Vec<RemovedProbe>, bool) {
+    let deadline = std::time::Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600));
+    let mut removed = Vec::new();
+    let mut used = [also_wait; 2];
+    for tp in tracepoints() {
+        let gone = tp.detach_where(inside);
+        if !gone.is_empty() {
+            used[Flavor::of(tp.kind()) as usize] = true;
+        }
+        removed.extend(gone);
+    }
+    let mut complete = true;
+    for f in Flavor::ALL {
+        if used[f as usize] {
+            complete &= f.synchronize_until(deadline) && f.barrier_until(deadline);
+        }
+    }
+    (removed, complete)
 }
 
 /// A fingerprint of a tracepoint's argument type `A`: its name as the

@@ -195,6 +195,14 @@ impl Callbacks {
         crate::slab::take_slot(&self.stacks[cpu % self.stacks.len()].0.slab, &self.recycle.0)
     }
 
+    /// Tickets run so far (callbacks and markers): grows by one after each.
+    pub(crate) fn done_tickets(&self) -> u64 {
+        // Acquire: pairs with the Release store after each callback, so a
+        // reader that sees the count also sees what the callback did
+        // (`runtime::inventory::deferred`).
+        self.done_tickets.load(Ordering::Acquire)
+    }
+
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
     pub(crate) fn queued_callbacks(&self) -> u64 {
         // Markers are counted after their tickets are taken: read them

@@ -138,6 +138,9 @@ type AttachKept = unsafe extern "C" fn(*const Tracepoint<u64>) -> u32;
 /// `exit` unregisters the probe deferred, which queues a Tasks callback that
 /// runs the fixture's code, and which cannot run before the spinner stops.
 fn deferred_unregister_in_exit_unloads(config: LoaderConfig) -> usrcu_module_loader::UnloadReport {
+    // One at a time: the tests that call this share `HOST_KEPT`.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let loader = ModuleLoader::with_config(config);
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
     let m = unsafe { loader.load(fixture_path("probes")) }.unwrap();
@@ -178,8 +181,10 @@ fn a_tasks_callback_queued_by_exit_is_drained_before_the_object_is_closed() {
 }
 
 /// The child side of the test below: the same unload with the probe
-/// notifier off. No probe of the object is left to remove, so what goes is
-/// the notifier's barriers, of which only the Tasks one has work.
+/// notifier off and the deferred-work proof switched off
+/// (`USRCU_LOADER_TEST_SKIP_PROOFS=deferred`). No probe of the object is
+/// left to remove, so what goes is the notifier's barriers, of which only
+/// the Tasks one has work, and the proof's, which would drain it too.
 #[test]
 #[ignore = "run by without_the_probe_notifier_a_tasks_callback_queued_by_exit_runs_unmapped_code in a child process"]
 fn child_deferred_unregister_without_probe_notifier() {
@@ -191,8 +196,20 @@ fn child_deferred_unregister_without_probe_notifier() {
     println!("child survived: {report}");
 }
 
+/// With the probe notifier off, the deferred-work proof alone drains the
+/// Tasks callback `exit` queued (it runs whatever `remove_probes` says).
 #[test]
-fn without_the_probe_notifier_a_tasks_callback_queued_by_exit_runs_unmapped_code() {
+fn with_the_probe_notifier_off_the_deferred_proof_drains_a_tasks_callback_queued_by_exit() {
+    let report = deferred_unregister_in_exit_unloads(LoaderConfig {
+        remove_probes: false,
+        ..LoaderConfig::default()
+    });
+    assert!(report.unmapped, "{report}");
+    assert!(!HOST_KEPT.enabled());
+}
+
+#[test]
+fn without_the_probe_notifier_and_the_deferred_proof_a_tasks_callback_queued_by_exit_runs_unmapped_code() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -200,6 +217,7 @@ fn without_the_probe_notifier_a_tasks_callback_queued_by_exit_runs_unmapped_code
             "child_deferred_unregister_without_probe_notifier",
             "--nocapture",
         ])
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "deferred")
         .output()
         .unwrap();
     let sig = out.status.signal();

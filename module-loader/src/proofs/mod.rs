@@ -7,6 +7,7 @@
 //! | [`readers`] | readers inside a static domain of the object         | the domain's counters (a polled grace period) | bounded wait, then Zombie |
 //! | [`callbacks`] | callbacks queued on the object's domains          | `call_srcu_used`, `barrier`, `cleanup`; missed-barrier warnings of dynamic domains | bounded drain, then Zombie |
 //! | [`threads`] | threads whose start routine lies in the object       | glibc's thread list (`_thread_db_*` descriptors) | Zombie until they exit, named |
+//! | [`deferred`] | work of the object that hopped after the drains: callbacks of any flavor queued or running, hook slots filled late | repeated bounded barriers and drains, then one snapshot of all three flavors (`usrcu::runtime::inventory::deferred`), until it is empty | bounded, then Zombie naming what is left |
 //! | [`signals`] | signal handlers whose address lies in the object; the calling thread's alternate signal stack | `sigaction(sig, NULL, &old)` for signals 1..=`SIGRTMAX`; `sigaltstack(NULL, &old)` (the calling thread only) | Zombie naming the signal and handler (or the stack); nothing reset |
 //! | [`keys`]    | pthread-key destructors in the object                | keys created through the loader's interposer, and glibc's key table | destructors retired after a grace period; keys deleted |
 //!
@@ -29,6 +30,7 @@ use crate::module::Module;
 use crate::report::{UnloadReport, ZombieCause};
 
 pub(crate) mod callbacks;
+pub(crate) mod deferred;
 pub(crate) mod keys;
 pub(crate) mod needed;
 pub(crate) mod readers;
@@ -76,10 +78,11 @@ pub(crate) trait Proof: Sync {
 }
 
 /// The unload sequence: each proof in turn.
-pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 5] = [
+pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 6] = [
     &readers::Readers,
     &callbacks::Callbacks,
     &threads::Threads,
+    &deferred::Deferred,
     &signals::Signals,
     &keys::Keys,
 ];
@@ -104,13 +107,14 @@ pub(crate) fn prove_idle(cx: &mut UnloadCx<'_>, drain_only: bool) -> Result<(), 
 }
 
 /// The proofs' names, for the test switch, in [`UNLOAD_PROOFS`] order.
-const PROOF_NAMES: [&str; 5] = ["readers", "callbacks", "threads", "signals", "keys"];
+const PROOF_NAMES: [&str; 6] = ["readers", "callbacks", "threads", "deferred", "signals", "keys"];
 
 /// The proofs' names as step names for [`crate::phase_timing`].
-const LAP_NAMES: [&str; 5] = [
+const LAP_NAMES: [&str; 6] = [
     "unload: proof: readers",
     "unload: proof: callbacks",
     "unload: proof: threads",
+    "unload: proof: deferred",
     "unload: proof: signals",
     "unload: proof: keys",
 ];

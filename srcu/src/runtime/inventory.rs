@@ -133,6 +133,80 @@ pub fn drain(ranges: &[Range<usize>], timeout: Duration) -> Result<(), Inventory
     }
 }
 
+/// What the process's three flavors hold in the ranges at one instant: the
+/// SRCU inventory, and the Tasks Trace and Tasks callbacks queued or
+/// running whose function or argument (callback head) lies in them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deferred {
+    /// SRCU ([`query`]).
+    pub srcu: Inventory,
+    /// `usrcu::trace` callbacks queued or running.
+    pub trace_callbacks: usize,
+    /// `usrcu::tasks` callbacks queued or running.
+    pub tasks_callbacks: usize,
+    /// The SRCU walk saw no callback finish while it ran (see
+    /// [`deferred`]); false after every retry was disturbed.
+    pub stable: bool,
+}
+
+impl Deferred {
+    /// Nothing in the ranges is queued or running in any flavor, and no
+    /// reader is inside a domain of the ranges.
+    pub fn is_idle(&self) -> bool {
+        self.srcu.is_idle() && self.trace_callbacks == 0 && self.tasks_callbacks == 0
+    }
+}
+
+/// Total SRCU tickets run, over every attached domain.
+fn tickets_run() -> u64 {
+    registered().iter().map(|st| st.cbs.done_tickets()).sum()
+}
+
+/// Host only: a snapshot of what every flavor of the process holds in
+/// `ranges` ([`Deferred`]), for a loader's last check before it unmaps an
+/// object: callbacks of the object hop between flavors (an SRCU callback
+/// that queues a Tasks Trace callback, a chain of Tasks callbacks), so a
+/// barrier of each flavor in turn does not prove that none is left.
+///
+/// Callbacks hop only from a callback that is running. Every Tasks Trace
+/// and Tasks callback is queued, or recorded as running until it has
+/// returned, under its engine's lock; both locks are held for the whole
+/// snapshot, so a hop into either flavor is seen, in the queue it reached
+/// or as the callback still running. A hop into SRCU (a lock-free push)
+/// from a Tasks Trace or Tasks callback that has returned happened before
+/// that return, which the held lock orders before the SRCU walk. Within
+/// SRCU the walk of the domains is not atomic: a callback could queue on a
+/// domain already walked and return before its own domain is walked. The
+/// walk is therefore repeated until no SRCU callback finished while it ran
+/// (the total of tickets run did not move), at most 64 times; `stable`
+/// says whether that happened.
+///
+/// Readers are counted as in [`query`]; they are not waited for.
+pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
+    // In the fork handler's order (`fork.rs`): the trace queue, then the
+    // Tasks engine. No path of the crate holds either while it takes the
+    // SRCU locks the walk takes (callbacks run with no lock held).
+    let trace = crate::trace::engine::lock_queue_if_exists();
+    let tasks = crate::tasks::engine::lock_if_exists();
+    let mut srcu = Inventory::default();
+    let mut stable = false;
+    for _ in 0..64 {
+        let before = tickets_run();
+        srcu = query(ranges);
+        if tickets_run() == before {
+            stable = true;
+            break;
+        }
+    }
+    let hit = |a: usize| inside(ranges, a);
+    Deferred {
+        srcu,
+        trace_callbacks: trace.as_ref().map_or(0, |q| q.count_in(&hit)),
+        tasks_callbacks: tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
+        stable,
+    }
+}
+
 /// Attached domains in the process (for diagnostics and tests).
 pub fn domains_attached() -> usize {
     registered().len()

@@ -84,6 +84,21 @@ pub(crate) struct State {
     /// (`wait`), as does the next kick; reported once per episode.
     start_failed: bool,
     last: GpOutcome,
+    /// The callback the thread is running (function and argument), if any:
+    /// set under `m` when it is taken off the queue, cleared under `m` once
+    /// it has returned, so that [`State::count_in`] under `m` sees every
+    /// callback queued or running.
+    running: Option<(usize, usize)>,
+}
+
+impl State {
+    /// Callbacks queued or running whose function or argument `inside`
+    /// accepts (the inventory by address, `runtime::inventory::deferred`).
+    pub(crate) fn count_in(&self, inside: &dyn Fn(usize) -> bool) -> usize {
+        let hit = |f: usize, a: usize| inside(f) || inside(a);
+        self.queue.iter().filter(|c| hit(c.f as usize, c.arg as usize)).count()
+            + self.running.is_some_and(|(f, a)| hit(f, a)) as usize
+    }
 }
 
 pub(crate) struct Engine {
@@ -100,6 +115,13 @@ static ENGINE: OnceLock<Engine> = OnceLock::new();
 static THREAD_TID: AtomicI32 = AtomicI32::new(0);
 /// Stall timeout for Tasks grace periods, in ms.
 static STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Is the caller this copy's `usrcu-tasks` thread (running a Tasks
+/// callback)?
+pub(crate) fn on_tasks_thread() -> bool {
+    // Relaxed: see `THREAD_TID`.
+    THREAD_TID.load(Ordering::Relaxed) == gettid()
+}
 
 /// Is Tasks RCU idle in this copy ([`Engine::idle`]; true while the engine
 /// does not exist, without creating it).
@@ -299,11 +321,13 @@ impl Engine {
             // Run every callback whose grace period completed, in order.
             while st.queue.front().is_some_and(|c| c.cookie <= st.completed) {
                 let cb = st.queue.pop_front().expect("front checked");
+                st.running = Some((cb.f as usize, cb.arg as usize));
                 drop(st);
                 // SAFETY: `tasks::call`'s contract: `f(arg)` may be called
                 // once, on this thread, after a grace period.
                 unsafe { (cb.f)(cb.arg) };
                 st = self.lock();
+                st.running = None;
                 st.invoked += 1;
                 self.done.notify_all();
             }
@@ -345,6 +369,14 @@ impl Engine {
 /// parent's `usrcu-tasks` does not run here, whatever the pids say.
 pub(crate) fn forget_thread(st: &mut State) {
     st.thread_pid = 0;
+    // A callback the parent's thread was running runs in the parent only.
+    st.running = None;
+}
+
+/// `m`, for the inventory's snapshot (`runtime::inventory::deferred`);
+/// `None` while the engine does not exist.
+pub(crate) fn lock_if_exists() -> Option<MutexGuard<'static, State>> {
+    ENGINE.get().map(|e| e.lock())
 }
 
 /// `m`, for the fork handler (`runtime/fork.rs`); `None` while the engine

@@ -255,6 +255,15 @@ pub fn idle() -> bool {
     engine::idle()
 }
 
+/// Host only: is the calling thread the host's `usrcu-tasks` thread, that
+/// is, is it running a Tasks callback? A wait for Tasks callbacks or grace
+/// periods from there would wait for itself ([`synchronize`] and
+/// [`barrier`] panic there); code that may run in a callback checks this
+/// first (the plugin loader refuses an unload from there).
+pub fn on_callback_thread() -> bool {
+    engine::on_tasks_thread()
+}
+
 /// Host only: has any callback been queued with [`call`] and not yet run?
 pub fn callbacks_pending() -> u64 {
     engine::engine().pending_callbacks()

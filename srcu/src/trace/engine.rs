@@ -44,7 +44,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// ABI version of [`TraceVTable`] and of the [`ThreadRecord`] layout.
-pub const TRACE_ABI_VERSION: u32 = 1;
+pub const TRACE_ABI_VERSION: u32 = 2;
 
 /// The host's Tasks Trace operations, as `extern "C"` functions.
 #[repr(C)]
@@ -68,6 +68,10 @@ pub struct TraceVTable {
     pub poll_state: unsafe extern "C" fn(u64) -> u32,
     /// Fill in the counters.
     pub stats: unsafe extern "C" fn(*mut TraceStats),
+    /// `barrier` bounded by a timeout in ms (`u64::MAX`: none): 1 if every
+    /// callback queued before the call ran, 0 if the timeout passed first
+    /// or the caller is the `usrcu-trace` thread (version 2).
+    pub barrier_timeout_ms: unsafe extern "C" fn(u64) -> u32,
 }
 
 pub(crate) static HOST_TRACE_VTABLE: TraceVTable = TraceVTable {
@@ -80,6 +84,7 @@ pub(crate) static HOST_TRACE_VTABLE: TraceVTable = TraceVTable {
     get_state: rt_get_state,
     poll_state: rt_poll_state,
     stats: rt_stats,
+    barrier_timeout_ms: rt_barrier_timeout_ms,
 };
 
 /// A queued item.
@@ -108,10 +113,35 @@ pub(crate) struct Queue {
     thread_pid: libc::pid_t,
     /// The thread is invoking a batch it took off the queue (for [`idle`]).
     busy: bool,
+    /// The callbacks of that batch (head and function addresses), kept
+    /// under `queue` until the whole batch has run, so that
+    /// [`Queue::count_in`] under `queue` sees every callback queued or
+    /// running.
+    running: Vec<(usize, usize)>,
     /// The last start of the thread failed: it is retried at the next call,
     /// barrier or poll (and by a waiting barrier), and reported once per
     /// episode.
     start_failed: bool,
+}
+
+impl Queue {
+    /// Callbacks queued or running whose head or function `inside`
+    /// accepts (the inventory by address, `runtime::inventory::deferred`).
+    pub(crate) fn count_in(&self, inside: &dyn Fn(usize) -> bool) -> usize {
+        let hit = |h: usize, f: usize| inside(h) || inside(f);
+        let queued = self
+            .items
+            .iter()
+            .filter(|(_, i)| matches!(i, Item::Call(h, f) if hit(*h as usize, *f as usize)))
+            .count();
+        queued + self.running.iter().filter(|&&(h, f)| hit(h, f)).count()
+    }
+}
+
+/// `queue`, for the inventory's snapshot (`runtime::inventory::deferred`);
+/// `None` while the engine does not exist.
+pub(crate) fn lock_queue_if_exists() -> Option<MutexGuard<'static, Queue>> {
+    E.get().map(|e| lock(&e.queue))
 }
 
 struct Engine {
@@ -277,6 +307,7 @@ fn callback_thread() {
     loop {
         let mut q = lock(&e.queue);
         q.busy = false;
+        q.running.clear();
         let need = loop {
             let front = q.items.front().map(|(c, _)| *c);
             match front {
@@ -303,6 +334,14 @@ fn callback_thread() {
                     ready.extend(q.items.pop_front().map(|(_, i)| i));
                 }
                 q.busy = !ready.is_empty();
+                let running: Vec<(usize, usize)> = ready
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Call(h, f) => Some((*h as usize, *f as usize)),
+                        Item::Marker(_) => None,
+                    })
+                    .collect();
+                q.running = running;
                 drop(q);
                 for item in ready {
                     match item {
@@ -346,6 +385,22 @@ unsafe extern "C" fn rt_call(head: *mut CallbackHead, func: unsafe extern "C" fn
 }
 
 unsafe extern "C" fn rt_barrier() {
+    barrier_until(None);
+}
+
+unsafe extern "C" fn rt_barrier_timeout_ms(ms: u64) -> u32 {
+    // `u64::MAX` ms, or a deadline past what an `Instant` holds: no limit.
+    let deadline = (ms != u64::MAX)
+        .then(|| Instant::now().checked_add(Duration::from_millis(ms)))
+        .flatten();
+    barrier_until(deadline) as u32
+}
+
+/// Wait until every item queued before the call has run, or until
+/// `deadline`; true if they all ran. A marker that the deadline left behind
+/// stays queued and is dropped when the thread reaches it: nothing waits on
+/// it any more.
+fn barrier_until(deadline: Option<Instant>) -> bool {
     let e = engine();
     if ON_TRACE_THREAD.with(|c| c.get()) {
         diagnostics::warn(
@@ -353,7 +408,7 @@ unsafe extern "C" fn rt_barrier() {
             DOMAIN_NAME,
             "usrcu::trace: barrier() from inside a trace callback would wait for itself; skipped".into(),
         );
-        return;
+        return false;
     }
     let m = Arc::new(Marker::default());
     let (failed, mut started) = {
@@ -362,7 +417,7 @@ unsafe extern "C" fn rt_barrier() {
             // No callback was ever queued in this process (a queued one
             // stays queued until the thread starts; a child of `fork` has
             // no batch of its parent's thread in flight).
-            return;
+            return true;
         }
         // Behind every queued item, and behind any batch the thread has
         // already taken off the queue (it invokes a batch before it looks
@@ -375,14 +430,24 @@ unsafe extern "C" fn rt_barrier() {
     report_start_failure(failed);
     let mut ran = lock(&m.ran);
     while !*ran {
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return false,
+            },
+        };
         if started {
-            ran = m.cv.wait(ran).unwrap_or_else(|p| p.into_inner());
+            ran = match left {
+                None => m.cv.wait(ran).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => m.cv.wait_timeout(ran, left).unwrap_or_else(|p| p.into_inner()).0,
+            };
             continue;
         }
         // The thread could not be started: retry now and then (the failure
         // was reported), with the marker's lock dropped.
         drop(ran);
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(left.map_or(Duration::from_millis(10), |l| l.min(Duration::from_millis(10))));
         {
             let mut q = lock(&e.queue);
             let _ = ensure_thread(&mut q);
@@ -391,6 +456,7 @@ unsafe extern "C" fn rt_barrier() {
         e.work.notify_one();
         ran = lock(&m.ran);
     }
+    true
 }
 
 unsafe extern "C" fn rt_get_state(start: u32) -> u64 {
@@ -451,6 +517,9 @@ pub(crate) fn idle() -> bool {
 /// `usrcu-trace` does not run here, whatever the pids say.
 pub(crate) fn forget_thread(q: &mut Queue) {
     q.thread_pid = 0;
+    // A batch the parent's thread was running runs in the parent only.
+    q.busy = false;
+    q.running.clear();
 }
 
 /// `queue`, for the fork handler (`runtime/fork.rs`); `None` while the

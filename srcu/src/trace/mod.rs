@@ -138,10 +138,24 @@ mod api {
         &super::engine::HOST_TRACE_VTABLE
     }
 
-    /// The table this copy uses: the installed runtime's, else its own.
+    /// The table this copy uses: the installed runtime's, else its own. A
+    /// table of another version or size is fatal (as for Tasks): falling
+    /// back to this copy's engine would start a thread that runs this
+    /// copy's (a plugin's) code.
     #[inline]
     fn vt() -> &'static TraceVTable {
-        crate::runtime::current().trace
+        let t = crate::runtime::current().trace;
+        if t.abi_version == TRACE_ABI_VERSION && t.size as usize == std::mem::size_of::<TraceVTable>() {
+            t
+        } else {
+            panic!(
+                "usrcu::trace: the host's Tasks Trace table is version {} size {}, this copy expects {} size {}",
+                t.abi_version,
+                t.size,
+                TRACE_ABI_VERSION,
+                std::mem::size_of::<TraceVTable>()
+            )
+        }
     }
 
     /// The calling thread's record, through this copy's thread-local.
@@ -277,6 +291,32 @@ mod api {
     pub fn barrier() {
         // SAFETY: no preconditions.
         unsafe { (vt().barrier)() }
+    }
+
+    /// [`barrier`] bounded by `timeout`: true if every callback queued
+    /// before the call ran within it, false if not (or, with a warning, when
+    /// called from inside a trace callback, where it would wait for
+    /// itself). A barrier that times out leaves nothing blocked: its marker
+    /// stays queued and is dropped when the `usrcu-trace` thread reaches it.
+    /// `Duration::MAX` (or any timeout past what an `Instant` holds) waits
+    /// as long as it takes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// usrcu::trace::call(|| {});
+    /// assert!(usrcu::trace::barrier_timeout(Duration::from_secs(60)));
+    /// ```
+    pub fn barrier_timeout(timeout: Duration) -> bool {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // A sub-millisecond remainder rounds up, so that a non-zero timeout
+        // never becomes a zero one.
+        let ms = if timeout > Duration::from_millis(ms) {
+            ms.saturating_add(1)
+        } else {
+            ms
+        };
+        // SAFETY: no preconditions.
+        unsafe { (vt().barrier_timeout_ms)(ms) != 0 }
     }
 
     /// A polled grace-period cookie of this flavor.

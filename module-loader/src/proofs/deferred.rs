@@ -1,0 +1,111 @@
+//! Deferred work, the last look before the object is closed: nothing of
+//! the object is queued or running in any flavor of the process, and no
+//! hook slot points into it.
+//!
+//! The earlier steps drain each kind of work once: the SRCU notifier
+//! (`callbacks.rs`) each static domain and the runtime's inventory, the
+//! probe notifier Tasks and Tasks Trace, the hook-slot step the slots. But
+//! work of the object hops: an SRCU callback of the plugin that a drain
+//! runs queues a Tasks Trace callback; a Tasks Trace callback queues
+//! another; a plugin thread that `exit` told to stop (the threads proof
+//! waits for it) queues a callback, or fills a hook slot, on its way out,
+//! after every drain. Unmapped under such work, the host dies of `SIGSEGV`
+//! when it runs (`tests/tests/redteam2_deferred_work.rs`). So this proof,
+//! after the threads proof, repeats until a snapshot finds nothing, within
+//! the unload's deadline:
+//!
+//! 1. hook slots pointing into the object are emptied again, and a Tasks
+//!    grace period waited for if one was (`hook_slots::clear_again`);
+//! 2. a bounded barrier of Tasks Trace and of Tasks, then a bounded drain of
+//!    the SRCU callbacks whose code, head or domain lies in the object
+//!    (`usrcu::runtime::inventory::drain`);
+//! 3. one snapshot of all three flavors (`inventory::deferred`): callbacks
+//!    queued or running whose function or argument lies in the object,
+//!    and readers inside its domains. It holds the Tasks Trace and Tasks
+//!    engines' locks while it walks SRCU, so a hop into or out of those
+//!    flavors cannot slip between the looks; within SRCU the walk is
+//!    repeated until no SRCU callback finished during it. A snapshot
+//!    whose SRCU walk could not be made stable (a process whose SRCU
+//!    callbacks never pause) counts only when the one before it was empty
+//!    too.
+//!
+//! If the deadline passes first, the module stays mapped as a Zombie that
+//! names what is left: `CallbacksInObject` with the domain (or
+//! `usrcu::trace` / `usrcu::tasks`), or `HooksBusy` for a hook slot whose
+//! grace period did not complete. A retry runs the same loop.
+//!
+//! Cost when nothing is left: two barriers that return at once, an
+//! inventory walk, and the snapshot, once.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use usrcu::runtime::inventory as rt;
+
+use super::{test_switch, Proof, UnloadCx};
+use crate::report::ZombieCause;
+
+/// See the module documentation.
+pub(crate) struct Deferred;
+
+impl Proof for Deferred {
+    fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
+        let ranges: Vec<Range<usize>> = cx.objects.iter().flat_map(|o| o.segments.iter().cloned()).collect();
+        let mut clean_before = false;
+        let mut nap = Duration::from_micros(50);
+        loop {
+            let (cleared, hooks_done) = crate::hook_slots::clear_again(cx.module, cx.deadline, cx.report);
+            if !hooks_done {
+                return Err(ZombieCause::HooksBusy);
+            }
+            // Bounded: a barrier that times out leaves its marker behind,
+            // and the snapshot below says what is still there.
+            usrcu::trace::barrier_timeout(cx.time_left());
+            usrcu::tasks::barrier_timeout(cx.time_left());
+            let _ = rt::drain(&ranges, cx.time_left());
+            let snap = rt::deferred(&ranges);
+            if snap.is_idle() && cleared == 0 {
+                if snap.stable || clean_before || test_switch::skipped("deferred-stable") {
+                    return Ok(());
+                }
+                clean_before = true;
+            } else {
+                clean_before = false;
+            }
+            if Instant::now() >= cx.deadline {
+                return Err(cause(&snap));
+            }
+            std::thread::sleep(nap.min(cx.time_left()));
+            nap = (nap * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The Zombie cause a snapshot names: the first busy domain of the object,
+/// else the flavor with callbacks left.
+fn cause(snap: &rt::Deferred) -> ZombieCause {
+    let busy = snap
+        .srcu
+        .domains
+        .iter()
+        .find(|d| d.readers != 0 || d.callbacks_pending != 0);
+    if let Some(d) = busy {
+        return ZombieCause::CallbacksInObject {
+            domain: d.name.clone(),
+            callbacks: d.callbacks_pending.max(snap.srcu.callbacks),
+            readers: d.readers,
+        };
+    }
+    let (domain, callbacks) = if snap.srcu.callbacks > 0 {
+        ("", snap.srcu.callbacks)
+    } else if snap.trace_callbacks > 0 {
+        ("usrcu::trace", snap.trace_callbacks)
+    } else {
+        ("usrcu::tasks", snap.tasks_callbacks)
+    };
+    ZombieCause::CallbacksInObject {
+        domain: domain.to_owned(),
+        callbacks,
+        readers: 0,
+    }
+}
