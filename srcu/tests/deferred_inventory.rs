@@ -37,7 +37,7 @@ fn wait_for(what: &str, f: impl Fn() -> bool) {
 
 fn range_of(f: unsafe extern "C" fn(*mut CallbackHead)) -> Vec<std::ops::Range<usize>> {
     let a = f as usize;
-    vec![a..a + 1]
+    std::iter::once(a..a + 1).collect()
 }
 
 #[test]
@@ -63,7 +63,10 @@ fn the_snapshot_counts_a_trace_callback_queued_and_running_and_a_bounded_barrier
     );
     // Nothing else lies in the range of a function never queued.
     let a = the_snapshot_counts_a_trace_callback_queued_and_running_and_a_bounded_barrier_gives_up_behind_it as usize;
-    assert_eq!(inventory::deferred(&[a..a + 1]).trace_callbacks, 0);
+    assert_eq!(
+        inventory::deferred(std::slice::from_ref(&(a..a + 1))).trace_callbacks,
+        0
+    );
     // The bounded barrier gives up: the callback ahead of its marker blocks.
     assert!(
         !usrcu::trace::barrier_timeout(Duration::from_millis(20)),
