@@ -68,7 +68,7 @@ fn describe(r: &Outcome) -> String {
 #[ignore = "defect: unload from inside a Tasks callback panics (tasks::barrier refused on the usrcu-tasks thread) out of ModuleLoader::unload, and the module is left Going for good: never unloadable, skipped by unload_all"]
 fn an_unload_from_inside_a_tasks_callback_is_typed_and_leaves_the_module_unloadable() {
     let (loader, m) = load_armed(0);
-    let r = unload_inside(&loader, m, |f| usrcu::tasks::call(f));
+    let r = unload_inside(&loader, m, usrcu::tasks::call);
     println!("inside a Tasks callback: {}", describe(&r));
     let state = loader.state(m);
     println!("state after: {state:?}");
@@ -113,7 +113,7 @@ fn an_unload_from_inside_a_trace_callback_never_unmaps_under_a_queued_trace_call
     }
     // exit queues a Tasks Trace callback of the plugin's.
     let (loader, m) = load_armed(5);
-    let r = unload_inside(&loader, m, |f| usrcu::trace::call(f));
+    let r = unload_inside(&loader, m, usrcu::trace::call);
     println!("inside a trace callback: {}", describe(&r));
     let unmapped = matches!(&r, Ok(Ok(rep)) if rep.unmapped);
     // Let the plugin's callback run (after ours, on the same thread).
