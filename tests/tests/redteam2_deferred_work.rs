@@ -1,0 +1,329 @@
+//! Red team 2: work a plugin's `exit` leaves on the host's runtime, queued
+//! the way a plugin author writes it, must be drained (or the object kept
+//! mapped) before the loader unmaps the object.
+//!
+//! The unload runs, in this order: the liveness grace period, a bounded
+//! SRCU barrier, the hook-slot step (clear + Tasks grace period), `exit`,
+//! the `Going` notifiers, the probe notifier (a Tasks Trace and a Tasks
+//! `barrier`), then the proofs (readers, an SRCU barrier *after* `exit`,
+//! threads, keys) and `dlclose`. Plugin code that runs after a step can
+//! re-create what that step drained. Each scenario uses the `redteam2-deferred`
+//! fixture, whose `exit` is told (mode) what to leave behind, and a host
+//! thread that holds the flavor's grace period (a Tasks Trace read section,
+//! or a Tasks spin without a quiescent point) across the unload, so that
+//! what was left behind is certainly still queued when the unload decides.
+//! A loader that keeps its promise either drains it or keeps the object
+//! mapped as a Zombie; one that unmaps it kills the host when the callback
+//! runs. Each scenario runs in a child process so that a crash is a failed
+//! assertion naming the signal.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use usrcu::tasks::HookSlot;
+use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState, UnloadReport};
+use usrcu_tests::{fixture_path, killed_by};
+
+/// The fixture's board: `RAN`, `FIRST`, `GO` (see the fixture).
+static BOARD: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
+const RAN: usize = 0;
+const FIRST: usize = 1;
+const GO: usize = 2;
+
+/// A host hook slot the fixture's `exit` installs into (mode 4).
+static SLOT: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
+
+type Arm = unsafe extern "C" fn(u32, *const AtomicU32, *const ());
+
+const CHILD: &str = "USRCU_REDTEAM2_DEFERRED_CHILD";
+
+/// Load the fixture with `config` and tell its `exit` to do `mode`.
+fn load_armed(config: LoaderConfig, mode: u32) -> (ModuleLoader, usrcu_module_loader::ModuleHandle) {
+    let loader = ModuleLoader::with_config(config);
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("redteam2-deferred")) }.expect("load");
+    // SAFETY: the fixture exports `fx_arm` with this signature.
+    let arm = unsafe { loader.symbol::<Arm>(m, "fx_arm") }.expect("fx_arm");
+    let slot = &SLOT as *const HookSlot<extern "C" fn(u64) -> u64> as *const ();
+    // SAFETY: the board and the slot are host statics (fx_arm's contract).
+    arm.call(|f| unsafe { f.call(mode, BOARD.as_ptr(), slot) })
+        .expect("fx_arm");
+    (loader, m)
+}
+
+fn short_timeout() -> LoaderConfig {
+    LoaderConfig {
+        unload_timeout: Duration::from_millis(1500),
+        ..LoaderConfig::default()
+    }
+}
+
+/// A host thread inside a Tasks Trace read section (entered once `enter`
+/// says so) until `release` is sent: every Tasks Trace callback queued
+/// after it entered waits for it.
+fn trace_reader(enter: impl FnOnce() + Send + 'static) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (inside_tx, inside) = mpsc::channel();
+    let (release, wait) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        enter();
+        let g = usrcu::trace::read_lock();
+        inside_tx.send(()).unwrap();
+        let _ = wait.recv();
+        drop(g);
+    });
+    inside.recv().unwrap();
+    (release, t)
+}
+
+/// Wait (at most 5 s) until the plugin's last callback has bumped `RAN`.
+fn ran_eventually() -> u32 {
+    let t0 = Instant::now();
+    while BOARD[RAN].load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    BOARD[RAN].load(Ordering::SeqCst)
+}
+
+/// The claim every scenario checks: the loader did not unmap the object
+/// while a callback of it was still queued.
+fn kept_or_drained(report: &UnloadReport, ran_at_unload: u32) -> Result<(), String> {
+    // Printed before the callback may run (and kill the child).
+    println!(
+        "child: unload returned: unmapped={} state={:?} zombie_cause={:?} callback ran={ran_at_unload}",
+        report.unmapped, report.state, report.zombie_cause
+    );
+    if report.unmapped && ran_at_unload == 0 {
+        Err(format!(
+            "the object was unmapped (state {:?}) with its callback still queued: {report}",
+            report.state
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Finish a child: let the callback run (a crash here is the defect's
+/// symptom), then retry a Zombie so that the child leaves nothing mapped,
+/// and fail with what the unload decided.
+fn finish(loader: ModuleLoader, report: UnloadReport, verdict: Result<(), String>) {
+    let ran = ran_eventually();
+    println!("child: unmapped={} state={:?} ran={ran}", report.unmapped, report.state);
+    if report.state == ModuleState::Zombie {
+        let again = loader.unload(report.handle).expect("retry the zombie");
+        println!("child: retry unmapped={} state={:?}", again.unmapped, again.state);
+    }
+    if let Err(e) = verdict {
+        panic!("{e}");
+    }
+}
+
+/// Run the test `name` again in a child with the child switch set; fail
+/// naming a signal or the child's panic.
+fn in_child(name: &str) {
+    // `--include-ignored`: the scenarios that show a defect are ignored.
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+        .env(CHILD, "1")
+        .output()
+        .expect("cannot re-run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Some(sig) = killed_by(out.status) {
+        panic!(
+            "the host died of signal {sig} after the unload (a plugin callback ran unmapped code)\n\
+             stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+    assert!(
+        out.status.success(),
+        "child failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("child: "),
+        "the child ran no scenario:\n{stdout}\n{stderr}"
+    );
+}
+
+fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+#[test]
+#[ignore = "defect: a Tasks Trace callback queued by an SRCU callback that the post-exit barrier runs is never drained; the object is unmapped under it and the host dies of SIGSEGV"]
+fn a_trace_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped() {
+    if !is_child() {
+        return in_child("a_trace_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 1);
+    // Holds every Tasks Trace callback queued from here on.
+    let (release, reader) = trace_reader(|| {});
+    let report = loader.unload(m).expect("unload");
+    let ran_at_unload = BOARD[RAN].load(Ordering::SeqCst);
+    let verdict = kept_or_drained(&report, ran_at_unload);
+    release.send(()).unwrap();
+    reader.join().unwrap();
+    finish(loader, report, verdict);
+}
+
+#[test]
+#[ignore = "defect: a Tasks Trace callback queued by a Tasks Trace callback of exit (a chain) is not waited for by the probe notifier's trace::barrier; the object is unmapped under it and the host dies of SIGSEGV"]
+fn a_chained_trace_callback_of_exit_is_drained_or_kept_mapped() {
+    if !is_child() {
+        return in_child("a_chained_trace_callback_of_exit_is_drained_or_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 3);
+    let unload = std::thread::spawn(move || {
+        let report = loader.unload(m).expect("unload");
+        (loader, report)
+    });
+    // Enter the read section once the first callback of the chain runs
+    // (its own grace period is over), then let it queue the second.
+    let (release, reader) = trace_reader(|| {
+        while BOARD[FIRST].load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    BOARD[GO].store(1, Ordering::SeqCst);
+    let (loader, report) = unload.join().unwrap();
+    let ran_at_unload = BOARD[RAN].load(Ordering::SeqCst);
+    let verdict = kept_or_drained(&report, ran_at_unload);
+    release.send(()).unwrap();
+    reader.join().unwrap();
+    finish(loader, report, verdict);
+}
+
+#[test]
+#[ignore = "defect: a Tasks callback queued by an SRCU callback that the post-exit barrier runs is never drained; the object is unmapped under it"]
+fn a_tasks_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped() {
+    if !is_child() {
+        return in_child("a_tasks_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 2);
+    // A host thread that spins without a quiescent point holds every
+    // Tasks grace period (the hook contract's "a thread that spins").
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let spinning = std::sync::Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let (stop, spinning) = (stop.clone(), spinning.clone());
+        std::thread::spawn(move || {
+            spinning.store(true, Ordering::SeqCst);
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    while !spinning.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let report = loader.unload(m).expect("unload");
+    let ran_at_unload = BOARD[RAN].load(Ordering::SeqCst);
+    let verdict = kept_or_drained(&report, ran_at_unload);
+    stop.store(true, Ordering::Relaxed);
+    spinner.join().unwrap();
+    finish(loader, report, verdict);
+}
+
+#[test]
+#[ignore = "defect: a HookSlot that exit fills with the plugin's own function is not cleared (the hook-slot step runs once, before exit); the object is unmapped and the next call jumps into it"]
+fn a_hook_slot_that_exit_fills_is_cleared_or_the_object_kept_mapped() {
+    if !is_child() {
+        return in_child("a_hook_slot_that_exit_fills_is_cleared_or_the_object_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 4);
+    let report = loader.unload(m).expect("unload");
+    let set_after = SLOT.is_set();
+    println!("child: unmapped={} slot set={set_after}", report.unmapped);
+    // The host calls its hook, as it does all the time.
+    let r = SLOT.call(41);
+    println!("child: hook returned {r:?}");
+    assert!(
+        !(report.unmapped && set_after),
+        "the object was unmapped with a host hook slot still pointing into it: {report}"
+    );
+}
+
+#[test]
+#[ignore = "defect: with LoaderConfig::remove_probes = false nothing drains the Tasks Trace callbacks exit queued (their barrier lives in the probe notifier); the object is unmapped under them and the host dies of SIGSEGV"]
+fn a_trace_callback_of_exit_is_drained_or_kept_mapped_with_probe_removal_off() {
+    if !is_child() {
+        return in_child("a_trace_callback_of_exit_is_drained_or_kept_mapped_with_probe_removal_off");
+    }
+    let config = LoaderConfig {
+        remove_probes: false,
+        ..short_timeout()
+    };
+    let (loader, m) = load_armed(config, 5);
+    let (release, reader) = trace_reader(|| {});
+    let report = loader.unload(m).expect("unload");
+    let ran_at_unload = BOARD[RAN].load(Ordering::SeqCst);
+    let verdict = kept_or_drained(&report, ran_at_unload);
+    release.send(()).unwrap();
+    reader.join().unwrap();
+    finish(loader, report, verdict);
+}
+
+#[test]
+#[ignore = "defect: the probe notifier's Tasks Trace barrier is unbounded: a host Tasks Trace reader that stays inside keeps unload from returning past unload_timeout"]
+fn an_unload_returns_within_its_timeout_while_a_host_trace_reader_holds_a_callback_of_exit() {
+    // No crash to contain here: the scenario runs in the test process.
+    let (loader, m) = load_armed(short_timeout(), 5);
+    let (release, reader) = trace_reader(|| {});
+    let (done_tx, done) = mpsc::channel();
+    let unload = std::thread::spawn(move || {
+        let report = loader.unload(m).expect("unload");
+        done_tx.send(()).unwrap();
+        (loader, report)
+    });
+    // The claim is an order: the unload returns while the reader is still
+    // inside. The wait below only keeps a broken loader from hanging the
+    // test forever (20 times the unload timeout).
+    let returned_first = done.recv_timeout(Duration::from_secs(30)).is_ok();
+    release.send(()).unwrap();
+    reader.join().unwrap();
+    let (loader, report) = unload.join().unwrap();
+    println!(
+        "unmapped={} state={:?} cause={:?}",
+        report.unmapped, report.state, report.zombie_cause
+    );
+    assert!(
+        returned_first,
+        "unload did not return while a host Tasks Trace reader stayed inside (unload_timeout {:?}): {report}",
+        loader.config().unload_timeout
+    );
+    // Kept mapped while the callback was held; a retry now drains it.
+    assert_eq!(report.state, ModuleState::Zombie, "{report}");
+    let again = loader.unload(report.handle).expect("retry");
+    assert!(again.unmapped, "{again}");
+}
+
+#[test]
+#[ignore = "defect: a plugin thread that exit told to stop (the threads proof's documented grace) queues a Tasks Trace callback on its way out, after every drain; the object is unmapped under it and the host dies of SIGSEGV"]
+fn a_trace_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped() {
+    if !is_child() {
+        return in_child("a_trace_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 6);
+    let (release, reader) = trace_reader(|| {});
+    let report = loader.unload(m).expect("unload");
+    let ran_at_unload = BOARD[RAN].load(Ordering::SeqCst);
+    let verdict = kept_or_drained(&report, ran_at_unload);
+    release.send(()).unwrap();
+    reader.join().unwrap();
+    finish(loader, report, verdict);
+}
+
+#[test]
+#[ignore = "defect: a plugin thread that exit told to stop queues an SRCU callback on the plugin's own static domain after the loader cleaned it up; the object is unmapped under it and the host dies of SIGSEGV"]
+fn an_srcu_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped() {
+    if !is_child() {
+        return in_child("an_srcu_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 7);
+    let report = loader.unload(m).expect("unload");
+    let ran_at_unload = BOARD[RAN].load(Ordering::SeqCst);
+    let verdict = kept_or_drained(&report, ran_at_unload);
+    // The callback (queued, or running and waiting for this) may finish.
+    BOARD[GO].store(1, Ordering::SeqCst);
+    finish(loader, report, verdict);
+}
