@@ -65,7 +65,7 @@ fn describe(r: &Outcome) -> String {
 }
 
 #[test]
-#[ignore = "defect: unload from inside a Tasks callback panics (tasks::barrier refused on the usrcu-tasks thread) out of ModuleLoader::unload, and the module is left Going for good: never unloadable, skipped by unload_all"]
+
 fn an_unload_from_inside_a_tasks_callback_is_typed_and_leaves_the_module_unloadable() {
     let (loader, m) = load_armed(0);
     let r = unload_inside(&loader, m, usrcu::tasks::call);
@@ -90,7 +90,7 @@ fn an_unload_from_inside_a_tasks_callback_is_typed_and_leaves_the_module_unloada
 }
 
 #[test]
-#[ignore = "defect: unload from inside a Tasks Trace callback skips its trace barrier (it would wait for itself), so a Tasks Trace callback that exit queued runs after the object is unmapped: SIGSEGV"]
+
 fn an_unload_from_inside_a_trace_callback_never_unmaps_under_a_queued_trace_callback() {
     if std::env::var_os(CHILD).is_none() {
         let name = "an_unload_from_inside_a_trace_callback_never_unmaps_under_a_queued_trace_callback";
