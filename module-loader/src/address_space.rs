@@ -170,6 +170,20 @@ pub fn still_loaded(path: &Path) -> bool {
     true
 }
 
+/// Take a reference to the loaded object named `path` that is never given
+/// back: the dynamic linker keeps the object mapped for the rest of the
+/// process. `RTLD_NOLOAD` only looks the name up (never maps anything);
+/// false if no object of that name is loaded.
+pub fn pin_forever(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string; RTLD_NOLOAD only looks the name up. The
+    // handle is leaked on purpose: it is the reference that keeps the object.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+    !h.is_null()
+}
+
 /// Is the object opened by `path` still in the address space, by either test?
 pub fn is_mapped(path: &Path) -> bool {
     find(path).is_some() || still_loaded(path)

@@ -834,13 +834,25 @@ impl ModuleLoader {
         if last_user.contains(&true) {
             crate::test_pause::reached(crate::test_pause::PausePoint::UnloadBeforeDlclose);
         }
-        // Drop every handle into the object, then close it.
+        // Drop every handle into the object, then close it. Under `DLCLOSE`,
+        // with the check that follows: an object that stays (a thread-local
+        // destructor of the plugin is pending on a live thread) is pinned
+        // before another `dlclose` of this loader could make glibc unmap it.
+        let dlclose = crate::lock(&DLCLOSE);
         let lib = crate::lock(&m.lib).take();
         if let Some(lib) = lib {
             report.dlclosed = lib.close().is_ok();
         }
         crate::phase_timing::lap("unload: dlclose");
         report.unmapped = !address_space::is_mapped(&m.loaded_path);
+        if !report.unmapped && !m.mapping.nodelete && !test_switch_no_pin() {
+            // glibc keeps such an object only until the thread exits, runs
+            // the destructor (plugin code, which may queue callbacks of the
+            // plugin), then unmaps it at the next `dlclose` in the process,
+            // with that work possibly still pending: never unmapped, then.
+            address_space::pin_forever(&m.loaded_path);
+        }
+        drop(dlclose);
         crate::phase_timing::lap("unload: is_mapped");
         // The libraries it was the last user of must have left too (one that
         // a load racing with this unload took meanwhile stays, with it).
@@ -917,6 +929,18 @@ impl Drop for ModuleLoader {
             }
         }
     }
+}
+
+/// Held around each `dlclose` of a module and the check after it (see
+/// `teardown`).
+static DLCLOSE: Mutex<()> = Mutex::new(());
+
+/// Test switch: `USRCU_LOADER_TEST_NO_PIN=1` (read once) leaves an object
+/// kept resident by a thread-local destructor unpinned, to show what the
+/// pin prevents (`tests/tests/redteam2_deferred_work.rs`, in a child).
+fn test_switch_no_pin() -> bool {
+    static NO_PIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NO_PIN.get_or_init(|| std::env::var_os("USRCU_LOADER_TEST_NO_PIN").is_some_and(|v| v == "1"))
 }
 
 /// `t0 + timeout`: the deadline of an unload. Every `Duration` is a valid

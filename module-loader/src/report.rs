@@ -270,8 +270,12 @@ impl fmt::Display for ZombieCause {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResidentCause {
     /// Likely a thread-local destructor registered by plugin code on a
-    /// thread that is still alive: glibc keeps such an object until that
-    /// thread exits (the usual case for a Rust `thread_local!` with `Drop`).
+    /// thread that is still alive (the usual case for a Rust
+    /// `thread_local!` with `Drop`). glibc would keep the object only until
+    /// that thread exits and then unmap it at the next `dlclose` in the
+    /// process, while work the destructor queued (a callback of the
+    /// plugin) may still be pending; so the loader keeps a reference of
+    /// its own and the object stays mapped for the life of the process.
     ThreadLocalDestructor,
     /// The object is marked `DF_1_NODELETE`.
     NoDelete,
@@ -285,7 +289,7 @@ impl fmt::Display for ResidentCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ResidentCause::ThreadLocalDestructor => f.write_str(
-                "likely a thread-local destructor registered by plugin code on a live thread (glibc keeps the object until that thread exits)",
+                "likely a thread-local destructor registered by plugin code on a live thread; kept mapped for the life of the process (the destructor runs plugin code when that thread exits, and may queue more)",
             ),
             ResidentCause::NoDelete => f.write_str("the object is marked NODELETE"),
             ResidentCause::KeptMappedByPolicy => f.write_str("kept mapped by policy (UnmapPolicy::Never)"),

@@ -127,6 +127,19 @@ fn plugin_closures_queued_on_a_host_domain_are_drained_before_unmap() {
     assert_eq!(ran.load(Ordering::SeqCst), 5);
 }
 
+/// The deferred-work proof is a second line against the same hazard: with
+/// the search and the inventory drain switched off, its own drain and
+/// snapshot still find the callbacks on the unlisted domain, and the child
+/// of the test below lives.
+#[test]
+fn with_only_the_deferred_proof_an_unlisted_static_domain_is_still_drained() {
+    let status = rerun_in_child(
+        "without_searching_the_object_an_unlisted_static_domain_kills_the_host",
+        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory")],
+    );
+    assert!(status.success(), "the child should have lived: {status:?}");
+}
+
 #[test]
 fn without_searching_the_object_an_unlisted_static_domain_kills_the_host() {
     if in_child() {
@@ -142,7 +155,7 @@ fn without_searching_the_object_an_unlisted_static_domain_kills_the_host() {
     }
     let status = rerun_in_child(
         "without_searching_the_object_an_unlisted_static_domain_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory")],
+        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory,deferred")],
     );
     assert!(
         matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
@@ -169,7 +182,7 @@ fn without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host() {
     }
     let status = rerun_in_child(
         "without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "inventory")],
+        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "inventory,deferred")],
     );
     assert!(
         matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
