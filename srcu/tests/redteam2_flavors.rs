@@ -175,14 +175,16 @@ fn spinner_holds_the_grace_period(exhaust: bool) {
     // SAFETY: lowering our own soft limit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
     let mut fillers = Vec::new();
-    while exhaust {
-        // SAFETY: dup of stderr (if it is closed, dup fails and the loop
-        // ends with nothing filled: the test then shows nothing).
-        let fd = unsafe { libc::dup(2) };
-        if fd < 0 {
-            break;
+    if exhaust {
+        loop {
+            // SAFETY: dup of stderr (if it is closed, dup fails and the
+            // loop ends with nothing filled: the test then shows nothing).
+            let fd = unsafe { libc::dup(2) };
+            if fd < 0 {
+                break;
+            }
+            fillers.push(fd);
         }
-        fillers.push(fd);
     }
     // The grace period must wait for the spinner, which is inside the hook
     // and neither blocks nor passes a quiescent point until released.
