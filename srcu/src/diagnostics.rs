@@ -150,9 +150,19 @@ fn sinks() -> std::sync::MutexGuard<'static, Vec<Sink>> {
     SINKS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Emit a warning: log it and copy it to every open capture.
+/// Emit a warning: log it and copy it to every open capture. A logger that
+/// panics loses that record and nothing else: the panic is caught here.
 pub fn emit(w: Warning) {
-    log::warn!(target: "usrcu", "{}", w.message);
+    // The logger is user code, and warnings are emitted on the runtime's
+    // threads and inside its `extern "C"` functions, where a panic would
+    // kill the thread or abort the process. The payload is leaked, not
+    // dropped: its drop is user code too.
+    let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        log::warn!(target: "usrcu", "{}", w.message);
+    }));
+    if let Err(p) = logged {
+        std::mem::forget(p);
+    }
     for s in sinks().iter() {
         s.lock().unwrap_or_else(|p| p.into_inner()).push(w.clone());
     }

@@ -118,6 +118,14 @@ pub(crate) fn run_catching_panic(flavor: &str, f: impl FnOnce()) {
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "non-string payload".into());
+        // The payload is user data too: its drop may panic again, and this
+        // runs inside an `extern "C"` trampoline, where that second panic
+        // would abort the process. Drop it under a catch of its own and
+        // leak whatever a panicking drop throws (dropping that could panic
+        // once more).
+        if let Err(again) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(p))) {
+            std::mem::forget(again);
+        }
         let msg = format!("{flavor}: a callback panicked: {what}");
         // SAFETY: a null domain asks the runtime to name the domain whose
         // callbacks it is invoking (empty for the process-wide flavors); the
