@@ -426,6 +426,15 @@ pub enum UnloadError {
         /// "usrcu::trace").
         flavor: &'static str,
     },
+    /// Called inside a Tasks Trace read section (from a faultable
+    /// tracepoint's probe, say): the unload waits for Tasks Trace grace
+    /// periods, which wait for that section. Nothing was done.
+    FromInsideReadSection {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+    },
     /// Calls into the module did not return within the unload timeout. The
     /// module is `Live` again and usable.
     CallsInFlight {
@@ -460,6 +469,10 @@ impl fmt::Display for UnloadError {
             UnloadError::FromInsideCallback { handle, name, flavor } => write!(
                 f,
                 "cannot unload module '{name}' ({handle}) from inside a {flavor} callback: it would wait for that flavor's callbacks, its own thread"
+            ),
+            UnloadError::FromInsideReadSection { handle, name } => write!(
+                f,
+                "cannot unload module '{name}' ({handle}) inside a Tasks Trace read section: it would wait for that section"
             ),
             UnloadError::CallsInFlight { handle, name, waited } => write!(
                 f,

@@ -552,6 +552,12 @@ impl ModuleLoader {
                 flavor,
             });
         }
+        if usrcu::trace::in_read_section() {
+            return Err(UnloadError::FromInsideReadSection {
+                handle: h,
+                name: m.name.clone(),
+            });
+        }
         let t0 = Instant::now();
         crate::phase_timing::mark();
         let retry = match m.state.transition(ModuleState::Live, ModuleState::Going) {

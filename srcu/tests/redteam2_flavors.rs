@@ -46,7 +46,6 @@ fn in_child(alarm_secs: u32) -> bool {
 }
 
 #[test]
-#[ignore = "defect: trace::barrier() inside a Tasks Trace read section waits forever for a callback whose grace period waits for that section; trace::synchronize() there panics (refuse_inside_section), barrier has no such check (trace/mod.rs)"]
 fn trace_barrier_inside_a_trace_section_with_a_callback_pending_is_refused_not_a_hang() {
     run_entry("trace_barrier_in_section_entry", "trace barrier in section: done");
 }
@@ -121,7 +120,6 @@ extern "C" fn spin_until_released() -> u64 {
 }
 
 #[test]
-#[ignore = "defect: tasks/proc.rs open_status returns None on every openat failure and tasks/grace_period.rs treats None as a thread that is gone; at the fd limit (EMFILE) a Tasks grace period ends without looking at any thread, under a thread still inside a hook"]
 fn a_tasks_grace_period_at_the_fd_limit_still_waits_for_a_thread_inside_a_hook() {
     run_entry("tasks_fd_limit_entry", "tasks fd limit: done");
 }

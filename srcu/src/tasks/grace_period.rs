@@ -38,7 +38,7 @@
 //! trusted (a tracer that seizes, interrupts and detaches entirely between
 //! two readings is not seen; see the memory-model notes).
 
-use super::proc::{gettid, thread_name, Sample, SchedState, StatusFile, TaskDir};
+use super::proc::{gettid, thread_name, Opened, Sample, SchedState, StatusFile, TaskDir};
 use super::record;
 use crate::diagnostics::{self, ReaderInfo, Warning, WarningKind};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -122,7 +122,8 @@ pub(crate) fn canary_tid() -> i32 {
 
 struct Pending {
     tid: i32,
-    file: StatusFile,
+    /// `None` while it could not be opened (no evidence: still a holdout).
+    file: Option<StatusFile>,
     /// Voluntary switches at the baseline (`None`: not usable).
     base: Option<u64>,
     /// Explicit quiescent count at T2 (`None`: no record then).
@@ -148,15 +149,52 @@ impl Driver {
         }
     }
 
-    fn dir(&mut self) -> &mut TaskDir {
+    /// The task directory of this process, opened on first use (and again
+    /// in a child of `fork`).
+    fn dir(&mut self) -> std::io::Result<&mut TaskDir> {
         if !self.dir.as_ref().is_some_and(|d| d.is_current()) {
-            self.dir = Some(TaskDir::open().unwrap_or_else(|e| {
-                // Without /proc there is no evidence at all: refuse loudly
-                // rather than end a grace period unproven.
-                fatal(&format!("cannot open /proc/self/task: {e}"))
-            }));
+            self.dir = Some(TaskDir::open()?);
         }
-        self.dir.as_mut().expect("opened above")
+        Ok(self.dir.as_mut().expect("opened above"))
+    }
+
+    /// Open thread `tid`'s status file; `Unknown` while the directory
+    /// itself cannot be opened.
+    fn open_status(&mut self, tid: i32) -> Opened {
+        match self.dir() {
+            Ok(d) => d.open_status(tid),
+            Err(_) => Opened::Unknown,
+        }
+    }
+
+    /// List every thread of the process into `tids`. Without the list there
+    /// is no evidence at all, and a grace period must not end unproven: a
+    /// failure (out of descriptors, say) is retried with back-off, warned
+    /// about once the stall timeout has passed, for as long as it lasts.
+    fn list(&mut self, tids: &mut Vec<i32>, t0: Instant, stall: Duration) {
+        let mut nap = Duration::from_millis(1);
+        let mut warned = false;
+        loop {
+            let e = match self.dir() {
+                Ok(d) => match d.list(tids) {
+                    Ok(()) => return,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if !warned && t0.elapsed() >= stall {
+                warned = true;
+                crate::diagnostics::emit(crate::diagnostics::Warning::new(
+                    crate::diagnostics::WarningKind::TasksStall,
+                    super::DOMAIN_NAME,
+                    format!("usrcu::tasks: cannot list /proc/self/task ({e}); the grace period waits until it can"),
+                ));
+            }
+            // A fresh directory next time (the failure may be its own).
+            self.dir = None;
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(100));
+        }
     }
 
     /// Read the canary: (state, switches).
@@ -175,9 +213,7 @@ impl Driver {
         super::membarrier::full();
         // T2.
         let mut tids = std::mem::take(&mut self.tids);
-        if let Err(e) = self.dir().list(&mut tids) {
-            fatal(&format!("cannot list /proc/self/task: {e}"));
-        }
+        self.list(&mut tids, t0, stall);
         let me = gettid();
         tids.retain(|t| *t != me && *t != canary_tid && !exclude.contains(t));
         let mut qs = std::mem::take(&mut self.qs);
@@ -189,10 +225,14 @@ impl Driver {
         if self.buf.len() < 4096 {
             self.buf.resize(4096, 0);
         }
-        let canary_file = if canary_tid != 0 {
-            self.dir().open_status(canary_tid)
-        } else {
-            None
+        // Without the canary's file every reading counts as unsettled,
+        // which only makes the counter evidence wait longer.
+        let canary_file = match canary_tid {
+            0 => None,
+            t => match self.open_status(t) {
+                Opened::File(f) => Some(f),
+                Opened::Gone | Opened::Unknown => None,
+            },
         };
         let skip_running = crate::fault::is_set(crate::fault::Fault::TasksSkipRunning);
         let trust_across_stop = crate::fault::is_set(crate::fault::Fault::TasksTrustCounterAcrossStop);
@@ -202,11 +242,36 @@ impl Driver {
         let pre = self.canary_sample(&canary_file);
         let mut pending: Vec<Pending> = Vec::new();
         for (i, &tid) in tids.iter().enumerate() {
-            let Some(file) = self.dir().open_status(tid) else {
-                continue;
+            // Gone only on the kernel's word; a thread whose file cannot be
+            // opened or read for another reason (out of descriptors) stays
+            // a holdout without evidence, re-examined below.
+            let file = match self.open_status(tid) {
+                Opened::File(f) => f,
+                Opened::Gone => continue,
+                Opened::Unknown => {
+                    pending.push(Pending {
+                        tid,
+                        file: None,
+                        base: None,
+                        qs0: qs[i],
+                        last: None,
+                    });
+                    continue;
+                }
             };
-            let Some((s, _)) = file.sample(&mut self.buf) else {
-                continue;
+            let s = match file.sample_or_gone(&mut self.buf) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(()) => {
+                    pending.push(Pending {
+                        tid,
+                        file: Some(file),
+                        base: None,
+                        qs0: qs[i],
+                        last: None,
+                    });
+                    continue;
+                }
             };
             if s.state.blocked() || s.state == SchedState::Dead {
                 continue;
@@ -219,7 +284,7 @@ impl Driver {
             let counter_ok = !s.state.stopped() && s.tracer == 0 && s.nvcsw != u64::MAX;
             pending.push(Pending {
                 tid,
-                file,
+                file: Some(file),
                 base: counter_ok.then_some(s.nvcsw),
                 qs0: qs[i],
                 last: Some(s),
@@ -241,11 +306,27 @@ impl Driver {
             out.rechecks += 1;
             ptids.clear();
             ptids.extend(pending.iter().map(|p| p.tid));
+            // Holdouts whose file could not be opened: try again.
+            let mut gone_now = vec![false; pending.len()];
+            for (k, p) in pending.iter_mut().enumerate() {
+                if p.file.is_none() {
+                    match self.open_status(p.tid) {
+                        Opened::File(f) => p.file = Some(f),
+                        Opened::Gone => gone_now[k] = true,
+                        Opened::Unknown => {}
+                    }
+                }
+            }
             let pre = self.canary_sample(&canary_file);
             record::snapshot(&ptids, &mut qs_now);
-            let mut samples: Vec<Option<Sample>> = Vec::with_capacity(pending.len());
-            for p in &pending {
-                samples.push(p.file.sample(&mut self.buf).map(|(s, _)| s));
+            // Per holdout: Ok(Some) a reading, Ok(None) gone, Err nothing known.
+            let mut samples: Vec<Result<Option<Sample>, ()>> = Vec::with_capacity(pending.len());
+            for (k, p) in pending.iter().enumerate() {
+                samples.push(match &p.file {
+                    _ if gone_now[k] => Ok(None),
+                    Some(f) => f.sample_or_gone(&mut self.buf),
+                    None => Err(()),
+                });
             }
             std::sync::atomic::fence(Ordering::SeqCst);
             let post = self.canary_sample(&canary_file);
@@ -259,7 +340,16 @@ impl Driver {
                 let s = samples[k];
                 let q = qs_now[k];
                 k += 1;
-                let Some(s) = s else { return false }; // gone
+                let s = match s {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return false, // gone
+                    Err(()) => {
+                        // No reading: only an explicit quiescent point
+                        // ends its part; the counter restarts later.
+                        p.base = None;
+                        return !(q.is_some() && q != p.qs0);
+                    }
+                };
                 p.last = Some(s);
                 if s.state.blocked() || s.state == SchedState::Dead {
                     return false;
@@ -298,13 +388,6 @@ impl Driver {
         self.qs = qs;
         out
     }
-}
-
-/// No evidence can be read: end the process rather than end a grace period
-/// unproven (or strand every waiter behind a dead engine thread).
-fn fatal(msg: &str) -> ! {
-    eprintln!("usrcu::tasks: {msg}; a Tasks grace period cannot be proven, aborting");
-    std::process::abort()
 }
 
 /// The canary's count if it read `S` with the same count on both sides.

@@ -154,17 +154,53 @@ impl TaskDir {
         }
     }
 
-    /// Open `<tid>/status`; `None` if the thread is gone.
-    pub(crate) fn open_status(&self, tid: i32) -> Option<StatusFile> {
+    /// Open `<tid>/status`. [`Opened::Gone`] only when the kernel says the
+    /// thread does not exist (`ENOENT`, `ESRCH`); any other failure (out of
+    /// descriptors, out of memory) is [`Opened::Unknown`]: no evidence
+    /// either way, so the thread stays a holdout.
+    pub(crate) fn open_status(&self, tid: i32) -> Opened {
         let mut path = [0u8; 32];
         let s = format_path(tid, &mut path);
         // SAFETY: `s` is NUL-terminated; `self.fd` is an open directory.
         let fd = unsafe { libc::openat(self.fd.as_raw_fd(), s.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         if fd < 0 {
-            return None;
+            return if gone_errno() { Opened::Gone } else { Opened::Unknown };
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
-        Some(StatusFile(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Opened::File(StatusFile(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+/// What opening a thread's status file gave.
+pub(crate) enum Opened {
+    /// The file.
+    File(StatusFile),
+    /// The thread does not exist any more.
+    Gone,
+    /// It could not be opened for another reason: nothing is known.
+    Unknown,
+}
+
+/// Does the last failed call's `errno` say that the thread is gone?
+fn gone_errno() -> bool {
+    matches!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ESRCH)
+    )
+}
+
+impl StatusFile {
+    /// [`StatusFile::sample`], telling a thread that is gone (the read
+    /// fails with `ESRCH` or `ENOENT`, or reads nothing) from one whose read
+    /// failed for another reason (`Err(())`: nothing is known, the thread
+    /// stays a holdout).
+    pub(crate) fn sample_or_gone(&self, buf: &mut [u8]) -> Result<Option<Sample>, ()> {
+        match self.read(buf) {
+            Ok(0) => Ok(None),
+            Ok(n) => Ok(parse(&buf[..n]).map(|(s, _)| s)),
+            Err(true) => Ok(None),
+            Err(false) => Err(()),
+        }
     }
 }
 
@@ -198,38 +234,53 @@ impl StatusFile {
     /// what this parser knows, which is treated as gone only if the state
     /// line is missing too, never as quiescent otherwise).
     pub(crate) fn sample(&self, buf: &mut [u8]) -> Option<(Sample, usize)> {
+        match self.read(buf) {
+            Ok(n) if n > 0 => parse(&buf[..n]),
+            _ => None,
+        }
+    }
+
+    /// Read the file from its start: the byte count, or whether the error
+    /// says the thread is gone.
+    fn read(&self, buf: &mut [u8]) -> Result<usize, bool> {
         // SAFETY: the buffer is ours; pread on an open fd.
         let n = unsafe { libc::pread(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n <= 0 {
-            return None;
+        if n < 0 {
+            Err(gone_errno())
+        } else {
+            Ok(n as usize)
         }
-        let text = &buf[..n as usize];
-        let mut state = None;
-        let mut nvcsw = None;
-        let mut tracer = 0i32;
-        for line in text.split(|&b| b == b'\n') {
-            if let Some(v) = line.strip_prefix(b"State:") {
-                state = v
-                    .iter()
-                    .find(|c| !c.is_ascii_whitespace())
-                    .map(|&c| SchedState::from_letter(c));
-            } else if let Some(v) = line.strip_prefix(b"TracerPid:") {
-                tracer = parse_int(v.trim_ascii()).unwrap_or(0) as i32;
-            } else if let Some(v) = line.strip_prefix(b"voluntary_ctxt_switches:") {
-                nvcsw = parse_int(v.trim_ascii());
-            }
-        }
-        let state = state?;
-        Some((
-            Sample {
-                state,
-                // A missing count (never seen) only disables counter evidence.
-                nvcsw: nvcsw.unwrap_or(u64::MAX),
-                tracer,
-            },
-            n as usize,
-        ))
     }
+}
+
+/// Parse a status text; `None` without a `State:` line.
+fn parse(text: &[u8]) -> Option<(Sample, usize)> {
+    let n = text.len();
+    let mut state = None;
+    let mut nvcsw = None;
+    let mut tracer = 0i32;
+    for line in text.split(|&b| b == b'\n') {
+        if let Some(v) = line.strip_prefix(b"State:") {
+            state = v
+                .iter()
+                .find(|c| !c.is_ascii_whitespace())
+                .map(|&c| SchedState::from_letter(c));
+        } else if let Some(v) = line.strip_prefix(b"TracerPid:") {
+            tracer = parse_int(v.trim_ascii()).unwrap_or(0) as i32;
+        } else if let Some(v) = line.strip_prefix(b"voluntary_ctxt_switches:") {
+            nvcsw = parse_int(v.trim_ascii());
+        }
+    }
+    let state = state?;
+    Some((
+        Sample {
+            state,
+            // A missing count (never seen) only disables counter evidence.
+            nvcsw: nvcsw.unwrap_or(u64::MAX),
+            tracer,
+        },
+        n,
+    ))
 }
 
 /// The name of thread `tid` (`Name:` in its status), for stall warnings.

@@ -288,7 +288,12 @@ mod api {
     /// Wait until every callback queued (by any thread) before the call has
     /// run. From inside a callback it would wait for itself: it warns
     /// ([`WarningKind::IllegalSynchronize`](crate::diagnostics::WarningKind::IllegalSynchronize)) and returns.
+    ///
+    /// # Panics
+    /// Inside a read section of this flavor: the callbacks it waits for
+    /// wait for a grace period, which waits for that section.
     pub fn barrier() {
+        refuse_inside_section("barrier");
         // SAFETY: no preconditions.
         unsafe { (vt().barrier)() }
     }
@@ -301,12 +306,16 @@ mod api {
     /// `Duration::MAX` (or any timeout past what an `Instant` holds) waits
     /// as long as it takes.
     ///
+    /// # Panics
+    /// Inside a read section of this flavor, as [`barrier`].
+    ///
     /// ```
     /// use std::time::Duration;
     /// usrcu::trace::call(|| {});
     /// assert!(usrcu::trace::barrier_timeout(Duration::from_secs(60)));
     /// ```
     pub fn barrier_timeout(timeout: Duration) -> bool {
+        refuse_inside_section("barrier_timeout");
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         // A sub-millisecond remainder rounds up, so that a non-zero timeout
         // never becomes a zero one.
