@@ -64,9 +64,9 @@ pub fn release_sleep_pause() {
 }
 
 /// Test-only: never register the runtime's fork handler in this process,
-/// to show what it prevents. Effective only before the crate starts its
-/// first thread (runtime, `usrcu-trace` or `usrcu-tasks`); the process's
-/// children of `fork` may then hang.
+/// to show what it prevents. Effective only before the runtime's first
+/// attach of a domain or first thread start (runtime, `usrcu-trace` or
+/// `usrcu-tasks`); the process's children of `fork` may then hang.
 pub fn skip_fork_handler() {
     crate::runtime::skip_handler();
 }

@@ -79,7 +79,6 @@ fn use_quiet_domain() -> i32 {
 }
 
 #[test]
-#[ignore = "defect: debug builds keep one process-wide reader table behind a mutex (runtime/readers.rs RECORDS) that every read_lock and guard drop takes and the fork handler does not; a child forked while another thread was entering or leaving a section of any domain hangs in its first read_lock of an unrelated domain"]
 fn a_reader_looping_on_one_domain_in_the_parent_does_not_hang_the_childs_readers_of_another() {
     run_entry("busy_reader_fork_entry", "busy reader fork: done");
 }
@@ -119,7 +118,6 @@ fn use_fresh_domain() -> i32 {
 }
 
 #[test]
-#[ignore = "defect: the registry of attached domains (runtime/state.rs REGISTRY) is a process-wide mutex taken by every attach and every successful cleanup, and the fork handler does not take it; a child forked while another thread attached or dropped a domain hangs in its first attach"]
 fn domains_created_and_dropped_in_a_parent_thread_do_not_hang_the_childs_new_domains() {
     run_entry("churn_fork_entry", "churn fork: done");
 }

@@ -14,10 +14,12 @@
 //!
 //! # The handler
 //!
-//! At its first successful thread start (`spawn.rs`; the first start of
-//! `usrcu-trace` or `usrcu-tasks` does the same, under the lock that thread
-//! takes first) the crate registers, once, `pthread_atfork(prepare, parent,
-//! child)`: `prepare` takes, in this order,
+//! At the first attach of a domain (`state.rs`, before the registry is
+//! first taken) or the first thread start, whichever comes first
+//! (`spawn.rs`, under the lock the new thread takes first; the starts of
+//! `usrcu-trace` and `usrcu-tasks` go through it too), the crate
+//! registers, once, `pthread_atfork(prepare, parent, child)`: `prepare`
+//! takes, in this order,
 //!
 //! 1. `heap` (the SRCU driver),
 //! 2. `q` (the SRCU invoker pool),
@@ -28,6 +30,10 @@
 //!    every thread that used Tasks Trace takes once more as it exits, in
 //!    its record's destructor (also under a scan, and at a thread's first
 //!    section),
+//! 6. `REGISTRY`, the attached domains (`state.rs`), which every attach
+//!    and every successful cleanup takes,
+//! 7. `RECORDS`, the debug builds' reader table (`readers.rs`), which
+//!    every debug-build `read_lock` and guard drop takes,
 //!
 //! and keeps the guards in [`HELD`]; `parent` and `child` drop them. The
 //! fork then happens while no thread of the crate holds any of them, and
@@ -35,19 +41,20 @@
 //! between its condvar waits, never while asleep; an exiting thread holds
 //! `TABLE` only to put its record on the free list).
 //!
-//! The order: no path of the crate holds one of the five while taking
-//! another (the driver drops `heap` before it dispatches to the pool, an
+//! The order: no path of the crate holds one of the seven while taking
+//! another, except the loader's snapshot (`inventory::deferred`), which
+//! takes `queue`, then `m`, then `REGISTRY`, in `prepare`'s order (the driver drops `heap` before it dispatches to the pool, an
 //! invoker drops `q` before `after_pass` schedules; under `queue` the trace
 //! engine only snapshots its sequence word and starts its thread; under `m`
 //! the Tasks engine only updates its counters and starts its thread, and it
 //! runs grace periods and callbacks with `m` dropped; under `TABLE` the
 //! trace records are only pushed, cloned, and their tids probed; warnings,
 //! which could reach any of them through a logger, are emitted with all
-//! five dropped; the test pause below only `try_lock`s the others), so any
+//! seven dropped; the test pause below only `try_lock`s the others), so any
 //! order is free of cycles with the crate's threads; two forking threads
 //! take them in the same order.
 //!
-//! `prepare` cannot deadlock: a thread holds one of the five only for
+//! `prepare` cannot deadlock: a thread holds one of the seven only for
 //! bounded work that waits for nothing the forking thread can hold. Under
 //! them it runs no user code (callbacks run with none held; warnings,
 //! whose logger is user code, are emitted after they are dropped); it nests
@@ -56,9 +63,9 @@
 //! `clock_gettime`, `tgkill`), whose locks glibc's `fork` takes only after
 //! the prepare handlers return (`__libc_fork` runs
 //! `__run_prefork_handlers` first, and that drops its own `atfork_lock`
-//! around each handler), and into std's `spawn`, which past the first
-//! start (made before the handler exists, `spawn.rs`) takes no lock a
-//! forking thread may hold. The forking thread itself holds none of them:
+//! around each handler), and into std's `spawn`, which, given a stack size
+//! (`spawn.rs`: it then does not read `RUST_MIN_STACK` under std's
+//! environment lock), takes no lock a forking thread may hold. The forking thread itself holds none of them:
 //! no user code runs under them. (A fork from a signal handler that
 //! interrupted a thread inside the crate would wait for itself; glibc's
 //! `fork` is not async-signal-safe once handlers are registered, and
@@ -100,6 +107,8 @@ struct Guards {
     trace: Option<MutexGuard<'static, crate::trace::engine::Queue>>,
     tasks: Option<MutexGuard<'static, crate::tasks::engine::State>>,
     records: MutexGuard<'static, crate::trace::threads::Table>,
+    registry: MutexGuard<'static, Vec<std::sync::Weak<super::state::DomainState>>>,
+    readers: super::readers::ForkGuard,
 }
 
 /// The guards `prepare` took, until `parent` or `child` drops them.
@@ -147,6 +156,8 @@ extern "C" fn prepare() {
     let trace = crate::trace::engine::lock_queue_for_fork();
     let tasks = crate::tasks::engine::lock_for_fork();
     let records = crate::trace::threads::lock_table_for_fork();
+    let registry = super::state::lock_registry_for_fork();
+    let readers = super::readers::lock_for_fork();
     // SAFETY: this thread holds `heap` (see `Held`).
     unsafe {
         *HELD.0.get() = Some(Guards {
@@ -155,6 +166,8 @@ extern "C" fn prepare() {
             trace,
             tasks,
             records,
+            registry,
+            readers,
         })
     };
 }
@@ -166,6 +179,8 @@ fn release() {
     let guards = unsafe { (*HELD.0.get()).take() };
     if let Some(g) = guards {
         // The reverse of `prepare`'s order, `heap` last (it guards `HELD`).
+        drop(g.readers);
+        drop(g.registry);
         drop(g.records);
         drop(g.tasks);
         drop(g.trace);

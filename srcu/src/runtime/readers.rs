@@ -34,6 +34,15 @@ fn records() -> std::sync::MutexGuard<'static, BTreeMap<u64, Record>> {
     RECORDS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The reader table, held across a `fork` by the fork handler (`fork.rs`):
+/// every debug-build `read_lock` and guard drop takes it.
+pub(super) struct ForkGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, BTreeMap<u64, Record>>);
+
+/// The reader table, for the fork handler (`fork.rs`).
+pub(super) fn lock_for_fork() -> ForkGuard {
+    ForkGuard(records())
+}
+
 /// Record a reader of `domain` entering at `file:line:col`; returns its token.
 pub(super) fn enter(domain: usize, file: &[u8], line: u32, col: u32) -> u64 {
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);

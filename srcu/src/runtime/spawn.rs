@@ -22,17 +22,23 @@ use crate::diagnostics::{self, WarningKind};
 /// lock the new thread takes first (the driver's `heap`, the pool's `q`,
 /// the trace engine's `queue`, the tasks engine's `m`).
 ///
-/// The first start that succeeds registers the fork handler (`fork.rs`),
-/// still under that lock: no runtime thread has held a lock yet, so none
-/// can be caught holding one by a fork the handler misses. Registering
-/// after the start, not before, keeps the handler out of the first
-/// `spawn`, the one that reads `RUST_MIN_STACK` under std's environment
-/// lock (which a forking `Command` holds for reading across its `fork`).
+/// The fork handler (`fork.rs`) is registered here, still under that
+/// lock, before the thread can hold one (and at the first attach,
+/// `state.rs`).
 pub(crate) fn start(name: String, f: fn()) -> std::io::Result<()> {
-    std::thread::Builder::new().name(name).spawn(f)?;
     super::fork::register_handler_once();
+    std::thread::Builder::new().name(name).stack_size(STACK).spawn(f)?;
     Ok(())
 }
+
+/// The stack of every runtime thread: std's default, given explicitly so
+/// that no `spawn` of the runtime reads `RUST_MIN_STACK`. std reads it under
+/// its environment lock, which a forking `Command` holds for reading across
+/// its `fork`, and a runtime spawn runs under a runtime lock that the fork
+/// handler takes: with a writer of the environment queued between the two,
+/// they could deadlock. (So `RUST_MIN_STACK` does not size the runtime's
+/// threads.)
+const STACK: usize = 2 << 20;
 
 /// Report a failed start (once per episode: the callers keep the episode's
 /// flag under their lock). Call with no runtime lock held.

@@ -115,12 +115,20 @@ fn default_stall_ms() -> u64 {
 /// Every attached domain's state, for the inventory.
 static REGISTRY: Mutex<Vec<Weak<DomainState>>> = Mutex::new(Vec::new());
 
+/// The registry, for the fork handler (`fork.rs`).
+pub(super) fn lock_registry_for_fork() -> std::sync::MutexGuard<'static, Vec<Weak<DomainState>>> {
+    lock(&REGISTRY)
+}
+
 /// Every attached domain's state that is still alive.
 pub(super) fn registered() -> Vec<Arc<DomainState>> {
     lock(&REGISTRY).iter().filter_map(Weak::upgrade).collect()
 }
 
 fn register(st: &Arc<DomainState>) {
+    // Before the registry is first taken: a fork while another thread holds
+    // it would leave it held in the child (`fork.rs`).
+    super::fork::register_handler_once();
     let mut r = lock(&REGISTRY);
     // Prune dead entries whenever the table doubles: amortised O(1).
     if r.len() >= 64 && r.len().is_power_of_two() {
