@@ -249,7 +249,6 @@ fn a_tasks_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped
 }
 
 #[test]
-#[ignore = "defect: a HookSlot that exit fills with the plugin's own function is not cleared (the hook-slot step runs once, before exit); the object is unmapped and the next call jumps into it"]
 fn a_hook_slot_that_exit_fills_is_cleared_or_the_object_kept_mapped() {
     if !is_child() {
         return in_child("a_hook_slot_that_exit_fills_is_cleared_or_the_object_kept_mapped");
@@ -402,7 +401,6 @@ extern "C" fn host_double(x: u64) -> u64 {
 }
 
 #[test]
-#[ignore = "defect: a HookSlot inside the plugin that exit points at a host function stays registered after the object is unmapped (the hook-slot step, which forgets slots inside the object, ran before exit); the next unload of any module reads that address, and writes to it: SIGSEGV, or a store into whatever is mapped there now"]
 fn a_hook_slot_inside_the_plugin_that_exit_fills_never_outlives_the_object() {
     if !is_child() {
         return in_child("a_hook_slot_inside_the_plugin_that_exit_fills_never_outlives_the_object");
