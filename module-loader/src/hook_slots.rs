@@ -99,7 +99,8 @@ pub struct HookSlotsReport {
     /// The grace period or the barrier did not complete within the unload
     /// timeout (the module then stays mapped as a zombie).
     pub timed_out: bool,
-    /// The step ran (it runs once per unload, before `exit`).
+    /// The step ran (in full once per unload, before `exit`; after `exit`
+    /// only slots filled since are cleared, and waited for).
     pub done: bool,
 }
 
@@ -217,9 +218,11 @@ impl ModuleLoader {
 /// The unload step: empty every registered hook slot whose function lies in
 /// the object (and forget slots that live in it), then, if any hook slot
 /// was ever set in the process, wait (bounded) for a Tasks grace period and
-/// for Tasks callbacks queued so far. Runs once per unload.
+/// for Tasks callbacks queued so far. Runs in full once per unload, before
+/// `exit`; called again after `exit`, it clears what `exit` filled (`again`).
 pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
     if report.hook_slots.done {
+        again(m, timeout, report);
         return;
     }
     let t0 = Instant::now();
@@ -265,7 +268,8 @@ pub(crate) fn clear_again(m: &Module, deadline: Instant, report: &mut UnloadRepo
         if SKIP_CLEARING.load(std::sync::atomic::Ordering::Relaxed) {
             0
         } else {
-            // SAFETY: as in `going`: every registered slot is live.
+            // SAFETY: as in `going`: every registered slot is live, and
+            // slots inside this object are forgotten here, before the unmap.
             unsafe { tasks::clear_hooks_into(&m.mapping.segments) }
         }
     };
@@ -277,6 +281,38 @@ pub(crate) fn clear_again(m: &Module, deadline: Instant, report: &mut UnloadRepo
     report.hook_slots.waited_grace_period = true;
     report.hook_slots.timed_out |= !done;
     (cleared, done)
+}
+
+/// The step again, after `exit` (the step ran before it): `exit` may have
+/// filled a slot with one of the object's functions, or filled a slot that
+/// lives in the object (which the registry would then keep after the
+/// unmap, and write through at the next unload of any module). Clear and
+/// forget those as the first pass does; wait for a Tasks grace period and
+/// barrier only if a slot was cleared (the first pass waited for the rest).
+fn again(m: &Module, timeout: Duration, report: &mut UnloadReport) {
+    let t0 = Instant::now();
+    let cleared = {
+        let _installs = crate::lock(&LOCKED);
+        if SKIP_CLEARING.load(std::sync::atomic::Ordering::Relaxed) {
+            0
+        } else {
+            // SAFETY: as in `going`: every registered slot is live, and
+            // slots inside this object are forgotten here, before the unmap.
+            unsafe { tasks::clear_hooks_into(&m.mapping.segments) }
+        }
+    };
+    if cleared == 0 {
+        return;
+    }
+    let mut timed_out = !tasks::start_poll().wait_timeout(timeout);
+    if !timed_out {
+        timed_out = !tasks::barrier_timeout(timeout.saturating_sub(t0.elapsed()));
+    }
+    let r = &mut report.hook_slots;
+    r.cleared += cleared;
+    r.waited_grace_period = true;
+    r.elapsed += t0.elapsed();
+    r.timed_out |= timed_out;
 }
 
 /// Forget the text lock record of a module that is gone.

@@ -121,3 +121,34 @@ fn an_unload_from_inside_a_trace_callback_never_unmaps_under_a_queued_trace_call
     println!("plugin callback ran: {}", BOARD[0].load(Ordering::SeqCst));
     assert!(!unmapped || BOARD[0].load(Ordering::SeqCst) == 1);
 }
+
+static HOST_DOMAIN: usrcu::Srcu = usrcu::Srcu::new_static("redteam2.host");
+
+/// The path that works, beside the two above: an unload from inside an
+/// SRCU callback of a host domain (a runtime invoker thread, where
+/// `barrier` cannot wait) drains the callback `exit` queued on the
+/// plugin's domain on a helper thread and unmaps the module.
+#[test]
+fn an_unload_from_inside_a_host_srcu_callback_drains_and_unmaps() {
+    // exit queues an SRCU callback on the plugin's static domain.
+    BOARD[0].store(0, Ordering::SeqCst);
+    let (loader, m) = load_armed(9);
+    let r = unload_inside(&loader, m, |f| HOST_DOMAIN.call_srcu(f));
+    match &r {
+        Ok(Ok(report)) => {
+            assert!(report.unmapped, "{report}");
+            assert_eq!(
+                report.domains[0].barrier,
+                usrcu_module_loader::BarrierOutcome::Issued,
+                "{report}"
+            );
+        }
+        _ => panic!("{}", describe(&r)),
+    }
+    assert_eq!(loader.state(m), Some(ModuleState::Unloaded));
+    assert_eq!(
+        BOARD[0].load(Ordering::SeqCst),
+        1,
+        "the callback exit queued did not run"
+    );
+}
