@@ -13,7 +13,9 @@
 //! proofs' `plugin-thread`, `key-destructor`, `needed-lib`,
 //! `unlisted-domains`, `slow-exit`; `reader-call`, whose read sections
 //! run on the calling host thread; `signal-handler`, whose `init` installs
-//! a signal handler that `exit` removes only on request). [`fixture_path`] builds the
+//! a signal handler that `exit` removes only on request; `redteam2-deferred`,
+//! whose `exit` leaves work that hops between flavors, chosen by `fx_arm`;
+//! `redteam2-probe-panics`, whose tracepoint probe panics on request). [`fixture_path`] builds the
 //! whole workspace once per process (release profile, into
 //! `target/plugins/` under the main workspace's target directory) and
 //! returns the path of one plugin:

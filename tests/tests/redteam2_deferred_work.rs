@@ -352,7 +352,6 @@ fn an_srcu_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_m
 }
 
 #[test]
-#[ignore = "defect: a plugin kept resident by a thread-local destructor (reported, 'not fatal') runs that destructor at the host thread's exit; work it queues then outlives the object, which glibc unmaps at the next dlclose of any module: SIGSEGV"]
 fn a_resident_plugins_thread_local_destructor_never_leaves_work_that_outlives_the_object() {
     if !is_child() {
         return in_child("a_resident_plugins_thread_local_destructor_never_leaves_work_that_outlives_the_object");
@@ -486,4 +485,26 @@ fn stale_slot_round(loader: &ModuleLoader, attempt: usize) -> bool {
         "the loader wrote into host memory where the unloaded plugin's slot was"
     );
     true
+}
+
+/// The defense of the test above switched off (`USRCU_LOADER_TEST_NO_PIN=1`:
+/// the object a thread-local destructor keeps resident is not pinned): the
+/// child dies when the destructor's callback runs in the unmapped object,
+/// or its check fails.
+#[test]
+fn without_the_pin_a_resident_plugins_thread_local_destructor_kills_the_host() {
+    let name = "a_resident_plugins_thread_local_destructor_never_leaves_work_that_outlives_the_object";
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("USRCU_LOADER_TEST_NO_PIN", "1")
+        .output()
+        .expect("cannot re-run the test binary");
+    assert!(
+        !out.status.success(),
+        "the child lived without the pin:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("without the pin: {:?} (signal {:?})", out.status, killed_by(out.status));
 }

@@ -45,7 +45,6 @@ fn not_stuck(loader: &ModuleLoader, m: usrcu_module_loader::ModuleHandle, inside
 }
 
 #[test]
-#[ignore = "defect: unloading a module that has a probe on a faultable tracepoint from inside a Tasks Trace read section panics out of ModuleLoader::unload (trace::synchronize refuses inside a section) and leaves the module Going for good"]
 fn an_unload_inside_a_trace_section_of_a_module_with_a_faultable_probe_is_typed() {
     let loader = loader();
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
@@ -77,7 +76,6 @@ fn an_unload_inside_a_trace_section_of_a_module_with_a_faultable_probe_is_typed(
 }
 
 #[test]
-#[ignore = "defect: unloading a module whose exit queued a Tasks Trace callback from inside a Tasks Trace read section never returns (the probe step's trace::barrier waits for a grace period that waits for the caller)"]
 fn an_unload_inside_a_trace_section_of_a_module_whose_exit_queued_a_trace_callback_returns() {
     if std::env::var_os(CHILD).is_none() {
         let name = "an_unload_inside_a_trace_section_of_a_module_whose_exit_queued_a_trace_callback_returns";
