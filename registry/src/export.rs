@@ -41,6 +41,12 @@ pub unsafe fn run_hook(msg: *mut HookMessage, body: impl FnOnce() -> Result<(), 
                 .map(|s| (*s).to_owned())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a non-string panic payload".to_owned());
+            // The payload is the plugin's data: its drop may panic again,
+            // which inside this `extern "C"` hook would abort the host. Drop
+            // it under a catch of its own and leak what that throws.
+            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
             // SAFETY: forwarded from the caller.
             unsafe { HookMessage::write(msg, &what) };
             HookStatus::Panicked
