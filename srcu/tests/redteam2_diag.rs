@@ -13,7 +13,6 @@ use usrcu::{Srcu, SrcuConfig};
 const HANG: Duration = Duration::from_secs(60);
 
 #[test]
-#[ignore = "defect: the runtime keys reader records by the domain's address at first attach (DomainState::srcu, runtime/stall.rs readers::oldest), while readers record the address they are called through; after a move the stall warning of a debug build names no reader and says locations are tracked in debug builds only"]
 fn a_stall_on_a_domain_moved_after_first_use_still_names_the_oldest_reader_in_debug_builds() {
     if !cfg!(debug_assertions) {
         return;

@@ -1,7 +1,8 @@
 //! Debug builds: where each reader entered, for stall warnings.
 //!
-//! One process-wide table, keyed by the domain's address, so that neither
-//! recording nor removing a reader touches the domain's state: `read_lock`
+//! One process-wide table, keyed by the address of the domain's state (which
+//! stays put; the `Srcu` itself may be moved after its first use), so that
+//! neither recording nor removing a reader touches the domain's state: `read_lock`
 //! records *before* its lock add and the guard removes *after* its unlock
 //! add, so no lock of this table sits between a counter add and the critical
 //! section (where it would act as the reader fence and hide a missing one

@@ -33,7 +33,7 @@ impl GpHooks for DomainState {
             }
             next.1 = next.1.saturating_mul(2);
         }
-        let oldest = super::readers::oldest(self.srcu);
+        let oldest = super::readers::oldest(self as *const DomainState as usize);
         let who = match &oldest {
             Some(r) => format!(
                 "; oldest reader: thread {} ({}) since {:?} at {}",

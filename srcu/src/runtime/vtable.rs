@@ -343,7 +343,11 @@ unsafe extern "C" fn rt_reader_enter(s: *const Srcu, file: *const u8, len: usize
     // SAFETY: the caller passes `len` bytes at `file`, valid for this call
     // (they are copied).
     let file = unsafe { std::slice::from_raw_parts(file, len) };
-    readers::enter(s as usize, file, line, col)
+    // Keyed by the domain's state, which stays put, not by the `Srcu`'s
+    // address, which changes if the domain is moved after its first use.
+    // SAFETY: the caller passes a live domain, attached before this call.
+    let st = unsafe { state(s) } as *const DomainState as usize;
+    readers::enter(st, file, line, col)
 }
 
 unsafe extern "C" fn rt_reader_exit(_s: *const Srcu, token: u64) {
