@@ -262,15 +262,19 @@ pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
 /// wait until `deadline` for a Tasks grace period, after which no thread is
 /// inside it. Returns how many were emptied and whether the grace period
 /// (if one was needed) completed; counted into the report.
-pub(crate) fn clear_again(m: &Module, deadline: Instant, report: &mut UnloadReport) -> (usize, bool) {
+pub(crate) fn clear_again(
+    ranges: &[std::ops::Range<usize>],
+    deadline: Instant,
+    report: &mut UnloadReport,
+) -> (usize, bool) {
     let cleared = {
         let _installs = crate::lock(&LOCKED);
         if SKIP_CLEARING.load(std::sync::atomic::Ordering::Relaxed) {
             0
         } else {
             // SAFETY: as in `going`: every registered slot is live, and
-            // slots inside this object are forgotten here, before the unmap.
-            unsafe { tasks::clear_hooks_into(&m.mapping.segments) }
+            // slots inside the ranges are forgotten here, before the unmap.
+            unsafe { tasks::clear_hooks_into(ranges) }
         }
     };
     if cleared == 0 {

@@ -174,7 +174,6 @@ fn is_child() -> bool {
 }
 
 #[test]
-
 fn a_trace_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped() {
     if !is_child() {
         return in_child("a_trace_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped");
@@ -191,7 +190,6 @@ fn a_trace_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped
 }
 
 #[test]
-
 fn a_chained_trace_callback_of_exit_is_drained_or_kept_mapped() {
     if !is_child() {
         return in_child("a_chained_trace_callback_of_exit_is_drained_or_kept_mapped");
@@ -218,7 +216,6 @@ fn a_chained_trace_callback_of_exit_is_drained_or_kept_mapped() {
 }
 
 #[test]
-
 fn a_tasks_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped() {
     if !is_child() {
         return in_child("a_tasks_callback_queued_by_an_srcu_callback_of_exit_is_drained_or_kept_mapped");
@@ -266,8 +263,32 @@ fn a_hook_slot_that_exit_fills_is_cleared_or_the_object_kept_mapped() {
     );
 }
 
+/// The hook slot is filled by plugin code that the deferred-work proof's
+/// own drains run (an SRCU callback of `exit` queues a Tasks Trace
+/// callback that fills it): the proof must look at hook slots after those
+/// drains, not only before (review of session 6).
 #[test]
+fn a_hook_slot_filled_by_a_callback_of_exit_is_cleared_or_the_object_kept_mapped() {
+    if !is_child() {
+        return in_child("a_hook_slot_filled_by_a_callback_of_exit_is_cleared_or_the_object_kept_mapped");
+    }
+    let (loader, m) = load_armed(short_timeout(), 11);
+    let report = loader.unload(m).expect("unload");
+    let set_after = SLOT.is_set();
+    println!(
+        "child: unmapped={} slot set={set_after} ran={}",
+        report.unmapped,
+        BOARD[RAN].load(Ordering::SeqCst)
+    );
+    let r = SLOT.call(41);
+    println!("child: hook returned {r:?}");
+    assert!(
+        !(report.unmapped && set_after),
+        "the object was unmapped with a host hook slot still pointing into it: {report}"
+    );
+}
 
+#[test]
 fn a_trace_callback_of_exit_is_drained_or_kept_mapped_with_probe_removal_off() {
     if !is_child() {
         return in_child("a_trace_callback_of_exit_is_drained_or_kept_mapped_with_probe_removal_off");
@@ -287,7 +308,6 @@ fn a_trace_callback_of_exit_is_drained_or_kept_mapped_with_probe_removal_off() {
 }
 
 #[test]
-
 fn an_unload_returns_within_its_timeout_while_a_host_trace_reader_holds_a_callback_of_exit() {
     // No crash to contain here: the scenario runs in the test process.
     let (loader, m) = load_armed(short_timeout(), 5);
@@ -321,7 +341,6 @@ fn an_unload_returns_within_its_timeout_while_a_host_trace_reader_holds_a_callba
 }
 
 #[test]
-
 fn a_trace_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped() {
     if !is_child() {
         return in_child("a_trace_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped");
@@ -337,7 +356,6 @@ fn a_trace_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_m
 }
 
 #[test]
-
 fn an_srcu_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped() {
     if !is_child() {
         return in_child("an_srcu_callback_from_a_plugin_thread_leaving_after_exit_is_drained_or_kept_mapped");

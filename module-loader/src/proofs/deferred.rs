@@ -27,7 +27,12 @@
 //!    repeated until no SRCU callback finished during it. A snapshot
 //!    whose SRCU walk could not be made stable (a process whose SRCU
 //!    callbacks never pause) counts only when the one before it was empty
-//!    too.
+//!    too;
+//! 4. after the snapshot, hook slots are emptied again and (unless
+//!    `LoaderConfig::remove_probes` is off) tracepoint probes of the object
+//!    detached again, with their grace periods: plugin code that step 2 ran
+//!    may have filled a slot or attached a probe. The round succeeds only
+//!    if the snapshot was idle and step 4 found nothing.
 //!
 //! If the deadline passes first, the module stays mapped as a Zombie that
 //! names what is left: `CallbacksInObject` with the domain (or
@@ -54,7 +59,7 @@ impl Proof for Deferred {
         let mut clean_before = false;
         let mut nap = Duration::from_micros(50);
         loop {
-            let (cleared, hooks_done) = crate::hook_slots::clear_again(cx.module, cx.deadline, cx.report);
+            let (_, hooks_done) = crate::hook_slots::clear_again(&ranges, cx.deadline, cx.report);
             if !hooks_done {
                 return Err(ZombieCause::HooksBusy);
             }
@@ -64,7 +69,25 @@ impl Proof for Deferred {
             usrcu::tasks::barrier_timeout(cx.time_left());
             let _ = rt::drain(&ranges, cx.time_left());
             let snap = rt::deferred(&ranges);
-            if snap.is_idle() && cleared == 0 {
+            // After the snapshot: plugin code that this round's drains ran
+            // (or a hook of the object a host thread called) may have filled
+            // a hook slot or attached a probe. Once the snapshot is idle and
+            // these find nothing, no code of the object runs any more.
+            let (cleared, hooks_done) = crate::hook_slots::clear_again(&ranges, cx.deadline, cx.report);
+            if !hooks_done {
+                return Err(ZombieCause::HooksBusy);
+            }
+            let mut probes = 0;
+            if cx.config.remove_probes {
+                let (removed, complete) =
+                    usrcu_registry::tracepoint::remove_probes_in_within(&|a| cx.contains(a), cx.time_left(), false);
+                probes = removed.len();
+                cx.report.probes_removed.extend(removed);
+                if !complete {
+                    return Err(ZombieCause::ProbesInUse);
+                }
+            }
+            if snap.is_idle() && cleared == 0 && probes == 0 {
                 if snap.stable || clean_before || test_switch::skipped("deferred-stable") {
                     return Ok(());
                 }

@@ -15,7 +15,8 @@
 //! # The handler
 //!
 //! At the first attach of a domain (`state.rs`, before the registry is
-//! first taken) or the first thread start, whichever comes first
+//! first taken), the first Tasks Trace or Tasks record of a thread, or the
+//! first thread start, whichever comes first
 //! (`spawn.rs`, under the lock the new thread takes first; the starts of
 //! `usrcu-trace` and `usrcu-tasks` go through it too), the crate
 //! registers, once, `pthread_atfork(prepare, parent, child)`: `prepare`
@@ -34,6 +35,9 @@
 //!    and every successful cleanup takes,
 //! 7. `RECORDS`, the debug builds' reader table (`readers.rs`), which
 //!    every debug-build `read_lock` and guard drop takes,
+//! 8. the Tasks quiescent-record table (`tasks/record.rs`), which a
+//!    thread's first Tasks record and every Tasks grace period's snapshot
+//!    take,
 //!
 //! and keeps the guards in [`HELD`]; `parent` and `child` drop them. The
 //! fork then happens while no thread of the crate holds any of them, and
@@ -41,7 +45,7 @@
 //! between its condvar waits, never while asleep; an exiting thread holds
 //! `TABLE` only to put its record on the free list).
 //!
-//! The order: no path of the crate holds one of the seven while taking
+//! The order: no path of the crate holds one of the eight while taking
 //! another, except the loader's snapshot (`inventory::deferred`), which
 //! takes `queue`, then `m`, then `REGISTRY`, in `prepare`'s order (the driver drops `heap` before it dispatches to the pool, an
 //! invoker drops `q` before `after_pass` schedules; under `queue` the trace
@@ -50,11 +54,11 @@
 //! runs grace periods and callbacks with `m` dropped; under `TABLE` the
 //! trace records are only pushed, cloned, and their tids probed; warnings,
 //! which could reach any of them through a logger, are emitted with all
-//! seven dropped; the test pause below only `try_lock`s the others), so any
+//! eight dropped; the test pause below only `try_lock`s the others), so any
 //! order is free of cycles with the crate's threads; two forking threads
 //! take them in the same order.
 //!
-//! `prepare` cannot deadlock: a thread holds one of the seven only for
+//! `prepare` cannot deadlock: a thread holds one of the eight only for
 //! bounded work that waits for nothing the forking thread can hold. Under
 //! them it runs no user code (callbacks run with none held; warnings,
 //! whose logger is user code, are emitted after they are dropped); it nests
@@ -109,6 +113,7 @@ struct Guards {
     records: MutexGuard<'static, crate::trace::threads::Table>,
     registry: MutexGuard<'static, Vec<std::sync::Weak<super::state::DomainState>>>,
     readers: super::readers::ForkGuard,
+    tasks_records: crate::tasks::record::ForkGuard,
 }
 
 /// The guards `prepare` took, until `parent` or `child` drops them.
@@ -158,6 +163,7 @@ extern "C" fn prepare() {
     let records = crate::trace::threads::lock_table_for_fork();
     let registry = super::state::lock_registry_for_fork();
     let readers = super::readers::lock_for_fork();
+    let tasks_records = crate::tasks::record::lock_for_fork();
     // SAFETY: this thread holds `heap` (see `Held`).
     unsafe {
         *HELD.0.get() = Some(Guards {
@@ -168,6 +174,7 @@ extern "C" fn prepare() {
             records,
             registry,
             readers,
+            tasks_records,
         })
     };
 }
@@ -179,6 +186,7 @@ fn release() {
     let guards = unsafe { (*HELD.0.get()).take() };
     if let Some(g) = guards {
         // The reverse of `prepare`'s order, `heap` last (it guards `HELD`).
+        drop(g.tasks_records);
         drop(g.readers);
         drop(g.registry);
         drop(g.records);

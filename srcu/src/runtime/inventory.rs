@@ -157,9 +157,13 @@ impl Deferred {
     }
 }
 
-/// Total SRCU tickets run, over every attached domain.
-fn tickets_run() -> u64 {
-    registered().iter().map(|st| st.cbs.done_tickets()).sum()
+/// SRCU tickets run, per attached domain (compared whole, so that a domain
+/// that goes away during a walk cannot cancel another's progress).
+fn tickets_run() -> Vec<(usize, u64)> {
+    registered()
+        .iter()
+        .map(|st| (std::sync::Arc::as_ptr(st) as usize, st.cbs.done_tickets()))
+        .collect()
 }
 
 /// Host only: a snapshot of what every flavor of the process holds in

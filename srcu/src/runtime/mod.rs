@@ -52,6 +52,12 @@ mod state;
 mod vtable;
 
 pub(crate) use fork::pause_on_way_to_sleep;
+
+/// Register the fork handler (once): before the first use of any lock it
+/// takes (`fork.rs`).
+pub(crate) fn register_fork_handler() {
+    fork::register_handler_once();
+}
 pub(crate) use fork::{arm_pause, pause_inside, release_pause, skip_handler, Sleeper};
 pub(crate) use spawn::{report_failure as report_start_failure, start as start_thread};
 pub(crate) use state::{attached_state, release_state, DomainState};

@@ -227,7 +227,7 @@ impl Driver {
         }
         // Without the canary's file every reading counts as unsettled,
         // which only makes the counter evidence wait longer.
-        let canary_file = match canary_tid {
+        let mut canary_file = match canary_tid {
             0 => None,
             t => match self.open_status(t) {
                 Opened::File(f) => Some(f),
@@ -317,6 +317,12 @@ impl Driver {
                     }
                 }
             }
+            // The canary's file, if it could not be opened before: again.
+            if canary_file.is_none() && canary_tid != 0 {
+                if let Opened::File(f) = self.open_status(canary_tid) {
+                    canary_file = Some(f);
+                }
+            }
             let pre = self.canary_sample(&canary_file);
             record::snapshot(&ptids, &mut qs_now);
             // Per holdout: Ok(Some) a reading, Ok(None) gone, Err nothing known.
@@ -362,6 +368,12 @@ impl Driver {
                 let counter_ok = !s.state.stopped() && s.tracer == 0 && s.nvcsw != u64::MAX;
                 if clean && counter_ok && p.base.is_some_and(|b| b != s.nvcsw) {
                     return false;
+                }
+                if clean && counter_ok && p.base.is_none() {
+                    // No usable baseline yet (its first reading failed, or
+                    // came from a stop): this settled reading, taken after
+                    // T2, is one.
+                    p.base = Some(s.nvcsw);
                 }
                 if !clean {
                     // Restart the count from this reading, usable only if

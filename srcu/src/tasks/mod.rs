@@ -75,7 +75,7 @@ pub(crate) mod grace_period;
 pub mod hook_slot;
 mod membarrier;
 mod proc;
-mod record;
+pub(crate) mod record;
 mod vtable;
 
 pub use hook_slot::{HookFn, HookSlot, HookValue};

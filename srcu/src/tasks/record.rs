@@ -39,8 +39,20 @@ fn records() -> std::sync::MutexGuard<'static, Option<HashMap<i32, &'static Task
     RECORDS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The record table, for the fork handler (`runtime/fork.rs`).
+pub(crate) struct ForkGuard(
+    #[allow(dead_code)] std::sync::MutexGuard<'static, Option<HashMap<i32, &'static TasksRecord>>>,
+);
+
+/// The record table, held across a `fork` by the fork handler.
+pub(crate) fn lock_for_fork() -> ForkGuard {
+    ForkGuard(records())
+}
+
 /// Host side: the record of `tid`, allocating it on first use.
 pub(crate) fn record_for(tid: i32) -> &'static TasksRecord {
+    // Before the table is first taken (`runtime/fork.rs`).
+    crate::runtime::register_fork_handler();
     let mut g = records();
     let map = g.get_or_insert_with(HashMap::new);
     map.entry(tid).or_insert_with(|| {

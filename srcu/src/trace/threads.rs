@@ -149,6 +149,8 @@ pub(crate) fn register() -> *const ThreadRecord {
     if !p.is_null() {
         return p;
     }
+    // Before the record table is first taken (`runtime/fork.rs`).
+    crate::runtime::register_fork_handler();
     let me = diagnostics::current_tid();
     let hr = take_free(me).unwrap_or_else(allocate);
     // Relaxed: a label, published to scans by the table's mutex.
