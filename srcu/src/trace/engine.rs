@@ -334,14 +334,13 @@ fn callback_thread() {
                     ready.extend(q.items.pop_front().map(|(_, i)| i));
                 }
                 q.busy = !ready.is_empty();
-                let running: Vec<(usize, usize)> = ready
-                    .iter()
-                    .filter_map(|i| match i {
-                        Item::Call(h, f) => Some((*h as usize, *f as usize)),
-                        Item::Marker(_) => None,
-                    })
-                    .collect();
-                q.running = running;
+                // Refilled in place: no allocation per batch once grown.
+                let running = ready.iter().filter_map(|i| match i {
+                    Item::Call(h, f) => Some((*h as usize, *f as usize)),
+                    Item::Marker(_) => None,
+                });
+                q.running.clear();
+                q.running.extend(running);
                 drop(q);
                 for item in ready {
                     match item {
