@@ -40,7 +40,12 @@
 //! grace period did not complete. A retry runs the same loop.
 //!
 //! Cost when nothing is left: two barriers that return at once, an
-//! inventory walk, and the snapshot, once.
+//! inventory walk, the snapshot, a hook-slot look and a probe look, once:
+//! 1.4 µs median per unload (`cargo run --release -p usrcu-benches
+//! --example unload_phases`, step "unload: proof: deferred", on the 2-vCPU
+//! development VM, 2026-12-02, while a CI run shared the machine).
+//! The reload soak (`cargo run --release -p usrcu-tests --bin
+//! usrcu-soak -- --cycles 1000 --seed 20261202`) passed with it, RSS +388 KiB.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
