@@ -99,6 +99,9 @@ impl<T: ?Sized> HookValue for *mut T {}
 ///   clearing the slot waits for.
 /// * It does not unwind out of the call (an `extern "C"` function that
 ///   panics aborts).
+/// * It never calls [`tasks::quiescent`](super::quiescent) (nor anything
+///   that does): that says "this thread is inside no hook", which would let
+///   a grace period end while the thread is still inside this one.
 ///
 /// A thread that spins inside hooks for long (a loop that calls hooks and
 /// never blocks) holds every Tasks grace period: it should call

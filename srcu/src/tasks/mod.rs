@@ -177,7 +177,9 @@ pub fn barrier_timeout(timeout: Duration) -> bool {
 
 /// An explicit quiescent point: the calling thread is not inside any hook
 /// here. Threads that loop calling hooks without ever blocking call this
-/// between calls, so grace periods can end. Costs a thread-local load, a
+/// between calls, so grace periods can end. Never call it from inside a
+/// hook (or a normal tracepoint's probe): it would end the thread's part
+/// of a grace period that must wait for that hook. Costs a thread-local load, a
 /// load and a store (plus one call into the host on a thread's first use).
 #[inline]
 pub fn quiescent() {
