@@ -532,6 +532,12 @@ impl<A: 'static> ProbeHandle<A> {
     /// Detach the probe and wait for a grace period of the tracepoint's
     /// flavor: when this returns, no thread is inside the probe and none
     /// will enter it. False if it was no longer attached (removed at unload).
+    ///
+    /// Not from inside a probe: on a faultable tracepoint the wait would
+    /// wait for the firing thread's own read section, so it panics (after
+    /// detaching; the panic is caught where the probe was attached and
+    /// reported), and on a normal one it blocks, which a probe must not.
+    /// Use [`unregister_deferred`](Self::unregister_deferred) there.
     pub fn unregister(self) -> bool {
         let found = self.unregister_deferred();
         if found {
