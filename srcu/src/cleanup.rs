@@ -70,6 +70,17 @@ pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
     let readers = st.readers_inside();
     let pending = st.cbs.pending() as usize;
     let in_flight = st.gp_in_flight();
+    if readers == 0 && (pending > 0 || in_flight) && crate::runtime::serving_domain(st) {
+        // From inside one of its own callbacks (the last `Arc<Srcu>`
+        // dropped by it): its remaining callbacks, this one among them,
+        // will run; the runtime releases the state after them.
+        crate::attach::detach(s.state_word(), s.percpu_word());
+        let p = s.take_private();
+        // SAFETY: detached above: the domain no longer points at the state,
+        // and no reader is inside (contract: none may enter).
+        unsafe { crate::runtime::orphan_state(p) };
+        return 0;
+    }
     if readers == 0 && pending == 0 && !in_flight {
         let pc = crate::attach::detach(s.state_word(), s.percpu_word());
         debug_assert!(!pc.is_null());

@@ -663,6 +663,12 @@ impl Srcu {
     /// the domain stays usable. After a successful cleanup a later use
     /// attaches fresh state.
     ///
+    /// From inside one of this domain's own callbacks (typically: the
+    /// callback drops the last `Arc<Srcu>`), with no reader inside, the
+    /// cleanup succeeds: the domain lets go of its state at once, its
+    /// remaining callbacks (the running one among them) still run, and the
+    /// runtime frees the state after them, without a missed-barrier warning.
+    ///
     /// # Safety
     /// No other thread may use this domain concurrently with this call: not
     /// enter a read section, nor `synchronize`, `call_srcu`, `barrier`,

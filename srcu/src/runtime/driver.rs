@@ -346,6 +346,10 @@ fn go_idle(st: Arc<DomainState>) {
         !st.gp.done(Cookie(st.gp_needed.load(Ordering::SeqCst)))
             || (st.cbs.pending() > 0 && !st.invoking.load(Ordering::SeqCst))
     });
+    if !again {
+        // A domain cleaned up from inside its own callback goes now.
+        super::state::release_orphan_if_idle(&st);
+    }
     if again {
         schedule_at(st, Instant::now());
     }

@@ -53,6 +53,11 @@ mod vtable;
 
 pub(crate) use fork::pause_on_way_to_sleep;
 
+/// Is the calling thread running a callback of `st` (an invoker serving it)?
+pub(crate) fn serving_domain(st: &state::DomainState) -> bool {
+    invoke::serving(st)
+}
+
 /// Register the fork handler (once): before the first use of any lock it
 /// takes (`fork.rs`).
 pub(crate) fn register_fork_handler() {
@@ -60,7 +65,7 @@ pub(crate) fn register_fork_handler() {
 }
 pub(crate) use fork::{arm_pause, pause_inside, release_pause, skip_handler, Sleeper};
 pub(crate) use spawn::{report_failure as report_start_failure, start as start_thread};
-pub(crate) use state::{attached_state, release_state, DomainState};
+pub(crate) use state::{attached_state, orphan_state, release_state, DomainState};
 pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUNTIME_ABI_VERSION};
 
 /// The vtable's "no timeout" argument.

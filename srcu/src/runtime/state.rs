@@ -47,6 +47,10 @@ pub(crate) struct DomainState {
     pub(crate) sched: Mutex<super::driver::Sched>,
     /// An invoker holds or is about to serve this domain.
     pub(crate) invoking: AtomicBool,
+    /// Cleaned up from inside one of its own callbacks (`orphan`): the
+    /// domain no longer points here, and the runtime releases the state
+    /// when the driver finds it idle (`release_orphan_if_idle`).
+    pub(crate) orphan: AtomicBool,
 }
 
 impl DomainState {
@@ -181,6 +185,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         wake: Wake::default(),
         sched: Mutex::new(super::driver::Sched::default()),
         invoking: AtomicBool::new(false),
+        orphan: AtomicBool::new(false),
     });
     register(&st);
     let pc: *const PerCpu = &*st.pc;
@@ -201,15 +206,57 @@ pub(crate) unsafe fn release_state(p: *mut DomainState) {
     // length reaches a power of two, so a process that loads and unloads
     // plugins carried up to 64 freed domains' allocations.
     unregister(p);
-    // A cookie of this state names at most the grace period after the one
-    // running at its last `snap`: `(seq + 3) & !1` <= seq rounded up to
-    // even + 2. Start later states 4 past the rounded sequence.
     // SAFETY: the caller hands back a live state.
-    let seq = unsafe { (*p).gp.seq_now() };
-    // AcqRel: a maximum; pairs with the Acquire load in `build_state`.
-    SEQ_FLOOR.fetch_max(((seq + 1) & !1) + 4, Ordering::AcqRel);
+    raise_seq_floor(unsafe { &*p });
     // SAFETY: the caller hands back the reference `build_state` created.
     drop(unsafe { Arc::from_raw(p) });
+}
+
+/// Later states start past every cookie `st` has handed out. A cookie of
+/// this state names at most the grace period after the one running at its
+/// last `snap`: `(seq + 3) & !1` <= seq rounded up to even + 2. Start later
+/// states 4 past the rounded sequence.
+fn raise_seq_floor(st: &DomainState) {
+    let seq = st.gp.seq_now();
+    // AcqRel: a maximum; pairs with the Acquire load in `build_state`.
+    SEQ_FLOOR.fetch_max(((seq + 1) & !1) + 4, Ordering::AcqRel);
+}
+
+/// A domain cleaned up from inside one of its own callbacks (the last
+/// `Arc<Srcu>` dropped by a callback it runs): its remaining callbacks, the
+/// one running among them, still have to run, so the state cannot be
+/// released now, and leaking it (what a cleanup with callbacks pending
+/// does) would leak one state per such domain. The domain is detached
+/// already (`p` came from `take_private`); the state stays registered, so
+/// the inventory still sees its callbacks, and the driver releases it when
+/// it finds it idle (`release_orphan_if_idle`). Later states start past
+/// its cookies now: it hands out no more.
+///
+/// # Safety
+/// `p` is the reference `build_state` created, taken out of its domain.
+pub(crate) unsafe fn orphan_state(p: *mut DomainState) {
+    // SAFETY: the caller hands over a live state.
+    let st = unsafe { &*p };
+    raise_seq_floor(st);
+    // SeqCst: read by the driver's `release_orphan_if_idle` after the
+    // pass that runs this callback ends (its `schedule_at` follows).
+    st.orphan.store(true, Ordering::SeqCst);
+}
+
+/// The driver found `st` idle: release it if it is an orphan
+/// (`orphan_state`). The driver's own `Arc` keeps it alive meanwhile.
+pub(crate) fn release_orphan_if_idle(st: &Arc<DomainState>) {
+    // SeqCst: pairs with the store in `orphan_state`; the swap makes the
+    // release happen once.
+    if st.orphan.load(Ordering::SeqCst)
+        && st.cbs.pending() == 0
+        && !st.gp_in_flight()
+        && st.orphan.swap(false, Ordering::SeqCst)
+    {
+        // SAFETY: the reference `orphan_state` was handed, released once
+        // (the swap above).
+        unsafe { release_state(Arc::as_ptr(st) as *mut DomainState) };
+    }
 }
 
 /// Take the registry's entry for the state at `p` out.
