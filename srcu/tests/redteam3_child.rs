@@ -218,3 +218,32 @@ fn signal_reader_entry() {
         SIG_READS.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn trace_barrier_timeout_forever_inside_a_trace_callback_returns_false_at_once() {
+    run_entry(
+        "trace_barrier_timeout_in_callback_entry",
+        "trace timeout in callback: done",
+    );
+}
+
+#[test]
+fn trace_barrier_timeout_in_callback_entry() {
+    if !in_child(60) {
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    usrcu::trace::call(move || {
+        let forever = usrcu::trace::barrier_timeout(Duration::MAX);
+        let zero = usrcu::trace::barrier_timeout(Duration::ZERO);
+        let _ = tx.send((forever, zero));
+    });
+    let (forever, zero) = rx.recv().unwrap();
+    assert!(
+        !forever,
+        "a barrier inside a trace callback claimed to have waited for itself"
+    );
+    assert!(!zero);
+    assert!(usrcu::trace::barrier_timeout(Duration::MAX));
+    println!("trace timeout in callback: done");
+}
