@@ -247,3 +247,96 @@ fn trace_barrier_timeout_in_callback_entry() {
     assert!(usrcu::trace::barrier_timeout(Duration::MAX));
     println!("trace timeout in callback: done");
 }
+
+static TRACE_SIG_READS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_prof_trace(_: libc::c_int) {
+    let _g = usrcu::trace::read_lock();
+    TRACE_SIG_READS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The Tasks Trace read side is a plain load and store of the thread's
+/// nesting count: a signal handler's section that interrupts the thread's
+/// own `read_lock` or guard drop must leave the count as it found it, or
+/// the thread reads as inside for ever (grace periods hang) or as outside
+/// while inside.
+#[test]
+fn a_trace_reader_in_a_signal_handler_interrupting_a_trace_reader_leaves_the_nesting_balanced() {
+    run_entry("trace_signal_reader_entry", "trace signal reader: done");
+}
+
+#[test]
+fn trace_signal_reader_entry() {
+    if !in_child(60) {
+        return;
+    }
+    // The thread's record exists before any handler runs.
+    drop(usrcu::trace::read_lock());
+    // SAFETY: installs a handler for SIGPROF (the watchdog uses SIGALRM).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_prof_trace as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGPROF, &sa, std::ptr::null_mut()), 0);
+        let it = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 0, tv_usec: 50 },
+            it_value: libc::timeval { tv_sec: 0, tv_usec: 50 },
+        };
+        assert_eq!(libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut()), 0);
+    }
+    let mut i = 0u64;
+    while TRACE_SIG_READS.load(Ordering::Relaxed) < 1_000 {
+        let _outer = usrcu::trace::read_lock();
+        let _inner = usrcu::trace::read_lock();
+        i += 1;
+    }
+    // SAFETY: stops the timer.
+    unsafe {
+        let it: libc::itimerval = std::mem::zeroed();
+        libc::setitimer(libc::ITIMER_PROF, &it, std::ptr::null_mut());
+    }
+    assert!(!usrcu::trace::in_read_section(), "nesting left unbalanced");
+    // A grace period ends: this thread reads as outside.
+    usrcu::trace::synchronize();
+    println!(
+        "trace signal reader: done ({i} reads, {} in the handler)",
+        TRACE_SIG_READS.load(Ordering::Relaxed)
+    );
+}
+
+unsafe extern "C" fn late_raw_destructor(_: *mut libc::c_void) {
+    // A section begun and never ended, after usrcu's own key destructor
+    // (which ends sections left open) has run.
+    usrcu::trace::read_lock_raw();
+}
+
+/// The trace docs: "Thread exit is noticed by a pthread key created in the
+/// host, whose destructor ends any section left open". A section opened by
+/// a later key's destructor is opened after that; the thread is gone all
+/// the same, and grace periods must not wait for it for ever.
+#[test]
+fn a_trace_section_left_open_by_a_late_key_destructor_does_not_hold_grace_periods() {
+    run_entry("late_raw_section_entry", "late raw section: done");
+}
+
+#[test]
+fn late_raw_section_entry() {
+    if !in_child(60) {
+        return;
+    }
+    drop(usrcu::trace::read_lock());
+    let mut k: libc::pthread_key_t = 0;
+    // SAFETY: a fresh key with a destructor that does not unwind.
+    let rc = unsafe { libc::pthread_key_create(&mut k, Some(late_raw_destructor)) };
+    assert_eq!(rc, 0);
+    std::thread::spawn(move || {
+        drop(usrcu::trace::read_lock());
+        // SAFETY: a valid key; a non-null value makes its destructor run.
+        unsafe { libc::pthread_setspecific(k, std::ptr::dangling::<libc::c_void>()) };
+    })
+    .join()
+    .unwrap();
+    usrcu::trace::synchronize();
+    println!("late raw section: done");
+}
