@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use usrcu::{ReadIndex, Srcu};
+use usrcu::{ReadIndex, Srcu, SrcuConfig};
 
 struct Node {
     retired: AtomicBool,
@@ -24,8 +24,25 @@ fn node() -> *mut Node {
 #[test]
 fn raw_sections_ended_on_other_threads_are_waited_for_by_every_grace_period() {
     static D: Srcu = Srcu::new_static("redteam3-raw-cross-thread");
-    static PTR: AtomicPtr<Node> = AtomicPtr::new(std::ptr::null_mut());
-    PTR.store(node(), Ordering::SeqCst);
+    cross_thread_sections(&D);
+}
+
+/// One slot for every CPU: every reader shares it, on every CPU.
+#[test]
+fn raw_sections_ended_on_other_threads_with_one_possible_cpu_are_waited_for() {
+    static D: Srcu = Srcu::new_static_with("redteam3-raw-one-cpu", SrcuConfig::new().possible_cpus(1));
+    cross_thread_sections(&D);
+}
+
+/// The SeqCst fence pair instead of membarrier.
+#[test]
+fn raw_sections_ended_on_other_threads_with_seqcst_fences_are_waited_for() {
+    static D: Srcu = Srcu::new_static_with("redteam3-raw-seqcst", SrcuConfig::new().force_seqcst_fence(true));
+    cross_thread_sections(&D);
+}
+
+fn cross_thread_sections(d: &'static Srcu) {
+    let ptr: &'static AtomicPtr<Node> = Box::leak(Box::new(AtomicPtr::new(node())));
     let stop = Arc::new(AtomicBool::new(false));
     let violations = Arc::new(AtomicUsize::new(0));
     let sections = Arc::new(AtomicUsize::new(0));
@@ -47,9 +64,9 @@ fn raw_sections_ended_on_other_threads_are_waited_for_by_every_grace_period() {
                 if unsafe { &*(p as *const Node) }.retired.load(Ordering::SeqCst) {
                     v.fetch_add(1, Ordering::SeqCst);
                 }
-                // SAFETY: `idx` came from `D.read_lock_raw()` and is ended
+                // SAFETY: `idx` came from `read_lock_raw()` on this domain and is ended
                 // once, here.
-                unsafe { D.read_unlock_raw(idx) };
+                unsafe { d.read_unlock_raw(idx) };
                 n.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -62,8 +79,8 @@ fn raw_sections_ended_on_other_threads_are_waited_for_by_every_grace_period() {
         starters.push(std::thread::spawn(move || {
             let mut k = t;
             while !stop.load(Ordering::Relaxed) {
-                let idx = D.read_lock_raw();
-                let p = PTR.load(Ordering::Acquire) as usize;
+                let idx = d.read_lock_raw();
+                let p = ptr.load(Ordering::Acquire) as usize;
                 if txs[k % txs.len()].send((idx, p)).is_err() {
                     break;
                 }
@@ -75,24 +92,24 @@ fn raw_sections_ended_on_other_threads_are_waited_for_by_every_grace_period() {
 
     // Updaters: half retire after synchronize, half in a callback.
     for round in 0..300 {
-        let old = PTR.swap(node(), Ordering::AcqRel) as usize;
+        let old = ptr.swap(node(), Ordering::AcqRel) as usize;
         let retire = move || {
             // SAFETY: nodes are never freed.
             unsafe { &*(old as *const Node) }.retired.store(true, Ordering::SeqCst)
         };
         match round % 3 {
             0 => {
-                D.synchronize();
+                d.synchronize();
                 retire();
             }
             1 => {
-                D.synchronize_expedited();
+                d.synchronize_expedited();
                 retire();
             }
-            _ => D.call_srcu(retire),
+            _ => d.call_srcu(retire),
         }
     }
-    D.barrier();
+    d.barrier();
     stop.store(true, Ordering::SeqCst);
     for s in starters {
         s.join().unwrap();
@@ -100,7 +117,7 @@ fn raw_sections_ended_on_other_threads_are_waited_for_by_every_grace_period() {
     for e in enders {
         e.join().unwrap();
     }
-    D.synchronize();
+    d.synchronize();
     assert!(sections.load(Ordering::Relaxed) > 0);
     assert_eq!(
         violations.load(Ordering::SeqCst),
@@ -108,6 +125,6 @@ fn raw_sections_ended_on_other_threads_are_waited_for_by_every_grace_period() {
         "a section ended on another thread saw a retired object ({} sections)",
         sections.load(Ordering::Relaxed)
     );
-    let st = D.stats();
+    let st = d.stats();
     assert_eq!(st.callbacks_queued, st.callbacks_invoked);
 }
