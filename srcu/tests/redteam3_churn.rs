@@ -115,3 +115,30 @@ fn a_raw_section_begun_before_the_domain_moved_is_ended_after_and_the_drop_is_cl
     let bad: Vec<_> = cap.for_domain("redteam3-moved-raw");
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+/// `runtime::idle` with a `synchronize` blocked behind a reader: a grace
+/// period is in progress, so a fork now would leave the child's grace
+/// periods of that domain unable to run. It must read false.
+#[test]
+fn runtime_idle_is_false_while_a_synchronize_waits_for_a_reader() {
+    use std::sync::atomic::AtomicBool;
+    static D: Srcu = Srcu::new_static("redteam3-idle-sync");
+    let idx = D.read_lock_raw();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let waiter = std::thread::spawn(move || {
+        D.synchronize();
+        d.store(true, Ordering::SeqCst);
+    });
+    let mut saw_idle = 0;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        if usrcu::runtime::idle() && !done.load(Ordering::SeqCst) {
+            saw_idle += 1;
+        }
+    }
+    // SAFETY: `idx` came from `D.read_lock_raw()` and is ended once.
+    unsafe { D.read_unlock_raw(idx) };
+    waiter.join().unwrap();
+    assert_eq!(saw_idle, 0, "runtime::idle() was true while synchronize waited");
+}

@@ -61,3 +61,44 @@ fn trace_readers_in_a_late_pthread_key_destructor_do_not_leak_records_or_hold_gr
         after.records_allocated
     );
 }
+
+/// `trace::idle` is documented false while "a grace period [is] in
+/// progress" and "while another thread is inside a call of this flavor":
+/// a `synchronize` blocked behind a reader is both.
+#[test]
+fn trace_idle_is_false_while_a_synchronize_waits_for_a_reader() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let entered = Arc::new(AtomicBool::new(false));
+    let leave = Arc::new(AtomicBool::new(false));
+    let (e, l) = (Arc::clone(&entered), Arc::clone(&leave));
+    let reader = std::thread::spawn(move || {
+        let _g = usrcu::trace::read_lock();
+        e.store(true, Ordering::SeqCst);
+        while !l.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let waiter = std::thread::spawn(move || {
+        usrcu::trace::synchronize();
+        d.store(true, Ordering::SeqCst);
+    });
+    // Until the reader leaves, the waiter cannot return; sample `idle`
+    // while it waits.
+    let mut saw_idle = 0;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        if usrcu::trace::idle() && !done.load(Ordering::SeqCst) {
+            saw_idle += 1;
+        }
+    }
+    leave.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    waiter.join().unwrap();
+    assert_eq!(saw_idle, 0, "trace::idle() was true while synchronize waited");
+}
