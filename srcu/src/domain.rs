@@ -343,6 +343,12 @@ impl Srcu {
 
     /// Enter a read-side critical section; it ends when the guard drops.
     /// Sections nest, and may sleep, block or do I/O.
+    ///
+    /// Not async-signal-safe in general: a CPU's first section on a domain
+    /// allocates that CPU's chunk of counters, and debug builds record where
+    /// each section began (an allocation and a lock). A signal handler that
+    /// interrupts this thread inside that bookkeeping and enters a section
+    /// of its own skips its record instead of deadlocking on the lock.
     #[inline(always)]
     #[cfg_attr(debug_assertions, track_caller)]
     pub fn read_lock(&self) -> SrcuReadGuard<'_> {
@@ -691,6 +697,9 @@ impl Srcu {
 
 impl Drop for Srcu {
     fn drop(&mut self) {
+        if cfg!(debug_assertions) {
+            held::forget(self);
+        }
         // SAFETY: `&mut self`: no guard can exist and nobody else can enter.
         let r = unsafe { self.cleanup() };
         if r.is_ok() && self.dynamic {
@@ -725,34 +734,68 @@ mod held {
     thread_local! {
         static HELD: [Cell<usize>; N] = const { [const { Cell::new(0) }; N] };
         static COUNT: [Cell<usize>; N] = const { [const { Cell::new(0) }; N] };
+        /// In `push` or `pop`: a signal handler that interrupts one and
+        /// takes or drops a guard itself leaves the table alone (both its
+        /// push and its pop happen while the flag is set), so the two
+        /// updates never interleave.
+        static BUSY: Cell<bool> = const { Cell::new(false) };
     }
 
     fn find(h: &[Cell<usize>; N], me: usize) -> Option<usize> {
         h.iter().position(|c| c.get() == me)
     }
 
+    fn not_nested(f: impl FnOnce()) {
+        if !BUSY.with(|b| b.replace(true)) {
+            f();
+            BUSY.with(|b| b.set(false));
+        }
+    }
+
     pub(super) fn push(s: &Srcu) {
         let me = s as *const Srcu as usize;
-        HELD.with(|h| {
-            COUNT.with(|n| {
-                if let Some(i) = find(h, me).or_else(|| find(h, 0)) {
-                    h[i].set(me);
-                    n[i].set(n[i].get() + 1);
-                }
+        not_nested(|| {
+            HELD.with(|h| {
+                COUNT.with(|n| {
+                    if let Some(i) = find(h, me).or_else(|| find(h, 0)) {
+                        h[i].set(me);
+                        n[i].set(n[i].get() + 1);
+                    }
+                })
             })
         });
     }
 
     pub(super) fn pop(s: &Srcu) {
         let me = s as *const Srcu as usize;
-        HELD.with(|h| {
-            COUNT.with(|n| {
-                if let Some(i) = find(h, me) {
-                    n[i].set(n[i].get() - 1);
-                    if n[i].get() == 0 {
+        not_nested(|| {
+            HELD.with(|h| {
+                COUNT.with(|n| {
+                    if let Some(i) = find(h, me) {
+                        n[i].set(n[i].get().saturating_sub(1));
+                        if n[i].get() == 0 {
+                            h[i].set(0);
+                        }
+                    }
+                })
+            })
+        });
+    }
+
+    /// The domain goes away: forget this thread's guards of it (guards it
+    /// forgot with `mem::forget`), so that a domain later made at the same
+    /// address is not taken for a held one. Other threads' entries stay
+    /// (their tables are theirs).
+    pub(super) fn forget(s: &Srcu) {
+        let me = s as *const Srcu as usize;
+        not_nested(|| {
+            HELD.with(|h| {
+                COUNT.with(|n| {
+                    if let Some(i) = find(h, me) {
+                        n[i].set(0);
                         h[i].set(0);
                     }
-                }
+                })
             })
         });
     }

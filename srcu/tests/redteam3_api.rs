@@ -77,7 +77,6 @@ fn cookies_are_monotonic_across_cleanup_and_reattach() {
 /// complete, not panic as a same-domain self-deadlock.
 #[test]
 #[cfg(debug_assertions)]
-#[ignore = "defect: debug self-deadlock check is keyed by address and never forgets a forgotten guard (domain.rs held::push/contains)"]
 fn a_forgotten_guard_does_not_make_a_new_domain_in_the_same_place_refuse_synchronize() {
     let mut d = Srcu::new("redteam3-forgotten-guard-old");
     std::mem::forget(d.read_lock());
@@ -93,7 +92,6 @@ fn a_forgotten_guard_does_not_make_a_new_domain_in_the_same_place_refuse_synchro
 /// leaks (documented). Repeated, the leaked states must not stay attached
 /// for ever: once their callbacks ran, nothing can use them.
 #[test]
-#[ignore = "defect: each domain dropped from its own callback stays in the runtime's registry for ever (domains_attached grows by one per iteration)"]
 fn domains_dropped_from_their_own_callback_do_not_accumulate() {
     const N: usize = 200;
     let ran = Arc::new(AtomicUsize::new(0));

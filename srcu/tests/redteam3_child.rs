@@ -178,7 +178,6 @@ extern "C" fn on_alarm(_: libc::c_int) {
 /// allocates (runtime/readers.rs:48-63): a signal that lands while the
 /// interrupted thread holds that lock deadlocks the thread.
 #[test]
-#[ignore = "defect: read_lock from a signal handler deadlocks in debug builds (runtime/readers.rs:52 takes a std Mutex and allocates); async-signal-safety is undocumented either way"]
 fn a_signal_handler_reader_interrupting_a_reader_of_the_same_domain_does_not_deadlock() {
     run_entry("signal_reader_entry", "signal reader: done");
 }

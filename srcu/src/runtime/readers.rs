@@ -44,8 +44,32 @@ pub(super) fn lock_for_fork() -> ForkGuard {
     ForkGuard(records())
 }
 
-/// Record a reader of `domain` entering at `file:line:col`; returns its token.
+thread_local! {
+    // Const-initialised `Cell`: no destructor is registered.
+    /// This thread is inside the bookkeeping below: a signal handler that
+    /// interrupted it and enters a section itself skips its record rather
+    /// than wait for the table lock its own thread holds.
+    static BUSY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` marked busy; `None` (skipped) if this thread already is.
+fn not_nested<R>(f: impl FnOnce() -> R) -> Option<R> {
+    if BUSY.with(|b| b.replace(true)) {
+        return None;
+    }
+    let r = f();
+    BUSY.with(|b| b.set(false));
+    Some(r)
+}
+
+/// Record a reader of `domain` entering at `file:line:col`; returns its
+/// token (0: not recorded, when nested in this thread's own bookkeeping by
+/// a signal handler).
 pub(super) fn enter(domain: usize, file: &[u8], line: u32, col: u32) -> u64 {
+    not_nested(|| enter_unnested(domain, file, line, col)).unwrap_or(0)
+}
+
+fn enter_unnested(domain: usize, file: &[u8], line: u32, col: u32) -> u64 {
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let (tid, thread_name) = this_thread();
     let location = format!("{}:{line}:{col}", String::from_utf8_lossy(file));
@@ -62,13 +86,21 @@ pub(super) fn enter(domain: usize, file: &[u8], line: u32, col: u32) -> u64 {
     token
 }
 
-/// The reader with `token` left.
+/// The reader with `token` left (0: it was not recorded).
 pub(super) fn exit(token: u64) {
-    records().remove(&token);
+    if token != 0 {
+        // A nested exit (a handler's section inside this thread's own
+        // bookkeeping) leaves its record, for the stall report's sake only.
+        not_nested(|| records().remove(&token));
+    }
 }
 
 /// The oldest reader of `domain` still recorded.
 pub(super) fn oldest(domain: usize) -> Option<ReaderInfo> {
+    not_nested(|| oldest_unnested(domain)).flatten()
+}
+
+fn oldest_unnested(domain: usize) -> Option<ReaderInfo> {
     let rs = records();
     let r = rs.values().filter(|r| r.domain == domain).min_by_key(|r| r.since)?;
     Some(ReaderInfo {
