@@ -45,7 +45,7 @@ use libloading::os::unix::{Library, RTLD_NOW};
 use usrcu_registry::interface::{self as iface, Gate, Interface, InterfaceError, InterfaceList, INTERFACES_SYMBOL};
 
 use crate::error::{CallError, SymbolError};
-use crate::{ModuleEvent, ModuleLoader, NotifierId, Symbol};
+use crate::{ModuleEvent, ModuleLoader, ModuleState, NotifierId, Symbol};
 
 /// The exported getter of an object's interface list.
 type ListFn = extern "C" fn() -> *const InterfaceList;
@@ -180,10 +180,18 @@ impl<I: Interface + ?Sized> LiveGate<'_, I> {
                     error: InterfaceError::NotExported { interface: I::NAME },
                 })
             }
-            // Gone between `find` and `symbol`: nothing live.
-            Err(_) => return Err(no_module()),
+            // Went `Going` between `find` and `symbol`: a reload's newer
+            // copy may be live by now; the caller looks again.
+            Err(_) => {
+                return Err(CallError::NotLive {
+                    module: self.module.clone(),
+                    state: ModuleState::Going,
+                })
+            }
         };
         let mut found = None;
+        // A `NotLive` here (the copy went `Going` since `find`) goes back to
+        // the caller, which looks again.
         symbol.call(|list| {
             // SAFETY: inside the call the object is mapped.
             found = Some(unsafe { iface::find::<I>((list.raw())()) }.map(|t| t as usize));
@@ -207,6 +215,11 @@ impl<I: Interface + ?Sized> LiveGate<'_, I> {
     }
 }
 
+/// How many times a typed call looks for a live copy before it gives up
+/// (each miss is a copy that a reload replaced between the look and the
+/// call).
+const ENTER_ATTEMPTS: usize = 64;
+
 // SAFETY: `enter` hands `f` only a table that `iface::find::<I>` checked
 // against `I`, of a copy whose liveness section `Symbol::call` holds for the
 // duration of `f` (so the object stays mapped).
@@ -215,11 +228,15 @@ unsafe impl<I: Interface + ?Sized> Gate for LiveGate<'_, I> {
 
     fn enter(&self, f: &mut dyn FnMut(*const c_void) -> u32) -> Result<u32, CallError> {
         let mut last = None;
-        // The cached copy may have gone `Going` since the last call, before
-        // the notifier's count is seen: then look up once more.
-        for _ in 0..2 {
-            let (symbol, table) = self.current()?;
-            match symbol.call(|_| f(table as *const c_void)) {
+        // The copy found may go `Going` before the call enters it (a reload
+        // replaced it): look up the newest live copy again. A reload keeps
+        // a live copy at every moment, so this ends unless reloads keep
+        // winning every race; bounded all the same, then the last error.
+        for _ in 0..ENTER_ATTEMPTS {
+            let attempt = self
+                .current()
+                .and_then(|(symbol, table)| symbol.call(|_| f(table as *const c_void)));
+            match attempt {
                 Ok(status) => return Ok(status),
                 Err(e @ CallError::NotLive { .. }) => {
                     self.cache.borrow_mut().take();
