@@ -13,13 +13,18 @@ use usrcu_module_loader::usrcu_registry::example::Calc;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState, ReloadError};
 use usrcu_tests::{fixture_path, in_child, killed_by, rerun_in_child};
 
-const NAME: &str = "reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_with_the_old_copy_serving";
+const NAME: &str =
+    "reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_with_the_old_copy_serving";
 
 #[test]
 fn reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_with_the_old_copy_serving() {
     if !in_child() {
         let status = rerun_in_child(NAME, &[]);
-        assert!(status.success(), "the child ended with {status:?} (signal {:?})", killed_by(status));
+        assert!(
+            status.success(),
+            "the child ended with {status:?} (signal {:?})",
+            killed_by(status)
+        );
         return;
     }
     let bytes = std::fs::read(fixture_path("redteam3-calc")).unwrap();
@@ -48,7 +53,11 @@ fn reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_wi
                         std::fs::rename(&tmp, &path).unwrap();
                     }
                     1 => {
-                        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .truncate(true)
+                            .open(&path)
+                            .unwrap();
                         for chunk in bytes.chunks(bytes.len() / 7 + 1) {
                             f.write_all(chunk).unwrap();
                             std::thread::yield_now();
@@ -90,8 +99,10 @@ fn reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_wi
         refused.len(),
         rewrites.load(Ordering::Relaxed),
         {
-            let mut kinds: Vec<String> =
-                refused.iter().map(|e| e.split(": ").last().unwrap_or("").chars().take(60).collect()).collect();
+            let mut kinds: Vec<String> = refused
+                .iter()
+                .map(|e| e.split(": ").last().unwrap_or("").chars().take(60).collect())
+                .collect();
             kinds.sort();
             kinds.dedup();
             kinds

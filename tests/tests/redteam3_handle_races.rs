@@ -67,7 +67,11 @@ fn hammer_during_reloads(threads: usize, reloads: usize) -> (Vec<CallError>, u64
         // Release: pairs with the Acquire loads in the callers.
         stop.store(true, Ordering::Release);
     });
-    let live: Vec<_> = loader.list().into_iter().filter(|m| m.state == ModuleState::Live).collect();
+    let live: Vec<_> = loader
+        .list()
+        .into_iter()
+        .filter(|m| m.state == ModuleState::Live)
+        .collect();
     assert_eq!(live.len(), 1, "exactly one live copy after the reloads: {live:?}");
     let errors = errors.into_inner().unwrap();
     (errors, calls.into_inner(), failed.into_inner())
@@ -89,7 +93,10 @@ fn calls_through_a_typed_handle_never_fail_while_the_module_is_reloaded_200_time
     let (errors, calls, failed) = hammer_during_reloads(8, 200);
     println!("{calls} calls, {failed} failed; first errors: {errors:?}");
     assert!(calls > 0);
-    assert!(errors.is_empty(), "{failed} of {calls} calls failed while a live copy existed: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "{failed} of {calls} calls failed while a live copy existed: {errors:?}"
+    );
 }
 
 const DROP_CHILD: &str = "USRCU_REDTEAM3_DROP_CHILD";
@@ -105,7 +112,11 @@ fn symbols_called_while_the_last_loader_arc_drops_on_another_thread_only_fail_ty
             "symbols_called_while_the_last_loader_arc_drops_on_another_thread_only_fail_typed",
             &[(DROP_CHILD, "1")],
         );
-        assert!(status.success(), "the child ended with {status:?} (signal {:?})", killed_by(status));
+        assert!(
+            status.success(),
+            "the child ended with {status:?} (signal {:?})",
+            killed_by(status)
+        );
         return;
     }
     let loader = Arc::new(loader());
@@ -136,7 +147,9 @@ fn symbols_called_while_the_last_loader_arc_drops_on_another_thread_only_fail_ty
         .collect();
     // Wait for calls to be in flight, then drop the last Arc elsewhere.
     while double.call(|f| f.call(1)) != Ok(2) {}
-    std::thread::spawn(move || drop(loader)).join().expect("the drop panicked");
+    std::thread::spawn(move || drop(loader))
+        .join()
+        .expect("the drop panicked");
     // After the drop a call is `NotLive` (unloaded) or still served (kept).
     while not_live.load(Ordering::Relaxed) == 0 && double.is_live() {
         std::thread::yield_now();

@@ -35,7 +35,11 @@ fn a_going_notifier_may_unload_other_modules_run_unload_all_and_load_a_module() 
                 log.lock().unwrap().push(format!("unload other {r:?}"));
                 let fresh = load(loader, "callbacks");
                 log.lock().unwrap().push(format!("loaded {:?}", loader.state(fresh)));
-                let all: Vec<_> = loader.unload_all().into_iter().map(|(h, r)| (h, r.map(|r| r.unmapped))).collect();
+                let all: Vec<_> = loader
+                    .unload_all()
+                    .into_iter()
+                    .map(|(h, r)| (h, r.map(|r| r.unmapped)))
+                    .collect();
                 // The going module is left to its unload; `fresh` is unloaded.
                 log.lock().unwrap().push(format!(
                     "unload_all {} {:?}",
@@ -53,7 +57,14 @@ fn a_going_notifier_may_unload_other_modules_run_unload_all_and_load_a_module() 
         let log = log.lock().unwrap().clone();
         log
     });
-    assert_eq!(log, ["unload other Ok(true)", "loaded Some(Live)", "unload_all 1 Some(\"Ok(true)\")"]);
+    assert_eq!(
+        log,
+        [
+            "unload other Ok(true)",
+            "loaded Some(Live)",
+            "unload_all 1 Some(\"Ok(true)\")"
+        ]
+    );
 }
 
 #[test]
