@@ -157,6 +157,12 @@ impl Table {
 /// # let _ = y;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A process that forks does so while no loader of it is loading or
+/// unloading on another thread (and while `usrcu`'s runtime and flavors
+/// are idle): the child otherwise inherits the loader's gate, and perhaps
+/// glibc's dynamic-linker lock, held by a thread it does not have
+/// (docs/abi.md, "`fork` and the loader").
 pub struct ModuleLoader {
     config: LoaderConfig,
     table: Mutex<Table>,

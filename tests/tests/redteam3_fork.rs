@@ -61,7 +61,7 @@ fn child_uses_a_fresh_loader(path: &std::path::Path) -> i32 {
 /// fork. The loader has no `pthread_atfork` handler and documents no fork
 /// rule of its own.
 #[test]
-#[ignore = "defect: a child forked (flavors idle) while another thread loads inherits the load gate's `counting` state (proofs/needed.rs:128/:210) and can never load; some children hang"]
+#[ignore = "known limitation (docs/abi.md, \"`fork` and the loader\"): a child forked while another thread loads inherits the load gate marked counting and glibc's dynamic-linker lock may be held; it can never load, some children hang"]
 fn a_child_forked_while_the_flavors_are_idle_and_another_thread_loads_and_unloads_can_use_a_fresh_loader() {
     if !in_child() {
         // `--include-ignored`: the test is marked ignored while the defect stands.
