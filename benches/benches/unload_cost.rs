@@ -17,7 +17,8 @@
 //!   key-function GOT entries interposed, notifiers, `init`; the unload:
 //!   liveness grace period, bounded barriers (skipped: nothing was queued),
 //!   `exit`, the proofs (readers, callbacks with the runtime inventory,
-//!   glibc's thread list, pthread keys), `dlclose`, the address-space check;
+//!   glibc's thread list, deferred work across the three flavors, signal
+//!   handlers, pthread keys), `dlclose`, the address-space check;
 //! * `module_loader_fresh_copies`: the same with `reuse_copies: false`, as
 //!   every load of a file that just changed: the file is copied into a new
 //!   sealed memfd (`sendfile`), the copy checked and its ELF facts read,
