@@ -295,28 +295,14 @@ pub(crate) fn clear_again(
 /// barrier only if a slot was cleared (the first pass waited for the rest).
 fn again(m: &Module, timeout: Duration, report: &mut UnloadReport) {
     let t0 = Instant::now();
-    let cleared = {
-        let _installs = crate::lock(&LOCKED);
-        if SKIP_CLEARING.load(std::sync::atomic::Ordering::Relaxed) {
-            0
-        } else {
-            // SAFETY: as in `going`: every registered slot is live, and
-            // slots inside this object are forgotten here, before the unmap.
-            unsafe { tasks::clear_hooks_into(&m.mapping.segments) }
-        }
-    };
-    if cleared == 0 {
-        return;
+    let deadline = t0
+        .checked_add(timeout)
+        .unwrap_or(t0 + Duration::from_secs(100 * 365 * 24 * 3600));
+    let (cleared, done) = clear_again(&m.mapping.segments, deadline, report);
+    if cleared > 0 && done && !tasks::barrier_timeout(deadline.saturating_duration_since(Instant::now())) {
+        report.hook_slots.timed_out = true;
     }
-    let mut timed_out = !tasks::start_poll().wait_timeout(timeout);
-    if !timed_out {
-        timed_out = !tasks::barrier_timeout(timeout.saturating_sub(t0.elapsed()));
-    }
-    let r = &mut report.hook_slots;
-    r.cleared += cleared;
-    r.waited_grace_period = true;
-    r.elapsed += t0.elapsed();
-    r.timed_out |= timed_out;
+    report.hook_slots.elapsed += t0.elapsed();
 }
 
 /// Forget the text lock record of a module that is gone.

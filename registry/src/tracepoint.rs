@@ -152,13 +152,6 @@ impl Flavor {
         }
     }
 
-    fn barrier(self) {
-        match self {
-            Flavor::Tasks => usrcu::tasks::barrier(),
-            Flavor::TasksTrace => usrcu::trace::barrier(),
-        }
-    }
-
     const ALL: [Flavor; 2] = [Flavor::Tasks, Flavor::TasksTrace];
 }
 
@@ -608,22 +601,8 @@ pub fn tracepoints() -> impl ExactSizeIterator<Item = &'static dyn TracepointOps
 /// inside them any more), and for the deferred frees of the replaced arrays.
 /// Returns the probes removed.
 pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
-    let mut removed = Vec::new();
-    let mut used = [false; 2];
-    for tp in tracepoints() {
-        let gone = tp.detach_where(inside);
-        if !gone.is_empty() {
-            used[Flavor::of(tp.kind()) as usize] = true;
-        }
-        removed.extend(gone);
-    }
-    for f in Flavor::ALL {
-        if used[f as usize] {
-            f.synchronize();
-            f.barrier();
-        }
-    }
-    removed
+    // `Duration::MAX`: the waits have no limit, so they complete.
+    remove_probes_in_within(inside, std::time::Duration::MAX, false).0
 }
 
 /// [`remove_probes_in`] with its waits bounded by `timeout`: the probes are
