@@ -33,7 +33,12 @@ pub struct LoaderConfig {
     /// stays mapped as a `Zombie` instead of crashing.
     pub auto_barrier: bool,
     /// How long unload waits for calls in flight, and for readers inside a
-    /// module's static domains, before it gives up (default 10 s).
+    /// module's static domains, before it gives up (default 10 s). A load
+    /// waits at most this long, but never less than one second
+    /// ([`ModuleLoader::LOAD_GATE_MIN_WAIT`]), for another load's `dlopen` or
+    /// an unload's `dlclose` in flight before its own `dlopen`; still
+    /// waiting then, it fails with [`LoadError::SharedLibraryLoading`] or
+    /// [`LoadError::SharedLibraryClosing`].
     pub unload_timeout: Duration,
     /// Where the private copies of loaded files go. `None` (default): a
     /// sealed anonymous `memfd` per load, opened as `/proc/self/fd/N`.
@@ -186,6 +191,11 @@ impl Default for ModuleLoader {
 }
 
 impl ModuleLoader {
+    /// The least a load waits at the gate for another load's `dlopen` or an
+    /// unload's `dlclose` in flight, whatever
+    /// [`LoaderConfig::unload_timeout`] says.
+    pub const LOAD_GATE_MIN_WAIT: Duration = Duration::from_secs(1);
+
     /// A loader with the default [`LoaderConfig`].
     pub fn new() -> ModuleLoader {
         ModuleLoader::with_config(LoaderConfig::default())
@@ -330,7 +340,11 @@ impl ModuleLoader {
         // (`proofs/needed.rs`); held until the libraries are counted. Still
         // closing after the unload timeout: fail before `dlopen`, as if the
         // load had not started (the copy was never mapped).
-        let gate = match proofs::needed::load_gate(deadline_after(Instant::now(), self.config.unload_timeout)) {
+        // The floor: another load's `dlopen` takes milliseconds, so a
+        // short (even zero) unload timeout must not turn two concurrent
+        // loads into a failed one.
+        let gate_wait = self.config.unload_timeout.max(Self::LOAD_GATE_MIN_WAIT);
+        let gate = match proofs::needed::load_gate(deadline_after(Instant::now(), gate_wait)) {
             Ok(gate) => gate,
             Err(closed) => {
                 intake.release(true);

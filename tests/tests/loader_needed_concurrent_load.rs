@@ -146,3 +146,48 @@ fn a_load_whose_wait_for_another_load_runs_out_fails_typed_before_its_dlopen() {
         assert!(!fxneeded_mapped());
     });
 }
+
+/// An `unload_timeout` of zero (or any shorter than the gate's floor,
+/// `ModuleLoader::LOAD_GATE_MIN_WAIT`) does not fail a load that only has
+/// to wait for another load's `dlopen` to be counted: before the floor, such
+/// a load failed at once with `SharedLibraryLoading` (seen as a flake of
+/// `redteam_loader_timeouts` when another test's load was in flight).
+#[test]
+fn a_load_with_a_zero_unload_timeout_waits_for_another_load_at_the_gate() {
+    let _serial = serial();
+    bounded("the zero-timeout gate test", || {
+        let loader = Arc::new(ModuleLoader::new());
+        let zero = Arc::new(ModuleLoader::with_config(LoaderConfig {
+            unload_timeout: Duration::ZERO,
+            ..LoaderConfig::default()
+        }));
+        let so = fixture_path("needed-lib");
+        let pause = pause_at(PausePoint::LoadBeforeCount);
+        let load_a = {
+            let (loader, so) = (loader.clone(), so.clone());
+            thread::spawn(move || load(&loader, &so))
+        };
+        assert!(
+            pause.wait_until_paused(EXPECT_WITHIN),
+            "the load of A never reached its count"
+        );
+        let load_b = {
+            let (zero, so) = (zero.clone(), so.clone());
+            thread::spawn(move || load(&zero, &so))
+        };
+        // B waits at the gate (or, without the floor, has already failed).
+        let waiting = wait_for_loads_at_gate(1, EXPECT_WITHIN);
+        pause.resume();
+        let a = load_a.join().unwrap().unwrap();
+        let b = match load_b.join().unwrap() {
+            Ok(b) => b,
+            Err(e) => panic!("a load with a zero unload_timeout failed behind another load (seen waiting: {waiting}): {e:?}"),
+        };
+        assert!(waiting, "B was never seen waiting at the gate");
+        let ra = loader.unload(a).unwrap();
+        assert!(ra.unmapped, "{ra:?}");
+        let rb = zero.unload(b).unwrap();
+        assert!(rb.unmapped && rb.libraries_still_mapped.is_empty(), "{rb:?}");
+        assert!(!fxneeded_mapped());
+    });
+}
