@@ -867,7 +867,10 @@ impl ModuleLoader {
         let dlclose = crate::lock(&DLCLOSE);
         let lib = crate::lock(&m.lib).take();
         if let Some(lib) = lib {
-            report.dlclosed = lib.close().is_ok();
+            // The object's ELF destructors run in `dlclose`, on this thread,
+            // right before the unmap: without an rseq registration, so that
+            // their read sections leave no descriptor behind (`proofs/rseq.rs`).
+            report.dlclosed = proofs::rseq::without_rseq(|| lib.close()).is_ok();
         }
         crate::phase_timing::lap("unload: dlclose");
         report.unmapped = !address_space::is_mapped(&m.loaded_path);

@@ -151,6 +151,9 @@ impl Module {
         // SAFETY: the hook is the plugin's panic-catching wrapper, the object
         // is mapped (we hold its library), and `msg` lends `buf`.
         let status = HookStatus::from_u32(unsafe { hook(&mut msg) });
+        // Leave no rseq descriptor of the plugin's read sections behind on
+        // this thread (`usrcu::clear_rseq_descriptor`).
+        usrcu::clear_rseq_descriptor();
         let text = String::from_utf8_lossy(&buf[..msg.len.min(buf.len())]).into_owned();
         match status {
             HookStatus::Ok => Ok(()),

@@ -144,6 +144,17 @@ pub enum ZombieCause {
     /// the unload timeout: a thread may still be inside one. A retry waits
     /// for a new grace period of both flavors.
     ProbesInUse,
+    /// These threads' `rseq->rseq_cs` still pointed at a restartable-sequence
+    /// descriptor in the object when the unload's wait ran out: each ran
+    /// the object's read side some other way than through the loader (a
+    /// raw function address) and has not been switched out since. The
+    /// kernel would kill the process at a named thread's next preemption
+    /// after the unmap. A thread is cleared when it next runs, or when it
+    /// calls `usrcu::clear_rseq_descriptor`; a retry looks again.
+    RseqDescriptorInObject {
+        /// Their kernel thread ids.
+        threads: Vec<i32>,
+    },
 }
 
 /// `SIGUSR1`, `SIGRTMIN+3`, or the number for a signal without a name here.
@@ -261,6 +272,11 @@ impl fmt::Display for ZombieCause {
             ZombieCause::ProbesInUse => write!(
                 f,
                 "tracepoint probes of the object were detached but their grace period did not complete in time: a thread may still be inside one"
+            ),
+            ZombieCause::RseqDescriptorInObject { threads } => write!(
+                f,
+                "threads {threads:?} still point at a restartable-sequence descriptor in the object (their rseq_cs): \
+                 they ran its read side outside the loader's calls and have not been switched out since"
             ),
         }
     }

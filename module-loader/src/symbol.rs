@@ -198,6 +198,9 @@ impl CallFrame {
 
 impl Drop for CallFrame {
     fn drop(&mut self) {
+        // The call ran the plugin's code: leave no rseq descriptor of its
+        // read sections behind on this thread (`usrcu::clear_rseq_descriptor`).
+        usrcu::clear_rseq_descriptor();
         DEPTH.with(|x| x.set(x.get().saturating_sub(1)));
     }
 }

@@ -228,7 +228,10 @@ unsafe fn trampoline<D, A>(func: *const (), data: *const (), args: &A) {
     // another copy when a plugin's probe fires in the host, would abort the
     // process. It is reported as a `CallbackPanicked` warning instead, and
     // the other probes still run.
-    usrcu::diagnostics::catch_panic("usrcu-registry: a tracepoint probe", || f(d, args))
+    usrcu::diagnostics::catch_panic("usrcu-registry: a tracepoint probe", || f(d, args));
+    // The probe may be a plugin's: leave no rseq descriptor of its read
+    // sections behind on the firing thread (`usrcu::clear_rseq_descriptor`).
+    usrcu::clear_rseq_descriptor();
 }
 
 /// A probe as the unload notifier reports it.

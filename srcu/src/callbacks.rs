@@ -429,6 +429,10 @@ impl Callbacks {
             // head is valid until this call, which hands it back to its owner.
             unsafe { (it.func)(it.head) };
             if !marker {
+                // The callback may be a plugin's: leave no rseq descriptor of
+                // its read sections behind (`reader/rseq.rs`), before its
+                // ticket says it has run.
+                crate::reader::rseq::clear_descriptor();
                 unflushed += 1;
                 self.finished(it.ticket, i + 1);
             }

@@ -95,6 +95,30 @@ pub fn rseq_active() -> bool {
     reader::rseq::active()
 }
 
+/// Clear this thread's `rseq->rseq_cs`: forget the restartable-sequence
+/// descriptor of the last read section it ran (a no-op without rseq).
+///
+/// A read section leaves `rseq_cs` pointing at a descriptor inside the
+/// object whose code entered it, as librseq does; the kernel clears it at
+/// the thread's next preemption or signal. Before a plugin's object is
+/// unmapped no thread may still point into it, so code that calls into an
+/// object that may be unloaded later calls this afterwards. The module
+/// loader, the runtime's callback invokers, hook slots and tracepoint
+/// probes already do; a host that calls a plugin's function through a raw
+/// address (not `Symbol::call` or an interface) should, or the loader's
+/// last proof keeps the object mapped as a zombie until that thread has
+/// been switched out (see `docs/abi.md`, "rseq and unload").
+///
+/// ```
+/// static D: usrcu::Srcu = usrcu::Srcu::new_static("doc-clear");
+/// drop(D.read_lock());
+/// usrcu::clear_rseq_descriptor();
+/// ```
+#[inline]
+pub fn clear_rseq_descriptor() {
+    reader::rseq::clear_descriptor()
+}
+
 #[cfg(usrcu_loom)]
 #[doc(hidden)]
 pub mod __loom;

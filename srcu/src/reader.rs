@@ -36,6 +36,11 @@ pub(crate) mod rseq {
     pub fn active() -> bool {
         false
     }
+    pub(crate) fn clear_descriptor() {}
+    #[allow(dead_code)]
+    pub(crate) fn descriptor() -> u64 {
+        0
+    }
 }
 
 use crate::fence::reader_fence;

@@ -17,6 +17,11 @@ pub fn rseq_lock_count(d: &Srcu) -> usize {
         })
 }
 
+/// This thread's `rseq->rseq_cs` now (0 without rseq, or cleared).
+pub fn rseq_descriptor() -> u64 {
+    crate::reader::rseq::descriptor()
+}
+
 /// A runtime thread that can be paused on its way to sleep
 /// ([`arm_sleep_pause`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -181,7 +181,9 @@ fn a_load_with_a_zero_unload_timeout_waits_for_another_load_at_the_gate() {
         let a = load_a.join().unwrap().unwrap();
         let b = match load_b.join().unwrap() {
             Ok(b) => b,
-            Err(e) => panic!("a load with a zero unload_timeout failed behind another load (seen waiting: {waiting}): {e:?}"),
+            Err(e) => {
+                panic!("a load with a zero unload_timeout failed behind another load (seen waiting: {waiting}): {e:?}")
+            }
         };
         assert!(waiting, "B was never seen waiting at the gate");
         let ra = loader.unload(a).unwrap();

@@ -1,18 +1,23 @@
-//! A host thread that ran a plugin's read side outlives the plugin's unload
-//! and is then switched out and back in: it survives.
+//! Host threads that ran a plugin's read side, and the plugin's unload:
+//! every thread survives its context switches after the unmap.
 //!
 //! The plugin's lock and unlock are inlined into its own code, so each
 //! commits in a restartable sequence whose `struct rseq_cs` descriptor lies
-//! in the plugin's object. The sequence stores that descriptor's address in
-//! the thread's `rseq->rseq_cs`; the defense under test is the store of 0
-//! right after the commit (srcu/src/reader/rseq.rs). Without it the last
-//! sequence a thread ran in the plugin leaves `rseq_cs` pointing into the
-//! object, and once the object is unmapped the kernel, on the thread's next
-//! return to user space after a context switch, fails to read the
-//! descriptor and kills the process with SIGSEGV. The scenario runs in a
-//! child process, so that this shows as a failed assertion naming the signal.
+//! in the plugin's object, and leaves the thread's `rseq->rseq_cs` pointing
+//! there (as librseq does; srcu/src/reader/rseq.rs). Once the object is
+//! unmapped, the kernel, on such a thread's next return to user space after
+//! a context switch, fails to read the descriptor and kills the process
+//! with SIGSEGV. The defenses (docs/abi.md, "rseq and unload"): the
+//! loader's `rseq` proof (module-loader/src/proofs/rseq.rs) reads every
+//! thread's `rseq_cs` before `dlclose` and has running threads cleared
+//! with `membarrier(..._EXPEDITED_RSEQ)`, or keeps the object as a zombie
+//! naming sleeping ones; the runtime's invokers clear it after each
+//! callback; `dlclose` (the plugin's ELF destructors) runs without the
+//! unloading thread's rseq registration. Each scenario runs in a child
+//! process, so that a crash shows as a failed assertion naming the signal.
 //!
-//! Two things would hide the stale pointer, and the scenario avoids both:
+//! In the first test, two things would hide the stale pointer, and the
+//! scenario avoids both:
 //! - the host's own copy of usrcu running an rseq sequence after the
 //!   plugin's (it would overwrite `rseq_cs` with a descriptor in the test
 //!   binary): `Symbol::call` holds a read section of the module's liveness
@@ -25,7 +30,8 @@
 //!   counts its own context switches (`getrusage(RUSAGE_THREAD)`) across
 //!   that window; a round in which it was switched out proves nothing and
 //!   is repeated, and the test requires at least one round in which it was
-//!   not.
+//!   not. With the rseq proof off (`USRCU_LOADER_TEST_SKIP_PROOFS=rseq`)
+//!   the child dies of SIGSEGV (seen).
 #![cfg(all(target_arch = "x86_64", target_os = "linux"))]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,9 +186,158 @@ fn host_thread_that_ran_a_plugin_reader_survives_context_switches_after_the_unlo
         match signal {
             Some(sig) => format!(
                 "died of {sig}: the kernel found rseq_cs pointing into the unloaded plugin \
-                 (the clear after the commit in srcu/src/reader/rseq.rs is missing?)"
+                 (the loader's rseq proof, module-loader/src/proofs/rseq.rs, missed it?)"
             ),
             None => format!("failed: {status} (its stderr is above)"),
         }
+    );
+}
+
+/// Run test `name` in a child process and require it to exit cleanly,
+/// naming a fatal signal as the stale descriptor it means.
+fn in_child_must_survive(name: &str, what: &str) {
+    let status = rerun_in_child(name, &[]);
+    match killed_by(status) {
+        None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
+        Some(sig) => panic!("the child died of signal {sig}: {what}"),
+    }
+}
+
+/// Rounds tried for a round that shows the case (the thread not switched
+/// out between its last plugin call and the unload's look).
+const ASLEEP_ROUNDS: usize = 200;
+
+/// A host thread that ran the plugin's read side by a raw address and then
+/// fell asleep still points at the plugin's descriptor: the rseq proof keeps
+/// the plugin mapped as a `Zombie` naming that thread. Woken, the thread is
+/// cleared by the kernel (the object is still mapped), and unloading the
+/// zombie again unmaps it. With the proof off
+/// (`USRCU_LOADER_TEST_SKIP_PROOFS=rseq`) the child dies of SIGSEGV when the
+/// thread wakes (seen).
+#[test]
+fn a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it_has_run() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    if !in_child() {
+        return in_child_must_survive(
+            "a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it_has_run",
+            "a thread woke with rseq_cs pointing into the unmapped plugin (proofs/rseq.rs)",
+        );
+    }
+    let loader = ModuleLoader::new();
+    let path = fixture_path("reader-call");
+    for round in 0..ASLEEP_ROUNDS {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(&path) }.unwrap();
+        let loaded = loader.info(m).unwrap().loaded_path;
+        // SAFETY: the fixture exports it with this type.
+        let addr = unsafe { loader.symbol::<UsizeFn>(m, "fx_reader_call_addr") }.unwrap();
+        let addr = addr.call(|f| f.call()).unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<i32>();
+        let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            // SAFETY: `addr` is the loaded object's `fx_reader_call`; the
+            // call returns before the unload begins (the main thread waits
+            // for the tid sent after it).
+            let reader_call: ReaderCallFn = unsafe { std::mem::transmute::<usize, ReaderCallFn>(addr) };
+            reader_call(CALLS);
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            wake_rx.recv().unwrap();
+            // Switched out and back in a few times: a stale descriptor in
+            // an unmapped object kills the process here.
+            for _ in 0..SLEEPS {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        let report = loader.unload(m).unwrap();
+        match &report.zombie_cause {
+            Some(usrcu_module_loader::ZombieCause::RseqDescriptorInObject { threads }) => {
+                assert_eq!(threads, &vec![tid], "{report}");
+                assert!(!report.unmapped && usrcu_tests::object_is_mapped(&loaded), "{report}");
+                wake_tx.send(()).unwrap();
+                sleeper.join().unwrap();
+                let again = loader.unload(m).unwrap();
+                assert!(again.unmapped, "the zombie stays after its thread ran: {again}");
+                eprintln!("rseq asleep: round {round} kept a zombie naming thread {tid}, unmapped once it ran");
+                return;
+            }
+            None => {
+                // The thread was switched out before it slept (the kernel
+                // cleared it): unmapped, and this round shows nothing.
+                assert!(report.unmapped, "{report}");
+                wake_tx.send(()).unwrap();
+                sleeper.join().unwrap();
+            }
+            Some(other) => panic!("unexpected zombie cause: {other}"),
+        }
+    }
+    panic!("in {ASLEEP_ROUNDS} rounds the sleeping thread was always cleared before the unload looked");
+}
+
+/// The runtime's callback invoker runs a plugin callback that enters the
+/// plugin's read sections, then sleeps: it must not keep pointing at the
+/// plugin's descriptor (`run_batch` clears it after each callback), or the
+/// unload would have to keep the plugin as a `Zombie` (seen: with that
+/// clear removed, this unload is a zombie naming the invoker thread).
+#[test]
+fn a_plugin_callback_with_read_sections_leaves_no_descriptor_on_the_invoker() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    let loader = ModuleLoader::new();
+    let path = fixture_path("reader-call");
+    for _ in 0..5 {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(&path) }.unwrap();
+        // SAFETY: the fixture exports it with this type.
+        let queue = unsafe { loader.symbol::<extern "C" fn(u64)>(m, "fx_reader_queue_reads") }.unwrap();
+        queue.call(|f| f.call(CALLS)).unwrap();
+        let report = loader.unload(m).unwrap();
+        assert!(report.unmapped, "{report}");
+        assert!(report.zombie_cause.is_none(), "{report}");
+    }
+}
+
+/// The plugin's ELF destructor (run by `dlclose` on the unloading thread,
+/// right before the unmap) enters read sections: the loader runs `dlclose`
+/// without the thread's rseq registration (`proofs::rseq::without_rseq`),
+/// so no descriptor of the plugin is left on it, and the thread survives
+/// its next context switches. With that off
+/// (`USRCU_LOADER_TEST_SKIP_PROOFS=rseq-dlclose`) the child dies of SIGSEGV
+/// (seen).
+#[test]
+fn a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_thread() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    if !in_child() {
+        return in_child_must_survive(
+            "a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_thread",
+            "the unloading thread kept rseq_cs pointing into the plugin its dlclose unmapped",
+        );
+    }
+    let loader = ModuleLoader::new();
+    let path = fixture_path("reader-call");
+    for _ in 0..5 {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(&path) }.unwrap();
+        // SAFETY: the fixture exports it with this type.
+        let arm = unsafe { loader.symbol::<extern "C" fn()>(m, "fx_reader_arm_fini") }.unwrap();
+        arm.call(|f| f.call()).unwrap();
+        let report = loader.unload(m).unwrap();
+        assert!(report.unmapped, "{report}");
+        for _ in 0..SLEEPS {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(
+        usrcu::rseq_active(),
+        "the unloading thread got its rseq registration back"
     );
 }

@@ -13,10 +13,18 @@
 //! thread is preempted, migrated or signalled inside, the kernel moves it to
 //! the abort handler (preceded by the 4-byte signature glibc registered,
 //! `0x53053053`), which returns `false` and the caller takes the atomic path.
-//! After the commit we clear `rseq->rseq_cs` ourselves: the descriptor lives
-//! in the object that holds this code, and a plugin's object may be unmapped
-//! later; a stale `rseq_cs` pointing there would make the kernel fault the
-//! thread at its next preemption.
+//!
+//! `rseq->rseq_cs` is left set after the commit, as librseq leaves it: the
+//! kernel clears it itself the next time it preempts or signals the thread
+//! outside the sequence. The descriptor lives in the object that holds this
+//! code, so before a plugin's object is unmapped no thread may still point
+//! there (the kernel reads the descriptor at that thread's next preemption
+//! and kills the process if it cannot). Two things see to that, argued in
+//! `docs/abi.md`, "rseq and unload": every place where host code has run
+//! plugin code (the loader's calls, the runtime's callback invokers, hooks,
+//! probes) calls [`clear_descriptor`] afterwards, and the loader's last
+//! proof before `dlclose` reads every thread's `rseq_cs` and does not unmap
+//! while one still points into the object.
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -129,7 +137,6 @@ unsafe fn add_in_sequence(area: *mut u8, cpu: u32, counter: *mut usize) -> bool 
             "jne 9f",
             "add qword ptr [{ctr}], 1",
             "8:",
-            "mov qword ptr [{area} + 8], 0",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
             ".long 0x53053053",
@@ -141,17 +148,37 @@ unsafe fn add_in_sequence(area: *mut u8, cpu: u32, counter: *mut usize) -> bool 
             ctr = in(reg) counter,
             tmp = out(reg) _,
             abort = label {
-                // The kernel clears rseq_cs when it aborts; the CPU-mismatch
-                // branch lands here without that, so clear it ourselves.
-                // SAFETY: `area` is this thread's rseq area; offset 8 is
-                // `rseq_cs`, which only this thread and the kernel write.
-                unsafe { core::ptr::write_volatile(area.add(8) as *mut u64, 0) };
                 return false;
             },
             options(nostack),
         );
     }
     true
+}
+
+/// Clear this thread's `rseq->rseq_cs` (no-op without rseq): it no longer
+/// points at the descriptor of the last sequence the thread ran. Never
+/// inside a sequence: between two statements of Rust code, none is open.
+#[inline]
+pub(crate) fn clear_descriptor() {
+    let off = offset();
+    if off != 0 {
+        // SAFETY: `area(off)` is this thread's registered `struct rseq`;
+        // offset 8 is `rseq_cs`, which only this thread and the kernel (on
+        // this thread's behalf) write. Storing 0 outside a sequence is what
+        // the kernel itself does when it finds the thread outside one.
+        unsafe { core::ptr::write_volatile(area(off).add(8) as *mut u64, 0) };
+    }
+}
+
+/// This thread's `rseq->rseq_cs` (0 without rseq).
+pub(crate) fn descriptor() -> u64 {
+    let off = offset();
+    if off == 0 {
+        return 0;
+    }
+    // SAFETY: as in `clear_descriptor`; a volatile read of our own field.
+    unsafe { core::ptr::read_volatile(area(off).add(8) as *const u64) }
 }
 
 /// Is the rseq path in use for this thread?

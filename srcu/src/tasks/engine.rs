@@ -326,6 +326,9 @@ impl Engine {
                 // SAFETY: `tasks::call`'s contract: `f(arg)` may be called
                 // once, on this thread, after a grace period.
                 unsafe { (cb.f)(cb.arg) };
+                // Leave no rseq descriptor of a plugin's read sections
+                // behind (`reader/rseq.rs`) before it counts as run.
+                crate::reader::rseq::clear_descriptor();
                 st = self.lock();
                 st.running = None;
                 st.invoked += 1;

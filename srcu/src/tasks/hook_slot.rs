@@ -249,7 +249,9 @@ macro_rules! hook_arity {
 
         impl<R: HookValue + 'static $(, $A: 'static)*> HookSlot<extern "C" fn($($A),*) -> R> {
             /// Call the installed function, if any: one load and an
-            /// indirect call, no read-side marker.
+            /// indirect call, no read-side marker (then one store: the
+            /// thread's rseq descriptor is cleared, see
+            /// [`crate::clear_rseq_descriptor`]).
             #[inline(always)]
             pub fn call(&self $(, $a: $A)*) -> Option<R> {
                 // Acquire: pairs with the Release half of the installer's
@@ -265,7 +267,11 @@ macro_rules! hook_arity {
                 // is replaced, and this thread is not quiescent before the
                 // call returns (the function never blocks).
                 let f = unsafe { <extern "C" fn($($A),*) -> R as HookFn>::from_raw(p) };
-                Some(f($($a),*))
+                let r = f($($a),*);
+                // The function may be a plugin's: leave no rseq descriptor
+                // of its read sections behind (`crate::clear_rseq_descriptor`).
+                crate::reader::rseq::clear_descriptor();
+                Some(r)
             }
         }
     };

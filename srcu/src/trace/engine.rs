@@ -348,6 +348,9 @@ fn callback_thread() {
                             // SAFETY: `call_raw`'s contract: `func(head)` is
                             // the callback, run once.
                             unsafe { func(head) };
+                            // No rseq descriptor of a plugin's read sections
+                            // left behind (`reader/rseq.rs`).
+                            crate::reader::rseq::clear_descriptor();
                             // Relaxed: a statistic.
                             e.invoked.fetch_add(1, Ordering::Relaxed);
                         }
