@@ -77,6 +77,12 @@ fn main() {
         // record can be reached the way liburcu's own users reach it: one
         // %fs-relative access, no __tls_get_addr call per read section.
         .flag("-ftls-model=initial-exec")
+        // Loops and functions on 64-byte boundaries: where the linker
+        // happens to place the shim otherwise decides whether liburcu's
+        // read loop crosses a 32-byte fetch boundary, which moved its speed
+        // between 1.4 and 2.0 ns from one bench binary to the next.
+        .flag("-falign-functions=64")
+        .flag("-falign-loops=64")
         .warnings(true)
         .compile("usrcu_urcu_shim");
 
