@@ -105,9 +105,11 @@ pub fn rseq_active() -> bool {
 /// object that may be unloaded later calls this afterwards. The module
 /// loader, the runtime's callback invokers, hook slots and tracepoint
 /// probes already do; a host that calls a plugin's function through a raw
-/// address (not `Symbol::call` or an interface) should, or the loader's
-/// last proof keeps the object mapped as a zombie until that thread has
-/// been switched out (see `docs/abi.md`, "rseq and unload").
+/// address (not `Symbol::call` or an interface), or a plugin's function
+/// through a [`tasks::HookSlot`] (whose `call` does not clear, to stay one
+/// load and a call), and then lets the thread sleep, should: otherwise the
+/// loader's last proof keeps the object mapped as a zombie until that
+/// thread has run again (see `docs/abi.md`, "rseq and unload").
 ///
 /// ```
 /// static D: usrcu::Srcu = usrcu::Srcu::new_static("doc-clear");

@@ -249,8 +249,11 @@ macro_rules! hook_arity {
 
         impl<R: HookValue + 'static $(, $A: 'static)*> HookSlot<extern "C" fn($($A),*) -> R> {
             /// Call the installed function, if any: one load and an
-            /// indirect call, no read-side marker (then one store: the
-            /// thread's rseq descriptor is cleared, see
+            /// indirect call, no read-side marker. The thread's rseq
+            /// descriptor is not cleared after the call (it would double
+            /// the cost of a call): a thread that called a plugin's hook
+            /// that entered read sections, and then sleeps, keeps that
+            /// plugin from unloading until it has run again (see
             /// [`crate::clear_rseq_descriptor`]).
             #[inline(always)]
             pub fn call(&self $(, $a: $A)*) -> Option<R> {
@@ -267,11 +270,7 @@ macro_rules! hook_arity {
                 // is replaced, and this thread is not quiescent before the
                 // call returns (the function never blocks).
                 let f = unsafe { <extern "C" fn($($A),*) -> R as HookFn>::from_raw(p) };
-                let r = f($($a),*);
-                // The function may be a plugin's: leave no rseq descriptor
-                // of its read sections behind (`crate::clear_rseq_descriptor`).
-                crate::reader::rseq::clear_descriptor();
-                Some(r)
+                Some(f($($a),*))
             }
         }
     };
