@@ -144,3 +144,35 @@ fn child_default_cpus() {
         assert_ne!(usrcu::percpu::possible_cpus(), 0);
     }
 }
+
+/// A read section on the rseq path leaves this thread's `rseq_cs` pointing
+/// at its descriptor (as librseq does; the kernel clears it lazily), and
+/// `usrcu::clear_rseq_descriptor` clears it: what the loader's unload relies
+/// on (docs/abi.md, "rseq and unload").
+#[test]
+fn a_read_section_leaves_rseq_cs_set_and_clear_rseq_descriptor_clears_it() {
+    static D: Srcu = Srcu::new_static("rseq-cs-left-set");
+    D.attach();
+    if !usrcu::rseq_active() || D.fence_mode() != usrcu::fence::FenceMode::Membarrier {
+        eprintln!("SKIPPED: the rseq read path is not in use here");
+        return;
+    }
+    // A few rounds: a preemption between the section and the look clears
+    // the word (the kernel's lazy clear), which shows nothing; the rseq
+    // path needs this CPU's chunk allocated, which the first section does.
+    let mut seen_set = false;
+    for _ in 0..1000 {
+        drop(D.read_lock());
+        if usrcu::__testing::rseq_descriptor() != 0 {
+            seen_set = true;
+            usrcu::clear_rseq_descriptor();
+            assert_eq!(
+                usrcu::__testing::rseq_descriptor(),
+                0,
+                "clear_rseq_descriptor left it set"
+            );
+            break;
+        }
+    }
+    assert!(seen_set, "1000 read sections never left rseq_cs set");
+}
