@@ -32,7 +32,7 @@
 //! interrupts those running now, and the kernel, finding them outside any
 //! sequence, clears their `rseq_cs` on the way back to user space; threads
 //! asleep are cleared when they next run. The proof re-reads until none
-//! points in, within the unload's budget (at most [`RSEQ_WAIT`]); any left
+//! points in, within the unload's budget (at most [`RSEQ_WAIT`], 250 ms); any left
 //! are a `Zombie` naming them, and a later unload of the zombie looks again.
 //!
 //! # The unloading thread's own `dlclose`
@@ -52,8 +52,11 @@ use crate::thread_list::{peek, ThreadList};
 /// See the module documentation.
 pub(crate) struct Rseq;
 
-/// How long the proof waits, at most, for threads to be cleared.
-const RSEQ_WAIT: Duration = Duration::from_millis(50);
+/// How long the proof waits, at most, for threads to be cleared: a thread
+/// that is runnable but not running (preempted on a busy machine) is
+/// cleared only once it runs again, which takes a few scheduler time
+/// slices when the CPUs are oversubscribed.
+const RSEQ_WAIT: Duration = Duration::from_millis(250);
 
 /// glibc's rseq registration: `__rseq_offset`, and the signature (x86_64).
 const RSEQ_SIG: u32 = 0x5305_3053;
