@@ -37,7 +37,9 @@ fn object_of(addr: u64) -> Option<std::path::PathBuf> {
     // SAFETY: filled by the successful call; `dli_fname` is a C string
     // owned by the dynamic linker (copied at once).
     let name = unsafe { std::ffi::CStr::from_ptr(info.assume_init().dli_fname) };
-    Some(std::path::PathBuf::from(std::ffi::OsString::from(name.to_string_lossy().into_owned())))
+    Some(std::path::PathBuf::from(std::ffi::OsString::from(
+        name.to_string_lossy().into_owned(),
+    )))
 }
 
 /// The pipes between an exiting host thread's key destructor and the main
@@ -76,7 +78,8 @@ fn host_key() -> libc::pthread_key_t {
         }
         let mut k: libc::pthread_key_t = 0;
         // SAFETY: `k` is writable; the destructor lives for the process.
-        assert_eq!(unsafe { libc::pthread_key_create(&mut k, Some(host_key_destructor)) }, 0);
+        let rc = unsafe { libc::pthread_key_create(&mut k, Some(host_key_destructor)) };
+        assert_eq!(rc, 0);
         k
     })
 }
@@ -126,7 +129,7 @@ fn a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for
         let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
         let host = std::thread::spawn(move || {
             // SAFETY: `key` is a live key; any non-null value runs its destructor.
-            unsafe { libc::pthread_setspecific(key, 1 as *const c_void) };
+            unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<c_void>()) };
             touch.call(|f| f.call(1000)).unwrap();
             drop(touch);
             touched_tx.send(()).unwrap();
@@ -135,7 +138,11 @@ fn a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for
         });
         touched.recv().unwrap();
         let report = loader.unload(m).unwrap();
-        assert_eq!(report.resident_cause, Some(ResidentCause::ThreadLocalDestructor), "{report}");
+        assert_eq!(
+            report.resident_cause,
+            Some(ResidentCause::ThreadLocalDestructor),
+            "{report}"
+        );
         exit_tx.send(()).unwrap();
         let mut b = [0u8];
         // SAFETY: the pipe made by `host_key`; one byte.
@@ -166,5 +173,151 @@ fn a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for
         }
         eprintln!("redteam4 tls: round {round} shows nothing (stale {stale}, unmapped {gone}, cs {cs:#x} in {holder:?}, plugin {path:?})");
     }
-    panic!("in {TLS_ROUNDS} rounds the exiting thread never still pointed into the plugin when its key destructor looked");
+    panic!(
+        "in {TLS_ROUNDS} rounds the exiting thread never still pointed into the plugin when its key destructor looked"
+    );
+}
+
+/// A host domain whose callbacks the runtime's SRCU invoker runs.
+static HOST_DOMAIN: usrcu::Srcu = usrcu::Srcu::new_static("redteam4-rseq.host");
+
+/// What the invoker thread reported from inside a callback.
+#[derive(Debug)]
+struct InvokerSaw {
+    unmapped: bool,
+    tid: i32,
+    rseq_active: bool,
+    descriptor: u64,
+}
+
+/// The unloading thread is the runtime's SRCU invoker: a host callback
+/// unloads a plugin whose ELF destructor enters read sections (so
+/// `without_rseq` unregisters and re-registers the *invoker's* rseq), then
+/// the invoker sleeps and runs more callbacks. Claims: the child survives
+/// (no descriptor of the unmapped plugin left on the invoker), and the
+/// invoker has its rseq registration back (`usrcu::rseq_active()` in the
+/// next callback on the same thread) with no descriptor pointing anywhere
+/// right after the unload.
+#[test]
+fn an_unload_run_by_the_srcu_invoker_gives_the_invoker_its_rseq_back_and_leaves_no_descriptor() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    if !in_child() {
+        return in_child_must_survive(
+            "an_unload_run_by_the_srcu_invoker_gives_the_invoker_its_rseq_back_and_leaves_no_descriptor",
+            "the SRCU invoker that ran the unload kept rseq_cs pointing into the plugin it unmapped",
+        );
+    }
+    let loader = std::sync::Arc::new(ModuleLoader::new());
+    for round in 0..5 {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("reader-call")) }.unwrap();
+        // SAFETY: the fixture exports it with this type.
+        let arm = unsafe { loader.symbol::<extern "C" fn()>(m, "fx_reader_arm_fini") }.unwrap();
+        arm.call(|f| f.call()).unwrap();
+        drop(arm);
+        let (tx, rx) = std::sync::mpsc::channel::<InvokerSaw>();
+        let l = loader.clone();
+        let tx2 = tx.clone();
+        HOST_DOMAIN.call_srcu(move || {
+            let report = l.unload(m).unwrap();
+            tx.send(InvokerSaw {
+                unmapped: report.unmapped,
+                // SAFETY: gettid has no preconditions.
+                tid: unsafe { libc::gettid() },
+                rseq_active: usrcu::rseq_active(),
+                descriptor: usrcu::__testing::rseq_descriptor(),
+            })
+            .unwrap();
+            // Switched out and back in: a stale descriptor kills the child.
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let first = rx.recv().unwrap();
+        assert!(first.unmapped, "round {round}: {first:?}");
+        // No descriptor of the unmapped plugin on the invoker: it either is
+        // 0 or lies in a live object.
+        assert!(
+            first.descriptor == 0 || object_of(first.descriptor).is_some(),
+            "round {round}: the invoker's rseq_cs points at {:#x}, in no loaded object",
+            first.descriptor
+        );
+        assert!(
+            first.rseq_active,
+            "round {round}: the invoker lost its rseq registration: {first:?}"
+        );
+        HOST_DOMAIN.call_srcu(move || {
+            tx2.send(InvokerSaw {
+                unmapped: true,
+                // SAFETY: gettid has no preconditions.
+                tid: unsafe { libc::gettid() },
+                rseq_active: usrcu::rseq_active(),
+                descriptor: usrcu::__testing::rseq_descriptor(),
+            })
+            .unwrap();
+        });
+        let second = rx.recv().unwrap();
+        if second.tid == first.tid {
+            assert!(
+                second.rseq_active,
+                "round {round}: the invoker lost its rseq registration: {second:?}"
+            );
+        }
+        eprintln!("redteam4 invoker: round {round}: {first:?} then {second:?}");
+    }
+}
+
+/// A host thread that ran the plugin's read side through a raw address, then
+/// called the public `usrcu::clear_rseq_descriptor` before falling asleep:
+/// the unload finds nothing (no `RseqDescriptorInObject` zombie) and unmaps,
+/// and the thread survives waking up (docs/abi.md: a host that calls plugin
+/// code by a raw address should call it).
+#[test]
+fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    if !in_child() {
+        return in_child_must_survive(
+            "a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie",
+            "a host thread woke with rseq_cs pointing into the unmapped plugin after clearing it",
+        );
+    }
+    let loader = ModuleLoader::new();
+    for round in 0..20 {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("reader-call")) }.unwrap();
+        // SAFETY: the fixture exports it with this type.
+        let addr = unsafe { loader.symbol::<extern "C" fn() -> usize>(m, "fx_reader_call_addr") }.unwrap();
+        let addr = addr.call(|f| f.call()).unwrap();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<u64>();
+        let (wake_tx, wake) = std::sync::mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            // SAFETY: `addr` is the loaded object's `fx_reader_call(u64) -> u64`;
+            // the call returns before the unload begins (the main thread
+            // waits for the message sent after it).
+            let f = unsafe { std::mem::transmute::<usize, extern "C" fn(u64) -> u64>(addr) };
+            f(1000);
+            let before = usrcu::__testing::rseq_descriptor();
+            usrcu::clear_rseq_descriptor();
+            ready_tx.send(before).unwrap();
+            wake.recv().unwrap();
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let before = ready.recv().unwrap();
+        let report = loader.unload(m).unwrap();
+        wake_tx.send(()).unwrap();
+        sleeper.join().unwrap();
+        assert!(
+            report.zombie_cause.is_none() && report.unmapped,
+            "round {round}: {report}"
+        );
+        eprintln!("redteam4 clear: round {round}: rseq_cs before the clear {before:#x}; unmapped");
+    }
 }
