@@ -321,3 +321,48 @@ fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie()
         eprintln!("redteam4 clear: round {round}: rseq_cs before the clear {before:#x}; unmapped");
     }
 }
+
+/// A plugin's ELF constructor (run by `dlopen`, on the loading thread,
+/// before any check) enters read sections of its own domain; used before
+/// the host hands the runtime over, that domain keeps the plugin's own
+/// runtime, so the load is refused (`RuntimeMismatch`) and the loader closes
+/// the object again at once. Claims: the loading thread is left pointing at
+/// no descriptor of the object it unmapped (its `rseq_cs` is 0 or lies in a
+/// loaded object), and it survives its next context switches.
+#[test]
+fn a_refused_load_whose_constructor_ran_read_sections_leaves_no_stale_descriptor() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    if !in_child() {
+        let name = "a_refused_load_whose_constructor_ran_read_sections_leaves_no_stale_descriptor";
+        let status = rerun_in_child(name, &[("USRCU_RT4_CTOR_READS", "1")]);
+        match killed_by(status) {
+            None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
+            Some(sig) => panic!(
+                "the child died of signal {sig}: the loading thread kept rseq_cs pointing into the \
+                 plugin that the refused load closed (module.rs `open`, error path)"
+            ),
+        }
+        return;
+    }
+    let loader = ModuleLoader::new();
+    for round in 0..5 {
+        // SAFETY: the fixture upholds the plugin contract but for the domain
+        // its constructor used early, which the load refuses.
+        let r = unsafe { loader.load(fixture_path("redteam4-rseq")) };
+        let cs = usrcu::__testing::rseq_descriptor();
+        let holder = object_of(cs);
+        let err = r.expect_err("a plugin whose domain kept its own runtime must be refused");
+        eprintln!("redteam4 ctor: round {round}: refused ({err}); rseq_cs {cs:#x} in {holder:?}");
+        assert!(
+            cs == 0 || holder.is_some(),
+            "round {round}: after the refused load ({err}) this thread's rseq_cs points at {cs:#x}, \
+             in no loaded object: the kernel kills the process at its next context switch"
+        );
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
