@@ -366,3 +366,79 @@ fn a_refused_load_whose_constructor_ran_read_sections_leaves_no_stale_descriptor
         }
     }
 }
+
+/// A plugin thread-local destructor that runs *after* the unload's proofs,
+/// before its `dlclose`: a host thread that holds such a thread-local exits
+/// while the unload is stopped between its proofs (the rseq proof saw the
+/// thread clean) and its `dlclose` (the loader's `UnloadBeforeDlclose` test
+/// pause, reached because the plugin has a `DT_NEEDED` library). glibc runs
+/// the plugin's destructor (read sections: the thread's `rseq_cs` now
+/// points into the plugin) and drops its hold on the object; the thread
+/// then blocks in a host key destructor. The `dlclose` finds no pending
+/// destructor and unmaps the object. Claim: when the thread wakes, the host
+/// survives.
+#[test]
+fn a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_descriptor() {
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    if !in_child() {
+        return in_child_must_survive(
+            "a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_descriptor",
+            "an exiting host thread woke with rseq_cs pointing into the plugin unmapped after its \
+             thread-local destructor ran between the rseq proof and dlclose",
+        );
+    }
+    use usrcu_module_loader::__testing::{pause_at, PausePoint};
+    let loader = std::sync::Arc::new(ModuleLoader::new());
+    let key = host_key();
+    for round in 0..TLS_ROUNDS {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(fixture_path("redteam4-rseq-needed")) }.unwrap();
+        let path = loader.info(m).unwrap().loaded_path;
+        // SAFETY: the fixture exports it with this type.
+        let touch = unsafe { loader.symbol::<extern "C" fn(u64) -> u32>(m, "fx_rt4n_touch_tls") }.unwrap();
+        let (touched_tx, touched) = std::sync::mpsc::channel::<()>();
+        let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+        let host = std::thread::spawn(move || {
+            // SAFETY: `key` is a live key; any non-null value runs its destructor.
+            unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<c_void>()) };
+            assert_eq!(touch.call(|f| f.call(1000)).unwrap(), 42);
+            drop(touch);
+            touched_tx.send(()).unwrap();
+            exit_rx.recv().unwrap();
+            // Exits: the plugin's thread-local destructor, then ours.
+        });
+        touched.recv().unwrap();
+        let pause = pause_at(PausePoint::UnloadBeforeDlclose);
+        let l = loader.clone();
+        let unloader = std::thread::spawn(move || l.unload(m).unwrap());
+        assert!(
+            pause.wait_until_paused(Duration::from_secs(20)),
+            "the unload never reached UnloadBeforeDlclose"
+        );
+        // The proofs are done; the host thread exits now.
+        exit_tx.send(()).unwrap();
+        let mut b = [0u8];
+        // SAFETY: the pipe made by `host_key`; one byte.
+        unsafe { libc::read(READY[0].load(Ordering::SeqCst), b.as_mut_ptr().cast(), 1) };
+        let cs = SEEN_CS.load(Ordering::SeqCst);
+        let stale = cs != 0 && object_of(cs).as_deref() == Some(path.as_path());
+        pause.resume();
+        let report = unloader.join().unwrap();
+        let gone = !object_is_mapped(&path);
+        // Wake the exiting thread: a stale descriptor kills the process here.
+        // SAFETY: the pipe made by `host_key`; one byte.
+        unsafe { libc::write(GO[1].load(Ordering::SeqCst), b.as_ptr().cast(), 1) };
+        host.join().unwrap();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        eprintln!("redteam4 tls-late: round {round}: stale {stale}, unmapped {gone}: {report}");
+        if stale && gone {
+            return;
+        }
+    }
+    panic!("in {TLS_ROUNDS} rounds the exiting thread never pointed into the plugin that was then unmapped");
+}
