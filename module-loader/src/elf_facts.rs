@@ -24,6 +24,11 @@ pub(crate) enum KeyFn {
     Create,
     /// `pthread_key_delete`.
     Delete,
+    /// `__cxa_thread_atexit_impl` (how Rust's std and C++ register
+    /// thread-local destructors): interposed so that host code clears the
+    /// thread's rseq descriptor after each of the object's thread-local
+    /// destructors (`key_interposer::thread_atexit`).
+    ThreadAtexit,
 }
 
 /// See the module documentation.
@@ -95,6 +100,7 @@ fn parse_as<Elf: FileHeader<Endian = object::Endianness>>(data: &[u8]) -> Option
         match dynsym.symbol_name(endian, sym) {
             Ok(b"pthread_key_create") => wanted.push((i, KeyFn::Create)),
             Ok(b"pthread_key_delete") => wanted.push((i, KeyFn::Delete)),
+            Ok(b"__cxa_thread_atexit_impl") => wanted.push((i, KeyFn::ThreadAtexit)),
             _ => {}
         }
     }

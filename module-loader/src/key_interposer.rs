@@ -267,7 +267,8 @@ fn warn_not_interposed() {
     });
 }
 
-/// Rewrite the GOT entries of `pthread_key_create` and `pthread_key_delete`
+/// Rewrite the GOT entries of `pthread_key_create`, `pthread_key_delete` and
+/// `__cxa_thread_atexit_impl`
 /// of an object (the addresses in `slots`, read from its dynamic
 /// relocations by `crate::elf_facts`) to the interposers; returns how many
 /// entries were rewritten.
@@ -280,6 +281,7 @@ pub(crate) unsafe fn interpose(slots: &[(usize, crate::elf_facts::KeyFn)], mappi
 
     let real_create = real(c"pthread_key_create");
     let real_delete = real(c"pthread_key_delete");
+    let real_atexit = real(c"__cxa_thread_atexit_impl");
     // Only a word that holds the resolved function is a GOT entry of it.
     let mut words: Vec<(usize, usize)> = slots
         .iter()
@@ -287,6 +289,7 @@ pub(crate) unsafe fn interpose(slots: &[(usize, crate::elf_facts::KeyFn)], mappi
             let (real, ours) = match which {
                 KeyFn::Create => (real_create, create as *const () as usize),
                 KeyFn::Delete => (real_delete, delete as *const () as usize),
+                KeyFn::ThreadAtexit => (real_atexit, thread_atexit as *const () as usize),
             };
             (mapping.contains(addr) && real != 0 && crate::thread_list::peek::<usize>(addr) == Some(real))
                 .then_some((addr, ours))
@@ -307,6 +310,63 @@ pub(crate) unsafe fn interpose(slots: &[(usize, crate::elf_facts::KeyFn)], mappi
         }
     }
     n
+}
+
+/// A thread-local destructor the object registered, and its argument.
+struct TlsDtor {
+    dtor: Dtor,
+    obj: *mut c_void,
+}
+
+/// `__cxa_thread_atexit_impl` as the object sees it (its GOT entry is
+/// rewritten to this by [`interpose`]): glibc's, under the object's own
+/// `dso_symbol` (so glibc still keeps the object mapped until the destructor
+/// has run, `ResidentCause::ThreadLocalDestructor`), but with a host
+/// trampoline around the destructor that clears the thread's
+/// `rseq->rseq_cs` after it.
+///
+/// Why: glibc runs a thread-local destructor straight from the exiting
+/// thread, with no host code after it, then drops its hold on the object.
+/// A destructor with read sections leaves `rseq_cs` pointing at a
+/// descriptor in the object; if that happens after the unload's `rseq`
+/// proof looked at the thread (it may run any time until `dlclose`), the
+/// `dlclose` unmaps the object and the kernel kills the process at the
+/// thread's next context switch (tests/tests/redteam4_rseq.rs, the
+/// destructor run between the proofs and `dlclose`). The clear runs before
+/// glibc's release of the object, so no unmap can come between.
+///
+/// # Safety
+/// glibc's contract for `__cxa_thread_atexit_impl`.
+unsafe extern "C" fn thread_atexit(dtor: Dtor, obj: *mut c_void, dso_symbol: *mut c_void) -> c_int {
+    type AtexitFn = unsafe extern "C" fn(Dtor, *mut c_void, *mut c_void) -> c_int;
+    static REAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let real = *REAL.get_or_init(|| real(c"__cxa_thread_atexit_impl"));
+    // Never 0: `interpose` rewrites only an entry that holds glibc's function.
+    // SAFETY: `real` is glibc's `__cxa_thread_atexit_impl`, of that type.
+    let real = unsafe { std::mem::transmute::<usize, AtexitFn>(real) };
+    let boxed = Box::into_raw(Box::new(TlsDtor { dtor, obj }));
+    // SAFETY: glibc's function with the caller's `dso_symbol`; the trampoline
+    // is a host function and `boxed` lives until the trampoline takes it back.
+    let rc = unsafe { real(tls_trampoline, boxed.cast(), dso_symbol) };
+    if rc != 0 {
+        // SAFETY: not registered: still ours.
+        drop(unsafe { Box::from_raw(boxed) });
+    }
+    rc
+}
+
+/// Run one of the object's thread-local destructors, then clear the
+/// thread's rseq descriptor (see [`thread_atexit`]).
+///
+/// # Safety
+/// `p` came from `Box::into_raw` in [`thread_atexit`]; glibc calls this once.
+unsafe extern "C" fn tls_trampoline(p: *mut c_void) {
+    // SAFETY: the caller's contract.
+    let d = unsafe { Box::from_raw(p.cast::<TlsDtor>()) };
+    // SAFETY: the destructor and argument the object registered; glibc keeps
+    // the object mapped until this returns (the registration holds it).
+    unsafe { (d.dtor)(d.obj) };
+    usrcu::clear_rseq_descriptor();
 }
 
 fn real(name: &std::ffi::CStr) -> usize {

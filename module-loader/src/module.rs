@@ -225,7 +225,16 @@ pub(crate) unsafe fn open(
             Ok(m)
         }
         Err(e) => {
-            drop(lib);
+            // The object's ELF constructors ran on this thread in `dlopen`
+            // (before any check: a refused plugin's too), and its destructors
+            // run in this `dlclose`, right before the unmap: plugin code whose
+            // read sections may leave this thread's `rseq_cs` pointing at a
+            // descriptor in the object, and the kernel would kill the process
+            // at the thread's next context switch. Close it as `unload` does:
+            // cleared, and without the thread's rseq registration
+            // (`proofs/rseq.rs`; tests/tests/redteam4_rseq.rs, the refused
+            // load whose constructor ran read sections).
+            crate::proofs::rseq::without_rseq(|| drop(lib));
             intake.release(!address_space::is_mapped(&loaded));
             Err(e)
         }
