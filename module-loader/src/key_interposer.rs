@@ -136,6 +136,11 @@ fn run(i: usize, data: *mut c_void) {
     // stays mapped until a grace period of `KEY_DTORS` after the slot is
     // cleared.
     unsafe { std::mem::transmute::<usize, Dtor>(d)(data) };
+    // The destructor is the plugin's and may run after the unload's rseq
+    // proof (the keys proof comes later): leave no rseq descriptor of its
+    // read sections behind on this exiting thread. The unlock of `_inside`
+    // below would overwrite it only if it takes the rseq path.
+    usrcu::clear_rseq_descriptor();
 }
 
 /// The layout of a thread's key values, as glibc publishes it for

@@ -104,14 +104,20 @@ fn points_in(cx: &UnloadCx<'_>, descriptor: usize, offset: isize) -> bool {
 /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`, registering the
 /// process for it the first time; false if the kernel offers neither.
 fn restart_running_threads() -> bool {
-    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    // SAFETY: membarrier with a command and flags 0 only acts on this
-    // process's threads.
-    let ok = *REGISTERED.get_or_init(|| unsafe {
-        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0) == 0
-    });
+    static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Relaxed: registering twice is harmless (the kernel accepts it again),
+    // so the flag only saves the call; a failed registration is retried.
+    if !REGISTERED.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: membarrier with a command and flags 0 only acts on this
+        // process's threads.
+        let ok = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0) } == 0;
+        if !ok {
+            return false;
+        }
+        REGISTERED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     // SAFETY: as above.
-    ok && unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0) } == 0
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0) == 0 }
 }
 
 impl Proof for Rseq {
@@ -124,6 +130,7 @@ impl Proof for Rseq {
         let list = ThreadList::open().ok_or(ZombieCause::ThreadsUnverifiable)?;
         let until = Instant::now() + RSEQ_WAIT.min(cx.time_left());
         let mut nap = Duration::from_micros(20);
+        let mut restarted = false;
         loop {
             let live = list.live_threads().ok_or(ZombieCause::ThreadsUnverifiable)?;
             let stale: Vec<i32> = live
@@ -134,10 +141,13 @@ impl Proof for Rseq {
             if stale.is_empty() {
                 return Ok(());
             }
-            if Instant::now() >= until {
+            // At least one `membarrier` before giving up, even with the
+            // unload's budget spent: a running thread is cleared by it.
+            if restarted && Instant::now() >= until {
                 return Err(ZombieCause::RseqDescriptorInObject { threads: stale });
             }
             restart_running_threads();
+            restarted = true;
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(5));
         }
