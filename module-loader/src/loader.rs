@@ -34,7 +34,7 @@ pub struct LoaderConfig {
     pub auto_barrier: bool,
     /// How long unload waits for calls in flight, and for readers inside a
     /// module's static domains, before it gives up (default 10 s). A load
-    /// waits at most this long, but never less than one second
+    /// waits at most this long, but never less than five seconds
     /// ([`ModuleLoader::LOAD_GATE_MIN_WAIT`]), for another load's `dlopen` or
     /// an unload's `dlclose` in flight before its own `dlopen`; still
     /// waiting then, it fails with [`LoadError::SharedLibraryLoading`] or
@@ -194,7 +194,7 @@ impl ModuleLoader {
     /// The least a load waits at the gate for another load's `dlopen` or an
     /// unload's `dlclose` in flight, whatever
     /// [`LoaderConfig::unload_timeout`] says.
-    pub const LOAD_GATE_MIN_WAIT: Duration = Duration::from_secs(1);
+    pub const LOAD_GATE_MIN_WAIT: Duration = Duration::from_secs(5);
 
     /// A loader with the default [`LoaderConfig`].
     pub fn new() -> ModuleLoader {

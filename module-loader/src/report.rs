@@ -146,11 +146,13 @@ pub enum ZombieCause {
     ProbesInUse,
     /// These threads' `rseq->rseq_cs` still pointed at a restartable-sequence
     /// descriptor in the object when the unload's wait ran out: each ran
-    /// the object's read side some other way than through the loader (a
-    /// raw function address) and has not been switched out since. The
-    /// kernel would kill the process at a named thread's next preemption
-    /// after the unmap. A thread is cleared when it next runs, or when it
-    /// calls `usrcu::clear_rseq_descriptor`; a retry looks again.
+    /// the object's read side some other way than through the loader's
+    /// calls (a raw function address, a plugin's function in a `HookSlot`)
+    /// and has not returned to user space since (it sleeps, or waits for a
+    /// CPU). The kernel would kill the process at a named thread's next
+    /// return to user space after the unmap. A thread is cleared when it
+    /// next runs, or when it calls `usrcu::clear_rseq_descriptor`; a retry
+    /// looks again.
     RseqDescriptorInObject {
         /// Their kernel thread ids.
         threads: Vec<i32>,
@@ -276,7 +278,7 @@ impl fmt::Display for ZombieCause {
             ZombieCause::RseqDescriptorInObject { threads } => write!(
                 f,
                 "threads {threads:?} still point at a restartable-sequence descriptor in the object (their rseq_cs): \
-                 they ran its read side outside the loader's calls and have not been switched out since"
+                 they ran its read side outside the loader's calls and have not returned to user space since"
             ),
         }
     }

@@ -20,7 +20,12 @@ use std::mem::{align_of, offset_of, size_of};
 /// and what the updater's scan reads of them. A plugin's inlined readers
 /// and the host's grace periods must speak the same one. Bumped on any
 /// change of either side's meaning, even with an unchanged layout.
-pub const READER_PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: a read section leaves `rseq->rseq_cs` pointing at its descriptor
+/// after the commit (version 1 cleared it); a host that unloads such a
+/// plugin must clear or prove it (`docs/abi.md`, "rseq and unload"), which
+/// a host of version 1 does not, so the two refuse each other.
+pub const READER_PROTOCOL_VERSION: u32 = 2;
 
 /// The shared structs, in the order of [`field_fingerprints`] (the order of
 /// the module descriptor's layout table).

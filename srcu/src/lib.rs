@@ -103,13 +103,14 @@ pub fn rseq_active() -> bool {
 /// the thread's next preemption or signal. Before a plugin's object is
 /// unmapped no thread may still point into it, so code that calls into an
 /// object that may be unloaded later calls this afterwards. The module
-/// loader, the runtime's callback invokers, hook slots and tracepoint
-/// probes already do; a host that calls a plugin's function through a raw
+/// loader (its calls, hooks, notifiers and destructor trampolines), the
+/// runtime's callback invokers and tracepoint probes already do; a host
+/// that calls a plugin's function through a raw
 /// address (not `Symbol::call` or an interface), or a plugin's function
 /// through a [`tasks::HookSlot`] (whose `call` does not clear, to stay one
 /// load and a call), and then lets the thread sleep, should: otherwise the
-/// loader's last proof keeps the object mapped as a zombie until that
-/// thread has run again (see `docs/abi.md`, "rseq and unload").
+/// loader's rseq proof (run before `dlclose`) keeps the object mapped as a
+/// zombie until that thread has run again (see `docs/abi.md`, "rseq and unload").
 ///
 /// ```
 /// static D: usrcu::Srcu = usrcu::Srcu::new_static("doc-clear");

@@ -290,6 +290,7 @@ fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie()
         );
     }
     let loader = ModuleLoader::new();
+    let mut pointed_in = 0usize;
     for round in 0..20 {
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("reader-call")) }.unwrap();
@@ -313,6 +314,11 @@ fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie()
             }
         });
         let before = ready.recv().unwrap();
+        // Looked up while the plugin is mapped: did the raw call leave the
+        // thread pointing into it (so that the clear had work to do)?
+        let host = object_of(object_of as *const () as usize as u64);
+        let holder = object_of(before);
+        pointed_in += (before != 0 && holder.is_some() && holder != host) as usize;
         let report = loader.unload(m).unwrap();
         wake_tx.send(()).unwrap();
         sleeper.join().unwrap();
@@ -322,6 +328,10 @@ fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie()
         );
         eprintln!("redteam4 clear: round {round}: rseq_cs before the clear {before:#x}; unmapped");
     }
+    assert!(
+        pointed_in > 0,
+        "in no round did the raw call leave the thread pointing into the plugin: the clear was never tested"
+    );
 }
 
 /// A plugin's ELF constructor (run by `dlopen`, on the loading thread,

@@ -9,8 +9,8 @@
 //! object is still mapped. The loader's calls, the runtime's callback
 //! invokers and tracepoint probes clear it after running plugin code, so
 //! what this proof finds is a thread that ran the object's code some other
-//! way (a raw function address, a `HookSlot`) and has not been switched out
-//! since.
+//! way (a raw function address, a `HookSlot`) and has not returned to user
+//! space through a preemption or signal since.
 //!
 //! # How
 //!
@@ -155,11 +155,13 @@ impl Proof for Rseq {
 }
 
 /// The size glibc registered this thread's `struct rseq` with, found by
-/// the kernel's answer to an unregistration: it accepts only the size it was
-/// registered with. Tried: 32 (glibc 2.35–2.39), then `__rseq_size` rounded
-/// up to 32 bytes, up to 256.
+/// the kernel's answer to an unregistration: it accepts only the exact size
+/// it was registered with (and refuses any other without a side effect).
+/// Tried: the size that worked last time, `__rseq_size` itself (glibc 2.40
+/// and later may register with the kernel's feature size, 33 on Linux
+/// 7.0), 32 (glibc 2.35–2.39), then every size up to 512.
 fn unregister(area: *mut u8) -> Option<u32> {
-    let mut sizes = vec![32u32];
+    static WORKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     // SAFETY: as in `rseq_offset`.
     let feature = unsafe {
         let s = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
@@ -169,18 +171,25 @@ fn unregister(area: *mut u8) -> Option<u32> {
             *(s as *const u32)
         }
     };
-    let mut n = feature.div_ceil(32) * 32;
-    while n <= 256 {
-        if !sizes.contains(&n) {
-            sizes.push(n);
+    // Relaxed: a hint; any size is checked by the kernel.
+    let first = [WORKED.load(std::sync::atomic::Ordering::Relaxed), feature, 32];
+    let mut tried = Vec::with_capacity(8);
+    let sizes = first.into_iter().chain(20..=512).filter(|&n| {
+        let new = n >= 20 && !tried.contains(&n);
+        if new {
+            tried.push(n);
         }
-        n += 32;
-    }
-    sizes.into_iter().find(|&len| {
+        new
+    });
+    for len in sizes {
         // SAFETY: `area` is this thread's registered `struct rseq`; the
         // kernel checks every argument and unregisters only on a match.
-        unsafe { libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) == 0 }
-    })
+        if unsafe { libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) } == 0 {
+            WORKED.store(len, std::sync::atomic::Ordering::Relaxed);
+            return Some(len);
+        }
+    }
+    None
 }
 
 /// Run `f` (the object's `dlclose`) with this thread's rseq registration
@@ -207,12 +216,28 @@ pub(crate) fn without_rseq<R>(f: impl FnOnce() -> R) -> R {
     }
     let area = (tp as isize).wrapping_add(offset) as *mut u8;
     let Some(len) = unregister(area) else {
-        return f();
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            usrcu::diagnostics::emit(usrcu::diagnostics::Warning::new(
+                usrcu::diagnostics::WarningKind::Other,
+                "usrcu-module-loader",
+                "usrcu-module-loader: the kernel refused to unregister this thread's rseq area for dlclose; \
+                 a plugin ELF destructor that enters read sections can leave it pointing into the unmapped object"
+                    .to_owned(),
+            ))
+        });
+        let r = f();
+        // The best left: the window is from the destructor to here.
+        usrcu::clear_rseq_descriptor();
+        return r;
     };
     let r = f();
+    // Unregistered, the kernel ignores the area; a sequence that ran
+    // meanwhile (a guard's unlock aborts only after storing its descriptor)
+    // may have left `rseq_cs` set: registration must start from 0.
+    usrcu::clear_rseq_descriptor();
     // SAFETY: as in `unregister`: the same area, size and signature glibc
-    // registered; `rseq_cs` is 0 (cleared above, and nothing ran a sequence
-    // on this thread while it was unregistered).
+    // registered, with `rseq_cs` 0.
     let back = unsafe { libc::syscall(libc::SYS_rseq, area, len, 0, RSEQ_SIG) };
     if back != 0 {
         usrcu::diagnostics::emit(usrcu::diagnostics::Warning::new(

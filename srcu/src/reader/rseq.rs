@@ -22,9 +22,9 @@
 //! and kills the process if it cannot). Two things see to that, argued in
 //! `docs/abi.md`, "rseq and unload": every place where host code has run
 //! plugin code (the loader's calls, the runtime's callback invokers,
-//! probes) calls [`clear_descriptor`] afterwards, and the loader's last
-//! proof before `dlclose` reads every thread's `rseq_cs` and does not unmap
-//! while one still points into the object.
+//! probes) calls [`clear_descriptor`] afterwards, and the loader's rseq
+//! proof, before `dlclose`, reads every thread's `rseq_cs` and does not
+//! unmap while one still points into the object.
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 
