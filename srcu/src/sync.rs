@@ -145,3 +145,33 @@ pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
         Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
+
+/// `d` in whole milliseconds for a timeout that crosses the runtime's
+/// vtable as a `u64` of milliseconds: a sub-millisecond remainder rounds
+/// *up*, so that a non-zero timeout never becomes a zero one (which means
+/// "do not wait"); past `u64::MAX` ms, `u64::MAX`.
+pub(crate) fn timeout_ms_rounded_up(d: std::time::Duration) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if d > std::time::Duration::from_millis(ms) {
+        ms.saturating_add(1)
+    } else {
+        ms
+    }
+}
+
+#[cfg(all(test, not(usrcu_loom)))]
+mod tests {
+    use super::timeout_ms_rounded_up as ms;
+    use std::time::Duration;
+
+    #[test]
+    fn a_sub_millisecond_timeout_rounds_up_and_whole_ones_stay() {
+        assert_eq!(ms(Duration::ZERO), 0);
+        assert_eq!(ms(Duration::from_nanos(1)), 1);
+        assert_eq!(ms(Duration::from_micros(999)), 1);
+        assert_eq!(ms(Duration::from_millis(1)), 1);
+        assert_eq!(ms(Duration::from_micros(1500)), 2);
+        assert_eq!(ms(Duration::from_secs(60)), 60_000);
+        assert_eq!(ms(Duration::MAX), u64::MAX);
+    }
+}

@@ -161,14 +161,7 @@ pub fn barrier() {
 /// [`barrier`], giving up after `timeout`; true if every callback queued
 /// before the call has run. Panics if called from a Tasks callback.
 pub fn barrier_timeout(timeout: Duration) -> bool {
-    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-    // A sub-millisecond remainder rounds up: a non-zero timeout never
-    // becomes a zero one.
-    let ms = if timeout > Duration::from_millis(ms) {
-        ms.saturating_add(1)
-    } else {
-        ms
-    };
+    let ms = crate::sync::timeout_ms_rounded_up(timeout);
     // SAFETY: a vtable function taking an integer.
     let r = unsafe { (vtable::current().barrier_timeout_ms)(ms) };
     refused_panics(r, "barrier_timeout");

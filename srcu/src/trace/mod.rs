@@ -316,14 +316,7 @@ mod api {
     /// ```
     pub fn barrier_timeout(timeout: Duration) -> bool {
         refuse_inside_section("barrier_timeout");
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        // A sub-millisecond remainder rounds up, so that a non-zero timeout
-        // never becomes a zero one.
-        let ms = if timeout > Duration::from_millis(ms) {
-            ms.saturating_add(1)
-        } else {
-            ms
-        };
+        let ms = crate::sync::timeout_ms_rounded_up(timeout);
         // SAFETY: no preconditions.
         unsafe { (vt().barrier_timeout_ms)(ms) != 0 }
     }
