@@ -167,6 +167,17 @@ pub fn rerun_in_child(name: &str, env: &[(&str, &str)]) -> std::process::ExitSta
     cmd.status().expect("run the child")
 }
 
+/// Run the test `name` again in a child process ([`rerun_in_child`], no
+/// extra environment) and require it to exit cleanly; a child killed by a
+/// signal fails naming the signal and `what` (the stale state it means).
+pub fn child_must_survive(name: &str, what: &str) {
+    let status = rerun_in_child(name, &[]);
+    match killed_by(status) {
+        None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
+        Some(sig) => panic!("the child died of signal {sig}: {what}"),
+    }
+}
+
 /// Is this the child branch of a test run by [`rerun_in_child`]?
 pub fn in_child() -> bool {
     std::env::var_os("USRCU_TEST_CHILD").is_some()

@@ -193,16 +193,6 @@ fn host_thread_that_ran_a_plugin_reader_survives_context_switches_after_the_unlo
     );
 }
 
-/// Run test `name` in a child process and require it to exit cleanly,
-/// naming a fatal signal as the stale descriptor it means.
-fn in_child_must_survive(name: &str, what: &str) {
-    let status = rerun_in_child(name, &[]);
-    match killed_by(status) {
-        None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
-        Some(sig) => panic!("the child died of signal {sig}: {what}"),
-    }
-}
-
 /// Rounds tried for a round that shows the case (the thread not switched
 /// out between its last plugin call and the unload's look).
 const ASLEEP_ROUNDS: usize = 200;
@@ -221,7 +211,7 @@ fn a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it
         return;
     }
     if !in_child() {
-        return in_child_must_survive(
+        return usrcu_tests::child_must_survive(
             "a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it_has_run",
             "a thread woke with rseq_cs pointing into the unmapped plugin (proofs/rseq.rs)",
         );
@@ -317,7 +307,7 @@ fn a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_
         return;
     }
     if !in_child() {
-        return in_child_must_survive(
+        return usrcu_tests::child_must_survive(
             "a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_thread",
             "the unloading thread kept rseq_cs pointing into the plugin its dlclose unmapped",
         );

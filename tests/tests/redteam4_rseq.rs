@@ -17,16 +17,6 @@ use std::time::Duration;
 use usrcu_module_loader::{ModuleLoader, ResidentCause};
 use usrcu_tests::{fixture_path, in_child, killed_by, object_is_mapped, rerun_in_child};
 
-/// Run test `name` in a child process and require it to exit cleanly,
-/// naming a fatal signal as the stale descriptor it means.
-fn in_child_must_survive(name: &str, what: &str) {
-    let status = rerun_in_child(name, &[]);
-    match killed_by(status) {
-        None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
-        Some(sig) => panic!("the child died of signal {sig}: {what}"),
-    }
-}
-
 /// The file of the loaded object that holds `addr` (`dladdr`), if any.
 fn object_of(addr: u64) -> Option<std::path::PathBuf> {
     let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
@@ -116,7 +106,7 @@ fn a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for
         return;
     }
     if !in_child() {
-        return in_child_must_survive(
+        return usrcu_tests::child_must_survive(
             "a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for_a_later_dlclose",
             "an exiting host thread woke with rseq_cs pointing into a plugin that glibc unmapped \
              during the loader's dlclose of another plugin",
@@ -207,7 +197,7 @@ fn an_unload_run_by_the_srcu_invoker_gives_the_invoker_its_rseq_back_and_leaves_
         return;
     }
     if !in_child() {
-        return in_child_must_survive(
+        return usrcu_tests::child_must_survive(
             "an_unload_run_by_the_srcu_invoker_gives_the_invoker_its_rseq_back_and_leaves_no_descriptor",
             "the SRCU invoker that ran the unload kept rseq_cs pointing into the plugin it unmapped",
         );
@@ -284,7 +274,7 @@ fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie()
         return;
     }
     if !in_child() {
-        return in_child_must_survive(
+        return usrcu_tests::child_must_survive(
             "a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie",
             "a host thread woke with rseq_cs pointing into the unmapped plugin after clearing it",
         );
@@ -401,7 +391,7 @@ fn a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_
         return;
     }
     if !in_child() {
-        return in_child_must_survive(
+        return usrcu_tests::child_must_survive(
             "a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_descriptor",
             "an exiting host thread woke with rseq_cs pointing into the plugin unmapped after its \
              thread-local destructor ran between the rseq proof and dlclose",
