@@ -147,8 +147,7 @@ pub enum ZombieCause {
     /// These threads' `rseq->rseq_cs` still pointed at a restartable-sequence
     /// descriptor in the object when the unload's wait ran out: each ran
     /// the object's read side some other way than through the loader's
-    /// calls (a raw function address, a plugin's function in a `HookSlot`)
-    /// and has not returned to user space since (it sleeps, or waits for a
+    /// calls (a raw function address, say) and has not returned to user space since (it sleeps, or waits for a
     /// CPU). The kernel would kill the process at a named thread's next
     /// return to user space after the unmap. A thread is cleared when it
     /// next runs, or when it calls `usrcu::clear_rseq_descriptor`; a retry

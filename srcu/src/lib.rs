@@ -104,13 +104,11 @@ pub fn rseq_active() -> bool {
 /// unmapped no thread may still point into it, so code that calls into an
 /// object that may be unloaded later calls this afterwards. The module
 /// loader (its calls, hooks, notifiers and destructor trampolines), the
-/// runtime's callback invokers and tracepoint probes already do; a host
-/// that calls a plugin's function through a raw
-/// address (not `Symbol::call` or an interface), or a plugin's function
-/// through a [`tasks::HookSlot`] (whose `call` does not clear, to stay one
-/// load and a call), and then lets the thread sleep, should: otherwise the
-/// loader's rseq proof (run before `dlclose`) keeps the object mapped as a
-/// zombie until that thread has run again (see `docs/abi.md`, "rseq and unload").
+/// runtime's callback invokers, [`tasks::HookSlot::call`] and tracepoint
+/// probes already do; a host that calls a plugin's function through a raw
+/// address (not `Symbol::call` or an interface) and then lets the thread
+/// sleep should: otherwise the loader's rseq proof (run before `dlclose`)
+/// keeps the object mapped as a zombie until that thread has run again (see `docs/abi.md`, "rseq and unload").
 ///
 /// ```
 /// static D: usrcu::Srcu = usrcu::Srcu::new_static("doc-clear");

@@ -331,3 +331,47 @@ fn a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_
         "the unloading thread got its rseq registration back"
     );
 }
+
+/// A host thread calls a plugin's hook through a `HookSlot` (the hook
+/// enters the plugin's read sections), then sleeps: `HookSlot::call`
+/// clears the thread's rseq descriptor after the hook, so the unload
+/// unmaps the plugin instead of keeping it a zombie for that thread (seen:
+/// with the clear removed from `HookSlot::call`, the unload is a zombie
+/// naming the thread).
+#[test]
+fn a_thread_asleep_after_calling_a_plugin_hook_does_not_keep_the_plugin() {
+    use usrcu::tasks::HookSlot;
+    static SLOT: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
+    if !usrcu::rseq_active() {
+        eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
+        return;
+    }
+    let loader = ModuleLoader::new();
+    let path = fixture_path("reader-call");
+    for round in 0..5 {
+        // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+        let m = unsafe { loader.load(&path) }.unwrap();
+        // SAFETY: `fx_reader_hook` is an `extern "C" fn(u64) -> u64` that
+        // never blocks; the loader empties the slot before the unmap.
+        unsafe { loader.install_hook(m, &SLOT, "fx_reader_hook") }.unwrap();
+        let (called_tx, called) = std::sync::mpsc::channel::<u64>();
+        let (wake_tx, wake) = std::sync::mpsc::channel::<()>();
+        let caller = std::thread::spawn(move || {
+            let n = SLOT.call(CALLS).expect("the hook is installed");
+            called_tx.send(n).unwrap();
+            wake.recv().unwrap();
+            for _ in 0..SLEEPS {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        assert_eq!(called.recv().unwrap(), CALLS);
+        let report = loader.unload(m).unwrap();
+        wake_tx.send(()).unwrap();
+        caller.join().unwrap();
+        assert!(
+            report.unmapped && report.zombie_cause.is_none(),
+            "round {round}: a thread that called the plugin's hook kept it: {report}"
+        );
+        assert!(!SLOT.is_set(), "the unload emptied the slot");
+    }
+}

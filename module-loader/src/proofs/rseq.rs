@@ -7,10 +7,10 @@
 //! (`usrcu::clear_rseq_descriptor`); the kernel clears it itself the next
 //! time it preempts or signals the thread outside the sequence, while the
 //! object is still mapped. The loader's calls, the runtime's callback
-//! invokers and tracepoint probes clear it after running plugin code, so
-//! what this proof finds is a thread that ran the object's code some other
-//! way (a raw function address, a `HookSlot`) and has not returned to user
-//! space through a preemption or signal since.
+//! invokers, `HookSlot::call` and tracepoint probes clear it after running
+//! plugin code, so what this proof finds is a thread that ran the object's
+//! code some other way (a raw function address, say) and has not returned
+//! to user space through a preemption or signal since.
 //!
 //! # How
 //!

@@ -21,8 +21,8 @@
 //! there (the kernel reads the descriptor at that thread's next preemption
 //! and kills the process if it cannot). Two things see to that, argued in
 //! `docs/abi.md`, "rseq and unload": every place where host code has run
-//! plugin code (the loader's calls, the runtime's callback invokers,
-//! probes) calls [`clear_descriptor`] afterwards, and the loader's rseq
+//! plugin code (the loader's calls, the runtime's callback invokers, hook
+//! slots, probes) calls [`clear_descriptor`] afterwards, and the loader's rseq
 //! proof, before `dlclose`, reads every thread's `rseq_cs` and does not
 //! unmap while one still points into the object.
 
@@ -159,15 +159,39 @@ unsafe fn add_in_sequence(area: *mut u8, cpu: u32, counter: *mut usize) -> bool 
 /// Clear this thread's `rseq->rseq_cs` (no-op without rseq): it no longer
 /// points at the descriptor of the last sequence the thread ran. Never
 /// inside a sequence: between two statements of Rust code, none is open.
-#[inline]
+///
+/// Its fast path is one load, one test and one `%fs`-relative store, for
+/// callers on hot paths (`HookSlot::call`): glibc's offset is positive on
+/// x86_64 (the area is in `struct pthread`, above the thread pointer).
+#[inline(always)]
 pub(crate) fn clear_descriptor() {
-    let off = offset();
+    let off = OFFSET.load(Ordering::Relaxed);
+    if off > 0 {
+        store_zero(off);
+    } else if off != 0 {
+        clear_descriptor_slow(off);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn clear_descriptor_slow(off: isize) {
+    let off = if off == UNKNOWN { detect() } else { off };
     if off != 0 {
-        // SAFETY: `area(off)` is this thread's registered `struct rseq`;
-        // offset 8 is `rseq_cs`, which only this thread and the kernel (on
-        // this thread's behalf) write. Storing 0 outside a sequence is what
-        // the kernel itself does when it finds the thread outside one.
-        unsafe { core::ptr::write_volatile(area(off).add(8) as *mut u64, 0) };
+        store_zero(off);
+    }
+}
+
+/// Store 0 into `rseq_cs` at `%fs:off + 8`.
+#[inline(always)]
+fn store_zero(off: isize) {
+    // SAFETY: `off` is glibc's `__rseq_offset` (non-zero): `%fs:off` is this
+    // thread's registered `struct rseq`, whose `rseq_cs` (offset 8) only
+    // this thread and the kernel (on its behalf) write. Storing 0 outside a
+    // sequence is what the kernel itself does when it finds the thread
+    // outside one.
+    unsafe {
+        core::arch::asm!("mov qword ptr fs:[{off} + 8], 0", off = in(reg) off, options(nostack, preserves_flags));
     }
 }
 

@@ -249,12 +249,11 @@ macro_rules! hook_arity {
 
         impl<R: HookValue + 'static $(, $A: 'static)*> HookSlot<extern "C" fn($($A),*) -> R> {
             /// Call the installed function, if any: one load and an
-            /// indirect call, no read-side marker. The thread's rseq
-            /// descriptor is not cleared after the call (it would double
-            /// the cost of a call): a thread that called a plugin's hook
-            /// that entered read sections, and then sleeps, keeps that
-            /// plugin from unloading until it has run again (see
-            /// [`crate::clear_rseq_descriptor`]).
+            /// indirect call, no read-side marker; then the thread's rseq
+            /// descriptor is cleared (a load, a test and a store; see
+            /// [`crate::clear_rseq_descriptor`]), so that a thread that
+            /// called a plugin's hook that entered read sections does not
+            /// keep that plugin from unloading.
             #[inline(always)]
             pub fn call(&self $(, $a: $A)*) -> Option<R> {
                 // Acquire: pairs with the Release half of the installer's
@@ -270,7 +269,9 @@ macro_rules! hook_arity {
                 // is replaced, and this thread is not quiescent before the
                 // call returns (the function never blocks).
                 let f = unsafe { <extern "C" fn($($A),*) -> R as HookFn>::from_raw(p) };
-                Some(f($($a),*))
+                let r = f($($a),*);
+                crate::reader::rseq::clear_descriptor();
+                Some(r)
             }
         }
     };
