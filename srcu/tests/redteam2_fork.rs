@@ -16,20 +16,13 @@ use std::sync::Arc;
 use std::thread;
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_REDTEAM2_FORK_CHILD";
 
-/// Run the `entry` test of this binary in a child process and check that it
-/// printed `marker` and succeeded.
 fn run_entry(entry: &str, marker: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", entry, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(marker), "{text}");
+    child::run_entry(CHILD_ENV, entry, marker)
 }
 
 /// Fork up to `rounds` times while `runtime::idle()` holds, running `child`
@@ -85,7 +78,7 @@ fn a_reader_looping_on_one_domain_in_the_parent_does_not_hang_the_childs_readers
 
 #[test]
 fn busy_reader_fork_entry() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !child::in_child(CHILD_ENV, None) {
         return;
     }
     // Attach QUIET here, so that the child's first use of it attaches nothing.
@@ -124,7 +117,7 @@ fn domains_created_and_dropped_in_a_parent_thread_do_not_hang_the_childs_new_dom
 
 #[test]
 fn churn_fork_entry() {
-    if std::env::var_os(CHILD_ENV).is_none() {
+    if !child::in_child(CHILD_ENV, None) {
         return;
     }
     // Many live domains: every cleanup's unregister walks them all under

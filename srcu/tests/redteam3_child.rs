@@ -17,34 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_REDTEAM3_CHILD";
 
-/// Run the `entry` test of this binary in a child process; it must exit 0
-/// and print `marker`. A child that hangs dies by its alarm.
 fn run_entry(entry: &str, marker: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", entry, "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child {entry} failed ({:?}; a SIGALRM death is a hang):\n{text}\n{err}",
-        out.status
-    );
-    assert!(text.contains(marker), "{text}\n{err}");
+    child::run_entry(CHILD_ENV, entry, marker)
 }
 
 fn in_child(alarm_secs: u32) -> bool {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return false;
-    }
-    // SAFETY: alarm has no preconditions; a hang dies by SIGALRM.
-    unsafe { libc::alarm(alarm_secs) };
-    true
+    child::in_child(CHILD_ENV, Some(alarm_secs))
 }
 
 /// The range of this test binary's text, roughly: from a function's
