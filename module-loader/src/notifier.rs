@@ -44,11 +44,7 @@ pub(crate) type NotifierFailure = (String, bool);
 impl Notifier {
     /// Run the notifier, catching a panic.
     pub(crate) fn call(&self, ev: ModuleEvent, info: &ModuleInfo) -> Result<(), NotifierFailure> {
-        let r = catch_unwind(AssertUnwindSafe(|| (self.f)(ev, info)));
-        // A notifier may run a plugin's code: leave no rseq descriptor of
-        // its read sections behind (`usrcu::clear_rseq_descriptor`).
-        usrcu::clear_rseq_descriptor();
-        match r {
+        match catch_unwind(AssertUnwindSafe(|| (self.f)(ev, info))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err((e, false)),
             Err(p) => Err((panic_message(&*p), true)),

@@ -103,7 +103,7 @@ pub fn rseq_active() -> bool {
 /// the thread's next preemption or signal. Before a plugin's object is
 /// unmapped no thread may still point into it, so code that calls into an
 /// object that may be unloaded later calls this afterwards. The module
-/// loader (its calls, hooks, notifiers and destructor trampolines), the
+/// loader (its calls, hooks and destructor trampolines), the
 /// runtime's callback invokers, [`tasks::HookSlot::call`] and tracepoint
 /// probes already do; a host that calls a plugin's function through a raw
 /// address (not `Symbol::call` or an interface) and then lets the thread

@@ -275,6 +275,28 @@ fn a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it
 /// clear removed, this unload is a zombie naming the invoker thread).
 #[test]
 fn a_plugin_callback_with_read_sections_leaves_no_descriptor_on_the_invoker() {
+    callbacks_with_read_sections_leave_no_descriptor("fx_reader_queue_reads");
+}
+
+/// The same for a Tasks Trace callback of the plugin, run by the host's
+/// Tasks Trace callback thread (seen: a zombie naming that thread with the
+/// clear after each callback in `trace/engine.rs` removed).
+#[test]
+fn a_plugin_trace_callback_with_read_sections_leaves_no_descriptor_on_its_thread() {
+    callbacks_with_read_sections_leave_no_descriptor("fx_reader_trace_reads");
+}
+
+/// The same for a Tasks callback of the plugin, run by the host's Tasks
+/// callback thread (seen: a zombie naming that thread with the clear after
+/// each callback in `tasks/engine.rs` removed).
+#[test]
+fn a_plugin_tasks_callback_with_read_sections_leaves_no_descriptor_on_its_thread() {
+    callbacks_with_read_sections_leave_no_descriptor("fx_reader_tasks_reads");
+}
+
+/// Load the plugin, have `queue` (a fixture function) queue a callback that
+/// enters the plugin's read sections, unload: unmapped, never a zombie.
+fn callbacks_with_read_sections_leave_no_descriptor(queue: &str) {
     if !usrcu::rseq_active() {
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
@@ -285,7 +307,7 @@ fn a_plugin_callback_with_read_sections_leaves_no_descriptor_on_the_invoker() {
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(&path) }.unwrap();
         // SAFETY: the fixture exports it with this type.
-        let queue = unsafe { loader.symbol::<extern "C" fn(u64)>(m, "fx_reader_queue_reads") }.unwrap();
+        let queue = unsafe { loader.symbol::<extern "C" fn(u64)>(m, queue) }.unwrap();
         queue.call(|f| f.call(CALLS)).unwrap();
         let report = loader.unload(m).unwrap();
         assert!(report.unmapped, "{report}");

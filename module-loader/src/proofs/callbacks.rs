@@ -72,6 +72,18 @@ impl Proof for Callbacks {
         } else {
             unlisted_statics(&cx.module.srcu_statics, &cx.module.domains)
         };
+        // Tasks Trace and Tasks callbacks the plugin queued before the
+        // unload may enter its static domains: let them run before those
+        // domains are cleaned up (bounded; what a timed-out barrier leaves
+        // is the deferred proof's). Without this, such a callback raced the
+        // cleanup below: a refused cleanup (readers inside), or a reader in
+        // the state the cleanup freed (`loader_rseq_unload.rs`, the trace
+        // callback test, seen aborting in `ChunkTable::get_or_alloc`).
+        // Test switch `cleanup-barriers` (tests only).
+        if !test_switch::skipped("cleanup-barriers") {
+            usrcu::trace::barrier_timeout(cx.time_left());
+            usrcu::tasks::barrier_timeout(cx.time_left());
+        }
         let listed = cx.module.domains.len();
         for (i, dp) in cx.module.domains.iter().chain(&unlisted).enumerate() {
             // SAFETY: the object is mapped for the whole unload, and listed
@@ -238,8 +250,13 @@ fn srcu_notifier(d: &Srcu, cx: &UnloadCx<'_>, readers_stuck: bool, scan_base: Op
         })
     } else {
         // SAFETY: no new reader can enter: the module's code cannot be called
-        // any more (it is `Going` and calls have drained), and the host
-        // holds no reference to its domains beyond this loader.
+        // any more (it is `Going` and calls have drained), its SRCU callbacks
+        // ran (the barrier above) and its Tasks Trace and Tasks callbacks
+        // queued so far ran (`prove`, before this loop), and the host holds
+        // no reference to its domains beyond this loader. Not covered: a
+        // plugin thread still running (the threads proof comes later) or
+        // work that hops between flavors after these barriers (see
+        // docs/abi.md, step 7).
         unsafe { d.cleanup() }
     };
     DomainReport {

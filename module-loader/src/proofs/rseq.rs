@@ -157,9 +157,10 @@ impl Proof for Rseq {
 /// The size glibc registered this thread's `struct rseq` with, found by
 /// the kernel's answer to an unregistration: it accepts only the exact size
 /// it was registered with (and refuses any other without a side effect).
-/// Tried: the size that worked last time, `__rseq_size` itself (glibc 2.40
-/// and later may register with the kernel's feature size, 33 on Linux
-/// 7.0), 32 (glibc 2.35–2.39), then every size up to 512.
+/// Tried: the size that worked last time, `__rseq_size` itself (newer
+/// glibc may register with the kernel's feature size rather than 32; not
+/// seen here), 32 (glibc 2.36 here, seen with the tests), then every size
+/// up to 512.
 fn unregister(area: *mut u8) -> Option<u32> {
     static WORKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     // SAFETY: as in `rseq_offset`.
