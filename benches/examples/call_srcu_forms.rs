@@ -2,7 +2,9 @@
 //!
 //! One thread queues 100,000 callbacks on a static domain, then waits for
 //! them with `barrier`; the best of `ROUNDS` rounds is printed, the queueing
-//! alone and queueing + barrier. The forms:
+//! alone and queueing + barrier, and the CPU time the runtime's callback
+//! threads spent per callback over all rounds (from
+//! `/proc/self/task/*/schedstat`). The forms:
 //!
 //! - `closure-box`: a closure that owns a `Box<u64>` (the form of
 //!   `benches/call_srcu_throughput.rs`): a closure slot *and* the user's
@@ -95,6 +97,19 @@ fn queue(form: &str, i: u64) {
     }
 }
 
+/// Nanoseconds the runtime's callback invokers (`usrcu-cb-*`) have run, all
+/// together, from each thread's `schedstat` (0 where it cannot be read).
+fn invoker_cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("usrcu-cb-")))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn main() {
     let rounds: usize = match std::env::args().nth(1) {
         None => 20,
@@ -107,6 +122,7 @@ fn main() {
     for form in ["closure-box", "closure", "raw", "raw-two"] {
         let domain = if form.starts_with("raw") { &RAW } else { &CLOSURES };
         let (mut best_queue, mut best_total) = (f64::MAX, f64::MAX);
+        let cpu0 = invoker_cpu_ns();
         for _ in 0..rounds {
             let before = INVOKED.load(Ordering::Relaxed);
             let t0 = Instant::now();
@@ -121,6 +137,7 @@ fn main() {
             best_queue = best_queue.min(queued.as_secs_f64() * 1e3);
             best_total = best_total.min(total.as_secs_f64() * 1e3);
         }
-        println!("{form:12} queue {best_queue:6.2} ms   queue + barrier {best_total:6.2} ms");
+        let per_cb = (invoker_cpu_ns() - cpu0) as f64 / (rounds as u64 * BATCH) as f64;
+        println!("{form:12} queue {best_queue:6.2} ms   queue + barrier {best_total:6.2} ms   invokers {per_cb:5.1} ns CPU a callback");
     }
 }

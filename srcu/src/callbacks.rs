@@ -21,7 +21,11 @@
 //!
 //! `call_srcu` pushes its head on one of a few per-CPU stacks with a CAS
 //! (the enqueuing thread is the only writer of its head; the runtime detaches
-//! whole stacks with a swap), so the enqueue path takes no lock. A ticket
+//! whole stacks with a swap), so the enqueue path takes no lock. Each CPU has
+//! `LANES` stacks, used in turn by ticket: the runtime walks the detached
+//! chains side by side, so the cache misses of reading heads written on
+//! another CPU overlap instead of queueing behind each other, and places
+//! each item at its ticket's offset to put the pass in order. A ticket
 //! taken but not yet visible in a stack is a *gap*; the runtime stops at a
 //! gap and retries it shortly: the push it waits for is a few instructions
 //! away.
@@ -93,6 +97,11 @@ struct Intake {
 /// the memory of a domain) does not grow with the possible CPUs.
 pub(crate) const MAX_STACKS: usize = 32;
 
+/// Intake stacks per CPU (when `MAX_STACKS` allows): a CPU's callbacks go
+/// to its lanes in turn, by ticket, so that `collect` walks several short
+/// chains side by side instead of one long one (see there).
+const LANES: usize = 4;
+
 /// A queued callback as the runtime keeps it, copied out of its head so that
 /// ordering and the inventory never dereference a head that may be running.
 #[derive(Clone, Copy, Debug)]
@@ -159,7 +168,7 @@ pub(crate) struct Take {
 impl Callbacks {
     /// A queue with `stacks` intake stacks (rounded to 1..=MAX_STACKS).
     pub(crate) fn new(stacks: usize) -> Callbacks {
-        let n = stacks.clamp(1, MAX_STACKS);
+        let n = stacks.saturating_mul(LANES).clamp(1, MAX_STACKS);
         Callbacks {
             stacks: (0..n)
                 .map(|_| {
@@ -192,7 +201,12 @@ impl Callbacks {
 
     /// A callback slot for a small closure queued from `cpu` (`slab.rs`).
     pub(crate) fn take_slot(&self, cpu: usize) -> *mut CallbackHead {
-        crate::slab::take_slot(&self.stacks[cpu % self.stacks.len()].0.slab, &self.recycle.0)
+        crate::slab::take_slot(&self.stacks[self.lane(cpu, 0)].0.slab, &self.recycle.0)
+    }
+
+    /// The intake stack of `cpu`'s lane for `ticket`.
+    fn lane(&self, cpu: usize, ticket: u64) -> usize {
+        (cpu.wrapping_mul(LANES) + (ticket % LANES as u64) as usize) % self.stacks.len()
     }
 
     /// Tickets run so far (callbacks and markers): grows by one after each.
@@ -259,7 +273,7 @@ impl Callbacks {
             (*head).cookie = cookie.0;
             (*head).ticket = ticket;
         }
-        let top = &self.stacks[cpu % self.stacks.len()].0.top;
+        let top = &self.stacks[self.lane(cpu, ticket)].0.top;
         // Relaxed: the CAS below re-checks the value.
         let mut cur = top.load(Ordering::Relaxed);
         loop {
@@ -281,58 +295,51 @@ impl Callbacks {
         let mut tmp = std::mem::take(&mut o.tmp);
         fresh.clear();
         merged.clear();
-        // Where each stack's run ends in `fresh`, and are they all ascending.
-        let mut runs = 0usize;
-        let mut first_end = 0usize;
-        let mut ascending = true;
+        // Detach every non-empty stack.
+        let mut chains = [std::ptr::null_mut::<CallbackHead>(); MAX_STACKS];
+        let mut n = 0usize;
         for s in self.stacks.iter() {
             // Relaxed pre-check: an empty stack costs one load, no RMW.
             if s.0.top.load(Ordering::Relaxed).is_null() {
                 continue;
             }
             // Acquire: pairs with the Release CAS in `enqueue`.
-            let mut p = s.0.top.swap(std::ptr::null_mut(), Ordering::Acquire);
-            let from = fresh.len();
-            while !p.is_null() {
+            let p = s.0.top.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !p.is_null() {
+                chains[n] = p;
+                n += 1;
+            }
+        }
+        // Walk the chains side by side, one head of each per step: a head
+        // was written by its producer on another CPU, so each load is a
+        // cache miss, and within a chain each waits for the one before (the
+        // `next` it follows); the loads of different chains do not depend on
+        // each other, so their misses overlap (`LANES`).
+        while n > 0 {
+            let mut k = 0;
+            while k < n {
+                let p = chains[k];
                 // SAFETY: a pushed head is ours until invoked; its fields were
                 // published by the push we acquired.
-                unsafe {
+                let next = unsafe {
                     fresh.push(Item {
                         ticket: (*p).ticket,
                         cookie: (*p).cookie,
                         head: p,
                         func: (*p).func.expect("queued callback has a function"),
                     });
-                    p = (*p).next;
-                }
-            }
-            // A stack pops newest first; its run is (nearly: two threads on
-            // one CPU's stack may interleave) ascending reversed.
-            fresh[from..].reverse();
-            ascending &= fresh[from..].is_sorted_by_key(|i| i.ticket);
-            if runs == 0 {
-                first_end = fresh.len();
-            } else {
-                // Merge this run into what the earlier runs merged to: O(n)
-                // per run, and a pass sees few stacks (one per CPU in use).
-                if runs == 1 {
-                    merge_by_ticket(&fresh[..first_end], &fresh[first_end..], &mut merged);
+                    (*p).next
+                };
+                if next.is_null() {
+                    n -= 1;
+                    chains[k] = chains[n];
                 } else {
-                    tmp.clear();
-                    merge_by_ticket(&merged, &fresh[from..], &mut tmp);
-                    std::mem::swap(&mut merged, &mut tmp);
+                    chains[k] = next;
+                    k += 1;
                 }
             }
-            runs += 1;
         }
-        if runs == 1 {
-            std::mem::swap(&mut fresh, &mut merged);
-        }
-        if !ascending {
-            // Tickets are unique, so an unstable sort orders them the same
-            // way a stable one would, in place (no buffer to allocate).
-            merged.sort_unstable_by_key(|i| i.ticket);
-        }
+        order_by_ticket(&fresh, &mut merged);
         if let Some(first) = merged.first() {
             // Usually everything collected comes after what was held; a
             // callback whose push was late (its thread preempted between
@@ -495,6 +502,41 @@ pub(crate) fn prefetch_write(p: *const u8) {
     let _ = p;
 }
 
+/// `items` (unique tickets, in any order) into `out`, ascending by ticket.
+/// Tickets taken close together are nearly dense, so each item is placed
+/// at its ticket's offset from the smallest (O(n), no comparisons), and
+/// the holes (tickets collected earlier or not pushed yet) are squeezed
+/// out; a sparse set (a push late by many tickets) is sorted instead.
+fn order_by_ticket(items: &[Item], out: &mut Vec<Item>) {
+    out.clear();
+    let (Some(lo), Some(hi)) = (
+        items.iter().map(|i| i.ticket).min(),
+        items.iter().map(|i| i.ticket).max(),
+    ) else {
+        return;
+    };
+    let span = hi - lo + 1;
+    if span > 2 * items.len() as u64 + 64 {
+        out.extend_from_slice(items);
+        // Tickets are unique: an unstable sort orders them as a stable one.
+        out.sort_unstable_by_key(|i| i.ticket);
+        return;
+    }
+    let hole = Item {
+        ticket: u64::MAX,
+        cookie: 0,
+        head: std::ptr::null_mut(),
+        func: marker_fn,
+    };
+    out.resize(span as usize, hole);
+    for it in items {
+        let slot = &mut out[(it.ticket - lo) as usize];
+        debug_assert!(slot.head.is_null(), "ticket {} collected twice", it.ticket);
+        *slot = *it;
+    }
+    out.retain(|i| !i.head.is_null());
+}
+
 /// Merge two runs ascending by ticket into `out` (runs that are not
 /// ascending leave `out` unsorted; `collect` sorts it then).
 fn merge_by_ticket(a: &[Item], b: &[Item], out: &mut Vec<Item>) {
@@ -625,4 +667,44 @@ impl CallbackHead {
         std::mem::offset_of!(CallbackHead, cookie),
         std::mem::offset_of!(CallbackHead, ticket),
     ];
+}
+
+#[cfg(all(test, not(usrcu_loom)))]
+mod tests {
+    use super::*;
+
+    fn item(ticket: u64) -> Item {
+        Item {
+            ticket,
+            cookie: ticket * 2,
+            head: (ticket as usize * 64 + 64) as *mut CallbackHead,
+            func: marker_fn,
+        }
+    }
+
+    fn tickets(v: &[Item]) -> Vec<u64> {
+        v.iter().map(|i| i.ticket).collect()
+    }
+
+    #[test]
+    fn order_by_ticket_orders_interleaved_reversed_chains_with_holes() {
+        // Four lanes walked side by side, each newest first, ticket 7 not
+        // pushed yet and 0..3 collected by an earlier pass.
+        let walk = [15, 14, 13, 12, 11, 10, 9, 8, 6, 5, 4, 3];
+        let items: Vec<Item> = walk.iter().map(|&t| item(t)).collect();
+        let mut out = Vec::new();
+        order_by_ticket(&items, &mut out);
+        assert_eq!(tickets(&out), vec![3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15]);
+        assert!(out.iter().all(|i| i.cookie == i.ticket * 2 && !i.head.is_null()));
+    }
+
+    #[test]
+    fn order_by_ticket_sorts_a_sparse_set_and_reuses_its_buffer() {
+        let items: Vec<Item> = [1_000_000, 5, 70_000, 6].iter().map(|&t| item(t)).collect();
+        let mut out = vec![item(99)];
+        order_by_ticket(&items, &mut out);
+        assert_eq!(tickets(&out), vec![5, 6, 70_000, 1_000_000]);
+        order_by_ticket(&[], &mut out);
+        assert!(out.is_empty());
+    }
 }
