@@ -209,14 +209,6 @@ impl Callbacks {
         (cpu.wrapping_mul(LANES) + (ticket % LANES as u64) as usize) % self.stacks.len()
     }
 
-    /// Tickets run so far (callbacks and markers): grows by one after each.
-    pub(crate) fn done_tickets(&self) -> u64 {
-        // Acquire: pairs with the Release store after each callback, so a
-        // reader that sees the count also sees what the callback did
-        // (`runtime::inventory::deferred`).
-        self.done_tickets.load(Ordering::Acquire)
-    }
-
     /// Callbacks ever queued with `call_srcu` (tickets minus barrier markers).
     pub(crate) fn queued_callbacks(&self) -> u64 {
         // Markers are counted after their tickets are taken: read them
@@ -424,6 +416,11 @@ impl Callbacks {
                 // SAFETY: as above.
                 prefetch(unsafe { (*ptr.add(i + PREFETCH)).head });
             }
+            // `batch_pos` says this item is next (`take_ready` or the last
+            // `finished`); a snapshot in progress holds us here
+            // (`runtime::inventory::deferred`).
+            #[cfg(not(usrcu_loom))]
+            crate::runtime::inventory::hold_point();
             let marker = std::ptr::fn_addr_eq(it.func, marker_fn as unsafe extern "C" fn(*mut CallbackHead));
             if marker {
                 // A marker counts itself done before it wakes its waiter, so
@@ -456,6 +453,16 @@ impl Callbacks {
         // Release: pairs with the Acquire in `pending`: the callback's effects
         // are visible to whoever sees its ticket done.
         self.done_tickets.store(t + 1, Ordering::Release);
+    }
+
+    /// The item the invoker runs now or runs next, if a batch is not done.
+    #[cfg(not(usrcu_loom))]
+    pub(crate) fn current(&self) -> Option<Item> {
+        let o = lock(&self.ordered);
+        // Relaxed: see `finished`; the caller's fences order it (the hold of
+        // `runtime::inventory::deferred`).
+        let pos = self.batch_pos.load(Ordering::Relaxed) as usize;
+        o.batch.get(pos).copied()
     }
 
     /// Visit every queued or running callback (not yet finished). Takes the

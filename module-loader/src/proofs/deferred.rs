@@ -23,11 +23,11 @@
 //!    queued or running whose function or argument lies in the object,
 //!    and readers inside its domains. It holds the Tasks Trace and Tasks
 //!    engines' locks while it walks SRCU, so a hop into or out of those
-//!    flavors cannot slip between the looks; within SRCU the walk is
-//!    repeated until no SRCU callback finished during it. A snapshot
-//!    whose SRCU walk could not be made stable (a process whose SRCU
-//!    callbacks never pause) counts only when the one before it was empty
-//!    too;
+//!    flavors cannot slip between the looks; within SRCU it holds the
+//!    invokers at their next callback while it walks, and counts the one
+//!    callback per domain that may be running, so a hop between two SRCU
+//!    domains cannot slip between the walks of the two
+//!    (`srcu/tests/deferred_hops.rs`);
 //! 4. after the snapshot, hook slots are emptied again and (unless
 //!    `LoaderConfig::remove_probes` is off) tracepoint probes of the object
 //!    detached again, with their grace periods: plugin code that step 2 ran
@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::runtime::inventory as rt;
 
-use super::{test_switch, Proof, UnloadCx};
+use super::{Proof, UnloadCx};
 use crate::report::ZombieCause;
 
 /// See the module documentation.
@@ -61,7 +61,6 @@ pub(crate) struct Deferred;
 impl Proof for Deferred {
     fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
         let ranges: Vec<Range<usize>> = cx.objects.iter().flat_map(|o| o.segments.iter().cloned()).collect();
-        let mut clean_before = false;
         let mut nap = Duration::from_micros(50);
         loop {
             let (_, hooks_done) = crate::hook_slots::clear_again(&ranges, cx.deadline, cx.report);
@@ -93,12 +92,7 @@ impl Proof for Deferred {
                 }
             }
             if snap.is_idle() && cleared == 0 && probes == 0 {
-                if snap.stable || clean_before || test_switch::skipped("deferred-stable") {
-                    return Ok(());
-                }
-                clean_before = true;
-            } else {
-                clean_before = false;
+                return Ok(());
             }
             if Instant::now() >= cx.deadline {
                 return Err(cause(&snap));

@@ -221,6 +221,7 @@ extern "C" fn child() {
         }
     }
     crate::tasks::grace_period::forget_canary();
+    super::inventory::forget_holds();
     release();
 }
 

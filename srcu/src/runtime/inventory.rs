@@ -144,8 +144,8 @@ pub struct Deferred {
     pub trace_callbacks: usize,
     /// `usrcu::tasks` callbacks queued or running.
     pub tasks_callbacks: usize,
-    /// The SRCU walk saw no callback finish while it ran (see
-    /// [`deferred`]); false after every retry was disturbed.
+    /// Always true: the SRCU walk holds the invokers (see [`deferred`]).
+    /// Kept for callers that still check it.
     pub stable: bool,
 }
 
@@ -157,20 +157,12 @@ impl Deferred {
     }
 }
 
-/// SRCU tickets run, per attached domain (compared whole, so that a domain
-/// that goes away during a walk cannot cancel another's progress).
-fn tickets_run() -> Vec<(usize, u64)> {
-    registered()
-        .iter()
-        .map(|st| (std::sync::Arc::as_ptr(st) as usize, st.cbs.done_tickets()))
-        .collect()
-}
-
 /// Host only: a snapshot of what every flavor of the process holds in
 /// `ranges` ([`Deferred`]), for a loader's last check before it unmaps an
-/// object: callbacks of the object hop between flavors (an SRCU callback
-/// that queues a Tasks Trace callback, a chain of Tasks callbacks), so a
-/// barrier of each flavor in turn does not prove that none is left.
+/// object: callbacks of the object hop between flavors and domains (an SRCU
+/// callback that queues a Tasks Trace callback, or an SRCU callback on
+/// another domain; a chain of Tasks callbacks), so a barrier of each
+/// flavor in turn does not prove that none is left.
 ///
 /// Callbacks hop only from a callback that is running. Every Tasks Trace
 /// and Tasks callback is queued, or recorded as running until it has
@@ -178,12 +170,18 @@ fn tickets_run() -> Vec<(usize, u64)> {
 /// snapshot, so a hop into either flavor is seen, in the queue it reached
 /// or as the callback still running. A hop into SRCU (a lock-free push)
 /// from a Tasks Trace or Tasks callback that has returned happened before
-/// that return, which the held lock orders before the SRCU walk. Within
-/// SRCU the walk of the domains is not atomic: a callback could queue on a
-/// domain already walked and return before its own domain is walked. The
-/// walk is therefore repeated until no SRCU callback finished while it ran
-/// (the total of tickets run did not move), at most 64 times; `stable`
-/// says whether that happened.
+/// that return, which the held lock orders before the SRCU walk.
+///
+/// Within SRCU the walk of the domains is not atomic: a callback could
+/// queue on a domain already walked and return before its own domain is
+/// walked. So the snapshot *holds* the SRCU invokers: none starts a
+/// callback while it walks (each checks before every callback; see
+/// [`hold_point`]). Before the walk it notes, in every domain, the one
+/// callback that may be running or about to run; only those can finish
+/// (and so have hopped) during the walk, and each that lies in the ranges
+/// counts. Every other callback stays where the walk finds it. `stable`
+/// is always true (it said, before the hold, whether an undisturbed walk
+/// was found).
 ///
 /// Readers are counted as in [`query`]; they are not waited for.
 pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
@@ -192,23 +190,125 @@ pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
     // SRCU locks the walk takes (callbacks run with no lock held).
     let trace = crate::trace::engine::lock_queue_if_exists();
     let tasks = crate::tasks::engine::lock_if_exists();
-    let mut srcu = Inventory::default();
-    let mut stable = false;
-    for _ in 0..64 {
-        let before = tickets_run();
-        srcu = query(ranges);
-        if tickets_run() == before {
-            stable = true;
-            break;
-        }
-    }
+    let hold = Hold::new();
+    let running = registered()
+        .iter()
+        .filter_map(|st| st.cbs.current())
+        .filter(|it| inside(ranges, it.func as usize) || inside(ranges, it.head as usize))
+        .count();
+    let mut srcu = query(ranges);
+    drop(hold);
+    // A callback noted running is counted by the walk too if it was still
+    // running when its domain was walked: count it once.
+    srcu.callbacks = srcu.callbacks.max(running);
     let hit = |a: usize| inside(ranges, a);
     Deferred {
         srcu,
         trace_callbacks: trace.as_ref().map_or(0, |q| q.count_in(&hit)),
         tasks_callbacks: tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
-        stable,
+        stable: true,
     }
+}
+
+/// Snapshots holding the SRCU invokers now (`deferred`).
+static HOLDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The fence pair of the hold, chosen once for the process: 0 not yet,
+/// 1 compiler fence / `membarrier`, 2 SeqCst / SeqCst.
+static HOLD_FENCE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Is the hold's fence pair the SeqCst one? Decided once (the first caller
+/// wins), so that both sides always use the same pair even if `membarrier`
+/// fails later (the membarrier side then falls back to
+/// `MEMBARRIER_CMD_GLOBAL`, which still pairs with a compiler fence,
+/// `fence.rs`).
+#[inline(always)]
+fn hold_seqcst() -> bool {
+    use std::sync::atomic::Ordering;
+    // Relaxed: every thread reads the value the one CAS below installed.
+    match HOLD_FENCE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => decide_hold_fence(),
+    }
+}
+
+#[cold]
+fn decide_hold_fence() -> bool {
+    use std::sync::atomic::Ordering;
+    let mine = if crate::fence::default_mode() == crate::fence::FenceMode::Membarrier {
+        1
+    } else {
+        2
+    };
+    // Relaxed: a single value, agreed on through this one location.
+    match HOLD_FENCE.compare_exchange(0, mine, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => mine == 2,
+        Err(now) => now == 2,
+    }
+}
+
+/// An SRCU invoker, about to run the item its `batch_pos` names: wait while
+/// a snapshot holds the invokers.
+///
+/// The pairing (store buffering, as the readers' against a grace period,
+/// `docs/memory-model.md`): the invoker stores `batch_pos` (Relaxed, in
+/// `Callbacks::finished` or `take_ready`), issues the light fence, then loads
+/// `HOLDS`; the snapshot increments `HOLDS`, issues the heavy fence, then
+/// reads every `batch_pos`. Either the invoker sees the hold and waits, or
+/// the snapshot sees the `batch_pos` that names this item, and notes it.
+#[inline(always)]
+pub(crate) fn hold_point() {
+    use std::sync::atomic::Ordering;
+    crate::fence::reader_fence(hold_seqcst());
+    // Relaxed: ordered by the fences above and in `Hold::new`.
+    if HOLDS.load(Ordering::Relaxed) != 0 {
+        held();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn held() {
+    use std::sync::atomic::Ordering;
+    // Acquire: pairs with the Release decrement in `Hold::drop` (nothing
+    // needs it but tidiness: the walk only read).
+    while HOLDS.load(Ordering::Acquire) != 0 {
+        std::thread::yield_now();
+    }
+}
+
+/// The snapshot's side of the hold.
+struct Hold;
+
+impl Hold {
+    fn new() -> Hold {
+        use std::sync::atomic::Ordering;
+        HOLDS.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the light fence in `hold_point` of every invoker.
+        crate::fence::heavy_fence(if hold_seqcst() {
+            crate::fence::FenceMode::SeqCst
+        } else {
+            crate::fence::FenceMode::Membarrier
+        });
+        Hold
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        HOLDS.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A child of `fork` has no snapshot in progress: a thread that forks while
+/// another thread's snapshot holds the invokers (possible when neither
+/// engine exists, so the snapshot holds no lock the fork handler takes)
+/// would leave the count behind in a child where no one drops it.
+pub(crate) fn forget_holds() {
+    use std::sync::atomic::Ordering;
+    HOLDS.store(0, Ordering::Relaxed);
 }
 
 /// Attached domains in the process (for diagnostics and tests).
