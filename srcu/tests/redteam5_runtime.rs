@@ -306,7 +306,7 @@ fn stuck_domains_entry() {
 
 // --- order -------------------------------------------------------------------
 
-const RT_THREADS: usize = 4;
+const RT_THREADS: usize = 8;
 const RT_PER: usize = 4000;
 
 /// Per thread: the last sequence number whose callback ran.
@@ -368,8 +368,42 @@ unsafe extern "C" fn node_cb(h: *mut CallbackHead) {
     ran(n.t, n.seq);
 }
 
+extern "C" fn nap_handler(_: libc::c_int) {
+    // SAFETY: usleep is async-signal-safe; errno is saved and restored.
+    unsafe {
+        let e = *libc::__errno_location();
+        libc::usleep(200);
+        *libc::__errno_location() = e;
+    }
+}
+
+/// Make every `SIGUSR1` that reaches a thread of this process nap 200 us in
+/// its handler: a producer interrupted between taking its ticket and
+/// pushing its head leaves a gap that long (`callbacks.rs`).
+fn install_nap_handler() {
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask is
+    // valid; the handler is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = nap_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Real-time order (`callbacks.rs`: "a callback whose `call_srcu` returned
+/// before another's began runs first") and per-thread FIFO, with 8
+/// producers hopping between two CPUs, interrupted by signals whose handler
+/// naps (so that tickets are taken and not yet pushed: gaps), mixing small
+/// closures, boxed closures and intrusive heads, while two threads run
+/// expedited grace periods and one runs barriers and timed-out barriers.
+/// No fault switch breaks this property: `Fault::TakePastGap` reorders only
+/// calls that overlap (the late push's `call_srcu` has not returned), which
+/// this claim does not order; a scratch run with it on passed.
 #[test]
 fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
+    install_nap_handler();
     let d = Arc::new(Srcu::new("rt5-realtime-order"));
     let cpus = cpus::two_allowed_cpus();
     let stop = Arc::new(AtomicBool::new(false));
@@ -390,10 +424,18 @@ fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
             n
         }));
     }
+    // Producers stay alive until the signaller stopped (a `pthread_t` of an
+    // exited thread must not be signalled).
+    let tids = Arc::new(Mutex::new(Vec::new()));
+    let produced = Arc::new(AtomicUsize::new(0));
+    let signaller_done = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..RT_THREADS)
         .map(|t| {
             let (d, cpus) = (d.clone(), cpus.clone());
+            let (tids, produced, signaller_done) = (tids.clone(), produced.clone(), signaller_done.clone());
             thread::spawn(move || {
+                // SAFETY: pthread_self has no preconditions.
+                tids.lock().unwrap().push(unsafe { libc::pthread_self() });
                 for seq in 1..=RT_PER as u64 {
                     if seq % 16 == 0 {
                         // Hop to the other CPU while queueing.
@@ -427,15 +469,29 @@ fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
                         thread::yield_now();
                     }
                 }
+                produced.fetch_add(1, Ordering::SeqCst);
+                wait_until("the signaller stopped", || signaller_done.load(Ordering::SeqCst));
             })
         })
         .collect();
+    wait_until("every producer registered", || tids.lock().unwrap().len() == RT_THREADS);
+    let mut signals = 0u64;
+    while produced.load(Ordering::SeqCst) < RT_THREADS {
+        for &tid in tids.lock().unwrap().iter() {
+            // SAFETY: every producer stays alive until `signaller_done`.
+            unsafe { libc::pthread_kill(tid, libc::SIGUSR1) };
+            signals += 1;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    signaller_done.store(true, Ordering::SeqCst);
     for p in producers {
         p.join().unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     let helper_rounds: Vec<u64> = helpers.into_iter().map(|h| h.join().unwrap()).collect();
     d.barrier();
+    assert!(signals > 0);
     assert!(helper_rounds.iter().all(|&n| n > 0));
     for r in &RAN {
         assert_eq!(r.load(Ordering::SeqCst), RT_PER as u64);
@@ -836,4 +892,108 @@ fn inventory_blocked_entry() {
         "{q:?}"
     );
     println!("inventory blocked: done");
+}
+
+// --- the process-wide flavors behind a blocked callback ------------------------
+
+/// Run `wait` on a thread while a callback queued by `queue` blocks; true
+/// if `wait` returned before the callback was released (a bound of 10 s,
+/// not a timing assertion: only the order of the two events is checked).
+fn returns_while_a_callback_blocks(
+    queue: impl FnOnce(Box<dyn FnOnce() + Send>),
+    wait: impl FnOnce() + Send + 'static,
+) -> bool {
+    let (tx, rx) = mpsc::channel::<()>();
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let started = started.clone();
+        queue(Box::new(move || {
+            started.store(true, Ordering::SeqCst);
+            let _ = rx.recv_timeout(HANG);
+        }));
+    }
+    wait_until("the blocking callback runs", || started.load(Ordering::SeqCst));
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let done = done.clone();
+        thread::spawn(move || {
+            wait();
+            done.store(true, Ordering::SeqCst);
+        });
+    }
+    let t0 = std::time::Instant::now();
+    while !done.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let before_release = done.load(Ordering::SeqCst);
+    tx.send(()).unwrap();
+    wait_until("the wait returns after the release", || done.load(Ordering::SeqCst));
+    before_release
+}
+
+fn trace_queue(f: Box<dyn FnOnce() + Send>) {
+    usrcu::trace::call(f)
+}
+
+fn tasks_queue(f: Box<dyn FnOnce() + Send>) {
+    usrcu::tasks::call(f)
+}
+
+#[test]
+fn a_blocked_tasks_trace_callback_does_not_hold_up_trace_synchronize() {
+    run_entry("trace_sync_blocked_entry", "trace sync blocked: done");
+}
+
+#[test]
+fn trace_sync_blocked_entry() {
+    if !in_child(60) {
+        return;
+    }
+    assert!(
+        returns_while_a_callback_blocks(trace_queue, usrcu::trace::synchronize),
+        "trace::synchronize waited for a blocked Tasks Trace callback"
+    );
+    println!("trace sync blocked: done");
+}
+
+#[test]
+#[ignore = "finding: a blocked Tasks Trace callback holds up every polled Tasks Trace grace period in the process"]
+fn a_blocked_tasks_trace_callback_does_not_hold_up_polled_trace_grace_periods() {
+    run_entry("trace_poll_blocked_entry", "trace poll blocked: done");
+}
+
+#[test]
+fn trace_poll_blocked_entry() {
+    if !in_child(60) {
+        return;
+    }
+    let poll = || {
+        let c = usrcu::trace::start_poll();
+        while !usrcu::trace::poll_state(c) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    };
+    assert!(
+        returns_while_a_callback_blocks(trace_queue, poll),
+        "a polled Tasks Trace grace period waited for a blocked Tasks Trace callback"
+    );
+    println!("trace poll blocked: done");
+}
+
+#[test]
+#[ignore = "finding: a blocked Tasks callback holds up every tasks::synchronize in the process (HookSlot updates, normal tracepoint unregistration, every unload's Going notifier)"]
+fn a_blocked_tasks_callback_does_not_hold_up_tasks_synchronize() {
+    run_entry("tasks_sync_blocked_entry", "tasks sync blocked: done");
+}
+
+#[test]
+fn tasks_sync_blocked_entry() {
+    if !in_child(60) {
+        return;
+    }
+    assert!(
+        returns_while_a_callback_blocks(tasks_queue, usrcu::tasks::synchronize),
+        "tasks::synchronize waited for a blocked Tasks callback"
+    );
+    println!("tasks sync blocked: done");
 }
