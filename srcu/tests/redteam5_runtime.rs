@@ -315,6 +315,7 @@ static RAN: [AtomicU64; RT_THREADS] = [const { AtomicU64::new(0) }; RT_THREADS];
 static RETURNED: [AtomicU64; RT_THREADS] = [const { AtomicU64::new(0) }; RT_THREADS];
 static FIFO_BROKEN: AtomicUsize = AtomicUsize::new(0);
 static REALTIME_BROKEN: AtomicUsize = AtomicUsize::new(0);
+static BARRIER_BROKEN: AtomicUsize = AtomicUsize::new(0);
 static FIRST_BREAK: Mutex<Option<String>> = Mutex::new(None);
 
 /// `SNAP[(t * RT_PER + seq - 1) * RT_THREADS + x]`: `RETURNED[x]` as thread
@@ -416,7 +417,20 @@ fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
                 if k < 2 {
                     d.synchronize_expedited();
                 } else {
+                    // `barrier` waits for every callback whose `call_srcu`
+                    // returned before it began, on any thread.
+                    let before: Vec<u64> = RETURNED.iter().map(|r| r.load(Ordering::SeqCst)).collect();
                     d.barrier();
+                    for (x, r) in RAN.iter().enumerate() {
+                        let has_run = r.load(Ordering::SeqCst);
+                        if has_run < before[x] {
+                            BARRIER_BROKEN.fetch_add(1, Ordering::SeqCst);
+                            note_break(format!(
+                                "barrier returned before thread {x} callback {} ran (only {has_run})",
+                                before[x]
+                            ));
+                        }
+                    }
                     let _ = d.barrier_timeout(Duration::from_nanos(1));
                 }
                 n += 1;
@@ -499,9 +513,10 @@ fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
     assert_eq!(
         (
             FIFO_BROKEN.load(Ordering::SeqCst),
-            REALTIME_BROKEN.load(Ordering::SeqCst)
+            REALTIME_BROKEN.load(Ordering::SeqCst),
+            BARRIER_BROKEN.load(Ordering::SeqCst)
         ),
-        (0, 0),
+        (0, 0, 0),
         "first break: {:?}",
         FIRST_BREAK.lock().unwrap()
     );
@@ -780,6 +795,35 @@ fn burst_entry() {
         t[2]
     );
     println!("burst: done");
+}
+
+#[test]
+#[ignore = "finding: the inventory counts timed-out barriers' markers as callbacks (DomainUse::callbacks_pending, Inventory::callbacks)"]
+fn the_inventory_counts_callbacks_not_the_markers_of_timed_out_barriers() {
+    let d = Srcu::new("rt5-inventory-markers");
+    let (tx, rx) = mpsc::channel::<()>();
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let started = started.clone();
+        d.call_srcu(move || {
+            started.store(true, Ordering::SeqCst);
+            let _ = rx.recv_timeout(HANG);
+        });
+    }
+    wait_until("the blocking callback started", || started.load(Ordering::SeqCst));
+    for _ in 0..10 {
+        assert!(!d.barrier_timeout(Duration::ZERO));
+    }
+    let here = &d as *const Srcu as usize;
+    let q = inventory::query(&[here..here + 1]);
+    tx.send(()).unwrap();
+    d.barrier();
+    assert_eq!(d.stats().callbacks_queued, 1);
+    assert_eq!(
+        (q.callbacks, q.domains[0].callbacks_pending),
+        (1, 1),
+        "one callback queued (and running), ten timed-out barriers: {q:?}"
+    );
 }
 
 #[test]
