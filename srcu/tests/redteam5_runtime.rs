@@ -97,6 +97,28 @@ fn forty_eight_stuck_domains_hold_up_no_other_domain_nor_the_tasks_flavors() {
     run_entry("stuck_domains_entry", "stuck domains: done");
 }
 
+/// The same with stall warnings due after 1 ms: the driver reports the 36
+/// stuck domains' stalls (again at each doubling) while it serves the others.
+#[test]
+fn stuck_domains_reported_as_stalls_every_millisecond_hold_up_no_other_domain() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "stuck_domains_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .env("USRCU_STALL_TIMEOUT_MS", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed ({:?}):\n{text}\n{err}", out.status);
+    assert!(text.contains("stuck domains: done"), "{text}\n{err}");
+    let stalls: usize = text
+        .lines()
+        .find_map(|l| l.split("stall warnings while stuck: ").nth(1))
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(stalls > 0, "no stall was reported:\n{text}");
+}
+
 /// Everything an unrelated user of the runtime may do, each of which must
 /// return while the stuck domains stay stuck.
 fn use_a_free_domain(free: &Srcu) {
@@ -143,6 +165,7 @@ fn stuck_domains_entry() {
     if !in_child(120) {
         return;
     }
+    let cap = usrcu::diagnostics::Capture::start();
     let stuck_cb_ran = Arc::new(AtomicUsize::new(0));
     let reader_woke = Arc::new(AtomicUsize::new(0));
     let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -271,6 +294,12 @@ fn stuck_domains_entry() {
     // inside and no stuck callback has run.
     assert_eq!(reader_woke.load(Ordering::SeqCst), 0, "a stuck reader woke early");
     assert_eq!(stuck_cb_ran.load(Ordering::SeqCst), 0, "a stuck callback ran");
+    let stalls = cap
+        .warnings()
+        .iter()
+        .filter(|w| w.kind == usrcu::diagnostics::WarningKind::Stall)
+        .count();
+    println!("stall warnings while stuck: {stalls}");
     for d in &stuck_doms {
         assert!(!d.barrier_timeout(Duration::ZERO));
     }
