@@ -595,6 +595,39 @@ fn callbacks_queued_before_a_cleanup_in_a_callback_run_before_those_queued_after
     );
 }
 
+static REATTACH2: Srcu = Srcu::new_static("rt5-reattach-barrier");
+static A2B_RAN: AtomicBool = AtomicBool::new(false);
+static GO2: AtomicBool = AtomicBool::new(false);
+static CLEANED2: AtomicBool = AtomicBool::new(false);
+static RELEASE2: AtomicBool = AtomicBool::new(false);
+
+#[test]
+#[ignore = "finding: after a cleanup from a callback, barrier() on the domain returns before the callbacks queued before the cleanup ran"]
+fn barrier_after_a_cleanup_in_a_callback_waits_for_the_callbacks_queued_before_it() {
+    // a1 cleans the domain up from inside its own callback, then stays
+    // inside until released; a2, queued before, runs behind it on the
+    // orphaned state. The test thread calls `barrier` after the cleanup
+    // returned (no concurrent use): a2 was queued before that call.
+    REATTACH2.call_srcu(|| {
+        wait_until("GO2", || GO2.load(Ordering::SeqCst));
+        // SAFETY: no reader is inside; the test thread only waits on atomics.
+        unsafe { REATTACH2.cleanup() }.unwrap();
+        CLEANED2.store(true, Ordering::SeqCst);
+        wait_until("RELEASE2", || RELEASE2.load(Ordering::SeqCst));
+    });
+    REATTACH2.call_srcu(|| A2B_RAN.store(true, Ordering::SeqCst));
+    GO2.store(true, Ordering::SeqCst);
+    wait_until("the cleanup in the callback", || CLEANED2.load(Ordering::SeqCst));
+    REATTACH2.barrier();
+    let a2_ran_at_barrier = A2B_RAN.load(Ordering::SeqCst);
+    RELEASE2.store(true, Ordering::SeqCst);
+    wait_until("a2 ran", || A2B_RAN.load(Ordering::SeqCst));
+    assert!(
+        a2_ran_at_barrier,
+        "barrier returned while a callback queued before it (on the orphaned state) had not run"
+    );
+}
+
 // --- bounded waits -----------------------------------------------------------
 
 #[test]
