@@ -45,6 +45,10 @@
 //! grace period of its own, and waits until it runs: every callback queued
 //! before the `barrier` call has a smaller ticket and runs before it. A
 //! timed-out barrier drops its handle; the marker is reclaimed when it runs.
+//! A barrier that finds the newest ticket is a marker that has not run yet
+//! waits for that marker instead of queueing its own (the callbacks before
+//! it are the same), so timed-out barriers behind a blocked callback do not
+//! pile up.
 
 use crate::grace_period::Cookie;
 use crate::sync::{lock, AtomicPtr, AtomicU64, Mutex, Ordering};
@@ -146,6 +150,11 @@ pub(crate) struct Callbacks {
     done_tickets: AtomicU64,
     /// Barrier markers ever queued (to tell callbacks from markers in stats).
     markers: AtomicU64,
+    /// The newest barrier marker, by ticket, and its waiters' sync: a
+    /// barrier that finds it still the newest ticket and not run waits for
+    /// it instead of queueing another (timed-out barriers behind a blocked
+    /// callback would otherwise pile up one marker each).
+    last_marker: Mutex<Option<(u64, crate::sync::Arc<BarrierSync>)>>,
     ordered: Mutex<Ordered>,
     /// Index in `Ordered::batch` of the item running now.
     batch_pos: AtomicU64,
@@ -181,13 +190,15 @@ impl Callbacks {
             next_ticket: Padded(AtomicU64::new(0)),
             done_tickets: AtomicU64::new(0),
             markers: AtomicU64::new(0),
+            last_marker: Mutex::new(None),
             ordered: Mutex::new(Ordered::default()),
             batch_pos: AtomicU64::new(0),
             recycle: Padded(crate::slab::Recycle::new()),
         }
     }
 
-    /// Bytes this queue holds while idle.
+    /// Bytes this queue holds while idle, but for the invoker's ordering
+    /// buffers (`Ordered`), which follow the size of recent passes.
     pub(crate) fn footprint(&self) -> usize {
         std::mem::size_of::<Callbacks>()
             + self.stacks.len() * std::mem::size_of::<Padded<Intake>>()
@@ -387,6 +398,16 @@ impl Callbacks {
         }
         take.ready = batch.len();
         take.gap = take.waiting_for.is_none() && o.next_run < self.tickets();
+        // As `collect` keeps its buffers: a burst must not pin its peak for
+        // the domain's lifetime.
+        let keep = batch.len().max(4096);
+        if batch.capacity() > 4 * keep {
+            batch.shrink_to(keep);
+        }
+        let keep = o.held.len().max(4096);
+        if o.held.capacity() > 4 * keep {
+            o.held.shrink_to(keep);
+        }
         // Relaxed: only this invoker and the inventory (under the lock) read it.
         self.batch_pos.store(0, Ordering::Relaxed);
         o.batch = batch;
@@ -614,6 +635,16 @@ impl Callbacks {
         if self.pending() == 0 {
             return None;
         }
+        let mut last = lock(&self.last_marker);
+        if let Some((t, sync)) = last.as_ref() {
+            // No ticket was taken since that marker's, so every callback
+            // whose `call_srcu` returned before this call has a smaller
+            // ticket than it: waiting for it is waiting for them. Not if it
+            // ran already (its waiters were woken).
+            if self.tickets() == t + 1 && !*lock(&sync.done) {
+                return Some(Barrier { sync: sync.clone() });
+            }
+        }
         let sync = crate::sync::Arc::new(BarrierSync {
             done: Mutex::new(false),
             cv: crate::sync::Condvar::new(),
@@ -625,7 +656,8 @@ impl Callbacks {
         // SAFETY: the marker is leaked until `marker_fn` takes it back. A
         // marker waits for no grace period (cookie 0), only for the tickets
         // before it; `enqueue` issues the handshake's producer fence.
-        unsafe { self.enqueue(cpu, m as *mut CallbackHead, marker_fn, || Cookie(0)) };
+        let ticket = unsafe { self.enqueue(cpu, m as *mut CallbackHead, marker_fn, || Cookie(0)) };
+        *last = Some((ticket, sync.clone()));
         // Counted after its ticket, so that a snapshot of `queued_callbacks`
         // can count a racing marker as a callback (one too many for a
         // moment) but never miss a callback. Release: pairs with the Acquire

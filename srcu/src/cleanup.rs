@@ -58,6 +58,10 @@ impl fmt::Display for CleanupError {
 
 impl std::error::Error for CleanupError {}
 
+/// How long a cleanup with nothing but a grace period in flight waits for
+/// it to end before it leaks the state after all.
+const FINISH_GRACE_PERIODS_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The runtime side of cleanup: check, then free or warn and leak.
 /// Returns `CleanupError` bits (0: freed).
 ///
@@ -69,7 +73,12 @@ pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
     };
     let readers = st.readers_inside();
     let pending = st.cbs.pending() as usize;
-    let in_flight = st.gp_in_flight();
+    let mut in_flight = st.gp_in_flight();
+    if readers == 0 && pending == 0 && in_flight && !crate::runtime::serving_domain(st) {
+        // A grace period someone gave up waiting for: finish it here
+        // rather than leak the state (`DomainState::finish_grace_periods`).
+        in_flight = !st.finish_grace_periods(FINISH_GRACE_PERIODS_WITHIN);
+    }
     if readers == 0 && (pending > 0 || in_flight) && crate::runtime::serving_domain(st) {
         // From inside one of its own callbacks (the last `Arc<Srcu>`
         // dropped by it): its remaining callbacks, this one among them,

@@ -601,7 +601,8 @@ impl Srcu {
 
     /// Like [`Srcu::barrier`], giving up after `timeout`: true if every
     /// callback queued before the call has run. A timed-out barrier leaves
-    /// nothing that blocks (its marker is reclaimed when it runs).
+    /// nothing that blocks (its marker is reclaimed when it runs; repeated
+    /// timed-out barriers with no `call_srcu` in between share one marker).
     ///
     /// ```
     /// use std::time::Duration;

@@ -32,7 +32,11 @@ pub struct SrcuStats {
     /// Possible CPUs (slots) of the domain; 0 while not attached.
     pub possible_cpus: u64,
     /// Bytes of runtime state the domain holds (per-CPU counters, callback
-    /// intake, bookkeeping); 0 while not attached.
+    /// intake, the cached blocks of closure slots, bookkeeping); 0 while not
+    /// attached. Not counted: the invoker's buffers that put a pass's
+    /// callbacks in order, 32 bytes a callback, which follow the size of
+    /// recent passes (a buffer is shrunk back once it is more than four
+    /// times what a pass needs, and never below 4,096 callbacks).
     pub runtime_bytes: u64,
     /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
     /// and the chunks allocated so far (slots exist only for chunks of CPUs

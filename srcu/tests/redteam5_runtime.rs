@@ -678,7 +678,6 @@ fn synchronize_timeout_of_zero_one_ns_and_max_is_false_while_a_reader_is_inside_
 /// once the reader left, nothing may still use the domain, so dropping it
 /// must free its state (not leak it with a warning).
 #[test]
-#[ignore = "finding: a domain dropped right after its reader left, following a timed-out synchronize, leaks its state (grace period in flight)"]
 fn a_domain_dropped_after_a_timed_out_synchronize_and_its_reader_leaving_is_freed() {
     let cap = usrcu::diagnostics::Capture::start();
     let mut leaked = 0;
@@ -838,7 +837,6 @@ fn barriers_cleanup_entry() {
 }
 
 #[test]
-#[ignore = "finding: every timed-out barrier leaves a marker queued; 100k of them behind one blocked callback hold ~7 MB and 100k pending tickets"]
 fn a_hundred_thousand_timed_out_barriers_do_not_grow_memory_while_the_callback_blocks() {
     run_entry("barriers_during_entry", "barriers during: done");
 }
@@ -858,7 +856,6 @@ fn barriers_during_entry() {
 }
 
 #[test]
-#[ignore = "finding: a domain keeps its peak ordering buffers (Ordered::held, batch) for life after a burst; stats().runtime_bytes does not count them"]
 fn a_burst_of_callbacks_leaves_no_buffers_behind_on_a_live_domain() {
     run_entry("burst_entry", "burst: done");
 }
@@ -881,7 +878,6 @@ fn burst_entry() {
 }
 
 #[test]
-#[ignore = "finding: the inventory counts timed-out barriers' markers as callbacks (DomainUse::callbacks_pending, Inventory::callbacks)"]
 fn the_inventory_counts_callbacks_not_the_markers_of_timed_out_barriers() {
     let d = Srcu::new("rt5-inventory-markers");
     let (tx, rx) = mpsc::channel::<()>();

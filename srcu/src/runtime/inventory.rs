@@ -77,8 +77,15 @@ fn owned_by(st: &DomainState, ranges: &[Range<usize>]) -> bool {
 pub fn query(ranges: &[Range<usize>]) -> Inventory {
     let mut inv = Inventory::default();
     for st in registered() {
-        let pending = st.cbs.pending() as usize;
+        let mut pending = st.cbs.pending() as usize;
         if owned_by(&st, ranges) {
+            if pending > 0 {
+                // Callbacks, not the markers of barriers (a timed-out
+                // barrier leaves one; it waits for no grace period, cookie
+                // 0, and runs no code of the ranges).
+                pending = 0;
+                st.cbs.for_each_pending(|it| pending += usize::from(it.cookie != 0));
+            }
             inv.callbacks += pending;
             // The domain struct itself may be gone (a dynamic domain dropped
             // with work pending leaks its state): ask the state only.

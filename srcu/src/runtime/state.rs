@@ -70,6 +70,29 @@ impl DomainState {
         self.gp.in_progress() || !self.gp.done(Cookie(self.gp_needed.load(Ordering::SeqCst)))
     }
 
+    /// Finish the grace periods requested or running here, as a cleanup
+    /// that found no reader inside and nothing queued: one that someone
+    /// stopped waiting for (a timed-out `synchronize_timeout`, a started
+    /// poll) is otherwise left to the driver, and the cleanup would have to
+    /// leak the state. With no reader inside and none allowed to enter (the
+    /// cleanup's contract), it ends after a few scans; `within` bounds it
+    /// anyway. True if nothing is in flight any more.
+    pub(crate) fn finish_grace_periods(&self, within: std::time::Duration) -> bool {
+        // Past every grace period requested or running: one that starts
+        // after now ends after all of them.
+        let c = self.gp.snap();
+        let c = c.max(Cookie(self.gp_needed.load(Ordering::SeqCst)));
+        let deadline = Instant::now() + within;
+        self.gp.wait_for(
+            c,
+            &self.pc,
+            self.mode,
+            crate::grace_period::Urgency::Expedited,
+            self,
+            Some(deadline),
+        ) && !self.gp_in_flight()
+    }
+
     pub(crate) fn possible_cpus(&self) -> usize {
         self.pc.nr_slots()
     }
