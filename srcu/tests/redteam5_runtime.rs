@@ -1104,7 +1104,6 @@ fn trace_poll_blocked_entry() {
 }
 
 #[test]
-#[ignore = "finding: a blocked Tasks callback holds up every tasks::synchronize in the process (HookSlot updates, normal tracepoint unregistration, every unload's Going notifier)"]
 fn a_blocked_tasks_callback_does_not_hold_up_tasks_synchronize() {
     run_entry("tasks_sync_blocked_entry", "tasks sync blocked: done");
 }

@@ -21,7 +21,6 @@ static PROBE_DATA: u64 = 0;
 fn probe(_: &u64, _: &u64) {}
 
 #[test]
-#[ignore = "finding: a blocked Tasks callback anywhere in the process holds up every normal tracepoint's unregister (tasks::synchronize)"]
 fn a_normal_tracepoint_probe_unregisters_while_an_unrelated_tasks_callback_blocks() {
     if in_child() {
         // SAFETY: alarm has no preconditions; a hang dies by SIGALRM.

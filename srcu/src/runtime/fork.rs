@@ -239,7 +239,8 @@ pub(crate) enum Sleeper {
     Driver = 2,
     /// `usrcu-trace`, holding the Tasks Trace engine's `queue`.
     Trace = 3,
-    /// `usrcu-tasks`, holding the Tasks engine's `m`.
+    /// `usrcu-tasks-cb` (the Tasks callback thread), holding the Tasks
+    /// engine's `m`.
     Tasks = 4,
     /// A thread that used Tasks Trace, exiting (its record's destructor),
     /// holding the record table's lock.
@@ -324,7 +325,9 @@ fn rest_idle(who: Sleeper) -> bool {
         Sleeper::Invoker => runtime_rest_idle(driver::try_heap_empty()),
         Sleeper::Driver => runtime_rest_idle(invoke::try_queue_empty()),
         Sleeper::Trace => crate::trace::engine::gp_free(),
-        Sleeper::Tasks => crate::tasks::grace_period::DRIVER.try_lock().is_ok(),
+        Sleeper::Tasks => {
+            crate::tasks::grace_period::DRIVER.try_lock().is_ok() && crate::tasks::engine::gp_thread_asleep()
+        }
         // Not a flavor's thread: an exiting thread, whatever the flavor does.
         Sleeper::TraceExit => true,
     }

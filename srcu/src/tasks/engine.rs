@@ -1,5 +1,9 @@
 //! The host's Tasks engine: the grace-period sequence, the callers waiting
-//! on it, the callback queue, and the `usrcu-tasks` thread that drives both.
+//! on it, the callback queue, the `usrcu-tasks` thread that drives grace
+//! periods, and the `usrcu-tasks-cb` thread that runs callbacks. They are
+//! separate so that a callback that blocks holds up only the callbacks
+//! behind it, never a grace period (`synchronize`, polls, `HookSlot`
+//! updates, tracepoint unregistration).
 //!
 //! | field (under `Engine::m`) | meaning |
 //! |---|---|
@@ -28,7 +32,7 @@
 //! (`runtime::idle()`): fork while the flavor is idle (no callback queued
 //! or running, no grace period requested or running, no other thread
 //! inside a call of this flavor), which the public `tasks::idle()`
-//! reports ([`idle`]). The thread then holds no lock but `m`,
+//! reports ([`idle`]). Each of the two threads then holds no lock but `m`,
 //! which it takes once more on its way back to sleep; the runtime's fork
 //! handler (`runtime/fork.rs`) takes `m` across the fork, so the child
 //! finds it free (`tests/flavors_fork.rs`). Outside that rule the child
@@ -80,6 +84,8 @@ pub(crate) struct State {
     /// Pid whose `usrcu-tasks` thread runs (0: none; a forked child, whose
     /// pid differs, starts its own).
     thread_pid: i32,
+    /// The same for the `usrcu-tasks-cb` thread.
+    cb_thread_pid: i32,
     /// The last start of the thread failed: the callers that wait retry it
     /// (`wait`), as does the next kick; reported once per episode.
     start_failed: bool,
@@ -107,16 +113,35 @@ pub(crate) struct Engine {
     done: Condvar,
     /// The `usrcu-tasks` thread waits here.
     work: Condvar,
+    /// The `usrcu-tasks-cb` thread waits here.
+    cb_work: Condvar,
 }
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
-/// Tid of `usrcu-tasks`, 0 until it runs. Relaxed: compared with the
-/// caller's own tid only, to refuse a wait on itself.
+/// Tid of `usrcu-tasks-cb`, the thread that runs callbacks, 0 until it
+/// runs. Relaxed: compared with the caller's own tid only, to refuse a wait
+/// on itself.
 static THREAD_TID: AtomicI32 = AtomicI32::new(0);
+/// `usrcu-tasks` sleeps, waiting for a request (set and cleared under `m`).
+static GP_THREAD_ASLEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What `usrcu-tasks-cb` saw under `m` on its way to sleep: the
+/// grace-period thread asleep and no grace period requested.
+static GP_IDLE_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Is `usrcu-tasks` asleep with nothing to do? For the fork-window test
+/// hook (`runtime/fork.rs`), called by `usrcu-tasks-cb` on its way to
+/// sleep, holding `m`: then the grace-period thread cannot change the
+/// engine's state until the pause ends.
+pub(crate) fn gp_thread_asleep() -> bool {
+    // Relaxed: written by the caller's own thread.
+    GP_IDLE_SEEN.load(Ordering::Relaxed)
+}
+
 /// Stall timeout for Tasks grace periods, in ms.
 static STALL_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Is the caller this copy's `usrcu-tasks` thread (running a Tasks
+/// Is the caller this copy's `usrcu-tasks-cb` thread (running a Tasks
 /// callback)?
 pub(crate) fn on_tasks_thread() -> bool {
     // Relaxed: see `THREAD_TID`.
@@ -134,6 +159,7 @@ pub(crate) fn engine() -> &'static Engine {
         m: Mutex::new(State::default()),
         done: Condvar::new(),
         work: Condvar::new(),
+        cb_work: Condvar::new(),
     })
 }
 
@@ -185,7 +211,9 @@ impl Engine {
         st
     }
 
-    /// Make sure the `usrcu-tasks` thread runs (under the lock). A failed
+    /// Make sure the `usrcu-tasks` and `usrcu-tasks-cb` threads run (under
+    /// the lock), and wake the first (it wakes the second when a grace
+    /// period completes). A failed
     /// start is not fatal (the callers are `extern "C"` vtable functions,
     /// where a panic aborts the process): the work stays, and the start is
     /// retried by the next kick and by the callers that wait. `Some(e)`: the
@@ -196,24 +224,32 @@ impl Engine {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
         let mut failed = None;
+        let mut failed_now = None;
         if st.thread_pid != pid {
-            // No thread of this process runs (in a child of `fork`, the
-            // tid is the parent's thread's). Relaxed: see `THREAD_TID`.
-            THREAD_TID.store(0, Ordering::Relaxed);
             // Under `m`, which the new thread takes first (`runtime/spawn.rs`).
             match crate::runtime::start_thread("usrcu-tasks".into(), || engine().serve()) {
-                Ok(()) => {
-                    st.thread_pid = pid;
-                    st.start_failed = false;
-                }
-                Err(e) => failed = (!std::mem::replace(&mut st.start_failed, true)).then_some(e),
+                Ok(()) => st.thread_pid = pid,
+                Err(e) => failed_now = Some(e),
             }
+        }
+        if st.cb_thread_pid != pid {
+            // No callback thread of this process runs (in a child of `fork`,
+            // the tid is the parent's thread's). Relaxed: see `THREAD_TID`.
+            THREAD_TID.store(0, Ordering::Relaxed);
+            match crate::runtime::start_thread("usrcu-tasks-cb".into(), || engine().invoke()) {
+                Ok(()) => st.cb_thread_pid = pid,
+                Err(e) => failed_now = failed_now.or(Some(e)),
+            }
+        }
+        match failed_now {
+            None => st.start_failed = false,
+            Some(e) => failed = (!std::mem::replace(&mut st.start_failed, true)).then_some(e),
         }
         self.work.notify_one();
         failed
     }
 
-    /// Is the caller the `usrcu-tasks` thread, where a wait would wait for
+    /// Is the caller the `usrcu-tasks-cb` thread, where a wait would wait for
     /// itself? The callers refuse and return, and the API panics on the
     /// caller's side of the vtable: a panic inside an `extern "C"` vtable
     /// function cannot unwind and aborts the process.
@@ -314,11 +350,38 @@ impl Engine {
         self.lock().last
     }
 
+    /// The `usrcu-tasks` thread: run the grace periods someone asked for.
     fn serve(&self) {
+        let mut st = self.lock();
+        loop {
+            if st.requested > st.completed {
+                st.started = st.completed + 1;
+                let exclude = st.waiting.clone();
+                drop(st);
+                let stall = stall_timeout();
+                let out = lock_driver().run(&exclude, stall);
+                st = self.lock();
+                st.completed = st.started;
+                st.last = out;
+                self.done.notify_all();
+                // Callbacks may be ready now.
+                self.cb_work.notify_one();
+                continue;
+            }
+            // Relaxed: read under `m` by a pausing `usrcu-tasks-cb` (test
+            // hook, `gp_thread_asleep`); set and cleared under `m`.
+            GP_THREAD_ASLEEP.store(true, Ordering::Relaxed);
+            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            GP_THREAD_ASLEEP.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The `usrcu-tasks-cb` thread: run every callback whose grace period
+    /// completed, in queueing order.
+    fn invoke(&self) {
         THREAD_TID.store(gettid(), Ordering::Relaxed);
         let mut st = self.lock();
         loop {
-            // Run every callback whose grace period completed, in order.
             while st.queue.front().is_some_and(|c| c.cookie <= st.completed) {
                 let cb = st.queue.pop_front().expect("front checked");
                 st.running = Some((cb.f as usize, cb.arg as usize));
@@ -334,20 +397,13 @@ impl Engine {
                 st.invoked += 1;
                 self.done.notify_all();
             }
-            if st.requested > st.completed {
-                st.started = st.completed + 1;
-                let exclude = st.waiting.clone();
-                drop(st);
-                let stall = stall_timeout();
-                let out = lock_driver().run(&exclude, stall);
-                st = self.lock();
-                st.completed = st.started;
-                st.last = out;
-                self.done.notify_all();
-                continue;
-            }
+            // Relaxed: read by this thread only, in the pause below.
+            GP_IDLE_SEEN.store(
+                st.requested <= st.completed && GP_THREAD_ASLEEP.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
             crate::runtime::pause_on_way_to_sleep(crate::runtime::Sleeper::Tasks);
-            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.cb_work.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -372,6 +428,7 @@ impl Engine {
 /// parent's `usrcu-tasks` does not run here, whatever the pids say.
 pub(crate) fn forget_thread(st: &mut State) {
     st.thread_pid = 0;
+    st.cb_thread_pid = 0;
     // A callback the parent's thread was running runs in the parent only.
     st.running = None;
 }

@@ -257,8 +257,8 @@ pub fn idle() -> bool {
     engine::idle()
 }
 
-/// Host only: is the calling thread the host's `usrcu-tasks` thread, that
-/// is, is it running a Tasks callback? A wait for Tasks callbacks or grace
+/// Host only: is the calling thread the host's `usrcu-tasks-cb` thread,
+/// that is, is it running a Tasks callback? A wait for Tasks callbacks or grace
 /// periods from there would wait for itself ([`synchronize`] and
 /// [`barrier`] panic there); code that may run in a callback checks this
 /// first (the plugin loader refuses an unload from there).
