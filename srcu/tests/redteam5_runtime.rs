@@ -1080,7 +1080,6 @@ fn trace_sync_blocked_entry() {
 }
 
 #[test]
-#[ignore = "finding: a blocked Tasks Trace callback holds up every polled Tasks Trace grace period in the process"]
 fn a_blocked_tasks_trace_callback_does_not_hold_up_polled_trace_grace_periods() {
     run_entry("trace_poll_blocked_entry", "trace poll blocked: done");
 }

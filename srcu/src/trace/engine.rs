@@ -1,6 +1,8 @@
 //! The host's Tasks Trace engine: the grace-period driver, the callback
 //! thread (`usrcu-trace`, started on the first `call` or `start_poll`, the
-//! kernel's per-flavor kthread), barriers, stall warnings, and the
+//! kernel's per-flavor kthread) and the grace-period thread that serves it
+//! and polls (`usrcu-trace-gp`, so that a blocked callback holds up no
+//! polled grace period), barriers, stall warnings, and the
 //! `#[repr(C)]` [`TraceVTable`] through which a plugin's copy uses them.
 //!
 //! # Work queue
@@ -8,9 +10,9 @@
 //! One FIFO of items, each tagged with the cookie it waits for: callbacks
 //! (cookie from `snap` taken under the queue lock, so cookies never go down
 //! along the queue) and barrier markers (cookie 0: they wait only for the
-//! items ahead of them). The thread pops every ready item at the front,
-//! invokes them in order, and otherwise drives the grace period the front
-//! item (or a polled cookie) needs.
+//! items ahead of them). `usrcu-trace` pops every ready item at the front
+//! and invokes them in order; `usrcu-trace-gp` drives the grace period the
+//! front item (or a polled cookie) needs, then wakes it.
 //!
 //! # `fork`
 //!
@@ -111,6 +113,8 @@ pub(crate) struct Queue {
     /// The process whose `usrcu-trace` thread runs (0: none yet). A child of
     /// `fork` has no thread of its parent's: it starts its own.
     thread_pid: libc::pid_t,
+    /// The same for the `usrcu-trace-gp` thread.
+    gp_thread_pid: libc::pid_t,
     /// The thread is invoking a batch it took off the queue (for [`idle`]).
     busy: bool,
     /// The callbacks of that batch (head and function addresses), kept
@@ -149,7 +153,10 @@ struct Engine {
     /// Held while a grace period runs: concurrent callers batch behind it.
     gp: Mutex<()>,
     queue: Mutex<Queue>,
+    /// `usrcu-trace` (the callback thread) waits here.
     work: Condvar,
+    /// `usrcu-trace-gp` (the grace-period thread) waits here.
+    gp_work: Condvar,
     invoked: AtomicU64,
     queued: AtomicU64,
     stall_ms: AtomicU64,
@@ -163,6 +170,7 @@ fn engine() -> &'static Engine {
         gp: Mutex::new(()),
         queue: Mutex::new(Queue::default()),
         work: Condvar::new(),
+        gp_work: Condvar::new(),
         invoked: AtomicU64::new(0),
         queued: AtomicU64::new(0),
         stall_ms: AtomicU64::new(default_stall_ms()),
@@ -276,17 +284,74 @@ fn report_stall(records: &[&'static HostRecord], holdouts: &[Holdout], waited: D
 /// the lock is dropped (a logger is user code).
 fn ensure_thread(q: &mut Queue) -> Option<std::io::Error> {
     let pid = this_pid();
-    if q.thread_pid == pid {
+    if q.thread_pid == pid && q.gp_thread_pid == pid {
         return None;
     }
-    // Under `queue`, which the new thread takes first (`runtime/spawn.rs`).
-    match crate::runtime::start_thread("usrcu-trace".into(), callback_thread) {
-        Ok(()) => {
-            q.thread_pid = pid;
+    let mut failed = None;
+    // Under `queue`, which the new threads take first (`runtime/spawn.rs`).
+    if q.thread_pid != pid {
+        match crate::runtime::start_thread("usrcu-trace".into(), callback_thread) {
+            Ok(()) => q.thread_pid = pid,
+            Err(e) => failed = Some(e),
+        }
+    }
+    if q.gp_thread_pid != pid {
+        match crate::runtime::start_thread("usrcu-trace-gp".into(), gp_thread) {
+            Ok(()) => q.gp_thread_pid = pid,
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    match failed {
+        None => {
             q.start_failed = false;
             None
         }
-        Err(e) => (!std::mem::replace(&mut q.start_failed, true)).then_some(e),
+        Some(e) => (!std::mem::replace(&mut q.start_failed, true)).then_some(e),
+    }
+}
+
+/// What the grace period the queue or a poll needs, if one is not done:
+/// the front item's cookie, else the polled one.
+fn needed(e: &Engine, q: &Queue) -> Option<u64> {
+    match q.items.front().map(|(c, _)| *c) {
+        Some(c) if !e.seq.done(c) => Some(c),
+        Some(_) => None,
+        None => (!e.seq.done(q.poll_target)).then_some(q.poll_target),
+    }
+}
+
+/// `usrcu-trace-gp` is asleep with nothing to drive (set and cleared under
+/// `queue`).
+static GP_THREAD_ASLEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What `usrcu-trace` saw under `queue` on its way to sleep: the
+/// grace-period thread asleep and nothing to drive.
+static GP_IDLE_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `usrcu-trace-gp`: drive the grace periods the queue's front item or a
+/// poll needs, then wake the callback thread. Separate from the callback
+/// thread, so that a callback that blocks holds up only the callbacks
+/// behind it, not polled grace periods.
+fn gp_thread() {
+    let e = engine();
+    loop {
+        let mut q = lock(&e.queue);
+        let c = loop {
+            if let Some(c) = needed(e, &q) {
+                break c;
+            }
+            // Relaxed: read under `queue` (`GP_IDLE_SEEN`).
+            GP_THREAD_ASLEEP.store(true, Ordering::Relaxed);
+            q = e.gp_work.wait(q).unwrap_or_else(|p| p.into_inner());
+            GP_THREAD_ASLEEP.store(false, Ordering::Relaxed);
+        };
+        drop(q);
+        drive(c);
+        // Through `queue`: the callback thread checks the sequence under it
+        // and waits releasing it, so this wake-up cannot fall between the
+        // two.
+        drop(lock(&e.queue));
+        e.work.notify_one();
     }
 }
 
@@ -308,24 +373,21 @@ fn callback_thread() {
         let mut q = lock(&e.queue);
         q.busy = false;
         q.running.clear();
-        let need = loop {
-            let front = q.items.front().map(|(c, _)| *c);
-            match front {
-                Some(c) if e.seq.done(c) => break None,
-                Some(c) => break Some(c),
-                None if !e.seq.done(q.poll_target) => break Some(q.poll_target),
-                None => {
-                    crate::runtime::pause_on_way_to_sleep(crate::runtime::Sleeper::Trace);
-                    q = e.work.wait(q).unwrap_or_else(|p| p.into_inner());
-                }
+        loop {
+            if q.items.front().is_some_and(|(c, _)| e.seq.done(*c)) {
+                break;
             }
-        };
-        match need {
-            Some(c) => {
-                drop(q);
-                drive(c);
+            if needed(e, &q).is_some() {
+                e.gp_work.notify_one();
+            } else {
+                // Relaxed: written and read by this thread, under `queue`.
+                GP_IDLE_SEEN.store(GP_THREAD_ASLEEP.load(Ordering::Relaxed), Ordering::Relaxed);
+                crate::runtime::pause_on_way_to_sleep(crate::runtime::Sleeper::Trace);
             }
-            None => {
+            q = e.work.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        {
+            {
                 let mut ready = Vec::new();
                 while let Some((c, _)) = q.items.front() {
                     if !e.seq.done(*c) {
@@ -382,7 +444,7 @@ unsafe extern "C" fn rt_call(head: *mut CallbackHead, func: unsafe extern "C" fn
     e.queued.fetch_add(1, Ordering::Relaxed);
     let failed = ensure_thread(&mut q);
     drop(q);
-    e.work.notify_one();
+    e.gp_work.notify_one();
     report_start_failure(failed);
 }
 
@@ -476,7 +538,7 @@ unsafe extern "C" fn rt_get_state(start: u32) -> u64 {
         }
         let failed = ensure_thread(&mut q);
         drop(q);
-        e.work.notify_one();
+        e.gp_work.notify_one();
         report_start_failure(failed);
     }
     c
@@ -524,6 +586,7 @@ pub(crate) fn idle() -> bool {
 /// `usrcu-trace` does not run here, whatever the pids say.
 pub(crate) fn forget_thread(q: &mut Queue) {
     q.thread_pid = 0;
+    q.gp_thread_pid = 0;
     // A batch the parent's thread was running runs in the parent only.
     q.busy = false;
     q.running.clear();
@@ -537,7 +600,10 @@ pub(crate) fn lock_queue_for_fork() -> Option<MutexGuard<'static, Queue>> {
     E.get().map(|e| lock(&e.queue))
 }
 
-/// Is `gp` free right now (for the test pause, `runtime/fork.rs`)?
+/// Is `gp` free right now, and did `usrcu-trace` see `usrcu-trace-gp`
+/// asleep with nothing to drive on its way to sleep (for the test pause,
+/// `runtime/fork.rs`, which `usrcu-trace` runs holding `queue`)?
 pub(crate) fn gp_free() -> bool {
-    E.get().is_none_or(|e| e.gp.try_lock().is_ok())
+    // Relaxed: written by the caller's own thread.
+    E.get().is_none_or(|e| e.gp.try_lock().is_ok()) && GP_IDLE_SEEN.load(Ordering::Relaxed)
 }
