@@ -675,6 +675,9 @@ impl Srcu {
     /// cleanup succeeds: the domain lets go of its state at once, its
     /// remaining callbacks (the running one among them) still run, and the
     /// runtime frees the state after them, without a missed-barrier warning.
+    /// If the domain is used again meanwhile, its fresh state keeps the
+    /// order: a `barrier` also waits for the callbacks left behind, and
+    /// callbacks queued on the fresh state run after them.
     ///
     /// # Safety
     /// No other thread may use this domain concurrently with this call: not

@@ -557,7 +557,6 @@ static B_RAN_BEFORE_A2: AtomicUsize = AtomicUsize::new(0); // 0 unknown, 1 yes, 
 static GO: AtomicBool = AtomicBool::new(false);
 
 #[test]
-#[ignore = "finding: a domain cleaned up from its own callback and used again runs the new callbacks before older ones (grace-period and real-time order)"]
 fn callbacks_queued_before_a_cleanup_in_a_callback_run_before_those_queued_after_it() {
     // a1 waits for `GO`, cleans the domain up from inside its own callback
     // (allowed: no reader inside, no other thread uses the domain), then
@@ -602,12 +601,15 @@ static CLEANED2: AtomicBool = AtomicBool::new(false);
 static RELEASE2: AtomicBool = AtomicBool::new(false);
 
 #[test]
-#[ignore = "finding: after a cleanup from a callback, barrier() on the domain returns before the callbacks queued before the cleanup ran"]
 fn barrier_after_a_cleanup_in_a_callback_waits_for_the_callbacks_queued_before_it() {
     // a1 cleans the domain up from inside its own callback, then stays
     // inside until released; a2, queued before, runs behind it on the
     // orphaned state. The test thread calls `barrier` after the cleanup
-    // returned (no concurrent use): a2 was queued before that call.
+    // returned (no concurrent use): a2 was queued before that call, so the
+    // barrier waits for it. A releaser lets a1 go once the barrier was
+    // issued (its count on the fresh state), so a barrier that returned at
+    // once is caught with a2 not run (seen failing before `rt_barrier`
+    // waited for the orphaned state).
     REATTACH2.call_srcu(|| {
         wait_until("GO2", || GO2.load(Ordering::SeqCst));
         // SAFETY: no reader is inside; the test thread only waits on atomics.
@@ -618,9 +620,17 @@ fn barrier_after_a_cleanup_in_a_callback_waits_for_the_callbacks_queued_before_i
     REATTACH2.call_srcu(|| A2B_RAN.store(true, Ordering::SeqCst));
     GO2.store(true, Ordering::SeqCst);
     wait_until("the cleanup in the callback", || CLEANED2.load(Ordering::SeqCst));
+    let before = REATTACH2.stats().barriers_issued;
+    let releaser = thread::spawn(move || {
+        wait_until("the barrier to be issued", || {
+            REATTACH2.stats().barriers_issued > before
+        });
+        RELEASE2.store(true, Ordering::SeqCst);
+    });
     REATTACH2.barrier();
     let a2_ran_at_barrier = A2B_RAN.load(Ordering::SeqCst);
     RELEASE2.store(true, Ordering::SeqCst);
+    releaser.join().unwrap();
     wait_until("a2 ran", || A2B_RAN.load(Ordering::SeqCst));
     assert!(
         a2_ran_at_barrier,

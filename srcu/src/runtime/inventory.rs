@@ -183,7 +183,7 @@ impl Deferred {
 /// queue on a domain already walked and return before its own domain is
 /// walked. So the snapshot *holds* the SRCU invokers: none starts a
 /// callback while it walks (each checks before every callback; see
-/// [`hold_point`]). Before the walk it notes, in every domain, the one
+/// `hold_point` in `runtime/inventory.rs`). Before the walk it notes, in every domain, the one
 /// callback that may be running or about to run; only those can finish
 /// (and so have hopped) during the walk, and each that lies in the ranges
 /// counts. Every other callback stays where the walk finds it. `stable`

@@ -188,6 +188,13 @@ fn invoker() {
 
 /// Run what is ready; true if a ticket gap stopped the pass.
 fn pass(st: &DomainState) -> bool {
+    // Callbacks left on a state this domain orphaned (a cleanup from one of
+    // its own callbacks, `state::orphan_state`) run before any queued on the
+    // state that replaced it: wait, as at a ticket gap, until they have.
+    // SeqCst: see `state::release_orphan_if_idle`.
+    if !st.orphan.load(Ordering::SeqCst) && !super::state::orphans_of(st.srcu).is_empty() {
+        return true;
+    }
     SERVING.with(|c| c.set(st));
     let mut ran = 0;
     let mut gap = false;

@@ -260,10 +260,33 @@ fn raise_seq_floor(st: &DomainState) {
 pub(crate) unsafe fn orphan_state(p: *mut DomainState) {
     // SAFETY: the caller hands over a live state.
     let st = unsafe { &*p };
+    // Relaxed: a hint that lets `orphans_of` skip the registry walk; an
+    // orphan is seen through the registry's lock.
+    ORPHANS.fetch_add(1, Ordering::Relaxed);
     raise_seq_floor(st);
     // SeqCst: read by the driver's `release_orphan_if_idle` after the
     // pass that runs this callback ends (its `schedule_at` follows).
     st.orphan.store(true, Ordering::SeqCst);
+}
+
+/// States orphaned by a cleanup from their own callback and not released
+/// yet (a hint: see `orphans_of`).
+static ORPHANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The orphaned states of the domain at address `srcu` with callbacks
+/// still pending. Cheap while there is no orphan at all.
+pub(crate) fn orphans_of(srcu: usize) -> Vec<Arc<DomainState>> {
+    // Relaxed: an orphaning that happened before the caller's `barrier`
+    // began, the only kind it must cover, is visible through that
+    // happens-before; a racing one may be missed, as a racing `call_srcu`
+    // may.
+    if ORPHANS.load(Ordering::Relaxed) == 0 {
+        return Vec::new();
+    }
+    registered()
+        .into_iter()
+        .filter(|o| o.srcu == srcu && o.orphan.load(Ordering::SeqCst) && o.cbs.pending() > 0)
+        .collect()
 }
 
 /// The driver found `st` idle: release it if it is an orphan
@@ -276,6 +299,8 @@ pub(crate) fn release_orphan_if_idle(st: &Arc<DomainState>) {
         && !st.gp_in_flight()
         && st.orphan.swap(false, Ordering::SeqCst)
     {
+        // Relaxed: see `ORPHANS`.
+        ORPHANS.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the reference `orphan_state` was handed, released once
         // (the swap above).
         unsafe { release_state(Arc::as_ptr(st) as *mut DomainState) };

@@ -257,13 +257,33 @@ unsafe extern "C" fn rt_barrier(s: *const Srcu, timeout_ns: u64) -> u32 {
         return BARRIER_REFUSED;
     }
     Counters::add(&st.stats.barriers_issued, 1);
+    let end = deadline(timeout_ns);
+    // Callbacks queued before a cleanup from one of this domain's own
+    // callbacks stay on the state it left (`state::orphan_state`) until they
+    // have run: wait for them first, as for callbacks queued here. Not from
+    // one of those callbacks, which would wait for itself.
+    for o in state::orphans_of(st.srcu) {
+        if invoke::serving(&o) {
+            continue;
+        }
+        if let Some(b) = o.cbs.barrier_begin(crate::percpu::current_cpu()) {
+            driver::schedule_at(o.clone(), Instant::now());
+            if wait_barrier(&o, b, end) == BARRIER_TIMED_OUT {
+                return BARRIER_TIMED_OUT;
+            }
+        }
+    }
     let Some(b) = st.cbs.barrier_begin(crate::percpu::current_cpu()) else {
         return BARRIER_DONE;
     };
     // Someone waits: no batching delay for the grace periods the callbacks
     // before the marker need.
     driver::schedule_at(st.arc(), Instant::now());
-    let end = deadline(timeout_ns);
+    wait_barrier(st, b, end)
+}
+
+/// Wait for `b`, a barrier of `st`, until `end`.
+fn wait_barrier(st: &DomainState, b: crate::callbacks::Barrier, end: Option<Instant>) -> u32 {
     loop {
         // While the driver could not be started (`spawn.rs`), nothing else
         // may retry the start (no producer kicks): wake every
