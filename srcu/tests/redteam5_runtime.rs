@@ -1112,6 +1112,51 @@ fn trace_poll_blocked_entry() {
     println!("trace poll blocked: done");
 }
 
+/// The same with a callback whose grace period is complete waiting, ready,
+/// behind the blocked one: the grace-period thread must not take the ready
+/// front of the queue for "nothing to drive" and leave the poll behind it.
+#[test]
+fn a_polled_trace_grace_period_completes_while_a_ready_callback_waits_behind_a_blocked_one() {
+    run_entry("trace_poll_behind_entry", "trace poll behind: done");
+}
+
+#[test]
+fn trace_poll_behind_entry() {
+    if !in_child(20) {
+        return;
+    }
+    let (tx, rx) = mpsc::channel::<()>();
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let started = started.clone();
+        usrcu::trace::call(move || {
+            started.store(true, Ordering::SeqCst);
+            let _ = rx.recv_timeout(HANG);
+        });
+    }
+    wait_until("the blocking callback started", || started.load(Ordering::SeqCst));
+    let behind = Arc::new(AtomicBool::new(false));
+    {
+        let behind = behind.clone();
+        usrcu::trace::call(move || behind.store(true, Ordering::SeqCst));
+    }
+    // Its grace period is complete after this: it waits, ready, in front of
+    // the queue, behind the callback that blocks.
+    usrcu::trace::synchronize();
+    let c = usrcu::trace::start_poll();
+    wait_until("the polled grace period (a hang here dies by the alarm)", || {
+        usrcu::trace::poll_state(c)
+    });
+    assert!(
+        !behind.load(Ordering::SeqCst),
+        "ran behind a callback that still blocks"
+    );
+    tx.send(()).unwrap();
+    usrcu::trace::barrier();
+    assert!(behind.load(Ordering::SeqCst));
+    println!("trace poll behind: done");
+}
+
 #[test]
 fn a_blocked_tasks_callback_does_not_hold_up_tasks_synchronize() {
     run_entry("tasks_sync_blocked_entry", "tasks sync blocked: done");

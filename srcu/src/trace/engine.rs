@@ -310,14 +310,15 @@ fn ensure_thread(q: &mut Queue) -> Option<std::io::Error> {
     }
 }
 
-/// What the grace period the queue or a poll needs, if one is not done:
-/// the front item's cookie, else the polled one.
+/// The grace period the queue and the polls need, if one is not done: the
+/// larger of the newest queued callback's cookie (cookies never go down
+/// along the queue; markers, 0, wait for none) and the polled one. Not only
+/// the front's: a callback ready at the front may wait behind one that
+/// blocks, and a poll must not wait with it.
 fn needed(e: &Engine, q: &Queue) -> Option<u64> {
-    match q.items.front().map(|(c, _)| *c) {
-        Some(c) if !e.seq.done(c) => Some(c),
-        Some(_) => None,
-        None => (!e.seq.done(q.poll_target)).then_some(q.poll_target),
-    }
+    let queued = q.items.iter().rev().map(|(c, _)| *c).find(|c| *c != 0).unwrap_or(0);
+    let c = queued.max(q.poll_target);
+    (!e.seq.done(c)).then_some(c)
 }
 
 /// `usrcu-trace-gp` is asleep with nothing to drive (set and cleared under
