@@ -15,6 +15,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "common/bounded.rs"]
+mod bounded;
+use bounded::wait_until;
 use usrcu::runtime::inventory;
 use usrcu::{CallbackHead, Srcu};
 
@@ -56,14 +59,6 @@ unsafe extern "C" fn hop(h: *mut CallbackHead) {
     // SAFETY: the head is ours again (its callback is running) and stays
     // valid until `hop` is called with it.
     unsafe { next.call_srcu_raw(h, hop) };
-}
-
-fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < give_up, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -110,7 +105,7 @@ fn a_chain_hopping_between_domains_is_never_missed_while_other_callbacks_finish(
     }));
     // SAFETY: a fresh node; `hop` takes it back at the end.
     unsafe { X.call_srcu_raw(first as *mut CallbackHead, hop) };
-    wait_for("the chain to hop", || HOPS.load(Ordering::Relaxed) > 10);
+    wait_until("the chain to hop", || HOPS.load(Ordering::Relaxed) > 10);
 
     let (mut idle, mut unstable) = (0u32, 0u32);
     const SNAPSHOTS: u32 = 5_000;
@@ -124,7 +119,7 @@ fn a_chain_hopping_between_domains_is_never_missed_while_other_callbacks_finish(
     }
     let hops = HOPS.load(Ordering::Relaxed);
     STOP.store(true, Ordering::Release);
-    wait_for("the chain to end", || ENDED.load(Ordering::Acquire));
+    wait_until("the chain to end", || ENDED.load(Ordering::Acquire));
     noise_stop.store(true, Ordering::Relaxed);
     let noise_callbacks = noise.join().unwrap();
     println!("{SNAPSHOTS} snapshots: {idle} idle, {unstable} unstable; {hops} hops, {noise_callbacks} noise callbacks");
