@@ -244,7 +244,12 @@ pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
     if wait {
         timed_out = !tasks::start_poll().wait_timeout(timeout);
         if !timed_out {
-            timed_out = !tasks::barrier_timeout(timeout.saturating_sub(t0.elapsed()));
+            // The object's Tasks callbacks, not every one (a host callback
+            // that blocks must not keep the object's hook).
+            let deadline = t0
+                .checked_add(timeout)
+                .unwrap_or(t0 + Duration::from_secs(100 * 365 * 24 * 3600));
+            timed_out = !crate::proofs::wait_flavor_callbacks_gone(&m.mapping.segments, deadline);
         }
     }
     report.hook_slots = HookSlotsReport {
@@ -299,7 +304,7 @@ fn again(m: &Module, timeout: Duration, report: &mut UnloadReport) {
         .checked_add(timeout)
         .unwrap_or(t0 + Duration::from_secs(100 * 365 * 24 * 3600));
     let (cleared, done) = clear_again(&m.mapping.segments, deadline, report);
-    if cleared > 0 && done && !tasks::barrier_timeout(deadline.saturating_duration_since(Instant::now())) {
+    if cleared > 0 && done && !crate::proofs::wait_flavor_callbacks_gone(&m.mapping.segments, deadline) {
         report.hook_slots.timed_out = true;
     }
     report.hook_slots.elapsed += t0.elapsed();

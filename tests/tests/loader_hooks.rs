@@ -178,3 +178,47 @@ fn a_plugins_copy_of_usrcu_uses_the_hosts_tasks_engine_and_records() {
     drop((queue, qs));
     assert!(loader.unload(h).unwrap().unmapped);
 }
+
+/// A host Tasks callback that blocks, unrelated to the plugin, does not
+/// keep the plugin's hook: the unload empties the slot, waits for a Tasks
+/// grace period (run by `usrcu-tasks`, not behind the callback on
+/// `usrcu-tasks-cb`) and unmaps. Before Tasks callbacks got a thread of
+/// their own, the grace period waited behind the callback; and while the
+/// unload waited for a Tasks barrier (every callback, not the object's),
+/// it ended as a Zombie (`HooksBusy`) after its whole timeout (seen
+/// failing). Nothing releases the host callback before the unload returns.
+#[test]
+fn a_plugins_hook_unloads_while_an_unrelated_host_tasks_callback_blocks() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let started = std::sync::Arc::new(AtomicBool::new(false));
+    {
+        let started = started.clone();
+        tasks::call(move || {
+            started.store(true, SeqCst);
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(120));
+        });
+    }
+    while !started.load(SeqCst) {
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let loader = ModuleLoader::new();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let h = unsafe { loader.load(fixture_path("hook")) }.unwrap();
+    // SAFETY: as in `cycles`.
+    unsafe { loader.install_hook(h, &HOOK, "fx_hook_add") }.unwrap();
+    assert_eq!(HOOK.call(1), Some(2));
+    let t0 = std::time::Instant::now();
+    let r = loader.unload(h).unwrap();
+    let took = t0.elapsed();
+    println!("unload with a blocked host Tasks callback: {took:?}, {r:?}");
+    assert!(r.unmapped, "not unmapped: {r:?}");
+    assert_eq!(r.hook_slots.cleared, 1, "{:?}", r.hook_slots);
+    assert!(
+        r.hook_slots.waited_grace_period && !r.hook_slots.timed_out,
+        "{:?}",
+        r.hook_slots
+    );
+    assert!(!HOOK.is_set());
+    tx.send(()).unwrap();
+    tasks::barrier();
+}

@@ -81,8 +81,9 @@ impl Proof for Callbacks {
         // callback test, seen aborting in `ChunkTable::get_or_alloc`).
         // Test switch `cleanup-barriers` (tests only).
         if !test_switch::skipped("cleanup-barriers") {
-            usrcu::trace::barrier_timeout(cx.time_left());
-            usrcu::tasks::barrier_timeout(cx.time_left());
+            let ranges: Vec<std::ops::Range<usize>> =
+                cx.objects.iter().flat_map(|o| o.segments.iter().cloned()).collect();
+            super::wait_flavor_callbacks_gone(&ranges, cx.deadline);
         }
         let listed = cx.module.domains.len();
         for (i, dp) in cx.module.domains.iter().chain(&unlisted).enumerate() {

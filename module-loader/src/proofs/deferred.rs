@@ -16,8 +16,10 @@
 //!
 //! 1. hook slots pointing into the object are emptied again, and a Tasks
 //!    grace period waited for if one was (`hook_slots::clear_again`);
-//! 2. a bounded barrier of Tasks Trace and of Tasks, then a bounded drain of
-//!    the SRCU callbacks whose code, head or domain lies in the object
+//! 2. a bounded wait until no Tasks Trace or Tasks callback of the object
+//!    is queued or running (not a barrier of each flavor, which would wait
+//!    for a host callback that blocks), then a bounded drain of the SRCU
+//!    callbacks whose code, head or domain lies in the object
 //!    (`usrcu::runtime::inventory::drain`);
 //! 3. one snapshot of all three flavors (`inventory::deferred`): callbacks
 //!    queued or running whose function or argument lies in the object,
@@ -67,10 +69,10 @@ impl Proof for Deferred {
             if !hooks_done {
                 return Err(ZombieCause::HooksBusy);
             }
-            // Bounded: a barrier that times out leaves its marker behind,
-            // and the snapshot below says what is still there.
-            usrcu::trace::barrier_timeout(cx.time_left());
-            usrcu::tasks::barrier_timeout(cx.time_left());
+            // Bounded, and only the object's: a host callback that blocks
+            // does not hold the unload up; the snapshot below says what is
+            // still there.
+            super::wait_flavor_callbacks_gone(&ranges, cx.deadline);
             let _ = rt::drain(&ranges, cx.time_left());
             let snap = rt::deferred(&ranges);
             // After the snapshot: plugin code that this round's drains ran

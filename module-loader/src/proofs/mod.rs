@@ -143,3 +143,25 @@ pub(crate) mod test_switch {
         .any(|s| s == name)
     }
 }
+
+/// Wait until no Tasks Trace or Tasks callback whose function or argument
+/// lies in `ranges` is queued or running (one snapshot of both flavors,
+/// `usrcu::runtime::inventory::deferred`), or until `deadline`; true if
+/// none is. Unlike a barrier of each flavor, it does not wait for other
+/// callbacks: a host callback that blocks, unrelated to the object, holds
+/// up no unload (`tests/tests/loader_hooks.rs`).
+pub(crate) fn wait_flavor_callbacks_gone(ranges: &[std::ops::Range<usize>], deadline: Instant) -> bool {
+    let mut nap = std::time::Duration::from_micros(20);
+    loop {
+        let d = usrcu::runtime::inventory::deferred(ranges);
+        if d.trace_callbacks == 0 && d.tasks_callbacks == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(std::time::Duration::from_millis(2));
+    }
+}
