@@ -145,16 +145,15 @@ pub(crate) mod test_switch {
 }
 
 /// Wait until no Tasks Trace or Tasks callback whose function or argument
-/// lies in `ranges` is queued or running (one snapshot of both flavors,
-/// `usrcu::runtime::inventory::deferred`), or until `deadline`; true if
-/// none is. Unlike a barrier of each flavor, it does not wait for other
+/// lies in `ranges` is queued or running (one look at both flavors under
+/// their engines' locks, `usrcu::runtime::inventory::flavor_callbacks_in`,
+/// which scans no SRCU domain), or until `deadline`; true if none is. Unlike a barrier of each flavor, it does not wait for other
 /// callbacks: a host callback that blocks, unrelated to the object, holds
 /// up no unload (`tests/tests/loader_hooks.rs`).
 pub(crate) fn wait_flavor_callbacks_gone(ranges: &[std::ops::Range<usize>], deadline: Instant) -> bool {
     let mut nap = std::time::Duration::from_micros(20);
     loop {
-        let d = usrcu::runtime::inventory::deferred(ranges);
-        if d.trace_callbacks == 0 && d.tasks_callbacks == 0 {
+        if usrcu::runtime::inventory::flavor_callbacks_in(ranges) == (0, 0) {
             return true;
         }
         let now = Instant::now();

@@ -217,6 +217,21 @@ pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
     }
 }
 
+/// Host only: the Tasks Trace and Tasks callbacks queued or running whose
+/// function or argument lies in `ranges`, as `(trace, tasks)`: the flavors'
+/// part of [`deferred`], under both engines' locks, without the SRCU walk
+/// (which reads every domain of the ranges' per-CPU counters).
+pub fn flavor_callbacks_in(ranges: &[Range<usize>]) -> (usize, usize) {
+    // In the fork handler's order, as `deferred`.
+    let trace = crate::trace::engine::lock_queue_if_exists();
+    let tasks = crate::tasks::engine::lock_if_exists();
+    let hit = |a: usize| inside(ranges, a);
+    (
+        trace.as_ref().map_or(0, |q| q.count_in(&hit)),
+        tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
+    )
+}
+
 /// Snapshots holding the SRCU invokers now (`deferred`).
 static HOLDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
