@@ -594,6 +594,33 @@ fn callbacks_queued_before_a_cleanup_in_a_callback_run_before_those_queued_after
     );
 }
 
+static REATTACH3: Srcu = Srcu::new_static("rt5-reattach-barrier-inside");
+/// 0: not yet; 1: the barrier returned true; 2: it returned false.
+static INSIDE_BARRIER: AtomicUsize = AtomicUsize::new(0);
+
+/// A barrier from inside the callback that cleaned the domain up does not
+/// wait for the orphaned state it is itself running on (it would wait for
+/// itself): it covers the fresh state and returns. Seen failing (the
+/// bounded barrier timed out) with `rt_barrier`'s skip of the orphan this
+/// thread serves removed.
+#[test]
+fn a_barrier_from_the_callback_that_cleaned_up_does_not_wait_for_itself() {
+    REATTACH3.call_srcu(|| {
+        // SAFETY: no reader is inside; the test thread only waits on atomics.
+        unsafe { REATTACH3.cleanup() }.unwrap();
+        let ok = REATTACH3.barrier_timeout(Duration::from_secs(5));
+        INSIDE_BARRIER.store(if ok { 1 } else { 2 }, Ordering::SeqCst);
+    });
+    wait_until("the barrier inside the callback", || {
+        INSIDE_BARRIER.load(Ordering::SeqCst) != 0
+    });
+    assert_eq!(
+        INSIDE_BARRIER.load(Ordering::SeqCst),
+        1,
+        "the barrier waited for its own callback"
+    );
+}
+
 static REATTACH2: Srcu = Srcu::new_static("rt5-reattach-barrier");
 static A2B_RAN: AtomicBool = AtomicBool::new(false);
 static GO2: AtomicBool = AtomicBool::new(false);
