@@ -8,12 +8,12 @@
 //! into (its `TRACEPOINTS` slice). The range is the unloading object's
 //! `PT_LOAD` segments, read by `dl_iterate_phdr` when it was loaded
 //! ([`ObjectMapping`]). Each flavor that had such probes gets its grace
-//! period and barrier: Tasks RCU (`usrcu::tasks`) for normal tracepoints,
-//! Tasks Trace (`usrcu::trace`) for faultable ones. Then a `barrier` of
-//! both flavors drains callbacks the plugin's copy queued on them (the
-//! deferred frees of probe arrays it replaced, for example with
-//! `unregister_deferred`, run its code); a barrier with nothing queued
-//! returns at once.
+//! period: Tasks RCU (`usrcu::tasks`) for normal tracepoints, Tasks Trace
+//! (`usrcu::trace`) for faultable ones. Then the callbacks of both flavors
+//! whose code or argument lies in the object are waited for (the deferred
+//! frees of probe arrays the plugin's copy replaced, for example with
+//! `unregister_deferred`, run its code), and only those: an unrelated
+//! callback that blocks does not hold the unload up.
 
 use std::time::Duration;
 
@@ -21,12 +21,13 @@ use crate::address_space::ObjectMapping;
 use usrcu_registry::tracepoint::{remove_probes_in_within, RemovedProbe};
 
 /// Detach the object's probes, wait (within `timeout`) for their grace
-/// periods and for every Tasks and Tasks Trace callback queued so far;
+/// periods and for the Tasks and Tasks Trace callbacks that run the
+/// object's code;
 /// returns the probes removed and whether the waits completed. `retry`: an
 /// earlier unload of this module detached probes whose grace period it did
 /// not see complete, so both flavors' are waited for again.
 ///
-/// The barriers here are the probe notifier's own (deferred frees of probe
+/// The wait here is the probe notifier's own (deferred frees of probe
 /// arrays); the deferred-work proof (`proofs/deferred.rs`) drains whatever
 /// the object still has queued in any flavor before it is closed, whether
 /// or not probes are removed.

@@ -28,7 +28,8 @@
 //!   [`ProbeHandle::unregister_deferred`] does not wait.
 //! * **Unload**: [`remove_probes_in`] removes every probe of this object's
 //!   tracepoints whose code or data lies in an address range, and waits for
-//!   the grace periods and the deferred frees. The plugin loader runs it for
+//!   the grace periods and the deferred frees that run the object's code
+//!   (not for unrelated callbacks). The plugin loader runs it for
 //!   each unloading object (its built-in `Going` notifier), so a plugin that
 //!   forgets its probes loses nothing and crashes nothing.
 //!
@@ -133,15 +134,6 @@ impl Flavor {
                     nap = (nap * 2).min(std::time::Duration::from_millis(5));
                 }
             }
-        }
-    }
-
-    /// `barrier` of this flavor, given up at `deadline`; true if it completed.
-    fn barrier_until(self, deadline: std::time::Instant) -> bool {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match self {
-            Flavor::Tasks => usrcu::tasks::barrier_timeout(left),
-            Flavor::TasksTrace => usrcu::trace::barrier_timeout(left),
         }
     }
 
@@ -601,8 +593,8 @@ pub fn tracepoints() -> impl ExactSizeIterator<Item = &'static dyn TracepointOps
 /// Detach every probe of this object's tracepoints whose function or data
 /// address satisfies `inside` (an unloading object's address range), wait
 /// for a grace period of each flavor that had such probes (no thread is
-/// inside them any more), and for the deferred frees of the replaced arrays.
-/// Returns the probes removed.
+/// inside them any more), and for the deferred frees of replaced arrays
+/// whose code lies in the object. Returns the probes removed.
 pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
     // `Duration::MAX`: the waits have no limit, so they complete.
     remove_probes_in_within(inside, std::time::Duration::MAX, false).0
@@ -611,7 +603,10 @@ pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
 /// [`remove_probes_in`] with its waits bounded by `timeout`: the probes are
 /// detached at once; the grace period of each flavor that had such probes
 /// (and of every flavor in `also_wait`, for probes an earlier, timed-out
-/// call detached) and its barrier are waited for until the deadline.
+/// call detached), then the deferred frees of probe arrays whose code lies
+/// in the object (queued by its own `register` and `unregister` calls), are
+/// waited for until the deadline; other callbacks of the flavors are not
+/// (one that blocks, unrelated to the object, does not hold it up).
 /// Returns the probes removed and whether every wait completed; while one
 /// has not, a thread may still be inside a removed probe, so its code must
 /// stay mapped.
@@ -635,10 +630,37 @@ pub fn remove_probes_in_within(
     let mut complete = true;
     for f in Flavor::ALL {
         if used[f as usize] {
-            complete &= f.synchronize_until(deadline) && f.barrier_until(deadline);
+            complete &= f.synchronize_until(deadline);
         }
     }
+    if used.contains(&true) {
+        complete &= deferred_frees_gone(inside, deadline);
+    }
     (removed, complete)
+}
+
+/// Wait, until `deadline`, for every Tasks and Tasks Trace callback whose
+/// code or argument satisfies `inside` to have run: the deferred frees of
+/// probe arrays that the object's own copy of this crate replaced (its
+/// `register` queues them, with its own code). Only those: a barrier would
+/// also wait for every unrelated callback of the process, and one that
+/// blocks (a host's, say) would keep the object mapped for nothing. The
+/// arrays that [`remove_probes_in_within`] itself replaced are freed by
+/// this copy's code and touch nothing of the object (a probe's function
+/// and data are only pointers).
+fn deferred_frees_gone(inside: &dyn Fn(usize) -> bool, deadline: std::time::Instant) -> bool {
+    let mut nap = std::time::Duration::from_micros(20);
+    loop {
+        if usrcu::runtime::inventory::flavor_callbacks_where(inside) == (0, 0) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(std::time::Duration::from_millis(2));
+    }
 }
 
 /// A fingerprint of a tracepoint's argument type `A`: its name as the

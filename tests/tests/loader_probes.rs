@@ -231,3 +231,51 @@ fn without_the_probe_notifier_and_the_deferred_proof_a_tasks_callback_queued_by_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Host callbacks of both flavors that block, unrelated to the plugin, do
+/// not keep the plugin's probes from being removed and the object from
+/// being unmapped: the probe notifier waits for the flavors' grace periods
+/// and for the callbacks that run the object's code, not for a barrier of
+/// every callback. While it waited for barriers, this unload was a Zombie
+/// (`ProbesInUse`) after its whole timeout (seen failing). Nothing releases
+/// the host callbacks before the unload returns.
+#[test]
+fn a_plugins_probes_unload_while_unrelated_host_callbacks_of_both_flavors_block() {
+    use std::sync::mpsc::channel;
+    use usrcu_registry::usrcu::{tasks, trace};
+    let (tasks_tx, tasks_rx) = channel::<()>();
+    let (trace_tx, trace_rx) = channel::<()>();
+    let started = Arc::new(AtomicU64::new(0));
+    {
+        let started = started.clone();
+        tasks::call(move || {
+            started.fetch_add(1, Ordering::SeqCst);
+            let _ = tasks_rx.recv_timeout(std::time::Duration::from_secs(120));
+        });
+    }
+    {
+        let started = started.clone();
+        trace::call(move || {
+            started.fetch_add(1, Ordering::SeqCst);
+            let _ = trace_rx.recv_timeout(std::time::Duration::from_secs(120));
+        });
+    }
+    while started.load(Ordering::SeqCst) < 2 {
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let config = LoaderConfig {
+        unload_timeout: std::time::Duration::from_secs(5),
+        ..LoaderConfig::default()
+    };
+    let report = forgetful_plugin_unloads(config);
+    println!("unload with blocked host callbacks: {report}");
+    assert!(report.unmapped, "{report}");
+    let mut names: Vec<&str> = report.probes_removed.iter().map(|p| p.tracepoint).collect();
+    names.sort();
+    assert_eq!(names, ["host.faultable", "host.normal"], "{:?}", report.probes_removed);
+    assert!(!HOST_FAULTABLE.enabled() && !HOST_NORMAL.enabled());
+    tasks_tx.send(()).unwrap();
+    trace_tx.send(()).unwrap();
+    tasks::barrier();
+    trace::barrier();
+}

@@ -222,13 +222,20 @@ pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
 /// part of [`deferred`], under both engines' locks, without the SRCU walk
 /// (which reads every domain of the ranges' per-CPU counters).
 pub fn flavor_callbacks_in(ranges: &[Range<usize>]) -> (usize, usize) {
+    flavor_callbacks_where(&|a| inside(ranges, a))
+}
+
+/// Host only: [`flavor_callbacks_in`] for the addresses `inside` accepts
+/// (an unloading object's mapping, as the tracepoint registry describes
+/// it): the Tasks Trace and Tasks callbacks queued or running whose
+/// function or argument satisfies `inside`, as `(trace, tasks)`.
+pub fn flavor_callbacks_where(inside: &dyn Fn(usize) -> bool) -> (usize, usize) {
     // In the fork handler's order, as `deferred`.
     let trace = crate::trace::engine::lock_queue_if_exists();
     let tasks = crate::tasks::engine::lock_if_exists();
-    let hit = |a: usize| inside(ranges, a);
     (
-        trace.as_ref().map_or(0, |q| q.count_in(&hit)),
-        tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
+        trace.as_ref().map_or(0, |q| q.count_in(inside)),
+        tasks.as_ref().map_or(0, |s| s.count_in(inside)),
     )
 }
 
