@@ -35,8 +35,10 @@ pub struct SrcuStats {
     /// intake, the cached blocks of closure slots, bookkeeping); 0 while not
     /// attached. Not counted: the invoker's buffers that put a pass's
     /// callbacks in order, 32 bytes a callback, which follow the size of
-    /// recent passes (a buffer is shrunk back once it is more than four
-    /// times what a pass needs, and never below 4,096 callbacks).
+    /// recent passes (shrunk back to about what a pass needs, never below
+    /// 4,096 callbacks, once three passes in a row have left nothing
+    /// queued, that is once a stream of callbacks has stopped; `cleanup`
+    /// frees them).
     pub runtime_bytes: u64,
     /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
     /// and the chunks allocated so far (slots exist only for chunks of CPUs
