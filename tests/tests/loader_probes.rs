@@ -85,8 +85,14 @@ fn forgetful_plugin_unloads(config: LoaderConfig) -> usrcu_module_loader::Unload
     report
 }
 
+/// One at a time: the tests that call `forgetful_plugin_unloads` in this
+/// process share `HOST_FAULTABLE` and `HOST_NORMAL` (`cargo test` runs
+/// tests on threads of one process).
+static FORGETFUL_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_plugin_that_forgets_its_probes_is_unloaded_cleanly_with_the_probes_listed() {
+    let _serial = FORGETFUL_SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let report = forgetful_plugin_unloads(LoaderConfig::default());
     assert!(report.unmapped, "{report}");
     let mut names: Vec<&str> = report.probes_removed.iter().map(|p| p.tracepoint).collect();
@@ -241,6 +247,7 @@ fn without_the_probe_notifier_and_the_deferred_proof_a_tasks_callback_queued_by_
 /// the host callbacks before the unload returns.
 #[test]
 fn a_plugins_probes_unload_while_unrelated_host_callbacks_of_both_flavors_block() {
+    let _serial = FORGETFUL_SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     use std::sync::mpsc::channel;
     use usrcu_registry::usrcu::{tasks, trace};
     let (tasks_tx, tasks_rx) = channel::<()>();
