@@ -102,8 +102,14 @@ fn wait_for_with_duration_max_returns_a_warning_that_arrives_later() {
     let h = thread::spawn(|| {
         thread::sleep(Duration::from_millis(20));
         let d = Srcu::new("rtd-max-wait");
-        d.call_srcu(|| {});
+        // Pending for sure at the drop (a callback with nothing to wait for
+        // may have run already if this thread was preempted in between).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        d.call_srcu(move || {
+            let _ = rx.recv_timeout(Duration::from_secs(60));
+        });
         drop(d);
+        tx.send(()).unwrap();
     });
     let w = bounded::finishes("wait_for(MAX)", move || {
         cap.wait_for("rtd-max-wait", WarningKind::MissedBarrier, Duration::MAX)

@@ -624,9 +624,15 @@ fn odd_names_work_and_are_reported_verbatim() {
     for name in ["", "with\0nul", "ünïcödé ☃", long.as_str()] {
         let d = Srcu::new(name);
         assert_eq!(d.name(), name);
-        d.call_srcu(|| {});
+        // Pending for sure at the drop (a callback with nothing to wait for
+        // may have run already if this thread was preempted in between).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        d.call_srcu(move || {
+            let _ = rx.recv_timeout(Duration::from_secs(60));
+        });
         // Dropped with a callback pending: warns under its name.
         drop(d);
+        tx.send(()).unwrap();
     }
     assert!(!cap.find("ünïcödé ☃", WarningKind::MissedBarrier).is_empty());
     assert!(!cap.find(&long, WarningKind::MissedBarrier).is_empty());
