@@ -140,20 +140,38 @@ pub(crate) struct Ordered {
     tmp: Vec<Item>,
     /// Passes in a row that left nothing queued ([`SHRINK_AFTER`]).
     calm: u32,
+    /// The most callbacks one pass's buffers, and `held`, needed in the
+    /// current window of [`SHRINK_WINDOW`], and when it began.
+    window_need: usize,
+    window_held: usize,
+    window_start: Option<std::time::Instant>,
+    /// Unit tests shorten [`SHRINK_WINDOW`].
+    #[cfg(test)]
+    window_len: Option<std::time::Duration>,
 }
 
-/// Calm passes in a row (each took every callback queued, leaving nothing
-/// behind) after which buffers more than four times what the last pass
-/// needed are shrunk. Not at the first small pass: pass sizes swing within
-/// a steady stream (one pass takes what a grace period let through, the
-/// next a handful), and shrinking then made the large passes allocate their
-/// buffers again and again, fresh pages the kernel faults in and zeroes
-/// (100,000 to 258,000 page faults in a run of `call_srcu_throughput`'s
-/// boxed bench, 11,000 to 14,000 without shrinking). Within a stream a pass
-/// leaves the callbacks queued after its grace period began, so calm passes
-/// in a row mean the stream has stopped: a burst followed by calm gives its
-/// memory back after a few passes.
+/// When the invoker's buffers are shrunk back to about what passes need
+/// (never below 4,096 callbacks): not at the first pass that needs less
+/// than a quarter of them, as pass sizes swing within a steady stream (one
+/// pass takes what a grace period let through, the next a handful), and
+/// shrinking then made the large passes allocate their buffers again and
+/// again, fresh pages the kernel faults in and zeroes (100,000 to 258,000
+/// page faults in a run of `call_srcu_throughput`'s boxed bench, 11,000 to
+/// 14,000 without shrinking). They are shrunk
+/// - after `SHRINK_AFTER` calm passes in a row (each took every callback
+///   queued: the stream has stopped), to what the last pass needed; and
+/// - at the end of every [`SHRINK_WINDOW`] of passes in which no pass
+///   needed a quarter of them, to the window's largest need (a burst
+///   followed by a lighter stream that never stops gives the burst's
+///   memory back within about a window).
 const SHRINK_AFTER: u32 = 3;
+
+/// The window of the second rule of [`SHRINK_AFTER`]: a steady stream
+/// reallocates its buffers at most once per window. A window counted in
+/// passes was tried: 64 passes still let the boxed bench's occasional large
+/// passes (a grace period that took longer) reallocate, 121,000 and
+/// 229,000 page faults in two runs.
+const SHRINK_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The callback queue of one domain.
 #[derive(Debug)]
@@ -409,11 +427,33 @@ impl Callbacks {
         // and a steady stream must not reallocate them pass after pass
         // (`SHRINK_AFTER`).
         let o = &mut *o;
-        let keep = batch.len().max(o.merged.len()).max(4096);
-        let held_keep = o.held.len().max(4096);
+        let need = batch.len().max(o.merged.len());
         let calm = o.held.is_empty() && o.next_run >= self.tickets();
         o.calm = if calm { o.calm.saturating_add(1) } else { 0 };
-        if o.calm >= SHRINK_AFTER {
+        o.window_need = o.window_need.max(need);
+        o.window_held = o.window_held.max(o.held.len());
+        let now = std::time::Instant::now();
+        let start = *o.window_start.get_or_insert(now);
+        #[cfg(test)]
+        let window_len = o.window_len.unwrap_or(SHRINK_WINDOW);
+        #[cfg(not(test))]
+        let window_len = SHRINK_WINDOW;
+        let window_ended = now.saturating_duration_since(start) >= window_len;
+        let shrink_to = if o.calm >= SHRINK_AFTER {
+            Some((need, o.held.len()))
+        } else if window_ended {
+            Some((o.window_need, o.window_held))
+        } else {
+            None
+        };
+        if window_ended {
+            o.window_need = 0;
+            o.window_held = 0;
+            o.window_start = Some(now);
+        }
+        if let Some((need, held_need)) = shrink_to {
+            let keep = need.max(4096);
+            let held_keep = held_need.max(4096);
             if batch.capacity() > 4 * keep {
                 batch.shrink_to(keep);
             }
@@ -754,6 +794,56 @@ mod tests {
         order_by_ticket(&items, &mut out);
         assert_eq!(tickets(&out), vec![3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15]);
         assert!(out.iter().all(|i| i.cookie == i.ticket * 2 && !i.head.is_null()));
+    }
+
+    unsafe extern "C" fn noop(_: *mut CallbackHead) {}
+
+    /// Queue `n` heads with cookie `c` (the heads stay in `keep`, boxed:
+    /// a queued head must not move when `keep` grows).
+    #[allow(clippy::vec_box)]
+    fn queue(q: &Callbacks, keep: &mut Vec<Box<CallbackHead>>, n: usize, c: u64) {
+        for _ in 0..n {
+            let mut h = Box::new(CallbackHead::new());
+            // SAFETY: the head stays allocated in `keep` until the test ends,
+            // after every callback ran.
+            unsafe { q.enqueue(0, &mut *h, noop, || Cookie(c)) };
+            keep.push(h);
+        }
+    }
+
+    /// A burst, then a stream that never pauses (every pass leaves the
+    /// callbacks of the next grace period queued, so no pass is calm): the
+    /// burst's buffers are given back at the end of a window
+    /// (`SHRINK_WINDOW`, shortened to zero here). Seen failing with the
+    /// window rule switched off (only the calm rule left).
+    #[test]
+    fn a_stream_that_never_pauses_gives_a_bursts_buffers_back_at_a_window_end() {
+        const BURST: usize = 100_000;
+        let q = Callbacks::new(1);
+        let invoked = crate::sync::AtomicU64::new(0);
+        let mut keep = Vec::new();
+        queue(&q, &mut keep, BURST, 2);
+        queue(&q, &mut keep, 10, 4);
+        assert_eq!(q.take_ready(Cookie(2)).ready, BURST);
+        q.run_batch(&invoked);
+        let cap = |q: &Callbacks| {
+            let o = lock(&q.ordered);
+            o.batch.capacity().max(o.fresh.capacity()).max(o.merged.capacity())
+        };
+        assert!(cap(&q) >= BURST, "{}", cap(&q));
+        lock(&q.ordered).window_len = Some(std::time::Duration::ZERO);
+        for c in (4..40).step_by(2) {
+            queue(&q, &mut keep, 10, c + 2);
+            let t = q.take_ready(Cookie(c));
+            assert_eq!((t.ready, t.waiting_for), (10, Some(Cookie(c + 2))));
+            q.run_batch(&invoked);
+        }
+        assert!(cap(&q) < BURST / 4, "buffers of {} callbacks kept", cap(&q));
+        let t = q.take_ready(Cookie(40));
+        assert_eq!(t.ready, 10);
+        q.run_batch(&invoked);
+        assert_eq!(q.pending(), 0);
+        drop(keep);
     }
 
     #[test]
