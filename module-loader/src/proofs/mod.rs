@@ -144,16 +144,26 @@ pub(crate) mod test_switch {
     }
 }
 
-/// Wait until no Tasks Trace or Tasks callback whose function or argument
-/// lies in `ranges` is queued or running (one look at both flavors under
-/// their engines' locks, `usrcu::runtime::inventory::flavor_callbacks_in`,
-/// which scans no SRCU domain), or until `deadline`; true if none is. Unlike a barrier of each flavor, it does not wait for other
-/// callbacks: a host callback that blocks, unrelated to the object, holds
-/// up no unload (`tests/tests/loader_hooks.rs`).
+/// Wait until every Tasks Trace and Tasks callback whose function or
+/// argument lies in `ranges`, queued or running now, has run (a barrier of
+/// each flavor restricted to the object's callbacks:
+/// `usrcu::runtime::inventory::flavor_callbacks_mark`, a look at both
+/// flavors under their engines' locks that scans no SRCU domain), or until
+/// `deadline`; true if they have. Unlike a barrier of each flavor, it does
+/// not wait for unrelated callbacks queued after the object's: a host
+/// callback that blocks holds up no unload (`tests/tests/loader_hooks.rs`).
+/// Unlike waiting until none of the object's is left, it does not wait for
+/// the object's callbacks queued after the call: an unloading plugin whose
+/// probes still fire and queue work would keep that count above zero
+/// (`tests/tests/redteam6_unload.rs`, hot reload, seen as a Zombie each
+/// time); the deferred-work proof's last snapshot catches those before the
+/// object is closed.
 pub(crate) fn wait_flavor_callbacks_gone(ranges: &[std::ops::Range<usize>], deadline: Instant) -> bool {
+    let inside = |a: usize| ranges.iter().any(|r| r.contains(&a));
+    let mark = usrcu::runtime::inventory::flavor_callbacks_mark(&inside);
     let mut nap = std::time::Duration::from_micros(20);
     loop {
-        if usrcu::runtime::inventory::flavor_callbacks_in(ranges) == (0, 0) {
+        if usrcu::runtime::inventory::flavor_mark_passed(&mark) {
             return true;
         }
         let now = Instant::now();

@@ -239,6 +239,49 @@ pub fn flavor_callbacks_where(inside: &dyn Fn(usize) -> bool) -> (usize, usize) 
     )
 }
 
+/// Where the Tasks Trace and Tasks callbacks of an address range stood when
+/// [`flavor_callbacks_mark`] was taken: the queueing number of the newest
+/// one queued or running in each flavor (`None`: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlavorMark {
+    /// Tasks Trace.
+    pub trace: Option<u64>,
+    /// Tasks.
+    pub tasks: Option<u64>,
+}
+
+/// Host only: mark the Tasks Trace and Tasks callbacks queued or running
+/// now whose function or argument `inside` accepts, for
+/// [`flavor_mark_passed`]: a barrier of each flavor restricted to the
+/// callbacks of an address range. Waiting for the mark waits for those
+/// callbacks, and so for every callback queued before them (each flavor
+/// runs its callbacks in queueing order on one thread), but neither for
+/// unrelated callbacks queued after them, nor for the range's callbacks
+/// queued after the mark (work that keeps coming while, say, an unloading
+/// plugin's probes still fire: waiting for none of them to be left could
+/// wait forever, as waiting for a count of zero did).
+pub fn flavor_callbacks_mark(inside: &dyn Fn(usize) -> bool) -> FlavorMark {
+    // In the fork handler's order, as `deferred`.
+    let trace = crate::trace::engine::lock_queue_if_exists();
+    let tasks = crate::tasks::engine::lock_if_exists();
+    FlavorMark {
+        trace: trace.as_ref().and_then(|q| q.newest_in(inside)),
+        tasks: tasks.as_ref().and_then(|s| s.newest_in(inside)),
+    }
+}
+
+/// Host only: have the callbacks of `mark` ([`flavor_callbacks_mark`]) all
+/// run and returned?
+pub fn flavor_mark_passed(mark: &FlavorMark) -> bool {
+    let trace_done = mark
+        .trace
+        .is_none_or(|n| crate::trace::engine::lock_queue_if_exists().is_none_or(|q| q.ran_past(n)));
+    let tasks_done = mark
+        .tasks
+        .is_none_or(|n| crate::tasks::engine::lock_if_exists().is_none_or(|s| s.ran_past(n)));
+    trace_done && tasks_done
+}
+
 /// Snapshots holding the SRCU invokers now (`deferred`).
 static HOLDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 

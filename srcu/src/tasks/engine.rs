@@ -105,6 +105,36 @@ impl State {
         self.queue.iter().filter(|c| hit(c.f as usize, c.arg as usize)).count()
             + self.running.is_some_and(|(f, a)| hit(f, a)) as usize
     }
+
+    /// The queueing number (0 for the first callback ever queued) of the
+    /// newest callback queued or running whose function or argument
+    /// `inside` accepts, if any: it has run once [`State::ran_past`] says so.
+    /// Callbacks run one at a time in queueing order, and `invoked` counts
+    /// those that returned, so the one running is number `invoked`.
+    pub(crate) fn newest_in(&self, inside: &dyn Fn(usize) -> bool) -> Option<u64> {
+        let hit = |f: usize, a: usize| inside(f) || inside(a);
+        let mut newest = None;
+        let mut n = self.invoked;
+        if let Some((f, a)) = self.running {
+            if hit(f, a) {
+                newest = Some(n);
+            }
+            n += 1;
+        }
+        for c in &self.queue {
+            if hit(c.f as usize, c.arg as usize) {
+                newest = Some(n);
+            }
+            n += 1;
+        }
+        newest
+    }
+
+    /// Has callback number `n` (as [`State::newest_in`] numbers them) run
+    /// and returned? (`invoked` is counted under the lock held here.)
+    pub(crate) fn ran_past(&self, n: u64) -> bool {
+        self.invoked > n
+    }
 }
 
 pub(crate) struct Engine {

@@ -122,6 +122,10 @@ pub(crate) struct Queue {
     /// [`Queue::count_in`] under `queue` sees every callback queued or
     /// running.
     running: Vec<(usize, usize)>,
+    /// Callbacks (not markers) that had run when the batch in `running` was
+    /// taken: the first of `running` is callback number `batch_base` in
+    /// queueing order (callbacks run in that order, one thread).
+    batch_base: u64,
     /// The last start of the thread failed: it is retried at the next call,
     /// barrier or poll (and by a waiting barrier), and reported once per
     /// episode.
@@ -139,6 +143,38 @@ impl Queue {
             .filter(|(_, i)| matches!(i, Item::Call(h, f) if hit(*h as usize, *f as usize)))
             .count();
         queued + self.running.iter().filter(|&&(h, f)| hit(h, f)).count()
+    }
+
+    /// The queueing number (0 for the first callback ever queued) of the
+    /// newest callback queued or running whose head or function `inside`
+    /// accepts, if any: it has run once [`Queue::ran_past`] says so.
+    pub(crate) fn newest_in(&self, inside: &dyn Fn(usize) -> bool) -> Option<u64> {
+        let hit = |h: usize, f: usize| inside(h) || inside(f);
+        let mut newest = None;
+        let mut n = self.batch_base;
+        for &(h, f) in &self.running {
+            if hit(h, f) {
+                newest = Some(n);
+            }
+            n += 1;
+        }
+        for (_, i) in &self.items {
+            if let Item::Call(h, f) = i {
+                if hit(*h as usize, *f as usize) {
+                    newest = Some(n);
+                }
+                n += 1;
+            }
+        }
+        newest
+    }
+
+    /// Has callback number `n` (as [`Queue::newest_in`] numbers them) run
+    /// and returned?
+    pub(crate) fn ran_past(&self, n: u64) -> bool {
+        // Acquire: pairs with the Release count after each callback
+        // returns (`callback_thread`): what it did happened before.
+        engine().invoked.load(Ordering::Acquire) > n
     }
 }
 
@@ -404,6 +440,9 @@ fn callback_thread() {
                 });
                 q.running.clear();
                 q.running.extend(running);
+                // Acquire: pairs with this thread's own Release counts (the
+                // batches before are done).
+                q.batch_base = e.invoked.load(Ordering::Acquire);
                 drop(q);
                 for item in ready {
                     match item {
@@ -414,8 +453,9 @@ fn callback_thread() {
                             // No rseq descriptor of a plugin's read sections
                             // left behind (`reader/rseq.rs`).
                             crate::reader::rseq::clear_descriptor();
-                            // Relaxed: a statistic.
-                            e.invoked.fetch_add(1, Ordering::Relaxed);
+                            // Release: the callback returned before it
+                            // counts (`Queue::ran_past`); also a statistic.
+                            e.invoked.fetch_add(1, Ordering::Release);
                         }
                         Item::Marker(m) => {
                             *lock(&m.ran) = true;
