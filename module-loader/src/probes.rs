@@ -10,10 +10,14 @@
 //! ([`ObjectMapping`]). Each flavor that had such probes gets its grace
 //! period: Tasks RCU (`usrcu::tasks`) for normal tracepoints, Tasks Trace
 //! (`usrcu::trace`) for faultable ones. Then the callbacks of both flavors
-//! whose code or argument lies in the object are waited for (the deferred
-//! frees of probe arrays the plugin's copy replaced, for example with
-//! `unregister_deferred`, run its code), and only those: an unrelated
-//! callback that blocks does not hold the unload up.
+//! whose code or argument lies in the object are waited for (work its
+//! probes queued as they fired), and only those: an unrelated callback that
+//! blocks does not hold the unload up. The frees of probe arrays the
+//! plugin's copy replaced run the host's code (`Tracepoint::replace`).
+//!
+//! A probe counts as the object's if its function, its data, or its
+//! trampoline lies in it: a plugin that attaches a host function with host
+//! data still leaves its own copy of the registry's trampoline behind.
 
 use std::time::Duration;
 
@@ -27,8 +31,7 @@ use usrcu_registry::tracepoint::{remove_probes_in_within, RemovedProbe};
 /// earlier unload of this module detached probes whose grace period it did
 /// not see complete, so both flavors' are waited for again.
 ///
-/// The wait here is the probe notifier's own (deferred frees of probe
-/// arrays); the deferred-work proof (`proofs/deferred.rs`) drains whatever
+/// The wait here is the probe notifier's own; the deferred-work proof (`proofs/deferred.rs`) drains whatever
 /// the object still has queued in any flavor before it is closed, whether
 /// or not probes are removed.
 pub(crate) fn going(mapping: &ObjectMapping, timeout: Duration, retry: bool) -> (Vec<RemovedProbe>, bool) {

@@ -22,14 +22,19 @@
 //!   normal tracepoint ([`TracepointError::MayBlockOnNormal`]), and so is a
 //!   probe past [`MAX_NORMAL_PROBES`] ([`TracepointError::TooManyProbes`]).
 //! * **Updates** replace the probe array copy-on-update; the old array is
-//!   freed after a grace period of the flavor (deferred with `call`).
+//!   freed after a grace period of the flavor (deferred with `call`). The
+//!   arrays are allocated, published and freed by the code of the object
+//!   that defined the tracepoint, whichever copy of this crate updates them
+//!   (a plugin's, attaching to a host tracepoint): a plugin's `register`
+//!   or `unregister` leaves no callback of its own code behind.
 //!   [`ProbeHandle::unregister`] waits for the grace period, so the probe's
 //!   code and data are unused when it returns;
 //!   [`ProbeHandle::unregister_deferred`] does not wait.
 //! * **Unload**: [`remove_probes_in`] removes every probe of this object's
-//!   tracepoints whose code or data lies in an address range, and waits for
-//!   the grace periods and the deferred frees that run the object's code
-//!   (not for unrelated callbacks). The plugin loader runs it for
+//!   tracepoints whose code (its function, or the trampoline of the copy of
+//!   this crate that attached it) or data lies in an address range, and
+//!   waits for the grace periods and for the flavors' callbacks that run the
+//!   object's code (not for unrelated callbacks). The plugin loader runs it for
 //!   each unloading object (its built-in `Going` notifier), so a plugin that
 //!   forgets its probes loses nothing and crashes nothing.
 //!
@@ -257,6 +262,16 @@ pub struct Tracepoint<A: 'static> {
     probes: AtomicPtr<Vec<Probe<A>>>,
     update: Mutex<()>,
     next_id: AtomicU64,
+    /// [`replace_probes`] as instantiated in the object that defined the
+    /// tracepoint (the value is fixed in the static's initializer, compiled
+    /// there): every copy of this crate that updates the probes (a plugin's,
+    /// attaching to a host tracepoint) publishes the new array and frees the
+    /// old one through it. So the arrays are allocated and freed by the
+    /// defining object's allocator alone, and the deferred free of a
+    /// replaced array runs the defining object's code, never a plugin's:
+    /// unloading a plugin waits for none of them (a free queued behind an
+    /// unrelated callback that blocks would otherwise hold the unload up).
+    replace: unsafe fn(&Tracepoint<A>, *const Probe<A>, usize),
 }
 
 // SAFETY: the probe array is immutable once published and freed only after
@@ -286,6 +301,7 @@ impl<A: 'static> Tracepoint<A> {
             probes: AtomicPtr::new(std::ptr::null_mut()),
             update: Mutex::new(()),
             next_id: AtomicU64::new(1),
+            replace: replace_probes::<A>,
         }
     }
 
@@ -384,7 +400,8 @@ impl<A: 'static> Tracepoint<A> {
     /// must also not fault on non-resident memory (a fault that waits for
     /// I/O is a voluntary switch, which ends the thread's part of a grace
     /// period while it is still inside), so a plugin's probe code must be
-    /// resident. A probe that breaks this is not unsound from safe code
+    /// resident (the plugin loader locks a plugin's mappings at load). A
+    /// probe that breaks this is not unsound from safe code
     /// (see `fire_tasks`), but it may run after `unregister` returned.
     ///
     /// A probe that panics does not unwind into the firing thread: the panic
@@ -450,19 +467,11 @@ impl<A: 'static> Tracepoint<A> {
     }
 
     /// Publish `v` (update lock held) and free the old array after a grace
-    /// period.
+    /// period, through the defining object's code (`replace`).
     fn publish(&self, v: Vec<Probe<A>>) {
-        let new = if v.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            Box::into_raw(Box::new(v))
-        };
-        // Release: pairs with the Acquire load in `fire_probes`.
-        let old = self.probes.swap(new, Ordering::Release);
-        if !old.is_null() {
-            let old = OldArray(old);
-            Flavor::of(self.kind).call(move || drop(old));
-        }
+        // SAFETY: the update lock is held; `v` is a live slice of probes
+        // for the call (copied, not kept).
+        unsafe { (self.replace)(self, v.as_ptr(), v.len()) }
     }
 
     /// Remove probes matching `pred` (update lock taken); returns them. The
@@ -480,6 +489,29 @@ impl<A: 'static> Tracepoint<A> {
     pub fn probe_count(&self) -> usize {
         let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
         self.current().len()
+    }
+}
+
+/// Publish a copy of the `len` probes at `probes` as `tp`'s array and free
+/// the array it replaces after a grace period of its flavor. Always called
+/// through `Tracepoint::replace`, that is as instantiated in the object
+/// that defined `tp`.
+///
+/// # Safety
+/// `tp`'s update lock is held; `probes` points to `len` live probes for the
+/// call.
+unsafe fn replace_probes<A: 'static>(tp: &Tracepoint<A>, probes: *const Probe<A>, len: usize) {
+    let new = if len == 0 {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: the caller lends `len` probes (plain copies).
+        Box::into_raw(Box::new(unsafe { std::slice::from_raw_parts(probes, len) }.to_vec()))
+    };
+    // Release: pairs with the Acquire load in `fire_probes`.
+    let old = tp.probes.swap(new, Ordering::Release);
+    if !old.is_null() {
+        let old = OldArray(old);
+        Flavor::of(tp.kind).call(move || drop(old));
     }
 }
 
@@ -568,7 +600,10 @@ impl<A: 'static> TracepointOps for Tracepoint<A> {
     }
 
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
-        self.remove_where(|p| inside(p.func as usize) || inside(p.data as usize))
+        // `call` too: the trampoline is instantiated in the copy of this
+        // crate that attached the probe, so a plugin attaching a host
+        // function with host data still leaves its own code in the array.
+        self.remove_where(|p| inside(p.call as usize) || inside(p.func as usize) || inside(p.data as usize))
             .into_iter()
             .map(|p| RemovedProbe {
                 tracepoint: self.name,
@@ -590,11 +625,12 @@ pub fn tracepoints() -> impl ExactSizeIterator<Item = &'static dyn TracepointOps
     TRACEPOINTS.iter().copied()
 }
 
-/// Detach every probe of this object's tracepoints whose function or data
-/// address satisfies `inside` (an unloading object's address range), wait
-/// for a grace period of each flavor that had such probes (no thread is
-/// inside them any more), and for the deferred frees of replaced arrays
-/// whose code lies in the object. Returns the probes removed.
+/// Detach every probe of this object's tracepoints whose function, data,
+/// or trampoline (instantiated in the copy of this crate that attached it)
+/// satisfies `inside` (an unloading object's address range), wait for a
+/// grace period of each flavor that had such probes (no thread is inside
+/// them any more), and for the Tasks and Tasks Trace callbacks whose code
+/// or argument lies in the object. Returns the probes removed.
 pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
     // `Duration::MAX`: the waits have no limit, so they complete.
     remove_probes_in_within(inside, std::time::Duration::MAX, false).0
@@ -603,10 +639,11 @@ pub fn remove_probes_in(inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
 /// [`remove_probes_in`] with its waits bounded by `timeout`: the probes are
 /// detached at once; the grace period of each flavor that had such probes
 /// (and of every flavor in `also_wait`, for probes an earlier, timed-out
-/// call detached), then the deferred frees of probe arrays whose code lies
-/// in the object (queued by its own `register` and `unregister` calls), are
-/// waited for until the deadline; other callbacks of the flavors are not
-/// (one that blocks, unrelated to the object, does not hold it up).
+/// call detached), then the Tasks and Tasks Trace callbacks whose code or
+/// argument lies in the object, are waited for until the deadline; other
+/// callbacks of the flavors are not (one that blocks, unrelated to the
+/// object, does not hold it up), nor are the frees of replaced probe
+/// arrays, which run the defining object's code (`Tracepoint::replace`).
 /// Returns the probes removed and whether every wait completed; while one
 /// has not, a thread may still be inside a removed probe, so its code must
 /// stay mapped.
@@ -640,18 +677,20 @@ pub fn remove_probes_in_within(
 }
 
 /// Wait, until `deadline`, for every Tasks and Tasks Trace callback whose
-/// code or argument satisfies `inside` to have run: the deferred frees of
-/// probe arrays that the object's own copy of this crate replaced (its
-/// `register` queues them, with its own code). Only those: a barrier would
-/// also wait for every unrelated callback of the process, and one that
-/// blocks (a host's, say) would keep the object mapped for nothing. The
-/// arrays that [`remove_probes_in_within`] itself replaced are freed by
-/// this copy's code and touch nothing of the object (a probe's function
-/// and data are only pointers).
+/// code or argument satisfies `inside`, queued or running now, to have run
+/// (work the object's probes queued as they fired, say). Only those: a barrier would also wait
+/// for every unrelated callback of the process, and one that blocks (a
+/// host's, say) would keep the object mapped for nothing. The frees of
+/// replaced probe arrays run the defining object's code and touch nothing
+/// of the unloading one (a probe's function and data are only pointers).
 fn deferred_frees_gone(inside: &dyn Fn(usize) -> bool, deadline: std::time::Instant) -> bool {
+    // Those queued or running now (and so every callback queued before
+    // them), not those the object's code queues from now on: work that
+    // keeps coming would keep a count of them above zero.
+    let mark = usrcu::runtime::inventory::flavor_callbacks_mark(inside);
     let mut nap = std::time::Duration::from_micros(20);
     loop {
-        if usrcu::runtime::inventory::flavor_callbacks_where(inside) == (0, 0) {
+        if usrcu::runtime::inventory::flavor_mark_passed(&mark) {
             return true;
         }
         let now = std::time::Instant::now();

@@ -99,7 +99,23 @@ static INSTALLED: AtomicPtr<RuntimeVTable> = AtomicPtr::new(std::ptr::null_mut()
 
 /// This copy's own runtime vtable: what a host hands to its plugins.
 pub fn host_vtable() -> &'static RuntimeVTable {
+    // The loader asks for it before it loads a plugin: see `prime`.
+    prime();
     &HOST_VTABLE
+}
+
+/// Detect now, outside any read side, what this copy of the crate would
+/// otherwise detect on first use: the rseq offset, which takes `dlsym`
+/// (glibc's loader lock, held by a concurrent `dlopen` or `dlclose`) and
+/// the environment's lock. A thread that blocked on them inside a Tasks
+/// read side (a probe's trampoline clears the rseq descriptor after the
+/// probe, `usrcu::clear_rseq_descriptor`) counts as quiescent while it
+/// waits; a plugin being unloaded was then unmapped under it, and it died
+/// of SIGSEGV returning into the plugin's copy of this crate
+/// (`tests/tests/redteam6_unload.rs`, hot reload under fire, 4 runs in 80
+/// under load before this).
+fn prime() {
+    let _ = crate::reader::rseq::offset();
 }
 
 /// The runtime this copy of the crate uses: the installed one, else its own.
@@ -145,6 +161,9 @@ pub unsafe fn install(vt: *const RuntimeVTable) -> Result<(), InstallError> {
     if size as usize != std::mem::size_of::<RuntimeVTable>() {
         return Err(InstallError::Size(size, std::mem::size_of::<RuntimeVTable>() as u32));
     }
+    // Before the plugin's code can run anywhere (its `init` comes later):
+    // see `prime`.
+    prime();
     // Release: pairs with the Acquire in `current`.
     INSTALLED.store(vt as *mut RuntimeVTable, Ordering::Release);
     Ok(())
