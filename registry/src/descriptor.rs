@@ -14,7 +14,10 @@ pub const MODULE_MAGIC: u64 = u64::from_le_bytes(*b"USRCUMOD");
 ///
 /// 2: appended `reader_protocol_version`, `panic_abort` and
 /// `field_fingerprints`.
-pub const MODULE_ABI_VERSION: u32 = 2;
+/// 3: a `Tracepoint` (which a host hands to its plugins) carries its
+/// defining object's `replace` function; a plugin built before it would
+/// read the host's tracepoints with the old layout.
+pub const MODULE_ABI_VERSION: u32 = 3;
 
 /// The C symbol [`export_module!`](crate::export_module) defines: an
 /// `extern "C" fn() -> *const ModuleDescriptor`.
