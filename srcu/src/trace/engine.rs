@@ -151,7 +151,15 @@ impl Queue {
     pub(crate) fn newest_in(&self, inside: &dyn Fn(usize) -> bool) -> Option<u64> {
         let hit = |h: usize, f: usize| inside(h) || inside(f);
         let mut newest = None;
-        let mut n = self.batch_base;
+        // No batch running: every callback taken so far has returned (this
+        // thread re-takes the lock after its batch), so the first queued one
+        // is number `invoked`. `batch_base` is only the running batch's.
+        let mut n = if self.running.is_empty() {
+            // Acquire: as in `ran_past`.
+            engine().invoked.load(Ordering::Acquire)
+        } else {
+            self.batch_base
+        };
         for &(h, f) in &self.running {
             if hit(h, f) {
                 newest = Some(n);
