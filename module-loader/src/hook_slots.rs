@@ -127,7 +127,21 @@ fn lock_text(map: &mut HashMap<u64, ()>, m: &Module) -> Result<(), std::io::Erro
         return Ok(());
     }
     let maps = std::fs::read_to_string("/proc/self/maps")?;
-    for (a, b, _) in object_ranges(&maps, m) {
+    for line in maps.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if !m.mapping.contains(a) {
+            continue;
+        }
         // SAFETY: mlock of a range that is mapped (the module is open);
         // it only pins pages.
         if unsafe { libc::mlock(a as *const libc::c_void, b - a) } != 0 {
@@ -294,88 +308,6 @@ fn again(m: &Module, timeout: Duration, report: &mut UnloadReport) {
         report.hook_slots.timed_out = true;
     }
     report.hook_slots.elapsed += t0.elapsed();
-}
-
-/// At load, before the module's constructors' work is used by anyone but
-/// itself (its notifiers and `init` run after): make its executable
-/// mappings, code and data, resident and locked. Hooks are not the
-/// only code of a plugin that runs under Tasks RCU: the probes it attaches
-/// to normal tracepoints do too, and a probe whose page a firing thread
-/// faults in, or whose data (the object's `.data` and `.bss`, first
-/// written by a fresh copy's probe) it faults in, may sleep in the fault
-/// (`D`: a page lock, the `mmap` lock that a concurrent `dlopen` holds), a
-/// blocked state that the Tasks grace period of the unload takes as
-/// quiescent; the object was then unmapped under the thread, which died of
-/// SIGSEGV calling the probe's next function from its copy of the array
-/// (`tests/tests/redteam6_unload.rs`, hot reload, 1 run in 14 to 40 under
-/// load). `mlock` populates (writable pages with their private copies) and
-/// pins them; where it fails (`RLIMIT_MEMLOCK`), they are at least
-/// populated (`MADV_POPULATE_READ` / `_WRITE`, Linux 5.14), which a later
-/// reclaim may undo.
-pub(crate) fn make_text_resident(m: &Module) {
-    let mut locked = crate::lock(&LOCKED);
-    if lock_text(locked.get_or_insert_with(HashMap::new), m).is_ok() {
-        return;
-    }
-    drop(locked);
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for (a, b, writable) in object_ranges(&maps, m) {
-        /// `MADV_POPULATE_READ` / `_WRITE` (not in every libc crate version).
-        const MADV_POPULATE_READ: libc::c_int = 22;
-        const MADV_POPULATE_WRITE: libc::c_int = 23;
-        let advice = if writable {
-            MADV_POPULATE_WRITE
-        } else {
-            MADV_POPULATE_READ
-        };
-        // SAFETY: a range of the object that is mapped (the module is
-        // open); populating page tables (and, for a writable private
-        // mapping, taking its private copies now) changes no contents. A
-        // failure (an older kernel) leaves the pages to be faulted in on
-        // first use, as before.
-        let _ = unsafe { libc::madvise(a as *mut libc::c_void, b - a, advice) };
-    }
-}
-
-/// The parts of the accessible mappings of `/proc/self/maps` text that lie
-/// in `m`'s segments (page-aligned). Only those parts: a line may go on past
-/// the object (its `.bss` merged with an anonymous mapping after it), and
-/// locking that too split the neighbour and left it locked after the unmap
-/// (the reload soak's `/proc/self/maps` grew by 12 lines in 200 cycles).
-fn object_ranges<'a>(maps: &'a str, m: &'a Module) -> impl Iterator<Item = (usize, usize, bool)> + 'a {
-    // SAFETY: sysconf has no preconditions.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as usize,
-        _ => 4096,
-    };
-    accessible_ranges(maps).flat_map(move |(a, b, writable)| {
-        m.mapping.segments.iter().filter_map(move |r| {
-            let lo = a.max(r.start / page * page);
-            let hi = b.min(r.end.div_ceil(page) * page);
-            (lo < hi).then_some((lo, hi, writable))
-        })
-    })
-}
-
-/// The mappings of `/proc/self/maps` text that can be accessed (not the
-/// `PROT_NONE` gaps between an object's segments), as address ranges and
-/// whether they are writable.
-fn accessible_ranges(maps: &str) -> impl Iterator<Item = (usize, usize, bool)> + '_ {
-    maps.lines().filter_map(|line| {
-        let mut f = line.split_ascii_whitespace();
-        let (range, perms) = (f.next()?, f.next()?);
-        if !perms.contains(['r', 'w', 'x']) {
-            return None;
-        }
-        let (a, b) = range.split_once('-')?;
-        Some((
-            usize::from_str_radix(a, 16).ok()?,
-            usize::from_str_radix(b, 16).ok()?,
-            perms.contains('w'),
-        ))
-    })
 }
 
 /// Forget the text lock record of a module that is gone.

@@ -400,8 +400,7 @@ impl<A: 'static> Tracepoint<A> {
     /// must also not fault on non-resident memory (a fault that waits for
     /// I/O is a voluntary switch, which ends the thread's part of a grace
     /// period while it is still inside), so a plugin's probe code must be
-    /// resident (the plugin loader locks a plugin's mappings at load). A
-    /// probe that breaks this is not unsound from safe code
+    /// resident. A probe that breaks this is not unsound from safe code
     /// (see `fire_tasks`), but it may run after `unregister` returned.
     ///
     /// A probe that panics does not unwind into the firing thread: the panic
