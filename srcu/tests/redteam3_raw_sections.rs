@@ -90,8 +90,18 @@ fn cross_thread_sections(d: &'static Srcu) {
     }
     drop(senders);
 
-    // Updaters: half retire after synchronize, half in a callback.
-    for round in 0..300 {
+    // Updaters: a third retire after synchronize, a third after an expedited one,
+    // a third in a callback. They start only once sections are flowing, and keep
+    // going until many sections have overlapped them: on a loaded machine the
+    // starters may not be scheduled before 300 reader-free grace periods are over,
+    // and a run with no section inside it proves nothing.
+    while sections.load(Ordering::Relaxed) < 64 {
+        std::thread::yield_now();
+    }
+    let first = sections.load(Ordering::Relaxed);
+    let mut round = 0usize;
+    while round < 300 || sections.load(Ordering::Relaxed) < first + 2000 {
+        round += 1;
         let old = ptr.swap(node(), Ordering::AcqRel) as usize;
         let retire = move || {
             // SAFETY: nodes are never freed.
@@ -118,7 +128,7 @@ fn cross_thread_sections(d: &'static Srcu) {
         e.join().unwrap();
     }
     d.synchronize();
-    assert!(sections.load(Ordering::Relaxed) > 0);
+    assert!(sections.load(Ordering::Relaxed) >= first + 2000);
     assert_eq!(
         violations.load(Ordering::SeqCst),
         0,

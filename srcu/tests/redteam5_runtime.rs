@@ -441,8 +441,10 @@ fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
     for k in 0..3 {
         let (d, stop) = (d.clone(), stop.clone());
         helpers.push(thread::spawn(move || {
+            // At least one round, even when the producers finish before this
+            // thread is first scheduled.
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 if k < 2 {
                     d.synchronize_expedited();
                 } else {
@@ -463,8 +465,10 @@ fn a_callback_queued_after_another_threads_call_srcu_returned_runs_after_it() {
                     let _ = d.barrier_timeout(Duration::from_nanos(1));
                 }
                 n += 1;
+                if stop.load(Ordering::Relaxed) {
+                    break n;
+                }
             }
-            n
         }));
     }
     // Producers stay alive until the signaller stopped (a `pthread_t` of an

@@ -136,12 +136,16 @@ fn callbacks_of_each_thread_run_in_queue_order_while_others_complete_grace_perio
         .map(|_| {
             let (d, stop) = (d.clone(), stop.clone());
             thread::spawn(move || {
+                // At least one grace period, even when the producers finish
+                // before this thread is first scheduled.
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                loop {
                     d.synchronize_expedited();
                     n += 1;
+                    if stop.load(Ordering::Relaxed) {
+                        break n;
+                    }
                 }
-                n
             })
         })
         .collect();
