@@ -687,18 +687,7 @@ fn deferred_frees_gone(inside: &dyn Fn(usize) -> bool, deadline: std::time::Inst
     // them), not those the object's code queues from now on: work that
     // keeps coming would keep a count of them above zero.
     let mark = usrcu::runtime::inventory::flavor_callbacks_mark(inside);
-    let mut nap = std::time::Duration::from_micros(20);
-    loop {
-        if usrcu::runtime::inventory::flavor_mark_passed(&mark) {
-            return true;
-        }
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(nap.min(deadline - now));
-        nap = (nap * 2).min(std::time::Duration::from_millis(2));
-    }
+    usrcu::runtime::inventory::wait_flavor_mark(&mark, deadline)
 }
 
 /// A fingerprint of a tracepoint's argument type `A`: its name as the

@@ -161,16 +161,5 @@ pub(crate) mod test_switch {
 pub(crate) fn wait_flavor_callbacks_gone(ranges: &[std::ops::Range<usize>], deadline: Instant) -> bool {
     let inside = |a: usize| ranges.iter().any(|r| r.contains(&a));
     let mark = usrcu::runtime::inventory::flavor_callbacks_mark(&inside);
-    let mut nap = std::time::Duration::from_micros(20);
-    loop {
-        if usrcu::runtime::inventory::flavor_mark_passed(&mark) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep(nap.min(deadline - now));
-        nap = (nap * 2).min(std::time::Duration::from_millis(2));
-    }
+    usrcu::runtime::inventory::wait_flavor_mark(&mark, deadline)
 }

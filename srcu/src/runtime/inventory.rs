@@ -222,20 +222,13 @@ pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
 /// part of [`deferred`], under both engines' locks, without the SRCU walk
 /// (which reads every domain of the ranges' per-CPU counters).
 pub fn flavor_callbacks_in(ranges: &[Range<usize>]) -> (usize, usize) {
-    flavor_callbacks_where(&|a| inside(ranges, a))
-}
-
-/// Host only: [`flavor_callbacks_in`] for the addresses `inside` accepts
-/// (an unloading object's mapping, as the tracepoint registry describes
-/// it): the Tasks Trace and Tasks callbacks queued or running whose
-/// function or argument satisfies `inside`, as `(trace, tasks)`.
-pub fn flavor_callbacks_where(inside: &dyn Fn(usize) -> bool) -> (usize, usize) {
+    let hit = |a: usize| inside(ranges, a);
     // In the fork handler's order, as `deferred`.
     let trace = crate::trace::engine::lock_queue_if_exists();
     let tasks = crate::tasks::engine::lock_if_exists();
     (
-        trace.as_ref().map_or(0, |q| q.count_in(inside)),
-        tasks.as_ref().map_or(0, |s| s.count_in(inside)),
+        trace.as_ref().map_or(0, |q| q.count_in(&hit)),
+        tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
     )
 }
 
@@ -280,6 +273,27 @@ pub fn flavor_mark_passed(mark: &FlavorMark) -> bool {
         .tasks
         .is_none_or(|n| crate::tasks::engine::lock_if_exists().is_none_or(|s| s.ran_past(n)));
     trace_done && tasks_done
+}
+
+/// Host only: wait until the callbacks of `mark` ([`flavor_callbacks_mark`])
+/// have all run and returned, or until `deadline`; true if they have.
+/// Polls [`flavor_mark_passed`] with a nap that doubles from 20 µs to 2 ms
+/// (the engines keep no per-mark waiter to wake: a mark is taken only on
+/// unload paths, where a millisecond is nothing and a wake-up on every
+/// callback would be a cost on the hot path).
+pub fn wait_flavor_mark(mark: &FlavorMark, deadline: std::time::Instant) -> bool {
+    let mut nap = std::time::Duration::from_micros(20);
+    loop {
+        if flavor_mark_passed(mark) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Snapshots holding the SRCU invokers now (`deferred`).
