@@ -292,8 +292,11 @@ impl<A> fmt::Debug for Tracepoint<A> {
 }
 
 impl<A: 'static> Tracepoint<A> {
-    /// A tracepoint with no probe (use [`define_tracepoint!`](crate::define_tracepoint)
-    /// to also list it for the unload notifier).
+    /// A tracepoint with no probe. [`define_tracepoint!`](crate::define_tracepoint)
+    /// also lists it in this object's [`TRACEPOINTS`] (for
+    /// [`host_tracepoint`] lookups by name); either way, once a probe is
+    /// attached the plugin loader's unload notifier finds it and detaches an
+    /// unloading plugin's probes from it.
     pub const fn new(name: &'static str, kind: TracepointKind) -> Tracepoint<A> {
         Tracepoint {
             name,
@@ -506,12 +509,54 @@ unsafe fn replace_probes<A: 'static>(tp: &Tracepoint<A>, probes: *const Probe<A>
         // SAFETY: the caller lends `len` probes (plain copies).
         Box::into_raw(Box::new(unsafe { std::slice::from_raw_parts(probes, len) }.to_vec()))
     };
+    if !new.is_null() {
+        // SAFETY: probes are only ever attached through `attach`, which
+        // takes `&'static self`; a non-empty array is published only on a
+        // tracepoint that had one attached, so `tp` lives for the rest of
+        // the process (a static, or leaked).
+        note_if_unlisted(unsafe { &*(tp as *const Tracepoint<A>) });
+    }
     // Release: pairs with the Acquire load in `fire_probes`.
     let old = tp.probes.swap(new, Ordering::Release);
     if !old.is_null() {
         let old = OldArray(old);
         Flavor::of(tp.kind).call(move || drop(old));
     }
+}
+
+/// The tracepoints of this object that are not in its [`TRACEPOINTS`]
+/// slice (made with [`Tracepoint::new`] instead of
+/// [`define_tracepoint!`](crate::define_tracepoint), or leaked at run time)
+/// and have had a probe attached: the unload notifier searches them too
+/// ([`remove_probes_in_within`]), so that a plugin's probe on such a
+/// tracepoint is detached before the plugin is unmapped. Noted by the
+/// defining object's code ([`replace_probes`]), whichever copy of this crate
+/// attached the probe; never shrinks (a tracepoint lives as long as the
+/// object that defined it).
+static UNLISTED: Mutex<Vec<&'static dyn TracepointOps>> = Mutex::new(Vec::new());
+
+/// Add `tp` to [`UNLISTED`] unless it is listed already (in the slice or
+/// there). Runs when a non-empty probe array is published, which is rare
+/// (an attach or a detach): two short scans.
+fn note_if_unlisted<A: 'static>(tp: &'static Tracepoint<A>) {
+    let addr = tp as *const Tracepoint<A> as *const ();
+    let same = |t: &&'static dyn TracepointOps| std::ptr::eq(*t as *const dyn TracepointOps as *const (), addr);
+    if TRACEPOINTS.iter().any(same) {
+        return;
+    }
+    let mut l = UNLISTED.lock().unwrap_or_else(|p| p.into_inner());
+    if !l.iter().any(same) {
+        l.push(tp);
+    }
+}
+
+/// Every tracepoint of this object that may hold probes: the declared ones
+/// ([`tracepoints`]), then those made with [`Tracepoint::new`] that have
+/// had a probe attached.
+fn tracepoints_with_probes() -> Vec<&'static dyn TracepointOps> {
+    let mut all: Vec<_> = tracepoints().collect();
+    all.extend(UNLISTED.lock().unwrap_or_else(|p| p.into_inner()).iter().copied());
+    all
 }
 
 /// A replaced probe array on its way to being freed.
@@ -656,7 +701,7 @@ pub fn remove_probes_in_within(
         .unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600));
     let mut removed = Vec::new();
     let mut used = [also_wait; 2];
-    for tp in tracepoints() {
+    for tp in tracepoints_with_probes() {
         let gone = tp.detach_where(inside);
         if !gone.is_empty() {
             used[Flavor::of(tp.kind()) as usize] = true;
