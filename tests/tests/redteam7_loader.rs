@@ -205,3 +205,61 @@ fn a_live_notifier_calling_the_module_while_another_thread_unloads_it() {
         assert!(errs.iter().all(|e| !e.starts_with("other")), "{errs:?}");
     });
 }
+
+/// A host thread that sees a module in `list()` while its `Coming`
+/// notifiers run (init not yet called) and unloads it: a typed error or a
+/// clean unload, and the loading thread's `load` ends `Ok` or typed; no
+/// hang, no crash, nothing left mapped.
+#[test]
+fn unload_and_unload_all_of_a_module_still_coming_are_typed_and_leave_nothing() {
+    bounded("unload during Coming", || {
+        let loader: &'static ModuleLoader = leak(ModuleLoader::new());
+        let coming = leak(AtomicBool::new(false));
+        let release = leak(AtomicBool::new(false));
+        loader.register_notifier("slow coming", move |ev, info| -> Result<(), String> {
+            if ev == ModuleEvent::Coming && info.name == "callbacks" {
+                coming.store(true, Ordering::SeqCst);
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(())
+        });
+        for round in 0..2 {
+            coming.store(false, Ordering::SeqCst);
+            release.store(false, Ordering::SeqCst);
+            let other = std::thread::spawn(move || {
+                while !coming.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                let h = loader.list().first().expect("the coming module is listed").handle;
+                let st = loader.state(h);
+                let r = if round == 0 {
+                    format!("{:?}", loader.unload(h).map(|r| r.unmapped))
+                } else {
+                    format!(
+                        "{:?}",
+                        loader
+                            .unload_all()
+                            .into_iter()
+                            .map(|(h, r)| (h, r.map(|r| r.unmapped)))
+                            .collect::<Vec<_>>()
+                    )
+                };
+                release.store(true, Ordering::SeqCst);
+                (st, r)
+            });
+            // SAFETY: the fixture upholds the plugin contract.
+            let loaded = unsafe { loader.load(fixture_path("callbacks")) };
+            let (st, r) = other.join().expect("the other thread panicked");
+            eprintln!("round {round}: state seen {st:?}; other: {r}; load: {loaded:?}");
+            if let Ok(h) = loaded {
+                if loader.state(h) == Some(ModuleState::Live) {
+                    let r = loader.unload(h).expect("unload after load");
+                    assert!(r.unmapped, "{r}");
+                }
+            }
+            assert!(loader.list().is_empty(), "round {round}: {:?}", loader.list());
+        }
+    });
+}
