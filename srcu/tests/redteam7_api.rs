@@ -7,7 +7,7 @@
 mod bounded;
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use usrcu::diagnostics::{self, WarningKind};
@@ -233,4 +233,88 @@ fn a_million_callbacks_then_a_barrier_run_each_once() {
         assert_eq!(ran.load(Ordering::SeqCst), 1_000_000);
         assert_eq!(d.stats().callbacks_invoked, 1_000_000);
     });
+}
+
+/// Zero timeouts with nothing to wait for: every bounded wait whose
+/// condition already holds returns true ("true if every callback queued
+/// before the call has run" / "every reader that began before the call
+/// has ended").
+#[test]
+fn zero_timeouts_with_nothing_to_wait_for_return_true() {
+    bounded::finishes("zero timeouts", || {
+        let d = Srcu::new("rt7-zero");
+        d.call_srcu(|| {});
+        d.barrier();
+        let b = d.barrier_timeout(Duration::ZERO);
+        usrcu::tasks::call(|| {});
+        usrcu::tasks::barrier();
+        let tb = usrcu::tasks::barrier_timeout(Duration::ZERO);
+        usrcu::trace::call(|| {});
+        usrcu::trace::barrier();
+        let rb = usrcu::trace::barrier_timeout(Duration::ZERO);
+        let s = d.synchronize_timeout(Duration::ZERO);
+        eprintln!("barrier_timeout(0) {b}, tasks {tb}, trace {rb}; idle synchronize_timeout(0) {s}");
+        assert!(b && tb && rb, "a zero-timeout barrier with nothing queued returned false: srcu {b} tasks {tb} trace {rb}");
+    });
+}
+
+/// Tasks and Tasks Trace grace periods complete while threads are born and
+/// die as fast as the machine allows (tids get reused), each new thread
+/// entering a Tasks Trace section, or spinning through a hook call, before
+/// it exits.
+#[test]
+fn tasks_and_trace_grace_periods_complete_under_heavy_thread_churn() {
+    static HOOK: HookSlot<extern "C" fn() -> u64> = HookSlot::new();
+    // SAFETY: `seven` never blocks, lies in the executable's text.
+    unsafe { HOOK.set_sync(Some(seven)) };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let churners: Vec<_> = (0..4)
+        .map(|k| {
+            let stop = stop.clone();
+            let spawned = spawned.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = std::thread::spawn(move || {
+                        if k % 2 == 0 {
+                            let _g = usrcu::trace::read_lock();
+                            std::hint::black_box(HOOK.call());
+                        } else {
+                            for _ in 0..1000 {
+                                std::hint::black_box(HOOK.call());
+                            }
+                        }
+                    });
+                    t.join().unwrap();
+                    spawned.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    bounded::finishes("grace periods under thread churn", || {
+        for _ in 0..30 {
+            usrcu::tasks::synchronize();
+            usrcu::trace::synchronize();
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..100 {
+            let r = ran.clone();
+            usrcu::tasks::call(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            });
+            let r = ran.clone();
+            usrcu::trace::call(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        usrcu::tasks::barrier();
+        usrcu::trace::barrier();
+        assert_eq!(ran.load(Ordering::SeqCst), 200);
+    });
+    stop.store(true, Ordering::Relaxed);
+    for c in churners {
+        c.join().unwrap();
+    }
+    eprintln!("threads spawned meanwhile: {}", spawned.load(Ordering::Relaxed));
+    HOOK.clear_sync();
 }

@@ -83,7 +83,7 @@ fn run(name: &str) {
         out.status,
         usrcu_tests::killed_by(out.status)
     );
-    for l in text.lines().filter(|l| l.starts_with("unload")) {
+    for l in text.lines().filter(|l| l.contains("unload")) {
         eprintln!("{name}: {l}");
     }
 }
