@@ -263,3 +263,56 @@ fn unload_and_unload_all_of_a_module_still_coming_are_typed_and_leave_nothing() 
         }
     });
 }
+
+/// Two threads reload the same module at once (two file watchers firing on
+/// one save). Each `reload` is "load the new copy, then unload the old":
+/// afterwards the host should have one live copy of the module, or the
+/// loser should have been told with an error that leaves nothing extra
+/// live. Prints how many live copies remain; fails if more than one does
+/// while both reloads reported success.
+#[test]
+fn two_threads_reloading_one_module_at_once_leave_one_live_copy_or_say_so() {
+    bounded("concurrent reloads", || {
+        let loader: &'static ModuleLoader = leak(ModuleLoader::new());
+        let path = fixture_path("callbacks");
+        load(loader, "callbacks");
+        let mut outcomes = Vec::new();
+        for round in 0..10 {
+            let go = Arc::new(Barrier::new(2));
+            let ths: Vec<_> = (0..2)
+                .map(|_| {
+                    let go = go.clone();
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        go.wait();
+                        // SAFETY: the fixture upholds the plugin contract.
+                        unsafe { loader.reload("callbacks", &path) }
+                            .map(|(h, r)| (h, r.unmapped))
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            let rs: Vec<_> = ths.into_iter().map(|t| t.join().expect("a reloader panicked")).collect();
+            let live: Vec<_> = loader
+                .list()
+                .into_iter()
+                .filter(|i| i.state == ModuleState::Live)
+                .map(|i| i.handle)
+                .collect();
+            outcomes.push(format!("round {round}: {rs:?} -> live {live:?}"));
+            let both_ok = rs.iter().all(|r| r.is_ok());
+            assert!(
+                live.len() == 1 || !both_ok,
+                "both reloads succeeded but {} copies are live: {outcomes:#?}",
+                live.len()
+            );
+            // Converge to one live copy for the next round.
+            while loader.list().iter().filter(|i| i.state == ModuleState::Live).count() > 1 {
+                let oldest = loader.list().into_iter().find(|i| i.state == ModuleState::Live).unwrap().handle;
+                loader.unload(oldest).unwrap();
+            }
+        }
+        eprintln!("{outcomes:#?}");
+        let _ = loader.unload_all();
+    });
+}
