@@ -7,12 +7,20 @@
 mod bounded;
 
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use usrcu::diagnostics::{self, WarningKind};
 use usrcu::tasks::HookSlot;
 use usrcu::{Srcu, SrcuConfig};
+
+/// Tests of this file that use the process-wide Tasks and Tasks Trace
+/// flavors run one at a time (a flavor's barrier covers every test's
+/// callbacks).
+fn flavors() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The README's "A small example", verbatim (plus the final assertions it
 /// implies).
@@ -82,6 +90,7 @@ fn guards_of_two_domains_dropped_out_of_order_leave_the_self_deadlock_check_exac
 /// `get_state_synchronize_rcu` + `synchronize_rcu` => `poll_state_synchronize_rcu`).
 #[test]
 fn get_state_then_synchronize_completes_the_cookie_in_all_three_flavors() {
+    let _flavors = flavors();
     bounded::finishes("cookies", || {
         let d = Srcu::new("rt7-cookie");
         let c = d.get_state();
@@ -111,6 +120,7 @@ fn get_state_then_synchronize_completes_the_cookie_in_all_three_flavors() {
 /// nor keep grace periods from completing.
 #[test]
 fn extreme_stall_timeouts_of_tasks_and_trace_neither_panic_nor_block() {
+    let _flavors = flavors();
     bounded::finishes("stall timeouts", || {
         for d in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX, Duration::from_secs(10)] {
             usrcu::tasks::set_stall_timeout(d);
@@ -142,6 +152,7 @@ extern "C" fn seven() -> u64 {
 /// slot is empty afterwards.
 #[test]
 fn clear_sync_of_a_hook_slot_from_a_tasks_callback_does_not_hang_the_flavor() {
+    let _flavors = flavors();
     static SLOT: HookSlot<extern "C" fn() -> u64> = HookSlot::new();
     let (_, warnings) = diagnostics::capture(|| {
         bounded::finishes("clear_sync in a tasks callback", || {
@@ -177,6 +188,7 @@ fn clear_sync_of_a_hook_slot_from_a_tasks_callback_does_not_hang_the_flavor() {
 /// and the host's registry does not keep the dead ones.
 #[test]
 fn boxed_hook_slots_dropped_while_set_leave_later_slots_working() {
+    let _flavors = flavors();
     bounded::finishes("boxed slots", || {
         for i in 0..10_000u64 {
             let s: Box<HookSlot<extern "C" fn() -> u64>> = Box::new(HookSlot::new());
@@ -241,6 +253,7 @@ fn a_million_callbacks_then_a_barrier_run_each_once() {
 /// has ended").
 #[test]
 fn zero_timeouts_with_nothing_to_wait_for_return_true() {
+    let _flavors = flavors();
     bounded::finishes("zero timeouts", || {
         let d = Srcu::new("rt7-zero");
         d.call_srcu(|| {});
@@ -264,6 +277,7 @@ fn zero_timeouts_with_nothing_to_wait_for_return_true() {
 /// it exits.
 #[test]
 fn tasks_and_trace_grace_periods_complete_under_heavy_thread_churn() {
+    let _flavors = flavors();
     static HOOK: HookSlot<extern "C" fn() -> u64> = HookSlot::new();
     // SAFETY: `seven` never blocks, lies in the executable's text.
     unsafe { HOOK.set_sync(Some(seven)) };
