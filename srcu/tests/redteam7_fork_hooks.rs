@@ -78,3 +78,54 @@ fn a_child_forked_while_the_flavors_are_idle_can_install_a_hook() {
         "{hung} of {forks} children forked while every flavor was idle hung in their first HookSlot::set"
     );
 }
+
+/// The same window for the warnings' capture list (`diagnostics.rs`,
+/// `SINKS`): a thread emitting a warning (public `diagnostics::emit`, or
+/// any cleanup that warns) while another forks leaves the list locked in
+/// the child, whose first warning or `Capture::start` hangs.
+#[test]
+fn a_child_forked_while_another_thread_emits_a_warning_can_capture_warnings() {
+    use usrcu::diagnostics::{self, Warning, WarningKind};
+    let d = usrcu::Srcu::new("rt7-fork-warn");
+    d.call_srcu(|| {});
+    d.barrier();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let emitter = std::thread::spawn(move || {
+        let _c = diagnostics::Capture::start();
+        while !s.load(Ordering::Relaxed) {
+            diagnostics::emit(Warning::new(WarningKind::Other, "rt7-fork-warn", "a warning"));
+        }
+    });
+    let mut hung = 0;
+    let mut forks = 0;
+    for _ in 0..400 {
+        while !(usrcu::runtime::idle() && usrcu::tasks::idle() && usrcu::trace::idle()) {
+            std::thread::yield_now();
+        }
+        // SAFETY: the child only captures one warning and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: alarm and _exit have no preconditions.
+            unsafe { libc::alarm(5) };
+            let (_, w) = diagnostics::capture(|| {
+                diagnostics::emit(Warning::new(WarningKind::Other, "rt7-child", "child warning"))
+            });
+            unsafe { libc::_exit(if w.iter().any(|w| w.domain == "rt7-child") { 0 } else { 1 }) };
+        }
+        assert!(pid > 0, "fork failed");
+        forks += 1;
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
+            hung += 1;
+            if hung >= 3 {
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    emitter.join().unwrap();
+    assert_eq!(hung, 0, "{hung} of {forks} children forked while the flavors were idle hung capturing a warning");
+}
