@@ -19,10 +19,17 @@ extern "C" fn seven() -> u64 {
     7
 }
 
+/// The two tests fork one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 static CHILD_SLOT: HookSlot<extern "C" fn() -> u64> = HookSlot::new();
 
 #[test]
 fn a_child_forked_while_the_flavors_are_idle_can_install_a_hook() {
+    let _serial = serial();
     // Start the runtime and the flavors once (registers the fork handler).
     let d = usrcu::Srcu::new("rt7-fork-hooks");
     d.call_srcu(|| {});
@@ -45,7 +52,10 @@ fn a_child_forked_while_the_flavors_are_idle_can_install_a_hook() {
     let mut forks = 0;
     for _ in 0..400 {
         while !(usrcu::runtime::idle() && usrcu::tasks::idle() && usrcu::trace::idle()) {
-            std::thread::yield_now();
+            // A sleep, not `yield_now`: a thread spinning on `sched_yield`
+            // never looks quiescent to Tasks RCU and would hold the
+            // grace period that `idle` waits for.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // SAFETY: the child only installs a hook and `_exit`s.
         let pid = unsafe { libc::fork() };
@@ -85,6 +95,7 @@ fn a_child_forked_while_the_flavors_are_idle_can_install_a_hook() {
 /// the child, whose first warning or `Capture::start` hangs.
 #[test]
 fn a_child_forked_while_another_thread_emits_a_warning_can_capture_warnings() {
+    let _serial = serial();
     use usrcu::diagnostics::{self, Warning, WarningKind};
     let d = usrcu::Srcu::new("rt7-fork-warn");
     d.call_srcu(|| {});
@@ -101,7 +112,10 @@ fn a_child_forked_while_another_thread_emits_a_warning_can_capture_warnings() {
     let mut forks = 0;
     for _ in 0..400 {
         while !(usrcu::runtime::idle() && usrcu::tasks::idle() && usrcu::trace::idle()) {
-            std::thread::yield_now();
+            // A sleep, not `yield_now`: a thread spinning on `sched_yield`
+            // never looks quiescent to Tasks RCU and would hold the
+            // grace period that `idle` waits for.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // SAFETY: the child only captures one warning and `_exit`s.
         let pid = unsafe { libc::fork() };
