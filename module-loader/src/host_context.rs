@@ -41,8 +41,11 @@ unsafe extern "C" fn host_log(
         4 => log::Level::Debug,
         _ => log::Level::Trace,
     };
-    // A panicking host logger must not unwind into the plugin's frames.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    // A panicking host logger must not unwind into the plugin's frames. Its
+    // payload is leaked, not dropped: the drop is user code too, and a panic
+    // in it here, inside an `extern "C"` function, would abort the process
+    // (tests/tests/redteam7_plugin_log.rs, seen failing).
+    let logged = catch_unwind(AssertUnwindSafe(|| {
         log::logger().log(
             &log::Record::builder()
                 .level(level)
@@ -51,6 +54,9 @@ unsafe extern "C" fn host_log(
                 .build(),
         )
     }));
+    if let Err(p) = logged {
+        std::mem::forget(p);
+    }
 }
 
 /// The host's context, lent to every module for as long as it is mapped.

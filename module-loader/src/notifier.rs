@@ -47,7 +47,14 @@ impl Notifier {
         match catch_unwind(AssertUnwindSafe(|| (self.f)(ev, info))) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err((e, false)),
-            Err(p) => Err((panic_message(&*p), true)),
+            Err(p) => {
+                let msg = panic_message(&*p);
+                // Leaked, not dropped: the payload's drop is user code, and a
+                // panic in it would unwind out of the loader with the module
+                // left `Going` (tests/tests/redteam7_loader.rs, seen failing).
+                std::mem::forget(p);
+                Err((msg, true))
+            }
         }
     }
 }
