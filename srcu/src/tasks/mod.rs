@@ -246,6 +246,11 @@ pub fn hooks_ever_set() -> bool {
 /// the engine of the copy that calls it, which is the host's: a plugin's
 /// copy runs no engine (its calls go to the host's).
 ///
+/// Each call is also a [`quiescent`] point for the calling thread, so that
+/// a thread that waits for idle in a loop that never blocks (as below) does
+/// not itself hold the grace period it waits for. So, like `quiescent`,
+/// never call it from inside a hook or a normal tracepoint's probe.
+///
 /// ```
 /// usrcu::tasks::call(|| {});
 /// usrcu::tasks::barrier();
@@ -254,6 +259,10 @@ pub fn hooks_ever_set() -> bool {
 /// }
 /// ```
 pub fn idle() -> bool {
+    // A thread spinning here on `sched_yield` stays runnable and never
+    // switches voluntarily: without this it is never seen quiescent
+    // (srcu/tests/redteam7_idle_yield.rs, seen failing).
+    quiescent();
     engine::idle()
 }
 
