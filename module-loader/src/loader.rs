@@ -173,6 +173,10 @@ pub struct ModuleLoader {
     table: Mutex<Table>,
     notifiers: Notifiers,
     platform: PlatformSupport,
+    /// The thread running a [`ModuleLoader::reload`], if any: reloads run
+    /// one at a time (see there).
+    reloading: Mutex<Option<std::thread::ThreadId>>,
+    reload_done: std::sync::Condvar,
 }
 
 impl std::fmt::Debug for ModuleLoader {
@@ -211,6 +215,8 @@ impl ModuleLoader {
             config,
             table: Mutex::new(Table::default()),
             notifiers: Notifiers::default(),
+            reloading: Mutex::new(None),
+            reload_done: std::sync::Condvar::new(),
         }
     }
 
@@ -658,6 +664,13 @@ impl ModuleLoader {
     /// name: [`ReloadError::NotTheSameModule`], and it is unloaded again),
     /// the old one stays live.
     ///
+    /// Reloads of one loader run one at a time: two threads reloading the
+    /// same module at once (two file watchers firing on one save) each
+    /// replace the copy live when they start, one after the other, and leave
+    /// one live copy; each gets its own new handle, the first of which the
+    /// second reload has unloaded. A reload called from a notifier or a
+    /// module's `init` during a reload on the same thread is not held up.
+    ///
     /// # Safety
     /// As for [`ModuleLoader::load`], for the plugin at `path`.
     pub unsafe fn reload(
@@ -665,6 +678,11 @@ impl ModuleLoader {
         name: &str,
         path: impl AsRef<Path>,
     ) -> Result<(ModuleHandle, UnloadReport), ReloadError> {
+        // Without this, two concurrent reloads could both find the same old
+        // copy: both loaded a new one, one unloaded the old, the other then
+        // failed to and left its new copy live beside the first's
+        // (tests/tests/redteam7_loader.rs, seen with two live copies).
+        let _turn = self.reload_turn();
         let old = self
             .find(name)
             .ok_or_else(|| ReloadError::NoSuchModule { name: name.to_owned() })?;
@@ -681,6 +699,21 @@ impl ModuleLoader {
             Ok(r) => Ok((new, r)),
             Err(error) => Err(ReloadError::Unload { new, error }),
         }
+    }
+
+    /// Wait for this thread's turn to reload (none is needed when this
+    /// thread already holds it: a reload from inside a reload).
+    fn reload_turn(&self) -> Option<ReloadTurn<'_>> {
+        let me = std::thread::current().id();
+        let mut owner = crate::lock(&self.reloading);
+        if *owner == Some(me) {
+            return None;
+        }
+        while owner.is_some() {
+            owner = self.reload_done.wait(owner).unwrap_or_else(|p| p.into_inner());
+        }
+        *owner = Some(me);
+        Some(ReloadTurn(self))
     }
 
     /// Unload every module, newest first: each `Live` one, and each
@@ -1030,5 +1063,16 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 3, "names allocated once each, not once per unload");
+    }
+}
+
+/// A reload's turn ([`ModuleLoader::reload_turn`]); handed on when dropped,
+/// even by a panic.
+struct ReloadTurn<'a>(&'a ModuleLoader);
+
+impl Drop for ReloadTurn<'_> {
+    fn drop(&mut self) {
+        *crate::lock(&self.0.reloading) = None;
+        self.0.reload_done.notify_one();
     }
 }
