@@ -194,6 +194,17 @@ impl Default for ModuleLoader {
     }
 }
 
+/// A reload's turn ([`ModuleLoader::reload_turn`]); handed on when dropped,
+/// even by a panic.
+struct ReloadTurn<'a>(&'a ModuleLoader);
+
+impl Drop for ReloadTurn<'_> {
+    fn drop(&mut self) {
+        *crate::lock(&self.0.reloading) = None;
+        self.0.reload_done.notify_one();
+    }
+}
+
 impl ModuleLoader {
     /// The least a load waits at the gate for another load's `dlopen` or an
     /// unload's `dlclose` in flight, whatever
@@ -1063,16 +1074,5 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), 3, "names allocated once each, not once per unload");
-    }
-}
-
-/// A reload's turn ([`ModuleLoader::reload_turn`]); handed on when dropped,
-/// even by a panic.
-struct ReloadTurn<'a>(&'a ModuleLoader);
-
-impl Drop for ReloadTurn<'_> {
-    fn drop(&mut self) {
-        *crate::lock(&self.0.reloading) = None;
-        self.0.reload_done.notify_one();
     }
 }

@@ -150,6 +150,17 @@ fn sinks() -> std::sync::MutexGuard<'static, Vec<Sink>> {
     SINKS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `SINKS`, held across a `fork` by the runtime's handler
+/// (`runtime/fork.rs`): every use of a capture's own lock happens under
+/// `SINKS` too, so a child never finds either held by a thread it does not
+/// have.
+pub(crate) struct SinksForkGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, Vec<Sink>>);
+
+/// Take `SINKS` for the fork handler (a leaf: nothing else is taken under it).
+pub(crate) fn lock_sinks_for_fork() -> SinksForkGuard {
+    SinksForkGuard(sinks())
+}
+
 /// Emit a warning: log it and copy it to every open capture. A logger that
 /// panics loses that record and nothing else: the panic is caught here.
 pub fn emit(w: Warning) {
@@ -215,7 +226,11 @@ impl Capture {
 
     /// Everything captured so far.
     pub fn warnings(&self) -> Vec<Warning> {
-        self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        // Under `SINKS`, as `emit`'s pushes: see `lock_sinks_for_fork`.
+        let all = sinks();
+        let w = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        drop(all);
+        w
     }
 
     /// Captured warnings about the domain named `name`.

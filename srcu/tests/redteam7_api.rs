@@ -33,10 +33,10 @@ fn the_readme_small_example_runs_as_documented() {
         fn read() -> usize {
             let _g = DOMAIN.read_lock(); // may sleep inside
             let p = CONFIG.load(Ordering::Acquire);
-            // SAFETY: freed only after a grace period, which waits for this section.
             if p.is_null() {
                 0
             } else {
+                // SAFETY: freed only after a grace period, which waits for this section.
                 unsafe { (&*p).len() }
             }
         }
@@ -77,8 +77,13 @@ fn guards_of_two_domains_dropped_out_of_order_leave_the_self_deadlock_check_exac
         b.synchronize(); // must not panic: no guard of `b` is held
         assert!(b.synchronize_timeout(Duration::from_secs(60)));
         if cfg!(debug_assertions) {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.synchronize_timeout(Duration::from_millis(1))));
-            assert!(r.is_err(), "synchronize inside a guard of the same domain did not panic in a debug build");
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                a.synchronize_timeout(Duration::from_millis(1))
+            }));
+            assert!(
+                r.is_err(),
+                "synchronize inside a guard of the same domain did not panic in a debug build"
+            );
         }
         drop(ga2);
         a.synchronize();
@@ -105,14 +110,20 @@ fn get_state_then_synchronize_completes_the_cookie_in_all_three_flavors() {
 
         let t = usrcu::tasks::get_state();
         usrcu::tasks::synchronize();
-        assert!(usrcu::tasks::poll_state(t), "tasks {t:?} not complete after synchronize");
+        assert!(
+            usrcu::tasks::poll_state(t),
+            "tasks {t:?} not complete after synchronize"
+        );
         assert!(t.poll());
         assert!(t.wait_timeout(Duration::ZERO));
         assert!(t.wait_timeout(Duration::MAX));
 
         let r = usrcu::trace::get_state();
         usrcu::trace::synchronize();
-        assert!(usrcu::trace::poll_state(r), "trace {r:?} not complete after synchronize");
+        assert!(
+            usrcu::trace::poll_state(r),
+            "trace {r:?} not complete after synchronize"
+        );
     });
 }
 
@@ -122,7 +133,12 @@ fn get_state_then_synchronize_completes_the_cookie_in_all_three_flavors() {
 fn extreme_stall_timeouts_of_tasks_and_trace_neither_panic_nor_block() {
     let _flavors = flavors();
     bounded::finishes("stall timeouts", || {
-        for d in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX, Duration::from_secs(10)] {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::MAX,
+            Duration::from_secs(10),
+        ] {
             usrcu::tasks::set_stall_timeout(d);
             usrcu::trace::set_stall_timeout(d);
             usrcu::tasks::synchronize();
@@ -177,7 +193,10 @@ fn clear_sync_of_a_hook_slot_from_a_tasks_callback_does_not_hang_the_flavor() {
             ran.load(Ordering::SeqCst)
         })
     });
-    let panicked: Vec<_> = warnings.iter().filter(|w| w.kind == WarningKind::CallbackPanicked).collect();
+    let panicked: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::CallbackPanicked)
+        .collect();
     eprintln!("warnings: {warnings:?}");
     // Either it worked (11) or it panicked with a report (10): never a hang.
     let _ = panicked;
@@ -267,7 +286,10 @@ fn zero_timeouts_with_nothing_to_wait_for_return_true() {
         let rb = usrcu::trace::barrier_timeout(Duration::ZERO);
         let s = d.synchronize_timeout(Duration::ZERO);
         eprintln!("barrier_timeout(0) {b}, tasks {tb}, trace {rb}; idle synchronize_timeout(0) {s}");
-        assert!(b && tb && rb, "a zero-timeout barrier with nothing queued returned false: srcu {b} tasks {tb} trace {rb}");
+        assert!(
+            b && tb && rb,
+            "a zero-timeout barrier with nothing queued returned false: srcu {b} tasks {tb} trace {rb}"
+        );
     });
 }
 

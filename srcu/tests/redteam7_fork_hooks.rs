@@ -65,6 +65,7 @@ fn a_child_forked_while_the_flavors_are_idle_can_install_a_hook() {
             // SAFETY: `seven` never blocks.
             unsafe { CHILD_SLOT.set(Some(seven)) };
             let ok = CHILD_SLOT.call() == Some(7);
+            // SAFETY: _exit has no preconditions.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         assert!(pid > 0, "fork failed");
@@ -78,7 +79,10 @@ fn a_child_forked_while_the_flavors_are_idle_can_install_a_hook() {
                 break;
             }
         } else {
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -125,7 +129,14 @@ fn a_child_forked_while_another_thread_emits_a_warning_can_capture_warnings() {
             let (_, w) = diagnostics::capture(|| {
                 diagnostics::emit(Warning::new(WarningKind::Other, "rt7-child", "child warning"))
             });
-            unsafe { libc::_exit(if w.iter().any(|w| w.domain == "rt7-child") { 0 } else { 1 }) };
+            // SAFETY: _exit has no preconditions.
+            unsafe {
+                libc::_exit(if w.iter().any(|w| w.domain == "rt7-child") {
+                    0
+                } else {
+                    1
+                })
+            };
         }
         assert!(pid > 0, "fork failed");
         forks += 1;
@@ -141,5 +152,8 @@ fn a_child_forked_while_another_thread_emits_a_warning_can_capture_warnings() {
     }
     stop.store(true, Ordering::Relaxed);
     emitter.join().unwrap();
-    assert_eq!(hung, 0, "{hung} of {forks} children forked while the flavors were idle hung capturing a warning");
+    assert_eq!(
+        hung, 0,
+        "{hung} of {forks} children forked while the flavors were idle hung capturing a warning"
+    );
 }

@@ -14,7 +14,9 @@ fn fds() -> usize {
 }
 
 fn maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().count()).unwrap_or(0)
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
 }
 
 fn rss_kb() -> u64 {
@@ -49,9 +51,18 @@ fn churn(fixture: &str, n: usize) {
         let h = unsafe { loader.load(&good) }.expect("a good plugin still loads after the failed ones");
         let r = loader.unload(h).unwrap();
         assert!(r.unmapped, "{r}");
-        assert!(f1 <= f0 + 2, "{fixture}: fds grew from {f0} to {f1} over {n} failed loads");
-        assert!(m1 <= m0 + 8, "{fixture}: mappings grew from {m0} to {m1} over {n} failed loads");
-        assert!(r1 <= r0 + 20_000, "{fixture}: RSS grew from {r0} kB to {r1} kB over {n} failed loads");
+        assert!(
+            f1 <= f0 + 2,
+            "{fixture}: fds grew from {f0} to {f1} over {n} failed loads"
+        );
+        assert!(
+            m1 <= m0 + 8,
+            "{fixture}: mappings grew from {m0} to {m1} over {n} failed loads"
+        );
+        assert!(
+            r1 <= r0 + 20_000,
+            "{fixture}: RSS grew from {r0} kB to {r1} kB over {n} failed loads"
+        );
     });
 }
 

@@ -32,10 +32,7 @@ impl Drop for Bomb {
 /// out of `load`/`unload` nor abort the host.
 #[test]
 fn a_notifier_whose_panic_payload_panics_on_drop_is_reported_not_propagated() {
-    let out = usrcu_tests::rerun_test_in_child(
-        "bomb_notifier_entry",
-        &[("RT7_BOMB_CHILD", std::ffi::OsStr::new("1"))],
-    );
+    let out = usrcu_tests::rerun_test_in_child("bomb_notifier_entry", &[("RT7_BOMB_CHILD", std::ffi::OsStr::new("1"))]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -67,7 +64,11 @@ fn bomb_notifier_entry() {
         Ok(r) => println!("unload returned {:?}", r.map(|r| r.unmapped)),
         Err(_) => {
             println!("unload unwound out of the loader");
-            println!("state after: {:?}; list: {:?}", loader.state(m), loader.list().iter().map(|i| (i.handle, i.state)).collect::<Vec<_>>());
+            println!(
+                "state after: {:?}; list: {:?}",
+                loader.state(m),
+                loader.list().iter().map(|i| (i.handle, i.state)).collect::<Vec<_>>()
+            );
             let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.unload(m).map(|r| r.unmapped)));
             println!("second unload: {again:?}; state {:?}", loader.state(m));
             std::process::exit(3);
@@ -131,7 +132,10 @@ fn one_handle_unloaded_by_eight_threads_at_once_unloads_once() {
                     })
                 })
                 .collect();
-            let rs: Vec<_> = ths.into_iter().map(|t| t.join().expect("an unloader panicked")).collect();
+            let rs: Vec<_> = ths
+                .into_iter()
+                .map(|t| t.join().expect("an unloader panicked"))
+                .collect();
             let oks = rs.iter().filter(|r| r.is_ok()).count();
             assert_eq!(oks, 1, "round {round}: {rs:?}");
             for r in rs.iter().flatten() {
@@ -184,7 +188,9 @@ fn a_live_notifier_calling_the_module_while_another_thread_unloads_it() {
             while !in_live.load(Ordering::SeqCst) {
                 std::thread::yield_now();
             }
-            let h = loader.find("callbacks").expect("the module is Live during its Live notifiers");
+            let h = loader
+                .find("callbacks")
+                .expect("the module is Live during its Live notifiers");
             loader.unload(h).map(|r| r.unmapped).map_err(|e| e.to_string())
         });
         // SAFETY: the fixture upholds the plugin contract.
@@ -198,9 +204,8 @@ fn a_live_notifier_calling_the_module_while_another_thread_unloads_it() {
         // Whatever the interleaving, nothing of it stays mapped once
         // everything returned and leftovers are unloaded.
         let _ = loader.unload_all();
-        for m in loader.list() {
-            panic!("left over: {m:?}");
-        }
+        let left = loader.list();
+        assert!(left.is_empty(), "left over: {left:?}");
         let errs = calls_err.lock().unwrap();
         assert!(errs.iter().all(|e| !e.starts_with("other")), "{errs:?}");
     });
@@ -292,7 +297,10 @@ fn two_threads_reloading_one_module_at_once_leave_one_live_copy_or_say_so() {
                     })
                 })
                 .collect();
-            let rs: Vec<_> = ths.into_iter().map(|t| t.join().expect("a reloader panicked")).collect();
+            let rs: Vec<_> = ths
+                .into_iter()
+                .map(|t| t.join().expect("a reloader panicked"))
+                .collect();
             let live: Vec<_> = loader
                 .list()
                 .into_iter()
@@ -310,7 +318,12 @@ fn two_threads_reloading_one_module_at_once_leave_one_live_copy_or_say_so() {
             );
             // Converge to one live copy for the next round.
             while loader.list().iter().filter(|i| i.state == ModuleState::Live).count() > 1 {
-                let oldest = loader.list().into_iter().find(|i| i.state == ModuleState::Live).unwrap().handle;
+                let oldest = loader
+                    .list()
+                    .into_iter()
+                    .find(|i| i.state == ModuleState::Live)
+                    .unwrap()
+                    .handle;
                 loader.unload(oldest).unwrap();
             }
         }

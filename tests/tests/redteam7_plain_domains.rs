@@ -76,7 +76,11 @@ fn scenario(which: u32, mode: u32) {
 
 fn run(name: &str) {
     let out = usrcu_tests::rerun_test_in_child(name, &[("RT7_PLAIN_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.status.success() && text.contains("RT7-PLAIN-OK"),
         "host did not survive: {:?} (signal {:?})\n{text}",
@@ -104,9 +108,39 @@ macro_rules! case {
     };
 }
 
-case!(a_reader_left_open_in_a_plain_static_domain_keeps_the_object_mapped, plain_open_entry, 0, 0);
-case!(a_reader_left_open_in_a_leaked_dynamic_domain_keeps_the_object_mapped, leaked_open_entry, 1, 0);
-case!(a_timed_out_synchronize_on_a_plain_static_domain_then_exit_ends_the_reader, plain_sync_entry, 0, 1);
-case!(a_timed_out_synchronize_on_a_leaked_dynamic_domain_then_exit_ends_the_reader, leaked_sync_entry, 1, 1);
-case!(a_started_poll_on_a_plain_static_domain_then_exit_ends_the_reader, plain_poll_entry, 0, 2);
-case!(a_started_poll_on_a_leaked_dynamic_domain_then_exit_ends_the_reader, leaked_poll_entry, 1, 2);
+case!(
+    a_reader_left_open_in_a_plain_static_domain_keeps_the_object_mapped,
+    plain_open_entry,
+    0,
+    0
+);
+case!(
+    a_reader_left_open_in_a_leaked_dynamic_domain_keeps_the_object_mapped,
+    leaked_open_entry,
+    1,
+    0
+);
+case!(
+    a_timed_out_synchronize_on_a_plain_static_domain_then_exit_ends_the_reader,
+    plain_sync_entry,
+    0,
+    1
+);
+case!(
+    a_timed_out_synchronize_on_a_leaked_dynamic_domain_then_exit_ends_the_reader,
+    leaked_sync_entry,
+    1,
+    1
+);
+case!(
+    a_started_poll_on_a_plain_static_domain_then_exit_ends_the_reader,
+    plain_poll_entry,
+    0,
+    2
+);
+case!(
+    a_started_poll_on_a_leaked_dynamic_domain_then_exit_ends_the_reader,
+    leaked_poll_entry,
+    1,
+    2
+);

@@ -37,7 +37,11 @@ impl log::Log for PanickyLogger {
 fn a_host_logger_whose_panic_payload_panics_on_drop_does_not_abort_on_a_plugin_record() {
     let _ = fixture_path("redteam7-plain");
     let out = rerun_test_in_child("plugin_log_entry", &[("RT7_LOG_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.status.success() && text.contains("RT7-LOG-SURVIVED"),
         "the host died when a plugin logged: {:?} (signal {:?})\n{text}",

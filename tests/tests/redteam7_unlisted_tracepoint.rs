@@ -56,7 +56,11 @@ fn child(tp: &'static Tracepoint<u64>) {
 fn run(entry: &str) {
     let _ = fixture_path("redteam6-probes");
     let out = rerun_test_in_child(entry, &[("RT7_TP_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.status.success() && text.contains("RT7-TP-SURVIVED"),
         "the host died firing its own tracepoint after the unload: {:?} (signal {:?})\n{text}",

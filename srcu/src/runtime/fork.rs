@@ -38,6 +38,13 @@
 //! 8. the Tasks quiescent-record table (`tasks/record.rs`), which a
 //!    thread's first Tasks record and every Tasks grace period's snapshot
 //!    take,
+//! 9. `SLOTS`, the non-empty hook slots (`tasks/hook_slot.rs`), which every
+//!    `HookSlot::set` and `clear` takes (a child forked while another
+//!    thread installed a hook hung in its first `set`: red team 7),
+//! 10. `SINKS`, the open warning captures (`diagnostics.rs`), under which
+//!     every warning is copied to the captures and every capture is read
+//!     (a child forked while another thread emitted a warning hung in its
+//!     first capture: red team 7),
 //!
 //! and keeps the guards in [`HELD`]; `parent` and `child` drop them. The
 //! fork then happens while no thread of the crate holds any of them, and
@@ -45,8 +52,9 @@
 //! between its condvar waits, never while asleep; an exiting thread holds
 //! `TABLE` only to put its record on the free list).
 //!
-//! The order: no path of the crate holds one of the eight while taking
-//! another, except the loader's snapshot (`inventory::deferred`), which
+//! The order: `SLOTS` and `SINKS` are leaves (nothing is taken under
+//! either), so they come last. No path of the crate holds one of the first
+//! eight while taking another, except the loader's snapshot (`inventory::deferred`), which
 //! takes `queue`, then `m`, then `REGISTRY`, in `prepare`'s order (the driver drops `heap` before it dispatches to the pool, an
 //! invoker drops `q` before `after_pass` schedules; under `queue` the trace
 //! engine only snapshots its sequence word and starts its thread; under `m`
@@ -114,6 +122,8 @@ struct Guards {
     registry: MutexGuard<'static, Vec<std::sync::Weak<super::state::DomainState>>>,
     readers: super::readers::ForkGuard,
     tasks_records: crate::tasks::record::ForkGuard,
+    hook_slots: MutexGuard<'static, Vec<usize>>,
+    sinks: crate::diagnostics::SinksForkGuard,
 }
 
 /// The guards `prepare` took, until `parent` or `child` drops them.
@@ -164,6 +174,8 @@ extern "C" fn prepare() {
     let registry = super::state::lock_registry_for_fork();
     let readers = super::readers::lock_for_fork();
     let tasks_records = crate::tasks::record::lock_for_fork();
+    let hook_slots = crate::tasks::hook_slot::registry::lock_for_fork();
+    let sinks = crate::diagnostics::lock_sinks_for_fork();
     // SAFETY: this thread holds `heap` (see `Held`).
     unsafe {
         *HELD.0.get() = Some(Guards {
@@ -175,6 +187,8 @@ extern "C" fn prepare() {
             registry,
             readers,
             tasks_records,
+            hook_slots,
+            sinks,
         })
     };
 }
@@ -186,6 +200,8 @@ fn release() {
     let guards = unsafe { (*HELD.0.get()).take() };
     if let Some(g) = guards {
         // The reverse of `prepare`'s order, `heap` last (it guards `HELD`).
+        drop(g.sinks);
+        drop(g.hook_slots);
         drop(g.tasks_records);
         drop(g.readers);
         drop(g.registry);

@@ -298,6 +298,12 @@ pub(crate) mod registry {
         SLOTS.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `SLOTS`, for the fork handler (`runtime/fork.rs`; a leaf: nothing
+    /// else is taken under it).
+    pub(crate) fn lock_for_fork() -> MutexGuard<'static, Vec<usize>> {
+        slots()
+    }
+
     /// # Safety
     /// `slot` is live for the call.
     pub(crate) unsafe fn swap(slot: *const AtomicPtr<()>, new: *mut ()) -> *mut () {
