@@ -87,7 +87,7 @@ pub(crate) unsafe fn cleanup_in_runtime(s: &Srcu) -> u32 {
         let p = s.take_private();
         // SAFETY: detached above: the domain no longer points at the state,
         // and no reader is inside (contract: none may enter).
-        unsafe { crate::runtime::orphan_state(p) };
+        unsafe { crate::runtime::orphan_state(p, !s.is_dynamic()) };
         return 0;
     }
     if readers == 0 && pending == 0 && !in_flight {

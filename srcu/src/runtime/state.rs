@@ -51,6 +51,13 @@ pub(crate) struct DomainState {
     /// domain no longer points here, and the runtime releases the state
     /// when the driver finds it idle (`release_orphan_if_idle`).
     pub(crate) orphan: AtomicBool,
+    /// An orphan that a later state of the same address continues
+    /// (`orphans_of`): set for a static domain, whose address is its
+    /// identity; not for a dynamic one, which is orphaned as it is dropped,
+    /// so that an unrelated domain the allocator puts at the freed address
+    /// is not taken for it (red team 7: its `barrier` waited for the old
+    /// domain's left-behind callbacks).
+    pub(crate) orphan_by_address: AtomicBool,
 }
 
 impl DomainState {
@@ -209,6 +216,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         sched: Mutex::new(super::driver::Sched::default()),
         invoking: AtomicBool::new(false),
         orphan: AtomicBool::new(false),
+        orphan_by_address: AtomicBool::new(false),
     });
     register(&st);
     let pc: *const PerCpu = &*st.pc;
@@ -255,11 +263,16 @@ fn raise_seq_floor(st: &DomainState) {
 /// it finds it idle (`release_orphan_if_idle`). Later states start past
 /// its cookies now: it hands out no more.
 ///
+/// `by_address`: a later state of the domain's address continues this one
+/// (a static domain; see `DomainState::orphan_by_address`).
+///
 /// # Safety
 /// `p` is the reference `build_state` created, taken out of its domain.
-pub(crate) unsafe fn orphan_state(p: *mut DomainState) {
+pub(crate) unsafe fn orphan_state(p: *mut DomainState, by_address: bool) {
     // SAFETY: the caller hands over a live state.
     let st = unsafe { &*p };
+    // SeqCst: read by `orphans_of` after the `orphan` flag below.
+    st.orphan_by_address.store(by_address, Ordering::SeqCst);
     // Relaxed: a hint that lets `orphans_of` skip the registry walk; an
     // orphan is seen through the registry's lock.
     ORPHANS.fetch_add(1, Ordering::Relaxed);
@@ -285,7 +298,12 @@ pub(crate) fn orphans_of(srcu: usize) -> Vec<Arc<DomainState>> {
     }
     registered()
         .into_iter()
-        .filter(|o| o.srcu == srcu && o.orphan.load(Ordering::SeqCst) && o.cbs.pending() > 0)
+        .filter(|o| {
+            o.srcu == srcu
+                && o.orphan.load(Ordering::SeqCst)
+                && o.orphan_by_address.load(Ordering::SeqCst)
+                && o.cbs.pending() > 0
+        })
         .collect()
 }
 
