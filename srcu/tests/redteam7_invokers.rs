@@ -74,3 +74,53 @@ fn three_hundred_domains_whose_callbacks_wait_for_the_next_domains_barrier_drain
     );
     bounded::wait_until("every link of the chain ran", || ran.load(Ordering::SeqCst) == N);
 }
+
+/// The invokers a burst of blocked callbacks started do not all stay: once
+/// idle, those past the few kept exit (`runtime/invoke.rs`, `IDLE_EXIT`).
+/// Counted by name in `/proc/self/task` (this binary's only other test is
+/// the one above, whose invokers count too).
+#[test]
+fn invokers_a_burst_of_blocked_callbacks_started_exit_once_idle() {
+    const N: usize = 24;
+    let domains: &'static [Srcu] = Box::leak(
+        (0..N)
+            .map(|i| Srcu::new(&format!("rt7-burst-{i}")))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let started: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    for d in domains {
+        d.call_srcu(move || {
+            started.fetch_add(1, Ordering::SeqCst);
+            // Every callback holds its invoker until all have started.
+            while started.load(Ordering::SeqCst) < N {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+    }
+    bounded::wait_until("every callback started at once", || started.load(Ordering::SeqCst) == N);
+    let peak = invokers();
+    assert!(peak >= N, "{peak} invokers for {N} callbacks blocked at once");
+    for d in domains {
+        d.barrier();
+    }
+    // Bounded at 60 s by `wait_until`; the exit comes after 10 s idle.
+    let wait = std::time::Instant::now();
+    while invokers() > 4 + 8 {
+        assert!(
+            wait.elapsed() < Duration::from_secs(60),
+            "{} invokers still running after 60 s",
+            invokers()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The runtime's invoker threads (`usrcu-cb-<n>`) of this process.
+fn invokers() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|c| c.starts_with("usrcu-cb-"))
+        .count()
+}

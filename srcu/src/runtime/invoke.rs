@@ -18,8 +18,18 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 /// Most invoker threads: past this, domains wait for a free invoker (only
-/// reachable when that many domains' callbacks block at once).
-const MAX_INVOKERS: usize = 256;
+/// reachable when that many domains' callbacks block at once; 256 was
+/// reached by a chain of 300 domains whose callbacks each wait for the
+/// next domain's `barrier`, and every callback of the process stopped: red
+/// team 7). Threads past [`KEEP_INVOKERS`] exit after [`IDLE_EXIT`] without
+/// work, so a burst of blocked callbacks does not leave them all behind.
+const MAX_INVOKERS: usize = 4096;
+
+/// Invokers kept however long they idle.
+const KEEP_INVOKERS: usize = 4;
+
+/// How long an invoker past [`KEEP_INVOKERS`] waits for work before it exits.
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Callbacks one pass runs before it lets other domains have the invoker.
 const PASS_LIMIT: usize = 1 << 16;
@@ -172,11 +182,20 @@ fn invoker() {
                 }
                 super::fork::pause_on_way_to_sleep(super::fork::Sleeper::Invoker);
                 q.idle += 1;
-                q = match p.cv.wait(q) {
-                    Ok(g) => g,
-                    Err(e) => e.into_inner(),
+                let timed_out;
+                (q, timed_out) = match p.cv.wait_timeout(q, IDLE_EXIT) {
+                    Ok((g, t)) => (g, t.timed_out()),
+                    Err(e) => {
+                        let (g, t) = e.into_inner();
+                        (g, t.timed_out())
+                    }
                 };
                 q.idle -= 1;
+                if timed_out && q.domains.is_empty() && q.threads > KEEP_INVOKERS {
+                    // Counted out under the lock, as `grow` counts in.
+                    q.threads -= 1;
+                    return;
+                }
             }
         };
         let gap = pass(&st);
