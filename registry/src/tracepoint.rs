@@ -626,6 +626,8 @@ pub trait TracepointOps: Sync {
     /// Detach every probe whose function or data address satisfies
     /// `inside`, without waiting; return them.
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe>;
+    /// How many probes [`detach_where`](Self::detach_where) would detach now.
+    fn count_where(&self, inside: &dyn Fn(usize) -> bool) -> usize;
     /// [`args_fingerprint`] of its argument type.
     fn args_fingerprint(&self) -> u64;
 }
@@ -641,6 +643,14 @@ impl<A: 'static> TracepointOps for Tracepoint<A> {
 
     fn args_fingerprint(&self) -> u64 {
         args_fingerprint::<A>()
+    }
+
+    fn count_where(&self, inside: &dyn Fn(usize) -> bool) -> usize {
+        let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
+        self.current()
+            .iter()
+            .filter(|p| inside(p.call as usize) || inside(p.func as usize) || inside(p.data as usize))
+            .count()
     }
 
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
@@ -701,23 +711,49 @@ pub fn remove_probes_in_within(
         .unwrap_or_else(|| std::time::Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600));
     let mut removed = Vec::new();
     let mut used = [also_wait; 2];
-    for tp in tracepoints_with_probes() {
-        let gone = tp.detach_where(inside);
-        if !gone.is_empty() {
-            used[Flavor::of(tp.kind()) as usize] = true;
-        }
-        removed.extend(gone);
-    }
     let mut complete = true;
-    for f in Flavor::ALL {
-        if used[f as usize] {
-            complete &= f.synchronize_until(deadline);
+    // Sweep, wait, and sweep again until a sweep after the waits finds
+    // nothing: the object's code still running when a sweep happens (a
+    // faultable probe of its own, a callback it queued) may attach a new
+    // probe after it (red team: a probe that re-registers a probe of its
+    // own as it fires; the new one survived the unload and the next fire
+    // called unmapped code, 1 run in 80 under load). Once a sweep's grace
+    // periods and callbacks are waited for, none of the code that ran
+    // before it runs any more.
+    loop {
+        let mut found = false;
+        for tp in tracepoints_with_probes() {
+            let gone = tp.detach_where(inside);
+            if !gone.is_empty() {
+                used[Flavor::of(tp.kind()) as usize] = true;
+                found = true;
+            }
+            removed.extend(gone);
         }
-    }
-    if used.contains(&true) {
+        if !used.contains(&true) {
+            break;
+        }
+        for f in Flavor::ALL {
+            if used[f as usize] {
+                complete &= f.synchronize_until(deadline);
+            }
+        }
         complete &= deferred_frees_gone(inside, deadline);
+        if !complete || !found {
+            break;
+        }
+        // Wait again only for what the next sweep finds.
+        used = [false; 2];
     }
     (removed, complete)
+}
+
+/// How many probes of this object's tracepoints (declared, or made with
+/// [`Tracepoint::new`] and attached to) have a function, data, or
+/// trampoline that satisfies `inside`: the plugin loader checks there are
+/// none left just before it unmaps an object.
+pub fn probes_attached_where(inside: &dyn Fn(usize) -> bool) -> usize {
+    tracepoints_with_probes().iter().map(|tp| tp.count_where(inside)).sum()
 }
 
 /// Wait, until `deadline`, for every Tasks and Tasks Trace callback whose

@@ -374,3 +374,57 @@ fn child_blocked_beside_host_probe() {
     assert!(report.unmapped, "{report}");
     println!("beside host probe: done");
 }
+
+// --- 5. a probe attached by the plugin's code after the sweep -------------
+
+define_tracepoint!(static LATE_F: Tracepoint<u64> = faultable "rt6.late.faultable");
+define_tracepoint!(static LATE_N: Tracepoint<u64> = normal "rt6.late.normal");
+
+/// The plugin's code still running when the loader detaches its probes (a
+/// faultable probe, inside its Tasks Trace section) attaches a new probe
+/// of the plugin to a host tracepoint, after the sweep. The probe notifier
+/// sweeps again after its grace periods, until a sweep finds nothing
+/// (`remove_probes_in_within`); the deferred-work proof sweeps again after
+/// its snapshot; and the loader checks just before it unmaps. With the
+/// notifier's single sweep and the deferred proof skipped
+/// (`USRCU_LOADER_TEST_SKIP_PROOFS=deferred`), the late probe stayed
+/// attached after the unmap and the next fire died of SIGSEGV (seen); with
+/// either defense alone the test passes.
+static LATE_ENTERED: AtomicBool = AtomicBool::new(false);
+
+fn late_entered(flag: &AtomicBool, _x: &u64) {
+    flag.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn a_probe_the_plugins_running_code_attaches_after_the_sweep_is_removed_too() {
+    run_child("child_late_probe", "late probe: done");
+}
+
+#[test]
+#[ignore = "child of a_probe_the_plugins_running_code_attaches_after_the_sweep_is_removed_too"]
+fn child_late_probe() {
+    alarm(60);
+    let loader = ModuleLoader::new();
+    // Dropping the handle leaves the probe attached.
+    let _ = LATE_F.register(late_entered, &LATE_ENTERED).unwrap();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("redteam6-probes")) }.unwrap();
+    // SAFETY: the fixture exports it with this signature.
+    let s = unsafe { loader.symbol::<Attach2>(m, "fx_attach_late") }.unwrap();
+    // SAFETY: `'static` host tracepoints.
+    assert_eq!(s.call(|p| unsafe { p.call(&LATE_F, &LATE_N) }).unwrap(), 1);
+    drop(s);
+    // Fire the faultable tracepoint on a thread of its own: the host's
+    // probe, attached first, says the fire has begun; the plugin's probe
+    // then waits until the unload has detached it, and attaches the late one.
+    let firer = thread::spawn(|| LATE_F.fire(&1));
+    wait_until("the fire began", || LATE_ENTERED.load(Ordering::SeqCst));
+    let report = loader.unload(m).unwrap();
+    firer.join().unwrap();
+    println!("late probe: {report}; normal probes left: {}", LATE_N.probe_count());
+    assert!(report.unmapped || LATE_N.probe_count() == 0, "{report}");
+    // The late probe, if still attached after the unmap, runs unmapped code.
+    LATE_N.fire(&1);
+    println!("late probe: done");
+}
