@@ -12,10 +12,11 @@
 //! - **Callback invokers** (`usrcu-cb-N`, `invoke.rs`), a pool separate from
 //!   the driver and grown on demand: a slow callback never delays a grace
 //!   period, and a domain whose callbacks block holds only its own invoker.
-//!   The pool stops growing at 256 threads: past 256 domains whose
+//!   The pool stops growing at 4096 threads: past 4096 domains whose
 //!   callbacks block at once, other domains' callbacks wait for one of them
 //!   to return (so a callback must not wait for a callback of another
-//!   domain that only those blocked ones could let run).
+//!   domain that only those blocked ones could let run). Invokers past the
+//!   first four exit after 10 s without work.
 //!   Each domain is served by one invoker at a time, so its callbacks keep
 //!   their order (`callbacks.rs`).
 //! - **The wake-up handshake** between producers and the driver is in
