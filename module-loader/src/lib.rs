@@ -95,6 +95,7 @@ mod probes;
 mod proofs;
 pub mod pthread_keys;
 mod report;
+mod resident;
 mod state;
 mod symbol;
 mod test_pause;

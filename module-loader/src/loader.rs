@@ -405,6 +405,10 @@ impl ModuleLoader {
         crate::phase_timing::lap("load: key interposer");
         module.srcu_statics = facts.srcu_statics;
         let m = Arc::new(module);
+        // Before anything of the module can run under Tasks RCU (a probe
+        // `init` attaches to a normal tracepoint, a hook): `resident.rs`.
+        crate::resident::populate(&m);
+        crate::phase_timing::lap("load: populate");
         crate::lock(&self.table).modules.push(m.clone());
         // The host context (logger bridge), before notifiers and init.
         crate::host_context::deliver(&m);
