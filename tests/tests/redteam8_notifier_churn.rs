@@ -52,7 +52,7 @@ fn notifier_churn_during_loads_and_unloads_neither_deadlocks_nor_fails_a_load() 
             while t0.elapsed() < Duration::from_secs(3) {
                 i += 1;
                 ids.push(loader.register_notifier(&format!("churn {i}"), move |ev, _| -> Result<(), String> {
-                    if ev == ModuleEvent::Coming && i % 1_000_000 == 0 {
+                    if ev == ModuleEvent::Coming && i.is_multiple_of(1_000_000) {
                         return Err("never".into());
                     }
                     Ok(())
