@@ -88,3 +88,44 @@ fn zero_timeouts_interleaved_with_call_srcu_run_every_callback_once() {
         assert_eq!(s.callbacks_queued, 5000, "{s:?}");
     });
 }
+
+/// After timed-out barriers, one complete `barrier` is what the cleanup
+/// contract asks for: the first `cleanup` after it must succeed (not only
+/// a retried one), with no missed-barrier warning.
+#[test]
+fn the_first_cleanup_after_a_complete_barrier_succeeds_despite_earlier_timed_out_barriers() {
+    bounded::finishes("cleanup after timed-out barriers", || {
+        let cap = usrcu::diagnostics::Capture::start();
+        let mut errs = Vec::new();
+        for i in 0..50 {
+            let d = Arc::new(Srcu::new("rt8-cleanup-after-markers"));
+            let (tx, t) = hold_reader(d.clone());
+            d.call_srcu(|| {});
+            for _ in 0..(i % 5 + 1) {
+                assert!(!d.barrier_timeout(Duration::ZERO));
+            }
+            tx.send(()).unwrap();
+            t.join().unwrap();
+            if i % 2 == 0 {
+                d.barrier();
+            } else {
+                while !d.barrier_timeout(Duration::ZERO) {
+                    std::thread::yield_now();
+                }
+            }
+            // SAFETY: the reader thread is joined; nothing else uses `d`.
+            if let Err(e) = unsafe { d.cleanup() } {
+                errs.push((i, e));
+                d.barrier();
+                d.synchronize();
+            }
+        }
+        assert!(
+            errs.is_empty(),
+            "cleanup refused right after a complete barrier ({} of 50): {:?}; warning: {:?}",
+            errs.len(),
+            errs.first(),
+            cap.for_domain("rt8-cleanup-after-markers").first().map(|w| &w.message)
+        );
+    });
+}
