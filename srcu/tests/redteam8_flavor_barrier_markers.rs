@@ -1,0 +1,114 @@
+//! Red team (round 8): `trace::barrier_timeout(ZERO)` polled in a loop
+//! while a Tasks Trace reader (which may sleep: that is the flavor's point)
+//! holds the grace period of a pending `trace::call`. `Srcu::barrier_timeout`
+//! promises that repeated timed-out barriers with no callback queued in
+//! between share one marker; a host polling the process-wide flavor the
+//! same way must not grow memory with every poll.
+
+#[path = "common/bounded.rs"]
+mod bounded;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// RSS is process-wide: the tests of this file run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn polling_trace_barrier_timeout_zero_under_a_held_reader_stays_bounded() {
+    let _s = serial();
+    bounded::finishes("trace barrier polling", || {
+        let (in_tx, in_rx) = mpsc::channel();
+        let (out_tx, out_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let g = usrcu::trace::read_lock();
+            in_tx.send(()).unwrap();
+            let _ = out_rx.recv();
+            drop(g);
+        });
+        in_rx.recv().unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        usrcu::trace::call(move || r.store(true, Ordering::SeqCst));
+        // Warm up.
+        for _ in 0..10_000 {
+            assert!(!usrcu::trace::barrier_timeout(Duration::ZERO));
+        }
+        let before = rss_bytes();
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs(2) {
+            assert!(!usrcu::trace::barrier_timeout(Duration::ZERO));
+            n += 1;
+        }
+        let after = rss_bytes();
+        out_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert!(usrcu::trace::barrier_timeout(Duration::from_secs(50)));
+        assert!(ran.load(Ordering::SeqCst));
+        let grew = after.saturating_sub(before);
+        assert!(
+            grew < 32 << 20,
+            "RSS grew by {} MiB over {n} timed-out trace barriers while one reader was held ({} bytes per poll)",
+            grew >> 20,
+            grew / n.max(1)
+        );
+    });
+}
+
+#[test]
+fn polling_tasks_barrier_timeout_zero_under_a_spinning_thread_stays_bounded() {
+    let _s = serial();
+    bounded::finishes("tasks barrier polling", || {
+        // A thread that never blocks nor passes a quiescent point holds
+        // every Tasks grace period (documented) until it stops.
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let (in_tx, in_rx) = mpsc::channel();
+        let t = std::thread::spawn(move || {
+            in_tx.send(()).unwrap();
+            while !s.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        in_rx.recv().unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        usrcu::tasks::call(move || r.store(true, Ordering::SeqCst));
+        for _ in 0..10_000 {
+            let _ = usrcu::tasks::barrier_timeout(Duration::ZERO);
+        }
+        let before = rss_bytes();
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        let mut timed_out = 0u64;
+        while t0.elapsed() < Duration::from_secs(2) {
+            if !usrcu::tasks::barrier_timeout(Duration::ZERO) {
+                timed_out += 1;
+            }
+            n += 1;
+        }
+        let after = rss_bytes();
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        assert!(usrcu::tasks::barrier_timeout(Duration::from_secs(50)));
+        assert!(ran.load(Ordering::SeqCst));
+        let grew = after.saturating_sub(before);
+        assert!(
+            grew < 32 << 20,
+            "RSS grew by {} MiB over {n} Tasks barriers ({timed_out} timed out) while one thread held the grace period ({} bytes per poll)",
+            grew >> 20,
+            grew / n.max(1)
+        );
+    });
+}
