@@ -18,10 +18,35 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     M.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Live heap bytes, counted by this binary's global allocator (RSS would
+/// hide growth into memory freed earlier).
+struct Counting;
+static LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as i64 - l.size() as i64, Ordering::Relaxed);
+        // SAFETY: forwarded contract.
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    LIVE.load(Ordering::Relaxed).max(0) as u64
 }
 
 #[test]
@@ -59,7 +84,7 @@ fn polling_trace_barrier_timeout_zero_under_a_held_reader_stays_bounded() {
         let grew = after.saturating_sub(before);
         assert!(
             grew < 32 << 20,
-            "RSS grew by {} MiB over {n} timed-out trace barriers while one reader was held ({} bytes per poll)",
+            "live heap grew by {} MiB over {n} timed-out trace barriers while one reader was held ({} bytes per poll)",
             grew >> 20,
             grew / n.max(1)
         );
@@ -106,9 +131,45 @@ fn polling_tasks_barrier_timeout_zero_under_a_spinning_thread_stays_bounded() {
         let grew = after.saturating_sub(before);
         assert!(
             grew < 32 << 20,
-            "RSS grew by {} MiB over {n} Tasks barriers ({timed_out} timed out) while one thread held the grace period ({} bytes per poll)",
+            "live heap grew by {} MiB over {n} Tasks barriers ({timed_out} timed out) while one thread held the grace period ({} bytes per poll)",
             grew >> 20,
             grew / n.max(1)
         );
+    });
+}
+
+/// The SRCU counterpart, which documents the shared marker: measured with
+/// the same allocator, as a control.
+#[test]
+fn polling_srcu_barrier_timeout_zero_under_a_held_reader_stays_bounded() {
+    let _s = serial();
+    bounded::finishes("srcu barrier polling", || {
+        let d = Arc::new(usrcu::Srcu::new("rt8-srcu-marker-control"));
+        let (in_tx, in_rx) = mpsc::channel();
+        let (out_tx, out_rx) = mpsc::channel::<()>();
+        let d2 = d.clone();
+        let t = std::thread::spawn(move || {
+            let g = d2.read_lock();
+            in_tx.send(()).unwrap();
+            let _ = out_rx.recv();
+            drop(g);
+        });
+        in_rx.recv().unwrap();
+        d.call_srcu(|| {});
+        for _ in 0..10_000 {
+            assert!(!d.barrier_timeout(Duration::ZERO));
+        }
+        let before = rss_bytes();
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < Duration::from_secs(1) {
+            assert!(!d.barrier_timeout(Duration::ZERO));
+            n += 1;
+        }
+        let grew = rss_bytes().saturating_sub(before);
+        out_tx.send(()).unwrap();
+        t.join().unwrap();
+        d.barrier();
+        assert!(grew < 1 << 20, "live heap grew by {grew} bytes over {n} timed-out SRCU barriers");
     });
 }
