@@ -173,3 +173,68 @@ fn polling_srcu_barrier_timeout_zero_under_a_held_reader_stays_bounded() {
         assert!(grew < 1 << 20, "live heap grew by {grew} bytes over {n} timed-out SRCU barriers");
     });
 }
+
+/// Live-heap growth of `poll` called in a loop for `secs` while `hold`
+/// holds the flavor's grace period.
+fn growth_while_held(secs: u64, mut poll: impl FnMut()) -> (u64, u64) {
+    for _ in 0..10_000 {
+        poll();
+    }
+    let before = rss_bytes();
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        poll();
+        n += 1;
+    }
+    (rss_bytes().saturating_sub(before), n)
+}
+
+#[test]
+fn polling_start_poll_under_held_readers_stays_bounded() {
+    let _s = serial();
+    bounded::finishes("start_poll polling", || {
+        // Tasks Trace: a reader held on another thread.
+        let (in_tx, in_rx) = mpsc::channel();
+        let (out_tx, out_rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let g = usrcu::trace::read_lock();
+            in_tx.send(()).unwrap();
+            let _ = out_rx.recv();
+            drop(g);
+        });
+        in_rx.recv().unwrap();
+        let (grew_trace, n_trace) = growth_while_held(1, || {
+            let c = usrcu::trace::start_poll();
+            let _ = usrcu::trace::poll_state(c);
+        });
+        out_tx.send(()).unwrap();
+        t.join().unwrap();
+
+        // SRCU: a reader held on another thread.
+        let d = Arc::new(usrcu::Srcu::new("rt8-start-poll-growth"));
+        let (in_tx, in_rx) = mpsc::channel();
+        let (out_tx, out_rx) = mpsc::channel::<()>();
+        let d2 = d.clone();
+        let t = std::thread::spawn(move || {
+            let g = d2.read_lock();
+            in_tx.send(()).unwrap();
+            let _ = out_rx.recv();
+            drop(g);
+        });
+        in_rx.recv().unwrap();
+        let (grew_srcu, n_srcu) = growth_while_held(1, || {
+            let c = d.start_poll();
+            let _ = d.poll_state(c);
+            let _ = d.synchronize_timeout(Duration::ZERO);
+        });
+        out_tx.send(()).unwrap();
+        t.join().unwrap();
+        d.synchronize();
+
+        assert!(
+            grew_trace < 1 << 20 && grew_srcu < 1 << 20,
+            "live heap grew: trace start_poll {grew_trace} bytes over {n_trace} polls; SRCU start_poll+synchronize_timeout(0) {grew_srcu} bytes over {n_srcu}"
+        );
+    });
+}
