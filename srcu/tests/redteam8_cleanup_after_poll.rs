@@ -70,7 +70,10 @@ fn cleanup_right_after_a_timed_out_synchronize_then_a_complete_one_succeeds() {
                 d.synchronize();
             }
         }
-        assert!(failures.is_empty(), "cleanup refused after a completed synchronize_timeout: {failures:?}");
+        assert!(
+            failures.is_empty(),
+            "cleanup refused after a completed synchronize_timeout: {failures:?}"
+        );
     });
 }
 
@@ -89,6 +92,11 @@ fn dropping_a_domain_right_after_its_polled_grace_period_completes_warns_nothing
             drop(d);
         }
         let ws = cap.for_domain("rt8-poll-then-drop");
-        assert!(ws.is_empty(), "{} warning(s) dropping a domain whose polled grace period was complete: {:?}", ws.len(), ws.first());
+        assert!(
+            ws.is_empty(),
+            "{} warning(s) dropping a domain whose polled grace period was complete: {:?}",
+            ws.len(),
+            ws.first()
+        );
     });
 }

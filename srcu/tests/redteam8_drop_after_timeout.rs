@@ -34,7 +34,9 @@ fn dropping_a_domain_after_a_timed_out_synchronize_does_not_leak_it() {
             assert!(!d.synchronize_timeout(Duration::from_millis(1)));
             out_tx.send(()).unwrap();
             t.join().unwrap();
-            let d = Arc::try_unwrap(d).ok().expect("sole owner");
+            let Ok(d) = Arc::try_unwrap(d) else {
+                panic!("sole owner")
+            };
             // What Drop does, with the result visible.
             // SAFETY: no other thread uses `d`.
             if let Err(e) = unsafe { d.cleanup() } {

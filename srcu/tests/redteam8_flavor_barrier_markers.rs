@@ -170,7 +170,10 @@ fn polling_srcu_barrier_timeout_zero_under_a_held_reader_stays_bounded() {
         out_tx.send(()).unwrap();
         t.join().unwrap();
         d.barrier();
-        assert!(grew < 1 << 20, "live heap grew by {grew} bytes over {n} timed-out SRCU barriers");
+        assert!(
+            grew < 1 << 20,
+            "live heap grew by {grew} bytes over {n} timed-out SRCU barriers"
+        );
     });
 }
 

@@ -26,7 +26,9 @@ fn synchronize_from_own_callback_finishes() {
     let d = Arc::new(Srcu::new("rt8-cb-sync"));
     in_callback(&d, "synchronize", |d| d.synchronize());
     in_callback(&d, "synchronize_expedited", |d| d.synchronize_expedited());
-    in_callback(&d, "synchronize_timeout", |d| assert!(d.synchronize_timeout(Duration::from_secs(20))));
+    in_callback(&d, "synchronize_timeout", |d| {
+        assert!(d.synchronize_timeout(Duration::from_secs(20)))
+    });
 }
 
 #[test]
@@ -36,7 +38,10 @@ fn start_poll_polled_from_own_callback_completes() {
         let c = d.start_poll();
         let t0 = std::time::Instant::now();
         while !d.poll_state(c) {
-            assert!(t0.elapsed() < Duration::from_secs(20), "start_poll from own callback never completes");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "start_poll from own callback never completes"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     });
@@ -51,7 +56,10 @@ fn start_poll_polled_from_another_domains_callback_completes() {
         let c = b2.start_poll();
         let t0 = std::time::Instant::now();
         while !b2.poll_state(c) {
-            assert!(t0.elapsed() < Duration::from_secs(20), "start_poll of domain b from a's callback never completes");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "start_poll of domain b from a's callback never completes"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         b2.barrier();

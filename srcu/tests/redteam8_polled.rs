@@ -45,7 +45,7 @@ fn cookie_completed_before_cleanup_stays_complete_after_reattach() {
         d.synchronize();
         assert!(d.poll_state(done));
         let pending = d.get_state(); // not started: names a future grace period
-        // SAFETY: no other thread uses `d`.
+                                     // SAFETY: no other thread uses `d`.
         unsafe { d.cleanup() }.expect("idle domain cleans up");
         // Re-attach by use.
         let _ = d.read_lock();
@@ -82,7 +82,10 @@ fn start_poll_on_fresh_state_after_cleanup_waits_for_its_reader() {
         // `c` may read as complete: the successful cleanup proved no reader
         // that began before it was still inside. `c2` names a grace period
         // the reader holds up.
-        assert!(!d.poll_state(c2), "a started poll completed while a reader it must wait for is inside");
+        assert!(
+            !d.poll_state(c2),
+            "a started poll completed while a reader it must wait for is inside"
+        );
         assert!(c2 >= c);
         tx.send(()).unwrap();
         t.join().unwrap();
@@ -135,7 +138,11 @@ fn synchronize_timeout_zero_and_max_with_a_reader_on_another_thread() {
         let (tx, t) = hold_reader(d.clone());
         let t0 = Instant::now();
         assert!(!d.synchronize_timeout(Duration::ZERO));
-        assert!(t0.elapsed() < Duration::from_secs(5), "a zero timeout waited {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a zero timeout waited {:?}",
+            t0.elapsed()
+        );
         assert!(!d.synchronize_timeout(Duration::from_nanos(1)));
         assert!(!d.synchronize_timeout(Duration::from_millis(20)));
         let rel = std::thread::spawn(move || {
@@ -167,7 +174,11 @@ fn barrier_timeout_zero_and_max_with_a_reader_on_another_thread() {
         }
         assert!(!d.barrier_timeout(Duration::from_millis(20)));
         assert!(t0.elapsed() < Duration::from_secs(5));
-        assert_eq!(ran.load(Ordering::SeqCst), 0, "a callback ran while a reader held its grace period");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "a callback ran while a reader held its grace period"
+        );
         let rel = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             tx.send(()).unwrap();
@@ -193,7 +204,11 @@ fn cleanup_with_a_reader_on_another_thread_warns_naming_the_domain_and_keeps_it_
         let err = unsafe { d.cleanup() }.expect_err("a reader is inside");
         assert_eq!(err.readers_active, 1, "{err:?}");
         let ws = cap.for_domain("rt8-cleanup-reader-xyz");
-        assert!(!ws.is_empty(), "no warning for the refused cleanup: {:?}", cap.warnings());
+        assert!(
+            !ws.is_empty(),
+            "no warning for the refused cleanup: {:?}",
+            cap.warnings()
+        );
         assert!(
             ws.iter().any(|w| w.message.contains("rt8-cleanup-reader-xyz")),
             "the warning text does not name the domain: {ws:?}"
@@ -226,11 +241,18 @@ fn cleanup_with_pending_callback_is_refused_and_callback_still_runs() {
         // SAFETY: only a reader already inside uses `d` concurrently.
         let err = unsafe { d.cleanup() }.expect_err("callbacks pending");
         assert!(err.callbacks_pending >= 1 || err.readers_active >= 1, "{err:?}");
-        assert!(!cap.for_domain("rt8-cleanup-pending").is_empty(), "{:?}", cap.warnings());
+        assert!(
+            !cap.for_domain("rt8-cleanup-pending").is_empty(),
+            "{:?}",
+            cap.warnings()
+        );
         tx.send(()).unwrap();
         t.join().unwrap();
         d.barrier();
-        assert!(ran.load(Ordering::SeqCst), "the callback of a refused cleanup never ran");
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "the callback of a refused cleanup never ran"
+        );
     });
 }
 
@@ -334,7 +356,7 @@ fn hook_slot_set_returns_cookie_only_when_replacing_and_it_completes() {
         static SLOT: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
         assert!(SLOT.clear().is_none(), "clearing an empty slot gave a cookie");
         SLOT.clear_sync(); // empty: must not wait for anything
-        // SAFETY: `h_one` never blocks and lives in the test's text.
+                           // SAFETY: `h_one` never blocks and lives in the test's text.
         assert!(unsafe { SLOT.set(Some(h_one)) }.is_none());
         assert_eq!(SLOT.call(1), Some(2));
         // SAFETY: as above.
@@ -358,7 +380,10 @@ fn tasks_cookies_and_zero_timeouts() {
         assert!(t0.elapsed() < Duration::from_secs(5));
         let b = usrcu::tasks::start_poll();
         assert!(b >= a);
-        assert!(b.wait_timeout(Duration::from_secs(30)), "a started Tasks poll never completed");
+        assert!(
+            b.wait_timeout(Duration::from_secs(30)),
+            "a started Tasks poll never completed"
+        );
         usrcu::tasks::synchronize();
         assert!(usrcu::tasks::poll_state(a));
         assert!(!usrcu::tasks::poll_state(usrcu::tasks::Cookie(u64::MAX)));

@@ -51,12 +51,14 @@ fn notifier_churn_during_loads_and_unloads_neither_deadlocks_nor_fails_a_load() 
             let mut i = 0u64;
             while t0.elapsed() < Duration::from_secs(3) {
                 i += 1;
-                ids.push(loader.register_notifier(&format!("churn {i}"), move |ev, _| -> Result<(), String> {
-                    if ev == ModuleEvent::Coming && i.is_multiple_of(1_000_000) {
-                        return Err("never".into());
-                    }
-                    Ok(())
-                }));
+                ids.push(
+                    loader.register_notifier(&format!("churn {i}"), move |ev, _| -> Result<(), String> {
+                        if ev == ModuleEvent::Coming && i.is_multiple_of(1_000_000) {
+                            return Err("never".into());
+                        }
+                        Ok(())
+                    }),
+                );
                 if ids.len() > 4 {
                     let id = ids.remove(0);
                     assert!(loader.unregister_notifier(id));

@@ -37,7 +37,12 @@ fn run(timeout: Duration) -> Result<(), String> {
         for attempt in 0..100 {
             match loader.unload(m) {
                 Ok(r) if r.unmapped => return Ok(()),
-                Ok(r) => last = format!("attempt {attempt}: {:?} / {:?} / {:?}", r.state, r.zombie_cause, r.hook_slots),
+                Ok(r) => {
+                    last = format!(
+                        "attempt {attempt}: {:?} / {:?} / {:?}",
+                        r.state, r.zombie_cause, r.hook_slots
+                    )
+                }
                 Err(e) => last = format!("attempt {attempt}: error {e}"),
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -39,7 +39,8 @@ fn two_unload_all_at_once_unload_each_module_once_and_report_no_error_for_the_ot
                     match r {
                         Ok(rep) => {
                             assert!(rep.unmapped, "{rep:?}");
-                            *oks.entry(format!("{h}").trim_start_matches('#').parse().unwrap()).or_default() += 1;
+                            *oks.entry(format!("{h}").trim_start_matches('#').parse().unwrap())
+                                .or_default() += 1;
                         }
                         Err(e) => errors.push(format!("{h}: {e}")),
                     }
