@@ -410,3 +410,25 @@ fn trace_cookies_complete_and_zero_timeouts_return() {
         assert!(usrcu::trace::poll_state(g));
     });
 }
+
+#[test]
+fn static_domain_cookies_across_cleanup_and_reattach() {
+    bounded::finishes("static cookies across cleanup", || {
+        static D: Srcu = Srcu::new_static("rt8-static-cookie");
+        for round in 0..20 {
+            D.synchronize();
+            let done = D.get_state();
+            D.synchronize_expedited();
+            assert!(D.poll_state(done));
+            let pending = D.get_state();
+            // SAFETY: no other thread uses `D`.
+            unsafe { D.cleanup() }.expect("idle static domain cleans up");
+            assert!(!D.is_attached());
+            assert!(D.poll_state(done), "round {round}: a completed cookie reads incomplete after cleanup");
+            let fresh = D.start_poll();
+            assert!(fresh >= pending, "round {round}: cookies went backwards across cleanup: {fresh:?} < {pending:?}");
+            bounded::wait_until("fresh cookie completes", || D.poll_state(fresh));
+            assert!(D.poll_state(pending));
+        }
+    });
+}
