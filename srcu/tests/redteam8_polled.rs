@@ -432,3 +432,36 @@ fn static_domain_cookies_across_cleanup_and_reattach() {
         }
     });
 }
+
+/// `HookSlot::clear_sync` is safe and documented only as "empty the slot
+/// and wait for a Tasks grace period". A host that defers the clearing to a
+/// Tasks callback (`tasks::call(|| SLOT.clear_sync())`) must get the slot
+/// emptied and no panic out of its callback.
+#[test]
+fn clear_sync_from_a_tasks_callback() {
+    let _f = flavors();
+    bounded::finishes("clear_sync in tasks callback", || {
+        static SLOT: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
+        // SAFETY: `h_one` never blocks and lives in the test's text.
+        unsafe { SLOT.set_sync(Some(h_one)) };
+        let cap = Capture::start();
+        let (tx, rx) = mpsc::channel();
+        usrcu::tasks::call(move || {
+            SLOT.clear_sync();
+            let _ = tx.send(());
+        });
+        let finished = rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        usrcu::tasks::barrier();
+        assert!(!SLOT.is_set(), "the slot is still set");
+        let ws: Vec<_> = cap
+            .warnings()
+            .into_iter()
+            .filter(|w| w.domain == usrcu::tasks::DOMAIN_NAME)
+            .map(|w| (w.kind, w.message))
+            .collect();
+        assert!(
+            finished && ws.is_empty(),
+            "clear_sync from a Tasks callback: finished normally: {finished}; warnings: {ws:?}"
+        );
+    });
+}
