@@ -424,9 +424,15 @@ fn static_domain_cookies_across_cleanup_and_reattach() {
             // SAFETY: no other thread uses `D`.
             unsafe { D.cleanup() }.expect("idle static domain cleans up");
             assert!(!D.is_attached());
-            assert!(D.poll_state(done), "round {round}: a completed cookie reads incomplete after cleanup");
+            assert!(
+                D.poll_state(done),
+                "round {round}: a completed cookie reads incomplete after cleanup"
+            );
             let fresh = D.start_poll();
-            assert!(fresh >= pending, "round {round}: cookies went backwards across cleanup: {fresh:?} < {pending:?}");
+            assert!(
+                fresh >= pending,
+                "round {round}: cookies went backwards across cleanup: {fresh:?} < {pending:?}"
+            );
             bounded::wait_until("fresh cookie completes", || D.poll_state(fresh));
             assert!(D.poll_state(pending));
         }
