@@ -523,7 +523,7 @@ fn barrier_until(deadline: Option<Instant>) -> bool {
         );
         return false;
     }
-    let m = Arc::new(Marker::default());
+    let mut m = Arc::new(Marker::default());
     let (failed, mut started) = {
         let mut q = lock(&e.queue);
         if q.items.is_empty() && !q.busy {
@@ -540,7 +540,14 @@ fn barrier_until(deadline: Option<Instant>) -> bool {
         // Behind every queued item, and behind any batch the thread has
         // already taken off the queue (it invokes a batch before it looks
         // at the queue again).
-        q.items.push_back((0, Item::Marker(m.clone())));
+        // A marker already last in the queue is behind everything this one
+        // would wait for: share it (waiters that time out leave theirs
+        // queued; a loop of zero-timeout barriers under a reader that holds
+        // the grace period piled one up per call, red team 8).
+        match q.items.back() {
+            Some((_, Item::Marker(last))) => m = last.clone(),
+            _ => q.items.push_back((0, Item::Marker(m.clone()))),
+        }
         let failed = ensure_thread(&mut q);
         (failed, q.thread_pid == this_pid())
     };
