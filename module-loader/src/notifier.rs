@@ -70,8 +70,13 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[derive(Default)]
 pub(crate) struct Notifiers {
     list: Mutex<Vec<Arc<Notifier>>>,
-    next: AtomicU64,
 }
+
+/// The next notifier id, process-wide (as module handles are): an id one
+/// loader handed out never names another loader's notifier (red team 8:
+/// with a counter per loader, loader B's `unregister_notifier` with loader
+/// A's id removed B's own notifier).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Notifiers {
     pub(crate) fn register<F, E>(&self, name: &str, f: F) -> NotifierId
@@ -80,7 +85,7 @@ impl Notifiers {
         E: Display,
     {
         // Relaxed: a unique number, nothing else.
-        let id = NotifierId(self.next.fetch_add(1, Ordering::Relaxed));
+        let id = NotifierId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let n = Notifier {
             id,
             name: name.to_owned(),
