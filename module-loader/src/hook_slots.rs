@@ -242,7 +242,21 @@ pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
     let mut timed_out = false;
     let wait = cleared > 0 || tasks::hooks_ever_set() || tasks::callbacks_pending() > 0;
     if wait {
-        timed_out = !tasks::start_poll().wait_timeout(timeout);
+        // A retry that cleared nothing new needs no grace period later than
+        // the one the earlier attempt asked for after its own clearing, and
+        // may find it complete already; a fresh one each time never
+        // completed within a zero `unload_timeout` (red team 8: an idle
+        // module stayed a Zombie through 100 retries).
+        let cookie = {
+            let mut kept = crate::lock(&m.hooks_cookie);
+            let c = match *kept {
+                Some(c) if cleared == 0 => c,
+                _ => tasks::start_poll(),
+            };
+            *kept = Some(c);
+            c
+        };
+        timed_out = !cookie.wait_timeout(timeout);
         if !timed_out {
             // The object's Tasks callbacks, not every one (a host callback
             // that blocks must not keep the object's hook).

@@ -111,6 +111,10 @@ pub(crate) struct Module {
     /// `exit` and the `Going` notifiers have run (a zombie made before them,
     /// by a drain that timed out, runs them when it is unloaded again).
     pub(crate) hooks_done: std::sync::atomic::AtomicBool,
+    /// The Tasks grace period an earlier unload attempt's hook step asked
+    /// for (after its clearing): a retry that clears nothing new waits for
+    /// it instead of a fresh one (`hook_slots::going`).
+    pub(crate) hooks_cookie: std::sync::Mutex<Option<usrcu::tasks::Cookie>>,
     /// Per domain (by address), its `slots_scanned` before the barrier that
     /// precedes `exit`, so that the report counts both barriers' scans.
     pub(crate) scan_base: Mutex<Vec<(usize, u64)>>,
@@ -447,6 +451,7 @@ fn check_and_attach(
         barriers_in_flight: Default::default(),
         srcu_statics: Vec::new(),
         hooks_done: Default::default(),
+        hooks_cookie: Default::default(),
         scan_base: Mutex::new(Vec::new()),
     })
 }
