@@ -439,10 +439,12 @@ fn static_domain_cookies_across_cleanup_and_reattach() {
     });
 }
 
-/// `HookSlot::clear_sync` is safe and documented only as "empty the slot
-/// and wait for a Tasks grace period". A host that defers the clearing to a
-/// Tasks callback (`tasks::call(|| SLOT.clear_sync())`) must get the slot
-/// emptied and no panic out of its callback.
+/// `HookSlot::clear_sync` from a Tasks callback cannot wait for the grace
+/// period it promises (it would wait for the callback itself): it empties
+/// the slot, then panics as `tasks::synchronize` does there, as its
+/// `# Panics` section says; the runtime reports the panic as a
+/// `CallbackPanicked` warning and goes on. (Red team 8 found the panic
+/// undocumented; the docs now say so.)
 #[test]
 fn clear_sync_from_a_tasks_callback() {
     let _f = flavors();
@@ -456,18 +458,18 @@ fn clear_sync_from_a_tasks_callback() {
             SLOT.clear_sync();
             let _ = tx.send(());
         });
-        let finished = rx.recv_timeout(Duration::from_secs(30)).is_ok();
         usrcu::tasks::barrier();
+        let finished = rx.try_recv().is_ok();
         assert!(!SLOT.is_set(), "the slot is still set");
         let ws: Vec<_> = cap
             .warnings()
             .into_iter()
-            .filter(|w| w.domain == usrcu::tasks::DOMAIN_NAME)
-            .map(|w| (w.kind, w.message))
+            .filter(|w| w.kind == usrcu::diagnostics::WarningKind::CallbackPanicked)
+            .map(|w| w.message)
             .collect();
         assert!(
-            finished && ws.is_empty(),
-            "clear_sync from a Tasks callback: finished normally: {finished}; warnings: {ws:?}"
+            !finished && ws.iter().any(|m| m.contains("would wait for itself")),
+            "clear_sync from a Tasks callback: finished normally: {finished}; panics reported: {ws:?}"
         );
     });
 }

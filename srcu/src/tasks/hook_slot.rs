@@ -158,6 +158,10 @@ impl<F: HookFn> HookSlot<F> {
     /// replaced, wait for a Tasks grace period, after which no thread runs
     /// the old one.
     ///
+    /// # Panics
+    /// As [`clear_sync`](HookSlot::clear_sync), from a Tasks callback when
+    /// a function is replaced.
+    ///
     /// # Safety
     /// `f` keeps the contract in the type's documentation for as long as it
     /// is installed and until a grace period after it is replaced. And the
@@ -188,6 +192,13 @@ impl<F: HookFn> HookSlot<F> {
 
     /// Empty the slot and wait for a Tasks grace period (if it held a
     /// function). Safe: it only removes a target.
+    ///
+    /// # Panics
+    /// From a Tasks callback ([`call`](super::call)), when the slot held a
+    /// function: the wait would wait for the callback itself, as
+    /// [`synchronize`](super::synchronize) would (the slot is emptied
+    /// first). There, use [`set`](HookSlot::set)`(None)` and defer the free
+    /// to another [`call`](super::call).
     pub fn clear_sync(&self) {
         // SAFETY: `None` installs nothing, so there is no contract to keep.
         unsafe { self.set_sync(None) }
