@@ -526,9 +526,18 @@ fn barrier_until(deadline: Option<Instant>) -> bool {
     let mut m = Arc::new(Marker::default());
     let (failed, mut started) = {
         let mut q = lock(&e.queue);
-        if q.items.is_empty() && !q.busy {
-            // Nothing queued and no batch running: nothing to wait for
-            // (and a zero timeout is no failure then).
+        // Every callback queued so far has returned (none is queued, and
+        // the running batch's have all run; the thread may still be busy
+        // with the rest of a batch, markers, as when an earlier barrier's
+        // marker has just woken its waiter): nothing to wait for, and a zero
+        // timeout is no failure then (red team 7's zero-timeout test saw
+        // `false` right after a `barrier`, under load).
+        let none_queued = !q.items.iter().any(|(_, i)| matches!(i, Item::Call(..)));
+        // Acquire: pairs with the Release count after each callback returns
+        // (`callback_thread`): what they did happens before our return.
+        let batch_ran =
+            q.running.is_empty() || e.invoked.load(Ordering::Acquire) >= q.batch_base + q.running.len() as u64;
+        if none_queued && batch_ran {
             return true;
         }
         if q.thread_pid != this_pid() && q.items.is_empty() {
