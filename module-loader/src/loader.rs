@@ -922,18 +922,6 @@ impl ModuleLoader {
             report.elapsed += t0.elapsed();
             return report;
         }
-        // The probe notifier swept until a sweep after its waits found
-        // nothing, but the object's code that ran after that (a callback
-        // the deferred-work proof waited for) could still attach a probe:
-        // one left now would be called after the unmap. Kept mapped; a
-        // retry detaches it and waits for both flavors again.
-        if self.config.remove_probes
-            && usrcu_registry::tracepoint::probes_attached_where(&|a| m.mapping.contains(a)) > 0
-        {
-            let mut report = self.zombie(m, report, ZombieCause::ProbesInUse);
-            report.elapsed += t0.elapsed();
-            return report;
-        }
         if last_user.contains(&true) {
             crate::test_pause::reached(crate::test_pause::PausePoint::UnloadBeforeDlclose);
         }

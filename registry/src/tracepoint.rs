@@ -626,8 +626,6 @@ pub trait TracepointOps: Sync {
     /// Detach every probe whose function or data address satisfies
     /// `inside`, without waiting; return them.
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe>;
-    /// How many probes [`detach_where`](Self::detach_where) would detach now.
-    fn count_where(&self, inside: &dyn Fn(usize) -> bool) -> usize;
     /// [`args_fingerprint`] of its argument type.
     fn args_fingerprint(&self) -> u64;
 }
@@ -643,14 +641,6 @@ impl<A: 'static> TracepointOps for Tracepoint<A> {
 
     fn args_fingerprint(&self) -> u64 {
         args_fingerprint::<A>()
-    }
-
-    fn count_where(&self, inside: &dyn Fn(usize) -> bool) -> usize {
-        let _u = self.update.lock().unwrap_or_else(|p| p.into_inner());
-        self.current()
-            .iter()
-            .filter(|p| inside(p.call as usize) || inside(p.func as usize) || inside(p.data as usize))
-            .count()
     }
 
     fn detach_where(&self, inside: &dyn Fn(usize) -> bool) -> Vec<RemovedProbe> {
@@ -746,14 +736,6 @@ pub fn remove_probes_in_within(
         used = [false; 2];
     }
     (removed, complete)
-}
-
-/// How many probes of this object's tracepoints (declared, or made with
-/// [`Tracepoint::new`] and attached to) have a function, data, or
-/// trampoline that satisfies `inside`: the plugin loader checks there are
-/// none left just before it unmaps an object.
-pub fn probes_attached_where(inside: &dyn Fn(usize) -> bool) -> usize {
-    tracepoints_with_probes().iter().map(|tp| tp.count_where(inside)).sum()
 }
 
 /// Wait, until `deadline`, for every Tasks and Tasks Trace callback whose

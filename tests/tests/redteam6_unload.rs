@@ -385,7 +385,7 @@ define_tracepoint!(static LATE_N: Tracepoint<u64> = normal "rt6.late.normal");
 /// of the plugin to a host tracepoint, after the sweep. The probe notifier
 /// sweeps again after its grace periods, until a sweep finds nothing
 /// (`remove_probes_in_within`); the deferred-work proof sweeps again after
-/// its snapshot; and the loader checks just before it unmaps. With the
+/// its snapshot. With the
 /// notifier's single sweep and the deferred proof skipped
 /// (`USRCU_LOADER_TEST_SKIP_PROOFS=deferred`), the late probe stayed
 /// attached after the unmap and the next fire died of SIGSEGV (seen); with
