@@ -156,6 +156,16 @@ pub enum ZombieCause {
         /// Their kernel thread ids.
         threads: Vec<i32>,
     },
+    /// These threads were still blocked, when the unload's time ran out,
+    /// inside a signal handler that had interrupted the object's code (a
+    /// hook or a normal tracepoint probe, which Tasks RCU cannot see while
+    /// the handler sleeps), or blocked in the object's own code. When the
+    /// handler returns, the thread resumes in the object; a retry looks
+    /// again.
+    InterruptedInObject {
+        /// Their kernel thread ids.
+        threads: Vec<i32>,
+    },
 }
 
 /// `SIGUSR1`, `SIGRTMIN+3`, or the number for a signal without a name here.
@@ -278,6 +288,11 @@ impl fmt::Display for ZombieCause {
                 f,
                 "threads {threads:?} still point at a restartable-sequence descriptor in the object (their rseq_cs): \
                  they ran its read side outside the loader's calls and have not returned to user space since"
+            ),
+            ZombieCause::InterruptedInObject { threads } => write!(
+                f,
+                "threads {threads:?} are blocked in a signal handler that interrupted the object's code (or in that code \
+                 itself): they resume in it when the handler returns"
             ),
         }
     }

@@ -9,15 +9,12 @@
 //!
 //! FINDING if it fails: the child dies with SIGSEGV.
 //!
-//! Not fixed: ignored. This is the caveat `usrcu::tasks` documents ("a
-//! signal handler that blocks while it interrupts a hook makes the thread
-//! read as blocked while the hook's frame is live"). Seen failing (SIGSEGV)
-//! on the code of session 10. The evidence Tasks RCU reads
-//! (`/proc/<tid>/status`, switch counts) cannot tell a handler's sleep from
-//! a sleep outside every hook, and a marker around each hook call would
-//! cost the reader the nothing it is meant to cost; a scan of blocked
-//! threads' stacks for return addresses into the object, at unload, is the
-//! candidate defense (its false positives would keep idle plugins mapped).
+//! Fixed in session 11 by the loader's "interrupted" proof
+//! (`module-loader/src/proofs/interrupted.rs`): blocked threads' stacks are
+//! searched for signal frames over the object's code, and the unload waits
+//! for them. Seen failing (SIGSEGV) on the code of session 10, and with
+//! `USRCU_LOADER_TEST_SKIP_PROOFS=interrupted`. More cases, and the
+//! negative twin kept as a test: `tests/tests/loader_interrupted.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,7 +37,6 @@ extern "C" fn sleepy_handler(_: libc::c_int) {
 }
 
 #[test]
-#[ignore = "known gap (usrcu::tasks caveats): a signal handler that sleeps inside a hook; run with --ignored to see it crash"]
 fn a_signal_handler_that_sleeps_while_interrupting_a_hook_does_not_let_the_plugin_unmap_under_it() {
     let _ = fixture_path("redteam7-plain");
     let out = rerun_test_in_child("hook_signal_entry", &[("RT7_HOOKSIG_CHILD", std::ffi::OsStr::new("1"))]);

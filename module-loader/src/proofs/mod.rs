@@ -9,6 +9,7 @@
 //! | [`threads`] | threads whose start routine lies in the object       | glibc's thread list (`_thread_db_*` descriptors) | Zombie until they exit, named |
 //! | [`deferred`] | work of the object that hopped after the drains: callbacks of any flavor queued or running, hook slots filled late | repeated bounded barriers and drains, then one snapshot of all three flavors (`usrcu::runtime::inventory::deferred`), until it is empty | bounded, then Zombie naming what is left |
 //! | [`signals`] | signal handlers whose address lies in the object; the calling thread's alternate signal stack | `sigaction(sig, NULL, &old)` for signals 1..=`SIGRTMAX`; `sigaltstack(NULL, &old)` (the calling thread only) | Zombie naming the signal and handler (or the stack); nothing reset |
+//! | [`interrupted`] | threads asleep in a signal handler that interrupted the object's code (a Tasks reader: a hook, a normal probe) | each blocked thread's stack pointer (`/proc/self/task/<tid>/syscall`), its stack searched for signal frames (the handlers' `sa_restorer`) whose saved context is in the object | bounded wait, a Tasks grace period after a clean scan, a scan again; then Zombie naming the threads |
 //! | [`rseq`]    | threads whose `rseq->rseq_cs` points at a restartable-sequence descriptor in the object | each thread's `struct rseq` (glibc's thread list plus `__rseq_offset`), read with `process_vm_readv`; `membarrier(..._EXPEDITED_RSEQ)` to have running ones cleared | bounded wait, then Zombie naming the threads |
 //! | [`keys`]    | pthread-key destructors in the object                | keys created through the loader's interposer, and glibc's key table | destructors retired after a grace period; keys deleted |
 //!
@@ -32,6 +33,7 @@ use crate::report::{UnloadReport, ZombieCause};
 
 pub(crate) mod callbacks;
 pub(crate) mod deferred;
+pub(crate) mod interrupted;
 pub(crate) mod keys;
 pub(crate) mod needed;
 pub(crate) mod readers;
@@ -80,12 +82,13 @@ pub(crate) trait Proof: Sync {
 }
 
 /// The unload sequence: each proof in turn.
-pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 7] = [
+pub(crate) static UNLOAD_PROOFS: [&dyn Proof; 8] = [
     &readers::Readers,
     &callbacks::Callbacks,
     &threads::Threads,
     &deferred::Deferred,
     &signals::Signals,
+    &interrupted::Interrupted,
     &rseq::Rseq,
     &keys::Keys,
 ];
@@ -110,15 +113,25 @@ pub(crate) fn prove_idle(cx: &mut UnloadCx<'_>, drain_only: bool) -> Result<(), 
 }
 
 /// The proofs' names, for the test switch, in [`UNLOAD_PROOFS`] order.
-const PROOF_NAMES: [&str; 7] = ["readers", "callbacks", "threads", "deferred", "signals", "rseq", "keys"];
+const PROOF_NAMES: [&str; 8] = [
+    "readers",
+    "callbacks",
+    "threads",
+    "deferred",
+    "signals",
+    "interrupted",
+    "rseq",
+    "keys",
+];
 
 /// The proofs' names as step names for [`crate::phase_timing`].
-const LAP_NAMES: [&str; 7] = [
+const LAP_NAMES: [&str; 8] = [
     "unload: proof: readers",
     "unload: proof: callbacks",
     "unload: proof: threads",
     "unload: proof: deferred",
     "unload: proof: signals",
+    "unload: proof: interrupted",
     "unload: proof: rseq",
     "unload: proof: keys",
 ];

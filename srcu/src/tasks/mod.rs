@@ -48,7 +48,13 @@
 //!
 //! * A signal handler that blocks while it interrupts a hook makes the thread
 //!   read as blocked while the hook's frame is live: hooks must run where no
-//!   such handler can interrupt them, or the handler must not block.
+//!   such handler can interrupt them, or the handler must not block. The
+//!   plugin loader checks for this before it unmaps a plugin (its
+//!   "interrupted" proof: blocked threads' stacks are searched for signal
+//!   frames over the plugin's code); a host that retires hooks itself gets
+//!   no such check, and even the loader's misses a handler that every scan
+//!   sees running between its sleeps, or a second such signal during its
+//!   last grace period.
 //! * A CPU-bound thread that never blocks and never calls [`quiescent`]
 //!   holds every grace period (the kernel counts user mode as quiescent; a
 //!   process cannot tell its own user mode from a hook).

@@ -1,0 +1,347 @@
+//! Threads asleep in a signal handler that interrupted the object's code.
+//!
+//! Tasks RCU (hook slots, normal tracepoint probes) has no read-side
+//! marker: a thread counts as having left every hook once it is seen
+//! blocked or its voluntary-switch count moves. A signal handler breaks
+//! that rule: the handler is host code, it may sleep (`nanosleep`, a
+//! `write` to a full pipe, `sigsuspend`: all async-signal-safe), and while
+//! it sleeps the thread reads as blocked with the interrupted hook's frame
+//! still on its stack. The hook step's grace period then ends, and when the
+//! handler returns the thread resumes in the unmapped hook: the host dies
+//! of SIGSEGV (red team 7, `tests/tests/redteam7_hook_signal.rs`).
+//!
+//! # How it is known
+//!
+//! For every other thread of the process, `/proc/self/task/<tid>/syscall`
+//! gives, while the thread is blocked, its user stack pointer and program
+//! counter ("running" otherwise). The stack from that pointer up to the
+//! end of its mapping (at most [`SCAN_LIMIT`]) is read with
+//! `process_vm_readv`, which fails instead of faulting on memory unmapped
+//! meanwhile, and searched for signal frames: on x86_64 the kernel builds
+//! each `struct rt_sigframe` with the handler's return address first, the
+//! handler's `sa_restorer` (glibc's `__restore_rt`, known from `sigaction`
+//! queries of every signal; every restorer ever seen is remembered, for a
+//! handler replaced while a thread still sleeps in it), followed by the
+//! `ucontext` whose saved registers say where the thread was interrupted.
+//! A thread is *interrupted in the object* when
+//!
+//! * its program counter lies in the object (it is blocked in the
+//!   object's own code: a raw system call, a page fault), or
+//! * a signal frame's saved `rip` lies in the object, or
+//! * a word of the interrupted stack (from the frame's saved `rsp`, at most
+//!   [`SCAN_LIMIT`]) does: a return address into the object above host code
+//!   the object called, such as `memcpy`. Conservative: a stale word left in
+//!   a live frame counts too, but only for a thread that is inside a signal
+//!   handler at that moment, which is rare and short.
+//!
+//! # The order of scans and grace periods
+//!
+//! A scan cannot look at a *running* thread (no system call reads its
+//! registers), and a thread inside a handler runs between its sleeps. So a
+//! thread seen interrupted in the object stays a *suspect* until a scan
+//! sees it blocked without such a frame, or gone; while any suspect is
+//! left, the proof waits (within the unload's budget, then a Zombie naming
+//! them, `InterruptedInObject`). Once none is left, it waits for a Tasks
+//! grace period that starts after that scan (a thread back inside a hook,
+//! running, holds it until it leaves), then scans again; a scan that finds
+//! a suspect starts the sequence over. Seen failing without the suspects
+//! (a handler asleep in 1 ms naps, seen running by one scan, let the
+//! unload through: 1 crash in 9 runs of `loader_interrupted`'s host-code
+//! case). What is left: a handler seen only while it runs, by every scan,
+//! or a *second* signal, delivered while the same hook runs during that
+//! grace period, whose handler sleeps past the last scan and returns after
+//! the unmap. The `usrcu::tasks` caveats say so.
+//!
+//! The proof is skipped when the process has never used Tasks RCU (no
+//! hook slot ever set, no Tasks grace period ever started): then no code
+//! of the object ran as a Tasks reader, and every other way into the
+//! object (the liveness gate's SRCU read sections, Tasks Trace probes,
+//! callbacks, which a barrier waits for) has a marker that a sleeping
+//! handler does not clear. (Normal tracepoint probes of the object are
+//! retired with a Tasks grace period, by the probe notifier or by the
+//! plugin's own unregister, before this proof runs.)
+//!
+//! Cost: nothing without Tasks RCU (0.2 µs, step "unload: proof:
+//! interrupted" of `cargo run --release -p usrcu-benches --example
+//! unload_phases`, 2-vCPU development VM, 2026-12-02; 44 µs there with the
+//! scan forced); with it, a `/proc` read per thread, the stacks of the
+//! blocked ones, and one Tasks grace period.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{Proof, UnloadCx};
+use crate::report::ZombieCause;
+
+/// See the module documentation.
+pub(crate) struct Interrupted;
+
+/// Most bytes of one stack read from a stack pointer up.
+const SCAN_LIMIT: usize = 1 << 20;
+
+/// On x86_64, the offsets in `struct rt_sigframe` (the restorer at 0, the
+/// `ucontext` at 8, its `uc_mcontext` 40 bytes further) of the saved `rsp`
+/// (`gregs[15]`) and `rip` (`gregs[16]`).
+const FRAME_RSP: usize = 8 + 40 + 15 * 8;
+const FRAME_RIP: usize = 8 + 40 + 16 * 8;
+
+impl Proof for Interrupted {
+    fn prove(&self, cx: &mut UnloadCx<'_>) -> Result<(), ZombieCause> {
+        if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+            return Ok(());
+        }
+        // Without Tasks RCU no code of the object ran as a marker-less
+        // reader (see the module docs).
+        if !(usrcu::tasks::hooks_ever_set() || usrcu::tasks::get_state().0 > 1) {
+            return Ok(());
+        }
+        let mut nap = Duration::from_micros(50);
+        // Threads seen interrupted in the object and not seen since blocked
+        // outside it (a running thread may be between two sleeps of the
+        // handler, or back in the hook); an earlier attempt's too.
+        let mut suspects = std::mem::take(&mut *crate::lock(&cx.module.interrupted_suspects));
+        // A scan without suspects was followed by a Tasks grace period.
+        let mut waited = false;
+        loop {
+            let now = scan(cx);
+            suspects.retain(|t| matches!(now.get(t), Some(Seen::Running | Seen::Interrupted)));
+            suspects.extend(now.iter().filter(|(_, s)| **s == Seen::Interrupted).map(|(t, _)| *t));
+            if suspects.is_empty() {
+                if waited {
+                    return Ok(());
+                }
+                // The grace period after this clean scan; an earlier
+                // attempt's, asked for after its own clean scan, serves as
+                // well if no scan since found a suspect (with a short
+                // `unload_timeout` a fresh one each retry never completes).
+                let cookie = *crate::lock(&cx.module.interrupted_cookie).get_or_insert_with(usrcu::tasks::start_poll);
+                if !cookie.wait_timeout(cx.time_left()) {
+                    return Err(ZombieCause::HooksBusy);
+                }
+                waited = true;
+                continue;
+            }
+            *crate::lock(&cx.module.interrupted_cookie) = None;
+            waited = false;
+            if Instant::now() >= cx.deadline {
+                let threads = suspects.iter().copied().collect();
+                *crate::lock(&cx.module.interrupted_suspects) = suspects;
+                return Err(ZombieCause::InterruptedInObject { threads });
+            }
+            std::thread::sleep(nap.min(cx.time_left()));
+            nap = (nap * 2).min(Duration::from_millis(5));
+        }
+    }
+}
+
+/// What one scan saw of a thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Running: its registers and stack cannot be read.
+    Running,
+    /// Blocked, and not interrupted in the object.
+    Clear,
+    /// Blocked inside a signal handler that interrupted the object's code,
+    /// or blocked in that code.
+    Interrupted,
+}
+
+/// Every other thread of the process, as seen now (see the module docs);
+/// threads that have gone are absent.
+fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
+    let restorers = restorers();
+    let mut seen = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return seen;
+    };
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    let mut maps: Option<Vec<(usize, usize)>> = None;
+    let mut buf = Vec::new();
+    for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if tid == me {
+            continue;
+        }
+        let s = match blocked_at(tid) {
+            None if !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => continue,
+            None => Seen::Running,
+            Some((_, pc)) if cx.contains(pc) => Seen::Interrupted,
+            Some((sp, _)) => {
+                let maps = maps.get_or_insert_with(readable_mappings);
+                if frames_into_object(cx, maps, &restorers, sp, me, &mut buf) {
+                    Seen::Interrupted
+                } else {
+                    Seen::Clear
+                }
+            }
+        };
+        seen.insert(tid, s);
+    }
+    seen
+}
+
+/// A blocked thread's user stack pointer and program counter, from
+/// `/proc/self/task/<tid>/syscall`: "running", or the system call number,
+/// its six arguments, then the two; "-1 sp pc" when blocked outside a
+/// system call. `None` while it runs, or once it has gone.
+fn blocked_at(tid: i32) -> Option<(usize, usize)> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (sp, pc) = match fields.as_slice() {
+        [nr, sp, pc] if *nr == "-1" => (sp, pc),
+        [_, _, _, _, _, _, _, sp, pc] => (sp, pc),
+        _ => return None,
+    };
+    let hex = |s: &str| usize::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    Some((hex(sp)?, hex(pc)?))
+}
+
+/// Does the stack above `sp` hold a signal frame whose interrupted context
+/// is in the object?
+fn frames_into_object(
+    cx: &UnloadCx<'_>,
+    maps: &[(usize, usize)],
+    restorers: &[usize],
+    sp: usize,
+    me: i32,
+    buf: &mut Vec<u8>,
+) -> bool {
+    if restorers.is_empty() {
+        return false;
+    }
+    let words = read_stack(maps, sp, me, buf);
+    let word = |i: usize| words.get(i).copied();
+    for (i, w) in words.iter().enumerate() {
+        if !restorers.contains(w) {
+            continue;
+        }
+        let (Some(rsp), Some(rip)) = (word(i + FRAME_RSP / 8), word(i + FRAME_RIP / 8)) else {
+            continue;
+        };
+        if cx.contains(rip) {
+            return true;
+        }
+        // The interrupted stack, which may be another mapping (the handler
+        // ran on an alternate stack).
+        let mut inner = Vec::new();
+        if read_stack(maps, rsp, me, &mut inner).iter().any(|&w| cx.contains(w)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The words from `sp` to the end of its mapping (at most [`SCAN_LIMIT`]
+/// bytes), as far as they could be read.
+fn read_stack(maps: &[(usize, usize)], sp: usize, me: i32, buf: &mut Vec<u8>) -> Vec<usize> {
+    let sp = sp & !7;
+    let Some(&(_, end)) = maps.iter().find(|(s, e)| (*s..*e).contains(&sp)) else {
+        return Vec::new();
+    };
+    let len = (end - sp).min(SCAN_LIMIT);
+    buf.clear();
+    buf.resize(len, 0);
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: sp as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` is `buf`, `len` bytes; the kernel checks `remote` and
+    // stops short (or fails) rather than fault on it. Our own thread id
+    // names our address space (`thread_list::me`).
+    let got = unsafe { libc::process_vm_readv(me, &local, 1, &remote, 1, 0) };
+    let got = usize::try_from(got).unwrap_or(0);
+    buf[..got - got % 8]
+        .chunks_exact(8)
+        .map(|c| usize::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+/// Every readable mapping of the process, from `/proc/self/maps`.
+fn readable_mappings() -> Vec<(usize, usize)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (range, perms) = (it.next()?, it.next()?);
+            if !perms.starts_with('r') {
+                return None;
+            }
+            let (s, e) = range.split_once('-')?;
+            Some((usize::from_str_radix(s, 16).ok()?, usize::from_str_radix(e, 16).ok()?))
+        })
+        .collect()
+}
+
+/// The `sa_restorer` of every signal handler installed now, plus every one
+/// seen before (a handler may be replaced while a thread still sleeps in
+/// it).
+fn restorers() -> Vec<usize> {
+    static SEEN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = crate::lock(&SEEN);
+    for sig in 1..=libc::SIGRTMAX() {
+        // SAFETY: an all-zero `sigaction` is a valid value of the plain C
+        // struct; it is only written to.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only queries; `old` is valid and
+        // writable for the duration of the call.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            continue;
+        }
+        if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
+            continue;
+        }
+        if let Some(r) = old.sa_restorer {
+            let r = r as usize;
+            if !seen.contains(&r) {
+                seen.push(r);
+            }
+        }
+    }
+    seen.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_thread_has_a_stack_pointer_and_a_running_one_does_not() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ttx, trx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            ttx.send(unsafe { libc::gettid() }).unwrap();
+            rx.recv().unwrap();
+        });
+        let tid = trx.recv().unwrap();
+        let mut at = None;
+        for _ in 0..10_000 {
+            at = blocked_at(tid);
+            if at.is_some() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let (sp, _pc) = at.expect("the thread blocks in recv");
+        let maps = readable_mappings();
+        assert!(
+            maps.iter().any(|(s, e)| (*s..*e).contains(&sp)),
+            "its stack pointer lies in a readable mapping"
+        );
+        tx.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(blocked_at(tid), None, "a thread that has gone has no stack pointer");
+    }
+
+    #[test]
+    fn glibc_restorer_is_found_for_an_installed_handler() {
+        // Rust's runtime installs SIGSEGV and SIGBUS handlers in test binaries.
+        assert!(!restorers().is_empty());
+    }
+}

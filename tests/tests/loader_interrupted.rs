@@ -1,0 +1,241 @@
+//! The loader's "interrupted" proof (`module-loader/src/proofs/interrupted.rs`):
+//! a host signal handler that sleeps while it interrupts a plugin's hook
+//! makes the thread look quiescent to Tasks RCU (it is blocked), while the
+//! hook's frame is still on its stack. The unload must not unmap the plugin
+//! until the handler has returned and the hook has been left.
+//!
+//! Each case runs in a child (it installs a signal handler, and without the
+//! proof the child dies of SIGSEGV):
+//!
+//! * the handler interrupts *host* code the hook called (`fx_calls_host`):
+//!   the interrupted `rip` is the host's, the plugin's return address is
+//!   above it on the stack;
+//! * the handler runs on an alternate signal stack (`SA_ONSTACK`): the
+//!   signal frame is on a heap buffer, the interrupted stack elsewhere;
+//! * the handler sleeps longer than the unload's budget: the unload keeps
+//!   the plugin as a Zombie naming the thread (`InterruptedInObject`), and
+//!   the next unload, once the handler has returned, unmaps it.
+//!
+//! `tests/tests/redteam7_hook_signal.rs` is the first case found (the
+//! handler interrupts the plugin's own code). The negative twin here runs
+//! the first case with the proof switched off and requires the SIGSEGV.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use usrcu::tasks::HookSlot;
+use usrcu_module_loader::{LoaderConfig, ModuleLoader, ZombieCause};
+use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+
+type HostFn = extern "C" fn(u64) -> u64;
+static CALLS_HOST: HookSlot<extern "C" fn(HostFn, u64) -> u64> = HookSlot::new();
+static SPIN: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
+
+static IN_HOST: AtomicBool = AtomicBool::new(false);
+static IN_HANDLER: AtomicBool = AtomicBool::new(false);
+/// The handler sleeps until this is set (case "zombie") or for 300 ms.
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static WAIT_FOR_RELEASE: AtomicBool = AtomicBool::new(false);
+static CALLER_TID: AtomicI32 = AtomicI32::new(0);
+
+/// Host code a hook calls: spins for `ms`.
+extern "C" fn host_spin(ms: u64) -> u64 {
+    IN_HOST.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
+    ms
+}
+
+extern "C" fn sleepy_handler(_: libc::c_int) {
+    IN_HANDLER.store(true, Ordering::SeqCst);
+    let nap = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    let mut slept = 0;
+    // Only atomics and nanosleep: async-signal-safe.
+    while if WAIT_FOR_RELEASE.load(Ordering::SeqCst) {
+        !RELEASE.load(Ordering::SeqCst)
+    } else {
+        slept < 300
+    } {
+        // SAFETY: nanosleep with a valid timespec; async-signal-safe.
+        unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
+        slept += 1;
+    }
+}
+
+fn install_handler(on_stack: bool) {
+    // SAFETY: a plain handler (atomics and nanosleep only), installed
+    // before any thread receives the signal.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = sleepy_handler as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_RESTART | if on_stack { libc::SA_ONSTACK } else { 0 };
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Give the calling thread an alternate signal stack (leaked: it must
+/// outlive every handler run on it).
+fn alt_stack() {
+    let size = 256 * 1024;
+    let mem = Box::leak(vec![0u8; size].into_boxed_slice());
+    let st = libc::stack_t {
+        ss_sp: mem.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: size,
+    };
+    // SAFETY: `st` describes a leaked buffer that lives for the process.
+    assert_eq!(unsafe { libc::sigaltstack(&st, std::ptr::null_mut()) }, 0);
+}
+
+fn pthread_of<T>(t: &std::thread::JoinHandle<T>) -> libc::pthread_t {
+    use std::os::unix::thread::JoinHandleExt;
+    t.as_pthread_t() as libc::pthread_t
+}
+
+/// The child's body: a thread calls a hook of the plugin in a loop; the
+/// main thread signals it while it is inside, waits until the handler
+/// runs, and unloads. Returns the unload's report and the caller's join.
+fn run_case(case: &str) {
+    let zombie = case == "zombie";
+    let on_stack = case == "altstack";
+    WAIT_FOR_RELEASE.store(zombie, Ordering::SeqCst);
+    install_handler(on_stack);
+    let mut config = LoaderConfig::default();
+    if zombie {
+        config.unload_timeout = Duration::from_millis(300);
+    }
+    let loader = ModuleLoader::with_config(config);
+    // SAFETY: the fixture upholds the plugin contract.
+    let h = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
+    let host_code = case == "host-code";
+    if host_code {
+        // SAFETY: `fx_calls_host: extern "C" fn(HostFn, u64) -> u64` calls
+        // the host function it is given and adds one; it stores nothing.
+        unsafe { loader.install_hook(h, &CALLS_HOST, "fx_calls_host") }.unwrap();
+    } else {
+        // SAFETY: `fx_spin_hook: extern "C" fn(u64) -> u64` spins and
+        // returns; it touches nothing else.
+        unsafe { loader.install_hook(h, &SPIN, "fx_spin_hook") }.unwrap();
+    }
+    let entered = std::sync::Arc::new(AtomicBool::new(false));
+    let e = entered.clone();
+    let caller = std::thread::spawn(move || {
+        if on_stack {
+            alt_stack();
+        }
+        // SAFETY: gettid has no preconditions.
+        CALLER_TID.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        e.store(true, Ordering::SeqCst);
+        let mut calls = 0u64;
+        if host_code {
+            while let Some(v) = CALLS_HOST.call(host_spin, 200) {
+                assert_eq!(v, 201);
+                calls += 1;
+            }
+        } else {
+            while let Some(v) = SPIN.call(200) {
+                assert_eq!(v, 200);
+                calls += 1;
+            }
+        }
+        calls
+    });
+    while !entered.load(Ordering::SeqCst) || (host_code && !IN_HOST.load(Ordering::SeqCst)) {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(30)); // well inside the first call
+                                                   // SAFETY: the caller thread is alive (it loops until the slot empties).
+    unsafe { libc::pthread_kill(pthread_of(&caller), libc::SIGUSR1) };
+    while !IN_HANDLER.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(20)); // the handler sleeps now
+    let r = loader.unload(h).unwrap();
+    println!("first unload: {r}");
+    if zombie {
+        let tid = CALLER_TID.load(Ordering::SeqCst);
+        match &r.zombie_cause {
+            Some(ZombieCause::InterruptedInObject { threads }) => assert_eq!(threads, &vec![tid], "{r}"),
+            other => panic!("expected InterruptedInObject naming thread {tid}, got {other:?}: {r}"),
+        }
+        assert!(!r.unmapped, "{r}");
+        RELEASE.store(true, Ordering::SeqCst);
+        let calls = caller.join().unwrap();
+        assert!(calls >= 1);
+        let again = loader.unload(h).unwrap();
+        assert!(again.unmapped && again.zombie_cause.is_none(), "{again}");
+        println!("second unload: {again}");
+    } else {
+        assert!(r.unmapped && r.zombie_cause.is_none(), "{r}");
+        let calls = caller.join().unwrap();
+        assert!(calls >= 1);
+    }
+    println!("INTERRUPTED-SURVIVED {case}");
+}
+
+#[test]
+fn interrupted_child_entry() {
+    let Some(case) = std::env::var_os("INTERRUPTED_CASE") else {
+        return;
+    };
+    run_case(case.to_str().unwrap());
+}
+
+fn child(case: &str, skip_proof: bool) -> (std::process::Output, String) {
+    let _ = fixture_path("redteam7-plain");
+    let mut env = vec![("INTERRUPTED_CASE", std::ffi::OsStr::new(case))];
+    if skip_proof {
+        env.push(("USRCU_LOADER_TEST_SKIP_PROOFS", std::ffi::OsStr::new("interrupted")));
+    }
+    let out = rerun_test_in_child("interrupted_child_entry", &env);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+fn survives(case: &str) {
+    let (out, text) = child(case, false);
+    assert!(
+        out.status.success() && text.contains(&format!("INTERRUPTED-SURVIVED {case}")),
+        "case {case}: {:?} (signal {:?})\n{text}",
+        out.status,
+        killed_by(out.status)
+    );
+}
+
+#[test]
+fn a_handler_asleep_over_host_code_a_hook_called_keeps_the_plugin_mapped_until_the_hook_is_left() {
+    survives("host-code");
+}
+
+#[test]
+fn a_handler_asleep_on_an_alternate_stack_keeps_the_plugin_mapped_until_the_hook_is_left() {
+    survives("altstack");
+}
+
+#[test]
+fn a_handler_asleep_past_the_unload_timeout_leaves_a_zombie_naming_the_thread_then_unmaps() {
+    survives("zombie");
+}
+
+/// The negative twin: without the proof the same host dies when the
+/// handler returns into the unmapped plugin.
+#[test]
+fn without_the_proof_the_host_dies_when_the_handler_returns() {
+    let (out, text) = child("host-code", true);
+    assert_eq!(
+        killed_by(out.status),
+        Some(libc::SIGSEGV),
+        "the host should die of SIGSEGV with the proof off: {:?}\n{text}",
+        out.status
+    );
+}
