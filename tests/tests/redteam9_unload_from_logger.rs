@@ -5,7 +5,9 @@
 //! * an SRCU callback of the plugin's own static domain, run by a runtime
 //!   invoker thread;
 //! * a probe the plugin attached to a host *normal* tracepoint, run by the
-//!   host thread that fires it.
+//!   host thread that fires it;
+//! * the plugin's hook in a host `HookSlot` (`install_hook`), run by the
+//!   host thread that calls the slot.
 //!
 //! `unload` refuses from inside a call into the module (`FromInsideCall`),
 //! from a Tasks or Tasks Trace callback, and from inside a Tasks Trace read
@@ -15,8 +17,11 @@
 //! refuses, or keeps the module mapped (Zombie), with a typed result.
 //!
 //! Seen: the SRCU callback case holds (Zombie after the unload timeout);
-//! the normal-probe case unmaps the plugin in about 2 ms and the firing
-//! thread dies of SIGSEGV when the logger returns into the probe.
+//! the normal-probe and hook cases unmap the plugin in about 2 ms and the firing
+//! thread dies of SIGSEGV when the logger returns into the probe (hook).
+//! Both run under Tasks RCU, which has no read-side marker: the thread,
+//! blocked in `unload`'s wait for a Tasks grace period, counts as having
+//! left the probe (hook).
 //!
 //! Each scenario runs in a child (with an alarm against a hang); the parent
 //! asserts that the child exited cleanly.
@@ -154,5 +159,24 @@ fn unload_from_logger_called_by_plugin_normal_probe() {
     println!("outcome: {:?}", OUTCOME.lock().unwrap());
     assert!(OUTCOME.lock().unwrap().is_some(), "the probe did not log");
     RT9_NORMAL.fire(&2);
+    let _ = loader.unload(m);
+}
+
+static HOOK: usrcu::tasks::HookSlot<extern "C" fn(u64) -> u64> = usrcu::tasks::HookSlot::new();
+
+#[test]
+#[ignore = "FINDING: an unload from the host's logger, called by the plugin's hook in a host HookSlot, unmaps the plugin while the hook is on the calling thread's stack: SIGSEGV"]
+fn unload_from_logger_called_by_plugin_hook() {
+    if std::env::var_os(CHILD).is_none() {
+        return parent("unload_from_logger_called_by_plugin_hook");
+    }
+    let m = setup();
+    let loader = LOADER.get().unwrap();
+    // SAFETY: `fx_log_hook` has the slot's type in the fixture.
+    unsafe { loader.install_hook(m, &HOOK, "fx_log_hook") }.unwrap();
+    assert_eq!(HOOK.call(1), Some(2));
+    println!("outcome: {:?}", OUTCOME.lock().unwrap());
+    assert!(OUTCOME.lock().unwrap().is_some(), "the hook did not log");
+    let _ = HOOK.call(2);
     let _ = loader.unload(m);
 }
