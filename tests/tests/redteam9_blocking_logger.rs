@@ -10,6 +10,8 @@
 //! unload that trusts the grace period unmaps the object, and the thread
 //! returns into unmapped code when the logger returns.
 //!
+//! The same on a faultable tracepoint holds (Tasks Trace marks the thread).
+//!
 //! Each scenario runs in a child (with an alarm against a hang); the parent
 //! asserts that the child exited cleanly.
 
@@ -137,4 +139,23 @@ fn unload_while_plugin_hook_is_blocked_in_host_logger() {
     unload_while_blocked_in_logger(&loader, m, || {
         let _ = HOOK.call(1);
     });
+}
+
+define_tracepoint!(static RT9_BLOCKING_FAULTABLE: Tracepoint<u64> = faultable "rt9.blocking.faultable");
+
+/// The same on a faultable tracepoint (Tasks Trace, whose read section
+/// marks the thread): holds, the unload keeps the module (Zombie or error).
+#[test]
+fn unload_while_plugin_faultable_probe_is_blocked_in_host_logger() {
+    if std::env::var_os(CHILD).is_none() {
+        return parent("unload_while_plugin_faultable_probe_is_blocked_in_host_logger");
+    }
+    let (loader, m) = setup();
+    type AttachFn = unsafe extern "C" fn(*const Tracepoint<u64>) -> u32;
+    // SAFETY: the fixture's signature.
+    let attach = unsafe { loader.symbol::<AttachFn>(m, "fx_attach_faultable") }.unwrap();
+    // SAFETY: the tracepoint is a static of the host.
+    assert_eq!(attach.call(|f| unsafe { f.call(&RT9_BLOCKING_FAULTABLE) }).unwrap(), 1);
+    drop(attach);
+    unload_while_blocked_in_logger(&loader, m, || RT9_BLOCKING_FAULTABLE.fire(&1));
 }
