@@ -59,6 +59,8 @@ impl log::Log for Blocking {
 static BLOCKING: Blocking = Blocking;
 
 fn parent(test: &str) {
+    // Built here, before the child arms its alarm.
+    fixture_path("redteam9-reenter");
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
         .env(CHILD, "1")
@@ -76,8 +78,6 @@ fn parent(test: &str) {
 }
 
 fn setup() -> (ModuleLoader, ModuleHandle) {
-    // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
-    unsafe { libc::alarm(60) };
     log::set_logger(&BLOCKING).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
     let loader = ModuleLoader::with_config(LoaderConfig {
@@ -86,6 +86,8 @@ fn setup() -> (ModuleLoader, ModuleHandle) {
     });
     // SAFETY: the fixture upholds the plugin contract.
     let m = unsafe { loader.load(fixture_path("redteam9-reenter")) }.unwrap();
+    // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
+    unsafe { libc::alarm(60) };
     (loader, m)
 }
 

@@ -58,6 +58,7 @@ const CHILD: &str = "RT9_ALLOC_CHILD";
 #[ignore = "FINDING: a typed interface parameter &Mutex<String> lets the plugin realloc a host allocation with its own allocator: a host with its own #[global_allocator] aborts"]
 fn host_string_is_not_reallocated_by_the_plugin() {
     if std::env::var_os(CHILD).is_none() {
+        fixture_path("redteam9-leaky");
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "host_string_is_not_reallocated_by_the_plugin",

@@ -69,6 +69,8 @@ impl log::Log for Unloader {
 static UNLOADER: Unloader = Unloader;
 
 fn parent(test: &str) {
+    // Built here, before the child arms its alarm.
+    fixture_path("redteam9-reenter");
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
         .env(CHILD, "1")
@@ -87,8 +89,6 @@ fn parent(test: &str) {
 
 /// Logger, loader (unload timeout 2 s) and the fixture, loaded.
 fn setup() -> ModuleHandle {
-    // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
-    unsafe { libc::alarm(60) };
     log::set_logger(&UNLOADER).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
     let loader = LOADER.get_or_init(|| {
@@ -99,6 +99,8 @@ fn setup() -> ModuleHandle {
     });
     // SAFETY: the fixture upholds the plugin contract.
     let m = unsafe { loader.load(fixture_path("redteam9-reenter")) }.unwrap();
+    // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
+    unsafe { libc::alarm(60) };
     *MODULE.lock().unwrap() = Some(m);
     m
 }

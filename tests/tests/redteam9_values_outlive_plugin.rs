@@ -32,6 +32,7 @@ fn in_child() -> bool {
 }
 
 fn parent(test: &str) {
+    fixture_path("redteam9-leaky");
     // `--include-ignored`: the child must run the test even while it is
     // marked as a finding.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
