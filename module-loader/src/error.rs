@@ -411,6 +411,18 @@ pub enum UnloadError {
         /// The module's name.
         name: String,
     },
+    /// Called on a thread that is running the module's code: a frame of the
+    /// calling thread returns into the module (the unload was called from
+    /// the host's logger under the module's hook or tracepoint probe, or
+    /// from a host function that such code called). Unmapping the module
+    /// would return that frame into unmapped memory. Nothing was done; the
+    /// module is still `Live` (or `Zombie`). Unload it from another thread.
+    FromInsideModuleCode {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+    },
     /// Called on the thread that runs the callbacks of a process-wide
     /// flavor (`usrcu-tasks` or `usrcu-trace`, from inside a Tasks or Tasks
     /// Trace callback): the unload waits for that flavor's callbacks and
@@ -462,6 +474,11 @@ impl fmt::Display for UnloadError {
             UnloadError::NotLive { handle, name, state } => {
                 write!(f, "module '{name}' ({handle}) is {state}, not live")
             }
+            UnloadError::FromInsideModuleCode { handle, name } => write!(
+                f,
+                "cannot unload module '{name}' ({handle}) from code it called (its hook, its probe, the host logger under \
+                 them): the unload would return into the unmapped module"
+            ),
             UnloadError::FromInsideCall { handle, name } => write!(
                 f,
                 "cannot unload module '{name}' ({handle}) from inside a call into it: it would wait for itself"

@@ -45,6 +45,9 @@ unsafe extern "C" fn host_log(
     // payload is leaked, not dropped: the drop is user code too, and a panic
     // in it here, inside an `extern "C"` function, would abort the process
     // (tests/tests/redteam7_plugin_log.rs, seen failing).
+    // A callout: the plugin's frames are below the host's logger, which may
+    // block (`usrcu::runtime::callouts`; the unload looks for them).
+    let _callout = usrcu::runtime::callouts::enter();
     let logged = catch_unwind(AssertUnwindSafe(|| {
         log::logger().log(
             &log::Record::builder()

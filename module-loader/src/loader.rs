@@ -571,12 +571,24 @@ impl ModuleLoader {
                 });
             }
         };
+        crate::phase_timing::mark();
         if inside_call_into(h) {
             return Err(UnloadError::FromInsideCall {
                 handle: h,
                 name: m.name.clone(),
             });
         }
+        // Called from the module's code some other way: from a hook or a
+        // probe of it (Tasks readers, which a waiting thread does not hold),
+        // through the host's logger or a host function it called. The
+        // unload would unmap the frames it returns to (red team 9).
+        if crate::symbol::runs_code_in(&m.mapping.segments) {
+            return Err(UnloadError::FromInsideModuleCode {
+                handle: h,
+                name: m.name.clone(),
+            });
+        }
+        crate::phase_timing::lap("unload: own frames");
         // The unload waits for Tasks and Tasks Trace callbacks and grace
         // periods, each run by one thread of the host's: not from there.
         let callback_flavor = if usrcu::tasks::on_callback_thread() {
@@ -600,7 +612,6 @@ impl ModuleLoader {
             });
         }
         let t0 = Instant::now();
-        crate::phase_timing::mark();
         let retry = match m.state.transition(ModuleState::Live, ModuleState::Going) {
             Ok(()) => false,
             Err(ModuleState::Zombie) => match m.state.transition(ModuleState::Zombie, ModuleState::Going) {

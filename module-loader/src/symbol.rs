@@ -180,19 +180,32 @@ thread_local! {
     // Const-initialised Cells: no destructor is registered.
     static CALLS: [Cell<u64>; MAX_DEPTH] = const { [const { Cell::new(0) }; MAX_DEPTH] };
     static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Calls nested past `MAX_DEPTH`, counted by handle modulo 64: a handle
+    /// whose count is non-zero may be among them (a collision only refuses
+    /// an unload that could have gone ahead).
+    static DEEPER: [Cell<u32>; MAX_DEPTH] = const { [const { Cell::new(0) }; MAX_DEPTH] };
 }
 
 /// One call in progress on this thread; popped on drop (unwinding included).
-struct CallFrame;
+struct CallFrame {
+    /// Counted in `DEEPER` under this index (the call is nested past
+    /// `MAX_DEPTH`).
+    deeper: Option<usize>,
+}
 
 impl CallFrame {
     fn enter(h: ModuleHandle) -> CallFrame {
         let d = DEPTH.with(|d| d.get());
-        if d < MAX_DEPTH {
+        let deeper = if d < MAX_DEPTH {
             CALLS.with(|c| c[d].set(h.0));
-        }
+            None
+        } else {
+            let i = (h.0 % MAX_DEPTH as u64) as usize;
+            DEEPER.with(|c| c[i].set(c[i].get() + 1));
+            Some(i)
+        };
         DEPTH.with(|x| x.set(d + 1));
-        CallFrame
+        CallFrame { deeper }
     }
 }
 
@@ -201,13 +214,32 @@ impl Drop for CallFrame {
         // The call ran the plugin's code: leave no rseq descriptor of its
         // read sections behind on this thread (`usrcu::clear_rseq_descriptor`).
         usrcu::clear_rseq_descriptor();
+        if let Some(i) = self.deeper {
+            DEEPER.with(|c| c[i].set(c[i].get().saturating_sub(1)));
+        }
         DEPTH.with(|x| x.set(x.get().saturating_sub(1)));
     }
 }
 
-/// Is this thread inside a call into module `h`? (Calls nested deeper than
-/// 64 are not tracked.)
+/// Is this thread inside a call into module `h`? The calls nested up to 64
+/// deep are named; past that they are counted by handle modulo 64 (red
+/// team 9: an unload from inside a call into the same module nested 65
+/// deep was not refused, and waited for itself).
 pub(crate) fn inside_call_into(h: ModuleHandle) -> bool {
-    let d = DEPTH.with(|d| d.get()).min(MAX_DEPTH);
-    CALLS.with(|c| c[..d].iter().any(|x| x.get() == h.0))
+    let depth = DEPTH.with(|d| d.get());
+    CALLS.with(|c| c[..depth.min(MAX_DEPTH)].iter().any(|x| x.get() == h.0))
+        || (depth > MAX_DEPTH && DEEPER.with(|c| c[(h.0 % MAX_DEPTH as u64) as usize].get() > 0))
+}
+
+/// Does a frame of the calling thread run code in `ranges` (its return
+/// address lies there)? Walks this thread's stack with the unwinder
+/// (`backtrace::trace`: no symbols are resolved).
+pub(crate) fn runs_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
+    let mut found = false;
+    backtrace::trace(|frame| {
+        let ip = frame.ip() as usize;
+        found = ranges.iter().any(|r| r.contains(&ip));
+        !found
+    });
+    found
 }

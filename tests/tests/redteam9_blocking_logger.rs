@@ -117,7 +117,6 @@ fn unload_while_blocked_in_logger(loader: &ModuleLoader, m: ModuleHandle, enter:
 define_tracepoint!(static RT9_BLOCKING_NORMAL: Tracepoint<u64> = normal "rt9.blocking.normal");
 
 #[test]
-#[ignore = "FINDING: a plugin's probe on a normal tracepoint that logs through a host logger that blocks is unmapped under the blocked thread by a concurrent unload: SIGSEGV"]
 fn unload_while_plugin_probe_is_blocked_in_host_logger() {
     if std::env::var_os(CHILD).is_none() {
         return parent("unload_while_plugin_probe_is_blocked_in_host_logger");
@@ -135,7 +134,6 @@ fn unload_while_plugin_probe_is_blocked_in_host_logger() {
 static HOOK: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
 
 #[test]
-#[ignore = "FINDING: a plugin's HookSlot hook that logs through a host logger that blocks is unmapped under the blocked thread by a concurrent unload: SIGSEGV"]
 fn unload_while_plugin_hook_is_blocked_in_host_logger() {
     if std::env::var_os(CHILD).is_none() {
         return parent("unload_while_plugin_hook_is_blocked_in_host_logger");
@@ -173,7 +171,6 @@ define_tracepoint!(static RT9_PANICKING_NORMAL: Tracepoint<u64> = normal "rt9.pa
 /// caught and reported as a usrcu warning, which goes to the host's logger
 /// (`diagnostics::emit`) on the firing thread, under the probe's frame.
 #[test]
-#[ignore = "FINDING: a plugin probe on a normal tracepoint that panics, while the host's logger blocks on the resulting warning, is unmapped under the thread by a concurrent unload: SIGSEGV"]
 fn unload_while_panicking_plugin_probe_warning_is_blocked_in_host_logger() {
     if std::env::var_os(CHILD).is_none() {
         return parent("unload_while_panicking_plugin_probe_warning_is_blocked_in_host_logger");

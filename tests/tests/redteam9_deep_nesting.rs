@@ -33,7 +33,6 @@ fn nest(depth: usize, a: &Symbol<AddFn>, innermost: &dyn Fn()) {
 }
 
 #[test]
-#[ignore = "FINDING: an unload from inside a call nested 65 deep is not refused (FromInsideCall): debug builds panic out of unload and leave the module Going for good; release builds wait the whole unload_timeout (forever with Duration::MAX)"]
 fn unload_from_inside_a_deeply_nested_call_is_refused_at_once() {
     let so = fixture_path("callbacks");
     let outcome = bounded("deep nesting", move || {

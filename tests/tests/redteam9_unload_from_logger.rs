@@ -146,7 +146,6 @@ fn unload_from_logger_called_by_plugin_srcu_callback() {
 define_tracepoint!(static RT9_NORMAL: Tracepoint<u64> = normal "rt9.normal");
 
 #[test]
-#[ignore = "FINDING: an unload from the host's logger, called by the plugin's probe on a normal host tracepoint, unmaps the plugin while the probe is on the firing thread's stack: SIGSEGV"]
 fn unload_from_logger_called_by_plugin_normal_probe() {
     if std::env::var_os(CHILD).is_none() {
         return parent("unload_from_logger_called_by_plugin_normal_probe");
@@ -169,7 +168,6 @@ fn unload_from_logger_called_by_plugin_normal_probe() {
 static HOOK: usrcu::tasks::HookSlot<extern "C" fn(u64) -> u64> = usrcu::tasks::HookSlot::new();
 
 #[test]
-#[ignore = "FINDING: an unload from the host's logger, called by the plugin's hook in a host HookSlot, unmaps the plugin while the hook is on the calling thread's stack: SIGSEGV"]
 fn unload_from_logger_called_by_plugin_hook() {
     if std::env::var_os(CHILD).is_none() {
         return parent("unload_from_logger_called_by_plugin_hook");

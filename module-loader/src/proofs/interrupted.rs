@@ -150,6 +150,9 @@ enum Seen {
 /// threads that have gone are absent.
 fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
     let restorers = restorers();
+    // Read before `/proc`: a thread in a callout blocked now was marked
+    // before it blocked (SeqCst, `usrcu::runtime::callouts`).
+    let (callouts, untracked) = usrcu::runtime::callouts::snapshot();
     let mut seen = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return seen;
@@ -162,13 +165,19 @@ fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
         if tid == me {
             continue;
         }
+        let in_callout = untracked || callouts.contains(&tid);
         let s = match blocked_at(tid) {
             None if !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => continue,
+            // Running inside a callout: its caller cannot be seen; it may
+            // be the object's (the callout is short, the wait bounded).
+            None if in_callout => Seen::Interrupted,
             None => Seen::Running,
             Some((_, pc)) if cx.contains(pc) => Seen::Interrupted,
             Some((sp, _)) => {
                 let maps = maps.get_or_insert_with(readable_mappings);
-                if frames_into_object(cx, maps, &restorers, sp, me, &mut buf) {
+                if frames_into_object(cx, maps, &restorers, sp, me, &mut buf)
+                    || (in_callout && read_stack(maps, sp, me, &mut buf).iter().any(|&w| cx.contains(w)))
+                {
                     Seen::Interrupted
                 } else {
                     Seen::Clear

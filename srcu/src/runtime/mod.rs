@@ -42,6 +42,7 @@
 //! that no thread ever runs plugin code the host did not call, and no plugin
 //! code parks a thread or touches a thread-local with a destructor.
 
+pub mod callouts;
 mod driver;
 mod fork;
 pub mod inventory;
