@@ -45,7 +45,32 @@ pub trait FfiValue: sealed::Ffi + PluginValue {}
 
 /// An argument the host may pass to a plugin's `extern "C"` function:
 /// an [`FfiValue`], or a host function pointer (`extern "C" fn`, up to
-/// four arguments). Sealed.
+/// four arguments) whose arguments are [`FfiValue`]s: the plugin calls it,
+/// and a reference or function pointer of the plugin's that it passed
+/// would reach safe host code and dangle after the unload (red team 9).
+/// Sealed.
+///
+/// ```
+/// # use usrcu_module_loader::{ModuleLoader, ModuleHandle};
+/// // A host callback taking plain data: compiles.
+/// extern "C" fn keep(_: u64) {}
+/// fn f(loader: &ModuleLoader, m: ModuleHandle) {
+///     // SAFETY: (the example's) `give` has this type.
+///     let s = unsafe { loader.symbol::<extern "C" fn(extern "C" fn(u64))>(m, "give") }.unwrap();
+///     s.call(|f| f.call(keep)).unwrap();
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use usrcu_module_loader::{ModuleLoader, ModuleHandle};
+/// // A host callback the plugin would hand a reference into its rodata.
+/// extern "C" fn keep(_: &'static [u8; 16]) {}
+/// fn f(loader: &ModuleLoader, m: ModuleHandle) {
+///     // SAFETY: (the example's) `give` has this type.
+///     let s = unsafe { loader.symbol::<extern "C" fn(extern "C" fn(&'static [u8; 16]))>(m, "give") }.unwrap();
+///     s.call(|f| f.call(keep)).unwrap();
+/// }
+/// ```
 pub trait FfiArg: sealed::Arg {}
 
 macro_rules! plain {
@@ -121,10 +146,10 @@ tuples!(
 
 macro_rules! host_fn_args {
     ($(($($a:ident),*)),* $(,)?) => {$(
-        impl<R, $($a),*> sealed::Arg for extern "C" fn($($a),*) -> R {}
-        impl<R, $($a),*> FfiArg for extern "C" fn($($a),*) -> R {}
-        impl<R, $($a),*> sealed::Arg for unsafe extern "C" fn($($a),*) -> R {}
-        impl<R, $($a),*> FfiArg for unsafe extern "C" fn($($a),*) -> R {}
+        impl<R, $($a: FfiValue),*> sealed::Arg for extern "C" fn($($a),*) -> R {}
+        impl<R, $($a: FfiValue),*> FfiArg for extern "C" fn($($a),*) -> R {}
+        impl<R, $($a: FfiValue),*> sealed::Arg for unsafe extern "C" fn($($a),*) -> R {}
+        impl<R, $($a: FfiValue),*> FfiArg for unsafe extern "C" fn($($a),*) -> R {}
     )*};
 }
 

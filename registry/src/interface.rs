@@ -44,8 +44,9 @@
 //!
 //! # What is checked
 //!
-//! Every function carries a fingerprint: a hash of its name, the text of its
-//! parameter and return types, and their sizes and alignments in the
+//! Every function carries a fingerprint: a hash of its name, the names of
+//! its parameter and return types (the types themselves, not the aliases
+//! they may be spelled with), and their sizes and alignments in the
 //! building compiler. The host compares the interface's name, its version,
 //! the table's layout, and function by function (position, name,
 //! fingerprint), and names the first function that differs.
@@ -53,8 +54,10 @@
 //! # What may cross
 //!
 //! Parameters and results are [`PlainData`]: integers, floats, `bool`,
-//! `()`. Nothing that borrows from or is owned by the plugin can reach the
-//! host through a typed call, so nothing of the plugin outlives its unload.
+//! `()`; anything else does not compile. Nothing that borrows from or is
+//! owned by the plugin can reach the host through a typed call, so nothing
+//! of the plugin outlives its unload, and the plugin's allocator never
+//! touches host memory.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -81,10 +84,47 @@ mod sealed {
 /// pointers, valid for every bit pattern a shim can write.
 ///
 /// Sealed: implemented for the integers, the floats, `bool` and `()`.
-pub trait PlainData: Copy + Send + Sync + 'static + sealed::Sealed {}
+///
+/// Parameters must be plain data too: a reference, a `String` or a
+/// `Mutex` parameter would let the plugin leave a value of its own in host
+/// memory, or grow a host allocation with its own allocator (red team 9).
+///
+/// ```
+/// // Plain data: compiles.
+/// usrcu_registry::plugin_interface! {
+///     pub trait Named ["named", version 1] { fn name_len(max: u64) -> u64; }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// // A slot the plugin could fill with a `&'static str` of its rodata.
+/// usrcu_registry::plugin_interface! {
+///     pub trait Named ["named", version 1] { fn name_into(slot: &std::sync::Mutex<Option<&'static str>>) -> u64; }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// // A slot the plugin could fill with a closure of its code.
+/// usrcu_registry::plugin_interface! {
+///     pub trait Named ["named", version 1] { fn callback_into(slot: &std::sync::Mutex<Option<Box<dyn Fn() -> u64 + Send>>>) -> u64; }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// // A host `String` the plugin would grow with its own allocator.
+/// usrcu_registry::plugin_interface! {
+///     pub trait Named ["named", version 1] { fn append(buf: &std::sync::Mutex<String>) -> u64; }
+/// }
+/// ```
+pub trait PlainData: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// The type's name, whatever alias the interface spells it with: what
+    /// the fingerprint hashes, so that `type Flag = u8;` changed to
+    /// `bool` changes it.
+    const NAME: &'static str;
+}
 
 macro_rules! plain_data {
-    ($($t:ty),*) => { $( impl sealed::Sealed for $t {} impl PlainData for $t {} )* };
+    ($($t:ty),*) => { $( impl sealed::Sealed for $t {} impl PlainData for $t { const NAME: &'static str = stringify!($t); } )* };
 }
 plain_data!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, f32, f64, bool, ());
 
@@ -209,15 +249,19 @@ pub const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
-/// The fingerprint of a function: its signature text, then each type's size
-/// and alignment (`layouts`, parameters then result).
+/// The fingerprint of a function: its name, then each type's
+/// [`PlainData::NAME`] (not its spelling, which may be an alias: red team
+/// 9 changed `type Flag = u8` to `bool` and kept the fingerprint), size
+/// and alignment (`types`, parameters then result).
 #[doc(hidden)]
-pub const fn fingerprint(signature: &str, layouts: &[TypeLayout]) -> u64 {
-    let mut h = fnv(FNV_OFFSET, signature.as_bytes());
+pub const fn fingerprint(name: &str, types: &[(&str, TypeLayout)]) -> u64 {
+    let mut h = fnv(FNV_OFFSET, name.as_bytes());
     let mut i = 0;
-    while i < layouts.len() {
-        h = fnv(h, &layouts[i].size.to_le_bytes());
-        h = fnv(h, &layouts[i].align.to_le_bytes());
+    while i < types.len() {
+        h = fnv(h, b"\0");
+        h = fnv(h, types[i].0.as_bytes());
+        h = fnv(h, &types[i].1.size.to_le_bytes());
+        h = fnv(h, &types[i].1.align.to_le_bytes());
         i += 1;
     }
     h
@@ -602,11 +646,19 @@ macro_rules! plugin_interface {
                             $crate::interface::FunctionSpec {
                                 name: stringify!($f),
                                 signature: $crate::__signature!($f ($($ty),*) $(-> $ret)?),
+                                // `PlainData::NAME` of every type: parameters
+                                // that are not plain data do not compile.
                                 fingerprint: $crate::interface::fingerprint(
-                                    $crate::__signature!($f ($($ty),*) $(-> $ret)?),
+                                    stringify!($f),
                                     &[
-                                        $($crate::TypeLayout::of::<$ty>(),)*
-                                        $crate::TypeLayout::of::<$crate::__ret_ty!($($ret)?)>(),
+                                        $((
+                                            <$ty as $crate::interface::PlainData>::NAME,
+                                            $crate::TypeLayout::of::<$ty>(),
+                                        ),)*
+                                        (
+                                            <$crate::__ret_ty!($($ret)?) as $crate::interface::PlainData>::NAME,
+                                            $crate::TypeLayout::of::<$crate::__ret_ty!($($ret)?)>(),
+                                        ),
                                     ],
                                 ),
                             }

@@ -29,7 +29,6 @@ mod flags {
 }
 
 #[test]
-#[ignore = "FINDING: an interface whose result type changed from u8 to bool behind an alias has the same fingerprint; require_interface accepts the plugin and safe host code receives the plugin's 0x5a as a bool"]
 fn interface_whose_alias_changed_is_refused() {
     let loader = ModuleLoader::new();
     loader.require_interface::<dyn flags::Flags>("redteam9-leaky");
