@@ -66,6 +66,17 @@ pub enum LoadError {
         /// What the host expects.
         host: u64,
     },
+    /// The module's descriptor names it with a name a host cannot use:
+    /// empty, longer than 255 bytes, or with a control character (a NUL, a
+    /// newline). Its `init` was not run.
+    BadModuleName {
+        /// The file.
+        path: PathBuf,
+        /// The name (its first 64 characters).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A version the host does not speak.
     VersionMismatch {
         /// The file.
@@ -263,6 +274,9 @@ impl fmt::Display for LoadError {
                 "{}: wrong descriptor magic: plugin has {plugin:#018x}, host expects {host:#018x}",
                 path.display()
             ),
+            LoadError::BadModuleName { path, name, reason } => {
+                write!(f, "{}: unusable module name {name:?}: {reason}", path.display())
+            }
             LoadError::VersionMismatch {
                 path,
                 what,

@@ -364,6 +364,17 @@ fn check_and_attach(
             d.rustc_version.to_string_lossy(),
         )
     };
+    if let Err(reason) = check_name(&name) {
+        let mut shown: String = name.chars().take(64).collect();
+        if shown.len() < name.len() {
+            shown.push('…');
+        }
+        return Err(LoadError::BadModuleName {
+            path: path(),
+            name: shown,
+            reason,
+        });
+    }
     if !same_release_line(&usrcu_version, usrcu::VERSION) {
         return Err(version("usrcu", &usrcu_version, &usrcu::VERSION));
     }
@@ -478,6 +489,25 @@ pub(crate) fn same_release_line(plugin: &str, host: &str) -> bool {
     match (parse(plugin), parse(host)) {
         (Some((pm, pn, pp)), Some((hm, hn, hp))) => pm == hm && (hm > 0 || pn == hn) && pp == hp,
         _ => false,
+    }
+}
+
+/// Longest module name accepted, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// A module name a host can find, print and log: not empty, at most
+/// [`MAX_NAME_LEN`] bytes, no control characters (a NUL ends it for C, a
+/// newline forges a log line) (red team 9: `""`, `"a\nb"`, `"a\0b"` and
+/// 64 KiB names loaded without a word).
+pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("longer than 255 bytes")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character (a NUL, a newline...)")
+    } else {
+        Ok(())
     }
 }
 

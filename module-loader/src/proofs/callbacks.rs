@@ -363,6 +363,8 @@ pub(crate) struct Inventory {
     /// Domains created by code in the ranges, or whose struct lies in them,
     /// that are still busy: (name, readers, callbacks pending).
     pub(crate) domains: Vec<(String, isize, usize)>,
+    /// Other domains (the host's) holding callbacks of the ranges.
+    pub(crate) holding: Vec<String>,
 }
 
 impl Inventory {
@@ -374,8 +376,9 @@ impl Inventory {
                 callbacks: (*pending).max(self.callbacks),
                 readers: *readers,
             },
+            // Callbacks of the object on a domain of the host's: named.
             None => ZombieCause::CallbacksInObject {
-                domain: String::new(),
+                domain: self.holding.first().cloned().unwrap_or_default(),
                 callbacks: self.callbacks,
                 readers: 0,
             },
@@ -400,6 +403,7 @@ pub(crate) mod inventory {
                 .filter(|d| d.readers != 0 || d.callbacks_pending != 0)
                 .map(|d| (d.name, d.readers, d.callbacks_pending))
                 .collect(),
+            holding: inv.holding,
         }
     }
 

@@ -121,7 +121,10 @@ fn cause(snap: &rt::Deferred) -> ZombieCause {
         };
     }
     let (domain, callbacks) = if snap.srcu.callbacks > 0 {
-        ("", snap.srcu.callbacks)
+        (
+            snap.srcu.holding.first().map_or("", String::as_str),
+            snap.srcu.callbacks,
+        )
     } else if snap.trace_callbacks > 0 {
         ("usrcu::trace", snap.trace_callbacks)
     } else {

@@ -38,6 +38,10 @@ pub struct Inventory {
     /// Attached domains whose `Srcu` lies in one of the ranges, or that were
     /// created by code of a copy of this crate that does.
     pub domains: Vec<DomainUse>,
+    /// Names of the other domains (a host's) on which callbacks of the
+    /// ranges are queued or running, each once: what a report names when
+    /// no domain of the ranges is busy.
+    pub holding: Vec<String>,
 }
 
 /// One domain of the ranges, and what still uses it.
@@ -99,11 +103,15 @@ pub fn query(ranges: &[Range<usize>]) -> Inventory {
                 grace_period_in_flight: st.gp_in_flight(),
             });
         } else if pending > 0 {
+            let before = inv.callbacks;
             st.cbs.for_each_pending(|it| {
                 if inside(ranges, it.func as usize) || inside(ranges, it.head as usize) {
                     inv.callbacks += 1;
                 }
             });
+            if inv.callbacks > before && !inv.holding.contains(&st.name) {
+                inv.holding.push(st.name.clone());
+            }
         }
     }
     inv
