@@ -71,7 +71,6 @@ fn growth_per_cycle(loader: &ModuleLoader, fixture: &str, mode: Mode) -> f64 {
 }
 
 #[test]
-#[ignore = "FINDING: each loaded copy whose interface list was built (export_interface!, leaked into malloc) leaves about 190 B of heap behind after its unload"]
 fn reload_cycles_leave_no_heap_behind() {
     let loader = ModuleLoader::new();
     // Past the loader's record of 1024 gone modules (bounded, host side).
