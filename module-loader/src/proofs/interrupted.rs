@@ -32,7 +32,15 @@
 //!   [`SCAN_LIMIT`]) does: a return address into the object above host code
 //!   the object called, such as `memcpy`. Conservative: a stale word left in
 //!   a live frame counts too, but only for a thread that is inside a signal
-//!   handler at that moment, which is rare and short.
+//!   handler at that moment, which is rare and short; or
+//! * it is inside a *callout* (`usrcu::runtime::callouts`: the host's
+//!   logger, reached from a plugin's `log` records through the loader's
+//!   bridge, or from a caught probe panic's warning through
+//!   `usrcu::diagnostics::emit`) and a word of its stack lies in the
+//!   object: a host logger that blocks (a lock, a full channel) under a
+//!   plugin's hook or probe (red team 9, `redteam9_blocking_logger.rs`,
+//!   SIGSEGV without this). A thread seen *running* inside a callout counts
+//!   too (its caller cannot be read).
 //!
 //! # The order of scans and grace periods
 //!
