@@ -24,6 +24,12 @@ unsafe extern "C" fn host_log(
     message: *const u8,
     message_len: usize,
 ) {
+    // A callout, from the first instruction to the last (the copies below
+    // allocate, and a host allocator may block too: red team 10): the
+    // plugin's hook or probe may be below it, and a Tasks grace period does
+    // not count a thread blocked inside one as quiescent
+    // (`usrcu::runtime::callouts`).
+    let _callout = usrcu::runtime::callouts::enter();
     let copy = |p: *const u8, n: usize| {
         if p.is_null() || n == 0 {
             return String::new();
@@ -45,9 +51,6 @@ unsafe extern "C" fn host_log(
     // payload is leaked, not dropped: the drop is user code too, and a panic
     // in it here, inside an `extern "C"` function, would abort the process
     // (tests/tests/redteam7_plugin_log.rs, seen failing).
-    // A callout: the plugin's frames are below the host's logger, which may
-    // block (`usrcu::runtime::callouts`; the unload looks for them).
-    let _callout = usrcu::runtime::callouts::enter();
     let logged = catch_unwind(AssertUnwindSafe(|| {
         log::logger().log(
             &log::Record::builder()

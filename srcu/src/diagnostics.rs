@@ -171,6 +171,9 @@ pub fn emit(w: Warning) {
     // probe or hook may be below it on this thread's stack (the plugin
     // loader looks for those before it unmaps the plugin).
     let _callout = crate::runtime::callouts::enter();
+    // Owned inside the callout, so that its strings are freed before it
+    // ends (a host allocator may block too).
+    let w = w;
     let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         log::warn!(target: "usrcu", "{}", w.message);
     }));

@@ -32,15 +32,13 @@
 //!   [`SCAN_LIMIT`]) does: a return address into the object above host code
 //!   the object called, such as `memcpy`. Conservative: a stale word left in
 //!   a live frame counts too, but only for a thread that is inside a signal
-//!   handler at that moment, which is rare and short; or
-//! * it is inside a *callout* (`usrcu::runtime::callouts`: the host's
-//!   logger, reached from a plugin's `log` records through the loader's
-//!   bridge, or from a caught probe panic's warning through
-//!   `usrcu::diagnostics::emit`) and a word of its stack lies in the
-//!   object: a host logger that blocks (a lock, a full channel) under a
-//!   plugin's hook or probe (red team 9, `redteam9_blocking_logger.rs`,
-//!   SIGSEGV without this). A thread seen *running* inside a callout counts
-//!   too (its caller cannot be read).
+//!   handler at that moment, which is rare and short.
+//!
+//! A host logger that blocks under a plugin's hook or probe is not this
+//! proof's business: the logger runs inside a *callout*
+//! (`usrcu::runtime::callouts`), which Tasks grace periods count as part of
+//! the hook that called it (red team 9, `redteam9_blocking_logger.rs`;
+//! red team 10, `redteam10_logging_hook.rs`).
 //!
 //! # The order of scans and grace periods
 //!
@@ -84,8 +82,12 @@ use crate::report::ZombieCause;
 /// See the module documentation.
 pub(crate) struct Interrupted;
 
-/// Most bytes of one stack read from a stack pointer up.
-const SCAN_LIMIT: usize = 1 << 20;
+/// Most bytes of one stack read from a stack pointer up: 16 MiB, twice a
+/// main thread's default stack (red team 10: a handler under a 2 MiB local
+/// buffer put its frame past the first limit, 1 MiB). Stacks end sooner,
+/// at the end of their mapping; the limit bounds an alternate stack inside
+/// a large heap mapping.
+const SCAN_LIMIT: usize = 16 << 20;
 
 /// On x86_64, the offsets in `struct rt_sigframe` (the restorer at 0, the
 /// `ucontext` at 8, its `uc_mcontext` 40 bytes further) of the saved `rsp`
@@ -158,9 +160,6 @@ enum Seen {
 /// threads that have gone are absent.
 fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
     let restorers = restorers();
-    // Read before `/proc`: a thread in a callout blocked now was marked
-    // before it blocked (SeqCst, `usrcu::runtime::callouts`).
-    let (callouts, untracked) = usrcu::runtime::callouts::snapshot();
     let mut seen = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return seen;
@@ -173,19 +172,13 @@ fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
         if tid == me {
             continue;
         }
-        let in_callout = untracked || callouts.contains(&tid);
         let s = match blocked_at(tid) {
             None if !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => continue,
-            // Running inside a callout: its caller cannot be seen; it may
-            // be the object's (the callout is short, the wait bounded).
-            None if in_callout => Seen::Interrupted,
             None => Seen::Running,
             Some((_, pc)) if cx.contains(pc) => Seen::Interrupted,
             Some((sp, _)) => {
                 let maps = maps.get_or_insert_with(readable_mappings);
-                if frames_into_object(cx, maps, &restorers, sp, me, &mut buf)
-                    || (in_callout && read_stack(maps, sp, me, &mut buf).iter().any(|&w| cx.contains(w)))
-                {
+                if frames_into_object(cx, maps, &restorers, sp, me, &mut buf) {
                     Seen::Interrupted
                 } else {
                     Seen::Clear

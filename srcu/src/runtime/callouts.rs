@@ -1,84 +1,58 @@
-//! Threads inside a *callout*: a call from code that may be a plugin's
-//! (a hook, a tracepoint probe, a callback) into host code that runs the
-//! host's own user code, the logger: `usrcu::diagnostics::emit` and the
-//! plugin loader's log bridge mark themselves here for the duration.
+//! *Callouts*: calls from code that may be a plugin's (a hook, a
+//! tracepoint probe, a callback) into host code that runs the host's own
+//! user code, the logger: `usrcu::diagnostics::emit` and the plugin
+//! loader's log bridge mark themselves here for their whole duration.
 //!
-//! Host only (a plugin's copy of this crate keeps its own, unused list).
-//! The plugin loader reads it before it unmaps an object: a thread blocked
-//! inside a callout may have the object's frames above the host's logger
-//! on its stack, and Tasks RCU, which has no read-side marker, reads a
-//! blocked thread as having left every hook and probe (red team 9: a host
-//! logger that blocks on a lock while a plugin's probe logs). The loader
-//! searches such threads' stacks for the object's addresses
-//! (`module-loader/src/proofs/interrupted.rs`).
+//! Tasks RCU has no read-side marker: a thread counts as having left every
+//! hook and probe once it is seen blocked or has switched voluntarily. A
+//! host logger that blocks (a lock, a full channel, a slow write) under a
+//! plugin's hook would make the thread look quiescent with the hook's frame
+//! on its stack, and the plugin could be unmapped under it (red team 9 and
+//! 10: `tests/tests/redteam9_blocking_logger.rs`,
+//! `tests/tests/redteam10_logging_hook.rs`). So a Tasks grace period does
+//! not count a thread blocked inside a callout as quiescent, nor the
+//! voluntary switches it made while one was in progress
+//! (`tasks/grace_period.rs`): a callout is part of the hook that called it.
 //!
-//! A fixed table of thread ids, claimed with one compare-and-swap and
-//! released with one store: no lock (a callout may run in a child of
-//! `fork`, or nest), no allocation. When every slot is taken, a count of
-//! the untracked callouts makes readers treat every thread as possibly
-//! inside one.
+//! Each thread's callouts are counted in its Tasks record (the host's,
+//! reached through the Tasks vtable from any copy of this crate): depth and
+//! a count of entries and exits, one SeqCst read-modify-write each way.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-
-/// Slots in the table: more threads than this inside callouts at once are
-/// counted, not named.
-const SLOTS: usize = 256;
-
-static TIDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
-static UNTRACKED: AtomicUsize = AtomicUsize::new(0);
+use crate::tasks::record::{self, TasksRecord};
 
 /// One callout in progress on this thread; ends on drop (unwinding
 /// included).
 #[derive(Debug)]
 #[must_use = "the callout ends when this is dropped"]
 pub struct Callout {
-    slot: Option<usize>,
+    record: &'static TasksRecord,
 }
 
 /// Mark the calling thread as inside a callout until the result is
-/// dropped.
+/// dropped. Nests.
 pub fn enter() -> Callout {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    let start = tid.unsigned_abs() as usize % SLOTS;
-    for i in (start..SLOTS).chain(0..start) {
-        // SeqCst: a single total order with the loader's reads of the table
-        // and of `/proc` (a thread marked before it blocks is seen marked by
-        // a scan that sees it blocked).
-        if TIDS[i]
-            .compare_exchange(0, tid, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
-        {
-            return Callout { slot: Some(i) };
-        }
-    }
-    // SeqCst: as above.
-    UNTRACKED.fetch_add(1, Ordering::SeqCst);
-    Callout { slot: None }
+    let r = record::mine(|| {
+        // SAFETY: a vtable function with no arguments.
+        unsafe { (crate::tasks::vtable::current().record)() }
+    });
+    record::callout_enter(r);
+    Callout { record: r }
 }
 
 impl Drop for Callout {
     fn drop(&mut self) {
-        // SeqCst: as in `enter`.
-        match self.slot {
-            Some(i) => TIDS[i].store(0, Ordering::SeqCst),
-            None => {
-                UNTRACKED.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        record::callout_exit(self.record);
     }
 }
 
-/// The threads inside a callout now, and whether some callouts are not
-/// named (the table was full): then any thread may be inside one.
-pub fn snapshot() -> (Vec<i32>, bool) {
-    // SeqCst: as in `enter`.
-    let tids = TIDS
-        .iter()
-        .map(|t| t.load(Ordering::SeqCst))
-        .filter(|&t| t != 0)
-        .collect();
-    (tids, UNTRACKED.load(Ordering::SeqCst) > 0)
+/// Is the calling thread inside a callout?
+pub fn inside() -> bool {
+    let r = record::mine(|| {
+        // SAFETY: a vtable function with no arguments.
+        unsafe { (crate::tasks::vtable::current().record)() }
+    });
+    // SeqCst: as in `record::callout_enter`.
+    record::inside_callout(r.callouts.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 #[cfg(test)]
@@ -86,17 +60,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_callout_names_its_thread_until_it_ends_and_nests() {
-        // SAFETY: gettid has no preconditions.
-        let me = unsafe { libc::gettid() };
-        let count = || snapshot().0.iter().filter(|&&t| t == me).count();
-        assert_eq!(count(), 0);
+    fn a_callout_is_counted_until_it_ends_and_nests() {
+        assert!(!inside());
         let outer = enter();
         let inner = enter();
-        assert_eq!(count(), 2);
+        assert!(inside());
         drop(inner);
-        assert_eq!(count(), 1);
+        assert!(inside());
         drop(outer);
-        assert_eq!(count(), 0);
+        assert!(!inside());
     }
 }

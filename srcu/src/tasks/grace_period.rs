@@ -16,6 +16,12 @@
 //!         can lie between the baseline and this reading ("clean").
 //!     A pass that is not clean re-baselines the switch counts ("restarts
 //!     the count").
+//!     Callouts (`runtime::callouts`: the host's logger, reached from a
+//!     hook or probe) are part of the hook that called them: a blocked
+//!     reading counts only if the thread's callout word (its Tasks record)
+//!     was the same before and after the reading and shows no callout in
+//!     progress, and switches count only if the word has not changed since
+//!     the baseline (a change re-baselines the thread).
 //! T4. Holdouts are re-read with back-off (50 µs doubling to 20 ms); past
 //!     the stall timeout a warning names each holdout's tid, name and state.
 //! T5. Full `membarrier`: the holdouts' accesses inside hooks happen before
@@ -128,6 +134,8 @@ struct Pending {
     base: Option<u64>,
     /// Explicit quiescent count at T2 (`None`: no record then).
     qs0: Option<u64>,
+    /// Callout word at the baseline (`record::callouts_snapshot`).
+    c0: u64,
     last: Option<Sample>,
 }
 
@@ -241,11 +249,28 @@ impl Driver {
         // with a baseline.
         let pre = self.canary_sample(&canary_file);
         let mut pending: Vec<Pending> = Vec::new();
-        for (i, &tid) in tids.iter().enumerate() {
+        // Callout words before and after the readings (see "callouts" in
+        // the module docs).
+        let mut c_pre = Vec::new();
+        record::callouts_snapshot(&tids, &mut c_pre);
+        let mut readings = Vec::with_capacity(tids.len());
+        for &tid in tids.iter() {
+            let file = self.open_status(tid);
+            let s = match &file {
+                Opened::File(f) => Some(f.sample_or_gone(&mut self.buf)),
+                _ => None,
+            };
+            readings.push((file, s));
+        }
+        let mut c_post = Vec::new();
+        record::callouts_snapshot(&tids, &mut c_post);
+        for (i, (&tid, (file, s))) in tids.iter().zip(readings).enumerate() {
+            let callouts_still = c_pre[i] == c_post[i];
+            let outside_callouts = callouts_still && !record::inside_callout(c_post[i]);
             // Gone only on the kernel's word; a thread whose file cannot be
             // opened or read for another reason (out of descriptors) stays
             // a holdout without evidence, re-examined below.
-            let file = match self.open_status(tid) {
+            let file = match file {
                 Opened::File(f) => f,
                 Opened::Gone => continue,
                 Opened::Unknown => {
@@ -254,12 +279,13 @@ impl Driver {
                         file: None,
                         base: None,
                         qs0: qs[i],
+                        c0: c_post[i],
                         last: None,
                     });
                     continue;
                 }
             };
-            let s = match file.sample_or_gone(&mut self.buf) {
+            let s = match s.expect("sampled when opened") {
                 Ok(Some(s)) => s,
                 Ok(None) => continue,
                 Err(()) => {
@@ -268,12 +294,13 @@ impl Driver {
                         file: Some(file),
                         base: None,
                         qs0: qs[i],
+                        c0: c_post[i],
                         last: None,
                     });
                     continue;
                 }
             };
-            if s.state.blocked() || s.state == SchedState::Dead {
+            if (s.state.blocked() && outside_callouts) || s.state == SchedState::Dead {
                 continue;
             }
             if skip_running && s.state == SchedState::Running {
@@ -281,12 +308,15 @@ impl Driver {
                 // is not inside a hook.
                 continue;
             }
-            let counter_ok = !s.state.stopped() && s.tracer == 0 && s.nvcsw != u64::MAX;
+            // A baseline taken while a callout began or ended around the
+            // reading is not usable (a switch after it may be the callout's).
+            let counter_ok = !s.state.stopped() && s.tracer == 0 && s.nvcsw != u64::MAX && callouts_still;
             pending.push(Pending {
                 tid,
                 file: Some(file),
                 base: counter_ok.then_some(s.nvcsw),
                 qs0: qs[i],
+                c0: c_post[i],
                 last: Some(s),
             });
         }
@@ -300,6 +330,8 @@ impl Driver {
         let mut next_stall = stall;
         let mut qs_now: Vec<Option<u64>> = Vec::new();
         let mut ptids: Vec<i32> = Vec::new();
+        let mut c_pre: Vec<u64> = Vec::new();
+        let mut c_post: Vec<u64> = Vec::new();
         while !pending.is_empty() {
             std::thread::sleep(nap);
             nap = (nap * 2).min(Duration::from_millis(20));
@@ -325,6 +357,7 @@ impl Driver {
             }
             let pre = self.canary_sample(&canary_file);
             record::snapshot(&ptids, &mut qs_now);
+            record::callouts_snapshot(&ptids, &mut c_pre);
             // Per holdout: Ok(Some) a reading, Ok(None) gone, Err nothing known.
             let mut samples: Vec<Result<Option<Sample>, ()>> = Vec::with_capacity(pending.len());
             for (k, p) in pending.iter().enumerate() {
@@ -334,6 +367,7 @@ impl Driver {
                     None => Err(()),
                 });
             }
+            record::callouts_snapshot(&ptids, &mut c_post);
             std::sync::atomic::fence(Ordering::SeqCst);
             let post = self.canary_sample(&canary_file);
             let now = clean_reading(pre, post);
@@ -345,7 +379,16 @@ impl Driver {
             pending.retain_mut(|p| {
                 let s = samples[k];
                 let q = qs_now[k];
+                let (cp, cq) = (c_pre[k], c_post[k]);
                 k += 1;
+                // Callouts: the reading is evidence only if no callout began
+                // or ended around it and none is in progress; switches count
+                // only if no callout began or ended since the baseline.
+                let outside_callouts = cp == cq && !record::inside_callout(cq);
+                let callouts_since_base = cp != p.c0 || cq != p.c0;
+                if callouts_since_base {
+                    p.c0 = cq;
+                }
                 let s = match s {
                     Ok(Some(s)) => s,
                     Ok(None) => return false, // gone
@@ -357,7 +400,7 @@ impl Driver {
                     }
                 };
                 p.last = Some(s);
-                if s.state.blocked() || s.state == SchedState::Dead {
+                if (s.state.blocked() && outside_callouts) || s.state == SchedState::Dead {
                     return false;
                 }
                 // An explicit quiescent point after T2 (or a first
@@ -366,7 +409,14 @@ impl Driver {
                     return false;
                 }
                 let counter_ok = !s.state.stopped() && s.tracer == 0 && s.nvcsw != u64::MAX;
-                if clean && counter_ok && p.base.is_some_and(|b| b != s.nvcsw) {
+                if callouts_since_base {
+                    // Its switches since the baseline may be a callout's:
+                    // count from this reading, if none began or ended
+                    // around it.
+                    p.base = (clean && counter_ok && cp == cq).then_some(s.nvcsw);
+                    return true;
+                }
+                if clean && counter_ok && outside_callouts && p.base.is_some_and(|b| b != s.nvcsw) {
                     return false;
                 }
                 if clean && counter_ok && p.base.is_none() {

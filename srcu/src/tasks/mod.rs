@@ -82,7 +82,7 @@ pub mod hook_slot;
 mod membarrier;
 mod proc;
 pub(crate) mod record;
-mod vtable;
+pub(crate) mod vtable;
 
 pub use hook_slot::{HookFn, HookSlot, HookValue};
 pub use record::TasksRecord;

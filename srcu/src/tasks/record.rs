@@ -4,6 +4,7 @@
 //! | field | written by | read by | meaning |
 //! |---|---|---|---|
 //! | `qs` | its thread only (plain load + Release store) | grace periods (Acquire) | explicit quiescent points passed, ever |
+//! | `callouts` | its thread only (SeqCst read-modify-writes) | grace periods (SeqCst) | low 32 bits: callouts the thread is inside now; high 32 bits: callouts entered or left, ever (`runtime::callouts`) |
 //!
 //! A record belongs to a tid. It is allocated by the host the first time a
 //! thread passes `tasks::quiescent()` (through the vtable, so a plugin's
@@ -31,6 +32,11 @@ pub struct TasksRecord {
     pub qs: AtomicU64,
     /// The tid the record was last handed to.
     pub tid: AtomicU64,
+    /// The thread's callouts (`usrcu::runtime::callouts`): depth in the low
+    /// 32 bits, entries and exits in the high 32 bits. A grace period does
+    /// not count a thread blocked inside a callout, nor voluntary switches
+    /// made while one was in progress, as quiescent.
+    pub callouts: AtomicU64,
 }
 
 static RECORDS: Mutex<Option<HashMap<i32, &'static TasksRecord>>> = Mutex::new(None);
@@ -59,6 +65,7 @@ pub(crate) fn record_for(tid: i32) -> &'static TasksRecord {
         Box::leak(Box::new(TasksRecord {
             qs: AtomicU64::new(0),
             tid: AtomicU64::new(tid as u64),
+            callouts: AtomicU64::new(0),
         }))
     })
 }
@@ -77,6 +84,38 @@ pub(crate) fn snapshot(tids: &[i32], out: &mut Vec<Option<u64>>) {
             r.qs.load(Ordering::Acquire)
         })
     }));
+}
+
+/// Host side: the callout words of `tids` (0 for a thread without a
+/// record: it never entered a callout), read under the registry lock.
+pub(crate) fn callouts_snapshot(tids: &[i32], out: &mut Vec<u64>) {
+    let g = records();
+    out.clear();
+    out.extend(tids.iter().map(|t| {
+        g.as_ref()
+            .and_then(|m| m.get(t))
+            // SeqCst: the callout's read-modify-writes, the thread's block
+            // and this grace period's `/proc` readings in one order (see
+            // `grace_period.rs`, "callouts").
+            .map_or(0, |r| r.callouts.load(Ordering::SeqCst))
+    }));
+}
+
+/// Is a thread whose callout word is `w` inside a callout?
+pub(crate) fn inside_callout(w: u64) -> bool {
+    w & 0xFFFF_FFFF != 0
+}
+
+/// Enter a callout on `r` (the calling thread's record).
+pub(crate) fn callout_enter(r: &TasksRecord) {
+    // SeqCst: see `callouts_snapshot`. Depth + 1, count + 1.
+    r.callouts.fetch_add((1 << 32) + 1, Ordering::SeqCst);
+}
+
+/// Leave a callout on `r`.
+pub(crate) fn callout_exit(r: &TasksRecord) {
+    // SeqCst: as above. Depth - 1 (it is at least 1: no borrow), count + 1.
+    r.callouts.fetch_add((1 << 32) - 1, Ordering::SeqCst);
 }
 
 thread_local! {

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicPtr;
 /// 2: `synchronize`, `barrier` and `barrier_timeout_ms` report a refusal
 /// (called on the `usrcu-tasks` thread) instead of panicking inside the
 /// `extern "C"` function, which aborted the process.
-pub const TASKS_ABI_VERSION: u32 = 2;
+pub const TASKS_ABI_VERSION: u32 = 3;
 
 /// The host's Tasks operations.
 #[repr(C)]
