@@ -56,6 +56,12 @@ extern "C" fn sleepy_handler(_: libc::c_int) {
     nap();
 }
 
+/// Write one byte to the pipe's write end `w`.
+fn write_byte(w: libc::c_int) {
+    // SAFETY: `w` is an open fd; the byte is readable for the call.
+    unsafe { libc::write(w, b"x".as_ptr().cast(), 1) };
+}
+
 fn parent(case: &str) {
     let _ = fixture_path("redteam7-plain");
     let out = std::process::Command::new(std::env::current_exe().unwrap())
@@ -112,8 +118,7 @@ fn child_entry() {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     std::thread::sleep(Duration::from_millis(400));
-                    // SAFETY: `w` is the pipe's write end.
-                    unsafe { libc::write(w, b"x".as_ptr().cast(), 1) };
+                    write_byte(w);
                 });
                 sa.sa_sigaction = pipe_handler as *const () as usize;
                 sa.sa_flags |= libc::SA_SIGINFO;
