@@ -13,9 +13,19 @@
 //! ahead (the calling thread counts as quiescent for Tasks RCU, and the
 //! interrupted proof skips it), A is unmapped and the host function
 //! returns into unmapped code: SIGSEGV.
+//!
+//! The second test: the same stack switch hides plugin frames from the
+//! interrupted proof. The host's logger, serving A's hook's `log::error!`
+//! (a callout), does its write on a fiber, which waits there (a slow
+//! sink). The proof reads the blocked thread's stack from its stack
+//! pointer, on the fiber's stack, to the end of that mapping: A's frames,
+//! on the thread's own stack, are not there. The thread reads as clear, the
+//! Tasks grace period ends (it is blocked), A is unmapped, and the logger
+//! returns into it: SIGSEGV.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{ModuleHandle, ModuleLoader};
@@ -116,4 +126,99 @@ fn an_unload_on_a_fiber_resumed_from_a_hook_is_refused() {
         "A was unmapped under its hook and the host survived by luck"
     );
     println!("RT10-FIBER-SURVIVED");
+}
+
+static IN_LOGGER: AtomicBool = AtomicBool::new(false);
+static RELEASE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+static LOG_HOOK: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
+
+/// The logger's fiber: the write to a slow sink, which waits.
+extern "C" fn writer_fiber() {
+    let _ = std::panic::catch_unwind(|| {
+        IN_LOGGER.store(true, Ordering::SeqCst);
+        let mut released = RELEASE.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !*released {
+            released = RELEASE.1.wait(released).unwrap_or_else(|p| p.into_inner());
+        }
+    });
+}
+
+/// The host's logger: B's records are written on a fiber.
+struct FiberLogger;
+
+impl log::Log for FiberLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target() != "rt9.reenter" {
+            return;
+        }
+        // SAFETY: as in `resume_fiber`; only the one logging thread uses
+        // `CONTEXTS`.
+        unsafe {
+            let c = CONTEXTS;
+            assert_eq!(libc::getcontext(&mut (*c).fiber), 0);
+            let stack: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+            (*c).fiber.uc_stack.ss_sp = stack.as_mut_ptr().cast();
+            (*c).fiber.uc_stack.ss_size = stack.len();
+            (*c).fiber.uc_link = &mut (*c).host;
+            libc::makecontext(&mut (*c).fiber, writer_fiber, 0);
+            assert_eq!(libc::swapcontext(&mut (*c).host, &(*c).fiber), 0);
+        }
+    }
+    fn flush(&self) {}
+}
+
+static FIBER_LOGGER: FiberLogger = FiberLogger;
+
+#[test]
+#[ignore = "FINDING: a host logger that writes on a fiber (makecontext/swapcontext) and waits there hides plugin A's hook frames from the interrupted proof (it reads only the fiber's stack): A is unmapped under the hook, SIGSEGV"]
+fn a_logger_that_waits_on_a_fiber_under_a_hook_does_not_let_the_plugin_unmap() {
+    if std::env::var_os(CHILD).is_none() {
+        let _ = fixture_path("redteam9-reenter");
+        let test = "a_logger_that_waits_on_a_fiber_under_a_hook_does_not_let_the_plugin_unmap";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
+        assert!(
+            out.status.success() && text.contains("RT10-FIBER-LOGGER-SURVIVED"),
+            "unload while the logger waits on a fiber under A's hook: {:?} (signal {:?})\n{text}",
+            out.status,
+            killed_by(out.status)
+        );
+        return;
+    }
+    // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
+    unsafe { libc::alarm(60) };
+    // SAFETY: as in the first test.
+    unsafe { CONTEXTS = Box::leak(Box::new(std::mem::zeroed::<Contexts>())) };
+    log::set_logger(&FIBER_LOGGER).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    let loader = LOADER.get_or_init(ModuleLoader::new);
+    // SAFETY: the fixture upholds the plugin contract.
+    let a = unsafe { loader.load(fixture_path("redteam9-reenter")) }.unwrap();
+    // SAFETY: `fx_log_hook` has the slot's type in the fixture.
+    unsafe { loader.install_hook(a, &LOG_HOOK, "fx_log_hook") }.unwrap();
+    let t = std::thread::spawn(|| LOG_HOOK.call(1));
+    let t0 = Instant::now();
+    while !IN_LOGGER.load(Ordering::SeqCst) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the plugin never logged");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // waiting on the fiber now
+    let r = loader.unload(a);
+    println!("unload while the logger waits on a fiber: {r:?}");
+    *RELEASE.0.lock().unwrap() = true;
+    RELEASE.1.notify_all();
+    assert_eq!(t.join().unwrap(), Some(2));
+    println!("RT10-FIBER-LOGGER-SURVIVED");
 }
