@@ -68,7 +68,7 @@ pub enum LoadError {
     },
     /// The module's descriptor names it with a name a host cannot use:
     /// empty, longer than 255 bytes, or with a control character (a NUL, a
-    /// newline). Its `init` was not run.
+    /// newline), a line separator or a bidirectional control. Its `init` was not run.
     BadModuleName {
         /// The file.
         path: PathBuf,

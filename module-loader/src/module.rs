@@ -496,7 +496,8 @@ pub(crate) fn same_release_line(plugin: &str, host: &str) -> bool {
 pub(crate) const MAX_NAME_LEN: usize = 255;
 
 /// A module name a host can find, print and log: not empty, at most
-/// [`MAX_NAME_LEN`] bytes, no control characters (a NUL ends it for C, a
+/// [`MAX_NAME_LEN`] bytes, no control characters, line separators or
+/// bidirectional controls (a NUL ends it for C, a
 /// newline forges a log line) (red team 9: `""`, `"a\nb"`, `"a\0b"` and
 /// 64 KiB names loaded without a word).
 pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
@@ -506,6 +507,13 @@ pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {
         Err("longer than 255 bytes")
     } else if name.chars().any(char::is_control) {
         Err("contains a control character (a NUL, a newline...)")
+    } else if name.chars().any(|c| {
+        matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }) {
+        // A line or paragraph separator forges a log line too; a
+        // direction mark or override makes the printed name lie (red team
+        // 10).
+        Err("contains a line separator or a bidirectional control (U+2028, U+2029, U+200E/F, U+202A-E, U+2066-9)")
     } else {
         Ok(())
     }

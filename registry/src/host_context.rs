@@ -96,6 +96,13 @@ impl log::Log for Bridge {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        // A callout from here on, formatting included: the record may come
+        // from a hook or a probe, and the formatting's allocations may wait
+        // for a lock of the allocator (red team 10 saw glibc's arena lock,
+        // under host threads that logged too) as the host's logger may;
+        // a Tasks grace period does not count a thread blocked inside a
+        // callout as quiescent (`usrcu::runtime::callouts`).
+        let _callout = usrcu::runtime::callouts::enter();
         let Some(c) = context() else { return };
         if record.level() > level_from((c.max_level)()) {
             return;

@@ -574,6 +574,7 @@ macro_rules! plugin_interface {
         $vis trait $name: 'static {
             $(
                 $(#[$fattr])*
+                #[allow(clippy::too_many_arguments)]
                 fn $f($($arg: $ty),*) $(-> $ret)? where Self: Sized;
             )*
         }
@@ -603,7 +604,7 @@ macro_rules! plugin_interface {
             impl<G: __p::Gate> Client<G> {
                 $(
                     $(#[$fattr])*
-                    #[allow(clippy::unused_unit)]
+                    #[allow(clippy::unused_unit, clippy::too_many_arguments)]
                     pub fn $f(&self $(, $arg: $ty)*) -> ::core::result::Result<$crate::__ret_ty!($($ret)?), G::Error> {
                         // SAFETY: the closure calls only the table's `$f`,
                         // whose result type is the one we read.
@@ -621,6 +622,9 @@ macro_rules! plugin_interface {
                     Table {
                         $(
                             $f: {
+                                // A `()` parameter is a zero-sized argument
+                                // that both sides pass alike (red team 10).
+                                #[allow(improper_ctypes_definitions, clippy::too_many_arguments)]
                                 unsafe extern "C" fn shim<P: $name>(
                                     out: *mut $crate::__ret_ty!($($ret)?),
                                     msg: *mut $crate::HookMessage

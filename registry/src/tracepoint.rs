@@ -63,7 +63,8 @@ use std::sync::Mutex;
 /// Whether a tracepoint's probes may block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TracepointKind {
-    /// Probes must not block, sleep or fault (Tasks RCU).
+    /// Probes must not block, sleep, fault or allocate (Tasks RCU); they
+    /// may log through the `log` bridge (a callout, `usrcu::runtime::callouts`).
     Normal,
     /// Probes may sleep, fault and take locks (Tasks Trace RCU).
     Faultable,

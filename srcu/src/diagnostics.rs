@@ -173,6 +173,7 @@ pub fn emit(w: Warning) {
     let _callout = crate::runtime::callouts::enter();
     // Owned inside the callout, so that its strings are freed before it
     // ends (a host allocator may block too).
+    #[allow(clippy::redundant_locals)]
     let w = w;
     let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         log::warn!(target: "usrcu", "{}", w.message);

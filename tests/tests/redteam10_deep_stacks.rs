@@ -78,7 +78,6 @@ extern "C" fn deep_handler(_: libc::c_int) {
 static SPIN: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
 
 #[test]
-#[ignore = "FINDING: a signal handler that uses > 1 MiB of stack above an interrupted hook hides the signal frame from the interrupted proof (SCAN_LIMIT); the plugin is unmapped under it and the host dies of SIGSEGV"]
 fn a_signal_handler_with_a_deep_stack_over_a_hook_does_not_let_the_plugin_unmap_under_it() {
     if std::env::var_os(CHILD).is_none() {
         return parent(
@@ -173,7 +172,6 @@ static DEEP_BLOCKING: DeepBlocking = DeepBlocking;
 static LOG_HOOK: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
 
 #[test]
-#[ignore = "FINDING: a host logger that uses > 1 MiB of stack before it blocks hides the plugin hook's frames from the callout scan (SCAN_LIMIT); the plugin is unmapped under it and the host dies of SIGSEGV"]
 fn a_host_logger_with_a_deep_stack_under_a_plugin_hook_does_not_let_the_plugin_unmap_under_it() {
     if std::env::var_os(CHILD).is_none() {
         return parent(

@@ -73,7 +73,6 @@ fn parent(test: &str) {
 }
 
 #[test]
-#[ignore = "FINDING: a hook that logs several records through a slowly blocking host logger is unmapped while it runs (the last scan sees its thread running plugin code, not in a callout); the host dies of SIGSEGV"]
 fn a_hook_that_logs_repeatedly_through_a_slow_logger_is_not_unmapped_under_it() {
     if std::env::var_os(CHILD).is_none() {
         return parent("a_hook_that_logs_repeatedly_through_a_slow_logger_is_not_unmapped_under_it");
@@ -109,7 +108,6 @@ impl log::Log for Locked {
 static LOCKED: Locked = Locked(Mutex::new(0));
 
 #[test]
-#[ignore = "FINDING: the same with a plain Mutex-guarded logger that host threads also log to (the hook's thread blocks on the logger's lock now and then): SIGSEGV"]
 fn a_hook_that_logs_repeatedly_through_a_contended_logger_is_not_unmapped_under_it() {
     if std::env::var_os(CHILD).is_none() {
         return parent("a_hook_that_logs_repeatedly_through_a_contended_logger_is_not_unmapped_under_it");

@@ -65,7 +65,6 @@ fn names_up_to_255_bytes_and_unicode_names_load() {
 /// check, which `LoadError::BadModuleName` exists to make for names a host
 /// "cannot use or print safely" (red team 9).
 #[test]
-#[ignore = "FINDING (minor): module names with U+2028/U+2029 line separators or a U+202E bidi override load (BadModuleName checks only Cc control characters)"]
 fn names_with_line_separators_or_bidi_overrides_are_refused() {
     let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
     let so = fixture_path("redteam9-reenter");

@@ -173,7 +173,6 @@ impl log::Log for FiberLogger {
 static FIBER_LOGGER: FiberLogger = FiberLogger;
 
 #[test]
-#[ignore = "FINDING: a host logger that writes on a fiber (makecontext/swapcontext) and waits there hides plugin A's hook frames from the interrupted proof (it reads only the fiber's stack): A is unmapped under the hook, SIGSEGV"]
 fn a_logger_that_waits_on_a_fiber_under_a_hook_does_not_let_the_plugin_unmap() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam9-reenter");

@@ -86,9 +86,15 @@ impl<T: ?Sized> HookValue for *mut T {}
 /// is `unsafe`; the installer promises, for the function and everything it calls:
 ///
 /// * **It never blocks**: no lock that may sleep, no blocking system call,
-///   no sleep, no `println!` (stdout's lock). A blocked thread reads as
-///   quiescent, so blocking inside the hook lets a grace period end while
-///   the thread is still inside it.
+///   no sleep, no `println!` (stdout's lock), and no heap allocation
+///   (`malloc` waits for its arena's lock when another thread holds it:
+///   seen under red team 10's load). A blocked thread reads as quiescent,
+///   so blocking inside the hook lets a grace period end while the thread
+///   is still inside it. The one exception is a *callout*
+///   ([`runtime::callouts`](crate::runtime::callouts)): the `log` bridge
+///   of `usrcu-registry` and `usrcu::diagnostics::emit` mark themselves,
+///   formatting included, and a grace period does not count a thread
+///   blocked inside one as quiescent, so a hook may log.
 /// * **It never faults on non-resident memory**: a page fault that waits for
 ///   I/O is a voluntary switch. Its code must be resident (the loader
 ///   `mlock`s the text of an object whose functions it installs) and so
