@@ -437,6 +437,19 @@ pub enum UnloadError {
         /// The module's name.
         name: String,
     },
+    /// Called inside a *callout* (`usrcu::runtime::callouts`): from the
+    /// host's logger (a plugin's `log` record, or a usrcu warning), which
+    /// may run under a module's hook or tracepoint probe. A Tasks grace
+    /// period counts a callout as part of the hook that called it, so the
+    /// unload's grace period would wait for this very thread. Nothing was
+    /// done. Unload from another thread, for example one the logger hands
+    /// the handle to.
+    FromInsideCallout {
+        /// The handle.
+        handle: ModuleHandle,
+        /// The module's name.
+        name: String,
+    },
     /// Called on the thread that runs the callbacks of a process-wide
     /// flavor (`usrcu-tasks` or `usrcu-trace`, from inside a Tasks or Tasks
     /// Trace callback): the unload waits for that flavor's callbacks and
@@ -488,6 +501,11 @@ impl fmt::Display for UnloadError {
             UnloadError::NotLive { handle, name, state } => {
                 write!(f, "module '{name}' ({handle}) is {state}, not live")
             }
+            UnloadError::FromInsideCallout { handle, name } => write!(
+                f,
+                "cannot unload module '{name}' ({handle}) from inside the host's logger (a callout): the unload's Tasks \
+                 grace period would wait for this thread"
+            ),
             UnloadError::FromInsideModuleCode { handle, name } => write!(
                 f,
                 "cannot unload module '{name}' ({handle}) from code it called (its hook, its probe, the host logger under \

@@ -588,6 +588,16 @@ impl ModuleLoader {
                 name: m.name.clone(),
             });
         }
+        // Inside a callout (the host's logger, under any module's hook or
+        // probe, or a plugin's log record): a Tasks grace period counts the
+        // callout as part of a hook, so the unload's would wait for this
+        // very thread.
+        if usrcu::runtime::callouts::inside() {
+            return Err(UnloadError::FromInsideCallout {
+                handle: h,
+                name: m.name.clone(),
+            });
+        }
         crate::phase_timing::lap("unload: own frames");
         // The unload waits for Tasks and Tasks Trace callbacks and grace
         // periods, each run by one thread of the host's: not from there.
