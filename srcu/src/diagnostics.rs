@@ -167,14 +167,7 @@ pub fn emit(w: Warning) {
     // The logger is user code, and warnings are emitted on the runtime's
     // threads and inside its `extern "C"` functions, where a panic would
     // kill the thread or abort the process. The payload is leaked, not
-    // dropped: its drop is user code too. Marked as a callout: a plugin's
-    // probe or hook may be below it on this thread's stack (the plugin
-    // loader looks for those before it unmaps the plugin).
-    let _callout = crate::runtime::callouts::enter();
-    // Owned inside the callout, so that its strings are freed before it
-    // ends (a host allocator may block too).
-    #[allow(clippy::redundant_locals)]
-    let w = w;
+    // dropped: its drop is user code too.
     let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         log::warn!(target: "usrcu", "{}", w.message);
     }));

@@ -53,8 +53,10 @@ impl log::Log for SlowSink {
 
 static SINK: SlowSink = SlowSink;
 
-/// A hook that reports one warning.
+/// A hook that reports one warning, inside a callout as a plugin's `log`
+/// bridge is (since session 11 the host's own `emit` is not a callout).
 extern "C" fn reporting_hook(x: u64) -> u64 {
+    let _callout = usrcu::runtime::callouts::enter();
     usrcu::diagnostics::emit(Warning::new(WarningKind::Other, "rt11", format!("hook {x}")));
     x + 1
 }
@@ -106,7 +108,6 @@ fn parent_entry() {
 }
 
 #[test]
-#[ignore = "FINDING: in a forked child, a thread whose Tasks record was cached before the fork is never seen inside a callout: a Tasks grace period ends while it is blocked in the logger under a hook"]
 fn in_a_forked_child_a_grace_period_waits_for_a_hooks_callout() {
     child::run_entry(CHILD_ENV, "fork_entry", "RT11-FORKED-OK");
 }

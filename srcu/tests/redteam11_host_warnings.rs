@@ -93,7 +93,6 @@ fn scenario(warn: impl FnOnce()) {
 }
 
 #[test]
-#[ignore = "FINDING: a Tasks grace period waits for a host thread blocked in the logger under catch_panic (no hook below): deadlock with a lock held across the grace period"]
 fn a_host_threads_own_catch_panic_warning_is_not_a_tasks_reader() {
     child::run_entry(CHILD_ENV, "catch_panic_entry", "RT11-CATCH-PANIC-OK");
 }
@@ -115,7 +114,6 @@ fn catch_panic_entry() {
 }
 
 #[test]
-#[ignore = "FINDING: a Tasks grace period waits for an SRCU invoker blocked in the logger on a panicking host callback's warning: deadlock with a lock held across the grace period"]
 fn a_panicking_host_srcu_callbacks_warning_is_not_a_tasks_reader() {
     child::run_entry(CHILD_ENV, "invoker_entry", "RT11-INVOKER-OK");
 }

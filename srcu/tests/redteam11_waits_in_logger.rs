@@ -87,7 +87,6 @@ fn synchronize_entry() {
 }
 
 #[test]
-#[ignore = "FINDING: tasks::barrier from a logger serving a host-code warning waits for its own thread (a callout, not excluded as synchronize's caller is)"]
 fn a_logger_serving_a_host_warning_may_wait_for_tasks_callbacks() {
     child::run_entry(CHILD_ENV, "barrier_entry", "RT11-BARRIER-OK");
 }
@@ -102,7 +101,6 @@ fn barrier_entry() {
 }
 
 #[test]
-#[ignore = "FINDING: a polled Tasks grace period waited for from a logger serving a host-code warning waits for its own thread"]
 fn a_logger_serving_a_host_warning_may_wait_for_a_polled_grace_period() {
     child::run_entry(CHILD_ENV, "poll_entry", "RT11-POLL-OK");
 }

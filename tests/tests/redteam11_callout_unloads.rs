@@ -144,7 +144,6 @@ fn idle_unload_while(loader: &ModuleLoader, block: impl FnOnce() + Send) {
 }
 
 #[test]
-#[ignore = "FINDING: an idle plugin is kept as a Zombie while a host thread's own catch_panic warning waits in a slow logger"]
 fn an_idle_plugin_unmaps_while_a_host_catch_panic_warning_waits_in_the_logger() {
     if !in_child() {
         return parent(
@@ -283,7 +282,6 @@ fn a_logger_reached_by_host_code_unloads_a_plugin() {
 }
 
 #[test]
-#[ignore = "FINDING: a logger reached by host code's own catch_panic warning (no plugin below) cannot unload: FromInsideCallout"]
 fn a_logger_reached_by_a_host_warning_unloads_a_plugin() {
     if !in_child() {
         return parent(

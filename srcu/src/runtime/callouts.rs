@@ -1,7 +1,11 @@
-//! *Callouts*: calls from code that may be a plugin's (a hook, a
-//! tracepoint probe, a callback) into host code that runs the host's own
-//! user code, the logger: `usrcu::diagnostics::emit` and the plugin
-//! loader's log bridge mark themselves here for their whole duration.
+//! *Callouts*: calls from a plugin's code (a hook, a tracepoint probe, a
+//! callback, any function) into host code that runs the host's own user
+//! code, the logger: the `log` bridge of `usrcu-registry` (in the plugin,
+//! formatting included), the plugin loader's `host_log`, and the report of
+//! a plugin's caught panic mark themselves here for their whole duration.
+//! The host's own warnings (`usrcu::diagnostics::emit` from host code) are
+//! not callouts (red team 11: they held every Tasks grace period while a
+//! host logger waited for a lock that a thread waiting for one held).
 //!
 //! Tasks RCU has no read-side marker: a thread counts as having left every
 //! hook and probe once it is seen blocked or has switched voluntarily. A
@@ -31,12 +35,30 @@ pub struct Callout {
 /// Mark the calling thread as inside a callout until the result is
 /// dropped. Nests.
 pub fn enter() -> Callout {
-    let r = record::mine(|| {
-        // SAFETY: a vtable function with no arguments.
-        unsafe { (crate::tasks::vtable::current().record)() }
-    });
+    let r = mine();
     record::callout_enter(r);
     Callout { record: r }
+}
+
+/// This thread's Tasks record, checked against its tid: a child of `fork`
+/// keeps its parent's cached record, filed under the parent's tid, where a
+/// grace period of the child never looks (red team 11).
+fn mine() -> &'static TasksRecord {
+    let register = || {
+        // SAFETY: a vtable function with no arguments.
+        unsafe { (crate::tasks::vtable::current().record)() }
+    };
+    let r = record::mine(register);
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u64;
+    // Relaxed: the record's tid is written once per owner, by the host,
+    // before the record is handed to that thread.
+    if r.tid.load(std::sync::atomic::Ordering::Relaxed) == tid {
+        r
+    } else {
+        record::forget_mine();
+        record::mine(register)
+    }
 }
 
 impl Drop for Callout {
@@ -47,10 +69,7 @@ impl Drop for Callout {
 
 /// Is the calling thread inside a callout?
 pub fn inside() -> bool {
-    let r = record::mine(|| {
-        // SAFETY: a vtable function with no arguments.
-        unsafe { (crate::tasks::vtable::current().record)() }
-    });
+    let r = mine();
     // SeqCst: as in `record::callout_enter`.
     record::inside_callout(r.callouts.load(std::sync::atomic::Ordering::SeqCst))
 }

@@ -126,6 +126,13 @@ fn domains_idle() -> bool {
 /// on. `flavor` names the flavor in the message ("usrcu", "usrcu::trace").
 pub(crate) fn run_catching_panic(flavor: &str, f: impl FnOnce()) {
     if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        // A plugin's code panicked (a probe, a callback): the report below
+        // reaches the host's logger, which may block, with the plugin's
+        // frames below it. A callout, so that a Tasks grace period does
+        // not take this thread for quiescent (red team 9). Not for the
+        // host's own code (red team 11: a host callback's warning held
+        // every Tasks grace period while the logger waited).
+        let _callout = vtable::is_plugin_copy().then(callouts::enter);
         let what = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())

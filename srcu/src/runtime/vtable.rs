@@ -118,6 +118,12 @@ fn prime() {
     let _ = crate::reader::rseq::offset();
 }
 
+/// Is this copy of the crate a plugin's (another copy's vtable is
+/// installed), not the host's?
+pub(crate) fn is_plugin_copy() -> bool {
+    !std::ptr::eq(current(), &HOST_VTABLE)
+}
+
 /// The runtime this copy of the crate uses: the installed one, else its own.
 pub fn current() -> &'static RuntimeVTable {
     // Acquire: pairs with the Release in `install`.

@@ -92,8 +92,8 @@ impl<T: ?Sized> HookValue for *mut T {}
 ///   so blocking inside the hook lets a grace period end while the thread
 ///   is still inside it. The one exception is a *callout*
 ///   ([`runtime::callouts`](crate::runtime::callouts)): the `log` bridge
-///   of `usrcu-registry` and `usrcu::diagnostics::emit` mark themselves,
-///   formatting included, and a grace period does not count a thread
+///   of `usrcu-registry` and the report of a plugin's caught panic mark
+///   themselves, formatting included, and a grace period does not count a thread
 ///   blocked inside one as quiescent, so a hook may log.
 /// * **It never faults on non-resident memory**: a page fault that waits for
 ///   I/O is a voluntary switch. Its code must be resident (the loader

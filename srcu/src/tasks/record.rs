@@ -138,6 +138,12 @@ pub(crate) fn mine(register: impl FnOnce() -> *const TasksRecord) -> &'static Ta
     unsafe { &*p }
 }
 
+/// Forget this thread's cached record (a child of `fork` whose cache holds
+/// its parent's): the next [`mine`] registers again.
+pub(crate) fn forget_mine() {
+    MINE.with(|c| c.set(std::ptr::null()));
+}
+
 /// Pass an explicit quiescent point on `r` (the calling thread's record).
 #[inline]
 pub(crate) fn pass(r: &TasksRecord) {
