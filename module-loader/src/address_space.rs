@@ -184,6 +184,21 @@ pub fn pin_forever(path: &Path) -> bool {
     !h.is_null()
 }
 
+/// The mappings of `/proc/self/maps` text: each line's address range and
+/// permission letters (`r-xp`), lines that do not parse left out.
+pub(crate) fn maps_lines(maps: &str) -> impl Iterator<Item = (usize, usize, &str)> + '_ {
+    maps.lines().filter_map(|line| {
+        let mut f = line.split_ascii_whitespace();
+        let (range, perms) = (f.next()?, f.next()?);
+        let (a, b) = range.split_once('-')?;
+        Some((
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+            perms,
+        ))
+    })
+}
+
 /// Is the object opened by `path` still in the address space, by either test?
 pub fn is_mapped(path: &Path) -> bool {
     find(path).is_some() || still_loaded(path)

@@ -127,18 +127,10 @@ fn lock_text(map: &mut HashMap<u64, ()>, m: &Module) -> Result<(), std::io::Erro
         return Ok(());
     }
     let maps = std::fs::read_to_string("/proc/self/maps")?;
-    for line in maps.lines() {
-        let mut f = line.split_ascii_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-            continue;
-        };
+    for (a, b, perms) in crate::address_space::maps_lines(&maps) {
         if !perms.contains('x') {
             continue;
         }
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
         if !m.mapping.contains(a) {
             continue;
         }

@@ -120,10 +120,6 @@ pub(crate) struct Module {
     /// object (`proofs/interrupted.rs`): a retry whose scans find none
     /// either waits for it instead of a fresh one.
     pub(crate) interrupted_cookie: std::sync::Mutex<Option<usrcu::tasks::Cookie>>,
-    /// Threads an earlier attempt's "interrupted" proof left as suspects
-    /// (seen in a signal handler over the object, not seen blocked outside
-    /// it since): a retry starts from them.
-    pub(crate) interrupted_suspects: std::sync::Mutex<std::collections::BTreeSet<i32>>,
     /// Per domain (by address), its `slots_scanned` before the barrier that
     /// precedes `exit`, so that the report counts both barriers' scans.
     pub(crate) scan_base: Mutex<Vec<(usize, u64)>>,
@@ -473,7 +469,6 @@ fn check_and_attach(
         hooks_done: Default::default(),
         hooks_cookie: Default::default(),
         interrupted_cookie: Default::default(),
-        interrupted_suspects: Default::default(),
         scan_base: Mutex::new(Vec::new()),
     })
 }

@@ -74,17 +74,7 @@ fn object_ranges<'a>(maps: &'a str, m: &'a Module) -> impl Iterator<Item = (usiz
 /// `PROT_NONE` gaps between an object's segments), as address ranges and
 /// whether they are writable.
 fn accessible_ranges(maps: &str) -> impl Iterator<Item = (usize, usize, bool)> + '_ {
-    maps.lines().filter_map(|line| {
-        let mut f = line.split_ascii_whitespace();
-        let (range, perms) = (f.next()?, f.next()?);
-        if !perms.contains(['r', 'w', 'x']) {
-            return None;
-        }
-        let (a, b) = range.split_once('-')?;
-        Some((
-            usize::from_str_radix(a, 16).ok()?,
-            usize::from_str_radix(b, 16).ok()?,
-            perms.contains('w'),
-        ))
-    })
+    crate::address_space::maps_lines(maps)
+        .filter(|(_, _, perms)| perms.contains(['r', 'w', 'x']))
+        .map(|(a, b, perms)| (a, b, perms.contains('w')))
 }

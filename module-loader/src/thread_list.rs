@@ -75,6 +75,24 @@ pub(crate) fn peek<T: Copy + Default>(addr: usize) -> Option<T> {
     peek_in(me(), addr)
 }
 
+/// Read `buf.len()` bytes at `addr` of our own address space without
+/// faulting; how many were read (the kernel stops at the first byte that is
+/// not mapped now).
+pub(crate) fn read_bytes(addr: usize, buf: &mut [u8]) -> usize {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` is `buf`, `buf.len()` writable bytes; the kernel
+    // checks `remote` and stops short (or fails) rather than fault on it.
+    let got = unsafe { libc::process_vm_readv(me(), &local, 1, &remote, 1, 0) };
+    usize::try_from(got).unwrap_or(0)
+}
+
 /// The id `process_vm_readv` is given for our own address space: the
 /// calling thread's, not the process id. The process id names the main
 /// thread, and once that thread has exited (`pthread_exit` while others

@@ -69,9 +69,9 @@
 //!
 //! Cost: nothing without Tasks RCU (0.2 µs, step "unload: proof:
 //! interrupted" of `cargo run --release -p usrcu-benches --example
-//! unload_phases`, 2-vCPU development VM, 2026-12-02; 44 µs there with the
-//! scan forced); with it, a `/proc` read per thread, the stacks of the
-//! blocked ones, and one Tasks grace period.
+//! unload_phases`, 2-vCPU development VM, 2026-12-02; 44 µs there for a
+//! first version of the scan that ran ungated); with it, a `/proc` read
+//! per thread, the stacks of the blocked ones, and one Tasks grace period.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -108,8 +108,8 @@ impl Proof for Interrupted {
         let mut nap = Duration::from_micros(50);
         // Threads seen interrupted in the object and not seen since blocked
         // outside it (a running thread may be between two sleeps of the
-        // handler, or back in the hook); an earlier attempt's too.
-        let mut suspects = std::mem::take(&mut *crate::lock(&cx.module.interrupted_suspects));
+        // handler, or back in the hook).
+        let mut suspects = std::collections::BTreeSet::new();
         // A scan without suspects was followed by a Tasks grace period.
         let mut waited = false;
         loop {
@@ -134,9 +134,9 @@ impl Proof for Interrupted {
             *crate::lock(&cx.module.interrupted_cookie) = None;
             waited = false;
             if Instant::now() >= cx.deadline {
-                let threads = suspects.iter().copied().collect();
-                *crate::lock(&cx.module.interrupted_suspects) = suspects;
-                return Err(ZombieCause::InterruptedInObject { threads });
+                return Err(ZombieCause::InterruptedInObject {
+                    threads: suspects.into_iter().collect(),
+                });
             }
             std::thread::sleep(nap.min(cx.time_left()));
             nap = (nap * 2).min(Duration::from_millis(5));
@@ -178,7 +178,7 @@ fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
             Some((_, pc)) if cx.contains(pc) => Seen::Interrupted,
             Some((sp, _)) => {
                 let maps = maps.get_or_insert_with(readable_mappings);
-                if frames_into_object(cx, maps, &restorers, sp, me, &mut buf) {
+                if frames_into_object(cx, maps, &restorers, sp, &mut buf) {
                     Seen::Interrupted
                 } else {
                     Seen::Clear
@@ -213,13 +213,12 @@ fn frames_into_object(
     maps: &[(usize, usize)],
     restorers: &[usize],
     sp: usize,
-    me: i32,
     buf: &mut Vec<u8>,
 ) -> bool {
     if restorers.is_empty() {
         return false;
     }
-    let words = read_stack(maps, sp, me, buf);
+    let words = read_stack(maps, sp, buf);
     let word = |i: usize| words.get(i).copied();
     for (i, w) in words.iter().enumerate() {
         if !restorers.contains(w) {
@@ -234,7 +233,7 @@ fn frames_into_object(
         // The interrupted stack, which may be another mapping (the handler
         // ran on an alternate stack).
         let mut inner = Vec::new();
-        if read_stack(maps, rsp, me, &mut inner).iter().any(|&w| cx.contains(w)) {
+        if read_stack(maps, rsp, &mut inner).iter().any(|&w| cx.contains(w)) {
             return true;
         }
     }
@@ -243,7 +242,7 @@ fn frames_into_object(
 
 /// The words from `sp` to the end of its mapping (at most [`SCAN_LIMIT`]
 /// bytes), as far as they could be read.
-fn read_stack(maps: &[(usize, usize)], sp: usize, me: i32, buf: &mut Vec<u8>) -> Vec<usize> {
+fn read_stack(maps: &[(usize, usize)], sp: usize, buf: &mut Vec<u8>) -> Vec<usize> {
     let sp = sp & !7;
     let Some(&(_, end)) = maps.iter().find(|(s, e)| (*s..*e).contains(&sp)) else {
         return Vec::new();
@@ -251,19 +250,7 @@ fn read_stack(maps: &[(usize, usize)], sp: usize, me: i32, buf: &mut Vec<u8>) ->
     let len = (end - sp).min(SCAN_LIMIT);
     buf.clear();
     buf.resize(len, 0);
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: sp as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: `local` is `buf`, `len` bytes; the kernel checks `remote` and
-    // stops short (or fails) rather than fault on it. Our own thread id
-    // names our address space (`thread_list::me`).
-    let got = unsafe { libc::process_vm_readv(me, &local, 1, &remote, 1, 0) };
-    let got = usize::try_from(got).unwrap_or(0);
+    let got = crate::thread_list::read_bytes(sp, buf);
     buf[..got - got % 8]
         .chunks_exact(8)
         .map(|c| usize::from_ne_bytes(c.try_into().expect("8 bytes")))
@@ -275,16 +262,9 @@ fn readable_mappings() -> Vec<(usize, usize)> {
     let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
     };
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let (range, perms) = (it.next()?, it.next()?);
-            if !perms.starts_with('r') {
-                return None;
-            }
-            let (s, e) = range.split_once('-')?;
-            Some((usize::from_str_radix(s, 16).ok()?, usize::from_str_radix(e, 16).ok()?))
-        })
+    crate::address_space::maps_lines(&text)
+        .filter(|(_, _, perms)| perms.starts_with('r'))
+        .map(|(a, b, _)| (a, b))
         .collect()
 }
 
@@ -295,22 +275,12 @@ fn restorers() -> Vec<usize> {
     static SEEN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
     let mut seen = crate::lock(&SEEN);
     for sig in 1..=libc::SIGRTMAX() {
-        // SAFETY: an all-zero `sigaction` is a valid value of the plain C
-        // struct; it is only written to.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: a null new action only queries; `old` is valid and
-        // writable for the duration of the call.
-        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+        let Some(r) = super::signals::action_of(sig).and_then(|a| a.sa_restorer) else {
             continue;
-        }
-        if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
-            continue;
-        }
-        if let Some(r) = old.sa_restorer {
-            let r = r as usize;
-            if !seen.contains(&r) {
-                seen.push(r);
-            }
+        };
+        let r = r as usize;
+        if !seen.contains(&r) {
+            seen.push(r);
         }
     }
     seen.clone()

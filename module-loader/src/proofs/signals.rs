@@ -70,18 +70,23 @@ fn handler_in(inside: impl Fn(usize) -> bool) -> Option<(i32, usize)> {
 /// The handler installed for `sig`, if it is a function (not `SIG_DFL` or
 /// `SIG_IGN`) and the kernel answers for `sig`.
 fn handler_of(sig: i32) -> Option<usize> {
+    // `sa_handler` and `sa_sigaction` share this field (a union in C).
+    action_of(sig).map(|a| a.sa_sigaction)
+}
+
+/// The action installed for `sig` if it is a handler function (not
+/// `SIG_DFL` or `SIG_IGN`) and the kernel answers for `sig` (it refuses
+/// glibc's reserved 32 and 33).
+pub(super) fn action_of(sig: i32) -> Option<libc::sigaction> {
     // SAFETY: an all-zero `sigaction` is a valid value of the plain C struct
     // (no handler, empty mask, no flags); it is only written to.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: a null new action only queries; `old` is a valid, writable
     // `sigaction` for the duration of the call.
     if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
-        // EINVAL: not a signal, or one glibc keeps for itself (32, 33).
         return None;
     }
-    // `sa_handler` and `sa_sigaction` share this field (a union in C).
-    let handler = old.sa_sigaction;
-    (handler != libc::SIG_DFL && handler != libc::SIG_IGN).then_some(handler)
+    (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN).then_some(old)
 }
 
 /// The calling thread's alternate signal stack (base and size), if it is
