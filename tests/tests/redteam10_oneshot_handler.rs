@@ -1,15 +1,14 @@
 //! Red team (round 10): the interrupted proof recognises a signal frame by
-//! its return address, the `sa_restorer` of a handler installed *now* (or
-//! of one seen installed by an earlier scan). A one-shot handler
-//! (`SA_RESETHAND`: the kernel resets the disposition to `SIG_DFL` as it
-//! delivers the signal) is no longer installed while it runs. In a host
-//! with no other handler (it restored `SIGSEGV`/`SIGBUS` to their defaults,
-//! for core dumps) no restorer is known, and a one-shot handler that sleeps
-//! over a plugin's hook is not seen: the plugin is unmapped under it,
-//! SIGSEGV when it returns. (The same handler without `SA_RESETHAND` is
-//! `redteam7_hook_signal`, which holds.) Seen holding without
-//! `SA_RESETHAND`, and with it while std's `SIGSEGV` handler is kept (same
-//! restorer, glibc's `__restore_rt`).
+//! its return address, the `sa_restorer` of a signal action. A one-shot
+//! handler (`SA_RESETHAND`: the kernel resets the disposition to `SIG_DFL`
+//! as it delivers the signal) is no longer installed while it runs. In a
+//! host with no other handler (it restored `SIGSEGV`/`SIGBUS` to their
+//! defaults, for core dumps) the proof knew no restorer, as it only
+//! counted actions that are handlers, and a one-shot handler that slept
+//! over a plugin's hook was not seen: the plugin was unmapped under it,
+//! SIGSEGV when it returned. Fixed: the proof takes the restorer of every
+//! action that carries one, whatever its disposition (the reset action
+//! keeps it). Seen failing (SIGSEGV) with the proof counting handlers only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,7 +33,6 @@ extern "C" fn sleepy_handler(_: libc::c_int) {
 }
 
 #[test]
-#[ignore = "FINDING: a one-shot (SA_RESETHAND) handler sleeping over a hook, in a host with no other handler installed, is not recognised (no known sa_restorer): the plugin is unmapped under it, SIGSEGV"]
 fn a_one_shot_handler_sleeping_over_a_hook_does_not_let_the_plugin_unmap() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam7-plain");

@@ -20,8 +20,9 @@
 //! meanwhile, and searched for signal frames: on x86_64 the kernel builds
 //! each `struct rt_sigframe` with the handler's return address first, the
 //! handler's `sa_restorer` (glibc's `__restore_rt`, known from `sigaction`
-//! queries of every signal; every restorer ever seen is remembered, for a
-//! handler replaced while a thread still sleeps in it), followed by the
+//! queries of every signal, whatever the disposition, see [`restorers`];
+//! every restorer ever seen is remembered, for a handler replaced while a
+//! thread still sleeps in it), followed by the
 //! `ucontext` whose saved registers say where the thread was interrupted.
 //! A thread is *interrupted in the object* when
 //!
@@ -268,14 +269,33 @@ fn readable_mappings() -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The `sa_restorer` of every signal handler installed now, plus every one
-/// seen before (a handler may be replaced while a thread still sleeps in
-/// it).
+/// `SA_RESTORER` (x86 `asm/signal.h`; not in the `libc` crate): the
+/// action carries a return trampoline, which x86_64 requires of every
+/// handler the kernel delivers to.
+const SA_RESTORER: libc::c_int = 0x0400_0000;
+
+/// The `sa_restorer` of every signal action the kernel holds now with one,
+/// plus every one seen before (a handler may be replaced while a thread
+/// still sleeps in it).
+///
+/// Every disposition counts, not only handlers: a one-shot (`SA_RESETHAND`)
+/// handler is reset to `SIG_DFL` as it is delivered, while it runs, and
+/// the kernel keeps its restorer and flags in the reset action; so does an
+/// action that glibc's `sigaction` or `signal` set to `SIG_DFL` or
+/// `SIG_IGN`. Counting only installed handlers missed a one-shot handler
+/// asleep over a hook in a process with no other handler: the plugin was
+/// unmapped under it (red team 10, `redteam10_oneshot_handler.rs`).
 fn restorers() -> Vec<usize> {
     static SEEN: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
     let mut seen = crate::lock(&SEEN);
     for sig in 1..=libc::SIGRTMAX() {
-        let Some(r) = super::signals::action_of(sig).and_then(|a| a.sa_restorer) else {
+        let Some(a) = super::signals::raw_action_of(sig) else {
+            continue;
+        };
+        if a.sa_flags & SA_RESTORER == 0 {
+            continue;
+        }
+        let Some(r) = a.sa_restorer else {
             continue;
         };
         let r = r as usize;
@@ -317,6 +337,35 @@ mod tests {
         tx.send(()).unwrap();
         t.join().unwrap();
         assert_eq!(blocked_at(tid), None, "a thread that has gone has no stack pointer");
+    }
+
+    static ONE_SHOT_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    extern "C" fn one_shot(_: libc::c_int) {
+        ONE_SHOT_RAN.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What the proof relies on for one-shot handlers: once delivered, the
+    /// action reads `SIG_DFL` and still carries its restorer, which the
+    /// proof then counts.
+    #[test]
+    fn a_one_shot_handlers_reset_action_keeps_its_restorer() {
+        // SAFETY: plain sigaction calls on SIGURG, which nothing else in this
+        // test binary uses; the handler only stores to an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = one_shot as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESETHAND;
+            assert_eq!(libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()), 0);
+            assert_eq!(libc::raise(libc::SIGURG), 0);
+        }
+        assert!(ONE_SHOT_RAN.load(std::sync::atomic::Ordering::SeqCst));
+        let a = super::super::signals::raw_action_of(libc::SIGURG).unwrap();
+        assert_eq!(a.sa_sigaction, libc::SIG_DFL, "the kernel reset the one-shot action");
+        assert_ne!(a.sa_flags & SA_RESTORER, 0);
+        let r = a.sa_restorer.expect("the reset action keeps its restorer") as usize;
+        assert!(restorers().contains(&r));
     }
 
     #[test]

@@ -78,6 +78,13 @@ fn handler_of(sig: i32) -> Option<usize> {
 /// `SIG_DFL` or `SIG_IGN`) and the kernel answers for `sig` (it refuses
 /// glibc's reserved 32 and 33).
 pub(super) fn action_of(sig: i32) -> Option<libc::sigaction> {
+    let old = raw_action_of(sig)?;
+    (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN).then_some(old)
+}
+
+/// The action the kernel holds for `sig`, whatever its disposition (`None`:
+/// the kernel refuses `sig`, as glibc's reserved 32 and 33).
+pub(super) fn raw_action_of(sig: i32) -> Option<libc::sigaction> {
     // SAFETY: an all-zero `sigaction` is a valid value of the plain C struct
     // (no handler, empty mask, no flags); it is only written to.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -86,7 +93,7 @@ pub(super) fn action_of(sig: i32) -> Option<libc::sigaction> {
     if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
         return None;
     }
-    (old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN).then_some(old)
+    Some(old)
 }
 
 /// The calling thread's alternate signal stack (base and size), if it is
