@@ -201,3 +201,70 @@ fn public_types_have_the_auto_traits_a_host_needs() {
     send::<usrcu_module_loader::Plugin<'static, dyn usrcu_module_loader::usrcu_registry::example::Calc>>();
     send_sync::<usrcu_module_loader::UnloadReport>();
 }
+
+/// A host that loads its plugin through a symlink (`current.so ->
+/// v2.so`, the usual deployment): `load` copies "the plugin at `path`", so
+/// a symlink to a plugin loads it; a dangling symlink is
+/// `LoadError::NotFound` ("No file at that path").
+#[test]
+fn plugin_behind_a_symlink_loads_and_a_dangling_one_is_not_found() {
+    let dir = std::env::temp_dir().join(format!("usrcu-rt12-links-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("current.so");
+    let dangling = dir.join("gone.so");
+    let _ = std::fs::remove_file(&link);
+    let _ = std::fs::remove_file(&dangling);
+    std::os::unix::fs::symlink(fixture_path("callbacks"), &link).unwrap();
+    std::os::unix::fs::symlink(dir.join("no-such-target.so"), &dangling).unwrap();
+    let loader = ModuleLoader::new();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let h = unsafe { loader.load(&link) }.expect("a symlink to a plugin loads");
+    assert_eq!(loader.info(h).unwrap().name, "callbacks");
+    assert!(loader.unload(h).unwrap().unmapped);
+    // SAFETY: refused before dlopen.
+    match unsafe { loader.load(&dangling) } {
+        Err(LoadError::NotFound { path }) => assert_eq!(path, dangling),
+        other => panic!("a dangling symlink: {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ModuleInfo` as documented (module-loader/src/module.rs): `state` "when
+/// the snapshot was taken" (a notifier told `Coming`/`Live`/`Going` sees the
+/// module in that state: `ModuleEvent` is "the state the module enters"),
+/// `domains` "its static domains' names", `usrcu_version` "the `usrcu`
+/// version it was built against", `source_path` "the file it was loaded
+/// from".
+#[test]
+fn module_info_seen_by_notifiers_matches_the_event() {
+    type Seen = Vec<(ModuleEvent, ModuleState, Vec<String>)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    let loader = ModuleLoader::new();
+    let s = seen.clone();
+    loader.register_notifier("rt12-info", move |ev, info| {
+        s.lock().unwrap().push((ev, info.state, info.domains.clone()));
+        Ok::<(), String>(())
+    });
+    let path = fixture_path("callbacks");
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let h = unsafe { loader.load(&path) }.unwrap();
+    let info = loader.info(h).unwrap();
+    assert_eq!(info.state, ModuleState::Live);
+    assert_eq!(info.source_path, path);
+    assert_eq!(info.usrcu_version, usrcu::VERSION);
+    let mut d = info.domains.clone();
+    d.sort();
+    assert_eq!(d, ["callbacks.idle", "callbacks.queue", "callbacks.readers"]);
+    assert!(loader.unload(h).unwrap().unmapped);
+    let seen = seen.lock().unwrap().clone();
+    let evs: Vec<_> = seen.iter().map(|(e, s, _)| (*e, *s)).collect();
+    assert_eq!(
+        evs,
+        [
+            (ModuleEvent::Coming, ModuleState::Coming),
+            (ModuleEvent::Live, ModuleState::Live),
+            (ModuleEvent::Going, ModuleState::Going),
+        ]
+    );
+    assert!(seen.iter().all(|(_, _, doms)| doms.len() == 3), "{seen:?}");
+}
