@@ -13,6 +13,7 @@
 //!
 //! One test binary of its own: it installs a process-wide logger.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use usrcu::diagnostics::{emit, Capture, Warning, WarningKind};
@@ -71,5 +72,39 @@ fn a_plugins_emitted_warning_reaches_the_hosts_capture() {
             .iter()
             .map(|w| (w.kind, w.domain.clone(), w.message.clone()))
             .collect::<Vec<_>>()
+    );
+}
+
+/// `usrcu::trace::on_callback_thread`: "Is the calling thread the
+/// `usrcu-trace` callback thread?" (srcu/src/trace/mod.rs), with no "Host
+/// only" mark (its Tasks twin, `tasks::on_callback_thread`, has one). A
+/// plugin's trace callback asking it (to avoid a `barrier` that would wait
+/// for itself) is told false: the answer is a thread-local of the plugin's
+/// own copy of `usrcu`, which only the host's engine sets.
+#[test]
+#[ignore = "FINDING: trace::on_callback_thread() called by a plugin's code on the usrcu-trace callback thread returns false (doc: 'Is the calling thread the usrcu-trace callback thread?', not marked host-only)"]
+fn a_plugins_trace_callback_knows_it_runs_on_the_trace_thread() {
+    // Control: the host's own callback is told true.
+    let host = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let h2 = host.clone();
+    usrcu::trace::call(move || h2.store(1 + u32::from(usrcu::trace::on_callback_thread()), Ordering::SeqCst));
+    usrcu::trace::barrier();
+    assert_eq!(host.load(Ordering::SeqCst), 2, "host callback");
+
+    static OUT: AtomicU32 = AtomicU32::new(0);
+    let loader = ModuleLoader::new();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let h = unsafe { loader.load(fixture_path("redteam12-emit")) }.unwrap();
+    // SAFETY: the fixture exports `fx_trace_cb_thread` with this signature.
+    let f = unsafe { loader.symbol::<unsafe extern "C" fn(*const AtomicU32)>(h, "fx_trace_cb_thread") }.unwrap();
+    // SAFETY: `OUT` is a static: it outlives the callback.
+    f.call(|f| unsafe { f.call(&OUT) }).unwrap();
+    drop(f);
+    usrcu::trace::barrier();
+    let seen = OUT.load(Ordering::SeqCst);
+    assert!(loader.unload(h).unwrap().unmapped);
+    assert_eq!(
+        seen, 2,
+        "1: the plugin's callback ran and was told it is not on the trace thread"
     );
 }
