@@ -190,3 +190,33 @@ fn timed_out_synchronize_is_finished_in_the_background() {
         );
     }
 }
+
+/// README.md:11: "a domain used on 2 of 4096 possible CPUs holds 4.7 KiB,
+/// and its scans read 65 slots"; `SrcuStats::slots_scanned`: "reader
+/// checks (2 per slot visited: the fallback slot and the slots of allocated
+/// chunks)". The machines here have CPUs in chunk 0 only.
+#[test]
+fn a_wide_domain_used_on_few_cpus_holds_one_chunk_and_scans_65_slots() {
+    if std::thread::available_parallelism().map_or(0, |n| n.get()) > 64 {
+        return; // readers may run in other chunks
+    }
+    static WIDE: Srcu = Srcu::new_static_with("rt12-wide", usrcu::SrcuConfig::new().possible_cpus(4096));
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| drop(WIDE.read_lock()));
+        }
+    });
+    let before = WIDE.stats();
+    WIDE.synchronize();
+    let after = WIDE.stats();
+    assert_eq!(after.percpu_chunks, 1, "{after:?}");
+    assert!(
+        (4096..=4096 + 512 + 8 + 128 + 256).contains(&after.percpu_bytes),
+        "about 4.7 KiB: {after:?}"
+    );
+    let scanned = after.slots_scanned - before.slots_scanned;
+    assert!(
+        scanned > 0 && scanned % 130 == 0,
+        "{scanned} slots read: not checks of 65 slots, 2 each"
+    );
+}
