@@ -593,7 +593,9 @@ impl std::error::Error for CallError {}
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SymbolError {
-    /// See [`UnloadError::UnknownModule`].
+    /// See [`UnloadError::UnknownModule`]. A module this loader unloaded is
+    /// [`SymbolError::NotLive`] instead (as long as the loader remembers
+    /// it: the last 1,024 gone).
     UnknownModule {
         /// The handle.
         handle: ModuleHandle,

@@ -166,7 +166,10 @@ impl ModuleLoader {
         slot: &HookSlot<F>,
         symbol: &str,
     ) -> Result<(), HookError> {
-        let m = self.get(h).ok_or(HookError::UnknownModule { handle: h })?;
+        let m = self.get_or_gone(h).map_err(|gone| match gone {
+            Some((module, state)) => HookError::NotLive { module, state },
+            None => HookError::UnknownModule { handle: h },
+        })?;
         let mut locked = crate::lock(&LOCKED);
         let not_live = |m: &Module| HookError::NotLive {
             module: m.name.clone(),

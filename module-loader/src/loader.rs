@@ -304,6 +304,16 @@ impl ModuleLoader {
         crate::lock(&self.table).modules.iter().find(|m| m.handle == h).cloned()
     }
 
+    /// The module of `h`; else its name and final state if it is gone (one
+    /// of the modules this loader remembers unloading), else `None`.
+    pub(crate) fn get_or_gone(&self, h: ModuleHandle) -> Result<Arc<Module>, Option<(String, ModuleState)>> {
+        let t = crate::lock(&self.table);
+        if let Some(m) = t.modules.iter().find(|m| m.handle == h) {
+            return Ok(m.clone());
+        }
+        Err(t.gone(h).map(|(n, s)| (n.to_owned(), s)))
+    }
+
     // --- load ---------------------------------------------------------------
 
     /// Load the plugin at `path`: copy it into private storage and check the
@@ -498,7 +508,11 @@ impl ModuleLoader {
                 size: std::mem::size_of::<F>(),
             });
         }
-        let m = self.get(h).ok_or(SymbolError::UnknownModule { handle: h })?;
+        let m = self.get_or_gone(h).map_err(|gone| match gone {
+            // Unloaded: not live, as for `unload` (red team 12).
+            Some((module, state)) => SymbolError::NotLive { module, state },
+            None => SymbolError::UnknownModule { handle: h },
+        })?;
         let state = m.state.get();
         if state != ModuleState::Live {
             return Err(SymbolError::NotLive {

@@ -163,7 +163,33 @@ pub(crate) fn lock_sinks_for_fork() -> SinksForkGuard {
 
 /// Emit a warning: log it and copy it to every open capture. A logger that
 /// panics loses that record and nothing else: the panic is caught here.
+///
+/// In a plugin, the warning goes to the host (its logger and its
+/// captures, where a host's tests look), and to the captures opened by the
+/// plugin's own code.
+///
+/// ```
+/// use usrcu::diagnostics::{capture, emit, Warning, WarningKind};
+///
+/// let ((), seen) = capture(|| emit(Warning::new(WarningKind::Other, "doc-domain", "doc: hello")));
+/// assert!(seen.iter().any(|w| w.domain == "doc-domain" && w.message == "doc: hello"));
+/// ```
 pub fn emit(w: Warning) {
+    if crate::runtime::is_plugin_copy() {
+        // The host's logger may block, with the plugin's frames below it: a
+        // callout (`runtime::callouts`), as for the plugin's other warnings.
+        let _callout = crate::runtime::callouts::enter();
+        let rec = crate::runtime::WarningRecord::of(&w);
+        // SAFETY: `rec` borrows `w`'s strings, alive across the call.
+        unsafe { (crate::runtime::current().emit)(&rec) };
+        push_to_captures(&w);
+        return;
+    }
+    emit_here(w);
+}
+
+/// [`emit`] in this copy: its logger and its captures.
+pub(crate) fn emit_here(w: Warning) {
     // The logger is user code, and warnings are emitted on the runtime's
     // threads and inside its `extern "C"` functions, where a panic would
     // kill the thread or abort the process. The payload is leaked, not
@@ -174,6 +200,11 @@ pub fn emit(w: Warning) {
     if let Err(p) = logged {
         std::mem::forget(p);
     }
+    push_to_captures(&w);
+}
+
+/// Copy `w` to every capture open in this copy of the crate.
+fn push_to_captures(w: &Warning) {
     for s in sinks().iter() {
         s.lock().unwrap_or_else(|p| p.into_inner()).push(w.clone());
     }

@@ -111,7 +111,6 @@ fn executable_is_a_typed_error() {
 /// For a module this loader loaded and then unloaded, `unload` says
 /// `NotLive { state: Unloaded }`; `symbol` should say the same.
 #[test]
-#[ignore = "FINDING: symbol() on a module this loader loaded and unloaded returns SymbolError::UnknownModule (doc: 'this loader never loaded such a module'), not NotLive { state: Unloaded } as unload() does"]
 fn symbol_of_unloaded_module_is_not_live() {
     let loader = ModuleLoader::new();
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).

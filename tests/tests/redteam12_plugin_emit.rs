@@ -45,7 +45,6 @@ fn logged(needle: &str) -> bool {
 }
 
 #[test]
-#[ignore = "FINDING: diagnostics::emit from a plugin's code reaches the host's logger but not the host's open Capture (doc: 'copy it to every open capture'; 'Captures are process-wide')"]
 fn a_plugins_emitted_warning_reaches_the_hosts_capture() {
     let _ = log::set_logger(&Recorder);
     log::set_max_level(log::LevelFilter::Trace);
@@ -82,7 +81,6 @@ fn a_plugins_emitted_warning_reaches_the_hosts_capture() {
 /// for itself) is told false: the answer is a thread-local of the plugin's
 /// own copy of `usrcu`, which only the host's engine sets.
 #[test]
-#[ignore = "FINDING: trace::on_callback_thread() called by a plugin's code on the usrcu-trace callback thread returns false (doc: 'Is the calling thread the usrcu-trace callback thread?', not marked host-only)"]
 fn a_plugins_trace_callback_knows_it_runs_on_the_trace_thread() {
     // Control: the host's own callback is told true.
     let host = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -107,4 +105,27 @@ fn a_plugins_trace_callback_knows_it_runs_on_the_trace_thread() {
         seen, 2,
         "1: the plugin's callback ran and was told it is not on the trace thread"
     );
+}
+
+/// The Tasks twin: a plugin's Tasks callback asking `tasks::on_callback_thread`
+/// is told the host's answer (true), not its own copy's thread-local.
+#[test]
+fn a_plugins_tasks_callback_knows_it_runs_on_the_tasks_thread() {
+    static OUT: AtomicU32 = AtomicU32::new(0);
+    let loader = ModuleLoader::new();
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let h = unsafe { loader.load(fixture_path("redteam12-emit")) }.unwrap();
+    // SAFETY: the fixture exports `fx_tasks_cb_thread` with this signature.
+    let f = unsafe { loader.symbol::<unsafe extern "C" fn(*const AtomicU32)>(h, "fx_tasks_cb_thread") }.unwrap();
+    // SAFETY: `OUT` is a static: it outlives the callback.
+    f.call(|f| unsafe { f.call(&OUT) }).unwrap();
+    drop(f);
+    usrcu::tasks::barrier();
+    let seen = OUT.load(Ordering::SeqCst);
+    assert!(loader.unload(h).unwrap().unmapped);
+    assert_eq!(
+        seen, 2,
+        "1: the plugin's Tasks callback was told it is not on the Tasks thread"
+    );
+    assert!(!usrcu::tasks::on_callback_thread());
 }

@@ -68,7 +68,8 @@ pub(crate) fn register_fork_handler() {
 pub(crate) use fork::{arm_pause, pause_inside, release_pause, skip_handler, Sleeper};
 pub(crate) use spawn::{report_failure as report_start_failure, start as start_thread};
 pub(crate) use state::{attached_state, orphan_state, release_state, DomainState};
-pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, RUNTIME_ABI_VERSION};
+pub(crate) use vtable::is_plugin_copy;
+pub use vtable::{current, host_vtable, install, InstallError, RuntimeVTable, WarningRecord, RUNTIME_ABI_VERSION};
 
 /// The vtable's "no timeout" argument.
 #[inline]

@@ -13,7 +13,9 @@ use crate::sync::{AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 /// ABI version of [`RuntimeVTable`]; bumped on any layout or meaning change.
-pub const RUNTIME_ABI_VERSION: u32 = 5;
+/// 6: `emit` (a plugin's `diagnostics::emit` reached only its own copy's
+/// captures: red team 12).
+pub const RUNTIME_ABI_VERSION: u32 = 6;
 
 /// How long the driver lets callbacks gather before it starts the grace
 /// period they need (the kernel's SRCU waits a jiffy, liburcu's `call_rcu`
@@ -72,6 +74,95 @@ pub struct RuntimeVTable {
     /// A callback slot for a small `call_srcu` closure, allocated by the
     /// runtime (freed by the runtime's function stored in its block).
     pub alloc_slot: unsafe extern "C" fn(*const Srcu) -> *mut CallbackHead,
+    /// Emit a whole warning in the host (its logger and its captures): a
+    /// plugin's [`diagnostics::emit`].
+    pub emit: unsafe extern "C" fn(*const WarningRecord),
+}
+
+/// A [`diagnostics::Warning`] as it crosses the vtable: borrowed UTF-8
+/// strings (pointer and length), valid for the call.
+#[repr(C)]
+#[derive(Debug)]
+pub struct WarningRecord {
+    /// `WarningKind::to_u32`.
+    pub kind: u32,
+    /// Non-zero if the `reader_*` fields hold the oldest reader.
+    pub has_reader: u32,
+    /// The emitting thread.
+    pub tid: i64,
+    /// The domain's name.
+    pub domain: *const u8,
+    /// Its length in bytes.
+    pub domain_len: usize,
+    /// The message.
+    pub message: *const u8,
+    /// Its length in bytes.
+    pub message_len: usize,
+    /// `ReaderInfo::tid`.
+    pub reader_tid: i64,
+    /// `ReaderInfo::thread_name`.
+    pub reader_thread: *const u8,
+    /// Its length in bytes.
+    pub reader_thread_len: usize,
+    /// `ReaderInfo::location`.
+    pub reader_location: *const u8,
+    /// Its length in bytes.
+    pub reader_location_len: usize,
+    /// `ReaderInfo::held_for`, in nanoseconds (saturated).
+    pub reader_held_ns: u64,
+}
+
+impl WarningRecord {
+    /// A record borrowing `w`'s strings.
+    pub(crate) fn of(w: &diagnostics::Warning) -> WarningRecord {
+        let r = w.oldest_reader.as_ref();
+        let s = |x: Option<&String>| x.map_or((std::ptr::null(), 0), |x| (x.as_ptr(), x.len()));
+        let (rt, rtl) = s(r.map(|r| &r.thread_name));
+        let (rl, rll) = s(r.map(|r| &r.location));
+        WarningRecord {
+            kind: w.kind.to_u32(),
+            has_reader: r.is_some() as u32,
+            tid: w.tid,
+            domain: w.domain.as_ptr(),
+            domain_len: w.domain.len(),
+            message: w.message.as_ptr(),
+            message_len: w.message.len(),
+            reader_tid: r.map_or(0, |r| r.tid),
+            reader_thread: rt,
+            reader_thread_len: rtl,
+            reader_location: rl,
+            reader_location_len: rll,
+            reader_held_ns: r.map_or(0, |r| u64::try_from(r.held_for.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The warning back, its strings copied.
+    ///
+    /// # Safety
+    /// Every pointer with a non-zero length points at that many readable
+    /// bytes.
+    unsafe fn to_warning(&self) -> diagnostics::Warning {
+        let text = |p: *const u8, len: usize| {
+            if len == 0 {
+                String::new()
+            } else {
+                // SAFETY: the caller's promise.
+                String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, len) }).into_owned()
+            }
+        };
+        diagnostics::Warning {
+            kind: WarningKind::from_u32(self.kind),
+            domain: text(self.domain, self.domain_len),
+            message: text(self.message, self.message_len),
+            oldest_reader: (self.has_reader != 0).then(|| diagnostics::ReaderInfo {
+                tid: self.reader_tid,
+                thread_name: text(self.reader_thread, self.reader_thread_len),
+                location: text(self.reader_location, self.reader_location_len),
+                held_for: Duration::from_nanos(self.reader_held_ns),
+            }),
+            tid: self.tid,
+        }
+    }
 }
 
 static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
@@ -91,6 +182,7 @@ static HOST_VTABLE: RuntimeVTable = RuntimeVTable {
     trace: &crate::trace::HOST_TRACE_VTABLE,
     tasks: &crate::tasks::HOST_TASKS_VTABLE,
     alloc_slot: rt_alloc_slot,
+    emit: rt_emit,
 };
 
 /// The runtime installed by a loader, if any. Acquire/Release: the table is
@@ -397,6 +489,13 @@ unsafe extern "C" fn rt_reader_enter(s: *const Srcu, file: *const u8, len: usize
 
 unsafe extern "C" fn rt_reader_exit(_s: *const Srcu, token: u64) {
     readers::exit(token);
+}
+
+unsafe extern "C" fn rt_emit(w: *const WarningRecord) {
+    // SAFETY: the caller (a plugin's `diagnostics::emit`) passes a record
+    // borrowing live strings of the lengths it gives.
+    let w = unsafe { (*w).to_warning() };
+    diagnostics::emit_here(w);
 }
 
 unsafe extern "C" fn rt_report(s: *const Srcu, kind: u32, msg: *const u8, len: usize) {

@@ -272,13 +272,22 @@ pub fn idle() -> bool {
     engine::idle()
 }
 
-/// Host only: is the calling thread the host's `usrcu-tasks-cb` thread,
-/// that is, is it running a Tasks callback? A wait for Tasks callbacks or grace
+/// Is the calling thread the host's `usrcu-tasks-cb` thread, that is, is
+/// it running a Tasks callback? A wait for Tasks callbacks or grace
 /// periods from there would wait for itself ([`synchronize`] and
 /// [`barrier`] panic there); code that may run in a callback checks this
-/// first (the plugin loader refuses an unload from there).
+/// first (the plugin loader refuses an unload from there). In a plugin
+/// too: the answer is the host's.
+///
+/// ```
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// usrcu::tasks::call(move || tx.send(usrcu::tasks::on_callback_thread()).unwrap());
+/// assert!(rx.recv().unwrap());
+/// assert!(!usrcu::tasks::on_callback_thread());
+/// ```
 pub fn on_callback_thread() -> bool {
-    engine::on_tasks_thread()
+    // SAFETY: the runtime's `on_callback_thread` has no preconditions.
+    unsafe { (vtable::current().on_callback_thread)() != 0 }
 }
 
 /// Host only: has any callback been queued with [`call`] and not yet run?

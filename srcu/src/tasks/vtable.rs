@@ -13,7 +13,10 @@ use std::sync::atomic::AtomicPtr;
 /// 2: `synchronize`, `barrier` and `barrier_timeout_ms` report a refusal
 /// (called on the `usrcu-tasks` thread) instead of panicking inside the
 /// `extern "C"` function, which aborted the process.
-pub const TASKS_ABI_VERSION: u32 = 3;
+/// 3: the Tasks record's callout word. 4: `on_callback_thread` (a
+/// plugin's copy asked its own thread-local, which only the host's engine
+/// sets: red team 12).
+pub const TASKS_ABI_VERSION: u32 = 4;
 
 /// The host's Tasks operations.
 #[repr(C)]
@@ -47,6 +50,9 @@ pub struct TasksVTable {
     /// `barrier` bounded by a timeout in ms: 1 if it completed, 0 if it
     /// timed out, [`WAIT_REFUSED`] as for `synchronize`.
     pub barrier_timeout_ms: unsafe extern "C" fn(u64) -> u32,
+    /// Non-zero if the calling thread is the host's `usrcu-tasks` callback
+    /// thread (version 4).
+    pub on_callback_thread: unsafe extern "C" fn() -> u32,
 }
 
 /// What `synchronize`, `barrier` and `barrier_timeout_ms` return when called
@@ -100,6 +106,10 @@ unsafe extern "C" fn rt_set_stall_timeout_ms(ms: u64) {
     set_stall_timeout_ms(ms);
 }
 
+unsafe extern "C" fn rt_on_callback_thread() -> u32 {
+    super::engine::on_tasks_thread() as u32
+}
+
 unsafe extern "C" fn rt_barrier_timeout_ms(ms: u64) -> u32 {
     match engine().barrier_timeout(std::time::Duration::from_millis(ms)) {
         Some(done) => done as u32,
@@ -122,6 +132,7 @@ pub static HOST_TASKS_VTABLE: TasksVTable = TasksVTable {
     hook_forget: rt_hook_forget,
     set_stall_timeout_ms: rt_set_stall_timeout_ms,
     barrier_timeout_ms: rt_barrier_timeout_ms,
+    on_callback_thread: rt_on_callback_thread,
 };
 
 /// The Tasks table this copy uses: the installed runtime's. A mismatch of

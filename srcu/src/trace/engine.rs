@@ -46,7 +46,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// ABI version of [`TraceVTable`] and of the [`ThreadRecord`] layout.
-pub const TRACE_ABI_VERSION: u32 = 2;
+/// 3: `on_callback_thread` (a plugin's copy asked its own thread-local,
+/// which only the host's engine sets: red team 12).
+pub const TRACE_ABI_VERSION: u32 = 3;
 
 /// The host's Tasks Trace operations, as `extern "C"` functions.
 #[repr(C)]
@@ -74,6 +76,13 @@ pub struct TraceVTable {
     /// callback queued before the call ran, 0 if the timeout passed first
     /// or the caller is the `usrcu-trace` thread (version 2).
     pub barrier_timeout_ms: unsafe extern "C" fn(u64) -> u32,
+    /// Non-zero if the calling thread is the host's `usrcu-trace` thread
+    /// (version 3).
+    pub on_callback_thread: unsafe extern "C" fn() -> u32,
+}
+
+unsafe extern "C" fn rt_on_callback_thread() -> u32 {
+    on_trace_thread() as u32
 }
 
 pub(crate) static HOST_TRACE_VTABLE: TraceVTable = TraceVTable {
@@ -87,6 +96,7 @@ pub(crate) static HOST_TRACE_VTABLE: TraceVTable = TraceVTable {
     poll_state: rt_poll_state,
     stats: rt_stats,
     barrier_timeout_ms: rt_barrier_timeout_ms,
+    on_callback_thread: rt_on_callback_thread,
 };
 
 /// A queued item.

@@ -402,8 +402,18 @@ mod api {
         super::engine::idle()
     }
 
-    /// Is the calling thread the `usrcu-trace` callback thread?
+    /// Is the calling thread the host's `usrcu-trace` callback thread? In a
+    /// plugin too: the answer is the host's (its engine runs every
+    /// callback, the plugin's included).
+    ///
+    /// ```
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// usrcu::trace::call(move || tx.send(usrcu::trace::on_callback_thread()).unwrap());
+    /// assert!(rx.recv().unwrap());
+    /// assert!(!usrcu::trace::on_callback_thread());
+    /// ```
     pub fn on_callback_thread() -> bool {
-        super::engine::on_trace_thread()
+        // SAFETY: the runtime's `on_callback_thread` has no preconditions.
+        unsafe { (vt().on_callback_thread)() != 0 }
     }
 }
