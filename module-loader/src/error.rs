@@ -431,6 +431,9 @@ pub enum UnloadError {
     /// from a host function that such code called). Unmapping the module
     /// would return that frame into unmapped memory. Nothing was done; the
     /// module is still `Live` (or `Zombie`). Unload it from another thread.
+    /// Called on a fiber (a stack other than the thread's own), any word of
+    /// the thread's own stack that points into the module refuses too,
+    /// a stale one included.
     FromInsideModuleCode {
         /// The handle.
         handle: ModuleHandle,

@@ -233,7 +233,9 @@ pub(crate) fn inside_call_into(h: ModuleHandle) -> bool {
 
 /// Does a frame of the calling thread run code in `ranges` (its return
 /// address lies there)? Walks this thread's stack with the unwinder
-/// (`backtrace::trace`: no symbols are resolved).
+/// (`backtrace::trace`: no symbols are resolved); on a stack that is not
+/// the thread's own (a fiber), also searches the thread's own stack
+/// ([`own_stack_holds_code_in`]).
 pub(crate) fn runs_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
     let mut found = false;
     backtrace::trace(|frame| {
@@ -241,5 +243,82 @@ pub(crate) fn runs_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
         found = ranges.iter().any(|r| r.contains(&ip));
         !found
     });
-    found
+    found || own_stack_holds_code_in(ranges)
+}
+
+/// Most bytes of the thread's own stack [`own_stack_holds_code_in`] reads.
+const OWN_STACK_LIMIT: usize = 16 << 20;
+
+thread_local! {
+    /// The calling thread's own stack (`pthread_getattr_np`), once asked:
+    /// `(0, 0)` until then. Const-initialised, no destructor.
+    static OWN_STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Code running on a stack other than the thread's own (a fiber or
+/// coroutine of the host, `makecontext`/`swapcontext`): the unwinder's walk
+/// ends at the fiber's entry and never sees the frames of the stack it was
+/// resumed from, where a module's hook may have called the host function
+/// that resumed the fiber (red team 10, `redteam10_unload_on_a_fiber.rs`:
+/// the unload went ahead and the hook returned into unmapped code). Then
+/// every word of the thread's own stack (its mapping, up to
+/// [`OWN_STACK_LIMIT`] below its top) is taken for a return address:
+/// conservative, as a stale word of a returned call counts too, and only
+/// on a fiber; on the thread's own stack this costs one comparison.
+fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let Some((lo, hi)) = own_stack() else {
+        return false;
+    };
+    if (lo..hi).contains(&here) {
+        return false;
+    }
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return false;
+    };
+    let Some(start) = crate::address_space::maps_lines(&maps)
+        .find(|(a, b, _)| (*a..*b).contains(&(hi - 1)))
+        .map(|(a, _, _)| a)
+    else {
+        return false;
+    };
+    let from = start.max(lo).max(hi.saturating_sub(OWN_STACK_LIMIT)) & !7;
+    let mut buf = vec![0u8; hi - from];
+    let got = crate::thread_list::read_bytes(from, &mut buf);
+    buf[..got - got % 8].chunks_exact(8).any(|c| {
+        let w = usize::from_ne_bytes(c.try_into().expect("8 bytes"));
+        ranges.iter().any(|r| r.contains(&w))
+    })
+}
+
+/// The calling thread's own stack, `[low, high)`, from
+/// `pthread_getattr_np` (cached per thread: for the main thread glibc reads
+/// `/proc/self/maps` to answer).
+fn own_stack() -> Option<(usize, usize)> {
+    let cached = OWN_STACK.with(|c| c.get());
+    if cached.1 != 0 {
+        return Some(cached);
+    }
+    // SAFETY: an all-zero `pthread_attr_t` is a valid value to pass to
+    // `pthread_getattr_np`, which initialises it; it is destroyed below
+    // once initialised.
+    let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `attr` is valid and writable; `pthread_self` is the caller.
+    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) } != 0 {
+        return None;
+    }
+    let mut addr: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialised by `pthread_getattr_np`; the out
+    // pointers are valid and writable.
+    let ok = unsafe { libc::pthread_attr_getstack(&attr, &mut addr, &mut size) } == 0;
+    // SAFETY: `attr` was initialised above and is not used after this.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
+    if !ok || size == 0 {
+        return None;
+    }
+    let s = (addr as usize, (addr as usize).saturating_add(size));
+    OWN_STACK.with(|c| c.set(s));
+    Some(s)
 }

@@ -12,7 +12,10 @@
 //! the fiber (`redteam9_unload_from_logger`, `loader_unload`). If it goes
 //! ahead (the calling thread counts as quiescent for Tasks RCU, and the
 //! interrupted proof skips it), A is unmapped and the host function
-//! returns into unmapped code: SIGSEGV.
+//! returns into unmapped code: SIGSEGV. Fixed: on a stack other than the
+//! thread's own, the loader also searches the thread's own stack for
+//! return addresses into A (`symbol::runs_code_in`); seen dying of SIGSEGV
+//! without that search.
 //!
 //! The second test: the same stack switch hides plugin frames from the
 //! interrupted proof. The host's logger, serving A's hook's `log::error!`
@@ -80,7 +83,6 @@ extern "C" fn resume_fiber(x: u64) -> u64 {
 }
 
 #[test]
-#[ignore = "FINDING: an unload called on a host fiber (makecontext/swapcontext) resumed from a host function that plugin A's hook called is not refused: the frame walk stops at the fiber's entry; A is unmapped under its own hook, SIGSEGV"]
 fn an_unload_on_a_fiber_resumed_from_a_hook_is_refused() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam7-plain");
@@ -125,6 +127,13 @@ fn an_unload_on_a_fiber_resumed_from_a_hook_is_refused() {
         !UNMAPPED.load(Ordering::SeqCst),
         "A was unmapped under its hook and the host survived by luck"
     );
+    assert!(
+        outcome.as_deref().is_some_and(|o| o.contains("FromInsideModuleCode")),
+        "the unload on the fiber is refused as from inside A's code: {outcome:?}"
+    );
+    // Back on the thread's own stack, A's hook has returned: the unload
+    // goes ahead.
+    assert!(LOADER.get().unwrap().unload(a).unwrap().unmapped);
     println!("RT10-FIBER-SURVIVED");
 }
 
