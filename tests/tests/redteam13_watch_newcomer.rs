@@ -280,3 +280,45 @@ fn demo_with_another_plugin_ends() {
         ),
     }
 }
+
+/// The page: "a panic in `init`, `exit` or any interface function is caught
+/// at the boundary"; watch's module docs
+/// (module-loader/src/bin/plugin-host/watch.rs:17): "Each reload prints one
+/// line: the new copy's version, and what the old copy's unload did
+/// (barriers issued/skipped, callbacks drained, probes removed, hook slots
+/// cleared, unmapped or Zombie with its cause, time)". A reload whose old
+/// copy's `exit` panics comes back as `ReloadError::Unload` holding
+/// `UnloadError::HookFailed`, whose report says the old copy was unloaded
+/// and unmapped; watch prints "#N is live, but the old copy did not unload:
+/// ... unloaded; unmapped": no version, no unload figures, a claim its own
+/// error text contradicts, and the report is left out of the session's
+/// table (unloads and "objects verified unmapped" undercount).
+#[test]
+#[ignore = "FINDING: watch says the old copy 'did not unload' when its exit panicked but it was unloaded and unmapped; no version, no report"]
+fn watch_reports_a_reload_whose_old_exit_panicked() {
+    let krate = tutorial_crate("exitpanic");
+    let lib = krate.join("src/lib.rs");
+    let mut host = Host::watch(&krate);
+    host.wait_for("'watching ... version 2'", |l| {
+        l.starts_with("plugin-host: watching") && l.contains("version 2,")
+    });
+    // A copy whose exit panics...
+    edit(&lib, "fn exit() {}", "fn exit() { panic!(\"exit refuses\") }");
+    edit(&lib, "const FACTOR: u64 = 2;", "const FACTOR: u64 = 3;");
+    let line = host.wait_for("'reload 1'", |l| l.starts_with("plugin-host: reload 1:"));
+    assert!(line.contains("now serving version 3"), "{line}");
+    // ... replaced by the next save.
+    edit(&lib, "const FACTOR: u64 = 3;", "const FACTOR: u64 = 4;");
+    let line = host.wait_for("about the second reload", |l| {
+        l.starts_with("plugin-host: reload 2:") || l.contains("did not unload") || l.contains("failed")
+    });
+    let seen = host.seen.join("\n");
+    drop(host);
+    let _ = std::fs::remove_dir_all(&krate);
+    assert!(
+        line.starts_with("plugin-host: reload 2:")
+            && line.contains("now serving version 4")
+            && line.contains("unmapped"),
+        "the reload line: {line}\nall output:\n{seen}"
+    );
+}
