@@ -289,7 +289,41 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
+/// The host's logger: every record on stderr, `plugin-host: [LEVEL target]
+/// message`, at the level `RUST_LOG` names (`error` to `trace`; `info`
+/// when unset or not a level). A plugin's `log` records reach it (red team
+/// 13: a newcomer's `log::info!` printed nothing), and so do usrcu's
+/// warnings.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("plugin-host: [{} {}] {}", r.level(), r.target(), r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLogger = StderrLogger;
+
+fn install_logger() {
+    let level = env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
 fn main() {
+    install_logger();
     // Die quietly of SIGPIPE, as other command-line tools do, when stdout is
     // a pipe closed early (`plugin-host demo | head`): Rust starts with it
     // ignored, and `println!` then panics with a backtrace.
@@ -313,6 +347,20 @@ fn main() {
     let mut hook_installed = false;
     // SAFETY: the plugin upholds the contract of ModuleLoader::load (docs/abi.md).
     match unsafe { loader.load(&plugin) } {
+        Ok(h) if resolve(&loader).is_none() => {
+            // Another plugin (`--plugin`): its readers could never make a
+            // call, and the cycles wait for calls (red team 13: it spun
+            // silently forever).
+            let name = loader.info(h).map(|i| i.name).unwrap_or_default();
+            eprintln!(
+                "plugin-host: {} (module '{name}') is not a demo plugin: `demo` runs a module named                  '{MODULE}' that exports `demo_compute` and `demo_update` (module-loader/demo-plugin).                  To serve and hot-reload a plugin crate of your own: plugin-host watch <crate dir>",
+                plugin.display()
+            );
+            if let Err(e) = loader.unload(h) {
+                eprintln!("plugin-host: unload: {e}");
+            }
+            process::exit(1);
+        }
         Ok(h) => {
             push_config(&loader, h);
             match install_hook(&loader, h) {

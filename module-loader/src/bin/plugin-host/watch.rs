@@ -18,14 +18,24 @@
 //! - Each reload prints one line: the new copy's version, and what the old
 //!   copy's unload did (barriers issued/skipped, callbacks drained, probes
 //!   removed, hook slots cleared, unmapped or Zombie with its cause, time).
+//! - The `cdylib`'s file name is read again (`cargo metadata`) after each
+//!   build: a `Cargo.toml` that renames the package loads the new file, and
+//!   one that is no longer a `cdylib` is a failed build (the old copy stays),
+//!   never a reload of the stale file the last build left.
+//! - A crate directory (or its `src`) deleted and made again is watched
+//!   again once it is back (checked every second).
 //! - Ctrl-C (SIGINT, through the `ctrlc` crate) unloads everything and
-//!   prints the session's table.
+//!   prints the session's table. Reader threads get [`READERS_STOP`] to
+//!   leave the plugin; a call that never returns (a plugin's deadlock)
+//!   leaves its copy a Zombie, reported, and the host exits anyway. A
+//!   second Ctrl-C exits at once.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{self, Command};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,7 +45,27 @@ use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
 use usrcu_module_loader::plugin_build::PluginBuild;
 use usrcu_module_loader::usrcu_registry::example::Calc;
 use usrcu_module_loader::usrcu_registry::usrcu::tasks;
-use usrcu_module_loader::{ModuleHandle, ModuleLoader, ReloadError, UnloadReport};
+use usrcu_module_loader::{ModuleHandle, ModuleLoader, ReloadError, UnloadError, UnloadReport};
+
+/// How long the reader threads get to leave the plugin after Ctrl-C.
+const READERS_STOP: Duration = Duration::from_secs(2);
+
+/// Ctrl-C presses so far (the second exits at once).
+static PRESSES: AtomicUsize = AtomicUsize::new(0);
+
+/// The report inside an unload error, when the unload went through (an
+/// `exit` or notifier that failed or panicked: the module is gone anyway).
+fn report_of(e: &UnloadError) -> Option<&UnloadReport> {
+    match e {
+        UnloadError::HookFailed { report, .. } => Some(report),
+        _ => None,
+    }
+}
+
+/// The inode of `p` (`None` while it does not exist).
+fn inode(p: &Path) -> Option<u64> {
+    std::fs::metadata(p).ok().map(|m| m.ino())
+}
 
 use crate::api::DemoAdmin;
 
@@ -197,6 +227,9 @@ struct Session {
     builds_failed: usize,
     loads_failed: usize,
     reports: Vec<UnloadReport>,
+    /// Unloads that went through although the copy's `exit` or a
+    /// notifier failed (in `reports` too).
+    hook_failures: usize,
     failures: usize,
 }
 
@@ -220,7 +253,7 @@ pub fn main(args: &[String]) {
     let build = PluginBuild::new(&crate_dir)
         .target_dir(&target_dir)
         .profile(&args.profile);
-    let artifact = build.artifact(&lib_name);
+    let mut artifact = build.artifact(&lib_name);
 
     let mut snapshot = sources(&crate_dir);
     println!("plugin-host: building {}", crate_dir.display());
@@ -253,6 +286,11 @@ pub fn main(args: &[String]) {
     let (tx, rx) = mpsc::channel::<Event>();
     let stop_tx = tx.clone();
     if let Err(e) = ctrlc::set_handler(move || {
+        // Relaxed: a count of presses, read by this handler only.
+        if PRESSES.fetch_add(1, Ordering::Relaxed) > 0 {
+            eprintln!("\nplugin-host: second Ctrl-C: exiting now, without the unloads");
+            process::exit(130);
+        }
         let _ = stop_tx.send(Event::Stop);
     }) {
         eprintln!("plugin-host: cannot handle Ctrl-C: {e}");
@@ -274,16 +312,24 @@ pub fn main(args: &[String]) {
             process::exit(1)
         }
     }
+    // What is watched, by inode: a directory deleted and made again is a
+    // new inode, which the old watch does not see (red team 13).
+    let mut watched_ids: Vec<Option<u64>> = watched.iter().map(|(p, _)| inode(p)).collect();
+    // A watched directory was seen missing since it was last watched (its
+    // successor may reuse the inode number).
+    let mut went_missing = false;
 
     let stop = AtomicBool::new(false);
+    // Reader threads still running (each counts itself out as it leaves).
+    let running = AtomicUsize::new(args.threads);
     let served = AtomicU64::new(0);
     let refused = AtomicU64::new(0);
     let t0 = Instant::now();
     let mut session = Session::default();
     let mut live = first;
-    thread::scope(|s| {
+    let code = thread::scope(|s| {
         for t in 0..args.threads {
-            let (loader, name, stop, served, refused) = (&loader, &name, &stop, &served, &refused);
+            let (loader, name, stop, served, refused, running) = (&loader, &name, &stop, &served, &refused, &running);
             thread::Builder::new()
                 .name(format!("reader-{t}"))
                 .spawn_scoped(s, move || {
@@ -314,6 +360,8 @@ pub fn main(args: &[String]) {
                             thread::sleep(Duration::from_millis(1));
                         }
                     }
+                    // SeqCst: read by the stop's bounded wait.
+                    running.fetch_sub(1, Ordering::SeqCst);
                 })
                 .unwrap_or_else(|e| crate::cannot_spawn(t, args.threads, &e));
         }
@@ -323,17 +371,44 @@ pub fn main(args: &[String]) {
             args.threads
         );
 
-        for ev in &rx {
-            let changes = match ev {
-                Event::Stop => break,
-                Event::Changed(Err(e)) => {
+        loop {
+            let ev = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(ev) => Some(ev),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            match ev {
+                Some(Event::Stop) => break,
+                Some(Event::Changed(Err(e))) => {
                     println!("plugin-host: watch error: {e}");
                     continue;
                 }
-                Event::Changed(Ok(evs)) => evs,
-            };
-            if !changes.iter().any(|e| is_source(&e.path, &crate_dir, &target_dir)) {
-                continue;
+                Some(Event::Changed(Ok(evs))) => {
+                    if !evs.iter().any(|e| is_source(&e.path, &crate_dir, &target_dir)) {
+                        continue;
+                    }
+                }
+                None => {
+                    // A watched directory made again: watch the new one,
+                    // then look for changes as after an event.
+                    let now: Vec<Option<u64>> = watched.iter().map(|(p, _)| inode(p)).collect();
+                    if now.iter().any(Option::is_none) {
+                        went_missing = true;
+                        continue;
+                    }
+                    if now == watched_ids && !went_missing {
+                        continue;
+                    }
+                    went_missing = false;
+                    for (p, mode) in &watched {
+                        let _ = debouncer.watcher().unwatch(p);
+                        if let Err(e) = debouncer.watcher().watch(p, *mode) {
+                            println!("plugin-host: cannot watch {} again: {e}", p.display());
+                        }
+                    }
+                    println!("plugin-host: {} is back; watching it again", crate_dir.display());
+                    watched_ids = now;
+                }
             }
             // Read until two reads agree: a file being written (truncated,
             // then filled) is read once it is whole.
@@ -345,6 +420,9 @@ pub fn main(args: &[String]) {
                     break;
                 }
                 now = again;
+            }
+            if watched.iter().any(|(p, _)| !p.exists()) {
+                went_missing = true;
             }
             let files = changed(&snapshot, &now, &crate_dir);
             if files.is_empty() {
@@ -361,6 +439,20 @@ pub fn main(args: &[String]) {
                 }
                 println!("plugin-host: still serving version {}", show(calc.version()));
                 continue;
+            }
+            // The manifest may have renamed the library or dropped `cdylib`:
+            // never reload the file an earlier build left (red team 13).
+            match cdylib_name(&crate_dir) {
+                Ok(lib) => artifact = build.artifact(&lib),
+                Err(e) => {
+                    session.builds_failed += 1;
+                    println!(
+                        "plugin-host: build failed; {live} stays live: no plugin to load: {}",
+                        e.trim()
+                    );
+                    println!("plugin-host: still serving version {}", show(calc.version()));
+                    continue;
+                }
             }
             // SAFETY: the user points `watch` at their own plugin crate, built
             // with `export_module!`; its author upholds the plugin contract
@@ -385,10 +477,33 @@ pub fn main(args: &[String]) {
                     println!("plugin-host: load failed; {live} stays live: {e}");
                 }
                 Err(ReloadError::Unload { new, error }) => {
-                    session.failures += 1;
-                    println!("plugin-host: {new} is live, but the old copy did not unload: {error}");
                     install_hook_of(&loader, new);
                     live = new;
+                    match report_of(&error) {
+                        // The old copy's `exit` (or a notifier) failed, and the
+                        // unload went through: a reload, with the failure named.
+                        Some(report) => {
+                            session.reloads += 1;
+                            session.hook_failures += 1;
+                            println!(
+                                "plugin-host: reload {}: {} -> {new}, now serving version {} | old copy: {} | {} | build+reload {}",
+                                session.reloads,
+                                report.handle,
+                                show(calc.version()),
+                                unload_line(report),
+                                hook_failure(&error),
+                                ms(started.elapsed())
+                            );
+                            session.reports.push(report.clone());
+                        }
+                        None => {
+                            session.failures += 1;
+                            println!(
+                                "plugin-host: {new} is live, now serving version {}, but the old copy did not unload: {error}",
+                                show(calc.version())
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     session.failures += 1;
@@ -396,12 +511,46 @@ pub fn main(args: &[String]) {
                 }
             }
         }
-        // Relaxed: see the readers; the scope joins them.
+        // Relaxed: see the readers; the scope joins them once they left.
         stop.store(true, Ordering::Relaxed);
+        drop(debouncer);
+        println!("plugin-host: stopping; unloading every module");
+        // A reader inside a plugin call that never returns would hold the
+        // scope's join forever (red team 13: Ctrl-C was ignored): bounded.
+        let deadline = Instant::now() + READERS_STOP;
+        // SeqCst: pairs with the readers' count-outs.
+        while running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let stuck = running.load(Ordering::SeqCst);
+        if stuck > 0 {
+            println!(
+                "plugin-host: {stuck} reader thread(s) still inside the plugin after {} s (a call that never \
+                 returns); unloading anyway: that copy stays mapped",
+                READERS_STOP.as_secs()
+            );
+        }
+        let code = finish(&loader, &crate_dir, &mut session, &served, &refused, t0.elapsed());
+        if stuck > 0 {
+            // The stuck readers never return: exit without joining them.
+            process::exit(code.max(1));
+        }
+        code
     });
-    drop(debouncer);
+    if code != 0 {
+        process::exit(code);
+    }
+}
 
-    println!("plugin-host: stopping; unloading every module");
+/// Unload everything, print the session's table; the exit code.
+fn finish(
+    loader: &ModuleLoader,
+    crate_dir: &Path,
+    session: &mut Session,
+    served: &AtomicU64,
+    refused: &AtomicU64,
+    wall: Duration,
+) -> i32 {
     for (h, r) in loader.unload_all() {
         match r {
             Ok(r) => {
@@ -409,16 +558,32 @@ pub fn main(args: &[String]) {
                 session.reports.push(r);
             }
             Err(e) => {
-                session.failures += 1;
-                println!("plugin-host: unload {h} failed: {e}");
+                if let Some(r) = report_of(&e) {
+                    session.hook_failures += 1;
+                    println!("plugin-host: unload {h}: {} | {}", unload_line(r), hook_failure(&e));
+                    session.reports.push(r.clone());
+                } else {
+                    session.failures += 1;
+                    println!("plugin-host: unload {h} failed: {e}");
+                }
             }
         }
     }
     let still_loaded = loader.list().len();
-    print_table(&crate_dir, &session, &served, &refused, still_loaded, t0.elapsed());
+    print_table(crate_dir, session, served, refused, still_loaded, wall);
     let unmapped = session.reports.iter().filter(|r| r.unmapped).count();
     if session.failures > 0 || still_loaded > 0 || unmapped != session.reports.len() {
-        process::exit(1);
+        1
+    } else {
+        0
+    }
+}
+
+/// What failed in an unload that went through (`exit` panicked, say).
+fn hook_failure(e: &UnloadError) -> String {
+    match e {
+        UnloadError::HookFailed { failure, .. } => format!("{failure}"),
+        e => e.to_string(),
     }
 }
 
@@ -468,6 +633,7 @@ fn print_table(
         ("calls served", served.load(Ordering::Relaxed).to_string()),
         ("calls refused", refused.load(Ordering::Relaxed).to_string()),
         ("unloads", s.reports.len().to_string()),
+        ("  of which exit/notifier failed", s.hook_failures.to_string()),
         ("barriers issued", issued.to_string()),
         ("barriers skipped", skipped.to_string()),
         ("callbacks invoked", callbacks.to_string()),
