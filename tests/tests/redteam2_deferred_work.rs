@@ -130,7 +130,8 @@ fn finish(loader: ModuleLoader, report: UnloadReport, verdict: Result<(), String
 /// Run the test `name` again in a child with the child switch set; fail
 /// naming a signal or the child's panic.
 fn in_child(name: &str) {
-    // `--include-ignored`: the scenarios that show a defect are ignored.
+    // The scenarios that show a defect are ignored: the child runs them
+    // all the same (`Child` passes `--include-ignored`).
     // A hang must fail the test, not stall it: the child is killed after
     // 120 s (it needs well under a second when nothing hangs).
     let ran = Child::new(name).env(CHILD, "1").timeout(Duration::from_secs(120)).run();

@@ -36,9 +36,10 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Set to `1` in every child, besides the variables given with
 /// [`Child::env`]: `in_child(CHILD_ENV, None)` is true in any child.
@@ -122,33 +123,32 @@ impl Child {
                 None => cmd.env_remove(k),
             };
         }
-        let child = cmd.spawn().expect("cannot re-run the test binary");
-        let (out, timed_out) = match self.timeout {
-            None => (child.wait_with_output().expect("wait for the child"), false),
-            Some(limit) => {
-                let pid = child.id() as libc::pid_t;
-                let (done_tx, done) = std::sync::mpsc::channel::<()>();
-                let watchdog = std::thread::spawn(move || {
-                    let hung = done.recv_timeout(limit).is_err();
-                    if hung {
-                        // SAFETY: kill(2) of our own child, still unreaped:
-                        // the parent reaps it only after this thread has
-                        // been told it may stop watching.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                    hung
-                });
-                let out = child.wait_with_output();
-                let _ = done_tx.send(());
-                let hung = watchdog.join().expect("the watchdog");
-                (out.expect("wait for the child"), hung)
+        let mut child = cmd.spawn().expect("cannot re-run the test binary");
+        // Read both pipes while waiting, so that a chatty child never blocks.
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        let deadline = self.timeout.map(|limit| Instant::now() + limit);
+        let mut timed_out = false;
+        let status = loop {
+            let Some(deadline) = deadline else {
+                break child.wait().expect("wait for the child");
+            };
+            if let Some(status) = child.try_wait().expect("wait for the child") {
+                break status;
             }
+            if Instant::now() >= deadline {
+                timed_out = true;
+                // SIGKILL; `Child::kill` never signals a reaped child.
+                let _ = child.kill();
+                break child.wait().expect("wait for the child");
+            }
+            std::thread::sleep(Duration::from_millis(10));
         };
         Ran {
             test: self.test,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status,
+            stdout: stdout.join().expect("the stdout reader"),
+            stderr: stderr.join().expect("the stderr reader"),
             timed_out,
         }
     }
@@ -235,6 +235,15 @@ impl Ran {
             self.describe()
         );
     }
+}
+
+/// Read `pipe` to its end on a thread of its own; the text.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 /// Is this the child run by a [`Child`] with `child_env` set? If so, and
