@@ -36,7 +36,6 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -123,32 +122,47 @@ impl Child {
                 None => cmd.env_remove(k),
             };
         }
+        let Some(limit) = self.timeout else {
+            // No thread of ours: a test may count this process's mappings.
+            let out = cmd.output().expect("cannot re-run the test binary");
+            return Ran {
+                test: self.test,
+                status: out.status,
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                timed_out: false,
+            };
+        };
+        // With a timeout the output goes to files, and this thread polls
+        // the child: still no thread of ours, and `Child::kill` never
+        // signals a reaped child.
+        let (out_path, err_path) = (output_file("stdout"), output_file("stderr"));
+        let create = |p: &std::path::Path| std::fs::File::create(p).expect("the child's output file");
+        cmd.stdout(create(&out_path)).stderr(create(&err_path));
         let mut child = cmd.spawn().expect("cannot re-run the test binary");
-        // Read both pipes while waiting, so that a chatty child never blocks.
-        let stdout = drain(child.stdout.take().expect("piped stdout"));
-        let stderr = drain(child.stderr.take().expect("piped stderr"));
-        let deadline = self.timeout.map(|limit| Instant::now() + limit);
+        let deadline = Instant::now() + limit;
         let mut timed_out = false;
         let status = loop {
-            let Some(deadline) = deadline else {
-                break child.wait().expect("wait for the child");
-            };
             if let Some(status) = child.try_wait().expect("wait for the child") {
                 break status;
             }
             if Instant::now() >= deadline {
                 timed_out = true;
-                // SIGKILL; `Child::kill` never signals a reaped child.
-                let _ = child.kill();
+                let _ = child.kill(); // SIGKILL
                 break child.wait().expect("wait for the child");
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        let read = |p: &std::path::Path| {
+            let text = String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+            let _ = std::fs::remove_file(p);
+            text
+        };
         Ran {
             test: self.test,
             status,
-            stdout: stdout.join().expect("the stdout reader"),
-            stderr: stderr.join().expect("the stderr reader"),
+            stdout: read(&out_path),
+            stderr: read(&err_path),
             timed_out,
         }
     }
@@ -237,13 +251,12 @@ impl Ran {
     }
 }
 
-/// Read `pipe` to its end on a thread of its own; the text.
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+/// A fresh path in the temporary directory for a child's `stream`.
+fn output_file(stream: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // Relaxed: only makes the names unique.
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("usrcu-test-child-{}-{n}.{stream}", std::process::id()))
 }
 
 /// Is this the child run by a [`Child`] with `child_env` set? If so, and
