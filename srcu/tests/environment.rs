@@ -2,24 +2,19 @@
 //! `USRCU_RSEQ=0`. Each re-runs this test binary in a child process with the
 //! variable set, so that the process-wide choice is really exercised.
 
-use std::process::Command;
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 fn run_child(test: &str, envs: &[(&str, &str)]) {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", test, "--include-ignored", "--test-threads=1"])
-        .env("USRCU_CHILD", "1")
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child {test} with {envs:?} failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+    let mut child = child::Child::new(test).env("USRCU_CHILD", "1");
+    for (k, v) in envs {
+        child = child.env(k, v);
+    }
+    child
+        .run()
+        .assert_passed("1 passed", &format!("child {test} with {envs:?}"));
 }
 
 fn exercise(d: &Srcu) {

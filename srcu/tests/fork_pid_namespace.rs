@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_FORK_PID_NAMESPACE_CHILD";
 
 #[test]
@@ -20,26 +23,15 @@ fn a_child_in_a_new_pid_namespace_with_its_parents_pid_starts_its_own_runtime() 
         child();
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_child_in_a_new_pid_namespace_with_its_parents_pid_starts_its_own_runtime",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let ran = child::Child::new("a_child_in_a_new_pid_namespace_with_its_parents_pid_starts_its_own_runtime")
         .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run();
+    let text = ran.text();
     if text.contains("SKIPPED") {
         eprintln!("{text}");
         return;
     }
-    assert!(out.status.success(), "{:?}\n{text}", out.status);
+    ran.assert_passed("", "the child failed");
     assert!(text.contains("pid 1 child: barrier true"), "{text}");
     assert!(text.contains("pid 1 grandchild: barrier true, usrcu-gp true"), "{text}");
 }

@@ -9,11 +9,13 @@
 #[path = "common/race.rs"]
 mod race;
 
-use std::process::Command;
 use std::sync::Arc;
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::fence::FenceMode;
 use usrcu::Srcu;
+
+#[path = "common/child.rs"]
+mod child;
 
 #[test]
 #[ignore = "run by a_failing_membarrier_falls_back_to_global_and_grace_periods_stay_correct in a child process"]
@@ -53,22 +55,8 @@ fn a_failing_membarrier_falls_back_to_global_and_grace_periods_stay_correct() {
         eprintln!("membarrier(PRIVATE_EXPEDITED) is not available here: nothing to fail");
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_membarrier_fails",
-            "--include-ignored",
-            "--test-threads=1",
-        ])
+    child::Child::new("child_membarrier_fails")
         .env("USRCU_FAULT_MEMBARRIER_FAILS", "1")
         .env_remove("USRCU_FENCE")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+        .must_pass("1 passed");
 }

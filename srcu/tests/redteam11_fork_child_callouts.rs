@@ -94,7 +94,9 @@ fn setup() {
 
 #[test]
 fn control_in_the_parent_a_grace_period_waits_for_a_hooks_callout() {
-    child::run_entry(CHILD_ENV, "parent_entry", "RT11-PARENT-OK");
+    child::Child::new("parent_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-PARENT-OK");
 }
 
 #[test]
@@ -109,7 +111,9 @@ fn parent_entry() {
 
 #[test]
 fn in_a_forked_child_a_grace_period_waits_for_a_hooks_callout() {
-    child::run_entry(CHILD_ENV, "fork_entry", "RT11-FORKED-OK");
+    child::Child::new("fork_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-FORKED-OK");
 }
 
 #[test]

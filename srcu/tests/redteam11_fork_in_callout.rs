@@ -79,7 +79,9 @@ static LOGGER: Logger = Logger;
 
 #[test]
 fn tasks_grace_periods_end_in_a_child_forked_around_a_callout() {
-    child::run_entry(CHILD_ENV, "fork_entry", "RT11-FORK-OK");
+    child::Child::new("fork_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-FORK-OK");
 }
 
 #[test]

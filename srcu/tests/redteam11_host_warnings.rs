@@ -94,7 +94,9 @@ fn scenario(warn: impl FnOnce()) {
 
 #[test]
 fn a_host_threads_own_catch_panic_warning_is_not_a_tasks_reader() {
-    child::run_entry(CHILD_ENV, "catch_panic_entry", "RT11-CATCH-PANIC-OK");
+    child::Child::new("catch_panic_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-CATCH-PANIC-OK");
 }
 
 #[test]
@@ -115,7 +117,9 @@ fn catch_panic_entry() {
 
 #[test]
 fn a_panicking_host_srcu_callbacks_warning_is_not_a_tasks_reader() {
-    child::run_entry(CHILD_ENV, "invoker_entry", "RT11-INVOKER-OK");
+    child::Child::new("invoker_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-INVOKER-OK");
 }
 
 #[test]
@@ -134,7 +138,9 @@ fn invoker_entry() {
 /// `log::warn!` itself (no callout): the grace period ends.
 #[test]
 fn control_a_host_threads_own_log_record_is_not_a_tasks_reader() {
-    child::run_entry(CHILD_ENV, "control_entry", "RT11-CONTROL-OK");
+    child::Child::new("control_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-CONTROL-OK");
 }
 
 #[test]

@@ -74,7 +74,9 @@ fn run(mode: u8) {
 
 #[test]
 fn a_logger_serving_a_host_warning_may_synchronize() {
-    child::run_entry(CHILD_ENV, "synchronize_entry", "RT11-SYNC-OK");
+    child::Child::new("synchronize_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-SYNC-OK");
 }
 
 #[test]
@@ -88,7 +90,9 @@ fn synchronize_entry() {
 
 #[test]
 fn a_logger_serving_a_host_warning_may_wait_for_tasks_callbacks() {
-    child::run_entry(CHILD_ENV, "barrier_entry", "RT11-BARRIER-OK");
+    child::Child::new("barrier_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-BARRIER-OK");
 }
 
 #[test]
@@ -102,7 +106,9 @@ fn barrier_entry() {
 
 #[test]
 fn a_logger_serving_a_host_warning_may_wait_for_a_polled_grace_period() {
-    child::run_entry(CHILD_ENV, "poll_entry", "RT11-POLL-OK");
+    child::Child::new("poll_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("RT11-POLL-OK");
 }
 
 #[test]

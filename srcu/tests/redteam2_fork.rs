@@ -22,7 +22,7 @@ mod child;
 const CHILD_ENV: &str = "USRCU_REDTEAM2_FORK_CHILD";
 
 fn run_entry(entry: &str, marker: &str) {
-    child::run_entry(CHILD_ENV, entry, marker)
+    child::Child::new(entry).env(CHILD_ENV, "1").must_pass(marker);
 }
 
 /// Fork up to `rounds` times while `runtime::idle()` holds, running `child`

@@ -47,7 +47,7 @@ use bounded::{wait_until, HANG};
 const CHILD_ENV: &str = "USRCU_REDTEAM5_CHILD";
 
 fn run_entry(entry: &str, marker: &str) {
-    child::run_entry(CHILD_ENV, entry, marker)
+    child::Child::new(entry).env(CHILD_ENV, "1").must_pass(marker);
 }
 
 fn in_child(alarm_secs: u32) -> bool {
@@ -101,16 +101,11 @@ fn forty_eight_stuck_domains_hold_up_no_other_domain_nor_the_tasks_flavors() {
 /// stuck domains' stalls (again at each doubling) while it serves the others.
 #[test]
 fn stuck_domains_reported_as_stalls_every_millisecond_hold_up_no_other_domain() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "stuck_domains_entry", "--nocapture", "--test-threads=1"])
+    let ran = child::Child::new("stuck_domains_entry")
         .env(CHILD_ENV, "1")
         .env("USRCU_STALL_TIMEOUT_MS", "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed ({:?}):\n{text}\n{err}", out.status);
-    assert!(text.contains("stuck domains: done"), "{text}\n{err}");
+        .must_pass("stuck domains: done");
+    let text = &ran.stdout;
     let stalls: usize = text
         .lines()
         .find_map(|l| l.split("stall warnings while stuck: ").nth(1))

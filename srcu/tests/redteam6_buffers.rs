@@ -60,7 +60,9 @@ const PRODUCERS: usize = 2;
 
 #[test]
 fn a_burst_then_a_light_steady_stream_gives_the_bursts_buffers_back() {
-    child::run_entry(CHILD_ENV, "burst_then_stream_entry", "burst then stream: done");
+    child::Child::new("burst_then_stream_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("burst then stream: done");
 }
 
 #[test]
@@ -159,7 +161,9 @@ static DOMAIN2: Srcu = Srcu::new_static("rt6-burst-then-one-update");
 /// given back (the invoker's passes after the update count as calm).
 #[test]
 fn a_burst_then_one_update_then_quiet_gives_the_bursts_buffers_back_on_a_live_domain() {
-    child::run_entry(CHILD_ENV, "burst_then_quiet_entry", "burst then quiet: done");
+    child::Child::new("burst_then_quiet_entry")
+        .env(CHILD_ENV, "1")
+        .must_pass("burst then quiet: done");
 }
 
 #[test]

@@ -7,19 +7,16 @@ use std::thread;
 use std::time::Duration;
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_REDTEAM_FORK_CHILD";
 
 #[test]
 fn children_forked_right_after_idle_returns_true_never_hang() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "fork_loop_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("fork_loop_entry")
         .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("fork loop: done"), "{text}");
+        .must_pass("fork loop: done");
 }
 
 #[test]
@@ -70,15 +67,9 @@ fn fork_loop_entry() {
 
 #[test]
 fn a_section_open_in_another_thread_at_fork_stays_open_in_the_child() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "fork_reader_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("fork_reader_entry")
         .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("fork reader: done"), "{text}");
+        .must_pass("fork reader: done");
 }
 
 #[test]

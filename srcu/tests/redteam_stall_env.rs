@@ -9,6 +9,9 @@ use std::time::Duration;
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_REDTEAM_STALL_CHILD";
 
 /// Warnings a stall of `hold` can give at one per doubling from 1 ms,
@@ -16,16 +19,11 @@ const CHILD_ENV: &str = "USRCU_REDTEAM_STALL_CHILD";
 const MAX_WARNINGS: usize = 24;
 
 fn run_child(test: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+    child::Child::new(test)
         .env(CHILD_ENV, "1")
         .env("USRCU_STALL_TIMEOUT_MS", "0")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    text
+        .must_pass("")
+        .stdout
 }
 
 #[test]

@@ -13,6 +13,9 @@ use std::time::Duration;
 use usrcu::runtime::inventory;
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 /// A generous bound for "this must happen": reaching it means a hang.
 const HANG: Duration = Duration::from_secs(60);
 
@@ -328,15 +331,9 @@ const FORK_CHILD_ENV: &str = "USRCU_TEST_FORK_CHILD";
 /// thread holds a lock at the fork.
 #[test]
 fn a_forked_child_starts_its_own_runtime() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "fork_child_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("fork_child_entry")
         .env(FORK_CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("fork child: barrier returned"), "{text}");
+        .must_pass("fork child: barrier returned");
 }
 
 #[test]

@@ -19,25 +19,17 @@ use std::time::{Duration, Instant};
 use usrcu::__testing::{self, Sleeper};
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_FORK_WINDOW_CASE";
 
 /// Run `window_entry` in a fresh process for `case`; its stdout.
 fn run_case(case: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "window_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("window_entry")
         .env(CHILD_ENV, case)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{case}: {:?}\n{text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains(&format!("fork window {case}: done")), "{text}");
-    text
+        .must_pass(&format!("fork window {case}: done"))
+        .stdout
 }
 
 #[test]

@@ -8,6 +8,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD: &str = "USRCU_TEST_RUNTIME_STACK_CHILD";
 
 static D: usrcu::Srcu = usrcu::Srcu::new_static("runtime-stack");
@@ -25,23 +28,10 @@ fn deep() {
 
 #[test]
 fn runtime_threads_do_not_take_their_stack_size_from_rust_min_stack() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "child_runs_deep_callbacks",
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
+    child::Child::new("child_runs_deep_callbacks")
         .env(CHILD, "1")
         .env("RUST_MIN_STACK", "131072")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed ({:?}):\n{text}\n{err}", out.status);
-    assert!(text.contains("deep callbacks ran: 3"), "{text}\n{err}");
+        .must_pass("deep callbacks ran: 3");
 }
 
 #[test]

@@ -12,22 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_START_RETRY_BARRIER_CASE";
 
 /// Bound of every wait in a child: past it, the case failed.
 const BOUND: Duration = Duration::from_secs(4);
 
 fn run_child(case: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "start_retry_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("start_retry_entry")
         .env(CHILD_ENV, case)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}\n{err}");
-    text
+        .must_pass("")
+        .stdout
 }
 
 #[test]

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_START_RETRY_INVOKER_CASE";
 
 /// How long A's callback waits for B's: past it, the case failed.
@@ -19,16 +22,9 @@ const BOUND: Duration = Duration::from_secs(4);
 
 #[test]
 fn second_invoker_that_could_not_start_is_retried_once_threads_can_start() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "start_retry_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("start_retry_entry")
         .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}\n{err}");
-    assert!(text.contains("B ran while A waited: true"), "{text}");
+        .must_pass("B ran while A waited: true");
 }
 
 /// Lower `RLIMIT_AS` to just above the current mapping size, so no thread

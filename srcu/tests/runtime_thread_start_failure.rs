@@ -23,25 +23,17 @@ use std::time::Duration;
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::Srcu;
 
+#[path = "common/child.rs"]
+mod child;
+
 const CHILD_ENV: &str = "USRCU_THREAD_START_CASE";
 const DOMAIN: &str = "thread-start-failure";
 const QUEUED: usize = 100;
 
 fn run_case(case: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--exact", "start_failure_entry", "--nocapture", "--test-threads=1"])
+    child::Child::new("start_failure_entry")
         .env(CHILD_ENV, case)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{case}: {:?}\n{text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains(&format!("thread start {case}: done")), "{text}");
+        .must_pass(&format!("thread start {case}: done"));
 }
 
 #[test]

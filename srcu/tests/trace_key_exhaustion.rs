@@ -4,11 +4,13 @@
 //! function, which aborts the process; now the reader runs, one warning says
 //! what is lost, and grace periods still complete.
 
-use std::process::Command;
 use std::thread;
 
 use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::trace;
+
+#[path = "common/child.rs"]
+mod child;
 
 const CHILD_ENV: &str = "USRCU_TRACE_KEY_EXHAUSTION_CHILD";
 
@@ -18,23 +20,9 @@ fn a_tasks_trace_reader_runs_when_the_process_has_no_pthread_key_left() {
         child();
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_tasks_trace_reader_runs_when_the_process_has_no_pthread_key_left",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    child::Child::new("a_tasks_trace_reader_runs_when_the_process_has_no_pthread_key_left")
         .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the child failed ({:?}):\n{text}", out.status);
-    assert!(text.contains("trace key exhaustion: done"), "{text}");
+        .must_pass("trace key exhaustion: done");
 }
 
 fn child() {

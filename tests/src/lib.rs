@@ -132,56 +132,15 @@ pub fn leak<T>(v: T) -> &'static T {
     Box::leak(Box::new(v))
 }
 
-/// Run the test named `test` of the current test binary again, alone, in a
-/// child process with `env` set, and return how it ended. A test that must
-/// see a signal (which would kill the test harness with it) checks one of
-/// `env`'s variables and, when it is set, does the dangerous part only.
-pub fn rerun_test_in_child(test: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("cannot re-run the test binary")
-}
-
-/// The signal that ended a child, if one did.
-pub fn killed_by(status: std::process::ExitStatus) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal()
-}
-
-/// Run the test `name` of the running test binary again, alone, in a child
-/// process with `env` set (and `USRCU_TEST_CHILD=1`, which the test reads
-/// to take its child branch); returns how the child ended. Used to watch a
-/// defense switched off crash a host without crashing the test.
-pub fn rerun_in_child(name: &str, env: &[(&str, &str)]) -> std::process::ExitStatus {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("USRCU_TEST_CHILD", "1")
-        .stdout(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.status().expect("run the child")
-}
-
-/// Run the test `name` again in a child process ([`rerun_in_child`], no
-/// extra environment) and require it to exit cleanly; a child killed by a
-/// signal fails naming the signal and `what` (the stale state it means).
-pub fn child_must_survive(name: &str, what: &str) {
-    let status = rerun_in_child(name, &[]);
-    match killed_by(status) {
-        None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
-        Some(sig) => panic!("the child died of signal {sig}: {what}"),
-    }
-}
-
-/// Is this the child branch of a test run by [`rerun_in_child`]?
-pub fn in_child() -> bool {
-    std::env::var_os("USRCU_TEST_CHILD").is_some()
-}
+#[path = "../../srcu/tests/common/child.rs"]
+mod child;
+/// Running one test of this test binary again in a child process: the
+/// harness shared with `srcu/tests` (the file `srcu/tests/common/child.rs`).
+/// The parent runs `Child::new(name).env(..).must_pass(marker)` (or
+/// `must_die_of(&[libc::SIGSEGV])`, or `run()` and reads the [`Ran`]); the
+/// test tells its child branch with `in_child(CHILD_ENV, None)` (or its own
+/// variable, and an alarm against hangs).
+pub use child::{in_child, Child, Ran, CHILD_ENV};
 
 /// Run `f` on its own thread and return its result, or fail naming `what`
 /// when it is still running after 60 seconds (a hang, which must fail a

@@ -4,13 +4,12 @@
 //! cycles, no crash, every cycle unmapped. With the clearing switched off,
 //! the host crashes (shown in a child process).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::thread;
 
 use usrcu::tasks::{self, HookSlot};
 use usrcu_module_loader::ModuleLoader;
-use usrcu_tests::fixture_path;
+use usrcu_tests::{fixture_path, Child};
 
 static HOOK: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
 
@@ -102,20 +101,9 @@ fn without_the_clearing_the_host_crashes_calling_the_unmapped_hook() {
     }
     // Build the fixture here so that the child does not race a build.
     let _ = fixture_path("hook");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["hook_crash_child_entry", "--exact", "--nocapture", "--test-threads=1"])
+    Child::new("hook_crash_child_entry")
         .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    let sig = out.status.signal();
-    assert!(
-        matches!(sig, Some(libc::SIGSEGV) | Some(libc::SIGBUS)),
-        "expected the child to die of SIGSEGV/SIGBUS, got {:?}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .must_die_of(&[libc::SIGSEGV, libc::SIGBUS]);
 }
 
 #[test]

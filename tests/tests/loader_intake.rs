@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use usrcu_module_loader::{ElfDefect, LoadError, LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, Child};
 
 type AddFn = extern "C" fn(u64, u64) -> u64;
 
@@ -48,17 +48,13 @@ fn truncated_plugin_kills_a_bare_dlopen_but_is_a_typed_error_through_the_loader(
     let whole = std::fs::read(fixture_path("callbacks")).unwrap();
     let truncated = write("truncated-4k.so", &whole[..4096]);
 
-    let child = rerun_test_in_child(
-        "truncated_plugin_kills_a_bare_dlopen_but_is_a_typed_error_through_the_loader",
-        &[(CHILD_DLOPEN, truncated.as_os_str())],
-    );
-    assert_eq!(
-        killed_by(child.status),
-        Some(libc::SIGBUS),
-        "a bare dlopen of the first 4 KiB of a plugin should die of SIGBUS; it ended {:?}: {}",
-        child.status,
-        String::from_utf8_lossy(&child.stdout)
-    );
+    Child::new("truncated_plugin_kills_a_bare_dlopen_but_is_a_typed_error_through_the_loader")
+        .env(CHILD_DLOPEN, &truncated)
+        .run()
+        .assert_died_of(
+            &[libc::SIGBUS],
+            "a bare dlopen of the first 4 KiB of a plugin should die of SIGBUS",
+        );
 
     let loader = ModuleLoader::new();
     // SAFETY: a truncated copy of a fixture that upholds the contract.

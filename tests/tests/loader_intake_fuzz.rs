@@ -9,21 +9,20 @@
 //! thread loads it; and a writer rewriting the plugin file slowly, in place,
 //! while another thread loads it.
 //!
-//! The children are this test binary run again (`rerun_test_in_child`),
+//! The children are this test binary run again (`usrcu_tests::Child`),
 //! with an environment variable that says what to do. A child loads many
 //! files, printing `@@begin N` before and `@@end N <outcome>` after each; the
 //! parent reads which one a signal interrupted, records it, and starts a
 //! new child after it.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use usrcu_module_loader::{LoadError, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, Child};
 
 /// How many derived files the first test loads.
 const CASES: usize = 520;
@@ -267,14 +266,11 @@ fn five_hundred_derived_files_end_as_typed_errors_or_clean_loads_with_zero_signa
     let mut deaths: Vec<(usize, String)> = Vec::new();
     let mut from = 0;
     while from < CASES {
-        let out = rerun_test_in_child(
-            "five_hundred_derived_files_end_as_typed_errors_or_clean_loads_with_zero_signals",
-            &[
-                (CHILD_FROM, OsString::from(from.to_string()).as_os_str()),
-                (CHILD_DIR, dir.as_os_str()),
-            ],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let out = Child::new("five_hundred_derived_files_end_as_typed_errors_or_clean_loads_with_zero_signals")
+            .env(CHILD_FROM, from.to_string())
+            .env(CHILD_DIR, &dir)
+            .run();
+        let stdout = &out.stdout;
         let mut last_begun = None;
         for line in stdout.lines() {
             if let Some(n) = line.strip_prefix("@@begin ") {
@@ -285,7 +281,7 @@ fn five_hundred_derived_files_end_as_typed_errors_or_clean_loads_with_zero_signa
                 last_begun = None;
             }
         }
-        match (killed_by(out.status), last_begun) {
+        match (out.signal(), last_begun) {
             (None, None) if out.status.success() => break,
             // The host died inside case `i`: a signal, or ld.so's own
             // fatal exit ("Inconsistency detected by ld.so").
@@ -298,11 +294,7 @@ fn five_hundred_derived_files_end_as_typed_errors_or_clean_loads_with_zero_signa
                 outcomes.insert(i, how);
                 from = i + 1;
             }
-            _ => panic!(
-                "the fuzz child ended {:?} outside a case:\n{stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            _ => panic!("the fuzz child ended outside a case:\n{}", out.describe()),
         }
     }
 
@@ -351,15 +343,9 @@ fn five_hundred_derived_files_end_as_typed_errors_or_clean_loads_with_zero_signa
 
 /// Run `test` in a child with `var` set; assert it exited cleanly (no signal).
 fn in_child(test: &str, var: &str) {
-    let out = rerun_test_in_child(test, &[(var, OsString::from("1").as_os_str())]);
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(killed_by(out.status), None, "the child died of a signal:\n{text}");
-    assert!(out.status.success(), "the child failed:\n{text}");
-    print!("{text}");
+    let ran = Child::new(test).env(var, "1").run();
+    ran.assert_passed("", "the child died of a signal or failed");
+    print!("{}", ran.text());
 }
 
 const CHILD_SWAP: &str = "USRCU_INTAKE_FUZZ_CHILD_SWAP";

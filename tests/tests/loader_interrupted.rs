@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ZombieCause};
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, Child, Ran};
 
 type HostFn = extern "C" fn(u64) -> u64;
 static CALLS_HOST: HookSlot<extern "C" fn(HostFn, u64) -> u64> = HookSlot::new();
@@ -187,29 +187,17 @@ fn interrupted_child_entry() {
     run_case(case.to_str().unwrap());
 }
 
-fn child(case: &str, skip_proof: bool) -> (std::process::Output, String) {
+fn child(case: &str, skip_proof: bool) -> Ran {
     let _ = fixture_path("redteam7-plain");
-    let mut env = vec![("INTERRUPTED_CASE", std::ffi::OsStr::new(case))];
+    let mut child = Child::new("interrupted_child_entry").env("INTERRUPTED_CASE", case);
     if skip_proof {
-        env.push(("USRCU_LOADER_TEST_SKIP_PROOFS", std::ffi::OsStr::new("interrupted")));
+        child = child.env("USRCU_LOADER_TEST_SKIP_PROOFS", "interrupted");
     }
-    let out = rerun_test_in_child("interrupted_child_entry", &env);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
+    child.run()
 }
 
 fn survives(case: &str) {
-    let (out, text) = child(case, false);
-    assert!(
-        out.status.success() && text.contains(&format!("INTERRUPTED-SURVIVED {case}")),
-        "case {case}: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
-    );
+    child(case, false).assert_passed(&format!("INTERRUPTED-SURVIVED {case}"), &format!("case {case}"));
 }
 
 #[test]
@@ -231,11 +219,5 @@ fn a_handler_asleep_past_the_unload_timeout_leaves_a_zombie_naming_the_thread_th
 /// handler returns into the unmapped plugin.
 #[test]
 fn without_the_proof_the_host_dies_when_the_handler_returns() {
-    let (out, text) = child("host-code", true);
-    assert_eq!(
-        killed_by(out.status),
-        Some(libc::SIGSEGV),
-        "the host should die of SIGSEGV with the proof off: {:?}\n{text}",
-        out.status
-    );
+    child("host-code", true).assert_died_of(&[libc::SIGSEGV], "the host should die of SIGSEGV with the proof off");
 }

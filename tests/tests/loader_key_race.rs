@@ -4,12 +4,11 @@
 //! the thread is running. Without the key interposer (the loader only
 //! deleting the key from glibc's table) the host dies (seen in a child).
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use usrcu_module_loader::{LoaderConfig, ModuleHandle, ModuleLoader, ModuleState, ZombieCause};
-use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, Child, CHILD_ENV};
 
 type HoldFn = unsafe extern "C" fn(*const AtomicUsize, *const AtomicBool, *const AtomicUsize) -> u32;
 type NameFn = unsafe extern "C" fn(*mut u8, usize) -> usize;
@@ -80,7 +79,7 @@ fn thread_exiting_inside_a_plugin_key_destructor_during_unload_keeps_it_mapped_n
 
 #[test]
 fn without_the_key_interposer_a_thread_exiting_during_unload_kills_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("key-destructor")) }.unwrap();
@@ -91,14 +90,13 @@ fn without_the_key_interposer_a_thread_exiting_during_unload_kills_the_host() {
         std::thread::sleep(Duration::from_secs(5));
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "without_the_key_interposer_a_thread_exiting_during_unload_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "key-interposer")],
-    );
-    assert!(
-        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
-        "the child should have died in the unmapped destructor: {status:?}"
-    );
+    Child::new("without_the_key_interposer_a_thread_exiting_during_unload_kills_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "key-interposer")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child should have died in the unmapped destructor",
+        );
 }
 
 /// Host threads that used `std::thread::current()` inside the plugin exit

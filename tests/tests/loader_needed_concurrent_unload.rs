@@ -17,7 +17,6 @@
 //! counters, never on a sleep. The pause points are process-wide, so the
 //! tests run one at a time ([`serial`]).
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
@@ -28,7 +27,7 @@ use usrcu_module_loader::__testing::{
     pause_at, unloads_waiting_to_decide, wait_for_unloads_waiting_to_decide, PausePoint,
 };
 use usrcu_module_loader::{LoadError, LoaderConfig, ModuleHandle, ModuleLoader, ModuleState, ZombieCause};
-use usrcu_tests::{bounded, fixture_path, fxneeded_holder, fxneeded_mapped, in_child, rerun_in_child};
+use usrcu_tests::{bounded, fixture_path, fxneeded_holder, fxneeded_mapped, in_child, Child, CHILD_ENV};
 
 /// How long a test waits for a state it expects (a bound against hangs,
 /// never the thing tested).
@@ -258,7 +257,7 @@ fn an_unload_whose_wait_for_another_unload_of_its_library_runs_out_stays_a_zombi
 /// and the library leaves with A's `dlclose`, its key alive.
 #[test]
 fn without_ordering_two_unloads_of_a_shared_library_its_key_kills_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = Arc::new(ModuleLoader::new());
         let so = fixture_path("needed-lib");
         let a = load(&loader, &so).unwrap();
@@ -281,12 +280,11 @@ fn without_ordering_two_unloads_of_a_shared_library_its_key_kills_the_host() {
         std::process::exit(0);
     }
     let _serial = serial();
-    let status = rerun_in_child(
-        "without_ordering_two_unloads_of_a_shared_library_its_key_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unload-order")],
-    );
-    assert!(
-        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
-        "the child should have died in the unmapped library's destructor: {status:?}"
-    );
+    Child::new("without_ordering_two_unloads_of_a_shared_library_its_key_kills_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "unload-order")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child should have died in the unmapped library's destructor",
+        );
 }

@@ -5,10 +5,8 @@
 //! unmapped while its key is alive and the host dies when the thread that
 //! holds a value exits (seen in a child process).
 
-use std::os::unix::process::ExitStatusExt;
-
 use usrcu_module_loader::ModuleLoader;
-use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped, in_child, rerun_in_child};
+use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped, in_child, Child, CHILD_ENV};
 
 #[test]
 fn needed_library_key_goes_with_the_plugin_and_the_library_leaves() {
@@ -31,7 +29,7 @@ fn needed_library_key_goes_with_the_plugin_and_the_library_leaves() {
 
 #[test]
 fn without_counting_needed_libraries_their_key_kills_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
@@ -42,12 +40,11 @@ fn without_counting_needed_libraries_their_key_kills_the_host() {
         let _ = t.join();
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "without_counting_needed_libraries_their_key_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "needed")],
-    );
-    assert!(
-        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
-        "the child should have died in the unmapped library's destructor: {status:?}"
-    );
+    Child::new("without_counting_needed_libraries_their_key_kills_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "needed")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child should have died in the unmapped library's destructor",
+        );
 }

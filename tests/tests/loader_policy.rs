@@ -6,14 +6,13 @@
 //! `USRCU_LOADER_FORCE_NO_PROOF=1`, in a child process (the switch is read
 //! from the environment when a loader is built).
 
-use std::ffi::OsStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use usrcu::diagnostics::Capture;
 use usrcu_module_loader::policy::FORCE_NO_PROOF_ENV;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState, ResidentCause, UnmapPolicy};
-use usrcu_tests::{fixture_path, killed_by, leak, object_is_mapped, rerun_test_in_child};
+use usrcu_tests::{fixture_path, leak, object_is_mapped, Child};
 
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
 
@@ -62,17 +61,11 @@ const CHILD: &str = "USRCU_POLICY_TEST_CHILD";
 #[test]
 fn without_a_proof_the_loader_says_so_at_new_and_runs_as_never_with_no_surprise_zombies() {
     if std::env::var_os(CHILD).is_none() {
-        let out = rerun_test_in_child(
-            "without_a_proof_the_loader_says_so_at_new_and_runs_as_never_with_no_surprise_zombies",
-            &[(CHILD, OsStr::new("1")), (FORCE_NO_PROOF_ENV, OsStr::new("1"))],
-        );
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(killed_by(out.status), None, "{text}");
-        assert!(out.status.success(), "{text}");
+        Child::new("without_a_proof_the_loader_says_so_at_new_and_runs_as_never_with_no_surprise_zombies")
+            .env(CHILD, "1")
+            .env(FORCE_NO_PROOF_ENV, "1")
+            .run()
+            .assert_passed("", "the child died of a signal or failed");
         return;
     }
     let capture = Capture::start();

@@ -2,7 +2,6 @@
 //! host tracepoints and forgets them is unloaded cleanly, with the probes
 //! listed; without the notifier the same unload crashes the host.
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -10,7 +9,7 @@ use std::thread;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
 use usrcu_registry::define_tracepoint;
 use usrcu_registry::tracepoint::Tracepoint;
-use usrcu_tests::fixture_path;
+use usrcu_tests::{fixture_path, Child};
 
 define_tracepoint!(static HOST_FAULTABLE: Tracepoint<u64> = faultable "host.faultable");
 define_tracepoint!(static HOST_NORMAL: Tracepoint<u64> = normal "host.normal");
@@ -116,22 +115,9 @@ fn child_unload_without_probe_notifier() {
 
 #[test]
 fn without_the_probe_notifier_the_same_unload_crashes_the_host() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_unload_without_probe_notifier",
-            "--nocapture",
-        ])
-        .output()
-        .unwrap();
-    let sig = out.status.signal();
-    assert!(
-        matches!(sig, Some(libc::SIGSEGV) | Some(libc::SIGBUS) | Some(libc::SIGILL)),
-        "the child was expected to die of a fault after the unmap, got {:?}:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    Child::new("child_unload_without_probe_notifier").run().assert_died_of(
+        &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+        "the child was expected to die of a fault after the unmap",
     );
 }
 
@@ -221,28 +207,17 @@ fn with_the_probe_notifier_off_the_deferred_proof_drains_a_tasks_callback_queued
 
 #[test]
 fn without_the_probe_notifier_and_the_deferred_proof_a_tasks_callback_queued_by_exit_runs_unmapped_code() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_deferred_unregister_without_probe_notifier",
-            "--nocapture",
-        ])
+    Child::new("child_deferred_unregister_without_probe_notifier")
         // The callbacks proof's barriers before its cleanups would drain
         // the callback too: off as well; so would the interrupted proof's
         // Tasks grace period, after which the callback races the unmap
         // (this test passed 1 run in 5 with it on).
         .env("USRCU_LOADER_TEST_SKIP_PROOFS", "deferred,cleanup-barriers,interrupted")
-        .output()
-        .unwrap();
-    let sig = out.status.signal();
-    assert!(
-        matches!(sig, Some(libc::SIGSEGV) | Some(libc::SIGBUS) | Some(libc::SIGILL)),
-        "the child was expected to die of a fault after the unmap, got {:?}:\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child was expected to die of a fault after the unmap",
+        );
 }
 
 /// Host callbacks of both flavors that block, unrelated to the plugin, do

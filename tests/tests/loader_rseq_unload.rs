@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use usrcu_module_loader::ModuleLoader;
-use usrcu_tests::{fixture_path, in_child, killed_by, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, Child, CHILD_ENV};
 
 type ReaderCallFn = extern "C" fn(u64) -> u64;
 type UsizeFn = extern "C" fn() -> usize;
@@ -156,7 +156,7 @@ fn host_thread_that_ran_a_plugin_reader_survives_context_switches_after_the_unlo
         );
         return;
     }
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         let (mut tried, mut clean) = (0, 0);
         while clean < CLEAN_ROUNDS && tried < MAX_ROUNDS {
@@ -171,25 +171,21 @@ fn host_thread_that_ran_a_plugin_reader_survives_context_switches_after_the_unlo
         );
         return;
     }
-    let status = rerun_in_child(
-        "host_thread_that_ran_a_plugin_reader_survives_context_switches_after_the_unload",
-        &[],
-    );
-    let signal = killed_by(status).map(|s| match s {
+    let ran = Child::new("host_thread_that_ran_a_plugin_reader_survives_context_switches_after_the_unload").run();
+    let signal = ran.signal().map(|s| match s {
         libc::SIGSEGV => "SIGSEGV".to_owned(),
         libc::SIGBUS => "SIGBUS".to_owned(),
         s => format!("signal {s}"),
     });
-    assert!(
-        status.success(),
-        "the child {}",
-        match signal {
+    ran.assert_passed(
+        "",
+        &match signal {
             Some(sig) => format!(
-                "died of {sig}: the kernel found rseq_cs pointing into the unloaded plugin \
+                "the child died of {sig}: the kernel found rseq_cs pointing into the unloaded plugin \
                  (the loader's rseq proof, module-loader/src/proofs/rseq.rs, missed it?)"
             ),
-            None => format!("failed: {status} (its stderr is above)"),
-        }
+            None => "the child failed".to_owned(),
+        },
     );
 }
 
@@ -210,11 +206,13 @@ fn a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
-        return usrcu_tests::child_must_survive(
-            "a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it_has_run",
-            "a thread woke with rseq_cs pointing into the unmapped plugin (proofs/rseq.rs)",
-        );
+    if !in_child(CHILD_ENV, None) {
+        return Child::new("a_thread_asleep_pointing_at_the_plugins_descriptor_keeps_it_a_zombie_until_it_has_run")
+            .run()
+            .assert_passed(
+                "",
+                "a thread woke with rseq_cs pointing into the unmapped plugin (proofs/rseq.rs)",
+            );
     }
     let loader = ModuleLoader::new();
     let path = fixture_path("reader-call");
@@ -328,11 +326,13 @@ fn a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
-        return usrcu_tests::child_must_survive(
-            "a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_thread",
-            "the unloading thread kept rseq_cs pointing into the plugin its dlclose unmapped",
-        );
+    if !in_child(CHILD_ENV, None) {
+        return Child::new("a_plugin_destructor_with_read_sections_leaves_no_descriptor_on_the_unloading_thread")
+            .run()
+            .assert_passed(
+                "",
+                "the unloading thread kept rseq_cs pointing into the plugin its dlclose unmapped",
+            );
     }
     let loader = ModuleLoader::new();
     let path = fixture_path("reader-call");

@@ -8,12 +8,11 @@
 //! Signal actions are process-wide: the tests of this file take one lock,
 //! so that no test's plugin replaces or restores another's action midway.
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use usrcu_module_loader::{ModuleHandle, ModuleLoader, ModuleState, ZombieCause};
-use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, Child, CHILD_ENV};
 
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -205,7 +204,7 @@ fn an_alternate_signal_stack_in_the_object_on_the_unloading_thread_keeps_the_mod
 #[test]
 fn without_the_signal_proof_a_plugin_handler_kills_the_host_on_the_next_signal() {
     const NAME: &str = "without_the_signal_proof_a_plugin_handler_kills_the_host_on_the_next_signal";
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         let (m, _probe) = load(&loader, false);
         let report = loader.unload(m).unwrap();
@@ -216,13 +215,18 @@ fn without_the_signal_proof_a_plugin_handler_kills_the_host_on_the_next_signal()
         // (then the defense was not needed after all).
         std::process::exit(if zombie { 3 } else { 0 });
     }
-    let status = rerun_in_child(NAME, &[("USRCU_LOADER_TEST_SKIP_PROOFS", "signals")]);
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGSEGV),
-        "the child should have died jumping into the unmapped handler: {status:?}"
-    );
+    Child::new(NAME)
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "signals")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV],
+            "the child should have died jumping into the unmapped handler",
+        );
     // And with the proof on, the same steps leave a Zombie and a host alive.
-    let status = rerun_in_child(NAME, &[]);
-    assert_eq!(status.code(), Some(3), "with the proof on: {status:?}");
+    let ran = Child::new(NAME).run();
+    assert!(
+        ran.ran() && ran.status.code() == Some(3),
+        "with the proof on: {}",
+        ran.describe()
+    );
 }

@@ -4,12 +4,11 @@
 //! host dies when such a thread returns into the unmapped object (seen in a
 //! child process).
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use usrcu_module_loader::{ModuleLoader, ModuleState, ZombieCause};
-use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, Child, CHILD_ENV};
 
 type SpawnFn = unsafe extern "C" fn(*const AtomicBool, *const AtomicUsize);
 
@@ -93,7 +92,7 @@ fn plugin_raw_pthread_running_at_unload_keeps_module_as_zombie_naming_it() {
 /// sleep into the unmapped code.
 #[test]
 fn without_the_thread_proof_a_plugin_thread_kills_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("plugin-thread")) }.unwrap();
@@ -105,12 +104,11 @@ fn without_the_thread_proof_a_plugin_thread_kills_the_host() {
         // Still alive: the defense was not needed after all.
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "without_the_thread_proof_a_plugin_thread_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "threads")],
-    );
-    assert!(
-        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
-        "the child should have died of the unmapped thread: {status:?}"
-    );
+    Child::new("without_the_thread_proof_a_plugin_thread_kills_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "threads")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child should have died of the unmapped thread",
+        );
 }

@@ -7,13 +7,12 @@
 //! host with SIGSEGV when the runtime runs one in the unmapped object (seen
 //! in a child process): the crash issue 9 reports.
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use usrcu::Srcu;
 use usrcu_module_loader::{BarrierOutcome, LoaderConfig, ModuleLoader, ModuleState, ZombieCause};
-use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, Child, CHILD_ENV};
 
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicBool, *const AtomicUsize);
 type HostQueueFn = unsafe extern "C" fn(*const Srcu, usize, u64, *const AtomicBool, *const AtomicUsize);
@@ -133,16 +132,15 @@ fn plugin_closures_queued_on_a_host_domain_are_drained_before_unmap() {
 /// of the test below lives.
 #[test]
 fn with_only_the_deferred_proof_an_unlisted_static_domain_is_still_drained() {
-    let status = rerun_in_child(
-        "without_searching_the_object_an_unlisted_static_domain_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory")],
-    );
-    assert!(status.success(), "the child should have lived: {status:?}");
+    Child::new("without_searching_the_object_an_unlisted_static_domain_kills_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory")
+        .run()
+        .assert_passed("", "the child should have lived");
 }
 
 #[test]
 fn without_searching_the_object_an_unlisted_static_domain_kills_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
@@ -153,20 +151,19 @@ fn without_searching_the_object_an_unlisted_static_domain_kills_the_host() {
         std::thread::sleep(Duration::from_secs(3));
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "without_searching_the_object_an_unlisted_static_domain_kills_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory,deferred")],
-    );
-    assert!(
-        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
-        "the child should have died in a callback of the unmapped object: {status:?}"
-    );
+    Child::new("without_searching_the_object_an_unlisted_static_domain_kills_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "unlisted-domains,inventory,deferred")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child should have died in a callback of the unmapped object",
+        );
 }
 
 #[test]
 fn without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host() {
     static HOST: Srcu = Srcu::new_static("host.domain.crash");
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let m = unsafe { loader.load(fixture_path("unlisted-domains")) }.unwrap();
@@ -180,12 +177,11 @@ fn without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host() {
         std::thread::sleep(Duration::from_secs(3));
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host",
-        &[("USRCU_LOADER_TEST_SKIP_PROOFS", "inventory,deferred")],
-    );
-    assert!(
-        matches!(status.signal(), Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGILL)),
-        "the child should have died in a plugin closure run by the host domain: {status:?}"
-    );
+    Child::new("without_the_inventory_plugin_closures_on_a_host_domain_kill_the_host")
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", "inventory,deferred")
+        .run()
+        .assert_died_of(
+            &[libc::SIGSEGV, libc::SIGBUS, libc::SIGILL],
+            "the child should have died in a plugin closure run by the host domain",
+        );
 }

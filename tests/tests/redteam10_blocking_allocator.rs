@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_ALLOC_CHILD";
 
@@ -80,22 +80,9 @@ fn a_blocking_host_allocator_under_a_hooks_log_call_does_not_let_the_plugin_unma
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam9-reenter");
         let test = "a_blocking_host_allocator_under_a_hooks_log_call_does_not_let_the_plugin_unmap";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-ALLOC-SURVIVED"),
-            "unload while the host allocator blocks under a hook's log call: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
+        Child::new(test).env(CHILD, "1").run().assert_passed(
+            "RT10-ALLOC-SURVIVED",
+            "unload while the host allocator blocks under a hook's log call",
         );
         return;
     }

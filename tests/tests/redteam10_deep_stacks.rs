@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_DEEP_CHILD";
 /// Host stack used above the plugin's frames before blocking.
@@ -35,22 +35,9 @@ const THREAD_STACK: usize = 16 << 20;
 
 fn parent(test: &str, fixture: &str, marker: &str) {
     let _ = fixture_path(fixture);
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("running 1 test"), "the child did not run {test}\n{text}");
-    assert!(
-        out.status.success() && text.contains(marker),
-        "the host died after an unload while host code deep above the plugin's frames was blocked: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
+    Child::new(test).env(CHILD, "1").run().assert_passed(
+        marker,
+        "the host died after an unload while host code deep above the plugin's frames was blocked",
     );
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_HANDLER_CASE";
 
@@ -64,21 +64,9 @@ fn write_byte(w: libc::c_int) {
 
 fn parent(case: &str) {
     let _ = fixture_path("redteam7-plain");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, case)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("RT10-HANDLER-SURVIVED"),
-        "{case}: the host died after an unload under a blocked handler: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
+    Child::new("child_entry").env(CHILD, case).run().assert_passed(
+        "RT10-HANDLER-SURVIVED",
+        &format!("{case}: the host died after an unload under a blocked handler"),
     );
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, UnloadError};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_LOGLOOP_CHILD";
 const ATTEMPTS: usize = 20;
@@ -52,22 +52,9 @@ static LOOP: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
 fn parent(test: &str) {
     let _ = fixture_path("redteam10-logloop");
     {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-LOGLOOP-SURVIVED"),
-            "the host died while unloading a plugin whose hook logged through a blocking logger: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
+        Child::new(test).env(CHILD, "1").run().assert_passed(
+            "RT10-LOGLOOP-SURVIVED",
+            "the host died while unloading a plugin whose hook logged through a blocking logger",
         );
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_ONESHOT_CHILD";
 
@@ -37,23 +37,10 @@ fn a_one_shot_handler_sleeping_over_a_hook_does_not_let_the_plugin_unmap() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam7-plain");
         let test = "a_one_shot_handler_sleeping_over_a_hook_does_not_let_the_plugin_unmap";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+        Child::new(test)
             .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-ONESHOT-SURVIVED"),
-            "unload under a one-shot handler: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
-        );
+            .run()
+            .assert_passed("RT10-ONESHOT-SURVIVED", "unload under a one-shot handler");
         return;
     }
     // SAFETY: plain sigaction calls, before any thread uses these signals:

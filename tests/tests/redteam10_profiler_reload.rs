@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_PROF_CHILD";
 const ROUNDS: usize = 60;
@@ -28,23 +28,10 @@ fn reloads_under_a_sampling_profiler_all_unmap() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("hook");
         let test = "reloads_under_a_sampling_profiler_all_unmap";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        Child::new(test)
             .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-PROF-DONE"),
-            "reloads under a profiler: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
-        );
+            .run()
+            .assert_passed("RT10-PROF-DONE", "reloads under a profiler");
         return;
     }
     // SAFETY: a handler that only bumps an atomic, installed before the

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_SECCOMP_CHILD";
 
@@ -94,22 +94,9 @@ fn a_host_that_denies_itself_process_vm_readv_is_not_unmapped_under_a_sleeping_h
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam7-plain");
         let test = "a_host_that_denies_itself_process_vm_readv_is_not_unmapped_under_a_sleeping_handler";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-SECCOMP-SURVIVED"),
-            "the sandboxed host died after unloading a plugin under a sleeping handler: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
+        Child::new(test).env(CHILD, "1").run().assert_passed(
+            "RT10-SECCOMP-SURVIVED",
+            "the sandboxed host died after unloading a plugin under a sleeping handler",
         );
         return;
     }

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{ModuleHandle, ModuleLoader, ReloadError, UnloadError, UnloadReport};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_UNLOAD_ALL_LOGGER_CHILD";
 
@@ -57,22 +57,10 @@ fn unload_all_and_reload_from_the_logger_under_a_hook_refuse_only_that_plugin() 
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("hook");
         let test = "unload_all_and_reload_from_the_logger_under_a_hook_refuse_only_that_plugin";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        Child::new(test)
             .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && text.contains("RT10-UNLOAD-ALL-DONE"),
-            "{:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
-        );
+            .run()
+            .assert_passed("RT10-UNLOAD-ALL-DONE", "unload_all and reload from the logger");
         return;
     }
     // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{ModuleHandle, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT10_FIBER_CHILD";
 
@@ -87,23 +87,10 @@ fn an_unload_on_a_fiber_resumed_from_a_hook_is_refused() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam7-plain");
         let test = "an_unload_on_a_fiber_resumed_from_a_hook_is_refused";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+        Child::new(test)
             .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-FIBER-SURVIVED"),
-            "unload from a fiber under A's hook: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
-        );
+            .run()
+            .assert_passed("RT10-FIBER-SURVIVED", "unload from a fiber under A's hook");
         return;
     }
     // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
@@ -186,22 +173,9 @@ fn a_logger_that_waits_on_a_fiber_under_a_hook_does_not_let_the_plugin_unmap() {
     if std::env::var_os(CHILD).is_none() {
         let _ = fixture_path("redteam9-reenter");
         let test = "a_logger_that_waits_on_a_fiber_under_a_hook_does_not_let_the_plugin_unmap";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(text.contains("running 1 test"), "the child did not run\n{text}");
-        assert!(
-            out.status.success() && text.contains("RT10-FIBER-LOGGER-SURVIVED"),
-            "unload while the logger waits on a fiber under A's hook: {:?} (signal {:?})\n{text}",
-            out.status,
-            killed_by(out.status)
+        Child::new(test).env(CHILD, "1").run().assert_passed(
+            "RT10-FIBER-LOGGER-SURVIVED",
+            "unload while the logger waits on a fiber under A's hook",
         );
         return;
     }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, in_child, Child};
 
 const CHILD: &str = "RT11_CALLOUT_CHILD";
 
@@ -36,32 +36,7 @@ fn parent(test: &str, fixtures: &[&str], marker: &str) {
     for f in fixtures {
         let _ = fixture_path(f);
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("running 1 test"), "the child did not run {test}\n{text}");
-    assert!(
-        out.status.success() && text.contains(marker),
-        "{test}: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
-    );
-}
-
-fn in_child() -> bool {
-    if std::env::var_os(CHILD).is_none() {
-        return false;
-    }
-    // SAFETY: `alarm` only arms a timer: a hang dies of SIGALRM.
-    unsafe { libc::alarm(60) };
-    true
+    Child::new(test).env(CHILD, "1").run().assert_passed(marker, test);
 }
 
 /// Block the next record that the logger sees (until released).
@@ -145,7 +120,7 @@ fn idle_unload_while(loader: &ModuleLoader, block: impl FnOnce() + Send) {
 
 #[test]
 fn an_idle_plugin_unmaps_while_a_host_catch_panic_warning_waits_in_the_logger() {
-    if !in_child() {
+    if !in_child(CHILD, Some(60)) {
         return parent(
             "an_idle_plugin_unmaps_while_a_host_catch_panic_warning_waits_in_the_logger",
             &["hook"],
@@ -162,7 +137,7 @@ fn an_idle_plugin_unmaps_while_a_host_catch_panic_warning_waits_in_the_logger() 
 #[test]
 #[ignore = "FINDING: an idle plugin is kept as a Zombie while another plugin's plain function (a counted symbol call, no hook) waits in a slow logger"]
 fn an_idle_plugin_unmaps_while_a_symbol_call_logs_into_a_slow_logger() {
-    if !in_child() {
+    if !in_child(CHILD, Some(60)) {
         return parent(
             "an_idle_plugin_unmaps_while_a_symbol_call_logs_into_a_slow_logger",
             &["hook", "redteam7-plain"],
@@ -186,7 +161,7 @@ fn an_idle_plugin_unmaps_while_a_symbol_call_logs_into_a_slow_logger() {
 /// own `log` record (not a callout): the idle plugin unmaps.
 #[test]
 fn control_an_idle_plugin_unmaps_while_a_host_record_waits_in_the_logger() {
-    if !in_child() {
+    if !in_child(CHILD, Some(60)) {
         return parent(
             "control_an_idle_plugin_unmaps_while_a_host_record_waits_in_the_logger",
             &["hook"],
@@ -202,7 +177,7 @@ fn control_an_idle_plugin_unmaps_while_a_host_record_waits_in_the_logger() {
 
 #[test]
 fn a_thread_unloads_after_its_own_logging_and_a_plugins_log_records_ended() {
-    if !in_child() {
+    if !in_child(CHILD, Some(60)) {
         return parent(
             "a_thread_unloads_after_its_own_logging_and_a_plugins_log_records_ended",
             &["hook", "redteam9-reenter"],
@@ -262,7 +237,7 @@ static RETIRING: Retiring = Retiring;
 
 #[test]
 fn a_logger_reached_by_host_code_unloads_a_plugin() {
-    if !in_child() {
+    if !in_child(CHILD, Some(60)) {
         return parent(
             "a_logger_reached_by_host_code_unloads_a_plugin",
             &["hook"],
@@ -283,7 +258,7 @@ fn a_logger_reached_by_host_code_unloads_a_plugin() {
 
 #[test]
 fn a_logger_reached_by_a_host_warning_unloads_a_plugin() {
-    if !in_child() {
+    if !in_child(CHILD, Some(60)) {
         return parent(
             "a_logger_reached_by_a_host_warning_unloads_a_plugin",
             &["hook"],

@@ -11,7 +11,7 @@ use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu_module_loader::{
     address_space, HookFailure, LoadError, ModuleEvent, ModuleLoader, ModuleState, SymbolError, UnloadError,
 };
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, in_child, Child};
 
 const CHILD: &str = "USRCU_RT12_CHILD";
 
@@ -30,27 +30,12 @@ fn system_library() -> Option<PathBuf> {
 }
 
 fn in_child_with_alarm() -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        // SAFETY: `alarm` only arms a timer; a hang ends the child with SIGALRM.
-        unsafe { libc::alarm(60) };
-        true
-    } else {
-        false
-    }
+    // A hang ends the child with SIGALRM.
+    in_child(CHILD, Some(60))
 }
 
-fn run_child(name: &str) -> String {
-    let out = rerun_test_in_child(name, &[(CHILD, std::ffi::OsStr::new("1"))]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match killed_by(out.status) {
-        Some(sig) => panic!("the child died of signal {sig}:\n{text}"),
-        None => assert!(out.status.success(), "the child failed ({}):\n{text}", out.status),
-    }
-    text
+fn run_child(name: &str) {
+    Child::new(name).env(CHILD, "1").run().assert_passed("", "the child");
 }
 
 /// `LoadError::NoDescriptor`: "The object exports no descriptor symbol (not

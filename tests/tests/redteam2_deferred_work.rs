@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState, UnloadReport};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 /// The fixture's board: `RAN`, `FIRST`, `GO` (see the fixture).
 static BOARD: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
@@ -130,43 +130,18 @@ fn finish(loader: ModuleLoader, report: UnloadReport, verdict: Result<(), String
 /// Run the test `name` again in a child with the child switch set; fail
 /// naming a signal or the child's panic.
 fn in_child(name: &str) {
-    // `--include-ignored`: the scenarios that show a defect are ignored.
-    let child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD, "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("cannot re-run the test binary");
+    // The scenarios that show a defect are ignored: the child runs them
+    // all the same (`Child` passes `--include-ignored`).
     // A hang must fail the test, not stall it: the child is killed after
     // 120 s (it needs well under a second when nothing hangs).
-    let pid = child.id();
-    let (done_tx, done) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if done.recv_timeout(Duration::from_secs(120)).is_err() {
-            // SAFETY: kill(2) of our own child, still unreaped (we wait for it below).
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    });
-    let out = child.wait_with_output().expect("wait for the child");
-    let _ = done_tx.send(());
-    watchdog.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Some(sig) = killed_by(out.status) {
+    let ran = Child::new(name).env(CHILD, "1").timeout(Duration::from_secs(120)).run();
+    if let Some(sig) = ran.signal() {
         panic!(
-            "the host died of signal {sig} after the unload (a plugin callback ran unmapped code)\n\
-             stdout:\n{stdout}\nstderr:\n{stderr}"
+            "the host died of signal {sig} after the unload (a plugin callback ran unmapped code)\n{}",
+            ran.describe()
         );
     }
-    assert!(
-        out.status.success(),
-        "child failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.contains("child: "),
-        "the child ran no scenario:\n{stdout}\n{stderr}"
-    );
+    ran.assert_passed("child: ", "the child failed or ran no scenario");
 }
 
 fn is_child() -> bool {
@@ -512,17 +487,15 @@ fn stale_slot_round(loader: &ModuleLoader, attempt: usize) -> bool {
 #[test]
 fn without_the_pin_a_resident_plugins_thread_local_destructor_kills_the_host() {
     let name = "a_resident_plugins_thread_local_destructor_never_leaves_work_that_outlives_the_object";
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+    let ran = Child::new(name)
         .env(CHILD, "1")
         .env("USRCU_LOADER_TEST_NO_PIN", "1")
-        .output()
-        .expect("cannot re-run the test binary");
+        .run();
+    assert!(ran.ran(), "the child did not run the test\n{}", ran.describe());
     assert!(
-        !out.status.success(),
-        "the child lived without the pin:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        !ran.status.success(),
+        "the child lived without the pin:\n{}",
+        ran.describe()
     );
-    println!("without the pin: {:?} (signal {:?})", out.status, killed_by(out.status));
+    println!("without the pin: {:?} (signal {:?})", ran.status, ran.signal());
 }

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use usrcu_module_loader::ModuleLoader;
 use usrcu_registry::define_tracepoint;
 use usrcu_registry::tracepoint::Tracepoint;
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 define_tracepoint!(static EVENTS: Tracepoint<u64> = faultable "redteam2.events");
 define_tracepoint!(static HOT: Tracepoint<u64> = normal "redteam2.hot");
@@ -24,27 +24,9 @@ const CHILD: &str = "USRCU_REDTEAM2_PROBE_PANICS_CHILD";
 
 /// Re-run `name` in a child; fail naming a signal or the child's failure.
 fn in_child(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-        .env(CHILD, "1")
-        .output()
-        .expect("cannot re-run the test binary");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(
-        killed_by(out.status),
-        None,
-        "the host died of a signal when a plugin probe panicked:\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        out.status.success(),
-        "child failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.contains("child: "),
-        "the child ran no scenario:\n{stdout}\n{stderr}"
+    Child::new(name).env(CHILD, "1").run().assert_passed(
+        "child: ",
+        "the host died of a signal when a plugin probe panicked, or the child failed",
     );
 }
 

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use usrcu_module_loader::{LoaderConfig, ModuleHandle, ModuleLoader, ModuleState, UnloadError, UnloadReport};
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 static BOARD: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
 
@@ -94,21 +94,10 @@ fn an_unload_from_inside_a_tasks_callback_is_typed_and_leaves_the_module_unloada
 fn an_unload_from_inside_a_trace_callback_never_unmaps_under_a_queued_trace_callback() {
     if std::env::var_os(CHILD).is_none() {
         let name = "an_unload_from_inside_a_trace_callback_never_unmaps_under_a_queued_trace_callback";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+        Child::new(name)
             .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert_eq!(killed_by(out.status), None, "the host died:\n{stdout}\n{stderr}");
-        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-        assert!(
-            stdout.contains("inside a trace callback:"),
-            "no scenario ran:\n{stdout}"
-        );
+            .run()
+            .assert_passed("inside a trace callback:", "the host died or the child failed");
         return;
     }
     // exit queues a Tasks Trace callback of the plugin's.

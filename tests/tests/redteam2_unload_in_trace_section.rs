@@ -9,13 +9,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU32;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState};
 use usrcu_registry::define_tracepoint;
 use usrcu_registry::tracepoint::Tracepoint;
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 define_tracepoint!(static EVENTS: Tracepoint<u64> = faultable "redteam2.section.events");
 
@@ -79,39 +78,15 @@ fn an_unload_inside_a_trace_section_of_a_module_with_a_faultable_probe_is_typed(
 fn an_unload_inside_a_trace_section_of_a_module_whose_exit_queued_a_trace_callback_returns() {
     if std::env::var_os(CHILD).is_none() {
         let name = "an_unload_inside_a_trace_section_of_a_module_whose_exit_queued_a_trace_callback_returns";
-        let child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env(CHILD, "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
         // A hang must fail the test, not stall it: the child is killed
         // after 60 s (it needs a second or two when nothing hangs).
-        let pid = child.id();
-        let (done_tx, done) = mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            let hung = done.recv_timeout(Duration::from_secs(60)).is_err();
-            if hung {
-                // SAFETY: kill(2) of our own child, still unreaped (waited for below).
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-            hung
-        });
-        let out = child.wait_with_output().unwrap();
-        let _ = done_tx.send(());
-        let hung = watchdog.join().unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
+        let ran = Child::new(name).env(CHILD, "1").timeout(Duration::from_secs(60)).run();
         assert!(
-            !hung,
-            "the unload inside the section never returned (killed after 60 s):\n{stdout}\n{stderr}"
+            !ran.timed_out,
+            "the unload inside the section never returned (killed after 60 s):\n{}",
+            ran.describe()
         );
-        assert_eq!(killed_by(out.status), None, "the host died:\n{stdout}\n{stderr}");
-        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-        assert!(stdout.contains("child: "), "no scenario ran:\n{stdout}\n{stderr}");
+        ran.assert_passed("child: ", "the host died or the child failed");
         return;
     }
     static BOARD: [AtomicU32; 3] = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];

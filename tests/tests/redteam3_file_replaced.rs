@@ -11,20 +11,15 @@ use std::time::Duration;
 
 use usrcu_module_loader::usrcu_registry::example::Calc;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState, ReloadError};
-use usrcu_tests::{fixture_path, in_child, killed_by, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, Child, CHILD_ENV};
 
 const NAME: &str =
     "reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_with_the_old_copy_serving";
 
 #[test]
 fn reloads_race_a_file_renamed_over_truncated_and_deleted_and_end_ok_or_typed_with_the_old_copy_serving() {
-    if !in_child() {
-        let status = rerun_in_child(NAME, &[]);
-        assert!(
-            status.success(),
-            "the child ended with {status:?} (signal {:?})",
-            killed_by(status)
-        );
+    if !in_child(CHILD_ENV, None) {
+        Child::new(NAME).run().assert_passed("", "the child failed");
         return;
     }
     let bytes = std::fs::read(fixture_path("redteam3-calc")).unwrap();

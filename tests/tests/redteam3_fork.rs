@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, in_child, killed_by};
+use usrcu_tests::{fixture_path, in_child, Child, CHILD_ENV};
 
 const NAME: &str =
     "a_child_forked_while_the_flavors_are_idle_and_another_thread_loads_and_unloads_can_use_a_fresh_loader";
@@ -63,18 +63,9 @@ fn child_uses_a_fresh_loader(path: &std::path::Path) -> i32 {
 #[test]
 #[ignore = "known limitation (docs/abi.md, \"`fork` and the loader\"): a child forked while another thread loads inherits the load gate marked counting and glibc's dynamic-linker lock may be held; it can never load, some children hang"]
 fn a_child_forked_while_the_flavors_are_idle_and_another_thread_loads_and_unloads_can_use_a_fresh_loader() {
-    if !in_child() {
+    if !in_child(CHILD_ENV, None) {
         // `--include-ignored`: the test is marked ignored while the defect stands.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([NAME, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env("USRCU_TEST_CHILD", "1")
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "the child ended with {status:?} (signal {:?})",
-            killed_by(status)
-        );
+        Child::new(NAME).run().assert_passed("", "the child failed");
         return;
     }
     let path = fixture_path("redteam3-calc");

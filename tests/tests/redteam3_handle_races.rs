@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use usrcu_module_loader::usrcu_registry::example::Calc;
 use usrcu_module_loader::{CallError, LoaderConfig, ModuleLoader, ModuleState};
-use usrcu_tests::{fixture_path, in_child, killed_by, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, Child, CHILD_ENV};
 
 fn loader() -> ModuleLoader {
     ModuleLoader::with_config(LoaderConfig {
@@ -109,16 +109,11 @@ const DROP_CHILD: &str = "USRCU_REDTEAM3_DROP_CHILD";
 /// `NotLive`, and nothing crashes. In a child, so a crash fails the test.
 #[test]
 fn symbols_called_while_the_last_loader_arc_drops_on_another_thread_only_fail_typed() {
-    if std::env::var_os(DROP_CHILD).is_none() && !in_child() {
-        let status = rerun_in_child(
-            "symbols_called_while_the_last_loader_arc_drops_on_another_thread_only_fail_typed",
-            &[(DROP_CHILD, "1")],
-        );
-        assert!(
-            status.success(),
-            "the child ended with {status:?} (signal {:?})",
-            killed_by(status)
-        );
+    if std::env::var_os(DROP_CHILD).is_none() && !in_child(CHILD_ENV, None) {
+        Child::new("symbols_called_while_the_last_loader_arc_drops_on_another_thread_only_fail_typed")
+            .env(DROP_CHILD, "1")
+            .run()
+            .assert_passed("", "the child failed");
         return;
     }
     let loader = Arc::new(loader());

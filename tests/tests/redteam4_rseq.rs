@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use usrcu_module_loader::{ModuleLoader, ResidentCause};
-use usrcu_tests::{fixture_path, in_child, killed_by, object_is_mapped, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, object_is_mapped, Child, CHILD_ENV};
 
 /// The file of the loaded object that holds `addr` (`dladdr`), if any.
 fn object_of(addr: u64) -> Option<std::path::PathBuf> {
@@ -105,9 +105,13 @@ fn a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
-        return usrcu_tests::child_must_survive(
+    if !in_child(CHILD_ENV, None) {
+        return Child::new(
             "a_thread_local_destructor_of_a_resident_plugin_leaves_no_stale_descriptor_for_a_later_dlclose",
+        )
+        .run()
+        .assert_passed(
+            "",
             "an exiting host thread woke with rseq_cs pointing into a plugin that glibc unmapped \
              during the loader's dlclose of another plugin",
         );
@@ -196,9 +200,13 @@ fn an_unload_run_by_the_srcu_invoker_gives_the_invoker_its_rseq_back_and_leaves_
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
-        return usrcu_tests::child_must_survive(
+    if !in_child(CHILD_ENV, None) {
+        return Child::new(
             "an_unload_run_by_the_srcu_invoker_gives_the_invoker_its_rseq_back_and_leaves_no_descriptor",
+        )
+        .run()
+        .assert_passed(
+            "",
             "the SRCU invoker that ran the unload kept rseq_cs pointing into the plugin it unmapped",
         );
     }
@@ -273,11 +281,13 @@ fn a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie()
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
-        return usrcu_tests::child_must_survive(
-            "a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie",
-            "a host thread woke with rseq_cs pointing into the unmapped plugin after clearing it",
-        );
+    if !in_child(CHILD_ENV, None) {
+        return Child::new("a_host_thread_that_cleared_after_a_raw_call_never_keeps_the_plugin_a_zombie")
+            .run()
+            .assert_passed(
+                "",
+                "a host thread woke with rseq_cs pointing into the unmapped plugin after clearing it",
+            );
     }
     let loader = ModuleLoader::new();
     let mut pointed_in = 0usize;
@@ -337,16 +347,13 @@ fn a_refused_load_whose_constructor_ran_read_sections_leaves_no_stale_descriptor
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
+    if !in_child(CHILD_ENV, None) {
         let name = "a_refused_load_whose_constructor_ran_read_sections_leaves_no_stale_descriptor";
-        let status = rerun_in_child(name, &[("USRCU_RT4_CTOR_READS", "1")]);
-        match killed_by(status) {
-            None => assert!(status.success(), "the child failed: {status} (its stderr is above)"),
-            Some(sig) => panic!(
-                "the child died of signal {sig}: the loading thread kept rseq_cs pointing into the \
-                 plugin that the refused load closed (module.rs `open`, error path)"
-            ),
-        }
+        Child::new(name).env("USRCU_RT4_CTOR_READS", "1").run().assert_passed(
+            "",
+            "the loading thread kept rseq_cs pointing into the plugin that the refused load \
+             closed (module.rs `open`, error path)",
+        );
         return;
     }
     let loader = ModuleLoader::new();
@@ -390,12 +397,14 @@ fn a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_
         eprintln!("SKIPPED: the rseq read path is not in use here; this test checks nothing");
         return;
     }
-    if !in_child() {
-        return usrcu_tests::child_must_survive(
-            "a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_descriptor",
-            "an exiting host thread woke with rseq_cs pointing into the plugin unmapped after its \
+    if !in_child(CHILD_ENV, None) {
+        return Child::new("a_thread_local_destructor_run_between_the_proofs_and_dlclose_leaves_no_stale_descriptor")
+            .run()
+            .assert_passed(
+                "",
+                "an exiting host thread woke with rseq_cs pointing into the plugin unmapped after its \
              thread-local destructor ran between the rseq proof and dlclose",
-        );
+            );
     }
     use usrcu_module_loader::__testing::{pause_at, PausePoint};
     let loader = std::sync::Arc::new(ModuleLoader::new());

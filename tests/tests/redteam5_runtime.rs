@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use usrcu_registry::define_tracepoint;
-use usrcu_tests::{in_child, killed_by};
+use usrcu_tests::{in_child, Child, CHILD_ENV};
 
 define_tracepoint!(static RT5_NORMAL: Tracepoint<u64> = normal "redteam5.normal");
 
@@ -22,7 +22,7 @@ fn probe(_: &u64, _: &u64) {}
 
 #[test]
 fn a_normal_tracepoint_probe_unregisters_while_an_unrelated_tasks_callback_blocks() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         // SAFETY: alarm has no preconditions; a hang dies by SIGALRM.
         unsafe { libc::alarm(60) };
         let (tx, rx) = mpsc::channel::<()>();
@@ -64,25 +64,8 @@ fn a_normal_tracepoint_probe_unregisters_while_an_unrelated_tasks_callback_block
         );
         return;
     }
-    // `rerun_in_child` would skip this ignored test in the child: pass
-    // `--include-ignored` so that the child really runs it.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_normal_tracepoint_probe_unregisters_while_an_unrelated_tasks_callback_blocks",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env("USRCU_TEST_CHILD", "1")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "the child failed ({:?}, signal {:?}):\n{text}\n{err}",
-        out.status,
-        killed_by(out.status)
-    );
+    // The child runs this ignored test too (`--include-ignored`).
+    Child::new("a_normal_tracepoint_probe_unregisters_while_an_unrelated_tasks_callback_blocks")
+        .run()
+        .assert_passed("1 passed", "the child failed");
 }

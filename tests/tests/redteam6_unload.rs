@@ -7,7 +7,6 @@
 //! `--exact`): a host that runs unmapped code dies of SIGSEGV, and the
 //! parent reports it. Flags and counters decide; waits are bounded.
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
 use usrcu_registry::define_tracepoint;
 use usrcu_registry::tracepoint::Tracepoint;
-use usrcu_tests::fixture_path;
+use usrcu_tests::{fixture_path, Child};
 
 const HANG: Duration = Duration::from_secs(20);
 
@@ -25,18 +24,7 @@ const HANG: Duration = Duration::from_secs(20);
 fn run_child(entry: &str, marker: &str) {
     // Build the fixtures here, not in the child under its alarm.
     let _ = fixture_path("redteam6-probes");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", entry, "--nocapture", "--test-threads=1"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && text.contains(marker),
-        "child {entry} failed: {:?} (signal {:?}; SIGALRM is a hang)\n--- stdout\n{text}\n--- stderr\n{err}",
-        out.status,
-        out.status.signal()
-    );
+    Child::new(entry).must_pass(marker);
 }
 
 fn alarm(secs: u32) {

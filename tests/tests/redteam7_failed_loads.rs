@@ -7,7 +7,7 @@
 //! loaded and unloaded at the end.
 
 use usrcu_module_loader::ModuleLoader;
-use usrcu_tests::{bounded, fixture_path};
+use usrcu_tests::{bounded, fixture_path, Child};
 
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
@@ -84,18 +84,11 @@ fn three_hundred_loads_whose_init_panics_leak_nothing() {
     }
     let _ = fixture_path("init-panics");
     let _ = fixture_path("callbacks");
-    let out = usrcu_tests::rerun_test_in_child(
-        "three_hundred_loads_whose_init_panics_leak_nothing",
-        &[
-            ("RT7_FAILED_LOADS_CHILD", std::ffi::OsStr::new("1")),
-            ("RUST_BACKTRACE", std::ffi::OsStr::new("1")),
-        ],
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Child::new("three_hundred_loads_whose_init_panics_leak_nothing")
+        .env("RT7_FAILED_LOADS_CHILD", "1")
+        .env("RUST_BACKTRACE", "1")
+        .run();
+    let text = out.text();
     assert!(
         out.status.success() && text.contains("1 passed"),
         "the child failed: {:?}\n{}",

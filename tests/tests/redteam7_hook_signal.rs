@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::ModuleLoader;
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, Child};
 
 static SPIN: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
 static IN_HANDLER: AtomicBool = AtomicBool::new(false);
@@ -39,17 +39,10 @@ extern "C" fn sleepy_handler(_: libc::c_int) {
 #[test]
 fn a_signal_handler_that_sleeps_while_interrupting_a_hook_does_not_let_the_plugin_unmap_under_it() {
     let _ = fixture_path("redteam7-plain");
-    let out = rerun_test_in_child("hook_signal_entry", &[("RT7_HOOKSIG_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("RT7-HOOKSIG-SURVIVED"),
-        "the host died after unloading a plugin whose hook a sleeping signal handler interrupted: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
+    let ran = Child::new("hook_signal_entry").env("RT7_HOOKSIG_CHILD", "1").run();
+    ran.assert_passed(
+        "RT7-HOOKSIG-SURVIVED",
+        "the host died after unloading a plugin whose hook a sleeping signal handler interrupted",
     );
 }
 

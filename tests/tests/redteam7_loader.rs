@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use usrcu_module_loader::{CallError, ModuleEvent, ModuleHandle, ModuleLoader, ModuleState};
-use usrcu_tests::{bounded, fixture_path, leak, object_is_mapped};
+use usrcu_tests::{bounded, fixture_path, leak, object_is_mapped, Child};
 
 fn load(loader: &ModuleLoader, fixture: &str) -> ModuleHandle {
     // SAFETY: the fixtures uphold the plugin contract (docs/abi.md).
@@ -32,18 +32,8 @@ impl Drop for Bomb {
 /// out of `load`/`unload` nor abort the host.
 #[test]
 fn a_notifier_whose_panic_payload_panics_on_drop_is_reported_not_propagated() {
-    let out = usrcu_tests::rerun_test_in_child("bomb_notifier_entry", &[("RT7_BOMB_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("RT7-BOMB-OK"),
-        "the host did not survive a notifier's panicking payload: {:?} (signal {:?})\n{text}",
-        out.status,
-        usrcu_tests::killed_by(out.status)
-    );
+    let ran = Child::new("bomb_notifier_entry").env("RT7_BOMB_CHILD", "1").run();
+    ran.assert_passed("RT7-BOMB-OK", "the host did not survive a notifier's panicking payload");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use usrcu_module_loader::{LoaderConfig, ModuleLoader};
-use usrcu_tests::{fixture_path, object_is_mapped};
+use usrcu_tests::{fixture_path, object_is_mapped, Child};
 
 type U32Fn = extern "C" fn(u32);
 type SyncFn = extern "C" fn(u32, u64) -> u32;
@@ -75,18 +75,9 @@ fn scenario(which: u32, mode: u32) {
 }
 
 fn run(name: &str) {
-    let out = usrcu_tests::rerun_test_in_child(name, &[("RT7_PLAIN_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("RT7-PLAIN-OK"),
-        "host did not survive: {:?} (signal {:?})\n{text}",
-        out.status,
-        usrcu_tests::killed_by(out.status)
-    );
+    let ran = Child::new(name).env("RT7_PLAIN_CHILD", "1").run();
+    ran.assert_passed("RT7-PLAIN-OK", "host did not survive");
+    let text = ran.text();
     for l in text.lines().filter(|l| l.contains("unload")) {
         eprintln!("{name}: {l}");
     }

@@ -9,7 +9,7 @@
 //! FINDING if it fails: the child dies with SIGABRT.
 
 use usrcu_module_loader::ModuleLoader;
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, Child};
 
 struct Bomb;
 impl Drop for Bomb {
@@ -36,18 +36,8 @@ impl log::Log for PanickyLogger {
 #[test]
 fn a_host_logger_whose_panic_payload_panics_on_drop_does_not_abort_on_a_plugin_record() {
     let _ = fixture_path("redteam7-plain");
-    let out = rerun_test_in_child("plugin_log_entry", &[("RT7_LOG_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("RT7-LOG-SURVIVED"),
-        "the host died when a plugin logged: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
-    );
+    let ran = Child::new("plugin_log_entry").env("RT7_LOG_CHILD", "1").run();
+    ran.assert_passed("RT7-LOG-SURVIVED", "the host died when a plugin logged");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use usrcu_module_loader::ModuleLoader;
 use usrcu_registry::tracepoint::{Tracepoint, TracepointKind};
-use usrcu_tests::{fixture_path, killed_by, rerun_test_in_child};
+use usrcu_tests::{fixture_path, Child};
 
 static PLAIN_NORMAL: Tracepoint<u64> = Tracepoint::new("rt7.plain.normal", TracepointKind::Normal);
 static PLAIN_FAULTABLE: Tracepoint<u64> = Tracepoint::new("rt7.plain.faultable", TracepointKind::Faultable);
@@ -55,17 +55,10 @@ fn child(tp: &'static Tracepoint<u64>) {
 
 fn run(entry: &str) {
     let _ = fixture_path("redteam6-probes");
-    let out = rerun_test_in_child(entry, &[("RT7_TP_CHILD", std::ffi::OsStr::new("1"))]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("RT7-TP-SURVIVED"),
-        "the host died firing its own tracepoint after the unload: {:?} (signal {:?})\n{text}",
-        out.status,
-        killed_by(out.status)
+    let ran = Child::new(entry).env("RT7_TP_CHILD", "1").run();
+    ran.assert_passed(
+        "RT7-TP-SURVIVED",
+        "the host died firing its own tracepoint after the unload",
     );
 }
 

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use usrcu_module_loader::{LoaderConfig, ModuleHandle, ModuleLoader};
 use usrcu_registry::define_tracepoint;
 use usrcu_registry::tracepoint::Tracepoint;
-use usrcu_tests::{fixture_path, killed_by};
+use usrcu_tests::{fixture_path, Child};
 
 const CHILD: &str = "RT9_LOGGER_CHILD";
 
@@ -80,20 +80,10 @@ static UNLOADER: Unloader = Unloader;
 fn parent(test: &str) {
     // Built here, before the child arms its alarm.
     fixture_path("redteam9-reenter");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+    Child::new(test)
         .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("running 1 test"), "the child did not run {test}");
-    assert!(
-        out.status.success(),
-        "the child host ended with {:?} (signal {:?})\n--- stdout\n{stdout}\n--- stderr\n{}",
-        out.status,
-        killed_by(out.status),
-        String::from_utf8_lossy(&out.stderr),
-    );
+        .run()
+        .assert_passed("", "the child host failed");
 }
 
 /// Logger, loader (unload timeout 2 s) and the fixture, loaded.

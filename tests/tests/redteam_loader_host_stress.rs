@@ -8,12 +8,11 @@
 //! signal is seen) and nothing hangs (a bounded wait).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use usrcu_module_loader::{ModuleLoader, ModuleState, UnloadError, UnloadReport};
-use usrcu_tests::{fixture_path, in_child, killed_by, leak, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, leak, Child, CHILD_ENV};
 
 type QueueFn = unsafe extern "C" fn(usize, u64, *const AtomicUsize);
 type AddFn = extern "C" fn(u64, u64) -> u64;
@@ -173,19 +172,15 @@ fn host(loaders: [&'static ModuleLoader; 2]) {
 
 #[test]
 fn two_loaders_loading_calling_and_unloading_from_many_threads_never_crash_or_hang_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         host([leak(ModuleLoader::new()), leak(ModuleLoader::new())]);
         // Threads that held plugin keys have exited; one more round of exits.
         thread::spawn(|| ()).join().unwrap();
         std::process::exit(0);
     }
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(rerun_in_child(
-            "two_loaders_loading_calling_and_unloading_from_many_threads_never_crash_or_hang_the_host",
-            &[],
-        ));
-    });
-    let status = rx.recv_timeout(Duration::from_secs(120)).expect("the host hung");
-    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+    let ran = Child::new("two_loaders_loading_calling_and_unloading_from_many_threads_never_crash_or_hang_the_host")
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert!(!ran.timed_out, "the host hung\n{}", ran.describe());
+    ran.assert_passed("", "the host died or a check failed in the child");
 }

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use usrcu_module_loader::{ModuleLoader, UnloadReport};
-use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped, in_child, killed_by, rerun_in_child};
+use usrcu_tests::{fixture_path, fxneeded_holder, fxneeded_mapped, in_child, Child, CHILD_ENV};
 
 fn own_object_gone(r: &UnloadReport) {
     assert!(r.unmapped, "{r}; still mapped: {:?}", r.libraries_still_mapped);
@@ -20,7 +20,7 @@ fn own_object_gone(r: &UnloadReport) {
 
 #[test]
 fn the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes_the_host() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let first = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
@@ -45,20 +45,14 @@ fn the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes
         assert!(!fxneeded_mapped());
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes_the_host",
-        &[],
-    );
-    assert!(
-        status.success(),
-        "the host died or a check failed in the child: {status:?} (signal {:?})",
-        killed_by(status)
-    );
+    Child::new("the_later_copy_proves_the_shared_library_idle_and_a_thread_exit_never_crashes_the_host")
+        .run()
+        .assert_passed("", "the host died or a check failed in the child");
 }
 
 #[test]
 fn two_copies_unloaded_newest_first_both_report_their_objects_gone() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = ModuleLoader::new();
         // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
         let first = unsafe { loader.load(fixture_path("needed-lib")) }.unwrap();
@@ -74,13 +68,14 @@ fn two_copies_unloaded_newest_first_both_report_their_objects_gone() {
         t.join().unwrap();
         std::process::exit(0);
     }
-    let status = rerun_in_child("two_copies_unloaded_newest_first_both_report_their_objects_gone", &[]);
-    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+    Child::new("two_copies_unloaded_newest_first_both_report_their_objects_gone")
+        .run()
+        .assert_passed("", "the child failed");
 }
 
 #[test]
 fn copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_library_leaves() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader: &'static ModuleLoader = Box::leak(Box::new(ModuleLoader::new()));
         let (tx, rx) = mpsc::channel();
         let loaders: Vec<_> = (0..4)
@@ -115,13 +110,9 @@ fn copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_li
         std::process::exit(0);
     }
     // A bounded wait: a hang fails the test.
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(rerun_in_child(
-            "copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_library_leaves",
-            &[],
-        ));
-    });
-    let status = rx.recv_timeout(Duration::from_secs(120)).expect("the child hung");
-    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+    let ran = Child::new("copies_loaded_by_racing_threads_each_unload_with_their_object_gone_and_the_library_leaves")
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert!(!ran.timed_out, "the child hung\n{}", ran.describe());
+    ran.assert_passed("", "the child failed");
 }

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ModuleState};
-use usrcu_tests::{fixture_path, in_child, killed_by, leak, object_is_mapped, rerun_in_child};
+use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, Child, CHILD_ENV};
 
 type GatedFn = unsafe extern "C" fn(usize, *const AtomicBool, *const AtomicUsize);
 
@@ -66,7 +66,7 @@ fn unload_all_retries_a_zombie_and_unmaps_it_once_its_callbacks_have_run() {
 
 #[test]
 fn dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_without_harm() {
-    if in_child() {
+    if in_child(CHILD_ENV, None) {
         let loader = loader();
         let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
         let z = zombie(&loader, gate, ran);
@@ -79,9 +79,7 @@ fn dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_w
         }
         std::process::exit(0);
     }
-    let status = rerun_in_child(
-        "dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_without_harm",
-        &[],
-    );
-    assert!(status.success(), "{status:?} (signal {:?})", killed_by(status));
+    Child::new("dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_without_harm")
+        .run()
+        .assert_passed("", "the child failed");
 }
