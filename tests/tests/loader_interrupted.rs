@@ -36,6 +36,9 @@ static IN_HANDLER: AtomicBool = AtomicBool::new(false);
 /// The handler sleeps until this is set (case "zombie") or for 300 ms.
 static RELEASE: AtomicBool = AtomicBool::new(false);
 static WAIT_FOR_RELEASE: AtomicBool = AtomicBool::new(false);
+/// Case "busy-handler": after each nap the handler spins 20 ms, so that a
+/// scan almost always sees its thread running (`Seen::InHandler`).
+static BUSY_HANDLER: AtomicBool = AtomicBool::new(false);
 static CALLER_TID: AtomicI32 = AtomicI32::new(0);
 
 /// Host code a hook calls: spins for `ms`.
@@ -64,6 +67,23 @@ extern "C" fn sleepy_handler(_: libc::c_int) {
         // SAFETY: nanosleep with a valid timespec; async-signal-safe.
         unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
         slept += 1;
+        if BUSY_HANDLER.load(Ordering::SeqCst) {
+            // Spin (no call but the clock's vDSO read: async-signal-safe).
+            let mut t0: libc::timespec = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime with a valid out pointer; async-signal-safe.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t0) };
+            loop {
+                let mut t: libc::timespec = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                // SAFETY: as above.
+                unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+                let ns = (t.tv_sec - t0.tv_sec) * 1_000_000_000 + (t.tv_nsec - t0.tv_nsec);
+                if ns >= 20_000_000 {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            slept += 20;
+        }
     }
 }
 
@@ -104,6 +124,7 @@ fn pthread_of<T>(t: &std::thread::JoinHandle<T>) -> libc::pthread_t {
 fn run_case(case: &str) {
     let zombie = case == "zombie";
     let on_stack = case == "altstack";
+    BUSY_HANDLER.store(case == "busy-handler", Ordering::SeqCst);
     WAIT_FOR_RELEASE.store(zombie, Ordering::SeqCst);
     install_handler(on_stack);
     let mut config = LoaderConfig::default();
@@ -113,7 +134,7 @@ fn run_case(case: &str) {
     let loader = ModuleLoader::with_config(config);
     // SAFETY: the fixture upholds the plugin contract.
     let h = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
-    let host_code = case == "host-code";
+    let host_code = case == "host-code" || case == "busy-handler";
     if host_code {
         // SAFETY: `fx_calls_host: extern "C" fn(HostFn, u64) -> u64` calls
         // the host function it is given and adds one; it stores nothing.
@@ -188,12 +209,15 @@ fn interrupted_child_entry() {
 }
 
 fn child(case: &str, skip_proof: bool) -> Ran {
+    child_skipping(case, if skip_proof { "interrupted" } else { "" })
+}
+
+fn child_skipping(case: &str, skip: &str) -> Ran {
     let _ = fixture_path("redteam7-plain");
-    let mut child = Child::new("interrupted_child_entry").env("INTERRUPTED_CASE", case);
-    if skip_proof {
-        child = child.env("USRCU_LOADER_TEST_SKIP_PROOFS", "interrupted");
-    }
-    child.run()
+    Child::new("interrupted_child_entry")
+        .env("INTERRUPTED_CASE", case)
+        .env("USRCU_LOADER_TEST_SKIP_PROOFS", skip)
+        .run()
 }
 
 fn survives(case: &str) {
@@ -213,6 +237,35 @@ fn a_handler_asleep_on_an_alternate_stack_keeps_the_plugin_mapped_until_the_hook
 #[test]
 fn a_handler_asleep_past_the_unload_timeout_leaves_a_zombie_naming_the_thread_then_unmaps() {
     survives("zombie");
+}
+
+/// A handler that mostly runs (20 ms spins between 1 ms naps) over host
+/// code a hook called: a scan almost never sees its thread blocked, so its
+/// stack is almost never read; the thread is held as inside a handler
+/// (its signal blocked) until the handler returns.
+#[test]
+fn a_handler_that_mostly_runs_between_naps_keeps_the_plugin_mapped_until_the_hook_is_left() {
+    survives("busy-handler");
+}
+
+/// Its negative twin: with the in-handler check off, a scan sees the
+/// thread running, the Tasks grace period ends at its next nap, and the
+/// plugin is unmapped under the handler. A scan may land in a nap (about
+/// 1 in 21) and catch the frame, so the twin gets three tries to die.
+#[test]
+fn without_the_in_handler_check_a_mostly_running_handler_returns_into_unmapped_code() {
+    let mut last = None;
+    for _ in 0..3 {
+        let ran = child_skipping("busy-handler", "in-handler");
+        if ran.signal() == Some(libc::SIGSEGV) {
+            return;
+        }
+        last = Some(ran);
+    }
+    last.unwrap().assert_died_of(
+        &[libc::SIGSEGV],
+        "the host should die of SIGSEGV with the in-handler check off",
+    );
 }
 
 /// The negative twin: without the proof the same host dies when the
