@@ -51,7 +51,7 @@
 //! pile up.
 
 use crate::grace_period::Cookie;
-use crate::sync::{lock, AtomicPtr, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, AtomicBool, AtomicPtr, AtomicU64, Mutex, Ordering};
 
 /// An intrusive callback head (the kernel's `rcu_head`): embed it in your own
 /// `#[repr(C)]` object and pass it to [`crate::Srcu::call_srcu_raw`]; the
@@ -164,6 +164,9 @@ pub(crate) struct Ordered {
 ///   needed a quarter of them, to the window's largest need (a burst
 ///   followed by a lighter stream that never stops gives the burst's
 ///   memory back within about a window).
+///
+/// A domain that goes quiet before either rule fired is visited once more
+/// by the driver ([`SPARE_FLOOR`]).
 const SHRINK_AFTER: u32 = 3;
 
 /// The window of the second rule of [`SHRINK_AFTER`]: a steady stream
@@ -172,6 +175,24 @@ const SHRINK_AFTER: u32 = 3;
 /// passes (a grace period that took longer) reallocate, 121,000 and
 /// 229,000 page faults in two runs.
 const SHRINK_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Neither rule of [`SHRINK_AFTER`] fires on a domain that goes quiet
+/// before its third calm pass: nothing visits a quiet domain's queue, so
+/// a burst followed by one more update (whose passes may count one or two
+/// calm takes, not three) kept the burst's buffers, 56 MiB after 400,000
+/// callbacks, for the domain's lifetime (`redteam6_buffers.rs`). A pass
+/// that leaves the queue empty with buffers above four times this many
+/// callbacks therefore asks the driver to come back after
+/// `driver::TRIM_AFTER` and, if nothing was queued meanwhile, free them
+/// ([`Callbacks::trim_if_quiet`]).
+pub(crate) const SPARE_FLOOR: usize = 4096;
+
+/// Whether any of `o`'s buffers but `batch` holds more than four times
+/// [`SPARE_FLOOR`] callbacks' worth.
+fn spare(o: &Ordered) -> bool {
+    o.held.capacity() > 4 * SPARE_FLOOR
+        || [&o.fresh, &o.merged, &o.tmp].iter().any(|v| v.capacity() > 4 * SPARE_FLOOR)
+}
 
 /// The callback queue of one domain.
 #[derive(Debug)]
@@ -205,6 +226,10 @@ pub(crate) struct Take {
     pub(crate) gap: bool,
     /// The smallest cookie the first callback left behind waits for.
     pub(crate) waiting_for: Option<Cookie>,
+    /// The queue is empty after this take and the invoker's buffers hold
+    /// more than [`SPARE_FLOOR`] callbacks' worth: the caller asks the
+    /// driver to [`Callbacks::trim_if_quiet`] later.
+    pub(crate) spare: bool,
 }
 
 impl Callbacks {
@@ -452,8 +477,8 @@ impl Callbacks {
             o.window_start = Some(now);
         }
         if let Some((need, held_need)) = shrink_to {
-            let keep = need.max(4096);
-            let held_keep = held_need.max(4096);
+            let keep = need.max(SPARE_FLOOR);
+            let held_keep = held_need.max(SPARE_FLOOR);
             if batch.capacity() > 4 * keep {
                 batch.shrink_to(keep);
             }
@@ -467,10 +492,51 @@ impl Callbacks {
                 }
             }
         }
+        take.spare = calm && (batch.capacity() > 4 * SPARE_FLOOR || spare(o));
         // Relaxed: only this invoker and the inventory (under the lock) read it.
         self.batch_pos.store(0, Ordering::Relaxed);
         o.batch = batch;
         take
+    }
+
+    /// Free the invoker's buffers if the queue is still empty and nothing
+    /// was queued since the invoker's pass saw `tickets_then` tickets (the
+    /// domain has been quiet since). Called by the driver, never by the
+    /// invoker; `invoking` is the domain's flag (`runtime::invoke`): while
+    /// it is set an invoker may be running `batch` without the lock, so
+    /// nothing is freed. True if the buffers were freed.
+    pub(crate) fn trim_if_quiet(&self, tickets_then: u64, invoking: &AtomicBool) -> bool {
+        let mut o = lock(&self.ordered);
+        // SeqCst, loaded under the lock: an invoker sets the flag (SeqCst
+        // swap in `dispatch`) before its pass's `take_ready`, which takes
+        // this lock, and clears it after its `run_batch`. Seen clear here,
+        // no pass is past `take_ready` (it would have set the flag before
+        // this load in the flag's modification order and not cleared it
+        // yet) and none gets there before the lock is dropped.
+        if invoking.load(Ordering::SeqCst)
+            || self.tickets() != tickets_then
+            || !o.held.is_empty()
+            || o.next_run < tickets_then
+        {
+            return false;
+        }
+        let o = &mut *o;
+        if !(o.batch.capacity() > 4 * SPARE_FLOOR || spare(o)) {
+            return false;
+        }
+        debug_assert_eq!(self.batch_pos.load(Ordering::Relaxed) as usize, o.batch.len());
+        o.batch = Vec::new();
+        o.held = std::collections::VecDeque::new();
+        o.fresh = Vec::new();
+        o.merged = Vec::new();
+        o.tmp = Vec::new();
+        o.calm = 0;
+        o.window_need = 0;
+        o.window_held = 0;
+        o.window_start = None;
+        // Relaxed: as in `take_ready`; the batch is empty.
+        self.batch_pos.store(0, Ordering::Relaxed);
+        true
     }
 
     /// Run the batch that `take_ready` left, in order; returns its length.

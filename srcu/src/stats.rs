@@ -37,8 +37,9 @@ pub struct SrcuStats {
     /// callbacks in order, 32 bytes a callback, which follow the size of
     /// recent passes (shrunk back to about what a pass needs, never below
     /// 4,096 callbacks, once three passes in a row have left nothing
-    /// queued, that is once a stream of callbacks has stopped; `cleanup`
-    /// frees them).
+    /// queued or a second went by in which no pass needed a quarter of
+    /// them; freed once the queue has stayed empty for 100 ms; `cleanup`
+    /// frees them too).
     pub runtime_bytes: u64,
     /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
     /// and the chunks allocated so far (slots exist only for chunks of CPUs

@@ -14,6 +14,11 @@
 //!    (`wake.rs`), or, while callbacks are pending that nobody is running,
 //!    keep a slow safety poll.
 //!
+//! Besides the heap, the driver keeps a short list of domains whose last
+//! invoker pass left the queue empty with large buffers (`trim_later`): it
+//! frees them `TRIM_AFTER` later if nothing was queued meanwhile. These are
+//! not heap entries, so they never count against the runtime being idle.
+//!
 //! Nothing here sleeps inside one domain: a domain with a stuck reader costs
 //! one check per back-off period, and every other domain is served between.
 
@@ -23,7 +28,7 @@ use crate::grace_period::Cookie;
 use crate::sync::{lock, AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Per-domain driver bookkeeping (under `DomainState::sched`).
@@ -65,9 +70,27 @@ impl Ord for Entry {
     }
 }
 
+/// A domain whose invoker buffers the driver frees at `due` if nothing was
+/// queued since its last pass saw `tickets` (`Callbacks::trim_if_quiet`).
+/// `Weak`: a trim does not keep a cleaned-up domain's state.
+struct Trim {
+    st: Weak<DomainState>,
+    tickets: u64,
+    due: Instant,
+}
+
+/// How long a domain's queue stays empty before the driver frees its
+/// invoker's spare buffers (`callbacks::SPARE_FLOOR`): longer than a
+/// steady stream's pauses between batches (a benchmark's `barrier` and
+/// its next burst), so that a stream does not reallocate them per batch.
+pub(crate) const TRIM_AFTER: Duration = Duration::from_millis(100);
+
 #[derive(Default)]
 pub(super) struct Heap {
     entries: BinaryHeap<Reverse<Entry>>,
+    /// Pending trims, at most one per domain (a handful at most: only
+    /// domains that saw a burst and went quiet).
+    trims: Vec<Trim>,
     seq: u64,
     /// The process whose driver thread runs (0: none yet). A child of
     /// `fork` has no thread of its parent's: it starts its own.
@@ -208,6 +231,26 @@ pub(super) fn retry_start(st: &DomainState) {
     schedule_at(st.arc(), Instant::now());
 }
 
+/// An invoker's pass over `st` left its queue empty with spare buffers:
+/// free them after [`TRIM_AFTER`] if the domain stays quiet.
+pub(super) fn trim_later(st: &Arc<DomainState>) {
+    let tickets = st.cbs.tickets();
+    let due = Instant::now() + TRIM_AFTER;
+    let d = driver();
+    let mut h = lock(&d.heap);
+    let w = Arc::downgrade(st);
+    match h.trims.iter_mut().find(|t| Weak::ptr_eq(&t.st, &w)) {
+        Some(t) => {
+            t.tickets = tickets;
+            t.due = due;
+        }
+        None => h.trims.push(Trim { st: w, tickets, due }),
+    }
+    drop(h);
+    // The driver may be asleep with no deadline: give it this one.
+    d.cv.notify_one();
+}
+
 /// An invoker finished a pass over `st`.
 pub(super) fn after_pass(st: &DomainState, gap: bool) {
     let delay = {
@@ -227,6 +270,7 @@ pub(super) fn after_pass(st: &DomainState, gap: bool) {
 fn run() {
     let d = driver();
     let mut due: Vec<Arc<DomainState>> = Vec::new();
+    let mut trims: Vec<Trim> = Vec::new();
     loop {
         {
             let mut h = lock(&d.heap);
@@ -242,12 +286,26 @@ fn run() {
                     drop(s);
                     due.push(e.st);
                 }
-                if !due.is_empty() {
+                let mut i = 0;
+                while i < h.trims.len() {
+                    if h.trims[i].due <= now {
+                        trims.push(h.trims.swap_remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                if !due.is_empty() || !trims.is_empty() {
                     break;
                 }
-                h = match h.entries.peek() {
-                    Some(Reverse(e)) => {
-                        let wait = e.due.saturating_duration_since(now);
+                let next_trim = h.trims.iter().map(|t| t.due).min();
+                let next_entry = h.entries.peek().map(|Reverse(e)| e.due);
+                let next = match (next_entry, next_trim) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                h = match next {
+                    Some(next) => {
+                        let wait = next.saturating_duration_since(now);
                         match d.cv.wait_timeout(h, wait) {
                             Ok((g, _)) => g,
                             Err(p) => p.into_inner().0,
@@ -261,6 +319,11 @@ fn run() {
                         }
                     }
                 };
+            }
+        }
+        for t in trims.drain(..) {
+            if let Some(st) = t.st.upgrade() {
+                st.cbs.trim_if_quiet(t.tickets, &st.invoking);
             }
         }
         for st in due.drain(..) {

@@ -198,35 +198,41 @@ fn invoker() {
                 }
             }
         };
-        let gap = pass(&st);
+        let (gap, spare) = pass(&st);
         // SeqCst: see `dispatch`; cleared before the driver is told.
         st.invoking.store(false, Ordering::SeqCst);
+        if spare {
+            driver::trim_later(&st);
+        }
         driver::after_pass(&st, gap);
     }
 }
 
-/// Run what is ready; true if a ticket gap stopped the pass.
-fn pass(st: &DomainState) -> bool {
+/// Run what is ready. Returns whether a ticket gap stopped the pass, and
+/// whether the pass left the queue empty with spare buffers (`Take::spare`).
+fn pass(st: &DomainState) -> (bool, bool) {
     // Callbacks left on a state this domain orphaned (a cleanup from one of
     // its own callbacks, `state::orphan_state`) run before any queued on the
     // state that replaced it: wait, as at a ticket gap, until they have.
     // SeqCst: see `state::release_orphan_if_idle`.
     if !st.orphan.load(Ordering::SeqCst) && !super::state::orphans_of(st.srcu).is_empty() {
-        return true;
+        return (true, false);
     }
     SERVING.with(|c| c.set(st));
     let mut ran = 0;
     let mut gap = false;
+    let mut spare = false;
     while ran < PASS_LIMIT {
         let take = st.cbs.take_ready(st.gp.completed());
         if take.ready == 0 {
             gap = take.gap;
+            spare = take.spare;
             break;
         }
         ran += st.cbs.run_batch(&st.stats.callbacks_invoked);
     }
     SERVING.with(|c| c.set(std::ptr::null()));
-    gap || ran >= PASS_LIMIT
+    (gap || ran >= PASS_LIMIT, spare)
 }
 
 /// No domain waits for an invoker.
