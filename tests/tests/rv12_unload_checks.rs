@@ -1,0 +1,185 @@
+//! Review 12: two of the new unload checks refuse (or give up on) unloads
+//! that nothing is using.
+//!
+//! 1. `symbol::own_stack_holds_code_in`: an unload from a fiber searches
+//!    every word of the thread's own stack mapping, dead words below the
+//!    saved stack pointer included. The load itself (the module's
+//!    constructors and install hook, run on the loading thread), or a hook
+//!    called earlier on that thread, long returned, leaves return
+//!    addresses into the module there: an unload from a fiber of that
+//!    thread is `FromInsideModuleCode` though no frame of the module is
+//!    live.
+//! 2. `proofs::interrupted::in_a_handler`: a running thread that blocks a
+//!    handled signal holds the proof. A busy host worker that blocks a
+//!    signal the host handles elsewhere (the usual "block in the workers,
+//!    handle in one thread" mask) holds every unload until its timeout: a
+//!    Zombie, though the worker never ran the module's code.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use usrcu::tasks::HookSlot;
+use usrcu_module_loader::{LoaderConfig, ModuleHandle, ModuleLoader};
+use usrcu_tests::{fixture_path, in_child, Child};
+
+type HostFn = extern "C" fn(u64) -> u64;
+
+static CALLS_HOST: HookSlot<extern "C" fn(HostFn, u64) -> u64> = HookSlot::new();
+
+extern "C" fn plus_zero(x: u64) -> u64 {
+    std::hint::black_box(x)
+}
+
+const FIBER_CHILD: &str = "RV12_FIBER_CHILD";
+
+static LOADER: OnceLock<ModuleLoader> = OnceLock::new();
+static VICTIM: OnceLock<ModuleHandle> = OnceLock::new();
+static OUTCOME: Mutex<Option<String>> = Mutex::new(None);
+
+struct Contexts {
+    host: libc::ucontext_t,
+    fiber: libc::ucontext_t,
+}
+
+static mut CONTEXTS: *mut Contexts = std::ptr::null_mut();
+
+/// A host task on a fiber: unload A (no hook of A runs anywhere).
+extern "C" fn fiber_main() {
+    let _ = std::panic::catch_unwind(|| {
+        let r = LOADER.get().unwrap().unload(*VICTIM.get().unwrap());
+        *OUTCOME.lock().unwrap() = Some(format!("{r:?}"));
+    });
+}
+
+/// Call A's hook `depth` frames of 4 KiB below here, then return.
+#[inline(never)]
+fn call_hook_deep(depth: u32) -> u64 {
+    let pad = std::hint::black_box([depth as u8; 4096]);
+    let v = if depth == 0 {
+        CALLS_HOST.call(plus_zero, 7).unwrap()
+    } else {
+        call_hook_deep(depth - 1)
+    };
+    std::hint::black_box(pad);
+    v
+}
+
+#[test]
+#[ignore = "FINDING: an unload from a fiber of the thread that loaded the module is FromInsideModuleCode (stale return addresses of the load on the thread's own stack)"]
+fn an_unload_on_a_fiber_of_the_loading_thread_goes_ahead() {
+    if !in_child(FIBER_CHILD, Some(60)) {
+        let _ = fixture_path("redteam7-plain");
+        Child::new("an_unload_on_a_fiber_of_the_loading_thread_goes_ahead")
+            .env(FIBER_CHILD, "1")
+            .run()
+            .assert_passed("RV12-FIBER-UNMAPPED", "unload from a fiber, no hook running");
+        return;
+    }
+    // SAFETY: an all-zero `ucontext_t` is a valid value of the plain C
+    // struct; both are written by getcontext/swapcontext before use. Set
+    // before any other thread could look (none does).
+    unsafe { CONTEXTS = Box::leak(Box::new(std::mem::zeroed::<Contexts>())) };
+    let loader = LOADER.get_or_init(ModuleLoader::new);
+    // SAFETY: the fixture upholds the plugin contract.
+    let a = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
+    VICTIM.set(a).unwrap();
+    // Variant (`RV12_CALL_HOOK` set): A's hook runs and returns, 64 frames
+    // down. Without it, only the load ran A's code (its constructors and
+    // install hook), on this thread's own stack.
+    if std::env::var_os("RV12_CALL_HOOK").is_some() {
+        // SAFETY: `fx_calls_host: extern "C" fn(HostFn, u64) -> u64` calls
+        // the host function it is given and adds one; it stores nothing.
+        unsafe { loader.install_hook(a, &CALLS_HOST, "fx_calls_host") }.unwrap();
+        assert_eq!(call_hook_deep(64), 8);
+    }
+    // SAFETY: `CONTEXTS` is only used on this thread; the fiber's stack is
+    // a leaked buffer; `uc_link` points at the host context, in the same
+    // leaked allocation.
+    unsafe {
+        let c = CONTEXTS;
+        assert_eq!(libc::getcontext(&mut (*c).fiber), 0);
+        let stack: &'static mut [u8] = Box::leak(vec![0u8; 1 << 20].into_boxed_slice());
+        (*c).fiber.uc_stack.ss_sp = stack.as_mut_ptr().cast();
+        (*c).fiber.uc_stack.ss_size = stack.len();
+        (*c).fiber.uc_link = &mut (*c).host;
+        libc::makecontext(&mut (*c).fiber, fiber_main, 0);
+        assert_eq!(libc::swapcontext(&mut (*c).host, &(*c).fiber), 0);
+    }
+    let outcome = OUTCOME.lock().unwrap().take();
+    println!("unload on the fiber: {outcome:?}");
+    assert!(
+        outcome.as_deref().is_some_and(|o| o.contains("unmapped: true")),
+        "no code of A runs on this thread: the unload from the fiber goes ahead: {outcome:?}"
+    );
+    println!("RV12-FIBER-UNMAPPED");
+}
+
+const BUSY_CHILD: &str = "RV12_BUSY_CHILD";
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[test]
+#[ignore = "FINDING: a busy host worker that blocks a handled signal makes every unload a Zombie at its timeout"]
+fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
+    if !in_child(BUSY_CHILD, Some(60)) {
+        let _ = fixture_path("redteam7-plain");
+        Child::new("a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads")
+            .env(BUSY_CHILD, "1")
+            .run()
+            .assert_passed("RV12-BUSY-UNMAPPED", "unload with a busy worker blocking SIGUSR1");
+        return;
+    }
+    // The host handles SIGUSR1 (say, "reopen the logs") ...
+    // SAFETY: a zeroed `sigaction` with a plain handler that does nothing
+    // is a valid action; no other thread runs yet.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    // ... and its compute worker blocks it, so that the signal goes to the
+    // other threads. The worker never calls the plugin; it naps 100 us
+    // every 20 ms (Tasks sees it switch).
+    let worker = std::thread::spawn(|| {
+        // SAFETY: a zeroed sigset, emptied then given SIGUSR1; blocking it
+        // on this thread only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+        }
+        let mut x = 0u64;
+        while !STOP.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(20) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        x
+    });
+    let loader = ModuleLoader::with_config(LoaderConfig {
+        unload_timeout: Duration::from_secs(3),
+        ..LoaderConfig::default()
+    });
+    // SAFETY: the fixture upholds the plugin contract.
+    let a = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
+    // SAFETY: as in the test above.
+    unsafe { loader.install_hook(a, &CALLS_HOST, "fx_calls_host") }.unwrap();
+    assert_eq!(CALLS_HOST.call(plus_zero, 7), Some(8));
+    let t0 = Instant::now();
+    let r = loader.unload(a);
+    let took = t0.elapsed();
+    STOP.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    println!("unload took {took:?}: {r:?}");
+    assert!(
+        r.as_ref().is_ok_and(|r| r.unmapped),
+        "the worker never ran A's code: A is unmapped"
+    );
+    println!("RV12-BUSY-UNMAPPED");
+}
