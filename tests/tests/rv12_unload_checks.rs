@@ -121,35 +121,17 @@ extern "C" fn on_usr1(_: libc::c_int) {}
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-#[test]
-#[ignore = "FINDING: a busy host worker that blocks a handled signal makes every unload a Zombie at its timeout"]
-fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
-    if !in_child(BUSY_CHILD, Some(60)) {
-        let _ = fixture_path("redteam7-plain");
-        Child::new("a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads")
-            .env(BUSY_CHILD, "1")
-            .run()
-            .assert_passed("RV12-BUSY-UNMAPPED", "unload with a busy worker blocking SIGUSR1");
-        return;
-    }
-    // The host handles SIGUSR1 (say, "reopen the logs") ...
-    // SAFETY: a zeroed `sigaction` with a plain handler that does nothing
-    // is a valid action; no other thread runs yet.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
-    }
-    // ... and its compute worker blocks it, so that the signal goes to the
-    // other threads. The worker never calls the plugin; it naps 100 us
-    // every 20 ms (Tasks sees it switch).
-    let worker = std::thread::spawn(|| {
-        // SAFETY: a zeroed sigset, emptied then given SIGUSR1; blocking it
-        // on this thread only.
+/// Unload A while a host worker that blocks `sig` computes (it never calls
+/// A; it naps 100 us every 20 ms, so Tasks sees it switch); A's hook ran
+/// once on this thread. Prints the marker if A is unmapped.
+fn unload_beside_a_busy_worker(sig: libc::c_int) {
+    let worker = std::thread::spawn(move || {
+        // SAFETY: a zeroed sigset, emptied then given `sig`; blocking it on
+        // this thread only.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigaddset(&mut set, sig);
             assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
         }
         let mut x = 0u64;
@@ -168,7 +150,8 @@ fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
     });
     // SAFETY: the fixture upholds the plugin contract.
     let a = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
-    // SAFETY: as in the test above.
+    // SAFETY: `fx_calls_host: extern "C" fn(HostFn, u64) -> u64` calls the
+    // host function it is given and adds one; it stores nothing.
     unsafe { loader.install_hook(a, &CALLS_HOST, "fx_calls_host") }.unwrap();
     assert_eq!(CALLS_HOST.call(plus_zero, 7), Some(8));
     let t0 = Instant::now();
@@ -182,4 +165,52 @@ fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
         "the worker never ran A's code: A is unmapped"
     );
     println!("RV12-BUSY-UNMAPPED");
+}
+
+#[test]
+#[ignore = "FINDING: a busy host worker that blocks a handled signal makes every unload a Zombie at its timeout"]
+fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
+    if !in_child(BUSY_CHILD, Some(60)) {
+        let _ = fixture_path("redteam7-plain");
+        Child::new("a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads")
+            .env(BUSY_CHILD, "1")
+            .run()
+            .assert_passed("RV12-BUSY-UNMAPPED", "unload with a busy worker blocking SIGUSR1");
+        return;
+    }
+    // The host handles SIGUSR1 (say, "reopen the logs"), and its compute
+    // worker blocks it so that the signal goes to the other threads.
+    // SAFETY: a zeroed `sigaction` with a plain handler that does nothing
+    // is a valid action; no other thread runs yet.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    unload_beside_a_busy_worker(libc::SIGUSR1);
+}
+
+const DFL_CHILD: &str = "RV12_DFL_CHILD";
+
+#[test]
+#[ignore = "FINDING: a signal set to SIG_DFL through libc's sigaction reads as a one-shot handler; a busy worker blocking it makes unloads Zombies"]
+fn a_busy_worker_that_blocks_a_default_signal_does_not_hold_unloads() {
+    if !in_child(DFL_CHILD, Some(60)) {
+        let _ = fixture_path("redteam7-plain");
+        Child::new("a_busy_worker_that_blocks_a_default_signal_does_not_hold_unloads")
+            .env(DFL_CHILD, "1")
+            .run()
+            .assert_passed(
+                "RV12-BUSY-UNMAPPED",
+                "unload with a busy worker blocking SIGUSR2 (SIG_DFL)",
+            );
+        return;
+    }
+    // No handler anywhere: the host only makes sure SIGUSR2 has its default
+    // action (as hosts that `sigwait` for it do), and blocks it in the
+    // worker. glibc's `sigaction` gives every action `SA_RESTORER`, so the
+    // proof takes this for a one-shot handler reset on delivery.
+    // SAFETY: SIG_DFL is a valid disposition; no other thread runs yet.
+    assert_ne!(unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) }, libc::SIG_ERR);
+    unload_beside_a_busy_worker(libc::SIGUSR2);
 }
