@@ -9,6 +9,11 @@
 //!    addresses into the module there: an unload from a fiber of that
 //!    thread is `FromInsideModuleCode` though no frame of the module is
 //!    live.
+//!    And the search is skipped when the fiber's stack lies inside the
+//!    thread's own stack (a fiber stack that is a local buffer of the host
+//!    function that resumes it): the unwinder stops at the fiber's entry,
+//!    the search is not made, A is unmapped under its hook, and the host
+//!    function returns into unmapped code (red team 10's crash, back).
 //! 2. `proofs::interrupted::in_a_handler`: a running thread that blocks a
 //!    handled signal holds the proof. A busy host worker that blocks a
 //!    signal the host handles elsewhere (the usual "block in the workers,
@@ -48,6 +53,7 @@ static mut CONTEXTS: *mut Contexts = std::ptr::null_mut();
 extern "C" fn fiber_main() {
     let _ = std::panic::catch_unwind(|| {
         let r = LOADER.get().unwrap().unload(*VICTIM.get().unwrap());
+        println!("fiber: unload returned {r:?}");
         *OUTCOME.lock().unwrap() = Some(format!("{r:?}"));
     });
 }
@@ -113,6 +119,64 @@ fn an_unload_on_a_fiber_of_the_loading_thread_goes_ahead() {
         "no code of A runs on this thread: the unload from the fiber goes ahead: {outcome:?}"
     );
     println!("RV12-FIBER-UNMAPPED");
+}
+
+const LOCAL_CHILD: &str = "RV12_LOCAL_FIBER_CHILD";
+
+/// Called by A's hook: run the fiber to its end on a stack that is a local
+/// buffer of this function (inside the thread's own stack).
+extern "C" fn resume_fiber_on_local_stack(x: u64) -> u64 {
+    let mut stack = [0u8; 1 << 20];
+    // SAFETY: `CONTEXTS` was set before the hook ran and is only used on
+    // this thread; the fiber's stack is `stack`, alive until the fiber has
+    // ended (it returns to `uc_link`, the context saved here, before this
+    // function returns); `uc_link` lives in the leaked allocation.
+    unsafe {
+        let c = CONTEXTS;
+        assert_eq!(libc::getcontext(&mut (*c).fiber), 0);
+        (*c).fiber.uc_stack.ss_sp = stack.as_mut_ptr().cast();
+        (*c).fiber.uc_stack.ss_size = stack.len();
+        (*c).fiber.uc_link = &mut (*c).host;
+        libc::makecontext(&mut (*c).fiber, fiber_main, 0);
+        assert_eq!(libc::swapcontext(&mut (*c).host, &(*c).fiber), 0);
+    }
+    std::hint::black_box(&mut stack);
+    x
+}
+
+#[test]
+#[ignore = "FINDING: a fiber whose stack lies inside the thread's own stack unloads A under A's hook: SIGSEGV"]
+fn an_unload_on_a_fiber_with_a_local_stack_under_a_hook_is_refused() {
+    if !in_child(LOCAL_CHILD, Some(60)) {
+        let _ = fixture_path("redteam7-plain");
+        Child::new("an_unload_on_a_fiber_with_a_local_stack_under_a_hook_is_refused")
+            .env(LOCAL_CHILD, "1")
+            // The test's thread holds the fiber's 1 MiB stack.
+            .env("RUST_MIN_STACK", "16777216")
+            .run()
+            .assert_passed(
+                "RV12-LOCAL-FIBER-REFUSED",
+                "unload from a fiber on a local stack under A's hook",
+            );
+        return;
+    }
+    // SAFETY: as in the first test.
+    unsafe { CONTEXTS = Box::leak(Box::new(std::mem::zeroed::<Contexts>())) };
+    let loader = LOADER.get_or_init(ModuleLoader::new);
+    // SAFETY: the fixture upholds the plugin contract.
+    let a = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
+    VICTIM.set(a).unwrap();
+    // SAFETY: `fx_calls_host: extern "C" fn(HostFn, u64) -> u64` calls the
+    // host function it is given and adds one; it stores nothing.
+    unsafe { loader.install_hook(a, &CALLS_HOST, "fx_calls_host") }.unwrap();
+    let v = CALLS_HOST.call(resume_fiber_on_local_stack, 7);
+    let outcome = OUTCOME.lock().unwrap().take();
+    println!("hook returned {v:?}; unload on the fiber: {outcome:?}");
+    assert!(
+        outcome.as_deref().is_some_and(|o| o.contains("FromInsideModuleCode")),
+        "the unload on the fiber is refused as from inside A's code: {outcome:?}"
+    );
+    println!("RV12-LOCAL-FIBER-REFUSED");
 }
 
 const BUSY_CHILD: &str = "RV12_BUSY_CHILD";
