@@ -191,7 +191,9 @@ pub(crate) const SPARE_FLOOR: usize = 4096;
 /// [`SPARE_FLOOR`] callbacks' worth.
 fn spare(o: &Ordered) -> bool {
     o.held.capacity() > 4 * SPARE_FLOOR
-        || [&o.fresh, &o.merged, &o.tmp].iter().any(|v| v.capacity() > 4 * SPARE_FLOOR)
+        || [&o.fresh, &o.merged, &o.tmp]
+            .iter()
+            .any(|v| v.capacity() > 4 * SPARE_FLOOR)
 }
 
 /// The callback queue of one domain.

@@ -215,7 +215,10 @@ fn burst_then_quiet_entry() {
         drop(g);
         same
     };
-    assert!(seen_waiting, "the update's callback ran while a reader held its grace period");
+    assert!(
+        seen_waiting,
+        "the update's callback ran while a reader held its grace period"
+    );
     d.barrier();
     // The rest of the process goes on using the runtime.
     let other = Srcu::new("rt6-other");

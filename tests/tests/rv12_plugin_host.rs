@@ -37,7 +37,6 @@ fn plugin_host() -> PathBuf {
 }
 
 #[test]
-#[ignore = "FINDING (style): demo's 'is not a demo plugin' message has runs of 18 spaces mid-sentence"]
 fn demo_with_another_plugin_says_so_in_one_clean_message() {
     let so = fixture_path("redteam7-plain");
     // `timeout`: the demo exits at once with this plugin (it spun forever

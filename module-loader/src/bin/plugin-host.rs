@@ -353,7 +353,9 @@ fn main() {
             // silently forever).
             let name = loader.info(h).map(|i| i.name).unwrap_or_default();
             eprintln!(
-                "plugin-host: {} (module '{name}') is not a demo plugin: `demo` runs a module named                  '{MODULE}' that exports `demo_compute` and `demo_update` (module-loader/demo-plugin).                  To serve and hot-reload a plugin crate of your own: plugin-host watch <crate dir>",
+                "plugin-host: {} (module '{name}') is not a demo plugin: `demo` runs a module named \
+                 '{MODULE}' that exports `demo_compute` and `demo_update` (module-loader/demo-plugin). \
+                 To serve and hot-reload a plugin crate of your own: plugin-host watch <crate dir>",
                 plugin.display()
             );
             if let Err(e) = loader.unload(h) {
