@@ -257,7 +257,6 @@ fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
 const DFL_CHILD: &str = "RV12_DFL_CHILD";
 
 #[test]
-#[ignore = "FINDING: a signal set to SIG_DFL through libc's sigaction reads as a one-shot handler; a busy worker blocking it makes unloads Zombies"]
 fn a_busy_worker_that_blocks_a_default_signal_does_not_hold_unloads() {
     if !in_child(DFL_CHILD, Some(60)) {
         let _ = fixture_path("redteam7-plain");
@@ -272,8 +271,9 @@ fn a_busy_worker_that_blocks_a_default_signal_does_not_hold_unloads() {
     }
     // No handler anywhere: the host only makes sure SIGUSR2 has its default
     // action (as hosts that `sigwait` for it do), and blocks it in the
-    // worker. glibc's `sigaction` gives every action `SA_RESTORER`, so the
-    // proof takes this for a one-shot handler reset on delivery.
+    // worker. glibc's `sigaction` gives every action `SA_RESTORER`; the
+    // proof once took this for a one-shot handler reset on delivery (which
+    // keeps `SA_RESETHAND` in its flags) and made the unload a Zombie.
     // SAFETY: SIG_DFL is a valid disposition; no other thread runs yet.
     assert_ne!(unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) }, libc::SIG_ERR);
     unload_beside_a_busy_worker(libc::SIGUSR2);

@@ -212,15 +212,28 @@ fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
 }
 
 /// The signals (bit `sig - 1`) whose action is a handler, or `SIG_DFL`
-/// with a restorer: a one-shot handler, reset as it was delivered.
+/// with `SA_RESETHAND`: a one-shot handler, reset as it was delivered (the
+/// kernel sets only the handler to `SIG_DFL` and keeps the flags).
+///
+/// A restorer alone does not make a handler: glibc's `sigaction` and
+/// `signal` add `SA_RESTORER` to every action, `SIG_DFL` included, and
+/// counting those made a busy worker that blocks a signal reset to its
+/// default action hold every unload to a Zombie (review 12,
+/// `rv12_unload_checks.rs`).
 fn handled_signals() -> u64 {
     (1..=libc::SIGRTMAX().min(64))
-        .filter(|&sig| {
-            super::signals::raw_action_of(sig).is_some_and(|a| {
-                a.sa_sigaction != libc::SIG_IGN && (a.sa_sigaction != libc::SIG_DFL || a.sa_flags & SA_RESTORER != 0)
-            })
-        })
+        .filter(|&sig| super::signals::raw_action_of(sig).is_some_and(|a| is_handled(&a)))
         .fold(0, |m, sig| m | 1 << (sig - 1))
+}
+
+/// Does `a` run a handler on delivery, or is it a one-shot handler's
+/// action reset as it was delivered (see [`handled_signals`])?
+fn is_handled(a: &libc::sigaction) -> bool {
+    match a.sa_sigaction {
+        libc::SIG_IGN => false,
+        libc::SIG_DFL => a.sa_flags & libc::SA_RESETHAND != 0,
+        _ => true,
+    }
 }
 
 /// Does thread `tid` block a signal of `handled` (`SigBlk` of
@@ -423,6 +436,29 @@ mod tests {
         assert_ne!(a.sa_flags & SA_RESTORER, 0);
         let r = a.sa_restorer.expect("the reset action keeps its restorer") as usize;
         assert!(restorers().contains(&r));
+        assert_ne!(
+            a.sa_flags & libc::SA_RESETHAND,
+            0,
+            "the kernel keeps the reset action's flags"
+        );
+        assert!(
+            is_handled(&a),
+            "a one-shot handler's reset action still counts as handled"
+        );
+        assert_ne!(handled_signals() & 1 << (libc::SIGURG - 1), 0);
+    }
+
+    /// glibc gives an action set to `SIG_DFL` a restorer too: that alone
+    /// is no handler.
+    #[test]
+    fn a_signal_reset_to_its_default_through_libc_is_not_handled() {
+        // SAFETY: SIG_DFL is a valid disposition for SIGXFSZ, which nothing
+        // in this test binary handles.
+        assert_ne!(unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) }, libc::SIG_ERR);
+        let a = super::super::signals::raw_action_of(libc::SIGXFSZ).unwrap();
+        assert_eq!(a.sa_sigaction, libc::SIG_DFL);
+        assert!(!is_handled(&a), "flags {:#x}", a.sa_flags);
+        assert_eq!(handled_signals() & 1 << (libc::SIGXFSZ - 1), 0);
     }
 
     #[test]
