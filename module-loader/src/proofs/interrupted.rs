@@ -268,8 +268,10 @@ fn is_handled(a: &libc::sigaction) -> bool {
 /// A signal the thread blocks at rest, as learned when it was last seen
 /// blocked outside every handler, does not count: its handler cannot have
 /// been entered on this thread since, unless the thread unblocked it
-/// meanwhile (then every reading of its mask without the signal, from a
-/// scan or from the watch, drops it from the mask at rest). Without this, a
+/// meanwhile (then a scan that sees it running without the signal drops
+/// the signal from its mask at rest; one that sees it only blocked does
+/// not read its mask, and a new mask at rest is learned only while the
+/// thread holds the proof). Without this, a
 /// busy host worker that blocks a handled signal for good (the usual
 /// "block in the workers, handle in one thread") held every unload to a
 /// Zombie at its timeout (review 12, `rv12_unload_checks.rs`). Until a
@@ -282,9 +284,7 @@ fn in_a_handler(tid: i32, handled: u64) -> bool {
     let Some(now) = status_of(tid) else {
         return false;
     };
-    if now.blocked & handled == 0 {
-        return false;
-    }
+    // Narrowed by every reading, even one that blocks no handled signal.
     let at_rest = rest_mask(tid, now.blocked);
     now.blocked & handled & !at_rest != 0
 }
