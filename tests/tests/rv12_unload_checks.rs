@@ -18,7 +18,10 @@
 //!    handled signal holds the proof. A busy host worker that blocks a
 //!    signal the host handles elsewhere (the usual "block in the workers,
 //!    handle in one thread" mask) holds every unload until its timeout: a
-//!    Zombie, though the worker never ran the module's code.
+//!    Zombie, though the worker never ran the module's code. Fixed: a
+//!    signal the thread blocks at rest (learned when it is seen blocked
+//!    outside every handler) no longer counts, and `SIG_DFL` counts as
+//!    handled only with `SA_RESETHAND`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -232,7 +235,6 @@ fn unload_beside_a_busy_worker(sig: libc::c_int) {
 }
 
 #[test]
-#[ignore = "FINDING: a busy host worker that blocks a handled signal makes every unload a Zombie at its timeout"]
 fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
     if !in_child(BUSY_CHILD, Some(60)) {
         let _ = fixture_path("redteam7-plain");
@@ -257,7 +259,6 @@ fn a_busy_worker_that_blocks_a_handled_signal_does_not_hold_unloads() {
 const DFL_CHILD: &str = "RV12_DFL_CHILD";
 
 #[test]
-#[ignore = "FINDING: a signal set to SIG_DFL through libc's sigaction reads as a one-shot handler; a busy worker blocking it makes unloads Zombies"]
 fn a_busy_worker_that_blocks_a_default_signal_does_not_hold_unloads() {
     if !in_child(DFL_CHILD, Some(60)) {
         let _ = fixture_path("redteam7-plain");
@@ -272,8 +273,9 @@ fn a_busy_worker_that_blocks_a_default_signal_does_not_hold_unloads() {
     }
     // No handler anywhere: the host only makes sure SIGUSR2 has its default
     // action (as hosts that `sigwait` for it do), and blocks it in the
-    // worker. glibc's `sigaction` gives every action `SA_RESTORER`, so the
-    // proof takes this for a one-shot handler reset on delivery.
+    // worker. glibc's `sigaction` gives every action `SA_RESTORER`; the
+    // proof once took this for a one-shot handler reset on delivery (which
+    // keeps `SA_RESETHAND` in its flags) and made the unload a Zombie.
     // SAFETY: SIG_DFL is a valid disposition; no other thread runs yet.
     assert_ne!(unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) }, libc::SIG_ERR);
     unload_beside_a_busy_worker(libc::SIGUSR2);

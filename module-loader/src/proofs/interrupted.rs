@@ -62,11 +62,19 @@
 //! frame, or gone ([`in_a_handler`]). Without this, under load (a thread
 //! waiting for a CPU after each nap reads as running), every scan could
 //! see the napping handler running: the same case crashed 1 run in 24
-//! under two CPU hogs. What is left: a handler installed with
-//! `SA_NODEFER` (its signal is not blocked while it runs) seen only while
-//! it runs, by every scan, or a *second* signal, delivered while the same
-//! hook runs during that grace period, whose handler sleeps past the last
-//! scan and returns after the unmap. The `usrcu::tasks` caveats say so.
+//! under two CPU hogs. A signal the thread blocks *at rest* does not count:
+//! its mask at rest is learned when it is seen blocked with no signal frame
+//! anywhere on its stack ([`learn_rest_mask`]; while such threads hold the
+//! proof, it watches them every 20 µs or so between scans for that moment),
+//! so a busy worker that blocks a handled signal for good holds no unload
+//! once it has been seen blocked once. What is left: a handler installed
+//! with `SA_NODEFER` (its signal is not blocked while it runs) seen only
+//! while it runs, by every scan; a thread that unblocks a signal it blocked
+//! at rest, enters its handler before any scan reads its mask again, and
+//! is then only seen running; or a *second* signal, delivered while the
+//! same hook runs during that grace period, whose handler sleeps past the
+//! last scan and returns after the unmap. The `usrcu::tasks` caveats say
+//! so.
 //!
 //! The proof is skipped when the process has never used Tasks RCU (no
 //! hook slot ever set, no Tasks grace period ever started): then no code
@@ -83,7 +91,7 @@
 //! first version of the scan that ran ungated); with it, a `/proc` read
 //! per thread, the stacks of the blocked ones, and one Tasks grace period.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::{Proof, UnloadCx};
@@ -119,14 +127,14 @@ impl Proof for Interrupted {
         // Threads seen interrupted in the object and not seen since blocked
         // outside it (a running thread may be between two sleeps of the
         // handler, or back in the hook).
-        let mut suspects = std::collections::BTreeSet::new();
+        let mut suspects = BTreeSet::new();
         // Threads seen running inside a signal handler (`Seen::InHandler`)
         // and not seen since out of it: their stacks could not be read.
-        let mut in_handler = std::collections::BTreeSet::new();
+        let mut in_handler = BTreeSet::new();
         // A scan without suspects was followed by a Tasks grace period.
         let mut waited = false;
         loop {
-            let now = scan(cx);
+            let now = scan(cx, &in_handler);
             suspects.retain(|t| matches!(now.get(t), Some(Seen::Running | Seen::InHandler | Seen::Interrupted)));
             suspects.extend(now.iter().filter(|(_, s)| **s == Seen::Interrupted).map(|(t, _)| *t));
             in_handler.retain(|t| matches!(now.get(t), Some(Seen::InHandler | Seen::Interrupted)));
@@ -153,7 +161,12 @@ impl Proof for Interrupted {
                     threads: suspects.union(&in_handler).copied().collect(),
                 });
             }
-            std::thread::sleep(nap.min(cx.time_left()));
+            // Meanwhile, watch the threads held as inside a handler for a
+            // moment where their mask at rest can be learned: a busy worker
+            // that blocks a handled signal for good, seen blocked a few
+            // hundred microseconds in each 20 ms, would rarely be caught by
+            // the scans alone.
+            watch(&in_handler, nap.min(cx.time_left()));
             nap = (nap * 2).min(Duration::from_millis(5));
         }
     }
@@ -164,9 +177,9 @@ impl Proof for Interrupted {
 enum Seen {
     /// Running: its registers and stack cannot be read.
     Running,
-    /// Running (or runnable) with a handled signal blocked: probably inside
-    /// that signal's handler, which may sleep over the object's code
-    /// between runs (see [`in_a_handler`]).
+    /// Running (or runnable) with a handled signal blocked that it does not
+    /// block at rest: probably inside that signal's handler, which may
+    /// sleep over the object's code between runs (see [`in_a_handler`]).
     InHandler,
     /// Blocked, and not interrupted in the object.
     Clear,
@@ -176,8 +189,9 @@ enum Seen {
 }
 
 /// Every other thread of the process, as seen now (see the module docs);
-/// threads that have gone are absent.
-fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
+/// threads that have gone are absent. For the threads of `in_handler` seen
+/// blocked and clean, their mask at rest is learned ([`learn_rest_mask`]).
+fn scan(cx: &UnloadCx<'_>, in_handler: &BTreeSet<i32>) -> BTreeMap<i32, Seen> {
     let restorers = restorers();
     let handled = handled_signals();
     let mut seen = BTreeMap::new();
@@ -202,50 +216,190 @@ fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
                 if frames_into_object(cx, maps, &restorers, sp, &mut buf) {
                     Seen::Interrupted
                 } else {
+                    if in_handler.contains(&tid) {
+                        learn_rest_mask(tid, &restorers, &mut buf);
+                    }
                     Seen::Clear
                 }
             }
         };
         seen.insert(tid, s);
     }
+    // Masks at rest of threads that have gone.
+    crate::lock(&REST_MASKS).retain(|tid, _| seen.contains_key(tid));
     seen
 }
 
 /// The signals (bit `sig - 1`) whose action is a handler, or `SIG_DFL`
-/// with a restorer: a one-shot handler, reset as it was delivered.
+/// with `SA_RESETHAND`: a one-shot handler, reset as it was delivered (the
+/// kernel sets only the handler to `SIG_DFL` and keeps the flags).
+///
+/// A restorer alone does not make a handler: glibc's `sigaction` and
+/// `signal` add `SA_RESTORER` to every action, `SIG_DFL` included, and
+/// counting those made a busy worker that blocks a signal reset to its
+/// default action hold every unload to a Zombie (review 12,
+/// `rv12_unload_checks.rs`).
 fn handled_signals() -> u64 {
     (1..=libc::SIGRTMAX().min(64))
-        .filter(|&sig| {
-            super::signals::raw_action_of(sig).is_some_and(|a| {
-                a.sa_sigaction != libc::SIG_IGN && (a.sa_sigaction != libc::SIG_DFL || a.sa_flags & SA_RESTORER != 0)
-            })
-        })
+        .filter(|&sig| super::signals::raw_action_of(sig).is_some_and(|a| is_handled(&a)))
         .fold(0, |m, sig| m | 1 << (sig - 1))
 }
 
+/// Does `a` run a handler on delivery, or is it a one-shot handler's
+/// action reset as it was delivered (see [`handled_signals`])?
+fn is_handled(a: &libc::sigaction) -> bool {
+    match a.sa_sigaction {
+        libc::SIG_IGN => false,
+        libc::SIG_DFL => a.sa_flags & libc::SA_RESETHAND != 0,
+        _ => true,
+    }
+}
+
 /// Does thread `tid` block a signal of `handled` (`SigBlk` of
-/// `/proc/self/task/<tid>/status`)? A handler runs with its own signal
-/// blocked (unless `SA_NODEFER`), so a running thread that blocks one is
-/// probably inside a handler, and a scan cannot read its stack: a handler
-/// that naps over the object's code is seen running between its naps, and
-/// under load a thread waiting for a CPU after each nap reads as running
-/// too (`loader_interrupted`'s host-code case crashed 1 run in 12 to 24
-/// under two CPU hogs when such a thread counted as plain running).
-/// Conservative: a thread that blocks a handled signal for good and never
-/// blocks in the kernel keeps the unload waiting (a Zombie at its timeout).
+/// `/proc/self/task/<tid>/status`) that it does not block at rest (see
+/// [`learn_rest_mask`])? A handler runs with its own signal blocked (unless
+/// `SA_NODEFER`), so a running thread that blocks one is probably inside a
+/// handler, and a scan cannot read its stack: a handler that naps over the
+/// object's code is seen running between its naps, and under load a thread
+/// waiting for a CPU after each nap reads as running too
+/// (`loader_interrupted`'s host-code case crashed 1 run in 12 to 24 under
+/// two CPU hogs when such a thread counted as plain running).
+///
+/// A signal the thread blocks at rest, as learned when it was last seen
+/// blocked outside every handler, does not count: its handler cannot have
+/// been entered on this thread since, unless the thread unblocked it
+/// meanwhile (then a scan that sees it running without the signal drops
+/// the signal from its mask at rest; one that sees it only blocked does
+/// not read its mask, and a new mask at rest is learned only while the
+/// thread holds the proof). Without this, a
+/// busy host worker that blocks a handled signal for good (the usual
+/// "block in the workers, handle in one thread") held every unload to a
+/// Zombie at its timeout (review 12, `rv12_unload_checks.rs`). Until a
+/// thread's mask at rest is known, every handled signal it blocks counts.
 fn in_a_handler(tid: i32, handled: u64) -> bool {
     // The test switch `in-handler` (tests only) shows the check is needed.
     if handled == 0 || super::test_switch::skipped("in-handler") {
         return false;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+    let Some(now) = status_of(tid) else {
         return false;
     };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-        .is_some_and(|blocked| blocked & handled != 0)
+    // Narrowed by every reading, even one that blocks no handled signal.
+    let at_rest = rest_mask(tid, now.blocked);
+    now.blocked & handled & !at_rest != 0
+}
+
+/// What `/proc/self/task/<tid>/status` says of a thread's signal mask and
+/// voluntary switches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Status {
+    /// `SigBlk`: the blocked signals, bit `sig - 1`.
+    blocked: u64,
+    /// `voluntary_ctxt_switches`.
+    voluntary: u64,
+}
+
+fn status_of(tid: i32) -> Option<Status> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let field = |name: &str, radix: u32| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
+    };
+    Some(Status {
+        blocked: field("SigBlk:", 16)?,
+        voluntary: field("voluntary_ctxt_switches:", 10)?,
+    })
+}
+
+/// A thread's start time (field 22 of `/proc/self/task/<tid>/stat`, clock
+/// ticks since boot): with its tid, it names the thread (a tid is reused
+/// once its thread has gone).
+fn start_time(tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The fields after the name (which may hold spaces and parentheses)
+    // start at field 3.
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Each thread's signal mask at rest, as learned by [`learn_rest_mask`] and
+/// narrowed since: tid, then the thread's start time and the mask.
+static REST_MASKS: std::sync::Mutex<BTreeMap<i32, (u64, u64)>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Thread `tid`'s mask at rest (0 when not known), narrowed first to the
+/// signals of `blocked`, its mask now: a signal it does not block now is
+/// one it does not block for good.
+fn rest_mask(tid: i32, blocked: u64) -> u64 {
+    // The test switch `rest-mask` (tests only) shows the rest mask is needed.
+    if super::test_switch::skipped("rest-mask") {
+        return 0;
+    }
+    let mut masks = crate::lock(&REST_MASKS);
+    let Some(&(start, mask)) = masks.get(&tid) else {
+        return 0;
+    };
+    if start_time(tid) != Some(start) {
+        // Another thread with a reused tid.
+        masks.remove(&tid);
+        return 0;
+    }
+    let mask = mask & blocked;
+    masks.insert(tid, (start, mask));
+    mask
+}
+
+/// Learn thread `tid`'s signal mask at rest, if it can be known now: the
+/// thread is blocked, no word of its whole stack is a signal frame's
+/// restorer (it is inside no handler, and was in none while blocked), and
+/// its `SigBlk` and voluntary-switch count read the same before and after
+/// (the mask read belongs to that same block: it did not wake, run a
+/// handler, and block again meanwhile). True if learned.
+fn learn_rest_mask(tid: i32, restorers: &[usize], buf: &mut Vec<u8>) -> bool {
+    let Some(before) = status_of(tid) else {
+        return false;
+    };
+    let Some((sp, _)) = blocked_at(tid) else {
+        return false;
+    };
+    // Mappings read now: the thread's stack may be younger than any list
+    // read before.
+    let maps = readable_mappings();
+    let Some(words) = read_whole_stack(&maps, sp, buf) else {
+        return false;
+    };
+    if words.iter().any(|w| restorers.contains(w)) {
+        return false;
+    }
+    if status_of(tid) != Some(before) {
+        return false;
+    }
+    let Some(start) = start_time(tid) else {
+        return false;
+    };
+    crate::lock(&REST_MASKS).insert(tid, (start, before.blocked));
+    true
+}
+
+/// How long the watch sleeps between two looks at its threads.
+const WATCH_NAP: Duration = Duration::from_micros(20);
+
+/// For `for_`, look at each thread of `tids` every [`WATCH_NAP`] or so and
+/// learn its mask at rest when it is seen blocked and clean; returns early
+/// once every one is learned (the next scan then counts them by it).
+fn watch(tids: &BTreeSet<i32>, for_: Duration) {
+    let until = Instant::now() + for_;
+    let mut left: Vec<i32> = tids.iter().copied().collect();
+    let restorers = if left.is_empty() { Vec::new() } else { restorers() };
+    let mut buf = Vec::new();
+    loop {
+        left.retain(|&tid| !(blocked_at(tid).is_some() && learn_rest_mask(tid, &restorers, &mut buf)));
+        let now = Instant::now();
+        if left.is_empty() || now >= until {
+            return;
+        }
+        std::thread::sleep(WATCH_NAP.min(until - now));
+    }
 }
 
 /// A blocked thread's user stack pointer and program counter, from
@@ -313,6 +467,18 @@ fn read_stack(maps: &[(usize, usize)], sp: usize, buf: &mut Vec<u8>) -> Vec<usiz
         .chunks_exact(8)
         .map(|c| usize::from_ne_bytes(c.try_into().expect("8 bytes")))
         .collect()
+}
+
+/// The words from `sp` to the end of its mapping, if they could all be read
+/// and the mapping ends within [`SCAN_LIMIT`] bytes.
+fn read_whole_stack(maps: &[(usize, usize)], sp: usize, buf: &mut Vec<u8>) -> Option<Vec<usize>> {
+    let sp = sp & !7;
+    let &(_, end) = maps.iter().find(|(s, e)| (*s..*e).contains(&sp))?;
+    if end - sp > SCAN_LIMIT {
+        return None;
+    }
+    let words = read_stack(maps, sp, buf);
+    (words.len() * 8 == end - sp).then_some(words)
 }
 
 /// Every readable mapping of the process, from `/proc/self/maps`.
@@ -423,6 +589,119 @@ mod tests {
         assert_ne!(a.sa_flags & SA_RESTORER, 0);
         let r = a.sa_restorer.expect("the reset action keeps its restorer") as usize;
         assert!(restorers().contains(&r));
+        assert_ne!(
+            a.sa_flags & libc::SA_RESETHAND,
+            0,
+            "the kernel keeps the reset action's flags"
+        );
+        assert!(
+            is_handled(&a),
+            "a one-shot handler's reset action still counts as handled"
+        );
+        assert_ne!(handled_signals() & 1 << (libc::SIGURG - 1), 0);
+    }
+
+    /// glibc gives an action set to `SIG_DFL` a restorer too: that alone
+    /// is no handler.
+    #[test]
+    fn a_signal_reset_to_its_default_through_libc_is_not_handled() {
+        // SAFETY: SIG_DFL is a valid disposition for SIGXFSZ, which nothing
+        // in this test binary handles.
+        assert_ne!(unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) }, libc::SIG_ERR);
+        let a = super::super::signals::raw_action_of(libc::SIGXFSZ).unwrap();
+        assert_eq!(a.sa_sigaction, libc::SIG_DFL);
+        assert!(!is_handled(&a), "flags {:#x}", a.sa_flags);
+        assert_eq!(handled_signals() & 1 << (libc::SIGXFSZ - 1), 0);
+    }
+
+    static NAPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static WAKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    extern "C" fn napper(_: libc::c_int) {
+        use std::sync::atomic::Ordering::SeqCst;
+        NAPPING.store(true, SeqCst);
+        let nap = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1_000_000,
+        };
+        while !WAKE.load(SeqCst) {
+            // SAFETY: nanosleep with a valid timespec; async-signal-safe.
+            unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
+        }
+    }
+
+    /// A thread parked outside every handler has its mask at rest learned,
+    /// with the signal it blocks for good; one asleep inside a handler
+    /// (its signal blocked by the kernel) does not, and counts as inside a
+    /// handler by its mask.
+    #[test]
+    fn a_rest_mask_is_learned_outside_handlers_only() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let sig = libc::SIGTTIN;
+        let bit = 1u64 << (sig - 1);
+        // SAFETY: a plain handler (atomics and nanosleep only) for SIGTTIN,
+        // which nothing else in this test binary uses.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = napper as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ttx, trx) = std::sync::mpsc::channel();
+        let blocker = std::thread::spawn(move || {
+            // SAFETY: a zeroed set, emptied, given `sig`; this thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+                ttx.send(libc::gettid()).unwrap();
+            }
+            rx.recv().unwrap();
+        });
+        let tid = trx.recv().unwrap();
+        let restorers = restorers();
+        let mut buf = Vec::new();
+        let learned = (0..10_000).any(|_| {
+            std::thread::yield_now();
+            learn_rest_mask(tid, &restorers, &mut buf)
+        });
+        assert!(learned, "the parked thread's mask at rest is learned");
+        assert_ne!(rest_mask(tid, !0) & bit, 0);
+        assert!(!in_a_handler(tid, bit), "blocking its signal for good is no handler");
+        tx.send(()).unwrap();
+        blocker.join().unwrap();
+
+        let (ttx, trx) = std::sync::mpsc::channel();
+        let (gtx, grx) = std::sync::mpsc::channel::<()>();
+        let sleeper = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            ttx.send(unsafe { libc::gettid() }).unwrap();
+            grx.recv().unwrap();
+        });
+        let tid = trx.recv().unwrap();
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: the thread is alive (it waits on `grx`).
+        let killed = unsafe { libc::pthread_kill(sleeper.as_pthread_t() as libc::pthread_t, sig) };
+        assert_eq!(killed, 0);
+        while !NAPPING.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        let mut seen_blocked = false;
+        for _ in 0..2_000 {
+            seen_blocked |= blocked_at(tid).is_some();
+            assert!(
+                !learn_rest_mask(tid, &restorers, &mut buf),
+                "no mask at rest learned inside a handler"
+            );
+        }
+        assert!(seen_blocked, "the handler naps");
+        assert_eq!(rest_mask(tid, !0), 0);
+        assert!(in_a_handler(tid, bit), "its signal, blocked by the kernel, counts");
+        WAKE.store(true, SeqCst);
+        gtx.send(()).unwrap();
+        sleeper.join().unwrap();
     }
 
     #[test]
