@@ -63,7 +63,7 @@
 //! waiting for a CPU after each nap reads as running), every scan could
 //! see the napping handler running: the same case crashed 1 run in 24
 //! under two CPU hogs. A signal the thread blocks *at rest* does not count:
-//! its mask at rest is learned when it is seen blocked with no signal frame
+//! its mask at rest is learned, afresh by each proof, when it is seen blocked with no signal frame
 //! anywhere on its stack ([`learn_rest_mask`]; while such threads hold the
 //! proof, it watches them every 20 µs or so between scans for that moment),
 //! so a busy worker that blocks a handled signal for good holds no unload
@@ -123,6 +123,12 @@ impl Proof for Interrupted {
         if !(usrcu::tasks::hooks_ever_set() || usrcu::tasks::get_state().0 > 1) {
             return Ok(());
         }
+        // Masks at rest are learned afresh by each proof: one learned at an
+        // earlier unload says nothing of the time since, when no scan read
+        // the thread's mask (it may have unblocked the signal and be inside
+        // its handler now). Another unload's proof running meanwhile only
+        // learns them again.
+        crate::lock(&REST_MASKS).clear();
         let mut nap = Duration::from_micros(50);
         // Threads seen interrupted in the object and not seen since blocked
         // outside it (a running thread may be between two sleeps of the
