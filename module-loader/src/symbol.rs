@@ -233,20 +233,26 @@ pub(crate) fn inside_call_into(h: ModuleHandle) -> bool {
 
 /// Does a frame of the calling thread run code in `ranges` (its return
 /// address lies there)? Walks this thread's stack with the unwinder
-/// (`backtrace::trace`: no symbols are resolved); on a stack that is not
-/// the thread's own (a fiber), also searches the thread's own stack
+/// (`backtrace::trace`: no symbols are resolved), then searches the part
+/// of the thread's own stack the walk did not cover
 /// ([`own_stack_holds_code_in`]).
 pub(crate) fn runs_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
     let mut found = false;
+    // The canonical frame address of the last frame walked, while each
+    // frame's lies at or above the one before it (`None` once not).
+    let mut walk_end = Some(0usize);
     backtrace::trace(|frame| {
         let ip = frame.ip() as usize;
+        let cfa = frame.sp() as usize;
+        walk_end = walk_end.filter(|&end| cfa != 0 && cfa >= end).map(|_| cfa);
         found = ranges.iter().any(|r| r.contains(&ip));
         !found
     });
-    found || own_stack_holds_code_in(ranges)
+    found || own_stack_holds_code_in(ranges, walk_end.filter(|&end| end != 0))
 }
 
-/// Most bytes of the thread's own stack [`own_stack_holds_code_in`] reads.
+/// Most bytes of the thread's own stack [`own_stack_holds_code_in`] reads
+/// on a stack other than the thread's own.
 const OWN_STACK_LIMIT: usize = 16 << 20;
 
 thread_local! {
@@ -255,24 +261,45 @@ thread_local! {
     static OWN_STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
-/// Code running on a stack other than the thread's own (a fiber or
-/// coroutine of the host, `makecontext`/`swapcontext`): the unwinder's walk
-/// ends at the fiber's entry and never sees the frames of the stack it was
+/// Does a word of the thread's own stack that the unwinder's walk did not
+/// cover point into `ranges`? `walk_end` is the canonical frame address of
+/// the walk's last frame (`None`: unknown, or the frames did not climb the
+/// stack in order).
+///
+/// The walk ends at the thread's entry (`_start`, `clone3`) or at a
+/// fiber's (a coroutine of the host, `makecontext`/`swapcontext`:
+/// `__start_context`), and never sees the frames of the stack the fiber was
 /// resumed from, where a module's hook may have called the host function
-/// that resumed the fiber (red team 10, `redteam10_unload_on_a_fiber.rs`:
-/// the unload went ahead and the hook returned into unmapped code). Then
-/// every word of the thread's own stack (its mapping, up to
-/// [`OWN_STACK_LIMIT`] below its top) is taken for a return address:
-/// conservative, as a stale word of a returned call counts too, and only
-/// on a fiber; on the thread's own stack this costs one comparison.
-fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
+/// that resumed it:
+///
+/// - on the thread's own stack, every word from the walk's end up to the
+///   stack's top is taken for a return address: above a fiber whose stack
+///   is a local buffer of the host function that resumed it lie that
+///   function's frame and its callers' (review 12,
+///   `rv12_unload_checks.rs`: the search was skipped, and the unload went
+///   ahead under the module's hook: SIGSEGV). At the thread's entry this
+///   is a few KiB: the main thread's start-up words up to the page glibc
+///   reports as its stack's top, the static TLS and thread descriptor of
+///   the others. When the walk's end is unknown, the search starts from
+///   the stack pointer;
+/// - on another stack (the fiber's stack is elsewhere), every word of the
+///   thread's own stack (its mapping, up to [`OWN_STACK_LIMIT`] below its
+///   top), as the words below the stack pointer saved when the thread
+///   switched to the fiber cannot be told from the live ones (red team 10,
+///   `redteam10_unload_on_a_fiber.rs`: the unload went ahead and the hook
+///   returned into unmapped code).
+///
+/// Conservative: a stale word (of a call that returned) or a pointer into
+/// the module's data counts too, and refuses the unload.
+fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>], walk_end: Option<usize>) -> bool {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     let Some((lo, hi)) = own_stack() else {
         return false;
     };
     if (lo..hi).contains(&here) {
-        return false;
+        let from = walk_end.filter(|end| (here..=hi).contains(end)).unwrap_or(here);
+        return words_in(from, hi, ranges);
     }
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return false;
@@ -283,13 +310,32 @@ fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
     else {
         return false;
     };
-    let from = start.max(lo).max(hi.saturating_sub(OWN_STACK_LIMIT)) & !7;
-    let mut buf = vec![0u8; hi - from];
-    let got = crate::thread_list::read_bytes(from, &mut buf);
-    buf[..got - got % 8].chunks_exact(8).any(|c| {
-        let w = usize::from_ne_bytes(c.try_into().expect("8 bytes"));
-        ranges.iter().any(|r| r.contains(&w))
-    })
+    words_in(start.max(lo).max(hi.saturating_sub(OWN_STACK_LIMIT)), hi, ranges)
+}
+
+/// Does an aligned word of `[from, to)` of our address space point into
+/// `ranges`? Read in chunks of 64 KiB, up to the first byte that is not
+/// mapped.
+fn words_in(from: usize, to: usize, ranges: &[std::ops::Range<usize>]) -> bool {
+    const CHUNK: usize = 64 << 10;
+    let mut at = from & !7;
+    let mut buf = vec![0u8; CHUNK.min(to.saturating_sub(at))];
+    while at < to {
+        let want = CHUNK.min(to - at);
+        let got = crate::thread_list::read_bytes(at, &mut buf[..want]);
+        let hit = buf[..got - got % 8].chunks_exact(8).any(|c| {
+            let w = usize::from_ne_bytes(c.try_into().expect("8 bytes"));
+            ranges.iter().any(|r| r.contains(&w))
+        });
+        if hit {
+            return true;
+        }
+        if got < want {
+            return false;
+        }
+        at += want;
+    }
+    false
 }
 
 /// The calling thread's own stack, `[low, high)`, from

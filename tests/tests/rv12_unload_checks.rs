@@ -14,6 +14,9 @@
 //!    function that resumes it): the unwinder stops at the fiber's entry,
 //!    the search is not made, A is unmapped under its hook, and the host
 //!    function returns into unmapped code (red team 10's crash, back).
+//!    Fixed: on the thread's own stack, every word above the walk's last
+//!    frame is searched (`symbol::runs_code_in`); seen dying of SIGSEGV
+//!    without that search.
 //! 2. `proofs::interrupted::in_a_handler`: a running thread that blocks a
 //!    handled signal holds the proof. A busy host worker that blocks a
 //!    signal the host handles elsewhere (the usual "block in the workers,
@@ -148,7 +151,6 @@ extern "C" fn resume_fiber_on_local_stack(x: u64) -> u64 {
 }
 
 #[test]
-#[ignore = "FINDING: a fiber whose stack lies inside the thread's own stack unloads A under A's hook: SIGSEGV"]
 fn an_unload_on_a_fiber_with_a_local_stack_under_a_hook_is_refused() {
     if !in_child(LOCAL_CHILD, Some(60)) {
         let _ = fixture_path("redteam7-plain");
