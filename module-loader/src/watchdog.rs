@@ -39,9 +39,23 @@ fn watchdog() -> &'static Watchdog {
     static W: OnceLock<&'static Watchdog> = OnceLock::new();
     W.get_or_init(|| {
         let w: &'static Watchdog = Box::leak(Box::default());
+        // The unload that starts the thread waits until it runs its own
+        // code: a thread glibc is still starting blocks every signal, and
+        // the interrupted proof, scanning right then, read it as a thread
+        // inside a signal handler; an unload whose time a callout's Tasks
+        // grace period had spent ended its proof on that one scan and kept
+        // an idle plugin as a Zombie (`redteam10_stale_return_address`,
+        // 1 to 3 runs in 10).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("usrcu-unload-watchdog".into())
-            .spawn(move || w.run());
+            .spawn(move || {
+                let _ = tx.send(());
+                w.run()
+            });
+        if spawned.is_ok() {
+            let _ = rx.recv();
+        }
         if spawned.is_err() {
             diagnostics::emit(Warning::new(
                 WarningKind::Other,

@@ -292,27 +292,8 @@ fn in_a_handler(tid: i32, handled: u64) -> bool {
     };
     // Narrowed by every reading, even one that blocks no handled signal.
     let at_rest = rest_mask(tid, now.blocked);
-    if now.blocked & GLIBC_INTERNAL != 0 && !super::test_switch::skipped("block-all") {
-        return false;
-    }
     now.blocked & handled & !at_rest != 0
 }
-
-/// glibc's own signals, `SIGCANCEL` (32) and `SIGSETXID` (33), bit
-/// `sig - 1`. No mask a program sets through glibc holds them:
-/// `pthread_sigmask` and `sigprocmask` take them out, `sigfillset` leaves
-/// them out and `sigaddset` refuses them, so neither a handler's `sa_mask`
-/// nor a thread's own mask has them. Only glibc's windows that block every
-/// signal do: `pthread_create` around the clone, in the creating thread
-/// and in the new thread until its start routine restores its mask (a
-/// thread the loader's own unload just started read as inside a handler,
-/// and with the unload's time spent, kept an idle plugin as a Zombie:
-/// `redteam10_stale_return_address`, 3 runs in 10), `raise`, `abort`,
-/// `fork`, `posix_spawn`. A thread seen in such a window is in glibc, not
-/// in a handler's own code: it counts as running. What this leaves: a
-/// handler that calls `raise` (async-signal-safe) seen only inside that
-/// call by every scan.
-const GLIBC_INTERNAL: u64 = 0b11 << 31;
 
 /// What `/proc/self/task/<tid>/status` says of a thread's signal mask and
 /// voluntary switches.
@@ -727,56 +708,6 @@ mod tests {
         WAKE.store(true, SeqCst);
         gtx.send(()).unwrap();
         sleeper.join().unwrap();
-    }
-
-    /// A running thread that blocks a handled signal through glibc reads as
-    /// inside a handler; one in a window of glibc's that blocks every
-    /// signal, its own included, does not (here made with the raw system
-    /// call, as glibc's `pthread_create` does around the clone).
-    #[test]
-    fn glibcs_block_all_window_is_not_a_handler() {
-        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-        let handled = 1u64 << (libc::SIGSEGV - 1);
-        let spin = |raw: bool| {
-            let stop = std::sync::Arc::new(AtomicBool::new(false));
-            let (ttx, trx) = std::sync::mpsc::channel();
-            let s = stop.clone();
-            let t = std::thread::spawn(move || {
-                // SAFETY: masks of this thread only; the raw call passes a
-                // full 8-byte mask, as the kernel's rt_sigprocmask expects.
-                unsafe {
-                    if raw {
-                        let all: u64 = !0;
-                        libc::syscall(
-                            libc::SYS_rt_sigprocmask,
-                            libc::SIG_BLOCK,
-                            &all,
-                            std::ptr::null_mut::<u64>(),
-                            8,
-                        );
-                    } else {
-                        let mut set: libc::sigset_t = std::mem::zeroed();
-                        libc::sigemptyset(&mut set);
-                        libc::sigaddset(&mut set, libc::SIGSEGV);
-                        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-                    }
-                    ttx.send(libc::gettid()).unwrap();
-                }
-                while !s.load(SeqCst) {
-                    std::hint::spin_loop();
-                }
-            });
-            let tid = trx.recv().unwrap();
-            let seen = in_a_handler(tid, handled);
-            stop.store(true, SeqCst);
-            t.join().unwrap();
-            seen
-        };
-        assert!(
-            spin(false),
-            "a thread blocking a handled signal reads as inside its handler"
-        );
-        assert!(!spin(true), "glibc's block-all window reads as inside a handler");
     }
 
     #[test]
