@@ -175,17 +175,62 @@ fn case_long_callback() {
     d.call_srcu(|| {});
     d.barrier();
     let base = counting_alloc::in_use();
+    let rt_base = d.stats().runtime_bytes;
     let count = Arc::new(AtomicU64::new(0));
-    burst(&d, BURST, &count);
-    // The invoker is held in a long callback queued right behind the burst:
-    // the trim the burst's last pass asked for falls due meanwhile.
-    d.call_srcu(|| std::thread::sleep(Duration::from_millis(400)));
+    // One batch of BURST (above four times SPARE_FLOOR, below PASS_LIMIT):
+    // its pass ends with an empty take, which asks for a trim 100 ms on.
+    {
+        let _g = d.read_lock();
+        burst(&d, BURST, &count);
+    }
+    while count.load(Ordering::SeqCst) < BURST {
+        std::thread::yield_now();
+    }
+    // The invoker is then held in a long callback while that trim falls
+    // due (the trim sees the new ticket, or the invoker busy, and does
+    // nothing).
+    let started = Arc::new(AtomicBool::new(false));
+    let s2 = started.clone();
+    d.call_srcu(move || {
+        s2.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(400));
+    });
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
     d.barrier();
-    assert_eq!(count.load(Ordering::SeqCst), BURST);
-    let (over, took) = settle(base, 1 << 20, Duration::from_secs(10));
-    println!("long callback: quiet {over} bytes over after {took:?}");
-    assert!(over < 1 << 20, "a quiet domain holds {over} bytes {took:?} after its long callback");
+    let (over, took) = settle(base, 1 << 20, Duration::from_secs(5));
+    let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+    println!("long callback: quiet {over} bytes over after {took:?}; ordering buffers kept: {buffers}");
+    assert!(buffers < 1 << 20, "a quiet domain holds {buffers} bytes {took:?} after its long callback");
     println!("RT14-TRIM-OK long-callback");
+}
+
+/// `n` callbacks queued under a reader, so that one grace period makes them
+/// all ready at once and one pass runs them as a single batch; then
+/// nothing. The invoker's pass stops at `PASS_LIMIT` (65,536) callbacks:
+/// a batch at least that long ends the pass before its empty take, the
+/// take that reports spare buffers.
+fn case_one_batch(n: u64) {
+    let d = Srcu::new("rt14-one-batch");
+    d.call_srcu(|| {});
+    d.barrier();
+    let base = counting_alloc::in_use();
+    let rt_base = d.stats().runtime_bytes;
+    let count = Arc::new(AtomicU64::new(0));
+    {
+        let _g = d.read_lock();
+        burst(&d, n, &count);
+    }
+    while count.load(Ordering::SeqCst) < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let peak = counting_alloc::in_use() - base;
+    let (over, took) = settle(base, 1 << 20, Duration::from_secs(3));
+    let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+    println!("one batch of {n}: after it {peak} bytes over, quiet {over} after {took:?}; ordering buffers kept: {buffers}");
+    assert!(buffers < 1 << 20, "a quiet domain holds {buffers} bytes of ordering buffers {took:?} after one batch of {n}");
+    println!("RT14-TRIM-OK one-batch {n}");
 }
 
 #[test]
@@ -199,6 +244,9 @@ fn rt14_trim_child_entry() {
         "cleanup-after-burst" => case_drop_after_burst(true),
         "burst-while-due" => case_burst_while_due(),
         "long-callback" => case_long_callback(),
+        "one-batch-70000" => case_one_batch(70_000),
+        "one-batch-60000" => case_one_batch(60_000),
+        "one-batch-40000" => case_one_batch(40_000),
         other => panic!("unknown case {other}"),
     }
 }
@@ -281,7 +329,50 @@ fn rt14_a_burst_at_the_trims_due_time_loses_no_callback() {
     run("burst-while-due", "burst-while-due");
 }
 
+/// One batch of 40,000 (its pass asks for a trim), then a 400 ms callback
+/// that holds the invoker while that trim falls due, a barrier, then
+/// nothing.
+///
+/// Observed: 3 of 4 runs keep about 1.2 MiB of ordering buffers (one
+/// 40,000-callback buffer's worth, above the trim's floor) 5 s later; the
+/// control without the long callback (`one-batch-40000`) gives them back
+/// at about 101 ms, 3 of 3. Cause not pinned down (no library
+/// instrumentation in this round).
 #[test]
+#[ignore = "FINDING: a trim that falls due while the invoker runs a long callback is lost: ~1.2 MiB of buffers kept for good, 3 of 4 runs"]
 fn rt14_a_trim_due_while_the_invoker_is_in_a_long_callback_still_frees_the_buffers() {
-    run("long-callback", "long-callback");
+    for _ in 0..3 {
+        run("long-callback", "long-callback");
+    }
+}
+
+/// Control for the long-callback case: one batch of 40,000, then quiet.
+#[test]
+fn rt14_a_batch_of_40000_then_quiet_gives_the_buffers_back() {
+    for _ in 0..2 {
+        run("one-batch-40000", "one-batch 40000");
+    }
+}
+
+/// 70,000 callbacks made ready by one grace period, run as one batch by
+/// one pass, then nothing: the pass ends at `PASS_LIMIT` with no empty
+/// take, so no trim is ever asked for, and no later pass comes (nothing
+/// is pending).
+///
+/// Observed: 3 of 3 runs keep the buffers (several MiB) 3 s later; the
+/// same with 60,000 (below the limit) gives them back at about 100 ms.
+#[test]
+#[ignore = "FINDING: a pass that ends at PASS_LIMIT (batch >= 65,536) never asks for a trim; the quiet domain keeps its buffers for good (3/3)"]
+fn rt14_a_batch_of_70000_then_quiet_gives_the_buffers_back() {
+    for _ in 0..3 {
+        run("one-batch-70000", "one-batch 70000");
+    }
+}
+
+/// Control: the same with a batch of 60,000 (below `PASS_LIMIT`).
+#[test]
+fn rt14_a_batch_of_60000_then_quiet_gives_the_buffers_back() {
+    for _ in 0..3 {
+        run("one-batch-60000", "one-batch 60000");
+    }
 }
