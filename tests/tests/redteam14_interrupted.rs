@@ -292,3 +292,12 @@ fn rt14_control_rest_mask_case_without_the_rest_mask_rule_keeps_the_plugin_mappe
     let (died, notes) = tries_skipping("rest-mask", 3, 0, "rest-mask");
     assert_eq!(died, 0, "{died} of 3 children died:\n{}", notes.join("\n---\n"));
 }
+
+/// Under CPU load (three busy threads on a 2-core machine: a napping
+/// handler waits for a CPU after each nap and reads as running), the
+/// glibc-installed busy handler is still held as inside a handler.
+#[test]
+fn rt14_the_glibc_mask_handler_under_cpu_hogs_keeps_the_plugin_mapped() {
+    let (died, notes) = tries("glibc-mask", 3, 3);
+    assert_eq!(died, 0, "{died} of 3 children died:\n{}", notes.join("\n---\n"));
+}
