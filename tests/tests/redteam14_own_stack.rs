@@ -219,3 +219,85 @@ fn rt14_an_unload_on_fiber_b_while_fiber_a_is_inside_a_hook_is_refused() {
     println!("RT14-FIBER-SURVIVED");
 }
 
+
+// ---- a task suspended inside a hook, the scheduler unloads ----
+
+const CHILD2: &str = "RT14_SUSPENDED_CHILD";
+static SUSPENDED_IN_HOOK: AtomicBool = AtomicBool::new(false);
+
+/// Host function A's hook calls: suspend task A (back to the scheduler).
+extern "C" fn yield_to_scheduler(x: u64) -> u64 {
+    SUSPENDED_IN_HOOK.store(true, Ordering::SeqCst);
+    // SAFETY: contexts of this thread.
+    unsafe {
+        let c = CONTEXTS;
+        assert_eq!(libc::swapcontext(&mut (*c).a, &(*c).sched), 0);
+    }
+    x
+}
+
+extern "C" fn task_a_yielding() {
+    let v = CALLS_HOST.call(yield_to_scheduler, 7);
+    *HOOK_RESULT.lock().unwrap() = Some(v);
+}
+
+/// Task A (fiber, heap stack) is suspended inside the plugin's hook (its
+/// host function yielded to the scheduler); the scheduler, on the
+/// thread's own stack, unloads the plugin, then resumes A.
+///
+/// Observed: the unload goes ahead ("unmapped"), and resuming A returns
+/// into the unmapped hook: SIGSEGV, 3 of 3.
+#[test]
+#[ignore = "FINDING: the scheduler unloads while task A (heap-stack fiber) is suspended inside the plugin's hook; not refused, SIGSEGV on resume"]
+fn rt14_an_unload_while_a_task_is_suspended_inside_a_hook_is_refused() {
+    if std::env::var_os(CHILD2).is_none() {
+        let _ = fixture_path("redteam7-plain");
+        Child::new("rt14_an_unload_while_a_task_is_suspended_inside_a_hook_is_refused")
+            .env(CHILD2, "1")
+            .run()
+            .assert_passed("RT14-SUSPENDED-SURVIVED", "unload while task A is suspended in A's hook");
+        return;
+    }
+    // SAFETY: alarm arms a timer only.
+    unsafe { libc::alarm(60) };
+    let loader = LOADER.get_or_init(ModuleLoader::new);
+    // The scheduler's thread is spawned before the load, so that its stack
+    // is not right below the module (see the false refusal above).
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<ModuleHandle>();
+    let l = loader;
+    let sched = std::thread::spawn(move || {
+        let h = go_rx.recv().unwrap();
+        // SAFETY: contexts of this thread only, leaked stack.
+        unsafe {
+            CONTEXTS = Box::leak(Box::new(std::mem::zeroed::<Contexts>()));
+            let c = CONTEXTS;
+            assert_eq!(libc::getcontext(&mut (*c).a), 0);
+            let (sp, len) = fiber_stack();
+            (*c).a.uc_stack.ss_sp = sp;
+            (*c).a.uc_stack.ss_size = len;
+            (*c).a.uc_link = &mut (*c).sched;
+            libc::makecontext(&mut (*c).a, task_a_yielding, 0);
+            assert_eq!(libc::swapcontext(&mut (*c).sched, &(*c).a), 0);
+        }
+        assert!(SUSPENDED_IN_HOOK.load(Ordering::SeqCst));
+        let r = l.unload(h);
+        println!("scheduler's unload while A is suspended in the hook: {r:?}");
+        let refused = r.is_err();
+        // Resume A: its host function returns into the hook.
+        // SAFETY: A's context was saved by its swapcontext.
+        unsafe {
+            let c = CONTEXTS;
+            assert_eq!(libc::swapcontext(&mut (*c).sched, &(*c).a), 0);
+        }
+        refused
+    });
+    // SAFETY: the fixture upholds the plugin contract.
+    let h = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
+    // SAFETY: `fx_calls_host` calls the host function and adds one.
+    unsafe { loader.install_hook(h, &CALLS_HOST, "fx_calls_host") }.unwrap();
+    go_tx.send(h).unwrap();
+    let refused = sched.join().unwrap();
+    println!("hook returned {:?}", HOOK_RESULT.lock().unwrap().take());
+    assert!(refused, "the unload went ahead and the host survived by luck");
+    println!("RT14-SUSPENDED-SURVIVED");
+}
