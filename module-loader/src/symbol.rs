@@ -298,6 +298,14 @@ fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>], walk_end: Option<u
         return false;
     };
     if (lo..hi).contains(&here) {
+        // A walk that climbed in order to the thread's entry covered every
+        // live frame: what lies above is the thread's static TLS and
+        // descriptor (a plugin `Symbol` cached in a thread-local, the
+        // address of a stack mapped just below the module), which searched
+        // refused ordinary unloads (red team 14, `redteam14_own_stack.rs`).
+        if climbs_to_thread_entry(hi) {
+            return false;
+        }
         let from = walk_end.filter(|end| (here..=hi).contains(end)).unwrap_or(here);
         return words_in(from, hi, ranges);
     }
@@ -367,4 +375,48 @@ fn own_stack() -> Option<(usize, usize)> {
     let s = (addr as usize, (addr as usize).saturating_add(size));
     OWN_STACK.with(|c| c.set(s));
     Some(s)
+}
+
+/// Does the unwinder's walk from the caller climb the thread's own stack
+/// (each frame's canonical frame address at or above the one before it,
+/// none above `hi`) to the thread's entry: the executable's entry point
+/// (`AT_ENTRY`, the main thread's `_start`), or the function a thread
+/// created by `pthread_create` starts in ([`thread_entry`])?
+fn climbs_to_thread_entry(hi: usize) -> bool {
+    let (mut cfa, mut function, mut in_order) = (0usize, 0usize, true);
+    backtrace::trace(|frame| {
+        // The unwinder ends with a frame of no address past the last one.
+        if frame.ip().is_null() {
+            return false;
+        }
+        let next = frame.sp() as usize;
+        in_order = next != 0 && next >= cfa && next <= hi;
+        (cfa, function) = (next, frame.symbol_address() as usize);
+        in_order
+    });
+    // SAFETY: `getauxval` has no preconditions.
+    let main_entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
+    in_order && function != 0 && (function == main_entry || function == thread_entry())
+}
+
+/// The function the outermost frame of a thread created by
+/// `pthread_create` runs (glibc: `clone3`, which it does not export, or
+/// `clone`), learnt once from a thread spawned to walk its own stack; 0 if
+/// that failed.
+fn thread_entry() -> usize {
+    static ENTRY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ENTRY.get_or_init(|| {
+        let probe = std::thread::Builder::new().name("usrcu-entry-probe".into()).spawn(|| {
+            let mut function = 0usize;
+            backtrace::trace(|frame| {
+                if frame.ip().is_null() {
+                    return false;
+                }
+                function = frame.symbol_address() as usize;
+                true
+            });
+            function
+        });
+        probe.ok().and_then(|t| t.join().ok()).unwrap_or(0)
+    })
 }

@@ -41,7 +41,6 @@ thread_local! {
 /// plugin on its stack). The thread is spawned before the load, so that its
 /// stack does not lie right below the module (see the next test).
 #[test]
-#[ignore = "FINDING: unload from a thread whose thread_local caches a Symbol of the plugin is refused FromInsideModuleCode (static TLS read as stack)"]
 fn rt14_unload_from_a_thread_with_a_cached_symbol_in_tls_is_not_refused() {
     let loader = std::sync::Arc::new(ModuleLoader::new());
     let l = loader.clone();
@@ -93,7 +92,6 @@ fn rt14_unload_from_a_thread_spawned_before_the_load_that_called_the_plugin_is_n
 ///
 /// Observed: refused `FromInsideModuleCode` every run (3 of 3).
 #[test]
-#[ignore = "FINDING: unload from a fresh thread spawned after the load is refused FromInsideModuleCode (its stack top == module's first byte)"]
 fn rt14_unload_from_a_fresh_thread_spawned_after_the_load_is_not_refused() {
     let loader = std::sync::Arc::new(ModuleLoader::new());
     // SAFETY: as above.
@@ -213,12 +211,17 @@ fn rt14_an_unload_on_fiber_b_while_fiber_a_is_inside_a_hook_is_refused() {
     let v = HOOK_RESULT.lock().unwrap().take();
     let outcome = OUTCOME.lock().unwrap().take();
     println!("hook returned {v:?}; unload on fiber B: {outcome:?}");
-    assert!(!UNMAPPED.load(Ordering::SeqCst), "unmapped under the hook and survived by luck");
-    assert!(outcome.as_deref().is_some_and(|o| o.contains("FromInside")), "{outcome:?}");
+    assert!(
+        !UNMAPPED.load(Ordering::SeqCst),
+        "unmapped under the hook and survived by luck"
+    );
+    assert!(
+        outcome.as_deref().is_some_and(|o| o.contains("FromInside")),
+        "{outcome:?}"
+    );
     assert!(loader.unload(h).unwrap().unmapped);
     println!("RT14-FIBER-SURVIVED");
 }
-
 
 // ---- a task suspended inside a hook, the scheduler unloads ----
 
@@ -255,7 +258,10 @@ fn rt14_an_unload_while_a_task_is_suspended_inside_a_hook_is_refused() {
         Child::new("rt14_an_unload_while_a_task_is_suspended_inside_a_hook_is_refused")
             .env(CHILD2, "1")
             .run()
-            .assert_passed("RT14-SUSPENDED-SURVIVED", "unload while task A is suspended in A's hook");
+            .assert_passed(
+                "RT14-SUSPENDED-SURVIVED",
+                "unload while task A is suspended in A's hook",
+            );
         return;
     }
     // SAFETY: alarm arms a timer only.

@@ -202,7 +202,10 @@ fn case_long_callback() {
     let (over, took) = settle(base, 1 << 20, Duration::from_secs(5));
     let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
     println!("long callback: quiet {over} bytes over after {took:?}; ordering buffers kept: {buffers}");
-    assert!(buffers < 1 << 20, "a quiet domain holds {buffers} bytes {took:?} after its long callback");
+    assert!(
+        buffers < 1 << 20,
+        "a quiet domain holds {buffers} bytes {took:?} after its long callback"
+    );
     println!("RT14-TRIM-OK long-callback");
 }
 
@@ -228,8 +231,13 @@ fn case_one_batch(n: u64) {
     let peak = counting_alloc::in_use() - base;
     let (over, took) = settle(base, 1 << 20, Duration::from_secs(3));
     let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
-    println!("one batch of {n}: after it {peak} bytes over, quiet {over} after {took:?}; ordering buffers kept: {buffers}");
-    assert!(buffers < 1 << 20, "a quiet domain holds {buffers} bytes of ordering buffers {took:?} after one batch of {n}");
+    println!(
+        "one batch of {n}: after it {peak} bytes over, quiet {over} after {took:?}; ordering buffers kept: {buffers}"
+    );
+    assert!(
+        buffers < 1 << 20,
+        "a quiet domain holds {buffers} bytes of ordering buffers {took:?} after one batch of {n}"
+    );
     println!("RT14-TRIM-OK one-batch {n}");
 }
 
@@ -272,7 +280,12 @@ fn many(domains: usize, threads: usize, per: u64, runs: usize) -> (usize, String
             .timeout(Duration::from_secs(150))
             .run();
         let text = ran.text();
-        out += text.lines().filter(|l| l.contains("domains,") || l.contains("panicked")).collect::<Vec<_>>().join("\n").as_str();
+        out += text
+            .lines()
+            .filter(|l| l.contains("domains,") || l.contains("panicked"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str();
         out += "\n";
         if !text.contains("RT14-TRIM-OK many-domains") {
             failed += 1;
