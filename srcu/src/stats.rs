@@ -38,8 +38,8 @@ pub struct SrcuStats {
     /// recent passes (shrunk back to about what a pass needs, never below
     /// 4,096 callbacks, once three passes in a row have left nothing
     /// queued or a second went by in which no pass needed a quarter of
-    /// them; freed once the queue has stayed empty for 100 ms; `cleanup`
-    /// frees them too).
+    /// them; when they hold more than 16,384 callbacks' worth, freed once
+    /// the queue has stayed empty for 100 ms; `cleanup` frees them too).
     pub runtime_bytes: u64,
     /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
     /// and the chunks allocated so far (slots exist only for chunks of CPUs
