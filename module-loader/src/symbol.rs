@@ -238,17 +238,24 @@ pub(crate) fn inside_call_into(h: ModuleHandle) -> bool {
 /// ([`own_stack_holds_code_in`]).
 pub(crate) fn runs_code_in(ranges: &[std::ops::Range<usize>]) -> bool {
     let mut found = false;
-    // The canonical frame address of the last frame walked, while each
-    // frame's lies at or above the one before it (`None` once not).
-    let mut walk_end = Some(0usize);
+    // The canonical frame address and function of the last frame walked,
+    // while each frame's address lies at or above the one before it
+    // (`None` once not).
+    let mut walk_end = Some((0usize, 0usize));
     backtrace::trace(|frame| {
         let ip = frame.ip() as usize;
+        // The unwinder ends with a frame of no address past the last one.
+        if ip == 0 {
+            return false;
+        }
         let cfa = frame.sp() as usize;
-        walk_end = walk_end.filter(|&end| cfa != 0 && cfa >= end).map(|_| cfa);
+        walk_end = walk_end
+            .filter(|&(end, _)| cfa != 0 && cfa >= end)
+            .map(|_| (cfa, frame.symbol_address() as usize));
         found = ranges.iter().any(|r| r.contains(&ip));
         !found
     });
-    found || own_stack_holds_code_in(ranges, walk_end.filter(|&end| end != 0))
+    found || own_stack_holds_code_in(ranges, walk_end.filter(|&(end, _)| end != 0))
 }
 
 /// Most bytes of the thread's own stack [`own_stack_holds_code_in`] reads
@@ -262,7 +269,7 @@ thread_local! {
 }
 
 /// Does a word of the thread's own stack that the unwinder's walk did not
-/// cover point into `ranges`? `walk_end` is the canonical frame address of
+/// cover point into `ranges`? `walk_end` is the canonical frame address and function of
 /// the walk's last frame (`None`: unknown, or the frames did not climb the
 /// stack in order).
 ///
@@ -291,7 +298,7 @@ thread_local! {
 ///
 /// Conservative: a stale word (of a call that returned) or a pointer into
 /// the module's data counts too, and refuses the unload.
-fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>], walk_end: Option<usize>) -> bool {
+fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>], walk_end: Option<(usize, usize)>) -> bool {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     let Some((lo, hi)) = own_stack() else {
@@ -303,10 +310,13 @@ fn own_stack_holds_code_in(ranges: &[std::ops::Range<usize>], walk_end: Option<u
         // descriptor (a plugin `Symbol` cached in a thread-local, the
         // address of a stack mapped just below the module), which searched
         // refused ordinary unloads (red team 14, `redteam14_own_stack.rs`).
-        if climbs_to_thread_entry(hi) {
+        if walk_end.is_some_and(|(end, function)| end <= hi && is_thread_entry(function)) {
             return false;
         }
-        let from = walk_end.filter(|end| (here..=hi).contains(end)).unwrap_or(here);
+        let from = walk_end
+            .map(|(end, _)| end)
+            .filter(|end| (here..=hi).contains(end))
+            .unwrap_or(here);
         return words_in(from, hi, ranges);
     }
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
@@ -377,26 +387,13 @@ fn own_stack() -> Option<(usize, usize)> {
     Some(s)
 }
 
-/// Does the unwinder's walk from the caller climb the thread's own stack
-/// (each frame's canonical frame address at or above the one before it,
-/// none above `hi`) to the thread's entry: the executable's entry point
+/// Is `function` a thread's entry: the executable's entry point
 /// (`AT_ENTRY`, the main thread's `_start`), or the function a thread
 /// created by `pthread_create` starts in ([`thread_entry`])?
-fn climbs_to_thread_entry(hi: usize) -> bool {
-    let (mut cfa, mut function, mut in_order) = (0usize, 0usize, true);
-    backtrace::trace(|frame| {
-        // The unwinder ends with a frame of no address past the last one.
-        if frame.ip().is_null() {
-            return false;
-        }
-        let next = frame.sp() as usize;
-        in_order = next != 0 && next >= cfa && next <= hi;
-        (cfa, function) = (next, frame.symbol_address() as usize);
-        in_order
-    });
+fn is_thread_entry(function: usize) -> bool {
     // SAFETY: `getauxval` has no preconditions.
     let main_entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
-    in_order && function != 0 && (function == main_entry || function == thread_entry())
+    function != 0 && (function == main_entry || function == thread_entry())
 }
 
 /// The function the outermost frame of a thread created by

@@ -55,8 +55,7 @@ fn watchdog() -> &'static Watchdog {
             });
         if spawned.is_ok() {
             let _ = rx.recv();
-        }
-        if spawned.is_err() {
+        } else {
             diagnostics::emit(Warning::new(
                 WarningKind::Other,
                 "usrcu-module-loader".to_owned(),
