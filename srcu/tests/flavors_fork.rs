@@ -255,9 +255,29 @@ fn window_case(f: Flavor, who: Sleeper, handler: bool) {
     // Start the thread, then arm the pause and give the thread a reason to
     // wake and go back to sleep.
     f.use_it(&ran);
-    __testing::arm_sleep_pause(who);
+    // Bounds on waits for flags, not timing assertions: the pause gives up
+    // (and stays armed) if the flavor does not go idle.
+    let paused_within = |bound: Duration| {
+        let end = Instant::now() + bound;
+        while !__testing::sleep_pause_inside() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        __testing::sleep_pause_inside()
+    };
     let mut inside = false;
     for _ in 0..20 {
+        // Armed afresh each time: one pause per arming, and a pause can
+        // begin and end unseen while `f.call` below waits for the lock it
+        // holds.
+        __testing::arm_sleep_pause(who);
+        // The thread may be on its way to sleep already (late, on a loaded
+        // machine, after `use_it`): it pauses there, holding the lock that
+        // `f.call` would then wait for until the pause's own time limit. So
+        // look for that pause first.
+        if paused_within(Duration::from_millis(500)) {
+            inside = true;
+            break;
+        }
         // No barrier here: a Tasks barrier needs the lock the paused thread
         // holds to return. The callback's own count says it ran.
         let want = ran.load(Ordering::SeqCst) + 1;
@@ -265,17 +285,11 @@ fn window_case(f: Flavor, who: Sleeper, handler: bool) {
         f.call(move || {
             r.fetch_add(1, Ordering::SeqCst);
         });
-        // Bounds on waits for flags, not timing assertions: the pause gives
-        // up (and stays armed) if the flavor does not go idle.
         let end = Instant::now() + Duration::from_secs(2);
         while ran.load(Ordering::SeqCst) < want && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let end = Instant::now() + Duration::from_secs(2);
-        while !__testing::sleep_pause_inside() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if __testing::sleep_pause_inside() {
+        if paused_within(Duration::from_secs(2)) {
             inside = true;
             break;
         }

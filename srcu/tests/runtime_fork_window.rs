@@ -89,18 +89,32 @@ fn window_entry() {
     // a reason to wake and go back to sleep.
     queue_one(&d);
     d.barrier();
-    __testing::arm_sleep_pause(who);
-    let mut inside = false;
-    for _ in 0..20 {
-        queue_one(&d);
-        d.barrier();
-        // A bound on a wait for a flag, not a timing assertion: the pause
-        // gives up (and stays armed) if the runtime does not go idle.
-        let end = Instant::now() + Duration::from_secs(2);
+    // A bound on a wait for a flag, not a timing assertion: the pause
+    // gives up (and stays armed) if the runtime does not go idle.
+    let paused_within = |bound: Duration| {
+        let end = Instant::now() + bound;
         while !__testing::sleep_pause_inside() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if __testing::sleep_pause_inside() {
+        __testing::sleep_pause_inside()
+    };
+    let mut inside = false;
+    for _ in 0..20 {
+        // Armed afresh each time: one pause per arming, and a pause can
+        // begin and end unseen while this thread waits for the lock it
+        // holds (below).
+        __testing::arm_sleep_pause(who);
+        // The thread may be on its way to sleep already (late, on a loaded
+        // machine, after the barrier above). It pauses there, holding its
+        // lock, which `call_srcu` below would then wait for until the
+        // pause's own time limit: so look for that pause first.
+        if paused_within(Duration::from_millis(500)) {
+            inside = true;
+            break;
+        }
+        queue_one(&d);
+        d.barrier();
+        if paused_within(Duration::from_secs(2)) {
             inside = true;
             break;
         }
