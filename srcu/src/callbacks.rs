@@ -77,6 +77,21 @@ impl CallbackHead {
     }
 }
 
+/// The bit of a queued head's `ticket` that says it is a runtime slot,
+/// whose closure's first word `collect` reads as a prefetch hint (tickets
+/// never reach bit 63).
+const SLOT_BIT: u64 = 1 << 63;
+
+#[cfg(not(usrcu_loom))]
+std::thread_local! {
+    /// The slot this thread took last (`Callbacks::take_slot`) and has not
+    /// queued yet: `call_srcu` takes a slot and queues it on one thread,
+    /// with no code of the caller's between, so `enqueue` knows a slot by
+    /// its address and never reads a caller's head to tell. No destructor:
+    /// usable until the thread ends.
+    static FRESH_SLOT: std::cell::Cell<*mut CallbackHead> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
 impl Default for CallbackHead {
     fn default() -> Self {
         CallbackHead::new()
@@ -114,6 +129,10 @@ pub(crate) struct Item {
     pub(crate) cookie: u64,
     pub(crate) head: *mut CallbackHead,
     pub(crate) func: unsafe extern "C" fn(*mut CallbackHead),
+    /// For a runtime slot, the first word of its closure (a `Box`'s
+    /// address, say): `run_batch` prefetches it a few callbacks ahead, as it
+    /// does the heads. Never dereferenced; 0 when there is none.
+    pub(crate) hint: usize,
 }
 
 // SAFETY: an item only refers to a head that `call_srcu_raw`'s contract
@@ -165,8 +184,8 @@ pub(crate) struct Ordered {
 ///   followed by a lighter stream that never stops gives the burst's
 ///   memory back within about a window).
 ///
-/// A domain that goes quiet before either rule fired is visited once more
-/// by the driver ([`SPARE_FLOOR`]).
+/// A domain that goes quiet is visited once more by the driver
+/// ([`TRIM_FLOOR`]).
 const SHRINK_AFTER: u32 = 3;
 
 /// The window of the second rule of [`SHRINK_AFTER`]: a steady stream
@@ -176,24 +195,50 @@ const SHRINK_AFTER: u32 = 3;
 /// 229,000 page faults in two runs.
 const SHRINK_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Neither rule of [`SHRINK_AFTER`] fires on a domain that goes quiet
-/// before its third calm pass: nothing visits a quiet domain's queue, so
-/// a burst followed by one more update (whose passes may count one or two
-/// calm takes, not three) kept the burst's buffers, 56 MiB after 400,000
-/// callbacks, for the domain's lifetime (`redteam6_buffers.rs`). A pass
-/// that leaves the queue empty with buffers above four times this many
-/// callbacks therefore asks the driver to come back after
-/// `driver::TRIM_AFTER` and, if nothing was queued meanwhile, free them
-/// ([`Callbacks::trim_if_quiet`]).
+/// The floor of the rules of [`SHRINK_AFTER`]: a steady stream keeps at
+/// least this many callbacks' worth in each buffer.
 pub(crate) const SPARE_FLOOR: usize = 4096;
 
-/// Whether any of `o`'s buffers but `batch` holds more than four times
-/// [`SPARE_FLOOR`] callbacks' worth.
-fn spare(o: &Ordered) -> bool {
-    o.held.capacity() > 4 * SPARE_FLOOR
-        || [&o.fresh, &o.merged, &o.tmp]
-            .iter()
-            .any(|v| v.capacity() > 4 * SPARE_FLOOR)
+/// Neither rule of [`SHRINK_AFTER`] fires on a domain that goes quiet
+/// before its third calm pass, and both keep [`SPARE_FLOOR`]: nothing
+/// visits a quiet domain's queue, so a burst followed by one more update
+/// kept the burst's buffers, 56 MiB after 400,000 callbacks, for the
+/// domain's lifetime (`redteam6_buffers.rs`), and 32 domains quiet after
+/// bursts kept 14 to 41 MiB between them (red team 14). Every pass that
+/// leaves the queue empty with a buffer above this many callbacks' worth
+/// (10 KiB) therefore asks the driver to come back after
+/// `driver::TRIM_AFTER` and, once nothing was queued for that long, free
+/// them all ([`Callbacks::trim_if_quiet`]).
+pub(crate) const TRIM_FLOOR: usize = 256;
+
+/// Whether any of `o`'s buffers holds more than [`TRIM_FLOOR`] callbacks'
+/// worth.
+fn holds_buffers(o: &Ordered) -> bool {
+    o.batch.capacity() > TRIM_FLOOR
+        || o.held.capacity() > TRIM_FLOOR
+        || [&o.fresh, &o.merged, &o.tmp].iter().any(|v| v.capacity() > TRIM_FLOOR)
+}
+
+/// The invoker buffers of a quiet domain, taken out of its queue by
+/// [`Callbacks::trim_if_quiet`], to be dropped (freed) with no lock held.
+#[derive(Debug)]
+#[allow(dead_code)] // held only to be dropped
+pub(crate) struct TakenBuffers(Vec<Item>, std::collections::VecDeque<Item>, [Vec<Item>; 3]);
+
+/// What [`Callbacks::trim_if_quiet`] did.
+#[derive(Debug)]
+pub(crate) enum Trimmed {
+    /// The buffers were taken out of the queue: the caller drops them.
+    Taken(TakenBuffers),
+    /// None held more than [`TRIM_FLOOR`] callbacks' worth: nothing to do.
+    Small,
+    /// An invoker holds the domain, or something queued waits to be run:
+    /// the pass that runs it asks again when it ends (`driver::trim_later`).
+    Busy,
+    /// Quiet now, but something was queued (and run) since `tickets_then`:
+    /// look again later, measuring the quiet from now. The pass that ran it
+    /// ended while this trim was pending, so it asked for none.
+    QuietNotLongEnough,
 }
 
 /// The callback queue of one domain.
@@ -228,10 +273,6 @@ pub(crate) struct Take {
     pub(crate) gap: bool,
     /// The smallest cookie the first callback left behind waits for.
     pub(crate) waiting_for: Option<Cookie>,
-    /// The queue is empty after this take and the invoker's buffers hold
-    /// more than [`SPARE_FLOOR`] callbacks' worth: the caller asks the
-    /// driver to [`Callbacks::trim_if_quiet`] later.
-    pub(crate) spare: bool,
 }
 
 impl Callbacks {
@@ -272,7 +313,10 @@ impl Callbacks {
 
     /// A callback slot for a small closure queued from `cpu` (`slab.rs`).
     pub(crate) fn take_slot(&self, cpu: usize) -> *mut CallbackHead {
-        crate::slab::take_slot(&self.stacks[self.lane(cpu, 0)].0.slab, &self.recycle.0)
+        let h = crate::slab::take_slot(&self.stacks[self.lane(cpu, 0)].0.slab, &self.recycle.0);
+        #[cfg(not(usrcu_loom))]
+        FRESH_SLOT.with(|f| f.set(h));
+        h
     }
 
     /// The intake stack of `cpu`'s lane for `ticket`.
@@ -330,11 +374,19 @@ impl Callbacks {
         // x86-64 one locked instruction is both (`sync::fetch_add_then_fence`).
         let ticket = crate::sync::fetch_add_then_fence(&self.next_ticket.0, 1);
         let cookie = cookie();
+        // The slot this thread just took (a caller's head is never at a
+        // slot's address: the slot's memory is the runtime's, live). Only a
+        // hint rides on it: a signal handler's `call_srcu` in between
+        // costs the outer slot its prefetch, nothing else.
+        #[cfg(not(usrcu_loom))]
+        let slot = FRESH_SLOT.with(|f| f.get() == head && f.replace(std::ptr::null_mut()) == head);
+        #[cfg(usrcu_loom)]
+        let slot = false;
         // SAFETY: the caller hands `head` over to us.
         unsafe {
             (*head).func = Some(func);
             (*head).cookie = cookie.0;
-            (*head).ticket = ticket;
+            (*head).ticket = ticket | if slot { SLOT_BIT } else { 0 };
         }
         let top = &self.stacks[self.lane(cpu, ticket)].0.top;
         // Relaxed: the CAS below re-checks the value.
@@ -385,11 +437,16 @@ impl Callbacks {
                 // SAFETY: a pushed head is ours until invoked; its fields were
                 // published by the push we acquired.
                 let next = unsafe {
+                    let marked = (*p).ticket;
                     fresh.push(Item {
-                        ticket: (*p).ticket,
+                        ticket: marked & !SLOT_BIT,
                         cookie: (*p).cookie,
                         head: p,
                         func: (*p).func.expect("queued callback has a function"),
+                        // SAFETY (of `slot_hint`): a marked head is a runtime
+                        // slot, queued (ours), its closure written before
+                        // the push we acquired.
+                        hint: if marked & SLOT_BIT != 0 { slot_hint(p) } else { 0 },
                     });
                     (*p).next
                 };
@@ -494,51 +551,67 @@ impl Callbacks {
                 }
             }
         }
-        take.spare = calm && (batch.capacity() > 4 * SPARE_FLOOR || spare(o));
         // Relaxed: only this invoker and the inventory (under the lock) read it.
         self.batch_pos.store(0, Ordering::Relaxed);
         o.batch = batch;
         take
     }
 
-    /// Free the invoker's buffers if the queue is still empty and nothing
-    /// was queued since the invoker's pass saw `tickets_then` tickets (the
-    /// domain has been quiet since). Called by the driver, never by the
-    /// invoker; `invoking` is the domain's flag (`runtime::invoke`): while
-    /// it is set an invoker may be running `batch` without the lock, so
-    /// nothing is freed. True if the buffers were freed.
-    pub(crate) fn trim_if_quiet(&self, tickets_then: u64, invoking: &AtomicBool) -> bool {
+    /// For the domain's invoker at the end of a pass: is the queue empty
+    /// with buffers above [`TRIM_FLOOR`], which the driver should free if it
+    /// stays so (`driver::trim_later`)? Asked after every pass, however it
+    /// ended (one that stopped at its callback limit too).
+    pub(crate) fn quiet_with_buffers(&self) -> bool {
+        let o = lock(&self.ordered);
+        o.held.is_empty() && o.next_run >= self.tickets() && holds_buffers(&o)
+    }
+
+    /// Take the invoker's buffers out if the queue is still empty and
+    /// nothing was queued since the driver saw `tickets_then` tickets (the
+    /// domain has been quiet since); the caller frees them once it holds no
+    /// lock (a `fork` meanwhile must find no lock of the runtime held). Called by the driver, never by the invoker;
+    /// `invoking` is the domain's flag (`runtime::invoke`): while it is set
+    /// an invoker may be running `batch` without the lock, so nothing is
+    /// freed.
+    pub(crate) fn trim_if_quiet(&self, tickets_then: u64, invoking: &AtomicBool) -> Trimmed {
         let mut o = lock(&self.ordered);
+        if !holds_buffers(&o) {
+            return Trimmed::Small;
+        }
         // SeqCst, loaded under the lock: an invoker sets the flag (SeqCst
         // swap in `dispatch`) before its pass's `take_ready`, which takes
         // this lock, and clears it after its `run_batch`. Seen clear here,
         // no pass is past `take_ready` (it would have set the flag before
         // this load in the flag's modification order and not cleared it
         // yet) and none gets there before the lock is dropped.
-        if invoking.load(Ordering::SeqCst)
-            || self.tickets() != tickets_then
-            || !o.held.is_empty()
-            || o.next_run < tickets_then
-        {
-            return false;
+        if invoking.load(Ordering::SeqCst) {
+            return Trimmed::Busy;
+        }
+        let tickets = self.tickets();
+        if !o.held.is_empty() || o.next_run < tickets {
+            return Trimmed::Busy;
+        }
+        if tickets != tickets_then {
+            return Trimmed::QuietNotLongEnough;
         }
         let o = &mut *o;
-        if !(o.batch.capacity() > 4 * SPARE_FLOOR || spare(o)) {
-            return false;
-        }
         debug_assert_eq!(self.batch_pos.load(Ordering::Relaxed) as usize, o.batch.len());
-        o.batch = Vec::new();
-        o.held = std::collections::VecDeque::new();
-        o.fresh = Vec::new();
-        o.merged = Vec::new();
-        o.tmp = Vec::new();
+        let taken = TakenBuffers(
+            std::mem::take(&mut o.batch),
+            std::mem::take(&mut o.held),
+            [
+                std::mem::take(&mut o.fresh),
+                std::mem::take(&mut o.merged),
+                std::mem::take(&mut o.tmp),
+            ],
+        );
         o.calm = 0;
         o.window_need = 0;
         o.window_held = 0;
         o.window_start = None;
         // Relaxed: as in `take_ready`; the batch is empty.
         self.batch_pos.store(0, Ordering::Relaxed);
-        true
+        Trimmed::Taken(taken)
     }
 
     /// Run the batch that `take_ready` left, in order; returns its length.
@@ -562,7 +635,14 @@ impl Callbacks {
             let it = unsafe { *ptr.add(i) };
             if i + PREFETCH < len {
                 // SAFETY: as above.
-                prefetch(unsafe { (*ptr.add(i + PREFETCH)).head });
+                let ahead = unsafe { *ptr.add(i + PREFETCH) };
+                prefetch(ahead.head);
+                // A slot's closure usually owns what it frees (a `Box`): its
+                // first word points there, written on the producer's CPU,
+                // and `free` writes it.
+                if ahead.hint != 0 {
+                    prefetch_write(ahead.hint as *const u8);
+                }
             }
             // `batch_pos` says this item is next (`take_ready` or the last
             // `finished`); a snapshot in progress holds us here
@@ -644,17 +724,101 @@ fn prefetch(p: *const CallbackHead) {
 }
 
 /// Hint the CPU to bring `p`'s line into the cache to be written (never
-/// faults).
+/// faults): `prefetchw` where the CPU has it (an exclusive copy, so the
+/// write that follows needs no second round trip to the CPU that wrote the
+/// line last), else a read prefetch. Rust's `_MM_HINT_ET0` would compile to
+/// the read prefetch, as the x86-64 baseline lacks the feature.
 #[inline(always)]
 pub(crate) fn prefetch_write(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `prefetch`.
-    #[allow(unused_unsafe)]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(all(target_arch = "x86_64", not(usrcu_loom)))]
+    if has_prefetchw() {
+        // SAFETY: a prefetch is only a hint: it neither faults nor changes
+        // memory, whatever the address; the CPU has the instruction.
+        unsafe {
+            std::arch::asm!("prefetchw byte ptr [{p}]", p = in(reg) p, options(nostack, readonly, preserves_flags))
+        };
+    } else {
+        prefetch(p as *const CallbackHead);
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(usrcu_loom))))]
     let _ = p;
+}
+
+/// Does the CPU have `prefetchw` (CPUID 8000_0001h, ECX bit 8)? Asked once.
+#[cfg(all(target_arch = "x86_64", not(usrcu_loom)))]
+fn has_prefetchw() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not asked yet, 1: no, 2: yes. Not a `OnceLock`: a `fork` while
+    // another thread initialises one leaves the child's waiting forever;
+    // threads racing here only ask the CPU twice. Relaxed: a cache of a
+    // constant; every thread that asks gets the same answer.
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    match HAS.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            #[allow(unused_unsafe)]
+            // SAFETY: `cpuid` exists on every x86-64 CPU; leaf 8000_0001h is
+            // asked only where the largest extended leaf reaches it.
+            let yes = unsafe {
+                use std::arch::x86_64::__cpuid;
+                __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+            };
+            HAS.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// The prefetch hint of the queued slot `h`: its closure's first word, if
+/// that looks like a heap pointer (`near_heap_pointer`), else 0.
+///
+/// # Safety
+/// `h` is the head of a runtime slot, queued and not yet run.
+#[inline(always)]
+unsafe fn slot_hint(h: *mut CallbackHead) -> usize {
+    #[cfg(all(target_arch = "x86_64", not(usrcu_loom)))]
+    // SAFETY: a slot's closure bytes (`INLINE_BYTES`, at least 8) follow
+    // its head, in the runtime's block, live while the slot is queued.
+    return near_heap_pointer(unsafe { first_word(crate::slab::data(h)) }, h);
+    #[cfg(not(all(target_arch = "x86_64", not(usrcu_loom))))]
+    {
+        let _ = h;
+        0
+    }
+}
+
+/// `word` if it looks like a pointer into the heap the slot at `slot` came
+/// from (8-aligned, within 4 GiB of the slot), else 0: a closure that holds
+/// a number, not a pointer, first costs no prefetch (and no page walk) of
+/// an address that is not mapped.
+#[cfg(all(target_arch = "x86_64", not(usrcu_loom)))]
+fn near_heap_pointer(word: usize, slot: *mut CallbackHead) -> usize {
+    const REACH: usize = 1 << 32;
+    let near = word.wrapping_sub(slot as usize).wrapping_add(REACH) < 2 * REACH;
+    if word % 8 == 0 && near {
+        word
+    } else {
+        0
+    }
+}
+
+/// The first word of a slot's closure bytes, as a number for a prefetch.
+/// Read with an instruction of our own: the bytes may be padding, which
+/// Rust may not read as an integer, and the value is only a hint.
+///
+/// # Safety
+/// `p` is valid for reading 8 bytes.
+#[cfg(all(target_arch = "x86_64", not(usrcu_loom)))]
+#[inline(always)]
+unsafe fn first_word(p: *const u8) -> usize {
+    let w: usize;
+    // SAFETY: the caller's; the read changes nothing.
+    unsafe {
+        std::arch::asm!("mov {w}, qword ptr [{p}]", p = in(reg) p, w = out(reg) w,
+            options(nostack, readonly, preserves_flags))
+    };
+    w
 }
 
 /// `items` (unique tickets, in any order) into `out`, ascending by ticket.
@@ -682,6 +846,7 @@ fn order_by_ticket(items: &[Item], out: &mut Vec<Item>) {
         cookie: 0,
         head: std::ptr::null_mut(),
         func: marker_fn,
+        hint: 0,
     };
     out.resize(span as usize, hole);
     for it in items {
@@ -845,6 +1010,7 @@ mod tests {
             cookie: ticket * 2,
             head: (ticket as usize * 64 + 64) as *mut CallbackHead,
             func: marker_fn,
+            hint: 0,
         }
     }
 
@@ -912,6 +1078,59 @@ mod tests {
         q.run_batch(&invoked);
         assert_eq!(q.pending(), 0);
         drop(keep);
+    }
+
+    unsafe extern "C" fn give_slot_back(h: *mut CallbackHead) {
+        // SAFETY: `h` is a slot taken in the test, run once.
+        unsafe { crate::slab::release_slot(h) };
+    }
+
+    /// A runtime slot gives `collect` its closure's first word as a
+    /// prefetch hint; a caller's head queued after this thread took a slot
+    /// (and before it queued it) is never read past (here the word after
+    /// it would be taken for a hint). Seen failing with `enqueue` taking
+    /// any head for a slot while a fresh slot is pending.
+    #[test]
+    fn only_a_runtime_slot_gives_a_prefetch_hint() {
+        #[repr(C)]
+        struct Raw {
+            head: CallbackHead,
+            _block: u64,
+            word: u64,
+        }
+        let q = Callbacks::new(1);
+        let invoked = crate::sync::AtomicU64::new(0);
+        let target = Box::new(7u64);
+        let s = q.take_slot(0);
+        // SAFETY: a fresh slot has `INLINE_BYTES` of closure room.
+        unsafe { (crate::slab::data(s) as *mut usize).write(&*target as *const u64 as usize) };
+        let mut raw = Box::new(Raw {
+            head: CallbackHead::new(),
+            _block: 0,
+            // A heap address, as a slot's `Box` would be.
+            word: &*target as *const u64 as u64,
+        });
+        // SAFETY: the slot is given back by its callback; `raw` outlives
+        // the batch below.
+        unsafe {
+            q.enqueue(0, &mut raw.head, noop, || Cookie(2));
+            q.enqueue(0, s, give_slot_back, || Cookie(2));
+        }
+        let mut seen = Vec::new();
+        q.for_each_pending(|i| seen.push((i.ticket, i.hint)));
+        #[cfg(target_arch = "x86_64")]
+        let slot_hint = near_heap_pointer(&*target as *const u64 as usize, s);
+        #[cfg(not(target_arch = "x86_64"))]
+        let slot_hint = 0;
+        assert_eq!(seen, vec![(0, 0), (1, slot_hint)]);
+        // The block and the `Box` both came from this thread's malloc arena
+        // (glibc): within 4 GiB of each other, so the hint is the `Box`.
+        #[cfg(target_arch = "x86_64")]
+        assert_ne!(slot_hint, 0);
+        assert_eq!(q.take_ready(Cookie(2)).ready, 2);
+        q.run_batch(&invoked);
+        assert_eq!(q.pending(), 0);
+        assert_eq!(raw.word, &*target as *const u64 as u64);
     }
 
     #[test]

@@ -430,6 +430,10 @@ unsafe fn carve(b: *mut Block, i: usize) -> *mut CallbackHead {
     unsafe {
         let s = std::ptr::addr_of_mut!((*b).slots[i]);
         std::ptr::addr_of_mut!((*s).head).write(CallbackHead::new());
+        // No stale hint: a closure under 8 bytes (or with padding first)
+        // leaves the previous closure's first word, maybe a pointer freed
+        // since, which the invoker would prefetch (`callbacks::slot_hint`).
+        std::ptr::addr_of_mut!((*s).data).cast::<usize>().write(0);
         std::ptr::addr_of_mut!((*s).block).write(b);
         s as *mut CallbackHead
     }

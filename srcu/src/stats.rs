@@ -34,12 +34,13 @@ pub struct SrcuStats {
     /// Bytes of runtime state the domain holds (per-CPU counters, callback
     /// intake, the cached blocks of closure slots, bookkeeping); 0 while not
     /// attached. Not counted: the invoker's buffers that put a pass's
-    /// callbacks in order, 32 bytes a callback, which follow the size of
+    /// callbacks in order, 40 bytes a callback, which follow the size of
     /// recent passes (shrunk back to about what a pass needs, never below
     /// 4,096 callbacks, once three passes in a row have left nothing
     /// queued or a second went by in which no pass needed a quarter of
-    /// them; when they hold more than 16,384 callbacks' worth, freed once
-    /// the queue has stayed empty for 100 ms; `cleanup` frees them too).
+    /// them; freed altogether once the queue has stayed empty for 100 ms,
+    /// unless each holds at most 256 callbacks' worth, 10 KiB; `cleanup`
+    /// frees them too).
     pub runtime_bytes: u64,
     /// Bytes of per-CPU reader state: the per-CPU block, its chunk table
     /// and the chunks allocated so far (slots exist only for chunks of CPUs

@@ -83,11 +83,28 @@ fn trace_idle_is_false_while_a_synchronize_waits_for_a_reader() {
         std::thread::yield_now();
     }
     let done = Arc::new(AtomicBool::new(false));
-    let d = Arc::clone(&done);
+    let started = Arc::new(AtomicBool::new(false));
+    let (d, st) = (Arc::clone(&done), Arc::clone(&started));
     let waiter = std::thread::spawn(move || {
+        st.store(true, Ordering::SeqCst);
         usrcu::trace::synchronize();
         d.store(true, Ordering::SeqCst);
     });
+    // The waiter thread may not have reached `synchronize` yet (a spawn
+    // under load takes milliseconds; `idle` is rightly true until then):
+    // wait until it is about to call it, then until it is inside, by
+    // `idle` turning false. A flavor whose `idle` never does fails here.
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while usrcu::trace::idle() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trace::idle() stayed true while synchronize waited"
+        );
+        std::thread::yield_now();
+    }
     // Until the reader leaves, the waiter cannot return; sample `idle`
     // while it waits.
     let mut saw_idle = 0;

@@ -15,15 +15,17 @@
 //!    keep a slow safety poll.
 //!
 //! Besides the heap, the driver keeps a short list of domains whose last
-//! invoker pass left the queue empty with large buffers (`trim_later`): it
-//! frees them `TRIM_AFTER` later if nothing was queued meanwhile. These are
-//! not heap entries, so they never count against the runtime being idle.
+//! invoker pass left the queue empty with buffers (`trim_later`): it frees
+//! them once nothing was queued for `TRIM_AFTER`, looking again every
+//! `TRIM_AFTER` while the domain is busy. These are not heap entries, so
+//! they never count against the runtime being idle.
 //!
 //! Nothing here sleeps inside one domain: a domain with a stuck reader costs
 //! one check per back-off period, and every other domain is served between.
 
 use super::invoke;
 use super::state::DomainState;
+use crate::callbacks::Trimmed;
 use crate::grace_period::Cookie;
 use crate::sync::{lock, AtomicBool, Condvar, Mutex, MutexGuard, Ordering};
 use std::cmp::Reverse;
@@ -72,15 +74,34 @@ impl Ord for Entry {
 
 /// A domain whose invoker buffers the driver frees at `due` if nothing was
 /// queued since its last pass saw `tickets` (`Callbacks::trim_if_quiet`).
-/// `Weak`: a trim does not keep a cleaned-up domain's state.
+/// `Weak`: a trim does not keep a cleaned-up domain's state. At most one
+/// per domain (`DomainState::trim_pending`).
 struct Trim {
+    due: Instant,
+    seq: u64,
     st: Weak<DomainState>,
     tickets: u64,
-    due: Instant,
+}
+
+impl PartialEq for Trim {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Trim {}
+impl PartialOrd for Trim {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Trim {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(o.due, o.seq))
+    }
 }
 
 /// How long a domain's queue stays empty before the driver frees its
-/// invoker's spare buffers (`callbacks::SPARE_FLOOR`): longer than a
+/// invoker's buffers (`callbacks::TRIM_FLOOR`): longer than a
 /// steady stream's pauses between batches (a benchmark's `barrier` and
 /// its next burst), so that a stream does not reallocate them per batch.
 pub(crate) const TRIM_AFTER: Duration = Duration::from_millis(100);
@@ -88,9 +109,10 @@ pub(crate) const TRIM_AFTER: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub(super) struct Heap {
     entries: BinaryHeap<Reverse<Entry>>,
-    /// Pending trims, at most one per domain (a handful at most: only
-    /// domains that saw a burst and went quiet).
-    trims: Vec<Trim>,
+    /// Pending trims, at most one per domain, by due time (a heap: 3,000
+    /// busy domains each with a trim pending made a list's scans double
+    /// the driver's CPU time, red team 15).
+    trims: BinaryHeap<Reverse<Trim>>,
     seq: u64,
     /// The process whose driver thread runs (0: none yet). A child of
     /// `fork` has no thread of its parent's: it starts its own.
@@ -231,37 +253,60 @@ pub(super) fn retry_start(st: &DomainState) {
     schedule_at(st.arc(), Instant::now());
 }
 
-/// An invoker's pass over `st` left its queue empty with spare buffers:
-/// free them after [`TRIM_AFTER`] if the domain stays quiet.
+/// An invoker's pass over `st` left its queue empty with buffers to trim:
+/// free them once the domain has been quiet for [`TRIM_AFTER`]. A domain
+/// with a trim pending keeps it (the driver re-arms it while the domain is
+/// busy, `run`), so a steady stream costs one look per `TRIM_AFTER`, not
+/// one per pass.
 pub(super) fn trim_later(st: &Arc<DomainState>) {
-    let tickets = st.cbs.tickets();
-    let due = Instant::now() + TRIM_AFTER;
-    let d = driver();
-    let mut h = lock(&d.heap);
-    let w = Arc::downgrade(st);
-    match h.trims.iter_mut().find(|t| Weak::ptr_eq(&t.st, &w)) {
-        Some(t) => {
-            t.tickets = tickets;
-            t.due = due;
-        }
-        None => h.trims.push(Trim { st: w, tickets, due }),
+    if push_trim_unless_pending(st) {
+        // The driver may be asleep with no deadline: give it this one.
+        driver().cv.notify_one();
     }
-    drop(h);
-    // The driver may be asleep with no deadline: give it this one.
-    d.cv.notify_one();
+}
+
+/// Queue a trim of `st` for [`TRIM_AFTER`] from now, unless one is pending
+/// (`trim_pending`); true if it queued one. The flag is set under `heap`,
+/// with the push: a `fork` (whose handler takes `heap`) never copies it set
+/// without its entry, which would keep the child from ever trimming the
+/// domain again.
+fn push_trim_unless_pending(st: &Arc<DomainState>) -> bool {
+    let mut h = lock(&driver().heap);
+    // SeqCst: see `run`, which clears the flag before it looks at the
+    // domain, so that a pass ending after that look asks again.
+    if st.trim_pending.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    let tickets = st.cbs.tickets();
+    h.seq += 1;
+    let seq = h.seq;
+    h.trims.push(Reverse(Trim {
+        due: Instant::now() + TRIM_AFTER,
+        seq,
+        st: Arc::downgrade(st),
+        tickets,
+    }));
+    true
 }
 
 /// An invoker finished a pass over `st`.
-pub(super) fn after_pass(st: &DomainState, gap: bool) {
+pub(super) fn after_pass(st: &DomainState, again: invoke::Again) {
     let delay = {
         let mut s = lock(&st.sched);
-        s.retry |= gap;
-        if gap {
-            s.gap_backoff = (s.gap_backoff + 1).min(6);
-            Duration::from_micros(10 << s.gap_backoff)
-        } else {
-            s.gap_backoff = 0;
-            Duration::ZERO
+        s.retry |= again != invoke::Again::No;
+        match again {
+            invoke::Again::Soon => {
+                s.gap_backoff = (s.gap_backoff + 1).min(6);
+                Duration::from_micros(10 << s.gap_backoff)
+            }
+            invoke::Again::AfterOrphans => {
+                s.gap_backoff = 0;
+                ORPHAN_POLL
+            }
+            invoke::Again::No => {
+                s.gap_backoff = 0;
+                Duration::ZERO
+            }
         }
     };
     schedule_at(st.arc(), Instant::now() + delay);
@@ -270,7 +315,7 @@ pub(super) fn after_pass(st: &DomainState, gap: bool) {
 fn run() {
     let d = driver();
     let mut due: Vec<Arc<DomainState>> = Vec::new();
-    let mut trims: Vec<Trim> = Vec::new();
+    let mut trims: Vec<(Trim, Arc<DomainState>)> = Vec::new();
     loop {
         {
             let mut h = lock(&d.heap);
@@ -286,18 +331,23 @@ fn run() {
                     drop(s);
                     due.push(e.st);
                 }
-                let mut i = 0;
-                while i < h.trims.len() {
-                    if h.trims[i].due <= now {
-                        trims.push(h.trims.swap_remove(i));
-                    } else {
-                        i += 1;
-                    }
+                while h.trims.peek().is_some_and(|Reverse(t)| t.due <= now) {
+                    let Some(Reverse(t)) = h.trims.pop() else { break };
+                    let Some(st) = t.st.upgrade() else { continue };
+                    // SeqCst: cleared before the look below (`trims`), so
+                    // that a pass that ends after it (one running now, or
+                    // one that will take what is queued) sees it clear and
+                    // asks again (`trim_later`): a trim is dropped only
+                    // where such a pass is certain. Cleared under `heap`,
+                    // with the pop: a `fork` never copies it set without
+                    // its entry (`push_trim_unless_pending`).
+                    st.trim_pending.store(false, Ordering::SeqCst);
+                    trims.push((t, st));
                 }
                 if !due.is_empty() || !trims.is_empty() {
                     break;
                 }
-                let next_trim = h.trims.iter().map(|t| t.due).min();
+                let next_trim = h.trims.peek().map(|Reverse(t)| t.due);
                 let next_entry = h.entries.peek().map(|Reverse(e)| e.due);
                 let next = match (next_entry, next_trim) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -321,9 +371,27 @@ fn run() {
                 };
             }
         }
-        for t in trims.drain(..) {
-            if let Some(st) = t.st.upgrade() {
-                st.cbs.trim_if_quiet(t.tickets, &st.invoking);
+        for (t, st) in trims.drain(..) {
+            // The look, and the taking of the buffers, under `heap`: the
+            // fork handler takes `heap` first (`fork.rs`), so a `fork`
+            // while the runtime is idle never finds the domain's queue
+            // lock held by this thread (red team 15: a child whose queue
+            // lock was copied held never ran a callback of that domain).
+            // Freed after both locks are dropped.
+            let trimmed = {
+                let _h = lock(&d.heap);
+                st.cbs.trim_if_quiet(t.tickets, &st.invoking)
+            };
+            match trimmed {
+                Trimmed::Taken(buffers) => drop(buffers),
+                Trimmed::QuietNotLongEnough => {
+                    // Queued and run since, by a pass that ended while
+                    // this trim was pending and so asked for none: measure
+                    // the quiet from now (unless that pass's successor
+                    // asked already).
+                    push_trim_unless_pending(&st);
+                }
+                _ => {}
             }
         }
         for st in due.drain(..) {
@@ -417,6 +485,11 @@ fn go_idle(st: Arc<DomainState>) {
         schedule_at(st, Instant::now());
     }
 }
+
+/// The backstop poll of a domain whose callbacks wait for those of a state
+/// it orphaned (`invoke::Again::AfterOrphans`); the orphan's release
+/// reschedules it at once (`state::release_orphan_if_idle`).
+const ORPHAN_POLL: Duration = Duration::from_millis(20);
 
 /// How often the driver retries starting an invoker while none runs and
 /// domains wait for one.

@@ -122,7 +122,7 @@ struct Guards {
     registry: MutexGuard<'static, Vec<std::sync::Weak<super::state::DomainState>>>,
     readers: super::readers::ForkGuard,
     tasks_records: crate::tasks::record::ForkGuard,
-    hook_slots: MutexGuard<'static, Vec<usize>>,
+    hook_slots: MutexGuard<'static, crate::tasks::hook_slot::registry::Slots>,
     sinks: crate::diagnostics::SinksForkGuard,
 }
 

@@ -47,6 +47,9 @@ pub(crate) struct DomainState {
     pub(crate) sched: Mutex<super::driver::Sched>,
     /// An invoker holds or is about to serve this domain.
     pub(crate) invoking: AtomicBool,
+    /// The driver holds a trim of this domain's invoker buffers
+    /// (`driver::trim_later`).
+    pub(crate) trim_pending: AtomicBool,
     /// Cleaned up from inside one of its own callbacks (`orphan`): the
     /// domain no longer points here, and the runtime releases the state
     /// when the driver finds it idle (`release_orphan_if_idle`).
@@ -215,6 +218,7 @@ pub(crate) fn build_state(s: &Srcu) -> *mut PerCpu {
         wake: Wake::default(),
         sched: Mutex::new(super::driver::Sched::default()),
         invoking: AtomicBool::new(false),
+        trim_pending: AtomicBool::new(false),
         orphan: AtomicBool::new(false),
         orphan_by_address: AtomicBool::new(false),
     });
@@ -322,6 +326,13 @@ pub(crate) fn release_orphan_if_idle(st: &Arc<DomainState>) {
         // SAFETY: the reference `orphan_state` was handed, released once
         // (the swap above).
         unsafe { release_state(Arc::as_ptr(st) as *mut DomainState) };
+        // The states that replaced it wait for its callbacks with a slow
+        // poll only (`invoke::Again::AfterOrphans`): look at them now.
+        for s in registered() {
+            if s.srcu == st.srcu && !Arc::ptr_eq(&s, st) {
+                super::driver::schedule_at(s, std::time::Instant::now());
+            }
+        }
     }
 }
 

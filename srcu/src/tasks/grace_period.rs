@@ -328,6 +328,7 @@ impl Driver {
 
         let mut nap = Duration::from_micros(50);
         let mut next_stall = stall;
+        publish_holdouts(&pending);
         let mut qs_now: Vec<Option<u64>> = Vec::new();
         let mut ptids: Vec<i32> = Vec::new();
         let mut c_pre: Vec<u64> = Vec::new();
@@ -439,6 +440,7 @@ impl Driver {
             if !clean {
                 epoch = now;
             }
+            publish_holdouts(&pending);
             if !pending.is_empty() && t0.elapsed() >= next_stall {
                 stall_warning(&pending, t0.elapsed());
                 next_stall = next_stall.saturating_mul(2);
@@ -450,6 +452,24 @@ impl Driver {
         self.qs = qs;
         out
     }
+}
+
+/// The threads the grace period in progress still waits for (tids), for
+/// [`holdouts`]: published after each pass over them, emptied at its end.
+static HOLDOUTS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn publish_holdouts(pending: &[Pending]) {
+    let mut g = HOLDOUTS.lock().unwrap_or_else(|p| p.into_inner());
+    g.clear();
+    g.extend(pending.iter().map(|p| p.tid));
+}
+
+/// The threads (tid, name) the grace period in progress still waits for;
+/// empty when none is in progress. A snapshot, as of the engine's last
+/// look at them.
+pub(crate) fn holdouts() -> Vec<(i32, String)> {
+    let tids = HOLDOUTS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    tids.into_iter().map(|t| (t, thread_name(t))).collect()
 }
 
 /// The canary's count if it read `S` with the same count on both sides.

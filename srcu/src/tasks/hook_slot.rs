@@ -113,6 +113,20 @@ impl<T: ?Sized> HookValue for *mut T {}
 /// never blocks) holds every Tasks grace period: it should call
 /// [`tasks::quiescent`](super::quiescent) between calls.
 ///
+/// # Unloading an object whose code a slot held
+///
+/// Every store into a slot goes through the host's runtime, which records
+/// the function's address and the slot's ([`hooks_ever_into`](super::hooks_ever_into)).
+/// A plugin loader waits for a Tasks grace period at unload only for an
+/// object that record names (or when it empties a slot then, or Tasks
+/// callbacks are pending), so a host thread that computes without blocking
+/// holds the unload of no other object. What a hook *calls* is not
+/// recorded: a host hook that calls an object's code through a table of
+/// the host's own must remove the object's entries and call
+/// [`tasks::synchronize`](super::synchronize) itself before the object is
+/// unmapped (in the loader's `Going` notifier, which runs before the
+/// object is closed).
+///
 /// ```
 /// use usrcu::tasks::HookSlot;
 ///
@@ -300,24 +314,46 @@ hook_arity!(a0: A0, a1: A1);
 hook_arity!(a0: A0, a1: A1, a2: A2);
 hook_arity!(a0: A0, a1: A1, a2: A2, a3: A3);
 
-/// Host side: the non-empty slots of the process.
+/// Host side: the non-empty slots of the process, and every address a slot
+/// ever held or lived at.
 pub(crate) mod registry {
+    use std::collections::BTreeMap;
     use std::ops::Range;
     use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
     use std::sync::{Mutex, MutexGuard};
 
-    static SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    /// What `SLOTS` guards.
+    pub(crate) struct Slots {
+        /// The addresses of the slots that hold a function now.
+        live: Vec<usize>,
+        /// Every function address ever stored into a slot, and the address
+        /// of every slot ever set: code at (or a slot in) an object whose
+        /// ranges hold one of them may have run under Tasks RCU with no
+        /// marker (`ever_into`). Entries of an object leave with it
+        /// (`forget_ever_into`, before its unmap). `swap` is not a hot
+        /// path; a set of distinct addresses stays small. Each with the
+        /// `generation` it was last recorded at (`last_into`).
+        ever: BTreeMap<usize, u64>,
+        /// Counts the records (`swap` of a function, `note`).
+        generation: u64,
+    }
+
+    static SLOTS: Mutex<Slots> = Mutex::new(Slots {
+        live: Vec::new(),
+        ever: BTreeMap::new(),
+        generation: 0,
+    });
     /// Has any slot ever held a function? Relaxed: read by the loader after
     /// it took `SLOTS` (which orders it), or as a hint.
     static EVER: AtomicBool = AtomicBool::new(false);
 
-    fn slots() -> MutexGuard<'static, Vec<usize>> {
+    fn slots() -> MutexGuard<'static, Slots> {
         SLOTS.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `SLOTS`, for the fork handler (`runtime/fork.rs`; a leaf: nothing
     /// else is taken under it).
-    pub(crate) fn lock_for_fork() -> MutexGuard<'static, Vec<usize>> {
+    pub(crate) fn lock_for_fork() -> MutexGuard<'static, Slots> {
         slots()
     }
 
@@ -325,30 +361,82 @@ pub(crate) mod registry {
     /// `slot` is live for the call.
     pub(crate) unsafe fn swap(slot: *const AtomicPtr<()>, new: *mut ()) -> *mut () {
         let mut g = slots();
+        let addr = slot as usize;
+        if !new.is_null() {
+            // Recorded before the store, under `SLOTS`: a loader that asks
+            // `ever_into` (under `SLOTS`) after this store sees both.
+            g.generation += 1;
+            let n = g.generation;
+            g.ever.insert(new as usize, n);
+            g.ever.insert(addr, n);
+        }
         // AcqRel: Release publishes what the installer initialised for the
         // new function to callers' Acquire loads; Acquire is not needed for
         // the old value (it is only compared with null) but keeps the
         // swap's position in the slot's order plain.
         // SAFETY: the caller's promise.
         let old = unsafe { (*slot).swap(new, Ordering::AcqRel) };
-        let addr = slot as usize;
-        let at = g.iter().position(|s| *s == addr);
+        let at = g.live.iter().position(|s| *s == addr);
         match (new.is_null(), at) {
             (true, Some(i)) => {
-                g.swap_remove(i);
+                g.live.swap_remove(i);
             }
             (false, None) => {
                 EVER.store(true, Ordering::Relaxed);
-                g.push(addr);
+                g.live.push(addr);
             }
             _ => {}
         }
         old
     }
 
+    /// Record addresses of code or data that ran, or may run, as a Tasks
+    /// reader with no marker (`tasks::note_reader_code`): `ever_into` then
+    /// names the object holding them.
+    pub(crate) fn note(addrs: &[usize]) {
+        let mut g = slots();
+        g.generation += 1;
+        let n = g.generation;
+        g.ever.extend(addrs.iter().map(|a| (*a, n)));
+    }
+
+    /// The generation of the newest record in `ranges` (0: none): a loader
+    /// that waited for a grace period asked for when this was `n` may rely
+    /// on it again only while it is still `n` (a hook of the object set
+    /// since may have been entered after that grace period began).
+    pub(crate) fn last_into(ranges: &[Range<usize>]) -> u64 {
+        let g = slots();
+        ranges
+            .iter()
+            .filter_map(|r| g.ever.range(r.clone()).map(|(_, n)| *n).max())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Did a slot ever hold a function that lies in `ranges`, or did a slot
+    /// that lies in `ranges` ever hold one (since `forget_ever_into` of
+    /// these ranges)?
+    pub(crate) fn ever_into(ranges: &[Range<usize>]) -> bool {
+        let g = slots();
+        ranges.iter().any(|r| g.ever.range(r.clone()).next().is_some())
+    }
+
+    /// Forget the addresses of `ranges` recorded for `ever_into`: the
+    /// object there is about to be unmapped, after no thread runs its code
+    /// any more, and another object may be mapped there next.
+    pub(crate) fn forget_ever_into(ranges: &[Range<usize>]) {
+        let mut g = slots();
+        for r in ranges {
+            let gone: Vec<usize> = g.ever.range(r.clone()).map(|(a, _)| *a).collect();
+            for a in gone {
+                g.ever.remove(&a);
+            }
+        }
+    }
+
     pub(crate) fn forget(slot: *const AtomicPtr<()>) {
         let mut g = slots();
-        g.retain(|s| *s != slot as usize);
+        g.live.retain(|s| *s != slot as usize);
     }
 
     pub(crate) fn ever_set() -> bool {
@@ -361,7 +449,7 @@ pub(crate) mod registry {
         let inside = |a: usize| ranges.iter().any(|r| r.contains(&a));
         let mut g = slots();
         let mut cleared = 0;
-        g.retain(|&s| {
+        g.live.retain(|&s| {
             let slot = s as *const AtomicPtr<()>;
             // SAFETY: the caller's promise: registered slots are live.
             let p = unsafe { (*slot).load(Ordering::Relaxed) };

@@ -52,9 +52,9 @@
 //!   plugin loader checks for this before it unmaps a plugin (its
 //!   "interrupted" proof: blocked threads' stacks are searched for signal
 //!   frames over the plugin's code); a host that retires hooks itself gets
-//!   no such check, and even the loader's misses a handler that every scan
-//!   sees running between its sleeps, or a second such signal during its
-//!   last grace period.
+//!   no such check, and even the loader's misses a handler installed with
+//!   `SA_NODEFER` that every scan sees running between its sleeps, or a
+//!   second such signal during its last grace period.
 //! * A CPU-bound thread that never blocks and never calls [`quiescent`]
 //!   holds every grace period (the kernel counts user mode as quiescent; a
 //!   process cannot tell its own user mode from a hook).
@@ -233,10 +233,73 @@ pub unsafe fn clear_hooks_into(ranges: &[Range<usize>]) -> usize {
     unsafe { hook_slot::registry::clear_into(ranges) }
 }
 
+/// Host only: the threads (kernel tid, name) that the Tasks grace period
+/// in progress still waits for: threads neither seen blocked outside a
+/// callout nor switched voluntarily nor at [`quiescent`] since it began.
+/// Empty when none is in progress. For a message naming who holds it up:
+/// a thread that computes without ever blocking holds every Tasks grace
+/// period until it calls [`quiescent`].
+pub fn holdouts() -> Vec<(i32, String)> {
+    grace_period::holdouts()
+}
+
 /// Host only: has any [`HookSlot`] in the process ever held a function?
-/// (A loader skips the Tasks grace period at unload when none has.)
+/// A hint only: a loader asks [`hooks_ever_into`] about the object it
+/// unloads.
 pub fn hooks_ever_set() -> bool {
     hook_slot::registry::ever_set()
+}
+
+/// Host only: may code or data in `ranges` have been reached through a
+/// [`HookSlot`], that is, did a slot ever hold a function that lies in
+/// `ranges`, or did a slot that lies in `ranges` ever hold a function
+/// (since the last [`forget_hooks_ever_into`] of these ranges)? Recorded by
+/// the host's runtime at every store into a slot, whichever copy of this
+/// crate made it (a plugin setting a host slot itself included). When it
+/// is false, no thread can be inside the object's code through a slot, so
+/// a loader needs no Tasks grace period for the object's hooks.
+///
+/// Not recorded: what a hook calls. A host hook that calls an object's
+/// code through a table of the host's own makes that code run under Tasks
+/// RCU without any slot pointing into it: the host removes the object's
+/// entries and waits with [`synchronize`] itself before the object is
+/// unmapped (in its loader's `Going` notifier).
+pub fn hooks_ever_into(ranges: &[Range<usize>]) -> bool {
+    hook_slot::registry::ever_into(ranges)
+}
+
+/// Record that code or data at `addrs` may run as a Tasks reader with no
+/// marker and no [`HookSlot`] pointing at it: a library that calls such
+/// code from reader sections of its own (`usrcu-registry`'s normal
+/// tracepoints note each probe's trampoline, function and data when they
+/// publish it). Kept by the host's runtime, whichever copy of this crate
+/// calls it, and read by [`hooks_ever_into`]: a loader then waits for a
+/// Tasks grace period, and proves no signal handler sleeps over that code,
+/// before it unmaps the object that holds it. Cheap enough for an attach,
+/// not for a hot path.
+pub fn note_reader_code(addrs: &[usize]) {
+    // SAFETY: a vtable function taking a pointer and a length of a slice.
+    unsafe { (vtable::current().note_reader_code)(addrs.as_ptr(), addrs.len()) }
+}
+
+/// Host only: a number that changes whenever [`hooks_ever_into`] records
+/// something new in `ranges` (a slot set to a function there, or a slot
+/// there set; [`note_reader_code`] there); 0 if nothing is recorded. A
+/// loader that reuses a grace period asked for at an earlier unload attempt
+/// does so only while this is unchanged: a hook of the object set and
+/// emptied since may have been entered after that grace period began.
+pub fn hooks_last_into(ranges: &[Range<usize>]) -> u64 {
+    hook_slot::registry::last_into(ranges)
+}
+
+/// Host only: forget what [`hooks_ever_into`] recorded for `ranges`, whose
+/// object is about to be unmapped once no thread runs its code (its slots
+/// cleared, [`clear_hooks_into`], and a grace period waited for since), so
+/// that an object mapped there next starts with a clean record. Called
+/// with the object still mapped, so that no other object can be at these
+/// addresses yet.
+pub fn forget_hooks_ever_into(ranges: &[Range<usize>]) {
+    hook_slot::registry::forget_ever_into(ranges)
 }
 
 /// Host only: is Tasks RCU idle — no callback queued or running, no grace

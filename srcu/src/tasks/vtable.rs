@@ -15,8 +15,10 @@ use std::sync::atomic::AtomicPtr;
 /// `extern "C"` function, which aborted the process.
 /// 3: the Tasks record's callout word. 4: `on_callback_thread` (a
 /// plugin's copy asked its own thread-local, which only the host's engine
-/// sets: red team 12).
-pub const TASKS_ABI_VERSION: u32 = 4;
+/// sets: red team 12). 5: `note_reader_code` (the registry's normal
+/// probes were recorded in the defining object's copy, which the host's
+/// loader never asked: red team 16).
+pub const TASKS_ABI_VERSION: u32 = 5;
 
 /// The host's Tasks operations.
 #[repr(C)]
@@ -53,6 +55,10 @@ pub struct TasksVTable {
     /// Non-zero if the calling thread is the host's `usrcu-tasks` callback
     /// thread (version 4).
     pub on_callback_thread: unsafe extern "C" fn() -> u32,
+    /// Record `n` addresses (at `addrs`) of code or data that may run as a
+    /// Tasks reader with no marker, in the host's record that
+    /// `hooks_ever_into` reads (version 5).
+    pub note_reader_code: unsafe extern "C" fn(*const usize, usize),
 }
 
 /// What `synchronize`, `barrier` and `barrier_timeout_ms` return when called
@@ -110,6 +116,15 @@ unsafe extern "C" fn rt_on_callback_thread() -> u32 {
     super::engine::on_tasks_thread() as u32
 }
 
+unsafe extern "C" fn rt_note_reader_code(addrs: *const usize, n: usize) {
+    if n == 0 || addrs.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes `n` readable addresses (`note_reader_code`
+    // passes a slice).
+    registry::note(unsafe { std::slice::from_raw_parts(addrs, n) });
+}
+
 unsafe extern "C" fn rt_barrier_timeout_ms(ms: u64) -> u32 {
     match engine().barrier_timeout(std::time::Duration::from_millis(ms)) {
         Some(done) => done as u32,
@@ -133,6 +148,7 @@ pub static HOST_TASKS_VTABLE: TasksVTable = TasksVTable {
     set_stall_timeout_ms: rt_set_stall_timeout_ms,
     barrier_timeout_ms: rt_barrier_timeout_ms,
     on_callback_thread: rt_on_callback_thread,
+    note_reader_code: rt_note_reader_code,
 };
 
 /// The Tasks table this copy uses: the installed runtime's. A mismatch of

@@ -85,3 +85,17 @@ pub fn watched_live() -> isize {
     // Relaxed: as `in_use`.
     WATCHED.load(Ordering::Relaxed)
 }
+
+/// Wait (up to `limit`) for the bytes in use to come back within `slack` of
+/// `base`; the bytes beyond it at the end, and the time waited.
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub fn settle(base: isize, slack: isize, limit: std::time::Duration) -> (isize, std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let over = in_use() - base;
+        if over < slack || t0.elapsed() > limit {
+            return (over, t0.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
