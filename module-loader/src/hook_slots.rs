@@ -92,7 +92,10 @@ impl std::error::Error for HookError {}
 pub struct HookSlotsReport {
     /// Slots emptied because their function lay in the object.
     pub cleared: usize,
-    /// A Tasks grace period (and a Tasks barrier) ran before `dlclose`.
+    /// A Tasks grace period (and a wait for the object's Tasks callbacks)
+    /// ran before `dlclose`: only when a slot was emptied, a slot ever held
+    /// one of the object's functions or a slot in the object was ever set
+    /// ([`usrcu::tasks::hooks_ever_into`]), or Tasks callbacks were pending.
     pub waited_grace_period: bool,
     /// How long that took.
     pub elapsed: Duration,
@@ -114,6 +117,28 @@ static SKIP_CLEARING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 #[doc(hidden)]
 pub fn __set_skip_hook_clearing(skip: bool) {
     SKIP_CLEARING.store(skip, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test switch: the rule before the per-object record (a Tasks grace
+/// period at every unload once any slot in the process was ever set, and
+/// the interrupted proof whenever Tasks RCU was ever used).
+static TASKS_WAIT_ALWAYS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Go back (`true`) to the process-wide rule for the Tasks waits of the
+/// hook-slot step and of the interrupted proof, or use the per-object
+/// record (`false`, the default). Only for the test that shows what the
+/// record changes: with the old rule, a host thread that computes without
+/// blocking makes every unload a `Zombie`.
+#[doc(hidden)]
+pub fn __set_tasks_wait_always(always: bool) {
+    // Relaxed: a test switch, read at the next unload.
+    TASKS_WAIT_ALWAYS.store(always, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Was the test switch [`__set_tasks_wait_always`] set?
+pub(crate) fn tasks_wait_always() -> bool {
+    // Relaxed: a test switch.
+    TASKS_WAIT_ALWAYS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Modules whose text is locked (by handle). The lock also serialises
@@ -211,10 +236,27 @@ impl ModuleLoader {
 }
 
 /// The unload step: empty every registered hook slot whose function lies in
-/// the object (and forget slots that live in it), then, if any hook slot
-/// was ever set in the process, wait (bounded) for a Tasks grace period and
-/// for Tasks callbacks queued so far. Runs in full once per unload, before
-/// `exit`; called again after `exit`, it clears what `exit` filled (`again`).
+/// the object (and forget slots that live in it), then wait (bounded) for a
+/// Tasks grace period and for the object's Tasks callbacks, when code of
+/// *this* object may be inside a hook: a slot was emptied now, or the
+/// runtime's record says that a slot ever held one of the object's
+/// functions or that a slot lying in the object was ever set
+/// ([`tasks::hooks_ever_into`]; a slot set and emptied by the host or the
+/// plugin without waiting is in it too), or Tasks callbacks are pending
+/// anywhere. Otherwise no thread can be inside the object's code through a
+/// slot, and a thread that computes without ever blocking (it holds every
+/// Tasks grace period) does not keep the object mapped.
+///
+/// Not in the record: a host hook that calls the object's code through a
+/// table of the host's own. Such a host removes the object's entries and
+/// calls [`tasks::synchronize`] in its `Going` notifier; notifiers run
+/// before this step and before `dlclose`, so when it returns no thread is
+/// inside that code any more (the interrupted proof, which looks for a
+/// thread asleep in a signal handler over the object's code, does not run
+/// for this case: see `proofs/interrupted.rs`).
+///
+/// Runs in full once per unload, before `exit`; called again after `exit`,
+/// it clears what `exit` filled (`again`).
 pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
     if report.hook_slots.done {
         again(m, timeout, report);
@@ -235,23 +277,30 @@ pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
         }
     };
     let mut timed_out = false;
-    let wait = cleared > 0 || tasks::hooks_ever_set() || tasks::callbacks_pending() > 0;
+    // The record is read after the clearing: a slot filled with the
+    // object's function since is in it (and cleared by `again` after `exit`,
+    // or waited for by the interrupted proof, which reads it again).
+    let mine = if tasks_wait_always() {
+        tasks::hooks_ever_set()
+    } else {
+        tasks::hooks_ever_into(&m.mapping.segments)
+    };
+    let wait = cleared > 0 || mine || tasks::callbacks_pending() > 0;
     if wait {
         // A retry that cleared nothing new needs no grace period later than
         // the one the earlier attempt asked for after its own clearing, and
         // may find it complete already; a fresh one each time never
         // completed within a zero `unload_timeout` (red team 8: an idle
         // module stayed a Zombie through 100 retries).
-        let cookie = {
-            let mut kept = crate::lock(&m.hooks_cookie);
-            let c = match *kept {
-                Some(c) if cleared == 0 => c,
-                _ => tasks::start_poll(),
-            };
-            *kept = Some(c);
-            c
-        };
+        // Nor if a hook of the object was set since (and emptied again by
+        // its own code, say): a thread may have entered it after the earlier
+        // grace period began (red team 16).
+        let last = tasks::hooks_last_into(&m.mapping.segments);
+        let cookie = kept_or_fresh(&m.hooks_cookie, last, cleared > 0);
         timed_out = !cookie.wait_timeout(timeout);
+        if timed_out {
+            name_holdouts(m);
+        }
         if !timed_out {
             // The object's Tasks callbacks, not every one (a host callback
             // that blocks must not keep the object's hook).
@@ -268,6 +317,47 @@ pub(crate) fn going(m: &Module, timeout: Duration, report: &mut UnloadReport) {
         timed_out,
         done: true,
     };
+}
+
+/// The Tasks grace period kept in `kept` by an earlier unload attempt, if
+/// it was asked for when the object's record stood at `last`
+/// (`tasks::hooks_last_into`) and `fresh` is false; else a new one, kept
+/// in its place. For the hook step and the interrupted proof alike.
+pub(crate) fn kept_or_fresh(kept: &Mutex<Option<(tasks::Cookie, u64)>>, last: u64, fresh: bool) -> tasks::Cookie {
+    let mut kept = crate::lock(kept);
+    let c = match *kept {
+        Some((c, n)) if !fresh && n == last => c,
+        _ => tasks::start_poll(),
+    };
+    *kept = Some((c, last));
+    c
+}
+
+/// The Tasks grace period the unload waited for did not end in time: name
+/// the threads it still waits for in a warning, so that a user whose
+/// module stays a zombie (`HooksBusy`) learns which thread to fix, not only
+/// that one exists (the engine's own stall warning comes after its stall
+/// timeout, 10 s by default: newcomer review).
+fn name_holdouts(m: &Module) {
+    let who = tasks::holdouts();
+    if who.is_empty() {
+        return;
+    }
+    let list = who
+        .iter()
+        .map(|(tid, name)| format!("{tid} '{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    usrcu::diagnostics::emit(usrcu::diagnostics::Warning::new(
+        usrcu::diagnostics::WarningKind::Other,
+        m.name.clone(),
+        format!(
+            "usrcu-module-loader: unloading module '{}' ({}): the Tasks grace period it waits for is held by \
+             thread(s) {list}: a thread that runs without ever blocking holds every Tasks grace period until it \
+             calls usrcu::tasks::quiescent()",
+            m.name, m.handle
+        ),
+    ));
 }
 
 /// After `exit` (the deferred-work proof, each round): empty again every

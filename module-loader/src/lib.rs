@@ -104,7 +104,7 @@ mod watchdog;
 
 pub use elf_check::ElfDefect;
 pub use error::{CallError, LoadError, ReloadError, SymbolError, UnloadError};
-pub use hook_slots::{__set_skip_hook_clearing, HookError, HookSlotsReport};
+pub use hook_slots::{__set_skip_hook_clearing, __set_tasks_wait_always, HookError, HookSlotsReport};
 pub use interface::{LiveGate, Plugin};
 pub use loader::{LoaderConfig, ModuleLoader};
 pub use module::{ModuleHandle, ModuleInfo};

@@ -462,7 +462,7 @@ impl ModuleLoader {
             m.hooks_done.store(true, Ordering::Relaxed);
             let deadline = deadline_after(Instant::now(), self.config.unload_timeout);
             let overruns = Arc::new(Mutex::new(Vec::new()));
-            self.going_notifiers(&m, &mut report, deadline, &overruns);
+            self.going_notifiers(&m, &mut report, &overruns);
             report.overruns = std::mem::take(&mut *crate::lock(&overruns));
             let rollback = Box::new(self.teardown(&m, report, suspects, deadline));
             return Err(LoadError::InitFailed {
@@ -683,7 +683,7 @@ impl ModuleLoader {
             crate::hook_slots::going(&m, deadline.saturating_duration_since(Instant::now()), &mut report);
             crate::phase_timing::lap("unload: hook slots before exit");
             let overruns = Arc::new(Mutex::new(Vec::new()));
-            let (exit, missed) = watchdog::watch(&m.name, "exit", deadline, &overruns, || {
+            let (exit, missed) = watchdog::watch(&m.name, "exit", self.config.unload_timeout, &overruns, || {
                 run_watching_missed_barriers(|| m.run_hook(m.exit))
             });
             suspects = missed;
@@ -691,7 +691,7 @@ impl ModuleLoader {
             if let Err((message, panicked)) = exit {
                 report.hook_failures.push(HookFailure::Exit { message, panicked });
             }
-            self.going_notifiers(&m, &mut report, deadline, &overruns);
+            self.going_notifiers(&m, &mut report, &overruns);
             report.overruns = std::mem::take(&mut *crate::lock(&overruns));
             m.hooks_done.store(true, Ordering::Relaxed);
             crate::phase_timing::lap("unload: going notifiers");
@@ -830,17 +830,11 @@ impl ModuleLoader {
     }
 
     /// `Going` notifiers, in reverse registration order, each watched
-    /// against `deadline`.
-    fn going_notifiers(
-        &self,
-        m: &Module,
-        report: &mut UnloadReport,
-        deadline: Instant,
-        overruns: &Arc<Mutex<Vec<String>>>,
-    ) {
+    /// against the unload timeout from its own start (`watchdog::watch`).
+    fn going_notifiers(&self, m: &Module, report: &mut UnloadReport, overruns: &Arc<Mutex<Vec<String>>>) {
         for n in self.notifiers.snapshot().iter().rev() {
             let step = format!("going notifier '{}'", n.name);
-            let r = watchdog::watch(&m.name, &step, deadline, overruns, || {
+            let r = watchdog::watch(&m.name, &step, self.config.unload_timeout, overruns, || {
                 n.call(ModuleEvent::Going, &m.info())
             });
             if let Err((message, panicked)) = r {
@@ -960,6 +954,13 @@ impl ModuleLoader {
         if last_user.contains(&true) {
             crate::test_pause::reached(crate::test_pause::PausePoint::UnloadBeforeDlclose);
         }
+        // Every proof passed: no thread runs the objects' code through a
+        // hook slot or a normal probe any more. Their records go now, while
+        // they are still mapped (no other object can be at these addresses
+        // yet), so that an object mapped there next starts clean.
+        for o in std::iter::once(&m.mapping).chain(mine().map(|(_, o)| o)) {
+            usrcu::tasks::forget_hooks_ever_into(&o.segments);
+        }
         // Drop every handle into the object, then close it. Under `DLCLOSE`,
         // with the check that follows: an object that stays (a thread-local
         // destructor of the plugin is pending on a live thread) is pinned
@@ -1047,8 +1048,28 @@ impl Drop for ModuleLoader {
     /// Unloads every live module and retries every zombie
     /// ([`ModuleLoader::unload_all`]; best effort: a module whose calls do
     /// not drain in time, or that is (still) a zombie, stays mapped, leaked).
+    /// A module whose unload failed (it stays loaded and `Live` for the rest
+    /// of the process, its `exit` never run) is named in a warning
+    /// ([`usrcu::diagnostics`]); a zombie is named by the zombie warning.
     fn drop(&mut self) {
-        let _ = self.unload_all();
+        for (h, r) in self.unload_all() {
+            if let Err(e) = r {
+                let name = crate::lock(&self.table)
+                    .modules
+                    .iter()
+                    .find(|m| m.handle == h)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                diagnostics::emit(Warning::new(
+                    WarningKind::Other,
+                    name.clone(),
+                    format!(
+                        "usrcu-module-loader: the loader was dropped but module '{name}' ({h}) could not \
+                         be unloaded: {e}; it stays loaded for the rest of the process and its exit never runs"
+                    ),
+                ));
+            }
+        }
         // Zombies and modules that stay loaded keep their libraries open for
         // the rest of the process: never unmap code that may still run.
         let t = crate::lock(&self.table);

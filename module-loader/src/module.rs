@@ -114,12 +114,15 @@ pub(crate) struct Module {
     /// The Tasks grace period an earlier unload attempt's hook step asked
     /// for (after its clearing): a retry that clears nothing new waits for
     /// it instead of a fresh one (`hook_slots::going`).
-    pub(crate) hooks_cookie: std::sync::Mutex<Option<usrcu::tasks::Cookie>>,
+    /// With `usrcu::tasks::hooks_last_into` of the object when it was
+    /// asked: reused only while that is unchanged.
+    pub(crate) hooks_cookie: std::sync::Mutex<Option<(usrcu::tasks::Cookie, u64)>>,
     /// The Tasks grace period an earlier unload attempt's "interrupted"
     /// proof asked for after a scan that found no thread interrupted in the
     /// object (`proofs/interrupted.rs`): a retry whose scans find none
     /// either waits for it instead of a fresh one.
-    pub(crate) interrupted_cookie: std::sync::Mutex<Option<usrcu::tasks::Cookie>>,
+    /// With `usrcu::tasks::hooks_last_into` of the objects, as above.
+    pub(crate) interrupted_cookie: std::sync::Mutex<Option<(usrcu::tasks::Cookie, u64)>>,
     /// Per domain (by address), its `slots_scanned` before the barrier that
     /// precedes `exit`, so that the report counts both barriers' scans.
     pub(crate) scan_base: Mutex<Vec<(usize, u64)>>,

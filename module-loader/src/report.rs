@@ -408,8 +408,12 @@ pub struct UnloadReport {
     /// library another live module also needs is that module's to unmap,
     /// and is not listed here.
     pub libraries_still_mapped: Vec<PathBuf>,
-    /// Steps that ran past the unload timeout (`exit`, a `Going` notifier),
-    /// as the watchdog saw them: the unload could not return before they did.
+    /// Steps (`exit`, a `Going` notifier) that ran longer than the unload
+    /// timeout on their own, as the watchdog saw them: each is measured from
+    /// its own start, so a short step that began when earlier ones (or the
+    /// loader's own waits, a Tasks grace period say) had spent most or all
+    /// of the budget is not blamed for their time. The unload could not
+    /// return before these did.
     pub overruns: Vec<String>,
 }
 
@@ -448,6 +452,13 @@ impl fmt::Display for UnloadReport {
                 "; domain '{}': barrier {:?}, {} slots scanned",
                 d.name, d.barrier, d.slots_scanned
             )?;
+        }
+        if !self.probes_removed.is_empty() {
+            write!(f, "; probes removed:")?;
+            for (i, p) in self.probes_removed.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                write!(f, "{sep}'{}'", p.tracepoint)?;
+            }
         }
         if self.hook_slots.cleared > 0 || self.hook_slots.waited_grace_period {
             write!(

@@ -96,6 +96,13 @@ impl log::Log for Bridge {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        // The host's level now, first: the plugin's own filter lets every
+        // level through (see `receive`), so this is where a disabled
+        // record stops, before any formatting or callout.
+        let Some(c) = context() else { return };
+        if record.level() > level_from((c.max_level)()) {
+            return;
+        }
         // A callout from here on, formatting included: the record may come
         // from a hook or a probe, and the formatting's allocations may wait
         // for a lock of the allocator (red team 10 saw glibc's arena lock,
@@ -103,10 +110,6 @@ impl log::Log for Bridge {
         // a Tasks grace period does not count a thread blocked inside a
         // callout as quiescent (`usrcu::runtime::callouts`).
         let _callout = usrcu::runtime::callouts::enter();
-        let Some(c) = context() else { return };
-        if record.level() > level_from((c.max_level)()) {
-            return;
-        }
         let mut owned = String::new();
         let message = match record.args().as_str() {
             Some(s) => s,
@@ -155,9 +158,15 @@ pub unsafe fn receive(ctx: *const HostContext, msg: *mut HookMessage) -> u32 {
         }
         // Release: pairs with the Acquire in `context`.
         CONTEXT.store(ctx as *mut HostContext, Ordering::Release);
-        // A plugin that set its own logger keeps it.
+        // A plugin that set its own logger keeps it. The plugin's own
+        // filter (`log::max_level()` of its copy of `log`) lets every level
+        // through, and the bridge filters by the host's level at each
+        // record: set to the host's level at load, it never learnt of a
+        // later `log::set_max_level` of the host, whose raised level then
+        // never reached the plugin (newcomer review). A disabled record
+        // costs the bridge's call and one load of the host's level.
         if log::set_logger(&BRIDGE).is_ok() {
-            log::set_max_level(level_from((c.max_level)()));
+            log::set_max_level(log::LevelFilter::Trace);
         }
         Ok(())
     };

@@ -554,6 +554,19 @@ pub unsafe fn find<I: Interface + ?Sized>(list: *const InterfaceList) -> Result<
 /// assert_eq!(<dyn Greeter as Interface>::NAME, "greeter");
 /// assert_eq!(<dyn Greeter as Interface>::FUNCTIONS[0].signature, "greet(u32) -> u64");
 /// ```
+///
+/// A function named like a method of the host's handle
+/// ([`RESERVED_NAMES`](crate::interface::RESERVED_NAMES): `module`,
+/// `clone`, ...) is refused at compile time, since the handle's own method
+/// would run instead of the plugin's:
+///
+/// ```compile_fail,E0080
+/// usrcu_registry::plugin_interface! {
+///     pub trait Shadowed ["shadowed", version 1] {
+///         fn module() -> u64;
+///     }
+/// }
+/// ```
 #[macro_export]
 macro_rules! plugin_interface {
     {
@@ -578,6 +591,17 @@ macro_rules! plugin_interface {
                 fn $f($($arg: $ty),*) $(-> $ret)? where Self: Sized;
             )*
         }
+
+        $(
+            const _: () = ::core::assert!(
+                !$crate::interface::__private::reserved_name(::core::stringify!($f)),
+                ::core::concat!(
+                    "plugin_interface!: the function `", ::core::stringify!($f),
+                    "` is named like a method of the host's handle (`usrcu_registry::interface::RESERVED_NAMES`), \
+                     which would run instead of it: rename it"
+                )
+            );
+        )*
 
         const _: () = {
             use $crate::interface::__private as __p;
@@ -750,5 +774,73 @@ macro_rules! export_interface {
 /// What the macros expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use super::{call, entry, functions, list, shim_body, Gate, Statics};
+    pub use super::{call, entry, functions, list, reserved_name, shim_body, Gate, Statics};
+}
+
+/// Names an interface function may not have: the host reaches the client
+/// through its handle (`usrcu_module_loader::Plugin`, which derefs to the
+/// client), and a method of the handle itself, or of a prelude trait it
+/// implements, wins over the client's: `handle.module()` would return the
+/// module's name instead of calling the plugin, silently (newcomer review).
+/// Besides the prelude's, the list holds the methods of the traits every
+/// handle implements that a host commonly imports (`Any`, `Borrow`,
+/// `BorrowMut`, `Deref`, `Debug`: red team 16).
+pub const RESERVED_NAMES: &[&str] = &[
+    "module",
+    "clone",
+    "clone_from",
+    "to_owned",
+    "clone_into",
+    "into",
+    "try_into",
+    "type_id",
+    "borrow",
+    "borrow_mut",
+    "deref",
+    "fmt",
+];
+
+/// Is `name` one of [`RESERVED_NAMES`]? (`const`: the macro checks each
+/// function at compile time.)
+#[doc(hidden)]
+pub const fn reserved_name(name: &str) -> bool {
+    // (Unit-tested below with every handle method red team 16 found.)
+    let name = name.as_bytes();
+    let mut i = 0;
+    while i < RESERVED_NAMES.len() {
+        let r = RESERVED_NAMES[i].as_bytes();
+        if r.len() == name.len() {
+            let mut j = 0;
+            while j < r.len() && r[j] == name[j] {
+                j += 1;
+            }
+            if j == r.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    /// Every method the host's handle has before its `Deref` to the client,
+    /// with `Any`, `Borrow`, `BorrowMut`, `Deref` and `Debug` imported (red
+    /// team 16 compiled an interface with the last five and saw the
+    /// handle's methods run): refused; an ordinary name is not.
+    #[test]
+    fn handle_methods_are_reserved() {
+        for n in
+            super::RESERVED_NAMES
+                .iter()
+                .copied()
+                .chain(["module", "clone", "type_id", "borrow", "borrow_mut", "deref"])
+        {
+            assert!(super::reserved_name(n), "{n}");
+        }
+        for n in ["modules", "compute", "borrowed", "", "f"] {
+            assert!(!super::reserved_name(n), "{n}");
+        }
+    }
 }

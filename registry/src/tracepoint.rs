@@ -510,6 +510,12 @@ unsafe fn replace_probes<A: 'static>(tp: &Tracepoint<A>, probes: *const Probe<A>
         // SAFETY: the caller lends `len` probes (plain copies).
         Box::into_raw(Box::new(unsafe { std::slice::from_raw_parts(probes, len) }.to_vec()))
     };
+    if tp.kind == TracepointKind::Normal && len > 0 {
+        // Noted before the array is published: a thread can run a probe
+        // only after the swap below, and the loader asks after detaching.
+        // SAFETY: the caller lends `len` live probes for the call.
+        note_normal_probes(unsafe { std::slice::from_raw_parts(probes, len) });
+    }
     if !new.is_null() {
         // SAFETY: probes are only ever attached through `attach`, which
         // takes `&'static self`; a non-empty array is published only on a
@@ -523,6 +529,22 @@ unsafe fn replace_probes<A: 'static>(tp: &Tracepoint<A>, probes: *const Probe<A>
         let old = OldArray(old);
         Flavor::of(tp.kind).call(move || drop(old));
     }
+}
+
+/// Note every address (trampoline, function, data) of the probes being
+/// published on a normal tracepoint: code there may run under Tasks RCU
+/// with no marker. Noted in the *host's* runtime
+/// ([`usrcu::tasks::note_reader_code`]), whichever copy of this crate
+/// publishes them: a record kept in the defining object's copy (a plugin
+/// that defines a tracepoint) was never asked by the host's loader, which
+/// then skipped its interrupted proof and unmapped a plugin under a signal
+/// handler asleep over its probe (red team 16, SIGSEGV 3/3).
+fn note_normal_probes<A>(probes: &[Probe<A>]) {
+    let mut addrs = Vec::with_capacity(probes.len() * 3);
+    for p in probes {
+        addrs.extend([p.call as usize, p.func as usize, p.data as usize]);
+    }
+    usrcu::tasks::note_reader_code(&addrs);
 }
 
 /// The tracepoints of this object that are not in its [`TRACEPOINTS`]

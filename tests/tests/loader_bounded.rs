@@ -131,3 +131,54 @@ fn eight_timed_out_unloads_then_a_normal_unload_drains_and_unmaps() {
         unload_until_gone(&loader, z);
     }
 }
+
+/// A `Going` notifier that starts after the deadline was spent (here by an
+/// earlier notifier that overran) is not blamed for the earlier one's time:
+/// only the notifier still running at the deadline is an overrun (newcomer
+/// review: a 20 ms notifier was named as "still running past the unload
+/// timeout" after a Tasks wait had spent the deadline). Fails without the
+/// fresh budget of `watchdog::watch`: both notifiers are listed.
+#[test]
+fn a_short_notifier_that_starts_after_the_deadline_is_not_an_overrun() {
+    use usrcu_module_loader::ModuleEvent;
+    let capture = Capture::start();
+    let loader = loader(300);
+    let gate = leak(AtomicBool::new(false));
+    // Notifiers run newest first on `Going`: "slow", then "quick".
+    loader.register_notifier("quick", |ev, _| {
+        if ev == ModuleEvent::Going {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok::<(), String>(())
+    });
+    loader.register_notifier("slow", move |ev, _| {
+        if ev == ModuleEvent::Going {
+            while !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok::<(), String>(())
+    });
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
+    // Open the gate once the watchdog has reported "slow" (past the deadline).
+    let opener = std::thread::spawn(move || {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        let seen = loop {
+            let found = capture.find("callbacks", WarningKind::Other);
+            if let Some(w) = found.into_iter().find(|w| w.message.contains("'slow'")) {
+                break Some(w.message);
+            }
+            if std::time::Instant::now() > end {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        gate.store(true, Ordering::SeqCst);
+        seen
+    });
+    let report = loader.unload(m).unwrap();
+    let warning = opener.join().unwrap().expect("an overrun warning for 'slow'");
+    assert!(warning.contains("past the unload timeout"), "{warning}");
+    assert_eq!(report.overruns, vec!["going notifier 'slow'".to_owned()], "{report}");
+}

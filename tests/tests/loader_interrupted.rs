@@ -12,24 +12,43 @@
 //!   above it on the stack;
 //! * the handler runs on an alternate signal stack (`SA_ONSTACK`): the
 //!   signal frame is on a heap buffer, the interrupted stack elsewhere;
+//! * the handler interrupts a host function attached as a probe of a
+//!   normal host tracepoint by the plugin's copy of the registry (the
+//!   plugin's trampoline is on the stack): no hook slot ever pointed into
+//!   the plugin, and the proof runs because the registry recorded the
+//!   probe (`usrcu::tasks::note_reader_code`, read by `hooks_ever_into`;
+//!   with that record ignored, the host died of SIGSEGV);
 //! * the handler sleeps longer than the unload's budget: the unload keeps
 //!   the plugin as a Zombie naming the thread (`InterruptedInObject`), and
 //!   the next unload, once the handler has returned, unmaps it.
 //!
 //! `tests/tests/redteam7_hook_signal.rs` is the first case found (the
 //! handler interrupts the plugin's own code). The negative twin here runs
-//! the first case with the proof switched off and requires the SIGSEGV.
+//! the first case with the proof switched off and requires the SIGSEGV, and
+//! so does the probe case's.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use usrcu::tasks::HookSlot;
 use usrcu_module_loader::{LoaderConfig, ModuleLoader, ZombieCause};
+use usrcu_registry::tracepoint::Tracepoint;
 use usrcu_tests::{fixture_path, Child, Ran};
 
 type HostFn = extern "C" fn(u64) -> u64;
 static CALLS_HOST: HookSlot<extern "C" fn(HostFn, u64) -> u64> = HookSlot::new();
 static SPIN: HookSlot<extern "C" fn(u64) -> u64> = HookSlot::new();
+
+usrcu_registry::define_tracepoint!(static PROBED: Tracepoint<u64> = normal "interrupted.probed");
+type AttachForeign = unsafe extern "C" fn(*const Tracepoint<u64>, *const (), *const AtomicU64) -> u32;
+static PROBE_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// A host probe, attached by the plugin's copy of the registry (whose
+/// trampoline, plugin code, calls it): spins for `ms`.
+fn host_probe(runs: &AtomicU64, ms: &u64) {
+    runs.fetch_add(1, Ordering::SeqCst);
+    host_spin(*ms);
+}
 
 static IN_HOST: AtomicBool = AtomicBool::new(false);
 static IN_HANDLER: AtomicBool = AtomicBool::new(false);
@@ -132,10 +151,26 @@ fn run_case(case: &str) {
         config.unload_timeout = Duration::from_millis(300);
     }
     let loader = ModuleLoader::with_config(config);
+    let fixture = if case == "probe" {
+        "redteam6-probes"
+    } else {
+        "redteam7-plain"
+    };
     // SAFETY: the fixture upholds the plugin contract.
-    let h = unsafe { loader.load(fixture_path("redteam7-plain")) }.unwrap();
-    let host_code = case == "host-code" || case == "busy-handler";
-    if host_code {
+    let h = unsafe { loader.load(fixture_path(fixture)) }.unwrap();
+    let host_code = case == "host-code" || case == "busy-handler" || case == "probe";
+    let probe = case == "probe";
+    if probe {
+        // SAFETY: the fixture exports it with this signature.
+        let attach = unsafe { loader.symbol::<AttachForeign>(h, "fx_attach_foreign") }.unwrap();
+        let f: fn(&AtomicU64, &u64) = host_probe;
+        // SAFETY: a `'static` host tracepoint, a host `fn(&AtomicU64, &u64)`
+        // that never blocks, a `'static` host counter.
+        let n = attach
+            .call(|p| unsafe { p.call(&PROBED, f as *const (), &PROBE_RUNS) })
+            .unwrap();
+        assert_eq!(n, 1);
+    } else if host_code {
         // SAFETY: `fx_calls_host: extern "C" fn(HostFn, u64) -> u64` calls
         // the host function it is given and adds one; it stores nothing.
         unsafe { loader.install_hook(h, &CALLS_HOST, "fx_calls_host") }.unwrap();
@@ -154,7 +189,13 @@ fn run_case(case: &str) {
         CALLER_TID.store(unsafe { libc::gettid() }, Ordering::SeqCst);
         e.store(true, Ordering::SeqCst);
         let mut calls = 0u64;
-        if host_code {
+        if probe {
+            // The probe is detached at unload; then firing does nothing.
+            while PROBED.enabled() {
+                PROBED.fire(&200);
+                calls += 1;
+            }
+        } else if host_code {
             while let Some(v) = CALLS_HOST.call(host_spin, 200) {
                 assert_eq!(v, 201);
                 calls += 1;
@@ -214,6 +255,7 @@ fn child(case: &str, skip_proof: bool) -> Ran {
 
 fn child_skipping(case: &str, skip: &str) -> Ran {
     let _ = fixture_path("redteam7-plain");
+    let _ = fixture_path("redteam6-probes");
     Child::new("interrupted_child_entry")
         .env("INTERRUPTED_CASE", case)
         .env("USRCU_LOADER_TEST_SKIP_PROOFS", skip)
@@ -273,4 +315,21 @@ fn without_the_in_handler_check_a_mostly_running_handler_returns_into_unmapped_c
 #[test]
 fn without_the_proof_the_host_dies_when_the_handler_returns() {
     child("host-code", true).assert_died_of(&[libc::SIGSEGV], "the host should die of SIGSEGV with the proof off");
+}
+
+/// A normal tracepoint's probe instead of a hook: a host function attached
+/// by the plugin's copy of the registry, so the plugin's trampoline is on
+/// the stack under it. No hook slot ever pointed into the plugin: the proof
+/// runs because the registry recorded the probe in the host's runtime
+/// (`usrcu::tasks::note_reader_code`).
+#[test]
+fn a_handler_asleep_over_a_host_probe_the_plugin_attached_keeps_the_plugin_mapped_until_the_probe_is_left() {
+    survives("probe");
+}
+
+/// Its twin: without the proof, the handler returns into the host probe,
+/// which returns into the unmapped trampoline.
+#[test]
+fn without_the_proof_the_host_dies_when_the_handler_returns_into_a_probe() {
+    child("probe", true).assert_died_of(&[libc::SIGSEGV], "the host should die of SIGSEGV with the proof off");
 }

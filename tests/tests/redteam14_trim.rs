@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use usrcu::Srcu;
 use usrcu_tests::{in_child, Child};
@@ -30,19 +30,6 @@ fn burst(d: &Srcu, n: u64, count: &Arc<AtomicU64>) {
         d.call_srcu(move || {
             c.fetch_add(1, Ordering::Relaxed);
         });
-    }
-}
-
-/// Wait (up to `limit`) for the heap to come back within `slack` of
-/// `base`, while nothing else happens; the bytes beyond it at the end.
-fn settle(base: isize, slack: isize, limit: Duration) -> (isize, Duration) {
-    let t0 = Instant::now();
-    loop {
-        let over = counting_alloc::in_use() - base;
-        if over < slack || t0.elapsed() > limit {
-            return (over, t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -77,7 +64,7 @@ fn case_many_domains() {
     });
     let peak = counting_alloc::in_use() - base;
     assert_eq!(count.load(Ordering::SeqCst), n as u64 * per);
-    let (over, took) = settle(base, 2 << 20, Duration::from_secs(3));
+    let (over, took) = counting_alloc::settle(base, 2 << 20, Duration::from_secs(3));
     let rt_quiet = rt(&domains);
     // What the domains' stats count (slab blocks kept for reuse) is not the
     // trim's business; the rest is the invoker's ordering buffers.
@@ -199,7 +186,7 @@ fn case_long_callback() {
         std::thread::yield_now();
     }
     d.barrier();
-    let (over, took) = settle(base, 1 << 20, Duration::from_secs(5));
+    let (over, took) = counting_alloc::settle(base, 1 << 20, Duration::from_secs(5));
     let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
     println!("long callback: quiet {over} bytes over after {took:?}; ordering buffers kept: {buffers}");
     assert!(
@@ -229,7 +216,7 @@ fn case_one_batch(n: u64) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let peak = counting_alloc::in_use() - base;
-    let (over, took) = settle(base, 1 << 20, Duration::from_secs(3));
+    let (over, took) = counting_alloc::settle(base, 1 << 20, Duration::from_secs(3));
     let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
     println!(
         "one batch of {n}: after it {peak} bytes over, quiet {over} after {took:?}; ordering buffers kept: {buffers}"
@@ -298,12 +285,11 @@ fn many(domains: usize, threads: usize, per: u64, runs: usize) -> (usize, String
 /// then nothing. The driver's trim should free the invoker's ordering
 /// buffers about 100 ms later.
 ///
-/// Observed: in about half the runs (1 of 2, then 2 of 4 here) nothing at
-/// all is freed: 20 MiB of ordering buffers still held 3 s later (the
-/// heap counter reads exactly what it read after the burst); in the other
-/// runs they go at about 101 ms.
+/// Was a finding: in about half the runs nothing at all was freed (20 MiB
+/// still held 3 s later): the last pass had stopped at `PASS_LIMIT` and
+/// asked for no trim. Fixed: every pass asks, however it ended.
 #[test]
-#[ignore = "FINDING: a quiet domain after a 300k-callback burst + barrier keeps its ~20 MiB ordering buffers (no trim), about 1 run in 2"]
+
 fn rt14_one_quiet_domain_gives_a_large_bursts_buffers_back() {
     let (failed, out) = many(1, 1, 300_000, 4);
     println!("{out}");
@@ -313,14 +299,13 @@ fn rt14_one_quiet_domain_gives_a_large_bursts_buffers_back() {
 /// 32 domains, 40,000 callbacks each from 4 threads, a barrier each, then
 /// nothing.
 ///
-/// Observed: 14 to 41 MiB of ordering buffers kept 3 s later (and 30 MiB
-/// of heap 10 s later in an earlier run), every run (4 of 4, 5 of 5 with
-/// other sizes). Part of it is by design: buffers of at most four times
-/// `SPARE_FLOOR` callbacks (512 KiB each, five buffers a domain) are never
-/// trimmed, though `SrcuStats::runtime_bytes` documents the buffers as
-/// "freed once the queue has stayed empty for 100 ms".
+/// Was a finding: 14 to 41 MiB of ordering buffers kept 3 s later, every
+/// run: buffers of at most four times `SPARE_FLOOR` callbacks were never
+/// trimmed, and a trim that fell due while a domain was busy was dropped.
+/// Fixed: the floor is `TRIM_FLOOR` (256 callbacks) and a busy domain's
+/// trim is re-armed.
 #[test]
-#[ignore = "FINDING: 32 domains quiet after 40k-callback bursts keep 14-41 MiB of ordering buffers for good (every run)"]
+
 fn rt14_bursts_on_32_domains_are_given_back_once_they_are_quiet() {
     let (failed, out) = many(32, 4, BURST, 2);
     println!("{out}");
@@ -346,13 +331,12 @@ fn rt14_a_burst_at_the_trims_due_time_loses_no_callback() {
 /// that holds the invoker while that trim falls due, a barrier, then
 /// nothing.
 ///
-/// Observed: 3 of 4 runs keep about 1.2 MiB of ordering buffers (one
-/// 40,000-callback buffer's worth, above the trim's floor) 5 s later; the
-/// control without the long callback (`one-batch-40000`) gives them back
-/// at about 101 ms, 3 of 3. Cause not pinned down (no library
-/// instrumentation in this round).
+/// Was a finding: 3 of 4 runs kept about 1.2 MiB of ordering buffers 5 s
+/// later. The trim that fell due found the invoker busy and was dropped,
+/// and the long callback's pass shrank the buffers to `SPARE_FLOOR`, below
+/// the old trim threshold. Fixed as the two above.
 #[test]
-#[ignore = "FINDING: a trim that falls due while the invoker runs a long callback is lost: ~1.2 MiB of buffers kept for good, 3 of 4 runs"]
+
 fn rt14_a_trim_due_while_the_invoker_is_in_a_long_callback_still_frees_the_buffers() {
     for _ in 0..3 {
         run("long-callback", "long-callback");
@@ -372,10 +356,10 @@ fn rt14_a_batch_of_40000_then_quiet_gives_the_buffers_back() {
 /// take, so no trim is ever asked for, and no later pass comes (nothing
 /// is pending).
 ///
-/// Observed: 3 of 3 runs keep the buffers (several MiB) 3 s later; the
-/// same with 60,000 (below the limit) gives them back at about 100 ms.
+/// Was a finding (3 of 3 runs kept several MiB); fixed: every pass asks
+/// for a trim, however it ended.
 #[test]
-#[ignore = "FINDING: a pass that ends at PASS_LIMIT (batch >= 65,536) never asks for a trim; the quiet domain keeps its buffers for good (3/3)"]
+
 fn rt14_a_batch_of_70000_then_quiet_gives_the_buffers_back() {
     for _ in 0..3 {
         run("one-batch-70000", "one-batch 70000");

@@ -21,10 +21,12 @@
 //!    handled signal holds the proof. A busy host worker that blocks a
 //!    signal the host handles elsewhere (the usual "block in the workers,
 //!    handle in one thread" mask) holds every unload until its timeout: a
-//!    Zombie, though the worker never ran the module's code. Fixed: a
-//!    signal the thread blocks at rest (learned when it is seen blocked
-//!    outside every handler) no longer counts, and `SIG_DFL` counts as
-//!    handled only with `SA_RESETHAND`.
+//!    Zombie, though the worker never ran the module's code. Fixed: each
+//!    scan watches such a thread (about every 20 µs, up to 50 ms) and
+//!    sees it by its first sighting blocked, whose stack can be read, and
+//!    `SIG_DFL` counts as handled only with `SA_RESETHAND`. (A first fix,
+//!    a mask "at rest" that cleared a running thread, was unsound: red
+//!    team 14, `redteam14_interrupted.rs`.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};

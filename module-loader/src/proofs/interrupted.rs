@@ -56,34 +56,62 @@
 //! unload through: 1 crash in 9 runs of `loader_interrupted`'s host-code
 //! case).
 //!
-//! A running thread that blocks a handled signal is probably inside that
-//! signal's handler, whose stack no scan can read while it runs: it holds
-//! the proof too, until seen running without it, blocked without such a
-//! frame, or gone ([`in_a_handler`]). Without this, under load (a thread
-//! waiting for a CPU after each nap reads as running), every scan could
-//! see the napping handler running: the same case crashed 1 run in 24
-//! under two CPU hogs. A signal the thread blocks *at rest* does not count:
-//! its mask at rest is learned, afresh by each proof, when it is seen blocked with no signal frame
-//! anywhere on its stack ([`learn_rest_mask`]; while such threads hold the
-//! proof, it watches them every 20 µs or so between scans for that moment),
-//! so a busy worker that blocks a handled signal for good holds no unload
-//! once it has been seen blocked once. What is left: a handler installed
-//! with `SA_NODEFER` (its signal is not blocked while it runs) seen only
-//! while it runs, by every scan; a thread that unblocks a signal it blocked
-//! at rest, enters its handler before any scan reads its mask again, and
-//! is then only seen running; or a *second* signal, delivered while the
-//! same hook runs during that grace period, whose handler sleeps past the
-//! last scan and returns after the unmap. The `usrcu::tasks` caveats say
-//! so.
+//! A running thread that blocks a handled signal may be inside that
+//! signal's handler, whose stack no scan can read while it runs: the scan
+//! watches it, about every 20 µs for up to 50 ms ([`watch`]), and sees it
+//! by its first sighting blocked (its stack then read as above), or running
+//! without such a signal, or gone; if none comes, it holds the proof
+//! ([`in_a_handler`]) until a later scan sees it so. Without this, under
+//! load (a thread waiting for a CPU after each nap reads as running), every
+//! scan could see the napping handler running: the same case crashed 1 run
+//! in 24 under two CPU hogs. Nothing learned of the thread before counts: a
+//! rule that cleared a running thread whose mask equalled its mask "at
+//! rest" (learned when seen blocked outside every handler) was unsound, as
+//! the thread may let the signal in for a moment and run its handler with
+//! that very mask (red team 14, `redteam14_interrupted.rs`, SIGSEGV 5 of
+//! 5). A busy worker that blocks a handled signal for good holds no unload
+//! as long as it blocks now and then (review 12's: 100 µs every 20 ms;
+//! `rv12_unload_checks.rs`); one that never blocks holds the proof to a
+//! Zombie at its timeout (it holds Tasks grace periods too, unless it
+//! switches voluntarily without ever being seen blocked). What is left: a
+//! handler installed with `SA_NODEFER` (its signal is not blocked while it
+//! runs) seen only while it runs, by every scan; or a signal delivered
+//! after the clean scan that precedes the grace period, to a thread still
+//! running the hook: its handler's sleep ends that grace period, and if the
+//! handler has returned by the last scan the thread is back in the hook
+//! (running, or blocked without a signal frame) when the object is
+//! unmapped. The `usrcu::tasks` caveats say so.
 //!
-//! The proof is skipped when the process has never used Tasks RCU (no
-//! hook slot ever set, no Tasks grace period ever started): then no code
-//! of the object ran as a Tasks reader, and every other way into the
-//! object (the liveness gate's SRCU read sections, Tasks Trace probes,
-//! callbacks, which a barrier waits for) has a marker that a sleeping
-//! handler does not clear. (Normal tracepoint probes of the object are
-//! retired with a Tasks grace period, by the probe notifier or by the
-//! plugin's own unregister, before this proof runs.)
+//! The proof runs only when code of the object (or of a library it is the
+//! last user of) may have run as a Tasks reader, by the records the host's
+//! runtime keeps, not by what the plugin declared: a hook slot ever held
+//! one of its functions, or a slot lying in it was ever set
+//! (`usrcu::tasks::hooks_ever_into`, noted at every store into a slot,
+//! whichever copy of the crate made it); or a probe whose trampoline,
+//! function or data lies in it was ever attached to a normal tracepoint of
+//! any object (noted in the same record, `usrcu::tasks::note_reader_code`,
+//! by the code that publishes the probe array, whichever copy it is). Otherwise no code of
+//! the object ran as a Tasks reader, and every other way into the object
+//! (the liveness gate's SRCU read sections, Tasks Trace probes, callbacks,
+//! which a barrier waits for) has a marker that a sleeping handler does not
+//! clear; a thread that computes without ever blocking, which holds every
+//! Tasks grace period, then does not keep the object mapped. (Normal
+//! tracepoint probes of the object are retired with a Tasks grace period,
+//! by the probe notifier or by the plugin's own unregister, before this
+//! proof runs.) The records of an object are dropped just before it is
+//! closed, once every proof has passed (`loader.rs`, `teardown`).
+//!
+//! Not in the records, so not covered: a *host* hook (a host function in a
+//! slot) that calls the object's code through a table of the host's own.
+//! Such a host must remove the object's entries and call
+//! `usrcu::tasks::synchronize()` in its `Going` notifier, which runs before
+//! this proof and before `dlclose`; that grace period is all it gets (a
+//! thread asleep in a signal handler over that code is not looked for).
+//! Before the records, the proof ran whenever any slot had ever been set or
+//! any Tasks grace period started in the process (test switch
+//! `__set_tasks_wait_always`), which made every unload wait for a Tasks
+//! grace period that one computing host thread holds: every unload a
+//! `Zombie` (`newbie_cpu_bound_host_thread.rs`).
 //!
 //! Cost: nothing without Tasks RCU (0.2 µs, step "unload: proof:
 //! interrupted" of `cargo run --release -p usrcu-benches --example
@@ -118,17 +146,12 @@ impl Proof for Interrupted {
         if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
             return Ok(());
         }
-        // Without Tasks RCU no code of the object ran as a marker-less
-        // reader (see the module docs).
-        if !(usrcu::tasks::hooks_ever_set() || usrcu::tasks::get_state().0 > 1) {
+        // Unless a hook slot or a normal tracepoint's probe ever reached
+        // the object, no code of it ran as a marker-less reader (see the
+        // module docs).
+        if !ran_as_tasks_reader(cx) {
             return Ok(());
         }
-        // Masks at rest are learned afresh by each proof: one learned at an
-        // earlier unload says nothing of the time since, when no scan read
-        // the thread's mask (it may have unblocked the signal and be inside
-        // its handler now). Another unload's proof running meanwhile only
-        // learns them again.
-        crate::lock(&REST_MASKS).clear();
         let mut nap = Duration::from_micros(50);
         // Threads seen interrupted in the object and not seen since blocked
         // outside it (a running thread may be between two sleeps of the
@@ -140,7 +163,7 @@ impl Proof for Interrupted {
         // A scan without suspects was followed by a Tasks grace period.
         let mut waited = false;
         loop {
-            let now = scan(cx, &in_handler);
+            let now = scan(cx);
             suspects.retain(|t| matches!(now.get(t), Some(Seen::Running | Seen::InHandler | Seen::Interrupted)));
             suspects.extend(now.iter().filter(|(_, s)| **s == Seen::Interrupted).map(|(t, _)| *t));
             in_handler.retain(|t| matches!(now.get(t), Some(Seen::InHandler | Seen::Interrupted)));
@@ -153,7 +176,16 @@ impl Proof for Interrupted {
                 // attempt's, asked for after its own clean scan, serves as
                 // well if no scan since found a suspect (with a short
                 // `unload_timeout` a fresh one each retry never completes).
-                let cookie = *crate::lock(&cx.module.interrupted_cookie).get_or_insert_with(usrcu::tasks::start_poll);
+                // Not if a hook or probe of the object was recorded since:
+                // a thread may have entered it after that grace period
+                // began (red team 16).
+                let last = cx
+                    .objects
+                    .iter()
+                    .map(|o| usrcu::tasks::hooks_last_into(&o.segments))
+                    .max()
+                    .unwrap_or(0);
+                let cookie = crate::hook_slots::kept_or_fresh(&cx.module.interrupted_cookie, last, false);
                 if !cookie.wait_timeout(cx.time_left()) {
                     return Err(ZombieCause::HooksBusy);
                 }
@@ -167,15 +199,24 @@ impl Proof for Interrupted {
                     threads: suspects.union(&in_handler).copied().collect(),
                 });
             }
-            // Meanwhile, watch the threads held as inside a handler for a
-            // moment where their mask at rest can be learned: a busy worker
-            // that blocks a handled signal for good, seen blocked a few
-            // hundred microseconds in each 20 ms, would rarely be caught by
-            // the scans alone.
-            watch(&in_handler, nap.min(cx.time_left()));
+            std::thread::sleep(nap.min(cx.time_left()));
             nap = (nap * 2).min(Duration::from_millis(5));
         }
     }
+}
+
+/// May code of the objects (the module and the libraries it is the last
+/// user of) have run as a Tasks reader? The runtime's record says whether
+/// a hook slot ever held one of their functions or a slot in them was ever
+/// set, or a probe with code or data in them was ever attached to a normal
+/// tracepoint ([`usrcu::tasks::hooks_ever_into`], which records both).
+/// Under the test switch `__set_tasks_wait_always`: whether the process
+/// ever used Tasks RCU (the rule before the record).
+fn ran_as_tasks_reader(cx: &UnloadCx<'_>) -> bool {
+    if crate::hook_slots::tasks_wait_always() {
+        return usrcu::tasks::hooks_ever_set() || usrcu::tasks::get_state().0 > 1;
+    }
+    cx.objects.iter().any(|o| usrcu::tasks::hooks_ever_into(&o.segments))
 }
 
 /// What one scan saw of a thread.
@@ -183,9 +224,10 @@ impl Proof for Interrupted {
 enum Seen {
     /// Running: its registers and stack cannot be read.
     Running,
-    /// Running (or runnable) with a handled signal blocked that it does not
-    /// block at rest: probably inside that signal's handler, which may
-    /// sleep over the object's code between runs (see [`in_a_handler`]).
+    /// Running (or runnable) with a handled signal blocked, and not seen
+    /// blocked during the scan's watch: maybe inside that signal's handler,
+    /// which may sleep over the object's code between runs (see
+    /// [`in_a_handler`]).
     InHandler,
     /// Blocked, and not interrupted in the object.
     Clear,
@@ -195,9 +237,11 @@ enum Seen {
 }
 
 /// Every other thread of the process, as seen now (see the module docs);
-/// threads that have gone are absent. For the threads of `in_handler` seen
-/// blocked and clean, their mask at rest is learned ([`learn_rest_mask`]).
-fn scan(cx: &UnloadCx<'_>, in_handler: &BTreeSet<i32>) -> BTreeMap<i32, Seen> {
+/// threads that have gone are absent. A thread first seen running with a
+/// handled signal blocked is watched for a while ([`watch`]) and seen by
+/// its first sighting blocked, or out of the handler; `InHandler` if none
+/// comes.
+fn scan(cx: &UnloadCx<'_>) -> BTreeMap<i32, Seen> {
     let restorers = restorers();
     let handled = handled_signals();
     let mut seen = BTreeMap::new();
@@ -213,27 +257,61 @@ fn scan(cx: &UnloadCx<'_>, in_handler: &BTreeSet<i32>) -> BTreeMap<i32, Seen> {
             continue;
         }
         let s = match blocked_at(tid) {
-            None if !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() => continue,
+            None if !task_exists(tid) => continue,
             None if in_a_handler(tid, handled) => Seen::InHandler,
             None => Seen::Running,
-            Some((_, pc)) if cx.contains(pc) => Seen::Interrupted,
-            Some((sp, _)) => {
+            Some((sp, pc)) => {
                 let maps = maps.get_or_insert_with(readable_mappings);
-                if frames_into_object(cx, maps, &restorers, sp, &mut buf) {
-                    Seen::Interrupted
-                } else {
-                    if in_handler.contains(&tid) {
-                        learn_rest_mask(tid, &restorers, &mut buf);
-                    }
-                    Seen::Clear
-                }
+                seen_blocked(cx, maps, &restorers, sp, pc, &mut buf)
             }
         };
         seen.insert(tid, s);
     }
-    // Masks at rest of threads that have gone.
-    crate::lock(&REST_MASKS).retain(|tid, _| seen.contains_key(tid));
+    let held: Vec<i32> = seen
+        .iter()
+        .filter(|(_, s)| **s == Seen::InHandler)
+        .map(|(t, _)| *t)
+        .collect();
+    if held.is_empty() || super::test_switch::skipped("watch") {
+        return seen;
+    }
+    // Mappings read again: a stack may be younger than the list above.
+    let maps = readable_mappings();
+    for (tid, sighting) in watch(&held, handled, WATCH_LIMIT.min(cx.time_left())) {
+        match sighting {
+            Sighting::Gone => {
+                seen.remove(&tid);
+            }
+            Sighting::OutOfHandler => {
+                seen.insert(tid, Seen::Running);
+            }
+            Sighting::Blocked(sp, pc) => {
+                seen.insert(tid, seen_blocked(cx, &maps, &restorers, sp, pc, &mut buf));
+            }
+        }
+    }
     seen
+}
+
+/// A thread seen blocked at `sp` and `pc`: interrupted in the object, or
+/// clear.
+fn seen_blocked(
+    cx: &UnloadCx<'_>,
+    maps: &[(usize, usize)],
+    restorers: &[usize],
+    sp: usize,
+    pc: usize,
+    buf: &mut Vec<u8>,
+) -> Seen {
+    if cx.contains(pc) || frames_into_object(cx, maps, restorers, sp, buf) {
+        Seen::Interrupted
+    } else {
+        Seen::Clear
+    }
+}
+
+fn task_exists(tid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
 /// The signals (bit `sig - 1`) whose action is a handler, or `SIG_DFL`
@@ -262,147 +340,82 @@ fn is_handled(a: &libc::sigaction) -> bool {
 }
 
 /// Does thread `tid` block a signal of `handled` (`SigBlk` of
-/// `/proc/self/task/<tid>/status`) that it does not block at rest (see
-/// [`learn_rest_mask`])? A handler runs with its own signal blocked (unless
-/// `SA_NODEFER`), so a running thread that blocks one is probably inside a
-/// handler, and a scan cannot read its stack: a handler that naps over the
-/// object's code is seen running between its naps, and under load a thread
-/// waiting for a CPU after each nap reads as running too
+/// `/proc/self/task/<tid>/status`)? A handler runs with its own signal
+/// blocked (unless `SA_NODEFER`), so a running thread that blocks one may
+/// be inside a handler, and no scan can read its stack: a handler that naps
+/// over the object's code is seen running between its naps, and under load
+/// a thread waiting for a CPU after each nap reads as running too
 /// (`loader_interrupted`'s host-code case crashed 1 run in 12 to 24 under
 /// two CPU hogs when such a thread counted as plain running).
 ///
-/// A signal the thread blocks at rest, as learned when it was last seen
-/// blocked outside every handler, does not count: its handler cannot have
-/// been entered on this thread since, unless the thread unblocked it
-/// meanwhile (then a scan that sees it running without the signal drops
-/// the signal from its mask at rest; one that sees it only blocked does
-/// not read its mask, and a new mask at rest is learned only while the
-/// thread holds the proof). Without this, a
-/// busy host worker that blocks a handled signal for good (the usual
-/// "block in the workers, handle in one thread") held every unload to a
-/// Zombie at its timeout (review 12, `rv12_unload_checks.rs`). Until a
-/// thread's mask at rest is known, every handled signal it blocks counts.
+/// Nothing about the thread's past clears it: a signal it blocked whenever
+/// it was seen may have been let in for a moment since (red team 14,
+/// `redteam14_interrupted.rs`: a worker that blocks SIGUSR1 "at rest",
+/// seen parked with it blocked, unblocks it under a hook with one pending;
+/// its handler runs with exactly the mask it had at rest, and a rule that
+/// cleared a running thread by its mask at rest let the plugin be unmapped
+/// under it, SIGSEGV 5 of 5). Such a thread is watched instead
+/// ([`watch`]) until it is seen blocked, whose stack can be read.
 fn in_a_handler(tid: i32, handled: u64) -> bool {
     // The test switch `in-handler` (tests only) shows the check is needed.
     if handled == 0 || super::test_switch::skipped("in-handler") {
         return false;
     }
-    let Some(now) = status_of(tid) else {
-        return false;
-    };
-    // Narrowed by every reading, even one that blocks no handled signal.
-    let at_rest = rest_mask(tid, now.blocked);
-    now.blocked & handled & !at_rest != 0
+    blocked_signals(tid).is_some_and(|b| b & handled != 0)
 }
 
-/// What `/proc/self/task/<tid>/status` says of a thread's signal mask and
-/// voluntary switches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Status {
-    /// `SigBlk`: the blocked signals, bit `sig - 1`.
-    blocked: u64,
-    /// `voluntary_ctxt_switches`.
-    voluntary: u64,
-}
-
-fn status_of(tid: i32) -> Option<Status> {
+/// `SigBlk` of `/proc/self/task/<tid>/status`: the signals thread `tid`
+/// blocks, bit `sig - 1`.
+fn blocked_signals(tid: i32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
-    let field = |name: &str, radix: u32| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
-    };
-    Some(Status {
-        blocked: field("SigBlk:", 16)?,
-        voluntary: field("voluntary_ctxt_switches:", 10)?,
-    })
+    let v = text.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+    u64::from_str_radix(v.trim(), 16).ok()
 }
 
-/// A thread's start time (field 22 of `/proc/self/task/<tid>/stat`, clock
-/// ticks since boot): with its tid, it names the thread (a tid is reused
-/// once its thread has gone).
-fn start_time(tid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The fields after the name (which may hold spaces and parentheses)
-    // start at field 3.
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
-/// Each thread's signal mask at rest, as learned by [`learn_rest_mask`] and
-/// narrowed since: tid, then the thread's start time and the mask.
-static REST_MASKS: std::sync::Mutex<BTreeMap<i32, (u64, u64)>> = std::sync::Mutex::new(BTreeMap::new());
-
-/// Thread `tid`'s mask at rest (0 when not known), narrowed first to the
-/// signals of `blocked`, its mask now: a signal it does not block now is
-/// one it does not block for good.
-fn rest_mask(tid: i32, blocked: u64) -> u64 {
-    // The test switch `rest-mask` (tests only) shows the rest mask is needed.
-    if super::test_switch::skipped("rest-mask") {
-        return 0;
-    }
-    let mut masks = crate::lock(&REST_MASKS);
-    let Some(&(start, mask)) = masks.get(&tid) else {
-        return 0;
-    };
-    if start_time(tid) != Some(start) {
-        // Another thread with a reused tid.
-        masks.remove(&tid);
-        return 0;
-    }
-    let mask = mask & blocked;
-    masks.insert(tid, (start, mask));
-    mask
-}
-
-/// Learn thread `tid`'s signal mask at rest, if it can be known now: the
-/// thread is blocked, no word of its whole stack is a signal frame's
-/// restorer (it is inside no handler, and was in none while blocked), and
-/// its `SigBlk` and voluntary-switch count read the same before and after
-/// (the mask read belongs to that same block: it did not wake, run a
-/// handler, and block again meanwhile). True if learned.
-fn learn_rest_mask(tid: i32, restorers: &[usize], buf: &mut Vec<u8>) -> bool {
-    let Some(before) = status_of(tid) else {
-        return false;
-    };
-    let Some((sp, _)) = blocked_at(tid) else {
-        return false;
-    };
-    // Mappings read now: the thread's stack may be younger than any list
-    // read before.
-    let maps = readable_mappings();
-    let Some(words) = read_whole_stack(&maps, sp, buf) else {
-        return false;
-    };
-    if words.iter().any(|w| restorers.contains(w)) {
-        return false;
-    }
-    if status_of(tid) != Some(before) {
-        return false;
-    }
-    let Some(start) = start_time(tid) else {
-        return false;
-    };
-    crate::lock(&REST_MASKS).insert(tid, (start, before.blocked));
-    true
-}
+/// How long one scan watches the threads it saw running with a handled
+/// signal blocked, for a moment where each is blocked: longer than the
+/// busy stretch of review 12's worker (20 ms of compute, then a 100 µs
+/// nap), with room for a late look or two.
+const WATCH_LIMIT: Duration = Duration::from_millis(50);
 
 /// How long the watch sleeps between two looks at its threads.
 const WATCH_NAP: Duration = Duration::from_micros(20);
 
-/// For `for_`, look at each thread of `tids` every [`WATCH_NAP`] or so and
-/// learn its mask at rest when it is seen blocked and clean; returns early
-/// once every one is learned (the next scan then counts them by it).
-fn watch(tids: &BTreeSet<i32>, for_: Duration) {
+/// What the watch saw of a thread first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sighting {
+    /// Blocked, at this stack pointer and program counter.
+    Blocked(usize, usize),
+    /// Running with no signal of `handled` blocked: out of every handler of
+    /// those signals (but one installed with `SA_NODEFER`).
+    OutOfHandler,
+    /// Gone.
+    Gone,
+}
+
+/// For at most `for_`, look at each thread of `tids` every [`WATCH_NAP`]
+/// or so until it is seen blocked, seen running without a signal of
+/// `handled` blocked, or gone; returns what was seen of each, in no
+/// order. A thread that stays running with such a signal blocked (a
+/// handler that mostly runs, or a worker that never blocks) is absent.
+fn watch(tids: &[i32], handled: u64, for_: Duration) -> Vec<(i32, Sighting)> {
     let until = Instant::now() + for_;
-    let mut left: Vec<i32> = tids.iter().copied().collect();
-    let restorers = if left.is_empty() { Vec::new() } else { restorers() };
-    let mut buf = Vec::new();
+    let mut left = tids.to_vec();
+    let mut got = Vec::new();
     loop {
-        left.retain(|&tid| !(blocked_at(tid).is_some() && learn_rest_mask(tid, &restorers, &mut buf)));
+        left.retain(|&tid| {
+            let s = match blocked_at(tid) {
+                Some((sp, pc)) => Sighting::Blocked(sp, pc),
+                None if !task_exists(tid) => Sighting::Gone,
+                None if !in_a_handler(tid, handled) => Sighting::OutOfHandler,
+                None => return true,
+            };
+            got.push((tid, s));
+            false
+        });
         let now = Instant::now();
         if left.is_empty() || now >= until {
-            return;
+            return got;
         }
         std::thread::sleep(WATCH_NAP.min(until - now));
     }
@@ -473,18 +486,6 @@ fn read_stack(maps: &[(usize, usize)], sp: usize, buf: &mut Vec<u8>) -> Vec<usiz
         .chunks_exact(8)
         .map(|c| usize::from_ne_bytes(c.try_into().expect("8 bytes")))
         .collect()
-}
-
-/// The words from `sp` to the end of its mapping, if they could all be read
-/// and the mapping ends within [`SCAN_LIMIT`] bytes.
-fn read_whole_stack(maps: &[(usize, usize)], sp: usize, buf: &mut Vec<u8>) -> Option<Vec<usize>> {
-    let sp = sp & !7;
-    let &(_, end) = maps.iter().find(|(s, e)| (*s..*e).contains(&sp))?;
-    if end - sp > SCAN_LIMIT {
-        return None;
-    }
-    let words = read_stack(maps, sp, buf);
-    (words.len() * 8 == end - sp).then_some(words)
 }
 
 /// Every readable mapping of the process, from `/proc/self/maps`.
@@ -636,12 +637,13 @@ mod tests {
         }
     }
 
-    /// A thread parked outside every handler has its mask at rest learned,
-    /// with the signal it blocks for good; one asleep inside a handler
-    /// (its signal blocked by the kernel) does not, and counts as inside a
-    /// handler by its mask.
+    /// A worker that blocks a handled signal for good and computes 20 ms
+    /// between 100 µs naps (review 12's) counts as maybe inside a handler
+    /// whenever it runs, and the watch sees it blocked within its limit; a
+    /// thread asleep inside the handler is seen blocked with the handler's
+    /// signal frame on its stack; one that only computes is not seen.
     #[test]
-    fn a_rest_mask_is_learned_outside_handlers_only() {
+    fn the_watch_sees_a_busy_worker_blocked_and_a_handler_by_its_frame() {
         use std::sync::atomic::Ordering::SeqCst;
         let sig = libc::SIGTTIN;
         let bit = 1u64 << (sig - 1);
@@ -653,31 +655,47 @@ mod tests {
             libc::sigemptyset(&mut sa.sa_mask);
             assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
         }
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let (ttx, trx) = std::sync::mpsc::channel();
-        let blocker = std::thread::spawn(move || {
-            // SAFETY: a zeroed set, emptied, given `sig`; this thread only.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, sig);
-                assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
-                ttx.send(libc::gettid()).unwrap();
-            }
-            rx.recv().unwrap();
+        let spinner = |nap_us: u64, stop: std::sync::Arc<std::sync::atomic::AtomicBool>| {
+            let (ttx, trx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                // SAFETY: a zeroed set, emptied, given `sig`; this thread only.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, sig);
+                    assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()), 0);
+                    ttx.send(libc::gettid()).unwrap();
+                }
+                while !stop.load(SeqCst) {
+                    let t0 = Instant::now();
+                    while t0.elapsed() < Duration::from_millis(20) {
+                        std::hint::spin_loop();
+                    }
+                    if nap_us > 0 {
+                        std::thread::sleep(Duration::from_micros(nap_us));
+                    }
+                }
+            });
+            (t, trx.recv().unwrap())
+        };
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (worker, tid) = spinner(100, stop.clone());
+        assert!(in_a_handler(tid, bit) || blocked_at(tid).is_some());
+        let seen = (0..20).find_map(|_| match watch(&[tid], bit, WATCH_LIMIT).as_slice() {
+            [(t, Sighting::Blocked(..))] if *t == tid => Some(()),
+            _ => None,
         });
-        let tid = trx.recv().unwrap();
-        let restorers = restorers();
-        let mut buf = Vec::new();
-        let learned = (0..10_000).any(|_| {
-            std::thread::yield_now();
-            learn_rest_mask(tid, &restorers, &mut buf)
-        });
-        assert!(learned, "the parked thread's mask at rest is learned");
-        assert_ne!(rest_mask(tid, !0) & bit, 0);
-        assert!(!in_a_handler(tid, bit), "blocking its signal for good is no handler");
-        tx.send(()).unwrap();
-        blocker.join().unwrap();
+        assert!(seen.is_some(), "the napping worker is seen blocked");
+        stop.store(true, SeqCst);
+        worker.join().unwrap();
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (busy, tid) = spinner(0, stop.clone());
+        let got = watch(&[tid], bit, Duration::from_millis(10));
+        assert!(got.is_empty(), "a thread that never blocks is not seen: {got:?}");
+        stop.store(true, SeqCst);
+        busy.join().unwrap();
 
         let (ttx, trx) = std::sync::mpsc::channel();
         let (gtx, grx) = std::sync::mpsc::channel::<()>();
@@ -694,17 +712,17 @@ mod tests {
         while !NAPPING.load(SeqCst) {
             std::thread::yield_now();
         }
-        let mut seen_blocked = false;
-        for _ in 0..2_000 {
-            seen_blocked |= blocked_at(tid).is_some();
-            assert!(
-                !learn_rest_mask(tid, &restorers, &mut buf),
-                "no mask at rest learned inside a handler"
-            );
-        }
-        assert!(seen_blocked, "the handler naps");
-        assert_eq!(rest_mask(tid, !0), 0);
-        assert!(in_a_handler(tid, bit), "its signal, blocked by the kernel, counts");
+        let got = watch(&[tid], bit, WATCH_LIMIT);
+        let [(_, Sighting::Blocked(sp, _))] = got.as_slice() else {
+            panic!("the napping handler is seen blocked: {got:?}");
+        };
+        let restorers = restorers();
+        let mut buf = Vec::new();
+        let words = read_stack(&readable_mappings(), *sp, &mut buf);
+        assert!(
+            words.iter().any(|w| restorers.contains(w)),
+            "its signal frame is on its stack"
+        );
         WAKE.store(true, SeqCst);
         gtx.send(()).unwrap();
         sleeper.join().unwrap();
