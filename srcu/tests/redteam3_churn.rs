@@ -125,11 +125,30 @@ fn runtime_idle_is_false_while_a_synchronize_waits_for_a_reader() {
     static D: Srcu = Srcu::new_static("redteam3-idle-sync");
     let idx = D.read_lock_raw();
     let done = Arc::new(AtomicBool::new(false));
-    let d = Arc::clone(&done);
+    let started = Arc::new(AtomicBool::new(false));
+    let (d, st) = (Arc::clone(&done), Arc::clone(&started));
     let waiter = std::thread::spawn(move || {
+        st.store(true, Ordering::SeqCst);
         D.synchronize();
         d.store(true, Ordering::SeqCst);
     });
+    // The waiter thread may not have reached `synchronize` yet (a spawn
+    // under load takes milliseconds; `idle` is rightly true until then):
+    // wait until it is about to call it, then until it is inside, by
+    // `idle` turning false. A runtime whose `idle` never does fails here.
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while usrcu::runtime::idle() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runtime::idle() stayed true while synchronize waited"
+        );
+        std::thread::yield_now();
+    }
+    // Until the reader leaves, the waiter cannot return; sample `idle`
+    // while it waits.
     let mut saw_idle = 0;
     for _ in 0..200 {
         std::thread::sleep(std::time::Duration::from_millis(1));
