@@ -19,8 +19,14 @@ pub const RUNTIME_ABI_VERSION: u32 = 6;
 
 /// How long the driver lets callbacks gather before it starts the grace
 /// period they need (the kernel's SRCU waits a jiffy, liburcu's `call_rcu`
-/// thread 10 ms).
-const CALLBACK_GP_DELAY: Duration = Duration::from_micros(100);
+/// thread 10 ms). `barrier` and `synchronize` never wait for it. 1 ms, not
+/// the 100 µs it was: a stream of 100,000 callbacks ran about one grace
+/// period per 200 µs, each a `membarrier` IPI to every CPU running the
+/// process; at 1 ms the two-thread `call_srcu_throughput` round was faster
+/// in 7 of 8 alternated pairs (median of bests 33.3 -> 25.6 ms, one thread
+/// 12.0 -> 11.3 ms; docs/benchmarks.md, "Session 16"). The cost: a stream's
+/// callbacks (and what they free) wait up to 0.9 ms longer.
+const CALLBACK_GP_DELAY: Duration = Duration::from_millis(1);
 
 /// A timeout argument meaning "no timeout".
 pub(crate) const FOREVER: u64 = u64::MAX;
