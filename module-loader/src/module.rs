@@ -104,7 +104,7 @@ pub(crate) struct Module {
     pub(crate) needed: Vec<(PathBuf, ObjectMapping)>,
     /// Barriers on the object's domains still running on a helper thread
     /// after a bounded drain gave up: the object stays mapped while any is.
-    pub(crate) barriers_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) barriers_in_flight: std::sync::Arc<crate::proofs::callbacks::InFlight>,
     /// Addresses of the object's data symbols the size of a `Srcu`: its
     /// `static` domains, listed in its slice or not (`crate::elf_facts`).
     pub(crate) srcu_statics: Vec<usize>,

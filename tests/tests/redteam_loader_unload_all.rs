@@ -83,3 +83,45 @@ fn dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_w
         .run()
         .assert_passed("", "the child failed");
 }
+
+/// The window CI once hit by chance: the zombie's callbacks have all run, but
+/// the first unload's barrier (on a helper thread) has not yet returned. A
+/// retry then waits for it within its budget, and unmaps. Here a fourth
+/// callback, on its own gate, holds that barrier open for a while after the
+/// first three ran. Seen failing ("zombie; kept mapped: ... 3 callback(s)")
+/// with the retry refusing at once while a barrier is in flight.
+#[test]
+fn a_retry_waits_for_the_earlier_barrier_still_returning() {
+    let loader = ModuleLoader::with_config(LoaderConfig {
+        unload_timeout: Duration::from_secs(2),
+        ..LoaderConfig::default()
+    });
+    let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
+    let (late_gate, late_ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
+    // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
+    let m = unsafe { loader.load(fixture_path("callbacks")) }.unwrap();
+    // SAFETY: the fixture exports it with this signature.
+    let q = unsafe { loader.symbol::<GatedFn>(m, "fx_queue_gated") }.unwrap();
+    // SAFETY: the atomics live for the process.
+    q.call(|f| unsafe { f.call(3, gate, ran) }).unwrap();
+    // SAFETY: as above.
+    q.call(|f| unsafe { f.call(1, late_gate, late_ran) }).unwrap();
+    let r = loader.unload(m).unwrap();
+    assert_eq!(r.state, ModuleState::Zombie, "{r}");
+    let path = loader.info(m).unwrap().loaded_path;
+
+    gate.store(true, Ordering::SeqCst);
+    while ran.load(Ordering::SeqCst) < 3 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    // The barrier cannot return before the fourth callback has run.
+    let opener = thread::spawn(|| {
+        thread::sleep(Duration::from_millis(100));
+        late_gate.store(true, Ordering::SeqCst);
+    });
+    let r = loader.unload(m).unwrap();
+    opener.join().unwrap();
+    assert!(r.unmapped, "{r}");
+    assert_eq!(late_ran.load(Ordering::SeqCst), 1);
+    assert!(!object_is_mapped(&path));
+}

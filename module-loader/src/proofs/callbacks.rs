@@ -36,8 +36,8 @@
 //! a domain of the object; [`inventory`] is the adapter.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use usrcu::{CleanupError, Srcu, SRCU_LAYOUT_VERSION, SRCU_MAGIC};
@@ -60,7 +60,9 @@ impl Proof for Callbacks {
             .filter(|c| matches!(c, ZombieCause::DynamicDomainMissedBarrier { .. }));
         // A barrier that gave up earlier may still run on its helper thread,
         // inside a domain of the object: nothing else may touch them yet.
-        if cause.is_none() && cx.module.barriers_in_flight.load(Ordering::SeqCst) > 0 {
+        // A retry soon after the callbacks ran finds it about to return:
+        // wait for it within the budget rather than fail at once.
+        if cause.is_none() && !cx.module.barriers_in_flight.wait_none(cx.deadline) {
             return Err(previous.unwrap_or(ZombieCause::CallbacksInObject {
                 domain: String::new(),
                 callbacks: 0,
@@ -148,7 +150,11 @@ pub(crate) fn drain_before_exit(m: &Module, auto_barrier: bool, deadline: Instan
     } else {
         unlisted_statics(&m.srcu_statics, &m.domains)
     };
-    if m.barriers_in_flight.load(Ordering::SeqCst) > 0 {
+    // A barrier an earlier attempt gave up on may still run. A retry soon
+    // after its callbacks ran finds it about to return: wait for it within
+    // the budget rather than fail at once (`redteam_loader_unload_all.rs`,
+    // seen failing in CI and in its test with no wait here).
+    if !m.barriers_in_flight.wait_none(deadline) {
         return Err(crate::lock(&m.zombie_cause)
             .clone()
             .unwrap_or(ZombieCause::CallbacksInObject {
@@ -278,7 +284,7 @@ fn srcu_notifier(d: &Srcu, cx: &UnloadCx<'_>, readers_stuck: bool, scan_base: Op
 /// `barrier` on `d`, given up after `timeout`. With nothing pending it runs
 /// here; otherwise on a helper thread, counted in `in_flight` until it
 /// returns (the object must stay mapped until then). True if it returned.
-fn bounded_barrier(d: &Srcu, timeout: Duration, in_flight: &Arc<AtomicUsize>) -> bool {
+fn bounded_barrier(d: &Srcu, timeout: Duration, in_flight: &Arc<InFlight>) -> bool {
     let s = d.stats();
     if s.callbacks_queued == s.callbacks_invoked {
         d.barrier();
@@ -286,22 +292,58 @@ fn bounded_barrier(d: &Srcu, timeout: Duration, in_flight: &Arc<AtomicUsize>) ->
     }
     let (tx, rx) = mpsc::channel();
     let p = d as *const Srcu as usize;
-    in_flight.fetch_add(1, Ordering::SeqCst);
+    in_flight.begin();
     let count = in_flight.clone();
     let job: Job = Box::new(move || {
         // SAFETY: the object stays mapped while `in_flight` counts this
         // barrier (the callbacks proof refuses to pass until it is 0).
         unsafe { &*(p as *const Srcu) }.barrier();
-        count.fetch_sub(1, Ordering::SeqCst);
+        count.end();
     });
     if let Err(job) = helpers::run(job, tx) {
         // No helper thread could be started: undo the count and report the
         // drain as not done (the object stays mapped).
         drop(job);
-        in_flight.fetch_sub(1, Ordering::SeqCst);
+        in_flight.end();
         return false;
     }
     rx.recv_timeout(timeout).is_ok()
+}
+
+/// How many barriers on an object's domains still run on a helper thread
+/// after a bounded drain gave up on them: the object stays mapped while any
+/// does, and a retry waits (within its budget) for them to return.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    n: Mutex<usize>,
+    returned: Condvar,
+}
+
+impl InFlight {
+    fn begin(&self) {
+        *crate::lock(&self.n) += 1;
+    }
+
+    fn end(&self) {
+        let mut n = crate::lock(&self.n);
+        *n -= 1;
+        if *n == 0 {
+            self.returned.notify_all();
+        }
+    }
+
+    /// True once none is in flight; false if some still are at `deadline`.
+    pub(crate) fn wait_none(&self, deadline: Instant) -> bool {
+        let mut n = crate::lock(&self.n);
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = self.returned.wait_timeout(n, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
 }
 
 /// A barrier to run on a helper thread.
