@@ -152,7 +152,14 @@ impl Queue {
             .iter()
             .filter(|(_, i)| matches!(i, Item::Call(h, f) if hit(*h as usize, *f as usize)))
             .count();
-        queued + self.running.iter().filter(|&&(h, f)| hit(h, f)).count()
+        // Those of the running batch that returned are not counted: the
+        // batch stays in `running` until all of it (markers too) has run, and
+        // a barrier's marker wakes its waiter before that, so a `deferred`
+        // right after `barrier` counted callbacks that ran before the marker
+        // (`deferred_inventory.rs`). Acquire: as in `ran_past`.
+        let returned = engine().invoked.load(Ordering::Acquire).saturating_sub(self.batch_base);
+        let returned = usize::try_from(returned).unwrap_or(usize::MAX);
+        queued + self.running.iter().skip(returned).filter(|&&(h, f)| hit(h, f)).count()
     }
 
     /// The queueing number (0 for the first callback ever queued) of the
