@@ -158,6 +158,27 @@ pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'st
     }
 }
 
+/// Unload `m` again while it stays a Zombie whose cause is passing (the
+/// callbacks it waits for have run in their bodies, and the runtime is
+/// about to count them done), until it is unmapped; fails after 60 s.
+/// A test that saw its callbacks run and then unloads once can race that
+/// bookkeeping on a loaded machine.
+pub fn unload_until_unmapped(
+    loader: &usrcu_module_loader::ModuleLoader,
+    m: usrcu_module_loader::ModuleHandle,
+) -> usrcu_module_loader::UnloadReport {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = loader.unload(m).unwrap();
+        if r.state != usrcu_module_loader::ModuleState::Zombie {
+            assert!(r.unmapped, "{r}");
+            return r;
+        }
+        assert!(std::time::Instant::now() < end, "still a zombie after 60 s: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Is the `needed-lib` fixture's C library (`libfxneeded.so`) mapped in
 /// this process?
 pub fn fxneeded_mapped() -> bool {

@@ -34,15 +34,6 @@ fn queue_blocked(
     q.call(|f| unsafe { f.call(n, gate, ran) }).unwrap();
 }
 
-fn unload_until_gone(loader: &ModuleLoader, m: ModuleHandle) {
-    let mut r = loader.unload(m).unwrap();
-    while r.state == ModuleState::Zombie {
-        std::thread::sleep(Duration::from_millis(5));
-        r = loader.unload(m).unwrap();
-    }
-    assert!(r.unmapped, "{r}");
-}
-
 #[test]
 fn unload_whose_callbacks_block_forever_returns_as_a_zombie_while_they_still_block() {
     let loader = loader(200);
@@ -64,7 +55,7 @@ fn unload_whose_callbacks_block_forever_returns_as_a_zombie_while_they_still_blo
     );
     assert!(object_is_mapped(&path));
     gate.store(true, Ordering::SeqCst);
-    unload_until_gone(&loader, m);
+    usrcu_tests::unload_until_unmapped(&loader, m);
     assert_eq!(ran.load(Ordering::SeqCst), 3);
     assert!(!object_is_mapped(&path));
 }
@@ -128,7 +119,7 @@ fn eight_timed_out_unloads_then_a_normal_unload_drains_and_unmaps() {
     assert_eq!(blocked.load(Ordering::SeqCst), 0, "the zombies' callbacks still block");
     gate.store(true, Ordering::SeqCst);
     for z in zombies {
-        unload_until_gone(&loader, z);
+        usrcu_tests::unload_until_unmapped(&loader, z);
     }
 }
 

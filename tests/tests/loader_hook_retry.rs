@@ -77,12 +77,7 @@ fn case() {
 
     FLAGS[1].store(true, Ordering::SeqCst);
     assert_eq!(inside.join().unwrap(), Some(1));
-    let mut r = loader.unload(h).unwrap();
-    while r.state == ModuleState::Zombie {
-        std::thread::sleep(Duration::from_millis(10));
-        r = loader.unload(h).unwrap();
-    }
-    assert!(r.unmapped, "{r}");
+    usrcu_tests::unload_until_unmapped(&loader, h);
     println!("LOADER-HOOK-RETRY-OK");
 }
 

@@ -97,12 +97,7 @@ fn callbacks_that_never_finish_on_an_unlisted_domain_leave_a_zombie_naming_it() 
     assert_eq!(ran.load(Ordering::SeqCst), 0, "the callbacks are still blocked");
     // The callbacks finish in mapped code; then the zombie unloads.
     gate.store(true, Ordering::SeqCst);
-    let mut r = loader.unload(m).unwrap();
-    while r.state == ModuleState::Zombie {
-        std::thread::sleep(Duration::from_millis(5));
-        r = loader.unload(m).unwrap();
-    }
-    assert!(r.unmapped, "{r}");
+    usrcu_tests::unload_until_unmapped(&loader, m);
     assert_eq!(ran.load(Ordering::SeqCst), 3);
     assert!(!object_is_mapped(&path));
 }

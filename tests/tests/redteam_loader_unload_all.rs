@@ -15,9 +15,12 @@ use usrcu_tests::{fixture_path, in_child, leak, object_is_mapped, Child, CHILD_E
 
 type GatedFn = unsafe extern "C" fn(usize, *const AtomicBool, *const AtomicUsize);
 
+/// The budget is each attempt's: the first runs it out (its callbacks are
+/// blocked), and a retry's waits (the earlier barrier returning, the drain)
+/// must fit in it on a loaded machine too.
 fn loader() -> ModuleLoader {
     ModuleLoader::with_config(LoaderConfig {
-        unload_timeout: Duration::from_millis(200),
+        unload_timeout: Duration::from_secs(2),
         ..LoaderConfig::default()
     })
 }
@@ -92,10 +95,7 @@ fn dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_w
 /// with the retry refusing at once while a barrier is in flight.
 #[test]
 fn a_retry_waits_for_the_earlier_barrier_still_returning() {
-    let loader = ModuleLoader::with_config(LoaderConfig {
-        unload_timeout: Duration::from_secs(2),
-        ..LoaderConfig::default()
-    });
+    let loader = loader();
     let (gate, ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     let (late_gate, late_ran) = (leak(AtomicBool::new(false)), leak(AtomicUsize::new(0)));
     // SAFETY: the fixture upholds the plugin contract (docs/abi.md).
