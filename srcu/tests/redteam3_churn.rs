@@ -134,16 +134,22 @@ fn runtime_idle_is_false_while_a_synchronize_waits_for_a_reader() {
     });
     // The waiter thread may not have reached `synchronize` yet (a spawn
     // under load takes milliseconds; `idle` is rightly true until then):
-    // wait until it is about to call it, then until it is inside, by
-    // `idle` turning false. A runtime whose `idle` never does fails here.
+    // wait until it is about to call it, then until D's grace period is
+    // requested (D's own state: `idle` turning false could be another
+    // test's domain, as this binary runs tests side by side).
     while !started.load(Ordering::SeqCst) {
         std::thread::yield_now();
     }
+    let a = &D as *const Srcu as usize;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while usrcu::runtime::idle() {
+    while !usrcu::runtime::inventory::query(std::slice::from_ref(&(a..a + 1)))
+        .domains
+        .iter()
+        .any(|u| u.grace_period_in_flight)
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "runtime::idle() stayed true while synchronize waited"
+            "synchronize never requested a grace period of D"
         );
         std::thread::yield_now();
     }

@@ -9,6 +9,15 @@ use std::sync::OnceLock;
 
 static LATE_READS: AtomicUsize = AtomicUsize::new(0);
 
+/// The tests of this binary one at a time: the Tasks Trace flavor is one
+/// per process, and the idle test must not take the other's grace periods
+/// for its waiter's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 unsafe extern "C" fn late_destructor(_: *mut libc::c_void) {
     let _g = usrcu::trace::read_lock();
     LATE_READS.fetch_add(1, Ordering::SeqCst);
@@ -30,6 +39,7 @@ fn late_key() -> libc::pthread_key_t {
 
 #[test]
 fn trace_readers_in_a_late_pthread_key_destructor_do_not_leak_records_or_hold_grace_periods() {
+    let _one = one_at_a_time();
     const THREADS: usize = 300;
     let key = late_key();
     usrcu::trace::synchronize();
@@ -69,6 +79,7 @@ fn trace_readers_in_a_late_pthread_key_destructor_do_not_leak_records_or_hold_gr
 fn trace_idle_is_false_while_a_synchronize_waits_for_a_reader() {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    let _one = one_at_a_time();
     let entered = Arc::new(AtomicBool::new(false));
     let leave = Arc::new(AtomicBool::new(false));
     let (e, l) = (Arc::clone(&entered), Arc::clone(&leave));

@@ -51,14 +51,14 @@ fn run(sleep_every: u64, call_every: u64) -> (bool, bool, bool) {
             if usrcu::trace::poll_state(c) {
                 break true;
             }
-            if t0.elapsed() > Duration::from_secs(5) {
+            if t0.elapsed() > Duration::from_secs(30) {
                 break false;
             }
             thread::sleep(Duration::from_millis(1));
         }
     };
-    let tasks_gp = usrcu::tasks::start_poll().wait_timeout(Duration::from_secs(5));
-    let trace_barrier = usrcu::trace::barrier_timeout(Duration::from_secs(5));
+    let tasks_gp = usrcu::tasks::start_poll().wait_timeout(Duration::from_secs(30));
+    let trace_barrier = usrcu::trace::barrier_timeout(Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     for f in firers {
         f.join().unwrap();

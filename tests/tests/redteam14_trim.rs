@@ -64,11 +64,13 @@ fn case_many_domains() {
     });
     let peak = counting_alloc::in_use() - base;
     assert_eq!(count.load(Ordering::SeqCst), n as u64 * per);
-    let (over, took) = counting_alloc::settle(base, 2 << 20, Duration::from_secs(3));
-    let rt_quiet = rt(&domains);
     // What the domains' stats count (slab blocks kept for reuse) is not the
     // trim's business; the rest is the invoker's ordering buffers.
-    let buffers = over - (rt_quiet as isize - rt_base as isize);
+    let (buffers, took) = counting_alloc::settle_with(2 << 20, Duration::from_secs(30), || {
+        counting_alloc::in_use() - base - (rt(&domains) as isize - rt_base as isize)
+    });
+    let rt_quiet = rt(&domains);
+    let over = counting_alloc::in_use() - base;
     println!(
         "{n} domains, {threads} threads: after the bursts {peak} bytes over, quiet {over} after {took:?}; \
          runtime_bytes {rt_base} -> {rt_quiet}; ordering buffers kept: {buffers}"
@@ -186,8 +188,10 @@ fn case_long_callback() {
         std::thread::yield_now();
     }
     d.barrier();
-    let (over, took) = counting_alloc::settle(base, 1 << 20, Duration::from_secs(5));
-    let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+    let (buffers, took) = counting_alloc::settle_with(1 << 20, Duration::from_secs(30), || {
+        counting_alloc::in_use() - base - (d.stats().runtime_bytes as isize - rt_base as isize)
+    });
+    let over = counting_alloc::in_use() - base;
     println!("long callback: quiet {over} bytes over after {took:?}; ordering buffers kept: {buffers}");
     assert!(
         buffers < 1 << 20,
@@ -216,8 +220,10 @@ fn case_one_batch(n: u64) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let peak = counting_alloc::in_use() - base;
-    let (over, took) = counting_alloc::settle(base, 1 << 20, Duration::from_secs(3));
-    let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+    let (buffers, took) = counting_alloc::settle_with(1 << 20, Duration::from_secs(30), || {
+        counting_alloc::in_use() - base - (d.stats().runtime_bytes as isize - rt_base as isize)
+    });
+    let over = counting_alloc::in_use() - base;
     println!(
         "one batch of {n}: after it {peak} bytes over, quiet {over} after {took:?}; ordering buffers kept: {buffers}"
     );

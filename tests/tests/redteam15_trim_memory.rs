@@ -59,8 +59,10 @@ fn case_slow_stream() {
     }
     d.barrier();
     assert_eq!(count.load(Ordering::SeqCst), n);
-    let (over, took) = counting_alloc::settle(base, 64 << 10, Duration::from_secs(3));
-    let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+    let (buffers, took) = counting_alloc::settle_with(64 << 10, Duration::from_secs(15), || {
+        counting_alloc::in_use() - base - (d.stats().runtime_bytes as isize - rt_base as isize)
+    });
+    let over = counting_alloc::in_use() - base;
     println!("slow stream of {n}: quiet {over} bytes over after {took:?}; buffers kept {buffers}");
     assert!(
         buffers < 64 << 10,
@@ -88,15 +90,17 @@ fn case_fork_after_burst() {
     assert!(pid >= 0);
     if pid == 0 {
         // SAFETY: no preconditions; a hang dies by SIGALRM.
-        unsafe { libc::alarm(20) };
+        unsafe { libc::alarm(30) };
         let c = count.clone();
         d.call_srcu(move || {
             c.fetch_add(1, Ordering::Relaxed);
         });
         let ok = d.barrier_timeout(Duration::from_secs(5));
         let ran = count.load(Ordering::SeqCst) == 60_001;
-        let (over, took) = counting_alloc::settle(base, 256 << 10, Duration::from_secs(3));
-        let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+        let (buffers, took) = counting_alloc::settle_with(256 << 10, Duration::from_secs(10), || {
+            counting_alloc::in_use() - base - (d.stats().runtime_bytes as isize - rt_base as isize)
+        });
+        let over = counting_alloc::in_use() - base;
         println!("child: barrier {ok}, ran {ran}; quiet {over} bytes over after {took:?}; buffers kept {buffers}");
         let code = if ok && ran && buffers < 256 << 10 { 0 } else { 3 };
         // SAFETY: leave without the parent's harness.
@@ -105,8 +109,10 @@ fn case_fork_after_burst() {
     let mut status = 0;
     // SAFETY: our child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    let (over, took) = counting_alloc::settle(base, 256 << 10, Duration::from_secs(3));
-    let buffers = over - (d.stats().runtime_bytes as isize - rt_base as isize);
+    let (buffers, took) = counting_alloc::settle_with(256 << 10, Duration::from_secs(15), || {
+        counting_alloc::in_use() - base - (d.stats().runtime_bytes as isize - rt_base as isize)
+    });
+    let over = counting_alloc::in_use() - base;
     println!("parent: quiet {over} bytes over after {took:?}; buffers kept {buffers}");
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -127,7 +133,7 @@ fn case_cleanup_after_burst() {
     d.barrier();
     // SAFETY: no reader or callback is left (barrier); nobody else uses `d`.
     unsafe { d.cleanup() }.unwrap();
-    let (over, took) = counting_alloc::settle(base, 64 << 10, Duration::from_secs(3));
+    let (over, took) = counting_alloc::settle(base, 64 << 10, Duration::from_secs(15));
     println!("cleanup after a burst: {over} bytes over after {took:?}");
     assert!(over < 64 << 10, "{over} bytes kept {took:?} after cleanup");
     drop(d);

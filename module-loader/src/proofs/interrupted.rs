@@ -550,13 +550,16 @@ mod tests {
             rx.recv().unwrap();
         });
         let tid = trx.recv().unwrap();
+        // Bounded by time, not by a count of yields: a loaded machine may
+        // take long to run the thread into `recv`.
         let mut at = None;
-        for _ in 0..10_000 {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < give_up {
             at = blocked_at(tid);
             if at.is_some() {
                 break;
             }
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let (sp, _pc) = at.expect("the thread blocks in recv");
         let maps = readable_mappings();
