@@ -156,7 +156,10 @@ impl Queue {
         // batch stays in `running` until all of it (markers too) has run, and
         // a barrier's marker wakes its waiter before that, so a `deferred`
         // right after `barrier` counted callbacks that ran before the marker
-        // (`deferred_inventory.rs`). Acquire: as in `ran_past`.
+        // (`redteam17_trace_deferred.rs`). Acquire: pairs with the Release
+        // add after each callback returns (`callback_thread`): what a
+        // callback seen returned queued happened before the rest of the
+        // walk (docs/memory-model.md, "The loader's last look").
         let returned = engine().invoked.load(Ordering::Acquire).saturating_sub(self.batch_base);
         let returned = usize::try_from(returned).unwrap_or(usize::MAX);
         queued + self.running.iter().skip(returned).filter(|&&(h, f)| hit(h, f)).count()
