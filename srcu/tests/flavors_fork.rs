@@ -24,8 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use usrcu::__testing::{self, Sleeper};
 
+#[path = "common/bounded.rs"]
+mod bounded;
 #[path = "common/child.rs"]
 mod child;
+use bounded::sleep_paused_within;
 
 const CHILD_ENV: &str = "USRCU_FLAVORS_FORK_CASE";
 
@@ -255,15 +258,6 @@ fn window_case(f: Flavor, who: Sleeper, handler: bool) {
     // Start the thread, then arm the pause and give the thread a reason to
     // wake and go back to sleep.
     f.use_it(&ran);
-    // Bounds on waits for flags, not timing assertions: the pause gives up
-    // (and stays armed) if the flavor does not go idle.
-    let paused_within = |bound: Duration| {
-        let end = Instant::now() + bound;
-        while !__testing::sleep_pause_inside() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        __testing::sleep_pause_inside()
-    };
     let mut inside = false;
     for _ in 0..20 {
         // Armed afresh each time: one pause per arming, and a pause can
@@ -274,7 +268,7 @@ fn window_case(f: Flavor, who: Sleeper, handler: bool) {
         // machine, after `use_it`): it pauses there, holding the lock that
         // `f.call` would then wait for until the pause's own time limit. So
         // look for that pause first.
-        if paused_within(Duration::from_millis(500)) {
+        if sleep_paused_within(Duration::from_millis(500)) {
             inside = true;
             break;
         }
@@ -289,7 +283,7 @@ fn window_case(f: Flavor, who: Sleeper, handler: bool) {
         while ran.load(Ordering::SeqCst) < want && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(1));
         }
-        if paused_within(Duration::from_secs(2)) {
+        if sleep_paused_within(Duration::from_secs(2)) {
             inside = true;
             break;
         }

@@ -15,12 +15,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use usrcu::__testing::{self, Sleeper};
 use usrcu::Srcu;
 
+#[path = "common/bounded.rs"]
+mod bounded;
 #[path = "common/child.rs"]
 mod child;
+use bounded::sleep_paused_within;
 
 const CHILD_ENV: &str = "USRCU_FORK_WINDOW_CASE";
 
@@ -89,15 +92,6 @@ fn window_entry() {
     // a reason to wake and go back to sleep.
     queue_one(&d);
     d.barrier();
-    // A bound on a wait for a flag, not a timing assertion: the pause
-    // gives up (and stays armed) if the runtime does not go idle.
-    let paused_within = |bound: Duration| {
-        let end = Instant::now() + bound;
-        while !__testing::sleep_pause_inside() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        __testing::sleep_pause_inside()
-    };
     let mut inside = false;
     for _ in 0..20 {
         // Armed afresh each time: one pause per arming, and a pause can
@@ -108,13 +102,13 @@ fn window_entry() {
         // machine, after the barrier above). It pauses there, holding its
         // lock, which `call_srcu` below would then wait for until the
         // pause's own time limit: so look for that pause first.
-        if paused_within(Duration::from_millis(500)) {
+        if sleep_paused_within(Duration::from_millis(500)) {
             inside = true;
             break;
         }
         queue_one(&d);
         d.barrier();
-        if paused_within(Duration::from_secs(2)) {
+        if sleep_paused_within(Duration::from_secs(2)) {
             inside = true;
             break;
         }

@@ -29,3 +29,16 @@ pub fn finishes<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 's
     });
     rx.recv_timeout(HANG).unwrap_or_else(|_| panic!("hang: {what}"))
 }
+
+/// Is a runtime thread inside the sleep pause armed with
+/// `usrcu::__testing::arm_sleep_pause`, or does one get there within
+/// `bound`? A bound on a wait for a flag, not a timing assertion: the pause
+/// gives up (and stays armed) if the thread does not go idle.
+#[allow(dead_code)]
+pub fn sleep_paused_within(bound: Duration) -> bool {
+    let end = Instant::now() + bound;
+    while !usrcu::__testing::sleep_pause_inside() && Instant::now() < end {
+        thread::sleep(Duration::from_millis(1));
+    }
+    usrcu::__testing::sleep_pause_inside()
+}
