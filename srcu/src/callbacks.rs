@@ -1060,6 +1060,12 @@ mod tests {
         }
     }
 
+    /// The largest of the invoker's buffers, in callbacks.
+    fn buffers(q: &Callbacks) -> usize {
+        let o = lock(&q.ordered);
+        o.batch.capacity().max(o.fresh.capacity()).max(o.merged.capacity())
+    }
+
     /// A burst, then a stream that never pauses (every pass leaves the
     /// callbacks of the next grace period queued, so no pass is calm): the
     /// burst's buffers are given back at the end of a window
@@ -1075,11 +1081,7 @@ mod tests {
         queue(&q, &mut keep, 10, 4);
         assert_eq!(q.take_ready(Cookie(2)).ready, BURST);
         q.run_batch(&invoked);
-        let cap = |q: &Callbacks| {
-            let o = lock(&q.ordered);
-            o.batch.capacity().max(o.fresh.capacity()).max(o.merged.capacity())
-        };
-        assert!(cap(&q) >= BURST, "{}", cap(&q));
+        assert!(buffers(&q) >= BURST, "{}", buffers(&q));
         lock(&q.ordered).window_len = Some(std::time::Duration::ZERO);
         for c in (4..40).step_by(2) {
             queue(&q, &mut keep, 10, c + 2);
@@ -1087,7 +1089,7 @@ mod tests {
             assert_eq!((t.ready, t.waiting_for), (10, Some(Cookie(c + 2))));
             q.run_batch(&invoked);
         }
-        assert!(cap(&q) < BURST / 4, "buffers of {} callbacks kept", cap(&q));
+        assert!(buffers(&q) < BURST / 4, "buffers of {} callbacks kept", buffers(&q));
         let t = q.take_ready(Cookie(40));
         assert_eq!(t.ready, 10);
         q.run_batch(&invoked);
@@ -1111,11 +1113,7 @@ mod tests {
         queue(&q, &mut keep, BURST, 2);
         assert_eq!(q.take_ready(Cookie(2)).ready, BURST);
         q.run_batch(&invoked);
-        let cap = |q: &Callbacks| {
-            let o = lock(&q.ordered);
-            o.batch.capacity().max(o.fresh.capacity()).max(o.merged.capacity())
-        };
-        assert!(cap(&q) >= BURST, "{}", cap(&q));
+        assert!(buffers(&q) >= BURST, "{}", buffers(&q));
         queue(&q, &mut keep, 1, 4);
         for c in (4..44).step_by(2) {
             // The pass: its callback is ready, and runs.
@@ -1127,7 +1125,7 @@ mod tests {
             let t = q.take_ready(Cookie(c));
             assert_eq!((t.ready, t.waiting_for), (0, Some(Cookie(c + 2))));
         }
-        assert!(cap(&q) < BURST / 4, "buffers of {} callbacks kept", cap(&q));
+        assert!(buffers(&q) < BURST / 4, "buffers of {} callbacks kept", buffers(&q));
         assert_eq!(q.take_ready(Cookie(44)).ready, 1);
         q.run_batch(&invoked);
         assert_eq!(q.pending(), 0);
