@@ -204,6 +204,10 @@ pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
     // Tasks engine. No path of the crate holds either while it takes the
     // SRCU locks the walk takes (callbacks run with no lock held).
     let trace = crate::trace::engine::lock_queue_if_exists();
+    // Before anything else is looked at: a Tasks Trace callback seen
+    // returned here has made its hops visible to the walk below; one that
+    // returns later is counted as running (`Queue::returned`).
+    let trace_returned = trace.as_ref().map_or(0, |q| q.returned());
     let tasks = crate::tasks::engine::lock_if_exists();
     let hold = Hold::new();
     let running = registered()
@@ -219,7 +223,7 @@ pub fn deferred(ranges: &[Range<usize>]) -> Deferred {
     let hit = |a: usize| inside(ranges, a);
     Deferred {
         srcu,
-        trace_callbacks: trace.as_ref().map_or(0, |q| q.count_in(&hit)),
+        trace_callbacks: trace.as_ref().map_or(0, |q| q.count_in(&hit, trace_returned)),
         tasks_callbacks: tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
         stable: true,
     }
@@ -233,9 +237,11 @@ pub fn flavor_callbacks_in(ranges: &[Range<usize>]) -> (usize, usize) {
     let hit = |a: usize| inside(ranges, a);
     // In the fork handler's order, as `deferred`.
     let trace = crate::trace::engine::lock_queue_if_exists();
+    // As in `deferred`: before the Tasks queue is looked at.
+    let trace_returned = trace.as_ref().map_or(0, |q| q.returned());
     let tasks = crate::tasks::engine::lock_if_exists();
     (
-        trace.as_ref().map_or(0, |q| q.count_in(&hit)),
+        trace.as_ref().map_or(0, |q| q.count_in(&hit, trace_returned)),
         tasks.as_ref().map_or(0, |s| s.count_in(&hit)),
     )
 }

@@ -143,26 +143,39 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
+    /// How many callbacks have returned, for [`Queue::count_in`]: load it
+    /// right after taking `queue`, before looking at anything else (another
+    /// flavor's queue, SRCU's domains), and pass it in.
+    ///
+    /// Acquire: pairs with the Release add after each callback returns
+    /// (`callback_thread`): whatever a callback this load sees returned
+    /// queued (in any flavor, the lock-free SRCU push included) happened
+    /// before everything the caller looks at after the load
+    /// (docs/memory-model.md, "The loader's last look").
+    pub(crate) fn returned(&self) -> u64 {
+        engine().invoked.load(Ordering::Acquire)
+    }
+
     /// Callbacks queued or running whose head or function `inside`
-    /// accepts (the inventory by address, `runtime::inventory::deferred`).
-    pub(crate) fn count_in(&self, inside: &dyn Fn(usize) -> bool) -> usize {
+    /// accepts (the inventory by address, `runtime::inventory::deferred`);
+    /// `returned`: [`Queue::returned`], loaded under this same lock before
+    /// the caller looked elsewhere.
+    pub(crate) fn count_in(&self, inside: &dyn Fn(usize) -> bool, returned: u64) -> usize {
         let hit = |h: usize, f: usize| inside(h) || inside(f);
         let queued = self
             .items
             .iter()
             .filter(|(_, i)| matches!(i, Item::Call(h, f) if hit(*h as usize, *f as usize)))
             .count();
-        // Those of the running batch that returned are not counted: the
-        // batch stays in `running` until all of it (markers too) has run, and
-        // a barrier's marker wakes its waiter before that, so a `deferred`
-        // right after `barrier` counted callbacks that ran before the marker
-        // (`redteam17_trace_deferred.rs`). Acquire: pairs with the Release
-        // add after each callback returns (`callback_thread`): what a
-        // callback seen returned queued happened before the rest of the
-        // walk (docs/memory-model.md, "The loader's last look").
-        let returned = engine().invoked.load(Ordering::Acquire).saturating_sub(self.batch_base);
-        let returned = usize::try_from(returned).unwrap_or(usize::MAX);
-        queued + self.running.iter().skip(returned).filter(|&&(h, f)| hit(h, f)).count()
+        // Those of the running batch that had returned when `returned` was
+        // loaded are not counted: the batch stays in `running` until all of
+        // it (markers too) has run, and a barrier's marker wakes its waiter
+        // before that, so a `deferred` right after `barrier` counted
+        // callbacks that ran before the marker (`redteam17_trace_deferred.rs`).
+        // One that returned after that load is counted: what it queued may
+        // have been missed by a walk that came after the load.
+        let done = usize::try_from(returned.saturating_sub(self.batch_base)).unwrap_or(usize::MAX);
+        queued + self.running.iter().skip(done).filter(|&&(h, f)| hit(h, f)).count()
     }
 
     /// The queueing number (0 for the first callback ever queued) of the
