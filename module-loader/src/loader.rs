@@ -569,7 +569,12 @@ impl ModuleLoader {
     /// Anything that might still run the module's code (readers inside,
     /// callbacks pending) keeps it mapped as a `Zombie`, with a warning; the
     /// report says why. Unloading a `Zombie` again retries from the SRCU
-    /// notifier on.
+    /// notifier on, with a budget of its own: a `barrier` that an earlier
+    /// attempt gave up on, still running on a helper thread, is waited for
+    /// (up to the unload timeout) before the retry decides, so a retry made
+    /// just after the blocked callbacks ran unmaps instead of finding that
+    /// barrier a moment before it returns. A retry of a module whose
+    /// callbacks still block therefore takes the unload timeout too.
     pub fn unload(&self, h: ModuleHandle) -> Result<UnloadReport, UnloadError> {
         let m = match self.get(h) {
             Some(m) => m,

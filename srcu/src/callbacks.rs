@@ -157,7 +157,8 @@ pub(crate) struct Ordered {
     /// `collect`'s merge buffers (kept likewise).
     merged: Vec<Item>,
     tmp: Vec<Item>,
-    /// Passes in a row that left nothing queued ([`SHRINK_AFTER`]).
+    /// Passes that left nothing queued, with no large pass between them
+    /// ([`SHRINK_AFTER`]; a light pass between them leaves the count).
     calm: u32,
     /// The most callbacks one pass's buffers, and `held`, needed in the
     /// current window of [`SHRINK_WINDOW`], and when it began.
@@ -177,8 +178,11 @@ pub(crate) struct Ordered {
 /// again, fresh pages the kernel faults in and zeroes (100,000 to 258,000
 /// page faults in a run of `call_srcu_throughput`'s boxed bench, 11,000 to
 /// 14,000 without shrinking). They are shrunk
-/// - after `SHRINK_AFTER` calm passes in a row (each took every callback
-///   queued: the stream has stopped), to what the last pass needed; and
+/// - after `SHRINK_AFTER` calm passes (each took every callback queued:
+///   the stream has stopped) with no large pass between them (one that
+///   took or left more than [`TRIM_FLOOR`] callbacks; light passes between
+///   them neither count nor break the run), to what the last pass needed;
+///   and
 /// - at the end of every [`SHRINK_WINDOW`] of passes in which no pass
 ///   needed a quarter of them, to the window's largest need (a burst
 ///   followed by a lighter stream that never stops gives the burst's

@@ -90,8 +90,8 @@ fn dropping_a_loader_keeps_a_blocked_zombie_mapped_and_its_callbacks_run_later_w
 /// The window CI once hit by chance: the zombie's callbacks have all run, but
 /// the first unload's barrier (on a helper thread) has not yet returned. A
 /// retry then waits for it within its budget, and unmaps. Here a fourth
-/// callback, on its own gate, holds that barrier open for a while after the
-/// first three ran. Seen failing ("zombie; kept mapped: ... 3 callback(s)")
+/// callback, on its own gate, holds that barrier open until the retry has
+/// begun. Seen failing ("zombie; kept mapped: ... 3 callback(s)")
 /// with the retry refusing at once while a barrier is in flight.
 #[test]
 fn a_retry_waits_for_the_earlier_barrier_still_returning() {
@@ -114,13 +114,21 @@ fn a_retry_waits_for_the_earlier_barrier_still_returning() {
     while ran.load(Ordering::SeqCst) < 3 {
         thread::sleep(Duration::from_millis(1));
     }
-    // The barrier cannot return before the fourth callback has run.
-    let opener = thread::spawn(|| {
-        thread::sleep(Duration::from_millis(100));
-        late_gate.store(true, Ordering::SeqCst);
+    // The barrier cannot return before the fourth callback has run: its
+    // gate opens once the retry is under way (the module is Going again),
+    // so the retry finds the barrier still in flight.
+    let returned = AtomicBool::new(false);
+    let r = thread::scope(|s| {
+        s.spawn(|| {
+            while loader.state(m) != Some(ModuleState::Going) && !returned.load(Ordering::SeqCst) {
+                thread::yield_now();
+            }
+            late_gate.store(true, Ordering::SeqCst);
+        });
+        let r = loader.unload(m).unwrap();
+        returned.store(true, Ordering::SeqCst);
+        r
     });
-    let r = loader.unload(m).unwrap();
-    opener.join().unwrap();
     assert!(r.unmapped, "{r}");
     assert_eq!(late_ran.load(Ordering::SeqCst), 1);
     assert!(!object_is_mapped(&path));
