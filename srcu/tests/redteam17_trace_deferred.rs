@@ -9,8 +9,11 @@
 //! counting the whole running batch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[path = "common/bounded.rs"]
+mod bounded;
+use bounded::wait_until;
 use usrcu::runtime::inventory;
 use usrcu::CallbackHead;
 
@@ -37,14 +40,6 @@ unsafe extern "C" fn last(_: *mut CallbackHead) {
 /// Returns at once; its address is the range asked about.
 unsafe extern "C" fn quick(_: *mut CallbackHead) {}
 
-fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < give_up, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 fn snapshot(f: unsafe extern "C" fn(*mut CallbackHead)) -> inventory::Deferred {
     let a = f as usize;
     inventory::deferred(std::slice::from_ref(&(a..a + 1)))
@@ -61,7 +56,7 @@ fn a_callback_that_returned_is_not_counted_while_the_rest_of_its_batch_runs() {
     // barrier at the end); the functions ignore them.
     unsafe { usrcu::trace::call_raw(heads[0], first) };
     // The thread holds `first`: what follows piles up behind it.
-    wait_for("the first callback to start", || FIRST_STARTED.load(Ordering::SeqCst));
+    wait_until("the first callback to start", || FIRST_STARTED.load(Ordering::SeqCst));
     // SAFETY: as above.
     unsafe { usrcu::trace::call_raw(heads[1], quick) };
     // A marker between them, left behind by a barrier that gives up.
@@ -72,7 +67,7 @@ fn a_callback_that_returned_is_not_counted_while_the_rest_of_its_batch_runs() {
     usrcu::trace::synchronize();
     assert_eq!(count(quick), 1, "queued behind `first`");
     FIRST_RELEASE.store(true, Ordering::SeqCst);
-    wait_for("the last callback to start", || LAST_STARTED.load(Ordering::SeqCst));
+    wait_until("the last callback to start", || LAST_STARTED.load(Ordering::SeqCst));
     // `quick` returned before `last` began (one thread, in order).
     assert_eq!(count(quick), 0, "counted after it returned: {}", count(quick));
     assert_eq!(count(last), 1, "the running callback is counted");

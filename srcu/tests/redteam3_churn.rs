@@ -11,6 +11,10 @@ use usrcu::diagnostics::{Capture, WarningKind};
 use usrcu::runtime::inventory::domains_attached;
 use usrcu::Srcu;
 
+#[path = "common/bounded.rs"]
+mod bounded;
+use bounded::wait_until;
+
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
@@ -141,18 +145,12 @@ fn runtime_idle_is_false_while_a_synchronize_waits_for_a_reader() {
         std::thread::yield_now();
     }
     let a = &D as *const Srcu as usize;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !usrcu::runtime::inventory::query(std::slice::from_ref(&(a..a + 1)))
-        .domains
-        .iter()
-        .any(|u| u.grace_period_in_flight)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "synchronize never requested a grace period of D"
-        );
-        std::thread::yield_now();
-    }
+    wait_until("synchronize to request a grace period of D", || {
+        usrcu::runtime::inventory::query(std::slice::from_ref(&(a..a + 1)))
+            .domains
+            .iter()
+            .any(|u| u.grace_period_in_flight)
+    });
     // Until the reader leaves, the waiter cannot return; sample `idle`
     // while it waits.
     let mut saw_idle = 0;
